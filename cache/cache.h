@@ -1,0 +1,134 @@
+/* cache.h — the one public header of the artifact store (LMDB + zstd).
+ *
+ * One LMDB environment per cache directory.  An artifact is the output of one
+ * node run, stored under the node's key (flow_hash): a list of named parts
+ * plus metadata (JSON text) and the stage's log.  Parts are split into
+ * 1-4 MiB chunks, content-addressed by XXH3-128 of their raw bytes (stored
+ * once across all artifacts), zstd-compressed outside the write transaction
+ * (float parts byte-shuffled first when that is smaller) and verified on
+ * every read.  An artifact becomes visible in one write transaction, after
+ * all its chunks are stored; chunks without a committed artifact are
+ * garbage that `gc` removes.
+ *
+ * Processes: a flow_store must only be used in the process that opened it
+ * (LMDB forbids using an environment across fork); forked workers open
+ * their own.  Several processes may open the same cache at once.
+ *
+ * All functions return 0 or a negative FLOW_E* code with err filled.
+ */
+#ifndef FLOW_CACHE_H
+#define FLOW_CACHE_H
+
+#include "../engine/engine.h"
+
+typedef struct flow_store flow_store;
+
+typedef struct store_options {
+    size_t initial_map_size;  /* 0 = default (1 GiB); grows automatically */
+    int readonly;
+} store_options;
+
+/* Opens (creating if needed) the cache at dir.  Validates the store's
+ * format version; refuses too old / too new with a clear message. */
+int store_open(flow_store **out, const char *dir, const store_options *opt, flow_err *err);
+void store_close(flow_store *s);
+const char *store_dir(const flow_store *s);
+
+/* ---- writing an artifact ------------------------------------------- */
+typedef struct store_writer store_writer;
+int store_writer_new(flow_store *s, store_writer **out, flow_err *err);
+/* Parts are written one at a time; names must be unique per artifact. */
+int store_part_begin(store_writer *w, const char *name, int kind /* FLOW_PART_* */, flow_err *err);
+int store_part_write(store_writer *w, const void *data, size_t len, flow_err *err);
+int store_part_end(store_writer *w, flow_err *err);
+/* Publishes the artifact under key atomically (replacing an older one with
+ * the same key).  meta_json: the metadata object; log: the stage's log. */
+int store_writer_commit(store_writer *w, const flow_hash *key,
+                        const char *meta_json, const char *log, size_t log_len,
+                        flow_err *err);
+void store_writer_free(store_writer *w);   /* aborts if not committed */
+
+/* ---- reading -------------------------------------------------------- */
+typedef struct store_part_info {
+    const char *name;
+    int kind;
+    uint64_t size;          /* raw bytes */
+    uint64_t stored;        /* compressed bytes of its chunks */
+    flow_hash content;      /* hash of the part's raw bytes (chunk-list hash) */
+} store_part_info;
+
+typedef struct store_artifact {
+    flow_hash key;
+    flow_hash content;      /* hash over (name, content) of all parts */
+    int nparts;
+    store_part_info *parts;
+    char *meta_json;        /* metadata object */
+    int64_t created;        /* unix seconds */
+    uint64_t raw_size, stored_size;
+} store_artifact;
+
+/* Looks up an artifact by key; FLOW_E_NOTFOUND if absent.  *out is owned by
+ * the caller (store_artifact_free). */
+int store_get(flow_store *s, const flow_hash *key, store_artifact **out, flow_err *err);
+void store_artifact_free(store_artifact *a);
+int store_has(flow_store *s, const flow_hash *key);
+/* Resolves a hex prefix of at least 6 digits to a unique key. */
+int store_resolve(flow_store *s, const char *hex_prefix, flow_hash *out, flow_err *err);
+int store_get_log(flow_store *s, const flow_hash *key, char **log, size_t *len, flow_err *err);
+
+/* Streams a part's bytes, verifying each chunk's hash. */
+typedef struct store_reader store_reader;
+int store_reader_open(flow_store *s, const flow_hash *key, const char *part,
+                      store_reader **out, flow_err *err);
+long long store_reader_read(store_reader *r, void *buf, size_t cap, flow_err *err);
+void store_reader_free(store_reader *r);
+int store_read_part(flow_store *s, const flow_hash *key, const char *part,
+                    char **data, size_t *len, flow_err *err);
+
+/* Iterates all artifacts (for ls / gc); cb returns non-zero to stop. */
+int store_foreach(flow_store *s, int (*cb)(const store_artifact *a, void *arg),
+                  void *arg, flow_err *err);
+
+/* ---- node history: the most recent builds of a named node ----------- */
+/* graph_id identifies a graph file (e.g. hash of its absolute path). */
+int store_record_build(flow_store *s, const char *graph_id, const char *node,
+                       const flow_hash *key, flow_err *err);
+/* The most recent n keys built for the node, newest first. */
+int store_last_builds(flow_store *s, const char *graph_id, const char *node,
+                      flow_hash *keys, int max, int *n, flow_err *err);
+
+/* ---- stat cache: path -> (size, mtime_ns, inode, content hash) ------ */
+int store_stat_get(flow_store *s, const char *path, uint64_t size, int64_t mtime_ns,
+                   uint64_t inode, flow_hash *out);     /* 0 hit, FLOW_E_NOTFOUND miss */
+int store_stat_put(flow_store *s, const char *path, uint64_t size, int64_t mtime_ns,
+                   uint64_t inode, const flow_hash *h, flow_err *err);
+
+/* ---- small keyed records: leases and checkpoints -------------------- */
+/* Atomically takes the lease on key for this process (pid, host, start
+ * time) unless a live owner holds it: returns 0 when taken, FLOW_E_BUSY when
+ * another live process holds it.  A lease whose owner died (same host,
+ * process gone) or that expired (ttl_s without renewal) is taken over. */
+int store_lease_take(flow_store *s, const flow_hash *key, int ttl_s, flow_err *err);
+int store_lease_renew(flow_store *s, const flow_hash *key, int ttl_s, flow_err *err);
+int store_lease_release(flow_store *s, const flow_hash *key, flow_err *err);
+int store_checkpoint_put(flow_store *s, const flow_hash *key, const void *data,
+                         size_t len, flow_err *err);
+int store_checkpoint_get(flow_store *s, const flow_hash *key, char **data,
+                         size_t *len, flow_err *err);
+int store_checkpoint_drop(flow_store *s, const flow_hash *key, flow_err *err);
+
+/* ---- maintenance ---------------------------------------------------- */
+typedef struct store_gc_stats {
+    uint64_t artifacts_removed, chunks_removed, bytes_freed;
+} store_gc_stats;
+/* Deletes every artifact whose key is not in keep[], then unreferenced
+ * chunks.  Chunks younger than grace_s are kept (a concurrent build may be
+ * writing them). */
+int store_gc(flow_store *s, const flow_hash *keep, size_t nkeep, int grace_s,
+             store_gc_stats *st, flow_err *err);
+/* Re-reads every chunk of every artifact; reports each damaged one through
+ * report(); returns 0 if all good, FLOW_E_CORRUPT otherwise. */
+int store_verify(flow_store *s, void (*report)(const char *what, void *arg),
+                 void *arg, flow_err *err);
+
+#endif

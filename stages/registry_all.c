@@ -1,0 +1,15 @@
+/* registry_all.c — the list of built-in stage kinds.  Add one line per
+ * stage file (keep alphabetical). */
+#include "stages.h"
+
+#define STAGES(X) \
+
+#define DECLARE(name) extern const flow_stage stage_##name;
+#define REGISTER(name) registry_add(r, &stage_##name);
+STAGES(DECLARE)
+
+void stages_register_all(flow_registry *r)
+{
+    (void)r;
+    STAGES(REGISTER)
+}

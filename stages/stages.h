@@ -1,0 +1,50 @@
+/* stages.h — the one public header of the stages library.
+ *
+ * One file per stage kind (stages/<name>.c defines `const flow_stage
+ * stage_<name>`), registered in stages/registry_all.c.  This header also
+ * documents the artifact formats that stages exchange, with the shared
+ * readers and writers for them, so a consumer never re-parses by hand.
+ *
+ * ---- corpus (produced by clean and split; read by terms, bpe, encode,
+ *      baseline) ---------------------------------------------------------
+ * A corpus is a set of parts under one prefix (none, or "train/", "dev/",
+ * "test/" inside a split artifact):
+ *   text    UTF-8, one unit per line ('\n'-terminated; units never contain
+ *           '\n' or '\r').
+ *   units   UTF-8 TSV, one line per unit, aligned with text:
+ *           label \t group \t doc   (label/group may be empty strings;
+ *           doc is the source-relative path of the document).
+ *   labels  the label names of the whole labelled set, one per line, in a
+ *           fixed order shared by every split (ids = line numbers), so the
+ *           same class has the same id in train, dev and test.
+ *
+ * ---- tokenizer (produced by bpe) --------------------------------------
+ *   vocab.txt       one token per line, id = line number (specials first).
+ *   merges.txt      one merge "a b" per line, rank order.
+ *   tokenizer.json  HuggingFace tokenizers export.
+ *   tokenizer.bin   the compact form stages load (see tokenizer_load).
+ *
+ * ---- encoded corpus (produced by encode; read by pretrain, finetune) ---
+ * Under the same prefixes as its input corpus:
+ *   ids      header "FLOWIDS\0" u32 version=1 u32 width(2|4) u64 count,
+ *            then count little-endian ids.
+ *   offsets  header "FLOWOFF\0" u32 version=1 u32 0 u64 n+1, then n+1 u64:
+ *            sequence i is ids[offsets[i] .. offsets[i+1]).
+ *   labels   header "FLOWLAB\0" u32 version=1 u32 0 u64 n, then n i32
+ *            (-1 for unlabelled units).
+ *   groups   same header "FLOWGRP\0", n i32 group ids (index into the
+ *            sorted group names of that corpus).
+ * Every sequence is [CLS] ... [SEP], at most max_len ids.
+ */
+#ifndef FLOW_STAGES_H
+#define FLOW_STAGES_H
+
+#include "../engine/engine.h"
+
+/* Registers every built-in stage kind. */
+void stages_register_all(flow_registry *r);
+
+/* Special token ids shared by tokenizer, encoder and model. */
+enum { TOK_PAD = 0, TOK_UNK = 1, TOK_CLS = 2, TOK_SEP = 3, TOK_MASK = 4, TOK_NSPECIAL = 5 };
+
+#endif
