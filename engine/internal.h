@@ -1,0 +1,134 @@
+/* internal.h — data structures shared inside the engine library (not by
+ * stages): the resolved graph, node keys, the worker context and the build
+ * entry point.
+ *
+ *   parse.c     .graph text -> syntax tree with file:line:col positions
+ *   graph.c     syntax tree + registry -> flow_graph (types, defaults,
+ *               ranges, references, cycles, topological order)
+ *   key.c       canonical encoding and XXH3-128 node keys
+ *   params.c    flow_param_* accessors of the stage API
+ *   build.c     scheduler: decides what runs where and when
+ *   worker.c    forked worker: runs one stage, implements the rest of the
+ *               stage API (inputs, outputs, log, metrics, progress,
+ *               checkpoints) and commits the artifact
+ *   cmd_*.c     one file per CLI command; main.c dispatches
+ */
+#ifndef FLOW_ENGINE_INTERNAL_H
+#define FLOW_ENGINE_INTERNAL_H
+
+#include "engine.h"
+#include "../cache/cache.h"
+
+/* A parameter value after type checking and defaults. */
+typedef struct graph_value {
+    flow_ptype type;
+    int64_t i;              /* INT, BOOL (0/1) */
+    double f;               /* FLOAT */
+    char *s;                /* STRING; PATH: absolute, resolved against the graph folder */
+    struct graph_value *items; int nitems;   /* LIST */
+    int line, col;          /* where it was written (0 = default) */
+} graph_value;
+
+/* A reference to another node, or to one named output of it. */
+typedef struct graph_ref {
+    int node;               /* index into flow_graph.nodes */
+    char *output;           /* NULL = the whole node */
+    int line, col;
+} graph_ref;
+
+typedef struct graph_binding {
+    graph_ref *refs; int nrefs;     /* 0 = unbound (optional input) */
+} graph_binding;
+
+typedef struct graph_node {
+    char *name;
+    int line, col;
+    const flow_stage *stage;
+    graph_value *params;    /* aligned with stage->params[] */
+    graph_binding *inputs;  /* aligned with stage->inputs[] */
+    int *deps; int ndeps;   /* distinct upstream nodes, ascending */
+    int *users; int nusers; /* distinct downstream nodes, ascending */
+    /* reserved node settings, not part of the key: */
+    int gpus;               /* GPUs wanted (-1 = all), from `gpus = K|all` */
+    int device_auto;        /* `device = auto`: CPU fallback allowed */
+    int threads;            /* `threads = N`, 0 = stage default */
+} graph_node;
+
+typedef struct flow_graph {
+    char *path;             /* absolute path of the .graph file */
+    char *dir;              /* its folder */
+    char *id;               /* stable id for node history (hex of path hash) */
+    graph_node *nodes; int n;
+    int *topo;              /* node indices in a deterministic topological order */
+} flow_graph;
+
+/* Loads and resolves a graph.  sets: "NODE.PARAM=VALUE" overrides.  All
+ * errors are "file:line:col: message" (sets: "--set NODE.PARAM: ...").
+ * Returns FLOW_E_GRAPH on any error; never a partial graph. */
+int graph_load(flow_graph **out, const char *path, const flow_registry *reg,
+               char *const *sets, int nsets, flow_err *err);
+void graph_free(flow_graph *g);
+int graph_find(const flow_graph *g, const char *name);   /* -1 if absent */
+/* Finds the .graph: a path, or a bare name looked up in ./graphs/. */
+int graph_locate(const char *arg, char **path, flow_err *err);
+
+/* Content hash of what a reference sees in artifact a: the whole artifact's
+ * content hash (output NULL), or the hash over the parts "out" and "out/..."
+ * (names relative to the output, and their content hashes).  FLOW_E_NOTFOUND
+ * if the output has no parts. */
+int ref_content(const store_artifact *a, const char *output, flow_hash *out);
+
+/* Node key: XXH3-128 over the canonical encoding of stage name, version,
+ * every parameter (sorted by name, typed), key_extra bytes, and the input
+ * content hashes (per input port in stage order, per ref in order).
+ * input_content holds the refs' content hashes flattened in that order.
+ * extra: the hash from the stage's key_extra (NULL if it has none). */
+flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content,
+                   const flow_hash *extra);
+
+/* Human-readable canonical description of a node's key inputs (one
+ * "name = value" line per parameter and input), stored in artifact
+ * metadata so `flow why` and `flow status` can say what changed. */
+void node_key_describe(const flow_graph *g, int node, const flow_hash *input_content,
+                       const flow_hash *extra, flow_buf *out);
+
+/* ---- the worker context (the stage API's flow_ctx) -------------------- */
+struct flow_ctx {
+    const flow_graph *g;
+    int node;
+    flow_store *store;          /* opened in the process that uses it */
+    flow_hash key;
+    /* inputs: one artifact per ref, per port (aligned with stage->inputs) */
+    store_artifact ***in_art;   /* [port][ref] */
+    /* outputs and reports */
+    store_writer *writer;
+    flow_buf log, metrics, report;
+    int threads;
+    int *gpu_ids; int ngpus;
+    int progress_fd;            /* pipe to the scheduler, -1 if none */
+    double last_progress;       /* time of the last forwarded progress */
+    flow_err err;
+};
+
+/* ---- building ---------------------------------------------------------- */
+typedef struct build_options {
+    int jobs;                   /* -j: CPU slots */
+    int *gpu_ids; int ngpus;    /* usable GPU ordinals */
+    int keep_going;             /* default 1 */
+    int json;                   /* newline-delimited JSON events on stdout */
+    int verbose;
+    int live;                   /* live terminal display */
+    char **targets; int ntargets;   /* empty = all sinks */
+} build_options;
+
+typedef struct build_result {
+    int ran, cached, failed, skipped;
+    double seconds;
+} build_result;
+
+/* Builds the targets.  Returns 0 if every node succeeded, FLOW_E_STAGE if
+ * some failed (the result counts them), another code for engine errors. */
+int build_run(flow_graph *g, flow_store *s, const build_options *opt,
+              build_result *res, flow_err *err);
+
+#endif
