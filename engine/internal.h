@@ -92,6 +92,15 @@ flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content
 void node_key_describe(const flow_graph *g, int node, const flow_hash *input_content,
                        const flow_hash *extra, flow_buf *out);
 
+/* The key of node i when every upstream node j it depends on is built with
+ * key keys[j] (other entries ignored): loads those artifacts' manifests,
+ * computes each ref's content (ref_content), runs the stage's key_extra in
+ * this process and returns node_key().  describe (may be NULL) receives
+ * node_key_describe().  FLOW_E_NOTFOUND if an upstream artifact is missing.
+ * Used by build (just before running/looking up a node), status and why. */
+int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *keys,
+                 flow_hash *key, flow_buf *describe, flow_err *err);
+
 /* ---- the worker context (the stage API's flow_ctx) -------------------- */
 struct flow_ctx {
     const flow_graph *g;
