@@ -121,8 +121,13 @@ struct flow_ctx {
 
 /* ---- building ---------------------------------------------------------- */
 typedef struct build_options {
-    int jobs;                   /* -j: CPU slots */
-    int *gpu_ids; int ngpus;    /* usable GPU ordinals */
+    int jobs;                   /* -j: CPU slots; <= 0 = number of CPUs */
+    int *gpu_ids; int ngpus;    /* usable GPU ordinals (only if gpus_given) */
+    int gpus_given;             /* 1: --gpus was given (gpu_ids, possibly
+                                 * none); 0: use the devices the CUDA
+                                 * runtime reports (none without CUDA) */
+    int fake_gpus;              /* hidden --fake-gpus N (tests): pretend
+                                 * devices 0..N-1 exist; overrides the above */
     int keep_going;             /* default 1 */
     int json;                   /* newline-delimited JSON events on stdout */
     int verbose;
@@ -136,7 +141,11 @@ typedef struct build_result {
 } build_result;
 
 /* Builds the targets.  Returns 0 if every node succeeded, FLOW_E_STAGE if
- * some failed (the result counts them), another code for engine errors. */
+ * some failed (the result counts them), FLOW_E_INTERRUPTED after SIGINT /
+ * SIGTERM (running workers were stopped, nothing partial stored; main
+ * exits 130), another code for engine errors (unknown target, a node
+ * asking for more GPUs than exist: nothing ran).  Prints per-node lines
+ * and the summary itself (stdout; --json: JSON events only). */
 int build_run(flow_graph *g, flow_store *s, const build_options *opt,
               build_result *res, flow_err *err);
 
