@@ -1,0 +1,316 @@
+/* kernels.h — the one public header of the kernels library: the BERT model.
+ *
+ * What it is: exactly the HuggingFace `transformers` BERT architecture
+ * (BertForMaskedLM / BertForSequenceClassification), in fp32, with forward
+ * and backward passes written by hand (llm.c style: every op's forward beside
+ * its backward, all parameters in one flat buffer).  The CPU implementation
+ * (OpenBLAS sgemm + OpenMP) is the reference every later backend (CUDA) is
+ * tested against.  Stages (pretrain, finetune, export) use only this header.
+ *
+ * ---- architecture ------------------------------------------------------
+ *   x0   = Dropout(LayerNorm(word[ids] + position[t] + token_type[type]))
+ *   per layer l (post-LN):
+ *     q,k,v = x Wq^T+bq, x Wk^T+bk, x Wv^T+bv       [B,T,H] (heads split H=nh*d)
+ *     P     = softmax(q k^T / sqrt(d) + mask)       [B,nh,T,T], padded keys -> 0
+ *     ctx   = Dropout_attn(P) v                     [B,T,H]
+ *     a     = LayerNorm(x + Dropout(ctx Wo^T + bo))
+ *     x'    = LayerNorm(a + Dropout(GELU(a Wi^T + bi) Wo2^T + bo2))   GELU = erf form
+ *   MLM head (rows whose label != -100 only, see bert_forward):
+ *     logits = LayerNorm(GELU(h Wt^T + bt)) word^T + cls.predictions.bias  [M,V]
+ *   classification head:
+ *     pooled = tanh(h[:,0] Wp^T + bp); logits = Dropout(pooled) Wc^T + bc  [B,C]
+ *   LayerNorm eps = 1e-12; padding token id 0 (TOK_PAD): like nn.Embedding's
+ *   padding_idx, row 0 of the word embeddings gets no gradient from the
+ *   embedding lookup (it still gets the tied MLM decoder's gradient).
+ *
+ * ---- flat buffers and the tensor table ---------------------------------
+ * params, grads, adam_m, adam_v are each ONE float array of bert_param_count
+ * floats.  The tensor table (bert_tensors) lists every tensor with its
+ * HuggingFace state-dict name, its shape in PyTorch layout ([out, in] for a
+ * Linear weight, [rows, hidden] for an embedding, [n] for vectors), its
+ * offset (in floats) into the flat buffers and its weight-decay flag (1 for
+ * Linear/embedding weights, 0 for biases and LayerNorm weights/biases).
+ * Export to transformers is therefore a copy per tensor.  Table order:
+ *   bert.embeddings.word_embeddings.weight        [V, H]
+ *   bert.embeddings.position_embeddings.weight    [max_len, H]
+ *   bert.embeddings.token_type_embeddings.weight  [type_vocab, H]
+ *   bert.embeddings.LayerNorm.weight / .bias      [H]
+ *   for each layer i, prefix bert.encoder.layer.i.:
+ *     attention.self.query.weight, .key.weight, .value.weight   [H, H] each,
+ *         contiguous (one [3H, H] block: Q, K, V are one sgemm)
+ *     attention.self.query.bias, .key.bias, .value.bias         [H] each, contiguous
+ *     attention.output.dense.weight [H, H], .bias [H]
+ *     attention.output.LayerNorm.weight, .bias                  [H]
+ *     intermediate.dense.weight [I, H], .bias [I]
+ *     output.dense.weight [H, I], .bias [H]
+ *     output.LayerNorm.weight, .bias                            [H]
+ *   mode has MLM:
+ *     cls.predictions.transform.dense.weight [H, H], .bias [H]
+ *     cls.predictions.transform.LayerNorm.weight, .bias [H]
+ *     cls.predictions.bias [V]
+ *   mode has CLASSIFY:
+ *     bert.pooler.dense.weight [H, H], .bias [H]
+ *     classifier.weight [C, H], classifier.bias [C]
+ * The MLM decoder is tied to the word embeddings: an HF state dict also has
+ * cls.predictions.decoder.weight (= bert.embeddings.word_embeddings.weight)
+ * and cls.predictions.decoder.bias (= cls.predictions.bias); an exporter
+ * writes those two aliases, an importer ignores them.
+ *
+ * ---- initialising a classifier from a pretrained MLM checkpoint --------
+ * Create the model in BERT_MODE_CLASSIFY (or BOTH), bert_init() it with a
+ * seed (this gives the pooler and classifier their fresh N(0,0.02) weights,
+ * as transformers does: an MLM checkpoint has no pooler), then
+ * bert_load_by_name() with the checkpoint's config and flat buffer: every
+ * tensor whose name and shape match is copied (embeddings, encoder); the MLM
+ * head is simply not in the classifier's table.
+ *
+ * ---- determinism and threads --------------------------------------------
+ * Results are bit-identical for the same seed, inputs and thread count.
+ * Dropout uses a counter-based hash RNG keyed by (dropout seed, forward call
+ * counter, site, element index), so masks do not depend on scheduling and
+ * backward regenerates them instead of storing them.  Reductions over rows
+ * use a fixed partition into chunks combined in a fixed order.
+ *
+ * ---- backends ----------------------------------------------------------
+ * bert_model_new takes a bert_backend; only BERT_BACKEND_CPU is implemented
+ * now.  m->params etc. are the HOST copies: on a device backend call
+ * bert_sync_to_host() before reading them and bert_sync_to_device() after
+ * writing them (both are no-ops on the CPU), so stages never need to know
+ * where the model runs.  A backend is a table of function pointers
+ * (bert_backend_ops, internal to kernels/); stages call the bert_* wrappers.
+ *
+ * Conventions: functions returning int give 0 or a negative FLOW_E_* code
+ * with e filled (e may be NULL); _new/_free allocate, _free(NULL) is a no-op.
+ */
+#ifndef FLOW_KERNELS_H
+#define FLOW_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "../engine/engine.h"
+
+/* ------------------------------------------------------------------ */
+/* Configuration.                                                      */
+
+/* Which heads exist (bit set). */
+enum { BERT_MODE_MLM = 1, BERT_MODE_CLASSIFY = 2, BERT_MODE_BOTH = 3 };
+
+typedef struct bert_config {
+    int vocab_size;         /* V: word embedding rows (tokenizer vocab) */
+    int hidden;             /* H */
+    int layers;             /* L */
+    int heads;              /* nh; H % nh must be 0 */
+    int intermediate;       /* I: FFN width */
+    int max_len;            /* position embedding rows; T <= max_len */
+    int type_vocab;         /* token type rows (2 like BERT) */
+    int num_labels;         /* C: classifier outputs (CLASSIFY mode; >= 1) */
+    float hidden_dropout;   /* hidden_dropout_prob, in [0,1) */
+    float attn_dropout;     /* attention_probs_dropout_prob, in [0,1) */
+    int mode;               /* BERT_MODE_* */
+} bert_config;
+
+/* Fills the reference config: V 8000, H 768, L 6, nh 12, I 3072, max_len
+ * 512, type_vocab 2, num_labels 2, dropout 0.1/0.1, mode MLM. */
+void bert_config_default(bert_config *c);
+
+/* Checks every field (positive sizes, H % heads == 0, dropout in [0,1),
+ * mode 1..3, num_labels >= 1 when CLASSIFY, total size fits).  Returns 0 or
+ * FLOW_E_PARAM with a message naming the field and its value, e.g.
+ * "hidden 100 is not a multiple of heads 12". */
+int bert_config_validate(const bert_config *c, flow_err *e);
+
+/* ------------------------------------------------------------------ */
+/* Tensor table.                                                       */
+
+typedef struct bert_tensor {
+    char name[80];          /* HF state-dict name */
+    int ndim;               /* 1 or 2 */
+    int shape[2];           /* PyTorch layout; shape[1] = 1 when ndim == 1 */
+    size_t offset;          /* in floats, into every flat buffer */
+    size_t numel;
+    int decay;              /* 1: AdamW weight decay applies */
+} bert_tensor;
+
+/* Number of floats in each flat buffer for a (valid) config. */
+size_t bert_param_count(const bert_config *c);
+
+/* Builds the table for a config into a malloc'd array (*out, caller frees),
+ * *n entries, in the order documented above.  Returns 0 or FLOW_E_PARAM
+ * (invalid config). */
+int bert_tensor_table(const bert_config *c, bert_tensor **out, int *n, flow_err *e);
+
+/* ------------------------------------------------------------------ */
+/* The model.                                                          */
+
+typedef enum bert_backend { BERT_BACKEND_CPU = 0, BERT_BACKEND_CUDA = 1 } bert_backend;
+
+/* Op kinds timed by the profiler. */
+enum {
+    BERT_OP_EMBED, BERT_OP_LAYERNORM, BERT_OP_MATMUL, BERT_OP_ATTENTION,
+    BERT_OP_GELU, BERT_OP_TANH, BERT_OP_RESIDUAL, BERT_OP_DROPOUT,
+    BERT_OP_XENT, BERT_OP_GRADNORM, BERT_OP_ADAMW, BERT_OP_OTHER, BERT_OP_COUNT
+};
+
+typedef struct bert_profile {
+    int enabled;                        /* set by bert_profile_enable */
+    double fwd_s[BERT_OP_COUNT];        /* seconds in forward per op kind */
+    double bwd_s[BERT_OP_COUNT];        /* seconds in backward (and optimizer) */
+    double flops[BERT_OP_COUNT];        /* floating-point ops counted (matmul
+                                         * and attention GEMMs: 2*m*n*k) */
+    long calls;                         /* forward calls profiled */
+} bert_profile;
+
+struct bert_acts;       /* activations, internal */
+struct bert_backend_ops;
+
+typedef struct bert_model {
+    bert_config cfg;
+    int max_B, max_T;           /* activation capacity given to bert_model_new */
+    bert_tensor *tensors; int ntensors;
+    size_t nparams;             /* floats per flat buffer */
+    float *params;              /* [nparams] host copy (see backends above) */
+    float *grads;               /* [nparams] accumulated by bert_backward */
+    float *adam_m, *adam_v;     /* [nparams] AdamW moments */
+    long adam_t;                /* AdamW steps taken (bias correction) */
+    uint64_t dropout_seed;      /* set by bert_init; may be changed */
+    uint64_t fwd_counter;       /* forward calls with train=1 (RNG counter) */
+    bert_backend backend;
+    const struct bert_backend_ops *ops;
+    struct bert_acts *acts;
+    bert_profile prof;
+} bert_model;
+
+/* Allocates a model for config c (validated) with activation space for
+ * batches up to max_B sequences of max_T tokens (max_T <= c->max_len).
+ * params/grads/moments are zeroed; call bert_init or load weights next.
+ * Returns 0 and *out, or FLOW_E_PARAM (bad config or sizes, or a backend not
+ * built into this binary: "backend cuda is not available in this build") /
+ * FLOW_E_NOMEM (message gives the bytes needed). */
+int bert_model_new(const bert_config *c, int max_B, int max_T, bert_backend be,
+                   bert_model **out, flow_err *e);
+void bert_model_free(bert_model *m);
+
+/* Bytes the model will allocate (params+grads+moments+activations), for
+ * planning batch sizes before bert_model_new. */
+size_t bert_model_bytes(const bert_config *c, int max_B, int max_T);
+
+/* HF initialisation, seeded (deterministic): Linear and embedding weights
+ * ~ N(0, 0.02), biases 0, LayerNorm weight 1 bias 0, word embedding row
+ * TOK_PAD (0) zeroed (padding_idx).  Also sets dropout_seed from seed, resets
+ * adam moments, adam_t and fwd_counter. */
+void bert_init(bert_model *m, uint64_t seed);
+
+/* Finds a tensor by HF name; NULL if absent in this model's mode. */
+const bert_tensor *bert_find_tensor(const bert_model *m, const char *name);
+/* Pointer to the tensor's parameters (host copy) or NULL. */
+float *bert_param_ptr(bert_model *m, const char *name);
+
+/* Copies every tensor of a source model, given by its config and flat
+ * parameter buffer src[src_n], whose name and shape equal one of m's
+ * tensors.  *copied (may be NULL) receives the number of tensors copied.
+ * Returns FLOW_E_PARAM when the src config is invalid, src_n does not match
+ * it, or no encoder tensor at all matched (message names the first shape
+ * mismatch if any).  Typical use: classifier from an MLM checkpoint (see top). */
+int bert_load_by_name(bert_model *m, const bert_config *src_cfg, const float *src,
+                      size_t src_n, int *copied, flow_err *e);
+
+/* Host <-> device copies of params/grads/moments; no-ops on the CPU. */
+int bert_sync_to_host(bert_model *m, flow_err *e);
+int bert_sync_to_device(bert_model *m, flow_err *e);
+
+/* Threads used by OpenMP loops and OpenBLAS (process-wide). n <= 0: all cores. */
+void bert_set_threads(int n);
+int bert_get_threads(void);
+
+/* ------------------------------------------------------------------ */
+/* Forward / backward.                                                 */
+
+enum { BERT_HEAD_MLM = 1, BERT_HEAD_CLASSIFY = 2 };
+#define BERT_IGNORE_INDEX (-100)
+
+typedef struct bert_batch {
+    int B, T;                   /* B <= max_B, T <= max_T */
+    const int32_t *ids;         /* [B,T] token ids in [0,V) */
+    const int32_t *type_ids;    /* [B,T] in [0,type_vocab), or NULL = all 0 */
+    const int32_t *attn_mask;   /* [B,T] 1 = real token, 0 = padding (keys
+                                 * masked out, like HF attention_mask), or
+                                 * NULL = all real.  Position 0 must be real. */
+    const int32_t *mlm_labels;  /* MLM: [B,T] target ids, or -100 = ignored */
+    const int32_t *labels;      /* CLASSIFY: [B] class ids in [0,C), or NULL
+                                 * (no loss; logits only) */
+    const float *class_weights; /* CLASSIFY: [C] or NULL: loss =
+                                 * sum w[y] nll / sum w[y] (torch CrossEntropyLoss) */
+} bert_batch;
+
+typedef struct bert_output {
+    float loss;                 /* mean loss (0 when no targets) */
+    long n_targets;             /* MLM: positions with a label; CLASSIFY: B with labels */
+    long n_correct;             /* argmax == label among those */
+    /* Logits, owned by the model, valid until the next forward:
+     *   MLM: [n_targets, V] for the target rows only, in row-major (b,t)
+     *        order; rows[i] = b*T+t of row i (also owned by the model).
+     *        The MLM head is computed only where a label is given, which
+     *        gives the same loss and gradients as HF at a fraction of the
+     *        cost; to get every position's logits, label every position.
+     *   CLASSIFY: [B, C]; rows = NULL. */
+    const float *logits;
+    const int32_t *rows;
+} bert_output;
+
+/* Runs the model on a batch with one head.  train = 1 applies dropout (and
+ * advances fwd_counter) and keeps what backward needs; train = 0 is eval
+ * (no dropout).  Errors (FLOW_E_PARAM): batch over capacity, id/label out of
+ * range (message gives b, t and the value), head absent from the mode. */
+int bert_forward(bert_model *m, const bert_batch *b, int head, int train,
+                 bert_output *out, flow_err *e);
+
+/* Accumulates d(loss_scale * loss)/d(params) into m->grads for the last
+ * forward (which must have been train = 1 or at least not followed by
+ * another forward).  loss_scale = 1 for one batch; 1/k for k accumulated
+ * micro-batches.  Returns FLOW_E_PARAM when no forward precedes it. */
+int bert_backward(bert_model *m, float loss_scale, flow_err *e);
+
+/* Sets grads to 0. */
+void bert_zero_grad(bert_model *m);
+
+/* Global L2 norm of all grads (computed in double). */
+float bert_grad_norm(bert_model *m);
+/* Scales grads so their norm is <= max_norm (torch clip_grad_norm_:
+ * factor max_norm/(norm+1e-6) when smaller than 1).  Returns the norm before
+ * clipping. max_norm <= 0 only measures. */
+float bert_clip_grad_norm(bert_model *m, float max_norm);
+
+/* ------------------------------------------------------------------ */
+/* Optimizer.                                                          */
+
+typedef struct bert_adamw {
+    float beta1, beta2, eps, weight_decay;  /* e.g. 0.9, 0.999, 1e-8, 0.01 */
+} bert_adamw;
+
+/* One torch.optim.AdamW step with learning rate lr (adam_t is incremented
+ * first, bias correction uses it):
+ *   p -= lr*wd*p  (only tensors with decay = 1)
+ *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+ *   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps) */
+void bert_adamw_step(bert_model *m, const bert_adamw *hp, float lr);
+
+/* transformers' get_linear_schedule_with_warmup: lr at step (0-based)
+ * = peak*step/warmup while step < warmup, then
+ *   peak*max(0, (total-step)/(total-warmup)). */
+float bert_lr_linear(float peak, long step, long warmup, long total);
+
+/* ------------------------------------------------------------------ */
+/* Profiler (`--profile`).                                             */
+
+void bert_profile_enable(bert_model *m, int on);   /* also resets */
+void bert_profile_reset(bert_model *m);
+/* Prints a table: op kind, forward ms, backward ms, share of total, GFLOP/s. */
+void bert_profile_print(const bert_model *m, FILE *f);
+
+/* FLOPs of one training step (forward + backward, matmuls and attention
+ * GEMMs only, 2*m*n*k each; backward = 2x forward) for B x T tokens with
+ * n_mlm MLM target rows (head = BERT_HEAD_MLM) or the classifier. */
+double bert_train_flops(const bert_config *c, int B, int T, int head, long n_mlm);
+
+#endif
