@@ -1,0 +1,45 @@
+/* bert_backend.h — the backend interface of the BERT model (internal to
+ * kernels/).  A backend is a table of functions; kernels.h's public bert_*
+ * functions validate arguments, then dispatch through m->ops.  The CPU
+ * backend (bert_cpu.c, bert_optim.c) is the reference; a CUDA backend adds
+ * its own table (in a .cu file of kernels/) and is selected by bert_model_new's
+ * bert_backend argument, so stages never change.
+ */
+#ifndef FLOW_BERT_BACKEND_H
+#define FLOW_BERT_BACKEND_H
+
+#include "kernels.h"
+
+typedef struct bert_backend_ops {
+    const char *name;
+    /* Allocates m->acts (and device copies) for m->max_B x m->max_T. */
+    int (*alloc)(bert_model *m, flow_err *e);
+    void (*release)(bert_model *m);
+    /* Arguments already validated by bert_forward / bert_backward. */
+    int (*forward)(bert_model *m, const bert_batch *b, int head, int train,
+                   bert_output *out, flow_err *e);
+    int (*backward)(bert_model *m, float loss_scale, flow_err *e);
+    void (*zero_grad)(bert_model *m);
+    double (*grad_sumsq)(bert_model *m);
+    void (*scale_grads)(bert_model *m, float f);
+    void (*adamw)(bert_model *m, const bert_adamw *hp, float lr);
+    int (*sync_to_host)(bert_model *m, flow_err *e);
+    int (*sync_to_device)(bert_model *m, flow_err *e);
+} bert_backend_ops;
+
+extern const bert_backend_ops bert_cpu_ops;
+
+/* Activation bytes the CPU backend needs (used by bert_model_bytes). */
+size_t bert_cpu_acts_bytes(const bert_config *c, int B, int T);
+
+/* CPU implementations shared with other backends' host fallbacks. */
+void bert_cpu_zero_grad(bert_model *m);
+double bert_cpu_grad_sumsq(bert_model *m);
+void bert_cpu_scale_grads(bert_model *m, float f);
+void bert_cpu_adamw(bert_model *m, const bert_adamw *hp, float lr);
+
+/* Profiler hooks: time one op (fwd = 1 forward, 0 backward/optimizer). */
+double bert_prof_now(void);
+void bert_prof_add(bert_model *m, int kind, int fwd, double t0, double flops);
+
+#endif

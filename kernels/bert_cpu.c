@@ -1,0 +1,489 @@
+/* bert_cpu.c — the CPU backend of the BERT model: activation memory, the
+ * forward pass and the backward pass, composed from the ops in bert_ops.c.
+ *
+ * Activations are kept per layer for backward (llm.c style), sized for the
+ * model's max_B x max_T; dropout masks are not stored: backward regenerates
+ * them from the counter-based keys of the forward call.
+ */
+#include "bert_backend.h"
+#include "bert_ops.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Parameter offsets of one encoder layer (floats into the flat buffers). */
+typedef struct layer_off {
+    size_t qkv_w, qkv_b, o_w, o_b, ln1_g, ln1_b, i_w, i_b, o2_w, o2_b, ln2_g, ln2_b;
+} layer_off;
+
+struct bert_acts {
+    /* parameter offsets */
+    size_t wte, wpe, wtt, eln_g, eln_b;
+    size_t mt_w, mt_b, mln_g, mln_b, mbias;     /* MLM head */
+    size_t pool_w, pool_b, cls_w, cls_b;        /* classification head */
+    layer_off *lay;
+
+    /* the last forward */
+    int valid, B, T, head, train, M, has_types, has_mask, has_labels, has_cw;
+    uint64_t counter;
+    int32_t *ids, *types, *mask, *rows, *targets, *clabels;
+    float *cw;
+
+    /* stored activations; per-layer slots are max_N (*width) apart */
+    float *emb, *emb_mean, *emb_rstd;   /* [N,H], [N], [N] */
+    float *x;                           /* [(L+1), N, H] layer inputs/outputs */
+    float *qkv;                         /* [L, N, 3H] */
+    float *probs;                       /* [L, B, nh, T, T] */
+    float *ctx, *res1, *a, *res2;       /* [L, N, H] */
+    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;   /* [L, N] */
+    float *fc1, *gel;                   /* [L, N, I] */
+    /* MLM head over M <= N rows */
+    float *h_sel, *t, *g, *ln, *ln_mean, *ln_rstd;      /* [N,H] / [N] */
+    float *logits, *dlogits, *lse;      /* [N,V], [N,V], [N] */
+    /* classification head */
+    float *cls_in, *pooled, *pooled_d, *clogits, *clse; /* [B,H] / [B,C] / [B] */
+
+    /* scratch */
+    float *tmp;                         /* [N, max(H,I)] */
+    float *dx, *dres, *da, *dctx;       /* [N,H] */
+    float *dqkv;                        /* [N,3H] */
+    float *dbig;                        /* [N, max(I, C)] */
+    float *att_scratch;
+};
+
+/* ------------------------------------------------------------------ */
+/* allocation                                                          */
+
+/* One list describes every float buffer: count, then allocation. */
+#define BUFS(X) \
+    X(emb, N * H) X(emb_mean, N) X(emb_rstd, N) \
+    X(x, (L + 1) * N * H) X(qkv, L * N * 3 * H) X(probs, L * B * nh * T * T) \
+    X(ctx, L * N * H) X(res1, L * N * H) X(a, L * N * H) X(res2, L * N * H) \
+    X(ln1_mean, L * N) X(ln1_rstd, L * N) X(ln2_mean, L * N) X(ln2_rstd, L * N) \
+    X(fc1, L * N * I) X(gel, L * N * I) \
+    X(h_sel, mlm * N * H) X(t, mlm * N * H) X(g, mlm * N * H) X(ln, mlm * N * H) \
+    X(ln_mean, mlm * N) X(ln_rstd, mlm * N) \
+    X(logits, mlm * N * V) X(dlogits, mlm * N * V) X(lse, mlm * N) \
+    X(cls_in, cl * B * H) X(pooled, cl * B * H) X(pooled_d, cl * B * H) \
+    X(clogits, cl * B * C) X(clse, cl * B) \
+    X(tmp, N * WI) X(dx, N * H) X(dres, N * H) X(da, N * H) X(dctx, N * H) \
+    X(dqkv, N * 3 * H) X(dbig, N * WB) X(att_scratch, AS)
+
+#define SIZES_DECL(c, B_, T_) \
+    size_t B = (size_t)(B_), T = (size_t)(T_), N = B * T, H = (size_t)(c)->hidden, \
+           L = (size_t)(c)->layers, nh = (size_t)(c)->heads, I = (size_t)(c)->intermediate, \
+           V = (size_t)(c)->vocab_size, C = (size_t)(c)->num_labels, \
+           mlm = ((c)->mode & BERT_MODE_MLM) ? 1 : 0, cl = ((c)->mode & BERT_MODE_CLASSIFY) ? 1 : 0, \
+           WI = I > H ? I : H, WB = I > C ? I : C, AS = attention_scratch((int)T)
+
+size_t bert_cpu_acts_bytes(const bert_config *c, int B_, int T_)
+{
+    SIZES_DECL(c, B_, T_);
+    size_t total = 0;
+#define COUNT(name, n) total += (n);
+    BUFS(COUNT)
+#undef COUNT
+    (void)V; (void)C;
+    /* int buffers: ids, types, mask, rows, targets [N], clabels [B] */
+    return total * sizeof(float) + (5 * N + B) * sizeof(int32_t) + C * sizeof(float);
+}
+
+static size_t need_off(bert_model *m, const char *name)
+{
+    const bert_tensor *t = bert_find_tensor(m, name);
+    if (!t)
+        FLOW_BUG("tensor %s missing from the table", name);
+    return t->offset;
+}
+
+static void cpu_release(bert_model *m)
+{
+    struct bert_acts *A = m->acts;
+    if (!A)
+        return;
+#define FREE(name, n) free(A->name);
+    BUFS(FREE)
+#undef FREE
+    free(A->ids); free(A->types); free(A->mask); free(A->rows); free(A->targets);
+    free(A->clabels); free(A->cw); free(A->lay);
+    free(A);
+    m->acts = NULL;
+}
+
+static int cpu_alloc(bert_model *m, flow_err *e)
+{
+    const bert_config *c = &m->cfg;
+    SIZES_DECL(c, m->max_B, m->max_T);
+    struct bert_acts *A = calloc(1, sizeof *A);
+    if (!A)
+        return flow_fail(e, FLOW_E_NOMEM, "model: cannot allocate activations");
+    m->acts = A;
+    int fail = 0;
+    /* 64-byte aligned, zeroed; a zero-size buffer stays NULL */
+#define ALLOC(name, n) if ((n) > 0) { \
+        if (posix_memalign((void **)&A->name, 64, (n) * sizeof(float))) { A->name = NULL; fail = 1; } \
+        else memset(A->name, 0, (n) * sizeof(float)); }
+    BUFS(ALLOC)
+#undef ALLOC
+    A->ids = calloc(N, sizeof(int32_t));
+    A->types = calloc(N, sizeof(int32_t));
+    A->mask = calloc(N, sizeof(int32_t));
+    A->rows = calloc(N, sizeof(int32_t));
+    A->targets = calloc(N, sizeof(int32_t));
+    A->clabels = calloc(B, sizeof(int32_t));
+    A->cw = calloc(C, sizeof(float));
+    A->lay = calloc(L, sizeof(layer_off));
+    if (fail || !A->ids || !A->types || !A->mask || !A->rows || !A->targets || !A->clabels
+        || !A->cw || !A->lay) {
+        size_t bytes = bert_cpu_acts_bytes(c, m->max_B, m->max_T);
+        cpu_release(m);
+        return flow_fail(e, FLOW_E_NOMEM,
+                         "model: cannot allocate %.1f MiB of activations for batch %d x %d; "
+                         "use a smaller batch or sequence length",
+                         bytes / 1048576.0, m->max_B, m->max_T);
+    }
+    (void)V;
+    A->wte = need_off(m, "bert.embeddings.word_embeddings.weight");
+    A->wpe = need_off(m, "bert.embeddings.position_embeddings.weight");
+    A->wtt = need_off(m, "bert.embeddings.token_type_embeddings.weight");
+    A->eln_g = need_off(m, "bert.embeddings.LayerNorm.weight");
+    A->eln_b = need_off(m, "bert.embeddings.LayerNorm.bias");
+    char nm[128];
+#define LOFF(field, suffix) \
+    (snprintf(nm, sizeof nm, "bert.encoder.layer.%zu.%s", l, suffix), A->lay[l].field = need_off(m, nm))
+    for (size_t l = 0; l < L; l++) {
+        LOFF(qkv_w, "attention.self.query.weight");
+        LOFF(qkv_b, "attention.self.query.bias");
+        LOFF(o_w, "attention.output.dense.weight");
+        LOFF(o_b, "attention.output.dense.bias");
+        LOFF(ln1_g, "attention.output.LayerNorm.weight");
+        LOFF(ln1_b, "attention.output.LayerNorm.bias");
+        LOFF(i_w, "intermediate.dense.weight");
+        LOFF(i_b, "intermediate.dense.bias");
+        LOFF(o2_w, "output.dense.weight");
+        LOFF(o2_b, "output.dense.bias");
+        LOFF(ln2_g, "output.LayerNorm.weight");
+        LOFF(ln2_b, "output.LayerNorm.bias");
+    }
+#undef LOFF
+    if (mlm) {
+        A->mt_w = need_off(m, "cls.predictions.transform.dense.weight");
+        A->mt_b = need_off(m, "cls.predictions.transform.dense.bias");
+        A->mln_g = need_off(m, "cls.predictions.transform.LayerNorm.weight");
+        A->mln_b = need_off(m, "cls.predictions.transform.LayerNorm.bias");
+        A->mbias = need_off(m, "cls.predictions.bias");
+    }
+    if (cl) {
+        A->pool_w = need_off(m, "bert.pooler.dense.weight");
+        A->pool_b = need_off(m, "bert.pooler.dense.bias");
+        A->cls_w = need_off(m, "classifier.weight");
+        A->cls_b = need_off(m, "classifier.bias");
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* forward                                                             */
+
+/* Dropout sites: 0 embeddings, 1 + 4l + {0 attention probs, 1 attention
+ * output, 2 FFN output}, and the classifier's pooled dropout last. */
+#define SITE_EMB 0
+#define SITE_ATT(l) (1 + 4 * (uint64_t)(l))
+#define SITE_AOUT(l) (2 + 4 * (uint64_t)(l))
+#define SITE_FOUT(l) (3 + 4 * (uint64_t)(l))
+#define SITE_POOL ((uint64_t)1 << 40)
+
+#define PROF(kind, fwd, flops, stmt) do { \
+        double t0_ = m->prof.enabled ? bert_prof_now() : 0; \
+        stmt; \
+        if (m->prof.enabled) bert_prof_add(m, kind, fwd, t0_, flops); \
+    } while (0)
+
+static uint64_t site_key(const bert_model *m, uint64_t site)
+{
+    return dropout_key(m->dropout_seed, m->acts->counter, site);
+}
+
+/* dst[M,H] = src[rows[i]] */
+static void gather_rows(float *dst, const float *src, const int32_t *rows, int M, int H)
+{
+    #pragma omp parallel for schedule(static)
+    for (int i = 0; i < M; i++)
+        memcpy(dst + (size_t)i * H, src + (size_t)rows[i] * H, (size_t)H * sizeof(float));
+}
+
+static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
+                       bert_output *out, flow_err *e)
+{
+    (void)e;
+    struct bert_acts *A = m->acts;
+    const bert_config *c = &m->cfg;
+    const float *P = m->params;
+    int B = bt->B, T = bt->T, N = B * T, H = c->hidden, I = c->intermediate;
+    int nh = c->heads, V = c->vocab_size, C = c->num_labels;
+    size_t mN = (size_t)m->max_B * m->max_T;
+    size_t probs_slot = (size_t)m->max_B * nh * m->max_T * m->max_T;
+    float ph = train ? c->hidden_dropout : 0.0f, pa = train ? c->attn_dropout : 0.0f;
+
+    A->valid = 0;
+    A->B = B; A->T = T; A->head = head; A->train = train;
+    A->counter = m->fwd_counter;
+    if (train)
+        m->fwd_counter++;
+    memcpy(A->ids, bt->ids, (size_t)N * sizeof(int32_t));
+    A->has_types = bt->type_ids != NULL;
+    if (A->has_types)
+        memcpy(A->types, bt->type_ids, (size_t)N * sizeof(int32_t));
+    A->has_mask = bt->attn_mask != NULL;
+    if (A->has_mask)
+        memcpy(A->mask, bt->attn_mask, (size_t)N * sizeof(int32_t));
+    const int32_t *types = A->has_types ? A->types : NULL;
+    const int32_t *mask = A->has_mask ? A->mask : NULL;
+
+    /* embeddings -> x0 */
+    PROF(BERT_OP_EMBED, 1, 0,
+         embedding_forward(A->emb, A->ids, types, P + A->wte, P + A->wpe, P + A->wtt, B, T, H));
+    PROF(BERT_OP_LAYERNORM, 1, 0,
+         layernorm_forward(A->x, A->emb_mean, A->emb_rstd, A->emb, P + A->eln_g, P + A->eln_b, N, H));
+    PROF(BERT_OP_DROPOUT, 1, 0,
+         dropout_forward(A->x, A->x, (size_t)N * H, ph, site_key(m, SITE_EMB)));
+
+    for (int l = 0; l < c->layers; l++) {
+        const layer_off *o = &A->lay[l];
+        float *x = A->x + l * mN * H, *xo = A->x + (l + 1) * mN * H;
+        float *qkv = A->qkv + l * mN * 3 * H, *probs = A->probs + l * probs_slot;
+        float *ctx = A->ctx + l * mN * H, *res1 = A->res1 + l * mN * H;
+        float *a = A->a + l * mN * H, *res2 = A->res2 + l * mN * H;
+        float *fc1 = A->fc1 + l * mN * I, *gel = A->gel + l * mN * I;
+        PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * 3 * H,
+             linear_forward(qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H));
+        PROF(BERT_OP_ATTENTION, 1, 4.0 * B * T * T * H,
+             attention_forward(ctx, probs, qkv, mask, B, T, H, nh, pa, site_key(m, SITE_ATT(l)),
+                               A->att_scratch));
+        PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * H,
+             linear_forward(A->tmp, ctx, P + o->o_w, P + o->o_b, N, H, H));
+        PROF(BERT_OP_DROPOUT, 1, 0,
+             dropout_forward(A->tmp, A->tmp, (size_t)N * H, ph, site_key(m, SITE_AOUT(l))));
+        PROF(BERT_OP_RESIDUAL, 1, 0, residual_forward(res1, x, A->tmp, (size_t)N * H));
+        PROF(BERT_OP_LAYERNORM, 1, 0,
+             layernorm_forward(a, A->ln1_mean + l * mN, A->ln1_rstd + l * mN, res1,
+                               P + o->ln1_g, P + o->ln1_b, N, H));
+        PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * I,
+             linear_forward(fc1, a, P + o->i_w, P + o->i_b, N, H, I));
+        PROF(BERT_OP_GELU, 1, 0, gelu_forward(gel, fc1, (size_t)N * I));
+        PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * I,
+             linear_forward(A->tmp, gel, P + o->o2_w, P + o->o2_b, N, I, H));
+        PROF(BERT_OP_DROPOUT, 1, 0,
+             dropout_forward(A->tmp, A->tmp, (size_t)N * H, ph, site_key(m, SITE_FOUT(l))));
+        PROF(BERT_OP_RESIDUAL, 1, 0, residual_forward(res2, a, A->tmp, (size_t)N * H));
+        PROF(BERT_OP_LAYERNORM, 1, 0,
+             layernorm_forward(xo, A->ln2_mean + l * mN, A->ln2_rstd + l * mN, res2,
+                               P + o->ln2_g, P + o->ln2_b, N, H));
+    }
+    const float *hL = A->x + (size_t)c->layers * mN * H;
+
+    memset(out, 0, sizeof *out);
+    if (head == BERT_HEAD_MLM) {
+        /* gather the labelled rows: the head runs on M rows, not N */
+        int M = 0;
+        for (int n = 0; n < N; n++)
+            if (bt->mlm_labels[n] != BERT_IGNORE_INDEX) {
+                A->rows[M] = n;
+                A->targets[M] = bt->mlm_labels[n];
+                M++;
+            }
+        A->M = M;
+        double loss = 0;
+        long correct = 0;
+        if (M > 0) {
+            PROF(BERT_OP_OTHER, 1, 0, gather_rows(A->h_sel, hL, A->rows, M, H));
+            PROF(BERT_OP_MATMUL, 1, 2.0 * M * H * H,
+                 linear_forward(A->t, A->h_sel, P + A->mt_w, P + A->mt_b, M, H, H));
+            PROF(BERT_OP_GELU, 1, 0, gelu_forward(A->g, A->t, (size_t)M * H));
+            PROF(BERT_OP_LAYERNORM, 1, 0,
+                 layernorm_forward(A->ln, A->ln_mean, A->ln_rstd, A->g, P + A->mln_g,
+                                   P + A->mln_b, M, H));
+            PROF(BERT_OP_MATMUL, 1, 2.0 * M * H * V,
+                 linear_forward(A->logits, A->ln, P + A->wte, P + A->mbias, M, H, V));
+            PROF(BERT_OP_XENT, 1, 0,
+                 loss = xent_forward(A->lse, A->logits, A->targets, NULL, M, V, &correct));
+        }
+        out->loss = (float)loss;
+        out->n_targets = M;
+        out->n_correct = correct;
+        out->logits = A->logits;
+        out->rows = A->rows;
+    } else {
+        PROF(BERT_OP_OTHER, 1, 0, {
+            for (int b = 0; b < B; b++)
+                memcpy(A->cls_in + (size_t)b * H, hL + (size_t)b * T * H, (size_t)H * sizeof(float));
+        });
+        PROF(BERT_OP_MATMUL, 1, 2.0 * B * H * H,
+             linear_forward(A->pooled, A->cls_in, P + A->pool_w, P + A->pool_b, B, H, H));
+        PROF(BERT_OP_TANH, 1, 0, tanh_forward(A->pooled, A->pooled, (size_t)B * H));
+        PROF(BERT_OP_DROPOUT, 1, 0,
+             dropout_forward(A->pooled_d, A->pooled, (size_t)B * H, ph, site_key(m, SITE_POOL)));
+        PROF(BERT_OP_MATMUL, 1, 2.0 * B * H * C,
+             linear_forward(A->clogits, A->pooled_d, P + A->cls_w, P + A->cls_b, B, H, C));
+        A->has_labels = bt->labels != NULL;
+        A->has_cw = bt->class_weights != NULL;
+        if (A->has_cw)
+            memcpy(A->cw, bt->class_weights, (size_t)C * sizeof(float));
+        if (A->has_labels) {
+            memcpy(A->clabels, bt->labels, (size_t)B * sizeof(int32_t));
+            long correct = 0;
+            double loss = 0;
+            PROF(BERT_OP_XENT, 1, 0,
+                 loss = xent_forward(A->clse, A->clogits, A->clabels, A->has_cw ? A->cw : NULL,
+                                     B, C, &correct));
+            out->loss = (float)loss;
+            out->n_targets = B;
+            out->n_correct = correct;
+        }
+        out->logits = A->clogits;
+        out->rows = NULL;
+    }
+    A->valid = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* backward                                                            */
+
+static int cpu_backward(bert_model *m, float scale, flow_err *e)
+{
+    struct bert_acts *A = m->acts;
+    const bert_config *c = &m->cfg;
+    const float *P = m->params;
+    float *G = m->grads;
+    int B = A->B, T = A->T, N = B * T, H = c->hidden, I = c->intermediate;
+    int nh = c->heads, V = c->vocab_size, C = c->num_labels;
+    size_t mN = (size_t)m->max_B * m->max_T;
+    size_t probs_slot = (size_t)m->max_B * nh * m->max_T * m->max_T;
+    float ph = A->train ? c->hidden_dropout : 0.0f, pa = A->train ? c->attn_dropout : 0.0f;
+    const float *hL = A->x + (size_t)c->layers * mN * H;
+
+    if (!A->valid)
+        return flow_fail(e, FLOW_E_PARAM, "backward: no forward pass to differentiate");
+    if (A->head == BERT_HEAD_CLASSIFY && !A->has_labels)
+        return flow_fail(e, FLOW_E_PARAM, "backward: the last classification forward had no labels");
+
+    memset(A->dx, 0, (size_t)N * H * sizeof(float));
+    if (A->head == BERT_HEAD_MLM) {
+        int M = A->M;
+        if (M > 0) {
+            PROF(BERT_OP_XENT, 0, 0,
+                 xent_backward(A->dlogits, A->logits, A->lse, A->targets, NULL, M, V, scale));
+            /* decoder tied to the word embeddings: dwte += dlogits^T ln */
+            PROF(BERT_OP_MATMUL, 0, 4.0 * M * H * V,
+                 linear_backward(A->dres, G + A->wte, G + A->mbias, A->dlogits, A->ln,
+                                 P + A->wte, M, H, V, 0));
+            PROF(BERT_OP_LAYERNORM, 0, 0,
+                 layernorm_backward(A->da, G + A->mln_g, G + A->mln_b, A->dres, A->g,
+                                    P + A->mln_g, A->ln_mean, A->ln_rstd, M, H));
+            PROF(BERT_OP_GELU, 0, 0, gelu_backward(A->da, A->t, A->da, (size_t)M * H));
+            PROF(BERT_OP_MATMUL, 0, 4.0 * M * H * H,
+                 linear_backward(A->dres, G + A->mt_w, G + A->mt_b, A->da, A->h_sel,
+                                 P + A->mt_w, M, H, H, 0));
+            PROF(BERT_OP_OTHER, 0, 0, {
+                for (int i = 0; i < M; i++) {
+                    float *d = A->dx + (size_t)A->rows[i] * H;
+                    const float *s = A->dres + (size_t)i * H;
+                    for (int k = 0; k < H; k++)
+                        d[k] += s[k];
+                }
+            });
+        }
+    } else {
+        float *dcl = A->dbig;   /* [B,C] */
+        PROF(BERT_OP_XENT, 0, 0,
+             xent_backward(dcl, A->clogits, A->clse, A->clabels, A->has_cw ? A->cw : NULL, B, C, scale));
+        PROF(BERT_OP_MATMUL, 0, 4.0 * B * H * C,
+             linear_backward(A->da, G + A->cls_w, G + A->cls_b, dcl, A->pooled_d, P + A->cls_w,
+                             B, H, C, 0));
+        PROF(BERT_OP_DROPOUT, 0, 0,
+             dropout_backward(A->da, A->da, (size_t)B * H, ph, site_key(m, SITE_POOL)));
+        PROF(BERT_OP_TANH, 0, 0, tanh_backward(A->da, A->pooled, A->da, (size_t)B * H));
+        PROF(BERT_OP_MATMUL, 0, 4.0 * B * H * H,
+             linear_backward(A->dres, G + A->pool_w, G + A->pool_b, A->da, A->cls_in,
+                             P + A->pool_w, B, H, H, 0));
+        for (int b = 0; b < B; b++) {
+            float *d = A->dx + (size_t)b * T * H;
+            const float *s = A->dres + (size_t)b * H;
+            for (int k = 0; k < H; k++)
+                d[k] += s[k];
+        }
+    }
+    (void)hL;
+
+    for (int l = c->layers - 1; l >= 0; l--) {
+        const layer_off *o = &A->lay[l];
+        float *x = A->x + l * mN * H;
+        float *qkv = A->qkv + l * mN * 3 * H, *probs = A->probs + l * probs_slot;
+        float *ctx = A->ctx + l * mN * H, *res1 = A->res1 + l * mN * H;
+        float *a = A->a + l * mN * H, *res2 = A->res2 + l * mN * H;
+        float *fc1 = A->fc1 + l * mN * I, *gel = A->gel + l * mN * I;
+        size_t NH = (size_t)N * H;
+        /* x' = LN2(res2), res2 = a + drop(gel W2^T + b2) */
+        PROF(BERT_OP_LAYERNORM, 0, 0,
+             layernorm_backward(A->dres, G + o->ln2_g, G + o->ln2_b, A->dx, res2, P + o->ln2_g,
+                                A->ln2_mean + l * mN, A->ln2_rstd + l * mN, N, H));
+        PROF(BERT_OP_RESIDUAL, 0, 0, memcpy(A->da, A->dres, NH * sizeof(float)));
+        PROF(BERT_OP_DROPOUT, 0, 0,
+             dropout_backward(A->dres, A->dres, NH, ph, site_key(m, SITE_FOUT(l))));
+        PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * I,
+             linear_backward(A->dbig, G + o->o2_w, G + o->o2_b, A->dres, gel, P + o->o2_w,
+                             N, I, H, 0));
+        PROF(BERT_OP_GELU, 0, 0, gelu_backward(A->dbig, fc1, A->dbig, (size_t)N * I));
+        PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * I,
+             linear_backward(A->da, G + o->i_w, G + o->i_b, A->dbig, a, P + o->i_w, N, H, I, 1));
+        /* a = LN1(res1), res1 = x + drop(ctx Wo^T + bo) */
+        PROF(BERT_OP_LAYERNORM, 0, 0,
+             layernorm_backward(A->dres, G + o->ln1_g, G + o->ln1_b, A->da, res1, P + o->ln1_g,
+                                A->ln1_mean + l * mN, A->ln1_rstd + l * mN, N, H));
+        PROF(BERT_OP_RESIDUAL, 0, 0, memcpy(A->dx, A->dres, NH * sizeof(float)));
+        PROF(BERT_OP_DROPOUT, 0, 0,
+             dropout_backward(A->dres, A->dres, NH, ph, site_key(m, SITE_AOUT(l))));
+        PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * H,
+             linear_backward(A->dctx, G + o->o_w, G + o->o_b, A->dres, ctx, P + o->o_w,
+                             N, H, H, 0));
+        PROF(BERT_OP_ATTENTION, 0, 8.0 * B * T * T * H,
+             attention_backward(A->dqkv, A->dctx, qkv, probs, B, T, H, nh, pa,
+                                site_key(m, SITE_ATT(l)), A->att_scratch));
+        PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * 3 * H,
+             linear_backward(A->dx, G + o->qkv_w, G + o->qkv_b, A->dqkv, x, P + o->qkv_w,
+                             N, H, 3 * H, 1));
+    }
+    /* x0 = drop(LN(emb)) */
+    PROF(BERT_OP_DROPOUT, 0, 0,
+         dropout_backward(A->dx, A->dx, (size_t)N * H, ph, site_key(m, SITE_EMB)));
+    PROF(BERT_OP_LAYERNORM, 0, 0,
+         layernorm_backward(A->dres, G + A->eln_g, G + A->eln_b, A->dx, A->emb, P + A->eln_g,
+                            A->emb_mean, A->emb_rstd, N, H));
+    PROF(BERT_OP_EMBED, 0, 0,
+         embedding_backward(G + A->wte, G + A->wpe, G + A->wtt, A->dres, A->ids,
+                            A->has_types ? A->types : NULL, B, T, H, 0));
+    return 0;
+}
+
+static int cpu_sync(bert_model *m, flow_err *e)
+{
+    (void)m; (void)e;
+    return 0;   /* host memory is the model's memory */
+}
+
+const bert_backend_ops bert_cpu_ops = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .forward = cpu_forward,
+    .backward = cpu_backward,
+    .zero_grad = bert_cpu_zero_grad,
+    .grad_sumsq = bert_cpu_grad_sumsq,
+    .scale_grads = bert_cpu_scale_grads,
+    .adamw = bert_cpu_adamw,
+    .sync_to_host = cpu_sync,
+    .sync_to_device = cpu_sync,
+};

@@ -1,0 +1,104 @@
+/* bert_ops.h — the CPU ops of the BERT model (internal to kernels/ and its
+ * tests; stages use kernels.h only).
+ *
+ * Every op has its forward beside its backward with the same argument order.
+ * Shapes are row-major.  Conventions for backward:
+ *   - parameter gradients (dW, db, dg...) are ACCUMULATED (+=);
+ *   - input gradients are WRITTEN unless the op says "acc".
+ * Everything runs on OpenMP threads; OpenBLAS itself is kept single-threaded
+ * (bert_set_threads) and gemm() splits the output across threads, so the
+ * two thread pools never fight over the cores.  All reductions use a fixed
+ * partition, so results are bit-identical for a fixed thread count.
+ */
+#ifndef FLOW_BERT_OPS_H
+#define FLOW_BERT_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BERT_LN_EPS 1e-12f
+
+/* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, row-major (cblas
+ * conventions: ta/tb nonzero = transposed, lda/ldb/ldc row strides); the
+ * output is split in blocks over the OpenMP threads. */
+void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+          const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ---- linear (matmul + bias) ----------------------------------------- */
+/* out[N,OC] = inp[N,IC] W[OC,IC]^T + b[OC]   (b may be NULL) */
+void linear_forward(float *out, const float *inp, const float *W, const float *b,
+                    int N, int IC, int OC);
+/* dinp[N,IC] = dout W (acc: +=; dinp NULL: skipped)
+ * dW[OC,IC] += dout^T inp;  db[OC] += column sums of dout (db may be NULL) */
+void linear_backward(float *dinp, float *dW, float *db, const float *dout,
+                     const float *inp, const float *W, int N, int IC, int OC, int acc);
+
+/* ---- embeddings ------------------------------------------------------- */
+/* out[B*T,H] = wte[ids] + wpe[t] + wtt[types]; types may be NULL (= 0). */
+void embedding_forward(float *out, const int32_t *ids, const int32_t *types,
+                       const float *wte, const float *wpe, const float *wtt,
+                       int B, int T, int H);
+/* dwte[ids] += dout (except rows with id == pad_id), dwpe[t] += dout,
+ * dwtt[types] += dout.  Threads own column slices: no races, fixed order. */
+void embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,
+                        const int32_t *ids, const int32_t *types,
+                        int B, int T, int H, int pad_id);
+
+/* ---- layernorm -------------------------------------------------------- */
+/* out[N,C] = (inp - mean) * rstd * g + b;  mean[N], rstd[N] saved. */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *g, const float *b, int N, int C);
+/* dinp[N,C] written (may not alias dout); dg[C], db[C] += */
+void layernorm_backward(float *dinp, float *dg, float *db, const float *dout,
+                        const float *inp, const float *g, const float *mean,
+                        const float *rstd, int N, int C);
+
+/* ---- attention -------------------------------------------------------- */
+/* qkv[B*T, 3H] holds Q | K | V per row (heads split H = nh*d).
+ * probs[B,nh,T,T] = softmax(Q K^T / sqrt(d) with padded keys (mask[b,j] == 0)
+ * excluded); ctx[B*T,H] = dropout(probs) V.  mask may be NULL.  Dropout of
+ * the probabilities uses (key, index in probs).  scratch: attention_scratch
+ * floats. */
+size_t attention_scratch(int T);
+void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                       int B, int T, int H, int nh, float p_drop, uint64_t key,
+                       float *scratch);
+/* dqkv[B*T,3H] written. */
+void attention_backward(float *dqkv, const float *dctx, const float *qkv,
+                        const float *probs, int B, int T, int H, int nh,
+                        float p_drop, uint64_t key, float *scratch);
+
+/* ---- pointwise -------------------------------------------------------- */
+/* GELU, exact erf form: 0.5 x (1 + erf(x / sqrt 2)). */
+void gelu_forward(float *out, const float *inp, size_t n);
+/* dinp = dout * gelu'(inp); dinp may alias dout. */
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+void tanh_forward(float *out, const float *inp, size_t n);
+/* dinp = dout * (1 - out^2), from the forward OUTPUT; may alias dout. */
+void tanh_backward(float *dinp, const float *out, const float *dout, size_t n);
+/* out = a + b */
+void residual_forward(float *out, const float *a, const float *b, size_t n);
+/* da += dout; db += dout */
+void residual_backward(float *da, float *db, const float *dout, size_t n);
+
+/* Dropout with probability p from a counter-based RNG: element i is kept
+ * iff dropout_keep(key, i, p), kept values scaled by 1/(1-p).  out may alias
+ * inp.  p == 0 copies. */
+int dropout_keep(uint64_t key, uint64_t i, float p);
+void dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t key);
+/* dinp = mask * dout / (1-p); may alias. */
+void dropout_backward(float *dinp, const float *dout, size_t n, float p, uint64_t key);
+/* Key for one dropout site: mixes seed, forward-call counter and site id. */
+uint64_t dropout_key(uint64_t seed, uint64_t counter, uint64_t site);
+
+/* ---- cross-entropy ---------------------------------------------------- */
+/* logits[M,V], targets[M] in [0,V); w[V] class weights or NULL.
+ * lse[M] saved.  Returns the loss sum w[y]*nll / sum w[y] (0 when M == 0);
+ * *correct = rows whose argmax (first max) equals the target. */
+double xent_forward(float *lse, const float *logits, const int32_t *targets,
+                    const float *w, int M, int V, long *correct);
+/* dlogits[M,V] = scale * w[y] (softmax - onehot) / sum w[y]   (written) */
+void xent_backward(float *dlogits, const float *logits, const float *lse,
+                   const int32_t *targets, const float *w, int M, int V, float scale);
+
+#endif

@@ -1,0 +1,566 @@
+/* kernels_test.c — tests of the BERT kernels (kernels/).
+ *
+ *  - finite-difference gradient checks of every op (loss = sum(out * r));
+ *  - finite-difference checks of the whole small model, MLM and classifier
+ *    heads, with padding, token types and dropout on (the dropout masks are
+ *    pinned by resetting the forward counter);
+ *  - determinism: same seed and threads give identical loss bytes;
+ *  - a tiny model overfits a tiny labelled set to 100% accuracy;
+ *  - AdamW against a hand-computed step; grad clipping; lr schedule;
+ *  - config validation messages, tensor table, loading by name.
+ */
+#include "kernels/kernels.h"
+#include "kernels/bert_ops.h"
+#include "tests/test.h"
+
+#include <math.h>
+#include <stdint.h>
+
+static uint64_t rng_state = 42;
+static float frand(void)        /* uniform in [-1, 1) */
+{
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((rng_state >> 40) / 8388608.0 - 1.0);
+}
+static void fill(float *p, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand() * scale;
+}
+static float *fvec(size_t n, float scale)
+{
+    float *p = calloc(n ? n : 1, sizeof(float));
+    fill(p, n, scale);
+    return p;
+}
+static double dot(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+/* Compares an analytic gradient with central differences of f at up to
+ * `samples` entries of x (all when samples >= n). */
+typedef double (*loss_fn)(void *ctx);
+static double worst;
+static int grad_check(const char *what, loss_fn f, void *ctx, float *x, const float *g,
+                      size_t n, int samples, float eps, double atol, double rtol)
+{
+    int bad = 0;
+    size_t step = samples >= (int)n ? 1 : n / samples;
+    for (size_t i = 0; i < n; i += step) {
+        float keep = x[i];
+        x[i] = keep + eps;
+        double lp = f(ctx);
+        x[i] = keep - eps;
+        double lm = f(ctx);
+        x[i] = keep;
+        double num = (lp - lm) / (2.0 * eps), err = fabs(num - g[i]);
+        double lim = atol + rtol * fabs(num);
+        if (err / lim > worst)
+            worst = err / lim;
+        if (err > lim && bad++ < 3)
+            fprintf(stderr, "%s[%zu]: analytic %.6g numeric %.6g\n", what, i, (double)g[i], num);
+    }
+    CHECK_MSG(bad == 0, "%s: %d gradient entries off", what, bad);
+    return bad;
+}
+
+/* ---- linear ---------------------------------------------------------- */
+struct lin { int N, IC, OC; float *inp, *W, *b, *out, *r; };
+static double lin_loss(void *p)
+{
+    struct lin *c = p;
+    linear_forward(c->out, c->inp, c->W, c->b, c->N, c->IC, c->OC);
+    return dot(c->out, c->r, (size_t)c->N * c->OC);
+}
+static void test_linear(void)
+{
+    struct lin c = {70, 33, 40, 0, 0, 0, 0, 0};    /* big enough to split over threads */
+    size_t ni = (size_t)c.N * c.IC, nw = (size_t)c.OC * c.IC, no = (size_t)c.N * c.OC;
+    c.inp = fvec(ni, 1); c.W = fvec(nw, 0.5f); c.b = fvec(c.OC, 0.5f);
+    c.out = fvec(no, 0); c.r = fvec(no, 1);
+    float *di = fvec(ni, 0), *dW = fvec(nw, 0), *db = fvec(c.OC, 0);
+    lin_loss(&c);
+    linear_backward(di, dW, db, c.r, c.inp, c.W, c.N, c.IC, c.OC, 0);
+    grad_check("linear.dinp", lin_loss, &c, c.inp, di, ni, 60, 1e-2f, 2e-3, 1e-2);
+    grad_check("linear.dW", lin_loss, &c, c.W, dW, nw, 60, 1e-2f, 2e-3, 1e-2);
+    grad_check("linear.db", lin_loss, &c, c.b, db, c.OC, 40, 1e-2f, 2e-3, 1e-2);
+    /* acc = 1 adds */
+    float *di2 = fvec(ni, 0);
+    memcpy(di2, di, ni * sizeof(float));
+    linear_backward(di2, dW, NULL, c.r, c.inp, c.W, c.N, c.IC, c.OC, 1);
+    CHECK(fabsf(di2[5] - 2 * di[5]) <= 1e-5f * fabsf(di[5]) + 1e-6f);
+    free(c.inp); free(c.W); free(c.b); free(c.out); free(c.r); free(di); free(dW); free(db); free(di2);
+}
+
+/* ---- layernorm --------------------------------------------------------- */
+struct lnc { int N, C; float *inp, *g, *b, *out, *mean, *rstd, *r; };
+static double ln_loss(void *p)
+{
+    struct lnc *c = p;
+    layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->g, c->b, c->N, c->C);
+    return dot(c->out, c->r, (size_t)c->N * c->C);
+}
+static void test_layernorm(void)
+{
+    struct lnc c = {9, 24, 0, 0, 0, 0, 0, 0, 0};
+    size_t n = (size_t)c.N * c.C;
+    c.inp = fvec(n, 2); c.g = fvec(c.C, 1); c.b = fvec(c.C, 1); c.out = fvec(n, 0);
+    c.mean = fvec(c.N, 0); c.rstd = fvec(c.N, 0); c.r = fvec(n, 1);
+    float *di = fvec(n, 0), *dg = fvec(c.C, 0), *db = fvec(c.C, 0);
+    ln_loss(&c);
+    layernorm_backward(di, dg, db, c.r, c.inp, c.g, c.mean, c.rstd, c.N, c.C);
+    grad_check("layernorm.dinp", ln_loss, &c, c.inp, di, n, 80, 1e-2f, 2e-3, 1e-2);
+    grad_check("layernorm.dg", ln_loss, &c, c.g, dg, c.C, 24, 1e-2f, 2e-3, 1e-2);
+    grad_check("layernorm.db", ln_loss, &c, c.b, db, c.C, 24, 1e-2f, 2e-3, 1e-2);
+    /* saved statistics are the row's mean and 1/std */
+    double mu = 0, var = 0;
+    for (int k = 0; k < c.C; k++)
+        mu += c.inp[k];
+    mu /= c.C;
+    for (int k = 0; k < c.C; k++)
+        var += (c.inp[k] - mu) * (c.inp[k] - mu);
+    var /= c.C;
+    CHECK(fabs(c.mean[0] - mu) < 1e-5 && fabs(c.rstd[0] - 1 / sqrt(var)) < 1e-4 * c.rstd[0]);
+    free(c.inp); free(c.g); free(c.b); free(c.out); free(c.mean); free(c.rstd); free(c.r);
+    free(di); free(dg); free(db);
+}
+
+/* ---- attention --------------------------------------------------------- */
+struct att { int B, T, H, nh; float p; int32_t *mask; float *qkv, *ctx, *probs, *r, *scr; };
+static double att_loss(void *p)
+{
+    struct att *c = p;
+    attention_forward(c->ctx, c->probs, c->qkv, c->mask, c->B, c->T, c->H, c->nh, c->p, 77, c->scr);
+    return dot(c->ctx, c->r, (size_t)c->B * c->T * c->H);
+}
+static void test_attention(float p)
+{
+    struct att c = {2, 5, 8, 2, p, 0, 0, 0, 0, 0, 0};
+    int32_t mask[10] = {1, 1, 1, 0, 0, 1, 1, 1, 1, 1};
+    c.mask = mask;
+    size_t n3 = (size_t)c.B * c.T * 3 * c.H, n = (size_t)c.B * c.T * c.H;
+    c.qkv = fvec(n3, 1.5f); c.ctx = fvec(n, 0); c.r = fvec(n, 1);
+    c.probs = fvec((size_t)c.B * c.nh * c.T * c.T, 0);
+    c.scr = fvec(attention_scratch(c.T), 0);
+    float *dq = fvec(n3, 0);
+    att_loss(&c);
+    /* softmax rows sum to 1; masked keys get 0 */
+    double rs = 0;
+    for (int j = 0; j < c.T; j++)
+        rs += c.probs[j];
+    CHECK(fabs(rs - 1) < 1e-5);
+    CHECK(c.probs[3] == 0 && c.probs[4] == 0);
+    attention_backward(dq, c.r, c.qkv, c.probs, c.B, c.T, c.H, c.nh, c.p, 77, c.scr);
+    grad_check(p > 0 ? "attention+dropout.dqkv" : "attention.dqkv", att_loss, &c, c.qkv, dq,
+               n3, 1000, 1e-2f, 2e-3, 1e-2);
+    /* padded keys get no gradient through K and V */
+    CHECK(dq[3 * c.H * 3 + c.H] == 0 && dq[3 * c.H * 4 + 2 * c.H + 1] == 0);
+    free(c.qkv); free(c.ctx); free(c.r); free(c.probs); free(c.scr); free(dq);
+}
+
+/* ---- pointwise ---------------------------------------------------------- */
+enum { PW_GELU, PW_TANH, PW_DROP };
+struct pw { int kind; size_t n; float *inp, *out, *r; };
+static double pw_loss(void *p)
+{
+    struct pw *c = p;
+    if (c->kind == PW_GELU)
+        gelu_forward(c->out, c->inp, c->n);
+    else if (c->kind == PW_TANH)
+        tanh_forward(c->out, c->inp, c->n);
+    else
+        dropout_forward(c->out, c->inp, c->n, 0.3f, 1234);
+    return dot(c->out, c->r, c->n);
+}
+static void test_pointwise(void)
+{
+    struct pw c = {0, 200, fvec(200, 4), fvec(200, 0), fvec(200, 1)};
+    float *d = fvec(c.n, 0);
+    const char *names[] = {"gelu", "tanh", "dropout"};
+    for (int k = 0; k < 3; k++) {
+        c.kind = k;
+        pw_loss(&c);
+        if (k == PW_GELU)
+            gelu_backward(d, c.inp, c.r, c.n);
+        else if (k == PW_TANH)
+            tanh_backward(d, c.out, c.r, c.n);
+        else
+            dropout_backward(d, c.r, c.n, 0.3f, 1234);
+        grad_check(names[k], pw_loss, &c, c.inp, d, c.n, 200, 1e-3f, 2e-3, 1e-2);
+    }
+    /* gelu against the exact erf form */
+    double maxerr = 0;
+    for (int i = -800; i <= 800; i++) {
+        float x = i / 100.0f, y;
+        gelu_forward(&y, &x, 1);
+        double ref = 0.5 * x * (1 + erf(x / sqrt(2.0)));
+        maxerr = fmax(maxerr, fabs(y - ref));
+    }
+    CHECK_MSG(maxerr < 1e-6, "gelu max error %g", maxerr);
+    /* dropout keeps ~70% and scales by 1/0.7 */
+    float ones[1000], o[1000];
+    for (int i = 0; i < 1000; i++)
+        ones[i] = 1;
+    dropout_forward(o, ones, 1000, 0.3f, 99);
+    int kept = 0;
+    for (int i = 0; i < 1000; i++)
+        kept += o[i] != 0;
+    CHECK_MSG(kept > 650 && kept < 750, "dropout kept %d of 1000", kept);
+    CHECK(fabsf(o[0] == 0 ? o[1] * 0.7f - 1 : o[0] * 0.7f - 1) < 1e-6f || o[0] == o[1]);
+    /* residual */
+    float a[4] = {1, 2, 3, 4}, b[4] = {1, 1, 1, 1}, r[4], da[4] = {0}, db[4] = {0};
+    residual_forward(r, a, b, 4);
+    residual_backward(da, db, a, 4);
+    CHECK(r[3] == 5 && da[2] == 3 && db[2] == 3);
+    free(c.inp); free(c.out); free(c.r); free(d);
+}
+
+/* ---- embeddings --------------------------------------------------------- */
+struct emb { int B, T, H; int32_t *ids, *types; float *wte, *wpe, *wtt, *out, *r; };
+static double emb_loss(void *p)
+{
+    struct emb *c = p;
+    embedding_forward(c->out, c->ids, c->types, c->wte, c->wpe, c->wtt, c->B, c->T, c->H);
+    return dot(c->out, c->r, (size_t)c->B * c->T * c->H);
+}
+static void test_embedding(void)
+{
+    int32_t ids[8] = {2, 5, 5, 0, 2, 7, 1, 0}, types[8] = {0, 0, 1, 1, 0, 1, 1, 1};
+    struct emb c = {2, 4, 6, ids, types, fvec(8 * 6, 1), fvec(4 * 6, 1), fvec(2 * 6, 1),
+                    fvec(8 * 6, 0), fvec(8 * 6, 1)};
+    float *dwte = fvec(8 * 6, 0), *dwpe = fvec(4 * 6, 0), *dwtt = fvec(2 * 6, 0);
+    emb_loss(&c);
+    /* pad_id = -1: every row gets its gradient (checked numerically) */
+    embedding_backward(dwte, dwpe, dwtt, c.r, ids, types, c.B, c.T, c.H, -1);
+    grad_check("embedding.wte", emb_loss, &c, c.wte, dwte, 48, 48, 1e-2f, 1e-3, 1e-2);
+    grad_check("embedding.wpe", emb_loss, &c, c.wpe, dwpe, 24, 24, 1e-2f, 1e-3, 1e-2);
+    grad_check("embedding.wtt", emb_loss, &c, c.wtt, dwtt, 12, 12, 1e-2f, 1e-3, 1e-2);
+    /* pad_id = 0: row 0 gets nothing (nn.Embedding padding_idx) */
+    memset(dwte, 0, 48 * sizeof(float));
+    embedding_backward(dwte, dwpe, dwtt, c.r, ids, types, c.B, c.T, c.H, 0);
+    int zero = 1;
+    for (int k = 0; k < 6; k++)
+        zero &= dwte[k] == 0;
+    CHECK(zero && dwte[2 * 6] != 0);
+    free(c.wte); free(c.wpe); free(c.wtt); free(c.out); free(c.r); free(dwte); free(dwpe); free(dwtt);
+}
+
+/* ---- cross-entropy ------------------------------------------------------ */
+struct xe { int M, V; const int32_t *y; const float *w; float *logits, *lse; };
+static double xe_loss(void *p)
+{
+    struct xe *c = p;
+    return xent_forward(c->lse, c->logits, c->y, c->w, c->M, c->V, NULL);
+}
+static void test_xent(void)
+{
+    int32_t y[5] = {0, 3, 2, 2, 1};
+    float w[4] = {1.0f, 2.0f, 0.5f, 3.0f};
+    struct xe c = {5, 4, y, NULL, fvec(20, 3), fvec(5, 0)};
+    float *d = fvec(20, 0);
+    for (int k = 0; k < 2; k++) {
+        c.w = k ? w : NULL;
+        xe_loss(&c);
+        xent_backward(d, c.logits, c.lse, y, c.w, c.M, c.V, 1.0f);
+        grad_check(k ? "xent(weighted)" : "xent", xe_loss, &c, c.logits, d, 20, 20, 1e-3f, 1e-3, 1e-2);
+    }
+    /* uniform logits: loss = log V, argmax = first */
+    float u[8] = {0};
+    int32_t yy[2] = {0, 1};
+    long ok = -1;
+    double l = xent_forward(c.lse, u, yy, NULL, 2, 4, &ok);
+    CHECK(fabs(l - log(4.0)) < 1e-6 && ok == 1);
+    free(c.logits); free(c.lse); free(d);
+}
+
+/* ---- whole model -------------------------------------------------------- */
+static bert_config tiny_config(int mode)
+{
+    bert_config c;
+    bert_config_default(&c);
+    c.vocab_size = 23; c.hidden = 12; c.layers = 2; c.heads = 3; c.intermediate = 20;
+    c.max_len = 10; c.num_labels = 3; c.mode = mode;
+    return c;
+}
+
+struct mctx { bert_model *m; bert_batch b; int head, train; uint64_t counter; };
+static double model_loss(void *p)
+{
+    struct mctx *c = p;
+    bert_output o;
+    flow_err e;
+    c->m->fwd_counter = c->counter;         /* same dropout masks every call */
+    if (bert_forward(c->m, &c->b, c->head, c->train, &o, &e))
+        FLOW_BUG("%s", e.msg);
+    return o.loss;
+}
+
+static void test_model_grads(int head)
+{
+    bert_config cfg = tiny_config(BERT_MODE_BOTH);
+    bert_model *m = NULL;
+    flow_err e;
+    CHECK_OK(bert_model_new(&cfg, 3, 7, BERT_BACKEND_CPU, &m, &e), e);
+    if (!m)
+        return;
+    bert_init(m, 7);
+    /* perturb every tensor so LayerNorm weights, biases etc. are not trivial */
+    for (size_t i = 0; i < m->nparams; i++)
+        m->params[i] += 0.1f * frand();
+    int B = 3, T = 7;
+    int32_t ids[21], types[21], mask[21], mlm[21], labels[3] = {2, 0, 1};
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (int)(i * 7 % cfg.vocab_size);
+        types[i] = (i % T) >= 4;
+        mask[i] = !((i / T == 1 && i % T >= 5) || (i / T == 2 && i % T == 6));
+        mlm[i] = i % 3 == 1 ? (int)((i * 5 + 3) % cfg.vocab_size) : BERT_IGNORE_INDEX;
+    }
+    ids[4] = 0;     /* a pad token in the input: row 0 keeps only its decoder gradient */
+    float cw[3] = {1.0f, 0.5f, 2.0f};
+    struct mctx c = {m, {B, T, ids, types, mask, mlm, labels, cw}, head, 1, 5};
+    bert_zero_grad(m);
+    model_loss(&c);
+    CHECK_OK(bert_backward(m, 1.0f, &e), e);
+    char what[160];
+    for (int t = 0; t < m->ntensors; t++) {
+        const bert_tensor *tt = &m->tensors[t];
+        int head_mlm = strncmp(tt->name, "cls.", 4) == 0;
+        int head_cls = strncmp(tt->name, "classifier", 10) == 0 || strstr(tt->name, "pooler");
+        if ((head == BERT_HEAD_MLM && head_cls) || (head == BERT_HEAD_CLASSIFY && head_mlm))
+            continue;
+        snprintf(what, sizeof what, "%s %s", head == BERT_HEAD_MLM ? "mlm" : "cls", tt->name);
+        /* word embedding row 0 is the padding row: like nn.Embedding's
+         * padding_idx it gets no lookup gradient (torch test checks it) */
+        size_t skip = strstr(tt->name, "word_embeddings") ? (size_t)cfg.hidden : 0;
+        grad_check(what, model_loss, &c, m->params + tt->offset + skip,
+                   m->grads + tt->offset + skip, tt->numel - skip, 12, 1e-2f, 3e-4, 3e-2);
+    }
+    bert_model_free(m);
+}
+
+/* ---- determinism -------------------------------------------------------- */
+static void run_steps(float *losses, float *final_param, int steps)
+{
+    bert_config cfg = tiny_config(BERT_MODE_MLM);
+    bert_model *m = NULL;
+    flow_err e;
+    if (bert_model_new(&cfg, 4, 8, BERT_BACKEND_CPU, &m, &e))
+        FLOW_BUG("%s", e.msg);
+    bert_init(m, 1234);
+    int32_t ids[32], mlm[32];
+    for (int i = 0; i < 32; i++) {
+        ids[i] = 5 + (i * 11) % 18;
+        mlm[i] = i % 4 == 2 ? ids[i] : BERT_IGNORE_INDEX;
+    }
+    bert_batch b = {4, 8, ids, NULL, NULL, mlm, NULL, NULL};
+    bert_adamw hp = {0.9f, 0.999f, 1e-8f, 0.01f};
+    for (int s = 0; s < steps; s++) {
+        bert_output o;
+        bert_zero_grad(m);
+        if (bert_forward(m, &b, BERT_HEAD_MLM, 1, &o, &e) || bert_backward(m, 1.0f, &e))
+            FLOW_BUG("%s", e.msg);
+        bert_clip_grad_norm(m, 1.0f);
+        bert_adamw_step(m, &hp, 1e-3f);
+        losses[s] = o.loss;
+    }
+    *final_param = m->params[m->nparams / 2];
+    bert_model_free(m);
+}
+
+static void test_determinism(void)
+{
+    float a[4], b[4], pa, pb;
+    run_steps(a, &pa, 4);
+    run_steps(b, &pb, 4);
+    CHECK(memcmp(a, b, sizeof a) == 0 && memcmp(&pa, &pb, sizeof pa) == 0);
+    CHECK(a[3] < a[0]);     /* and it learns */
+}
+
+/* ---- overfit ------------------------------------------------------------ */
+static void test_overfit(void)
+{
+    bert_config cfg = tiny_config(BERT_MODE_CLASSIFY);
+    cfg.hidden = 16; cfg.heads = 2; cfg.intermediate = 32; cfg.num_labels = 4;
+    cfg.hidden_dropout = cfg.attn_dropout = 0;     /* memorising, not generalising */
+    bert_model *m = NULL;
+    flow_err e;
+    CHECK_OK(bert_model_new(&cfg, 8, 6, BERT_BACKEND_CPU, &m, &e), e);
+    if (!m)
+        return;
+    bert_init(m, 3);
+    /* 8 sequences, label = a function of the tokens at positions 1..2 */
+    int32_t ids[48], labels[8], mask[48];
+    for (int b = 0; b < 8; b++) {
+        for (int t = 0; t < 6; t++) {
+            ids[b * 6 + t] = t == 0 ? 2 : 5 + (b * 5 + t * 7) % 18;
+            mask[b * 6 + t] = t < 4 + (b % 3);
+        }
+        labels[b] = b % 4;
+    }
+    bert_batch bt = {8, 6, ids, NULL, mask, NULL, labels, NULL};
+    bert_adamw hp = {0.9f, 0.999f, 1e-8f, 0.0f};
+    bert_output o = {0};
+    for (int s = 0; s < 600; s++) {
+        bert_zero_grad(m);
+        if (bert_forward(m, &bt, BERT_HEAD_CLASSIFY, 1, &o, &e) || bert_backward(m, 1, &e))
+            break;
+        bert_adamw_step(m, &hp, 1e-3f);
+        if (getenv("KT_VERBOSE") && s % 20 == 0)
+            fprintf(stderr, "overfit step %d loss %.4f correct %ld\n", s, (double)o.loss, o.n_correct);
+    }
+    CHECK_OK(bert_forward(m, &bt, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
+    CHECK_MSG(o.n_correct == 8 && o.n_targets == 8, "overfit: %ld of 8 correct, loss %g",
+              o.n_correct, (double)o.loss);
+    bert_model_free(m);
+}
+
+/* ---- AdamW, clipping, schedule ------------------------------------------ */
+static void test_adamw(void)
+{
+    bert_config cfg = tiny_config(BERT_MODE_MLM);
+    bert_model *m = NULL;
+    flow_err e;
+    CHECK_OK(bert_model_new(&cfg, 1, 4, BERT_BACKEND_CPU, &m, &e), e);
+    if (!m)
+        return;
+    bert_init(m, 5);
+    const bert_tensor *w = bert_find_tensor(m, "bert.encoder.layer.1.intermediate.dense.weight");
+    const bert_tensor *bb = bert_find_tensor(m, "bert.encoder.layer.1.intermediate.dense.bias");
+    CHECK(w && w->decay == 1 && bb && bb->decay == 0);
+    bert_adamw hp = {0.9f, 0.99f, 1e-6f, 0.1f};
+    float lr = 0.01f;
+    size_t iw = w->offset + 3, ib = bb->offset + 1;
+    double p[2] = {m->params[iw], m->params[ib]}, mm[2] = {0, 0}, vv[2] = {0, 0};
+    float gs[2][2] = {{0.5f, -0.25f}, {-0.125f, 2.0f}};
+    for (int t = 1; t <= 2; t++) {
+        bert_zero_grad(m);
+        m->grads[iw] = gs[t - 1][0];
+        m->grads[ib] = gs[t - 1][1];
+        bert_adamw_step(m, &hp, lr);
+        for (int k = 0; k < 2; k++) {
+            double g = gs[t - 1][k];
+            if (k == 0)
+                p[k] -= lr * 0.1 * p[k];
+            mm[k] = 0.9 * mm[k] + 0.1 * g;
+            vv[k] = 0.99 * vv[k] + 0.01 * g * g;
+            double mh = mm[k] / (1 - pow(0.9, t)), vh = vv[k] / (1 - pow(0.99, t));
+            p[k] -= lr * mh / (sqrt(vh) + 1e-6);
+        }
+        CHECK_MSG(fabs(m->params[iw] - p[0]) < 1e-6 && fabs(m->params[ib] - p[1]) < 1e-6,
+                  "adamw step %d: got %.8f %.8f want %.8f %.8f", t, (double)m->params[iw],
+                  (double)m->params[ib], p[0], p[1]);
+    }
+    /* a zero-gradient LayerNorm weight is untouched (no decay) */
+    const bert_tensor *lnw = bert_find_tensor(m, "bert.embeddings.LayerNorm.weight");
+    CHECK(lnw && lnw->decay == 0 && m->params[lnw->offset] == 1.0f);
+    /* clipping */
+    bert_zero_grad(m);
+    m->grads[0] = 3;
+    m->grads[m->nparams - 1] = 4;
+    CHECK(fabsf(bert_grad_norm(m) - 5) < 1e-6f);
+    float before = bert_clip_grad_norm(m, 1.0f);
+    CHECK(fabsf(before - 5) < 1e-6f && fabsf(bert_grad_norm(m) - 1) < 1e-5f);
+    /* schedule */
+    CHECK(fabsf(bert_lr_linear(1.0f, 0, 10, 110)) == 0);
+    CHECK(fabsf(bert_lr_linear(1.0f, 5, 10, 110) - 0.5f) < 1e-7f);
+    CHECK(fabsf(bert_lr_linear(1.0f, 10, 10, 110) - 1.0f) < 1e-7f);
+    CHECK(fabsf(bert_lr_linear(1.0f, 60, 10, 110) - 0.5f) < 1e-7f);
+    CHECK(bert_lr_linear(1.0f, 200, 10, 110) == 0);
+    bert_model_free(m);
+}
+
+/* ---- config, table, load by name, errors -------------------------------- */
+static void test_config(void)
+{
+    flow_err e;
+    bert_config c;
+    bert_config_default(&c);
+    CHECK_OK(bert_config_validate(&c, &e), e);
+    c.hidden = 100;
+    CHECK(bert_config_validate(&c, &e) == FLOW_E_PARAM);
+    CHECK_CONTAINS(e.msg, "hidden 100 is not a multiple of heads 12");
+    bert_config_default(&c);
+    c.hidden_dropout = 1.0f;
+    CHECK(bert_config_validate(&c, &e) == FLOW_E_PARAM);
+    CHECK_CONTAINS(e.msg, "dropout");
+    bert_config_default(&c);
+    c.layers = 0;
+    CHECK(bert_config_validate(&c, &e) == FLOW_E_PARAM);
+    CHECK_CONTAINS(e.msg, "layers is 0");
+    /* reference config: 6 layers of 7,087,872 + embeddings + MLM head */
+    bert_config_default(&c);
+    size_t H = 768, I = 3072, V = 8000;
+    size_t want = (V + 512 + 2 + 2) * H + 6 * (4 * H * H + 2 * H * I + 9 * H + I) + H * H + 3 * H + V;
+    CHECK(bert_param_count(&c) == want);
+    bert_tensor *t;
+    int n;
+    CHECK_OK(bert_tensor_table(&c, &t, &n, &e), e);
+    CHECK(n == 5 + 6 * 16 + 5);
+    CHECK_STREQ(t[5].name, "bert.encoder.layer.0.attention.self.query.weight");
+    CHECK(t[6].offset == t[5].offset + H * H && t[8].offset == t[5].offset + 3 * H * H);
+    CHECK(t[n - 1].offset + t[n - 1].numel == want);
+    free(t);
+
+    /* classifier from an MLM checkpoint */
+    bert_config mc = tiny_config(BERT_MODE_MLM), cc = tiny_config(BERT_MODE_CLASSIFY);
+    bert_model *mm = NULL, *cm = NULL;
+    CHECK_OK(bert_model_new(&mc, 1, 4, BERT_BACKEND_CPU, &mm, &e), e);
+    CHECK_OK(bert_model_new(&cc, 1, 4, BERT_BACKEND_CPU, &cm, &e), e);
+    if (mm && cm) {
+        bert_init(mm, 1);
+        bert_init(cm, 2);
+        int copied = 0;
+        CHECK_OK(bert_load_by_name(cm, &mc, mm->params, mm->nparams, &copied, &e), e);
+        CHECK(copied == 5 + 2 * 16);
+        CHECK(memcmp(bert_param_ptr(cm, "bert.encoder.layer.1.output.dense.weight"),
+                     bert_param_ptr(mm, "bert.encoder.layer.1.output.dense.weight"),
+                     sizeof(float) * 12 * 20) == 0);
+        CHECK(bert_find_tensor(cm, "cls.predictions.bias") == NULL);
+        CHECK(bert_load_by_name(cm, &mc, mm->params, mm->nparams - 1, NULL, &e) == FLOW_E_PARAM);
+        /* forward errors name the subject */
+        int32_t ids[4] = {2, 99, 3, 0}, lab[1] = {0};
+        bert_batch b = {1, 4, ids, NULL, NULL, NULL, lab, NULL};
+        bert_output o;
+        CHECK(bert_forward(cm, &b, BERT_HEAD_CLASSIFY, 0, &o, &e) == FLOW_E_PARAM);
+        CHECK_CONTAINS(e.msg, "token id 99 at batch 0 position 1");
+        CHECK(bert_forward(cm, &b, BERT_HEAD_MLM, 0, &o, &e) == FLOW_E_PARAM);
+        CHECK_CONTAINS(e.msg, "no MLM head");
+        b.B = 2;
+        CHECK(bert_forward(cm, &b, BERT_HEAD_CLASSIFY, 0, &o, &e) == FLOW_E_PARAM);
+        bert_model *fresh = NULL;
+        CHECK_OK(bert_model_new(&cc, 1, 4, BERT_BACKEND_CPU, &fresh, &e), e);
+        CHECK(fresh && bert_backward(fresh, 1, &e) == FLOW_E_PARAM);
+        bert_model_free(fresh);
+    }
+    bert_model *bad = NULL;
+    CHECK(bert_model_new(&mc, 1, 11, BERT_BACKEND_CPU, &bad, &e) == FLOW_E_PARAM && !bad);
+    CHECK(bert_model_new(&mc, 1, 4, BERT_BACKEND_CUDA, &bad, &e) == FLOW_E_PARAM && !bad);
+    CHECK_CONTAINS(e.msg, "cuda");
+    bert_model_free(mm);
+    bert_model_free(cm);
+    bert_model_free(NULL);
+}
+
+int main(void)
+{
+    bert_set_threads(2);
+    test_config();
+    test_linear();
+    test_layernorm();
+    test_attention(0.0f);
+    test_attention(0.25f);
+    test_pointwise();
+    test_embedding();
+    test_xent();
+    test_adamw();
+    test_model_grads(BERT_HEAD_MLM);
+    test_model_grads(BERT_HEAD_CLASSIFY);
+    test_determinism();
+    test_overfit();
+    printf("worst gradient error / tolerance: %.3f\n", worst);
+    return test_summary("kernels_test");
+}
