@@ -26,13 +26,46 @@ typedef struct flow_store flow_store;
 typedef struct store_options {
     size_t initial_map_size;  /* 0 = default (1 GiB); grows automatically */
     int readonly;
+    /* Durability of commits (STORE_SYNC_*; 0 = FULL).  Whatever the mode,
+     * a process killed at any moment (kill -9, crash) never corrupts the
+     * store: LMDB's copy-on-write commit is atomic.  The modes differ only
+     * on an operating-system crash or power loss:
+     *   FULL    every artifact commit is fsynced (data, then meta page);
+     *           a committed artifact survives power loss.
+     *   NOMETA  one fsync per commit (meta page not flushed): a power loss
+     *           may undo the last commit(s) but does not corrupt.
+     *   NONE    no fsync until store_sync()/store_close(): a power loss may
+     *           lose recent commits and, on file systems that reorder
+     *           writes, corrupt the store (it is a cache: delete and
+     *           rebuild).  For builds that make many small commits; call
+     *           store_sync() at the end.
+     * Chunk batches are always committed without fsync; the synced
+     * artifact commit that follows makes them durable. */
+    int sync_mode;
+    size_t max_map_size;      /* 0 = unlimited; map growth beyond it -> FLOW_E_FULL */
 } store_options;
+enum { STORE_SYNC_FULL = 0, STORE_SYNC_NOMETA = 1, STORE_SYNC_NONE = 2 };
 
 /* Opens (creating if needed) the cache at dir.  Validates the store's
  * format version; refuses too old / too new with a clear message. */
 int store_open(flow_store **out, const char *dir, const store_options *opt, flow_err *err);
 void store_close(flow_store *s);
 const char *store_dir(const flow_store *s);
+/* Flushes everything committed so far to disk (for STORE_SYNC_NONE/NOMETA). */
+int store_sync(flow_store *s, flow_err *err);
+/* Changes the sync mode of this process's handle (STORE_SYNC_*). */
+int store_set_sync_mode(flow_store *s, int mode, flow_err *err);
+
+/* Whole-store figures for `flow ls` / `flow gc`. */
+typedef struct store_stats {
+    uint64_t artifacts, chunks;
+    uint64_t chunk_bytes;       /* stored (compressed) bytes of all chunks */
+    uint64_t chunk_raw_bytes;   /* raw bytes of all distinct chunks */
+    uint64_t checkpoints, leases, logs;
+    uint64_t map_size;          /* current LMDB map size */
+    uint64_t file_size;         /* bytes used by data.mdb */
+} store_stats;
+int store_stats_get(flow_store *s, store_stats *st, flow_err *err);
 
 /* ---- writing an artifact ------------------------------------------- */
 typedef struct store_writer store_writer;

@@ -1,0 +1,296 @@
+/* gc.c — maintenance: garbage collection and verification.
+ *
+ * gc runs in one write transaction (so no commit can slip between marking
+ * and sweeping): it deletes the artifacts (and logs) not in keep[], marks
+ * every chunk referenced by a remaining artifact or checkpoint, and deletes
+ * unmarked chunks older than grace_s — younger ones may belong to a build
+ * that has stored chunks but not yet committed its manifest.
+ *
+ * verify re-reads and re-hashes every chunk of every artifact and
+ * checkpoint, plus the part and artifact content hashes, and reports every
+ * damaged item. */
+#include "store_internal.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct keylist { flow_hash *k; size_t n, cap; } keylist;
+
+static void kl_add(keylist *l, const void *b)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->k = xrealloc(l->k, l->cap * sizeof *l->k);
+    }
+    memcpy(l->k[l->n++].b, b, 16);
+}
+
+typedef struct gc_ctx {
+    const flow_hash *keep;
+    size_t nkeep;
+    int grace_s;
+    store_gc_stats st;
+} gc_ctx;
+
+static int del_all(MDB_txn *txn, MDB_dbi dbi, const keylist *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        MDB_val k = { 16, l->k[i].b };
+        int rc = mdb_del(txn, dbi, &k, NULL);
+        if (rc && rc != MDB_NOTFOUND) return rc;
+    }
+    return 0;
+}
+
+static int gc_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
+{
+    gc_ctx *c = arg;
+    memset(&c->st, 0, sizeof c->st);
+    hset keep, reach;
+    hset_init(&keep);
+    hset_init(&reach);
+    keylist dead = {0}, dead_logs = {0}, dead_chunks = {0}, dead_ckpt = {0};
+    for (size_t i = 0; i < c->nkeep; i++) hset_put(&keep, &c->keep[i], NULL);
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_ARTIFACTS], &cur);
+    if (rc) goto out;
+    /* 1. artifacts: drop the unkept, mark the chunks of the kept */
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 16) continue;
+        flow_hash key;
+        memcpy(key.b, k.mv_data, 16);
+        if (!hset_get(&keep, &key)) {
+            kl_add(&dead, key.b);
+            c->st.artifacts_removed++;
+            c->st.bytes_freed += v.mv_size;
+            continue;
+        }
+        manifest m;
+        flow_err e;
+        if (manifest_parse(v.mv_data, v.mv_size, &key, &m, 1, &e) != 0) continue;  /* verify reports it */
+        for (int p = 0; p < m.art->nparts; p++)
+            for (uint32_t i = 0; i < m.nchunks[p]; i++) hset_put(&reach, &m.chunks[p][i].h, NULL);
+        manifest_release(&m);
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    if (rc != MDB_NOTFOUND) goto out;
+    if ((rc = del_all(txn, s->dbi[DB_ARTIFACTS], &dead))) goto out;
+    /* 2. logs whose artifact is gone */
+    if ((rc = mdb_cursor_open(txn, s->dbi[DB_LOGS], &cur))) goto out;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        MDB_val v2;
+        if (k.mv_size == 16 && mdb_get(txn, s->dbi[DB_ARTIFACTS], &k, &v2) == 0) continue;
+        if (k.mv_size != 16) continue;
+        kl_add(&dead_logs, k.mv_data);
+        c->st.bytes_freed += v.mv_size;
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    if (rc != MDB_NOTFOUND) goto out;
+    if ((rc = del_all(txn, s->dbi[DB_LOGS], &dead_logs))) goto out;
+    /* 3. checkpoints keep their chunks; damaged records go */
+    if ((rc = mdb_cursor_open(txn, s->dbi[DB_CHECKPOINTS], &cur))) goto out;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint64_t size;
+        chunk_ref *ch;
+        uint32_t n;
+        if (k.mv_size != 16) continue;
+        if (checkpoint_decode(v.mv_data, v.mv_size, &size, &ch, &n) != 0) {
+            kl_add(&dead_ckpt, k.mv_data);
+            c->st.bytes_freed += v.mv_size;
+            continue;
+        }
+        for (uint32_t i = 0; i < n; i++) hset_put(&reach, &ch[i].h, NULL);
+        free(ch);
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    if (rc != MDB_NOTFOUND) goto out;
+    if ((rc = del_all(txn, s->dbi[DB_CHECKPOINTS], &dead_ckpt))) goto out;
+    /* 4. sweep chunks */
+    int64_t now = store_now();
+    if ((rc = mdb_cursor_open(txn, s->dbi[DB_CHUNKS], &cur))) goto out;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 16) continue;
+        flow_hash h;
+        memcpy(h.b, k.mv_data, 16);
+        if (hset_get(&reach, &h)) continue;
+        int64_t created = v.mv_size >= CHUNK_HDR ? (int64_t)get_u64((const unsigned char *)v.mv_data + 8) : 0;
+        if (now - created < c->grace_s) continue;
+        kl_add(&dead_chunks, h.b);
+        c->st.chunks_removed++;
+        c->st.bytes_freed += v.mv_size;
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    if (rc != MDB_NOTFOUND) goto out;
+    rc = del_all(txn, s->dbi[DB_CHUNKS], &dead_chunks);
+out:
+    if (cur) mdb_cursor_close(cur);
+    hset_release(&keep);
+    hset_release(&reach);
+    free(dead.k);
+    free(dead_logs.k);
+    free(dead_chunks.k);
+    free(dead_ckpt.k);
+    (void)err;
+    return rc;
+}
+
+int store_gc(flow_store *s, const flow_hash *keep, size_t nkeep, int grace_s,
+             store_gc_stats *st, flow_err *err)
+{
+    gc_ctx c = { keep, nkeep, grace_s, {0, 0, 0} };
+    int rc = store_write(s, "collecting garbage", gc_fn, &c, 0, err);
+    if (st) *st = rc ? (store_gc_stats){0, 0, 0} : c.st;
+    return rc;
+}
+
+/* ---- verify ----------------------------------------------------------------- */
+
+typedef struct vctx {
+    flow_store *s;
+    void (*report)(const char *what, void *arg);
+    void *arg;
+    int bad;
+    char first[1024];
+    hset good;
+    ZSTD_DCtx *dctx;
+    char *buf, *scratch;
+} vctx;
+
+static void bad(vctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bad(vctx *v, const char *fmt, ...)
+{
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!v->bad++) snprintf(v->first, sizeof v->first, "%s", msg);
+    if (v->report) v->report(msg, v->arg);
+}
+
+/* Checks one chunk; returns 0 when good. */
+static int check_chunk(vctx *v, const chunk_ref *c, char *why, size_t wl, flow_err *err)
+{
+    if (hset_get(&v->good, &c->h)) return 0;
+    int rc = chunk_fetch(v->s, &c->h, c->len, v->buf, v->dctx, v->scratch, why, wl, err);
+    if (rc == 0) hset_put(&v->good, &c->h, NULL);
+    return rc;
+}
+
+static int verify_artifact(vctx *v, const flow_hash *key, flow_err *err)
+{
+    char hex[33];
+    flow_hash_hex(key, hex);
+    manifest m;
+    flow_err e;
+    int rc = store_load_manifest(v->s, key, &m, 1, &e);
+    if (rc == FLOW_E_NOTFOUND) return 0;      /* removed meanwhile */
+    if (rc == FLOW_E_CORRUPT) { bad(v, "%s", e.msg); return 0; }
+    if (rc) { if (err) *err = e; return rc; }
+    manifest_part *mp = xcalloc(m.art->nparts ? (size_t)m.art->nparts : 1, sizeof *mp);
+    for (int p = 0; p < m.art->nparts && !rc; p++) {
+        const store_part_info *pi = &m.art->parts[p];
+        for (uint32_t i = 0; i < m.nchunks[p]; i++) {
+            char why[256], ch[33];
+            rc = check_chunk(v, &m.chunks[p][i], why, sizeof why, err);
+            if (rc == FLOW_E_CORRUPT) {
+                flow_hash_hex(&m.chunks[p][i].h, ch);
+                bad(v, "artifact %s part '%s' chunk %u (%s): %s", hex, pi->name, i, ch, why);
+                rc = 0;
+            } else if (rc) {
+                break;
+            }
+        }
+        flow_hash pc = part_content_hash(pi->size, m.chunks[p], m.nchunks[p]);
+        if (!flow_hash_eq(&pc, &pi->content))
+            bad(v, "artifact %s part '%s': content hash does not match its chunk list", hex, pi->name);
+        mp[p].name = pi->name;
+        mp[p].content = pi->content;
+    }
+    if (!rc) {
+        flow_hash ac = artifact_content_hash(mp, m.art->nparts);
+        if (!flow_hash_eq(&ac, &m.art->content))
+            bad(v, "artifact %s: content hash does not match its parts", hex);
+    }
+    free(mp);
+    manifest_release(&m);
+    return rc;
+}
+
+static int collect_keys(flow_store *s, int db, keylist *l, flow_err *err)
+{
+    MDB_txn *txn;
+    int rc = store_txn_read(s, &txn, err);
+    if (rc) return rc;
+    MDB_cursor *c;
+    rc = mdb_cursor_open(txn, s->dbi[db], &c);
+    if (!rc) {
+        MDB_val k, v;
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+            if (k.mv_size == 16) kl_add(l, k.mv_data);
+        mdb_cursor_close(c);
+    }
+    store_txn_end(s, txn);
+    return rc == MDB_NOTFOUND ? 0 : store_mdb_fail(s, err, rc, "listing keys");
+}
+
+static int verify_checkpoint(vctx *v, const flow_hash *key, flow_err *err)
+{
+    char hex[33];
+    flow_hash_hex(key, hex);
+    MDB_txn *txn;
+    int rc = store_txn_read(v->s, &txn, err);
+    if (rc) return rc;
+    MDB_val k = { 16, (void *)key->b }, val;
+    rc = mdb_get(txn, v->s->dbi[DB_CHECKPOINTS], &k, &val);
+    uint64_t size;
+    chunk_ref *ch = NULL;
+    uint32_t n = 0;
+    int dec = rc == 0 ? checkpoint_decode(val.mv_data, val.mv_size, &size, &ch, &n) : 0;
+    store_txn_end(v->s, txn);
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc) return store_mdb_fail(v->s, err, rc, "reading a checkpoint");
+    if (dec) { bad(v, "checkpoint %s: record is damaged", hex); return 0; }
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        char why[256], chx[33];
+        rc = check_chunk(v, &ch[i], why, sizeof why, err);
+        if (rc == FLOW_E_CORRUPT) {
+            flow_hash_hex(&ch[i].h, chx);
+            bad(v, "checkpoint %s chunk %u (%s): %s", hex, i, chx, why);
+            rc = 0;
+        }
+    }
+    free(ch);
+    return rc;
+}
+
+int store_verify(flow_store *s, void (*report)(const char *what, void *arg),
+                 void *arg, flow_err *err)
+{
+    vctx v = { s, report, arg, 0, "", {0}, ZSTD_createDCtx(), xmalloc(STORE_CHUNK_SIZE),
+               xmalloc(STORE_CHUNK_SIZE) };
+    hset_init(&v.good);
+    keylist arts = {0}, ckpts = {0};
+    int rc = collect_keys(s, DB_ARTIFACTS, &arts, err);
+    if (!rc) rc = collect_keys(s, DB_CHECKPOINTS, &ckpts, err);
+    for (size_t i = 0; i < arts.n && !rc; i++) rc = verify_artifact(&v, &arts.k[i], err);
+    for (size_t i = 0; i < ckpts.n && !rc; i++) rc = verify_checkpoint(&v, &ckpts.k[i], err);
+    free(arts.k);
+    free(ckpts.k);
+    hset_release(&v.good);
+    ZSTD_freeDCtx(v.dctx);
+    free(v.buf);
+    free(v.scratch);
+    if (rc) return rc;
+    if (v.bad)
+        return flow_fail(err, FLOW_E_CORRUPT, "cache %s: %d damaged item%s (first: %s); "
+                         "run `flow gc` to drop what is unreachable and rebuild the affected nodes",
+                         s->dir, v.bad, v.bad == 1 ? "" : "s", v.first);
+    return 0;
+}

@@ -1,0 +1,321 @@
+/* records.c — the small keyed records of the store: node history (the
+ * recent keys built for a named node of a graph), the stat cache (file
+ * content hashes keyed by path and validated by size, mtime and inode) and
+ * build leases (which process is building a node key right now).
+ *
+ * Every value starts with a u32 magic and a u32 version; a record that
+ * fails to decode is treated as absent (history, stat cache) or as a stale
+ * lease that may be taken over. */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define HIST_MAGIC 0x49484C46u      /* "FLHI" */
+#define STAT_MAGIC 0x54534C46u      /* "FLST" */
+#define LEASE_MAGIC 0x534C4C46u     /* "FLLS" */
+#define HIST_KEEP 20
+#define MAX_TEXT_KEY 480            /* LMDB keys are at most 511 bytes */
+
+/* Text keys longer than LMDB allows are replaced by '#' + hex hash. */
+static void text_key(flow_buf *b, const char *a, const char *c)
+{
+    buf_adds(b, a);
+    if (c) {
+        buf_addc(b, 0);
+        buf_adds(b, c);
+    }
+    if (b->len > MAX_TEXT_KEY) {
+        flow_hash h = flow_hash_bytes(b->data, b->len);
+        char hex[33];
+        flow_hash_hex(&h, hex);
+        b->len = 0;
+        buf_addc(b, '#');
+        buf_adds(b, hex);
+    }
+}
+
+/* ---- history ------------------------------------------------------------- */
+
+typedef struct hist_entry { flow_hash key; int64_t t; } hist_entry;
+
+static int hist_decode(const MDB_val *v, hist_entry *e, int max)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < 12 || get_u32(p) != HIST_MAGIC || get_u32(p + 4) != 1) return 0;
+    uint32_t n = get_u32(p + 8);
+    if (v->mv_size != 12 + (size_t)n * 24) return 0;
+    int k = 0;
+    for (uint32_t i = 0; i < n && k < max; i++, k++) {
+        memcpy(e[k].key.b, p + 12 + 24 * i, 16);
+        e[k].t = (int64_t)get_u64(p + 12 + 24 * i + 16);
+    }
+    return k;
+}
+
+typedef struct hist_ctx { flow_buf *k; const flow_hash *key; } hist_ctx;
+
+static int record_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
+{
+    (void)err;
+    hist_ctx *c = arg;
+    MDB_val k = { c->k->len, c->k->data }, v;
+    hist_entry e[HIST_KEEP + 1];
+    int n = 1;
+    e[0].key = *c->key;
+    e[0].t = store_now();
+    int rc = mdb_get(txn, s->dbi[DB_HISTORY], &k, &v);
+    if (rc == 0) {
+        hist_entry old[HIST_KEEP];
+        int m = hist_decode(&v, old, HIST_KEEP);
+        for (int i = 0; i < m && n < HIST_KEEP; i++)
+            if (!flow_hash_eq(&old[i].key, c->key)) e[n++] = old[i];
+    } else if (rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    unsigned char buf[12 + 24 * HIST_KEEP];
+    put_u32(buf, HIST_MAGIC);
+    put_u32(buf + 4, 1);
+    put_u32(buf + 8, (uint32_t)n);
+    for (int i = 0; i < n; i++) {
+        memcpy(buf + 12 + 24 * i, e[i].key.b, 16);
+        put_u64(buf + 12 + 24 * i + 16, (uint64_t)e[i].t);
+    }
+    v.mv_size = 12 + 24 * (size_t)n;
+    v.mv_data = buf;
+    return mdb_put(txn, s->dbi[DB_HISTORY], &k, &v, 0);
+}
+
+int store_record_build(flow_store *s, const char *graph_id, const char *node,
+                       const flow_hash *key, flow_err *err)
+{
+    flow_buf k;
+    buf_init(&k);
+    text_key(&k, graph_id, node);
+    hist_ctx c = { &k, key };
+    int rc = store_write(s, "recording node history", record_fn, &c, s->sync_mode == STORE_SYNC_FULL ? 0 : 1, err);
+    buf_release(&k);
+    return rc;
+}
+
+int store_last_builds(flow_store *s, const char *graph_id, const char *node,
+                      flow_hash *keys, int max, int *n, flow_err *err)
+{
+    *n = 0;
+    flow_buf k;
+    buf_init(&k);
+    text_key(&k, graph_id, node);
+    MDB_txn *txn;
+    int rc = store_txn_read(s, &txn, err);
+    if (rc) { buf_release(&k); return rc; }
+    MDB_val kk = { k.len, k.data }, v;
+    rc = mdb_get(txn, s->dbi[DB_HISTORY], &kk, &v);
+    if (rc == 0) {
+        hist_entry e[HIST_KEEP];
+        int m = hist_decode(&v, e, HIST_KEEP);
+        for (int i = 0; i < m && i < max; i++) keys[(*n)++] = e[i].key;
+    }
+    store_txn_end(s, txn);
+    buf_release(&k);
+    if (rc && rc != MDB_NOTFOUND) return store_mdb_fail(s, err, rc, "reading node history");
+    return 0;
+}
+
+/* ---- stat cache ------------------------------------------------------------ */
+/* value: u32 magic, u32 version 1, u64 size, i64 mtime_ns, u64 inode, hash[16] */
+
+int store_stat_get(flow_store *s, const char *path, uint64_t size, int64_t mtime_ns,
+                   uint64_t inode, flow_hash *out)
+{
+    flow_buf k;
+    buf_init(&k);
+    text_key(&k, path, NULL);
+    MDB_txn *txn;
+    flow_err e;
+    if (store_txn_read(s, &txn, &e)) { buf_release(&k); return FLOW_E_NOTFOUND; }
+    MDB_val kk = { k.len, k.data }, v;
+    int rc = mdb_get(txn, s->dbi[DB_STATCACHE], &kk, &v);
+    int hit = 0;
+    if (rc == 0 && v.mv_size == 48) {
+        const unsigned char *p = v.mv_data;
+        if (get_u32(p) == STAT_MAGIC && get_u32(p + 4) == 1 && get_u64(p + 8) == size &&
+            (int64_t)get_u64(p + 16) == mtime_ns && get_u64(p + 24) == inode) {
+            memcpy(out->b, p + 32, 16);
+            hit = 1;
+        }
+    }
+    store_txn_end(s, txn);
+    buf_release(&k);
+    return hit ? 0 : FLOW_E_NOTFOUND;
+}
+
+typedef struct stat_ctx { flow_buf *k; unsigned char v[48]; } stat_ctx;
+
+static int stat_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
+{
+    (void)err;
+    stat_ctx *c = arg;
+    MDB_val k = { c->k->len, c->k->data }, v = { 48, c->v };
+    return mdb_put(txn, s->dbi[DB_STATCACHE], &k, &v, 0);
+}
+
+int store_stat_put(flow_store *s, const char *path, uint64_t size, int64_t mtime_ns,
+                   uint64_t inode, const flow_hash *h, flow_err *err)
+{
+    flow_buf k;
+    buf_init(&k);
+    text_key(&k, path, NULL);
+    stat_ctx c;
+    c.k = &k;
+    put_u32(c.v, STAT_MAGIC);
+    put_u32(c.v + 4, 1);
+    put_u64(c.v + 8, size);
+    put_u64(c.v + 16, (uint64_t)mtime_ns);
+    put_u64(c.v + 24, inode);
+    memcpy(c.v + 32, h->b, 16);
+    /* losing a stat-cache entry only costs a rehash: never fsync for it */
+    int rc = store_write(s, "updating the stat cache", stat_fn, &c, 1, err);
+    buf_release(&k);
+    return rc;
+}
+
+/* ---- leases ------------------------------------------------------------------ */
+/* value: u32 magic, u32 version 1, i32 pid, u64 start time (clock ticks
+ * since boot, /proc/<pid>/stat field 22), i64 expiry (unix s, 0 = none),
+ * u16 host length, host */
+
+typedef struct lease {
+    int pid;
+    uint64_t start;
+    int64_t expiry;
+    char host[256];
+} lease;
+
+static uint64_t proc_start_time(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');   /* the command name may contain spaces */
+    if (!p) return 0;
+    p++;
+    /* fields after ')': 3 state ... 22 starttime -> skip 19 fields */
+    for (int i = 0; i < 19 && p; i++) {
+        p = strchr(p + 1, ' ');
+    }
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+static void lease_self(lease *l, int ttl_s)
+{
+    memset(l, 0, sizeof *l);
+    l->pid = (int)getpid();
+    l->start = proc_start_time(l->pid);
+    l->expiry = ttl_s > 0 ? store_now() + ttl_s : 0;
+    if (gethostname(l->host, sizeof l->host - 1) != 0) strcpy(l->host, "?");
+}
+
+static int lease_decode(const MDB_val *v, lease *l)
+{
+    const unsigned char *p = v->mv_data;
+    memset(l, 0, sizeof *l);
+    if (v->mv_size < 30 || get_u32(p) != LEASE_MAGIC || get_u32(p + 4) != 1) return -1;
+    l->pid = (int)get_u32(p + 8);
+    l->start = get_u64(p + 12);
+    l->expiry = (int64_t)get_u64(p + 20);
+    uint16_t hl = get_u16(p + 28);
+    if (hl >= sizeof l->host || v->mv_size != 30 + (size_t)hl) return -1;
+    memcpy(l->host, p + 30, hl);
+    return 0;
+}
+
+static size_t lease_encode(const lease *l, unsigned char *p)
+{
+    size_t hl = strlen(l->host);
+    put_u32(p, LEASE_MAGIC);
+    put_u32(p + 4, 1);
+    put_u32(p + 8, (uint32_t)l->pid);
+    put_u64(p + 12, l->start);
+    put_u64(p + 20, (uint64_t)l->expiry);
+    put_u16(p + 28, (uint16_t)hl);
+    memcpy(p + 30, l->host, hl);
+    return 30 + hl;
+}
+
+static int same_owner(const lease *a, const lease *b)
+{
+    return a->pid == b->pid && a->start == b->start && strcmp(a->host, b->host) == 0;
+}
+
+/* May `me` take over lease `l`? */
+static int lease_stale(const lease *l, const lease *me)
+{
+    if (l->expiry && store_now() >= l->expiry) return 1;
+    if (strcmp(l->host, me->host) != 0) return 0;      /* cannot see other hosts' processes */
+    if (kill(l->pid, 0) != 0 && errno == ESRCH) return 1;
+    uint64_t st = proc_start_time(l->pid);
+    return st && l->start && st != l->start;            /* the pid was reused */
+}
+
+enum { L_TAKE, L_RENEW, L_RELEASE };
+typedef struct lease_ctx { const flow_hash *key; int ttl, op; lease me; } lease_ctx;
+
+static int lease_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
+{
+    lease_ctx *c = arg;
+    MDB_val k = { 16, (void *)c->key->b }, v;
+    int rc = mdb_get(txn, s->dbi[DB_LEASES], &k, &v);
+    if (rc && rc != MDB_NOTFOUND) return rc;
+    lease cur;
+    int held = rc == 0 && lease_decode(&v, &cur) == 0;
+    int mine = held && same_owner(&cur, &c->me);
+    if (c->op == L_RELEASE) {
+        if (!mine) return 0;   /* not ours (any more): leave it */
+        return mdb_del(txn, s->dbi[DB_LEASES], &k, NULL);
+    }
+    if (held && !mine && !lease_stale(&cur, &c->me)) {
+        char hex[33];
+        flow_hash_hex(c->key, hex);
+        if (cur.expiry)
+            return flow_fail(err, FLOW_E_BUSY, "node key %s is being built by pid %d on host "
+                             "%s (lease expires in %lld s)", hex, cur.pid, cur.host,
+                             (long long)(cur.expiry - store_now()));
+        return flow_fail(err, FLOW_E_BUSY, "node key %s is being built by pid %d on host %s",
+                         hex, cur.pid, cur.host);
+    }
+    unsigned char buf[300];
+    v.mv_size = lease_encode(&c->me, buf);
+    v.mv_data = buf;
+    return mdb_put(txn, s->dbi[DB_LEASES], &k, &v, 0);
+}
+
+static int lease_op(flow_store *s, const flow_hash *key, int ttl_s, int op, flow_err *err)
+{
+    lease_ctx c = { key, ttl_s, op, {0} };
+    lease_self(&c.me, ttl_s);
+    /* leases are meaningless after a reboot: never fsync for them */
+    return store_write(s, op == L_RELEASE ? "releasing a lease" : "taking a lease", lease_fn,
+                       &c, 1, err);
+}
+
+int store_lease_take(flow_store *s, const flow_hash *key, int ttl_s, flow_err *err)
+{
+    return lease_op(s, key, ttl_s, L_TAKE, err);
+}
+
+int store_lease_renew(flow_store *s, const flow_hash *key, int ttl_s, flow_err *err)
+{
+    return lease_op(s, key, ttl_s, L_RENEW, err);
+}
+
+int store_lease_release(flow_store *s, const flow_hash *key, flow_err *err)
+{
+    return lease_op(s, key, 0, L_RELEASE, err);
+}

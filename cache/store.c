@@ -1,0 +1,438 @@
+/* store.c — the LMDB environment behind a cache folder: opening, the meta
+ * record (magic, format version, hash algorithm), transactions that grow
+ * the map on demand, sync modes and whole-store statistics.
+ *
+ * Map growth: the map starts at initial_map_size.  A write transaction
+ * that hits MDB_MAP_FULL is aborted, the map doubled with
+ * mdb_env_set_mapsize and the transaction rerun.  When another process
+ * grew the map, mdb_txn_begin answers MDB_MAP_RESIZED and we adopt the new
+ * size with mdb_env_set_mapsize(env, 0).  mdb_env_set_mapsize needs no
+ * live transaction in this process, hence resize_lock. */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_MAP_SIZE ((size_t)1 << 30)
+
+static const char *const db_names[DB_COUNT] = {
+    "meta", "chunks", "artifacts", "logs", "history", "statcache", "leases", "checkpoints",
+};
+
+int64_t store_now(void) { return (int64_t)time(NULL); }
+
+int store_mdb_fail(flow_store *s, flow_err *err, int rc, const char *what)
+{
+    const char *dir = s ? s->dir : "?";
+    if (rc == MDB_MAP_FULL || rc == ENOSPC)
+        return flow_fail(err, FLOW_E_FULL, "cache %s: %s: %s (disk or map full; free disk "
+                         "space or run `flow gc`; the cache is left intact)", dir, what,
+                         rc == ENOSPC ? "no space left on device" : "map full and cannot grow");
+    if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID)
+        return flow_fail(err, FLOW_E_CORRUPT, "cache %s: %s: %s (the LMDB file is damaged; "
+                         "delete the cache folder and rebuild)", dir, what, mdb_strerror(rc));
+    if (rc == ENOMEM)
+        return flow_fail(err, FLOW_E_NOMEM, "cache %s: %s: out of memory", dir, what);
+    return flow_fail(err, FLOW_E_IO, "cache %s: %s: %s", dir, what, mdb_strerror(rc));
+}
+
+static void refresh_map_size(flow_store *s)
+{
+    MDB_envinfo info;
+    if (mdb_env_info(s->env, &info) == 0) s->map_size = info.me_mapsize;
+}
+
+/* Adopts a map size set by another process (MDB_MAP_RESIZED). */
+static int adopt_map(flow_store *s, flow_err *err)
+{
+    pthread_rwlock_wrlock(&s->resize_lock);
+    int rc = mdb_env_set_mapsize(s->env, 0);
+    if (rc == 0) refresh_map_size(s);
+    pthread_rwlock_unlock(&s->resize_lock);
+    return rc ? store_mdb_fail(s, err, rc, "adopting the map size grown by another process") : 0;
+}
+
+/* Doubles the map (up to max_map_size). */
+static int grow_map(flow_store *s, size_t seen, flow_err *err)
+{
+    int rc = 0;
+    pthread_rwlock_wrlock(&s->resize_lock);
+    refresh_map_size(s);
+    if (s->map_size <= seen) {   /* nobody grew it meanwhile */
+        size_t want = s->map_size * 2;
+        if (s->max_map_size && want > s->max_map_size) want = s->max_map_size;
+        if (want <= s->map_size) {
+            pthread_rwlock_unlock(&s->resize_lock);
+            return flow_fail(err, FLOW_E_FULL, "cache %s: map full at %zu bytes and the "
+                             "limit is %zu bytes (max_map_size); run `flow gc` or raise the "
+                             "limit; the cache is left intact", s->dir, s->map_size,
+                             s->max_map_size);
+        }
+        rc = mdb_env_set_mapsize(s->env, want);
+        refresh_map_size(s);
+    }
+    pthread_rwlock_unlock(&s->resize_lock);
+    if (rc) {
+        char what[160];
+        snprintf(what, sizeof what, "growing the map beyond %zu bytes", seen);
+        return store_mdb_fail(s, err, rc == ENOMEM ? MDB_MAP_FULL : rc, what);
+    }
+    return 0;
+}
+
+int store_txn_read(flow_store *s, MDB_txn **txn, flow_err *err)
+{
+    for (int tries = 0;; tries++) {
+        pthread_rwlock_rdlock(&s->resize_lock);
+        int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+        if (rc == 0) return 0;
+        pthread_rwlock_unlock(&s->resize_lock);
+        if (rc == MDB_MAP_RESIZED && tries < 100) {
+            int r = adopt_map(s, err);
+            if (r) return r;
+            continue;
+        }
+        return store_mdb_fail(s, err, rc, "starting a read transaction");
+    }
+}
+
+void store_txn_end(flow_store *s, MDB_txn *txn)
+{
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&s->resize_lock);
+}
+
+int store_write(flow_store *s, const char *what, store_write_fn fn, void *arg,
+                int nosync, flow_err *err)
+{
+    if (s->readonly)
+        return flow_fail(err, FLOW_E_USAGE, "cache %s: %s: the cache was opened read-only",
+                         s->dir, what);
+    for (int tries = 0;; tries++) {
+        if (tries > 200)
+            return flow_fail(err, FLOW_E_FULL, "cache %s: %s: gave up after %d map resizes",
+                             s->dir, what, tries);
+        pthread_rwlock_rdlock(&s->resize_lock);
+        size_t seen = s->map_size;
+        MDB_txn *txn;
+        int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (rc) {
+            pthread_rwlock_unlock(&s->resize_lock);
+            if (rc == MDB_MAP_RESIZED) {
+                int r = adopt_map(s, err);
+                if (r) return r;
+                continue;
+            }
+            return store_mdb_fail(s, err, rc, what);
+        }
+        rc = fn(s, txn, arg, err);
+        if (rc == 0) {
+            /* Chunk batches skip the fsync: the artifact commit that makes
+             * them reachable syncs the whole file. */
+            int flip = nosync && s->sync_mode != STORE_SYNC_NONE;
+            if (flip) mdb_env_set_flags(s->env, MDB_NOSYNC, 1);
+            rc = mdb_txn_commit(txn);
+            if (flip) mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
+            pthread_rwlock_unlock(&s->resize_lock);
+            if (rc == 0) return 0;
+        } else {
+            mdb_txn_abort(txn);
+            pthread_rwlock_unlock(&s->resize_lock);
+            if (rc < 0 && rc <= FLOW_E_USAGE && rc >= FLOW_E_BUSY - 100) return rc;  /* FLOW_E_* */
+        }
+        if (rc == MDB_MAP_FULL) {
+            int r = grow_map(s, seen, err);
+            if (r) {
+                /* name what we were doing */
+                char msg[sizeof err->msg];
+                snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
+                return flow_fail(err, r, "%s (while %s)", msg, what);
+            }
+            continue;
+        }
+        if (rc == MDB_MAP_RESIZED) {
+            int r = adopt_map(s, err);
+            if (r) return r;
+            continue;
+        }
+        return store_mdb_fail(s, err, rc, what);
+    }
+}
+
+static int mkdir_p(const char *dir, flow_err *err)
+{
+    char *p = xstrdup(dir);
+    for (char *q = p + 1; *q; q++) {
+        if (*q != '/') continue;
+        *q = 0;
+        if (mkdir(p, 0777) && errno != EEXIST) {
+            int e = errno;
+            flow_fail(err, FLOW_E_IO, "cannot create cache folder '%s': %s", p, strerror(e));
+            free(p);
+            return FLOW_E_IO;
+        }
+        *q = '/';
+    }
+    free(p);
+    if (mkdir(dir, 0777) && errno != EEXIST)
+        return flow_fail(err, FLOW_E_IO, "cannot create cache folder '%s': %s", dir, strerror(errno));
+    return 0;
+}
+
+/* meta record: "FLOWSTOR" u32 version u32 chunk_size, hash algorithm name */
+static int check_meta(flow_store *s, const MDB_val *v, flow_err *err)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < 16 || memcmp(p, STORE_MAGIC, 8) != 0)
+        return flow_fail(err, FLOW_E_CORRUPT, "cache %s: not a flow cache (bad meta record); "
+                         "delete the folder or choose another --cache", s->dir);
+    uint32_t ver = get_u32(p + 8), chunk = get_u32(p + 12);
+    if (ver < STORE_FORMAT_VERSION)
+        return flow_fail(err, FLOW_E_CORRUPT, "cache %s has store format version %u, older than "
+                         "version %u that this flow reads: delete the folder (it is only a "
+                         "cache) and rebuild", s->dir, ver, STORE_FORMAT_VERSION);
+    if (ver > STORE_FORMAT_VERSION)
+        return flow_fail(err, FLOW_E_CORRUPT, "cache %s was written by a newer flow (store "
+                         "format version %u; this flow reads version %u): upgrade flow or use "
+                         "another --cache folder", s->dir, ver, STORE_FORMAT_VERSION);
+    size_t alen = v->mv_size - 16;
+    if (alen != strlen(STORE_HASH_ALGO) || memcmp(p + 16, STORE_HASH_ALGO, alen) != 0)
+        return flow_fail(err, FLOW_E_CORRUPT, "cache %s uses hash algorithm '%.*s', this flow "
+                         "uses '%s': use another --cache folder", s->dir, (int)alen,
+                         (const char *)(p + 16), STORE_HASH_ALGO);
+    if (chunk != STORE_CHUNK_SIZE)
+        return flow_fail(err, FLOW_E_CORRUPT, "cache %s uses chunk size %u, this flow uses %u",
+                         s->dir, chunk, STORE_CHUNK_SIZE);
+    return 0;
+}
+
+static int init_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
+{
+    (void)arg;
+    int rc = mdb_dbi_open(txn, db_names[DB_META], 0, &s->dbi[DB_META]);
+    int fresh = rc == MDB_NOTFOUND;
+    if (rc && !fresh) return rc;
+    if (fresh) {
+        rc = mdb_dbi_open(txn, db_names[DB_META], MDB_CREATE, &s->dbi[DB_META]);
+        if (rc) return rc;
+    }
+    MDB_val k = { 6, "format" }, v;
+    rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        unsigned char rec[16 + sizeof STORE_HASH_ALGO - 1];
+        memcpy(rec, STORE_MAGIC, 8);
+        put_u32(rec + 8, STORE_FORMAT_VERSION);
+        put_u32(rec + 12, STORE_CHUNK_SIZE);
+        memcpy(rec + 16, STORE_HASH_ALGO, sizeof STORE_HASH_ALGO - 1);
+        v.mv_size = sizeof rec;
+        v.mv_data = rec;
+        rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
+        if (rc) return rc;
+    } else if (rc) {
+        return rc;
+    } else {
+        int r = check_meta(s, &v, err);
+        if (r) return r;
+    }
+    for (int i = 1; i < DB_COUNT; i++) {
+        rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int init_readonly(flow_store *s, flow_err *err)
+{
+    MDB_txn *txn;
+    int rc = store_txn_read(s, &txn, err);
+    if (rc) return rc;
+    for (int i = 0; i < DB_COUNT; i++) {
+        rc = mdb_dbi_open(txn, db_names[i], 0, &s->dbi[i]);
+        if (rc) {
+            store_txn_end(s, txn);
+            if (rc == MDB_NOTFOUND)
+                return flow_fail(err, FLOW_E_NOTFOUND, "cache %s: not a flow cache (no '%s' "
+                                 "table)", s->dir, db_names[i]);
+            return store_mdb_fail(s, err, rc, "opening tables");
+        }
+        if (i == DB_META) {
+            MDB_val k = { 6, "format" }, v;
+            rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+            int r = rc == 0 ? check_meta(s, &v, err)
+                            : flow_fail(err, FLOW_E_CORRUPT, "cache %s: meta record missing",
+                                        s->dir);
+            if (r) { store_txn_end(s, txn); return r; }
+        }
+    }
+    /* commit (not abort) so the table handles stay open */
+    rc = mdb_txn_commit(txn);
+    pthread_rwlock_unlock(&s->resize_lock);
+    return rc ? store_mdb_fail(s, err, rc, "opening tables") : 0;
+}
+
+static unsigned sync_flags(int mode)
+{
+    return mode == STORE_SYNC_NONE ? MDB_NOSYNC : mode == STORE_SYNC_NOMETA ? MDB_NOMETASYNC : 0;
+}
+
+int store_open(flow_store **out, const char *dir, const store_options *opt, flow_err *err)
+{
+    store_options def = {0};
+    if (!opt) opt = &def;
+    *out = NULL;
+    if (!dir || !*dir) return flow_fail(err, FLOW_E_USAGE, "cache folder name is empty");
+    if (opt->sync_mode < 0 || opt->sync_mode > STORE_SYNC_NONE)
+        return flow_fail(err, FLOW_E_USAGE, "cache %s: unknown sync mode %d", dir, opt->sync_mode);
+    if (!opt->readonly) {
+        int r = mkdir_p(dir, err);
+        if (r) return r;
+    } else {
+        struct stat st;
+        if (stat(dir, &st) != 0)
+            return flow_fail(err, FLOW_E_NOTFOUND, "cache %s does not exist: %s", dir, strerror(errno));
+    }
+    flow_store *s = xcalloc(1, sizeof *s);
+    s->dir = xstrdup(dir);
+    s->readonly = opt->readonly;
+    s->sync_mode = opt->sync_mode;
+    s->max_map_size = opt->max_map_size;
+    s->pid = getpid();
+    pthread_rwlock_init(&s->resize_lock, NULL);
+    pthread_mutex_init(&s->pool_lock, NULL);
+    size_t map = opt->initial_map_size ? opt->initial_map_size : DEFAULT_MAP_SIZE;
+    if (s->max_map_size && map > s->max_map_size) map = s->max_map_size;
+    int rc = mdb_env_create(&s->env);
+    if (!rc) rc = mdb_env_set_maxdbs(s->env, DB_COUNT + 2);
+    if (!rc) rc = mdb_env_set_maxreaders(s->env, 1022);
+    if (!rc) rc = mdb_env_set_mapsize(s->env, map);
+    if (rc) {
+        int r = store_mdb_fail(s, err, rc, "creating the LMDB environment");
+        store_close(s);
+        return r;
+    }
+    unsigned flags = MDB_NOTLS | sync_flags(s->sync_mode) | (s->readonly ? MDB_RDONLY : 0);
+    rc = mdb_env_open(s->env, dir, flags, 0666);
+    if (rc) {
+        int r = rc == ENOENT && s->readonly
+            ? flow_fail(err, FLOW_E_NOTFOUND, "cache %s: no cache there yet", dir)
+            : rc == EACCES || rc == EROFS
+            ? flow_fail(err, FLOW_E_IO, "cache %s: %s (use a writable --cache folder)", dir, strerror(rc))
+            : store_mdb_fail(s, err, rc, "opening the LMDB environment");
+        store_close(s);
+        return r;
+    }
+    refresh_map_size(s);
+    int r = s->readonly ? init_readonly(s, err) : store_write(s, "initializing", init_fn, NULL, 0, err);
+    if (r) {
+        store_close(s);
+        return r;
+    }
+    *out = s;
+    return 0;
+}
+
+store_pool *store_get_pool(flow_store *s)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    if (!s->pool) {
+        for (int i = 0; i < STORE_THREADS; i++) {
+            s->cctx[i] = ZSTD_createCCtx();
+            s->dctx[i] = ZSTD_createDCtx();
+            if (!s->cctx[i] || !s->dctx[i]) FLOW_BUG("out of memory creating zstd contexts");
+            ZSTD_CCtx_setParameter(s->cctx[i], ZSTD_c_compressionLevel, STORE_ZSTD_LEVEL);
+            s->scratch[i] = xmalloc(STORE_CHUNK_SIZE);
+        }
+        s->pool = pool_new(STORE_THREADS);
+    }
+    pthread_mutex_unlock(&s->pool_lock);
+    return s->pool;
+}
+
+void store_close(flow_store *s)
+{
+    if (!s) return;
+    int same = s->pid == getpid();
+    if (s->pool && same) pool_free(s->pool);   /* threads do not survive fork */
+    for (int i = 0; i < STORE_THREADS; i++) {
+        ZSTD_freeCCtx(s->cctx[i]);
+        ZSTD_freeDCtx(s->dctx[i]);
+        free(s->scratch[i]);
+    }
+    if (s->env) {
+        if (same && !s->readonly && s->sync_mode != STORE_SYNC_FULL) mdb_env_sync(s->env, 1);
+        mdb_env_close(s->env);
+    }
+    pthread_rwlock_destroy(&s->resize_lock);
+    pthread_mutex_destroy(&s->pool_lock);
+    free(s->dir);
+    free(s);
+}
+
+const char *store_dir(const flow_store *s) { return s->dir; }
+
+int store_sync(flow_store *s, flow_err *err)
+{
+    if (s->readonly) return 0;
+    int rc = mdb_env_sync(s->env, 1);
+    return rc ? store_mdb_fail(s, err, rc, "syncing to disk") : 0;
+}
+
+int store_set_sync_mode(flow_store *s, int mode, flow_err *err)
+{
+    if (mode < 0 || mode > STORE_SYNC_NONE)
+        return flow_fail(err, FLOW_E_USAGE, "cache %s: unknown sync mode %d", s->dir, mode);
+    int rc = mdb_env_set_flags(s->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
+    if (!rc && sync_flags(mode)) rc = mdb_env_set_flags(s->env, sync_flags(mode), 1);
+    if (rc) return store_mdb_fail(s, err, rc, "changing the sync mode");
+    if (s->sync_mode != STORE_SYNC_FULL && mode == STORE_SYNC_FULL) {
+        int r = store_sync(s, err);
+        if (r) return r;
+    }
+    s->sync_mode = mode;
+    return 0;
+}
+
+static uint64_t count_entries(MDB_txn *txn, MDB_dbi dbi)
+{
+    MDB_stat st;
+    return mdb_stat(txn, dbi, &st) == 0 ? st.ms_entries : 0;
+}
+
+int store_stats_get(flow_store *s, store_stats *st, flow_err *err)
+{
+    memset(st, 0, sizeof *st);
+    MDB_txn *txn;
+    int rc = store_txn_read(s, &txn, err);
+    if (rc) return rc;
+    st->artifacts = count_entries(txn, s->dbi[DB_ARTIFACTS]);
+    st->checkpoints = count_entries(txn, s->dbi[DB_CHECKPOINTS]);
+    st->leases = count_entries(txn, s->dbi[DB_LEASES]);
+    st->logs = count_entries(txn, s->dbi[DB_LOGS]);
+    MDB_cursor *c;
+    rc = mdb_cursor_open(txn, s->dbi[DB_CHUNKS], &c);
+    if (rc) {
+        store_txn_end(s, txn);
+        return store_mdb_fail(s, err, rc, "reading chunk statistics");
+    }
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        st->chunks++;
+        if (v.mv_size >= CHUNK_HDR) {
+            st->chunk_bytes += v.mv_size - CHUNK_HDR;
+            st->chunk_raw_bytes += get_u32((const unsigned char *)v.mv_data + 4);
+        }
+    }
+    mdb_cursor_close(c);
+    MDB_envinfo info;
+    MDB_stat est;
+    if (mdb_env_info(s->env, &info) == 0 && mdb_env_stat(s->env, &est) == 0) {
+        st->map_size = info.me_mapsize;
+        st->file_size = (uint64_t)(info.me_last_pgno + 1) * est.ms_psize;
+    }
+    store_txn_end(s, txn);
+    return rc == MDB_NOTFOUND ? 0 : store_mdb_fail(s, err, rc, "reading chunk statistics");
+}

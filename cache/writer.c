@@ -1,0 +1,517 @@
+/* writer.c — store_writer: turns streamed part bytes into stored chunks and
+ * publishes the artifact manifest.
+ *
+ * Pipeline: the caller fills 2 MiB chunk buffers (jobs); a full buffer is
+ * hashed in the caller thread and, unless that chunk is already stored
+ * (dedup), handed to the pool which compresses it while the caller fills
+ * the next one.  Compressed chunks are written in batches, each batch one
+ * write transaction committed without fsync; nothing is visible until
+ * store_writer_commit writes the manifest (with the last chunks) in one
+ * synced write transaction.  At most NJOBS buffers exist, so memory stays
+ * at ~NJOBS x 4 MiB whatever the part size.
+ *
+ * Float parts: the first chunk(s) of a FLOW_PART_F32 part are compressed
+ * both plain and 4-byte-shuffled; the smaller wins and fixes the codec for
+ * the rest of the part. */
+#include "store_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define NJOBS 8
+#define BATCH 4                 /* ready chunks per write transaction */
+#define TOUCH_AGE 60            /* refresh a deduplicated chunk older than this (s) */
+
+enum { J_FREE, J_FILLING, J_INFLIGHT, J_READY };
+
+typedef struct wjob {
+    pool_job pj;                /* first: the pool hands us this pointer */
+    flow_store *s;
+    int state, part, mode, codec;
+    char *raw, *out, *out2;
+    size_t len, vlen;
+    int64_t created;
+    flow_hash h;
+} wjob;
+
+typedef struct wpart {
+    char *name;
+    int kind;
+    uint64_t size;
+    chunk_ref *chunks;
+    uint32_t n, cap;
+} wpart;
+
+struct store_writer {
+    flow_store *s;
+    store_pool *pool;
+    wpart *parts;
+    int nparts, capparts;
+    int in_part;
+    int f32_mode;               /* CHUNK_* mode for the current part */
+    wjob jobs[NJOBS];
+    wjob *cur;                  /* being filled */
+    wjob *fifo[NJOBS];          /* in flight, submission order */
+    int fhead, fcount;
+    wjob *ready[NJOBS];
+    int nready;
+    flow_hash *touch;           /* stored chunks to refresh (gc grace) */
+    size_t ntouch, captouch;
+    hset seen;                  /* chunks already handled by this writer */
+    int failed;
+    flow_err ferr;
+};
+
+static void job_run(pool_job *pj, int worker)
+{
+    wjob *j = (wjob *)pj;
+    flow_store *s = j->s;
+    j->vlen = chunk_encode(s->cctx[worker], j->raw, j->len, j->mode, j->created,
+                           j->out, j->out2, s->scratch[worker], &j->codec);
+}
+
+static int fail_saved(store_writer *w, flow_err *err)
+{
+    if (err && err != &w->ferr) *err = w->ferr;
+    return w->failed;
+}
+
+static int set_failed(store_writer *w, int rc, flow_err *err)
+{
+    if (!w->failed) {
+        w->failed = rc;
+        if (err) w->ferr = *err;
+        else flow_fail(&w->ferr, rc, "cache write failed");
+    }
+    return rc;
+}
+
+int store_writer_new(flow_store *s, store_writer **out, flow_err *err)
+{
+    *out = NULL;
+    if (s->readonly)
+        return flow_fail(err, FLOW_E_USAGE, "cache %s was opened read-only; cannot write an artifact", s->dir);
+    store_writer *w = xcalloc(1, sizeof *w);
+    w->s = s;
+    w->pool = store_get_pool(s);
+    for (int i = 0; i < NJOBS; i++) {
+        w->jobs[i].s = s;
+        w->jobs[i].pj.fn = job_run;
+    }
+    hset_init(&w->seen);
+    *out = w;
+    return 0;
+}
+
+/* ---- chunk batches ------------------------------------------------------ */
+
+static int put_ready(flow_store *s, MDB_txn *txn, store_writer *w)
+{
+    for (int i = 0; i < w->nready; i++) {
+        wjob *j = w->ready[i];
+        MDB_val k = { 16, j->h.b }, v = { j->vlen, j->out };
+        int rc = mdb_put(txn, s->dbi[DB_CHUNKS], &k, &v, MDB_NOOVERWRITE);
+        if (rc && rc != MDB_KEYEXIST) return rc;
+    }
+    for (size_t i = 0; i < w->ntouch; i++) {
+        MDB_val k = { 16, w->touch[i].b }, v;
+        int rc = mdb_get(txn, s->dbi[DB_CHUNKS], &k, &v);
+        if (rc == MDB_NOTFOUND) continue;   /* the commit's existence check reports it */
+        if (rc) return rc;
+        if (v.mv_size < CHUNK_HDR) continue;
+        char *copy = xmalloc(v.mv_size);
+        memcpy(copy, v.mv_data, v.mv_size);
+        put_u64((unsigned char *)copy + 8, (uint64_t)store_now());
+        MDB_val nv = { v.mv_size, copy };
+        rc = mdb_put(txn, s->dbi[DB_CHUNKS], &k, &nv, 0);
+        free(copy);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int put_ready_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
+{
+    (void)err;
+    return put_ready(s, txn, arg);
+}
+
+static void ready_done(store_writer *w)
+{
+    for (int i = 0; i < w->nready; i++) w->ready[i]->state = J_FREE;
+    w->nready = 0;
+    w->ntouch = 0;
+}
+
+static int flush_ready(store_writer *w, flow_err *err)
+{
+    if (!w->nready && !w->ntouch) return 0;
+    int rc = store_write(w->s, "storing chunks", put_ready_fn, w, 1, err);
+    if (rc) return set_failed(w, rc, err);
+    ready_done(w);
+    return 0;
+}
+
+/* Moves the oldest in-flight job to the ready list (waiting if asked). */
+static int collect_one(store_writer *w, int block)
+{
+    if (!w->fcount) return 0;
+    wjob *j = w->fifo[w->fhead];
+    if (block) pool_wait(w->pool, &j->pj);
+    else if (!pool_is_done(w->pool, &j->pj)) return 0;
+    w->fhead = (w->fhead + 1) % NJOBS;
+    w->fcount--;
+    if (j->mode == CHUNK_F32_TRY && j->part == w->nparts - 1 && w->in_part &&
+        w->f32_mode == CHUNK_F32_TRY)
+        w->f32_mode = j->codec == CODEC_SHUF4_ZSTD ? CHUNK_F32_SHUF : CHUNK_F32_PLAIN;
+    j->state = J_READY;
+    w->ready[w->nready++] = j;
+    return 1;
+}
+
+static int get_job(store_writer *w, wjob **out, flow_err *err)
+{
+    for (;;) {
+        while (collect_one(w, 0)) {}
+        if (w->nready >= BATCH) {
+            int rc = flush_ready(w, err);
+            if (rc) return rc;
+        }
+        for (int i = 0; i < NJOBS; i++) {
+            wjob *j = &w->jobs[i];
+            if (j->state != J_FREE) continue;
+            if (!j->raw) {
+                j->raw = xmalloc(STORE_CHUNK_SIZE);
+                j->out = xmalloc(chunk_bound(STORE_CHUNK_SIZE));
+            }
+            j->state = J_FILLING;
+            j->len = 0;
+            *out = j;
+            return 0;
+        }
+        if (w->fcount) collect_one(w, 1);
+        else {
+            int rc = flush_ready(w, err);
+            if (rc) return rc;
+        }
+    }
+}
+
+/* Is chunk h stored?  *created gets its time. */
+static int chunk_stored(flow_store *s, const flow_hash *h, int64_t *created, flow_err *err)
+{
+    MDB_txn *txn;
+    int rc = store_txn_read(s, &txn, err);
+    if (rc) return rc;
+    MDB_val k = { 16, (void *)h->b }, v;
+    rc = mdb_get(txn, s->dbi[DB_CHUNKS], &k, &v);
+    int found = rc == 0;
+    if (found && v.mv_size >= CHUNK_HDR) *created = (int64_t)get_u64((const unsigned char *)v.mv_data + 8);
+    store_txn_end(s, txn);
+    if (rc && rc != MDB_NOTFOUND) return store_mdb_fail(s, err, rc, "looking up a chunk");
+    return found;
+}
+
+/* The current buffer is complete: hash it, record it in the part, and
+ * compress it unless it is already stored. */
+static int submit_cur(store_writer *w, flow_err *err)
+{
+    wjob *j = w->cur;
+    w->cur = NULL;
+    wpart *p = &w->parts[w->nparts - 1];
+    j->h = flow_hash_bytes(j->raw, j->len);
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 4;
+        p->chunks = xrealloc(p->chunks, p->cap * sizeof *p->chunks);
+    }
+    p->chunks[p->n].h = j->h;
+    p->chunks[p->n].len = (uint32_t)j->len;
+    p->n++;
+    int added;
+    hset_put(&w->seen, &j->h, &added);
+    if (!added) { j->state = J_FREE; return 0; }
+    int64_t created = 0;
+    int st = chunk_stored(w->s, &j->h, &created, err);
+    if (st < 0) { j->state = J_FREE; return set_failed(w, st, err); }
+    if (st == 1) {
+        j->state = J_FREE;
+        if (store_now() - created > TOUCH_AGE) {
+            if (w->ntouch == w->captouch) {
+                w->captouch = w->captouch ? 2 * w->captouch : 16;
+                w->touch = xrealloc(w->touch, w->captouch * sizeof *w->touch);
+            }
+            w->touch[w->ntouch++] = j->h;
+        }
+        return 0;
+    }
+    j->mode = p->kind == FLOW_PART_F32 ? w->f32_mode : CHUNK_BYTES;
+    if (j->mode == CHUNK_F32_TRY && !j->out2) j->out2 = xmalloc(chunk_bound(STORE_CHUNK_SIZE));
+    j->part = w->nparts - 1;
+    j->created = store_now();
+    j->state = J_INFLIGHT;
+    w->fifo[(w->fhead + w->fcount) % NJOBS] = j;
+    w->fcount++;
+    pool_submit(w->pool, &j->pj);
+    return 0;
+}
+
+/* ---- parts ---------------------------------------------------------------- */
+
+int store_part_begin(store_writer *w, const char *name, int kind, flow_err *err)
+{
+    if (w->failed) return fail_saved(w, err);
+    if (w->in_part)
+        return flow_fail(err, FLOW_E_USAGE, "cache: part '%s' begun while part '%s' is open",
+                         name, w->parts[w->nparts - 1].name);
+    size_t nl = name ? strlen(name) : 0;
+    if (nl == 0 || nl > 4000)
+        return flow_fail(err, FLOW_E_USAGE, "cache: part name '%s' must have 1..4000 bytes",
+                         name ? name : "(null)");
+    if (kind != FLOW_PART_BYTES && kind != FLOW_PART_F32)
+        return flow_fail(err, FLOW_E_USAGE, "cache: part '%s': unknown part kind %d", name, kind);
+    if (w->nparts == w->capparts) {
+        w->capparts = w->capparts ? 2 * w->capparts : 8;
+        w->parts = xrealloc(w->parts, (size_t)w->capparts * sizeof *w->parts);
+    }
+    wpart *p = &w->parts[w->nparts++];
+    memset(p, 0, sizeof *p);
+    p->name = xstrdup(name);
+    p->kind = kind;
+    w->in_part = 1;
+    w->f32_mode = kind == FLOW_PART_F32 ? CHUNK_F32_TRY : CHUNK_BYTES;
+    return 0;
+}
+
+int store_part_write(store_writer *w, const void *data, size_t len, flow_err *err)
+{
+    if (w->failed) return fail_saved(w, err);
+    if (!w->in_part) return flow_fail(err, FLOW_E_USAGE, "cache: store_part_write outside a part");
+    const char *d = data;
+    w->parts[w->nparts - 1].size += len;
+    while (len) {
+        if (!w->cur) {
+            int rc = get_job(w, &w->cur, err);
+            if (rc) return rc;
+        }
+        size_t n = STORE_CHUNK_SIZE - w->cur->len;
+        if (n > len) n = len;
+        memcpy(w->cur->raw + w->cur->len, d, n);
+        w->cur->len += n;
+        d += n;
+        len -= n;
+        if (w->cur->len == STORE_CHUNK_SIZE) {
+            int rc = submit_cur(w, err);
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
+int store_part_end(store_writer *w, flow_err *err)
+{
+    if (w->failed) return fail_saved(w, err);
+    if (!w->in_part) return flow_fail(err, FLOW_E_USAGE, "cache: store_part_end without a part");
+    if (w->cur) {
+        if (w->cur->len) {
+            int rc = submit_cur(w, err);
+            if (rc) return rc;
+        } else {
+            w->cur->state = J_FREE;
+            w->cur = NULL;
+        }
+    }
+    w->in_part = 0;
+    return 0;
+}
+
+static int drain(store_writer *w)
+{
+    while (w->fcount) collect_one(w, 1);
+    return 0;
+}
+
+/* ---- commit ------------------------------------------------------------- */
+
+typedef struct commit_ctx {
+    store_writer *w;
+    const flow_hash *key;
+    manifest_part *mp;
+    int nparts;
+    flow_hash content;
+    const char *meta;
+    const char *log;             /* encoded log value */
+    size_t loglen;
+    int64_t created;
+} commit_ctx;
+
+static int commit_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
+{
+    commit_ctx *c = arg;
+    int rc = put_ready(s, txn, c->w);
+    if (rc) return rc;
+    char hex[33];
+    flow_hash_hex(c->key, hex);
+    for (int i = 0; i < c->nparts; i++) {
+        manifest_part *p = &c->mp[i];
+        p->stored = 0;
+        for (uint32_t k = 0; k < p->nchunks; k++) {
+            MDB_val kk = { 16, (void *)p->chunks[k].h.b }, v;
+            rc = mdb_get(txn, s->dbi[DB_CHUNKS], &kk, &v);
+            if (rc == MDB_NOTFOUND) {
+                char ch[33];
+                flow_hash_hex(&p->chunks[k].h, ch);
+                return flow_fail(err, FLOW_E_NOTFOUND, "artifact %s: chunk %u (%s) of part '%s' "
+                                 "vanished before the commit (a concurrent `flow gc` with a "
+                                 "short grace?); rebuild the node", hex, k, ch, p->name);
+            }
+            if (rc) return rc;
+            p->stored += v.mv_size - CHUNK_HDR;
+        }
+    }
+    flow_buf m;
+    buf_init(&m);
+    manifest_encode(&m, c->key, &c->content, c->created, c->mp, c->nparts, c->meta);
+    MDB_val k = { 16, (void *)c->key->b }, v = { m.len, m.data };
+    rc = mdb_put(txn, s->dbi[DB_ARTIFACTS], &k, &v, 0);
+    buf_release(&m);
+    if (rc) return rc;
+    v.mv_size = c->loglen;
+    v.mv_data = (void *)c->log;
+    rc = mdb_put(txn, s->dbi[DB_LOGS], &k, &v, 0);
+    if (rc) return rc;
+    /* the node's checkpoint is no longer needed */
+    rc = mdb_del(txn, s->dbi[DB_CHECKPOINTS], &k, NULL);
+    if (rc && rc != MDB_NOTFOUND) return rc;
+    return 0;
+}
+
+/* Log value: u32 "FLLG", u32 version 1, u8 codec (0 raw, 1 zstd), u64 raw
+ * length, payload. */
+#define LOG_MAGIC 0x474C4C46u
+static char *encode_log(const char *log, size_t len, size_t *out_len)
+{
+    size_t cap = 17 + ZSTD_compressBound(len);
+    char *v = xmalloc(cap);
+    unsigned char *h = (unsigned char *)v;
+    put_u32(h, LOG_MAGIC);
+    put_u32(h + 4, 1);
+    put_u64(h + 9, len);
+    size_t z = len > 256 ? ZSTD_compress(v + 17, cap - 17, log, len, STORE_ZSTD_LEVEL) : (size_t)-1;
+    if (len <= 256 || ZSTD_isError(z) || z >= len) {
+        h[8] = 0;
+        if (len) memcpy(v + 17, log, len);
+        z = len;
+    } else {
+        h[8] = 1;
+    }
+    *out_len = 17 + z;
+    return v;
+}
+
+int store_log_decode(const void *val, size_t vlen, char **log, size_t *len)
+{
+    const unsigned char *h = val;
+    if (vlen < 17 || get_u32(h) != LOG_MAGIC || get_u32(h + 4) != 1) return FLOW_E_CORRUPT;
+    uint64_t n = get_u64(h + 9);
+    if (n > ((uint64_t)1 << 40)) return FLOW_E_CORRUPT;
+    char *out = xmalloc((size_t)n + 1);
+    if (h[8] == 0) {
+        if (vlen - 17 != n) { free(out); return FLOW_E_CORRUPT; }
+        memcpy(out, h + 17, (size_t)n);
+    } else {
+        size_t r = ZSTD_decompress(out, (size_t)n, h + 17, vlen - 17);
+        if (ZSTD_isError(r) || r != n) { free(out); return FLOW_E_CORRUPT; }
+    }
+    out[n] = 0;
+    *log = out;
+    *len = (size_t)n;
+    return 0;
+}
+
+int store_writer_commit(store_writer *w, const flow_hash *key,
+                        const char *meta_json, const char *log, size_t log_len,
+                        flow_err *err)
+{
+    if (w->failed) return fail_saved(w, err);
+    if (w->in_part) {
+        int rc = store_part_end(w, err);
+        if (rc) return rc;
+    }
+    drain(w);
+    char hex[33];
+    flow_hash_hex(key, hex);
+    manifest_part *mp = xcalloc(w->nparts ? (size_t)w->nparts : 1, sizeof *mp);
+    for (int i = 0; i < w->nparts; i++) {
+        wpart *p = &w->parts[i];
+        mp[i].name = p->name;
+        mp[i].kind = p->kind;
+        mp[i].size = p->size;
+        mp[i].chunks = p->chunks;
+        mp[i].nchunks = p->n;
+        mp[i].content = part_content_hash(p->size, p->chunks, p->n);
+    }
+    qsort(mp, (size_t)w->nparts, sizeof *mp, part_name_cmp);
+    for (int i = 1; i < w->nparts; i++)
+        if (strcmp(mp[i - 1].name, mp[i].name) == 0) {
+            int rc = flow_fail(err, FLOW_E_USAGE, "artifact %s: part '%s' written twice", hex, mp[i].name);
+            free(mp);
+            return set_failed(w, rc, err);
+        }
+    commit_ctx c = { w, key, mp, w->nparts, artifact_content_hash(mp, w->nparts),
+                     meta_json ? meta_json : "{}", NULL, 0, store_now() };
+    char *lv = encode_log(log ? log : "", log ? log_len : 0, &c.loglen);
+    c.log = lv;
+    char what[80];
+    snprintf(what, sizeof what, "committing artifact %s", hex);
+    int rc = store_write(w->s, what, commit_fn, &c, 0, err);
+    free(lv);
+    free(mp);
+    if (rc) return set_failed(w, rc, err);
+    ready_done(w);
+    /* a second commit would publish nothing new; forbid it */
+    flow_fail(&w->ferr, FLOW_E_USAGE, "artifact %s: writer already committed", hex);
+    w->failed = FLOW_E_USAGE;
+    return 0;
+}
+
+void store_writer_free(store_writer *w)
+{
+    if (!w) return;
+    drain(w);
+    for (int i = 0; i < NJOBS; i++) {
+        free(w->jobs[i].raw);
+        free(w->jobs[i].out);
+        free(w->jobs[i].out2);
+    }
+    for (int i = 0; i < w->nparts; i++) {
+        free(w->parts[i].name);
+        free(w->parts[i].chunks);
+    }
+    free(w->parts);
+    free(w->touch);
+    hset_release(&w->seen);
+    free(w);
+}
+
+int store_put_chunks(flow_store *s, const void *data, size_t len, chunk_ref **chunks,
+                     uint32_t *nchunks, flow_err *err)
+{
+    store_writer *w;
+    int rc = store_writer_new(s, &w, err);
+    if (rc) return rc;
+    rc = store_part_begin(w, "blob", FLOW_PART_BYTES, err);
+    if (!rc) rc = store_part_write(w, data, len, err);
+    if (!rc) rc = store_part_end(w, err);
+    if (!rc) {
+        drain(w);
+        rc = flush_ready(w, err);
+    }
+    if (!rc) {
+        wpart *p = &w->parts[0];
+        *nchunks = p->n;
+        *chunks = p->chunks;
+        p->chunks = NULL;
+    }
+    store_writer_free(w);
+    return rc;
+}
