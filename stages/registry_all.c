@@ -3,6 +3,9 @@
 #include "stages.h"
 
 #define STAGES(X) \
+    X(clean) \
+    X(split) \
+    X(terms) \
 
 #define DECLARE(name) extern const flow_stage stage_##name;
 #define REGISTER(name) registry_add(r, &stage_##name);

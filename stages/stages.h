@@ -44,6 +44,34 @@
 /* Registers every built-in stage kind. */
 void stages_register_all(flow_registry *r);
 
+/* ---- corpus reader (stages/corpus.c) ----------------------------------
+ * Reads and validates the parts text / units / labels under one prefix.
+ * Unit i is text + unit_off[i], unit_len[i] bytes, NUL-terminated in place
+ * (the '\n' replaced).  label/group/doc point into the units buffer.
+ * label_id[i] indexes labels[] (-1 when the unit's label is empty). */
+typedef struct flow_corpus {
+    int n;                      /* units */
+    char *text; size_t text_len;
+    char *units; size_t units_len;
+    char *labels_buf;
+    size_t *unit_off, *unit_len;
+    const char **label, **group, **doc;
+    int *label_id;
+    char **labels; int nlabels; /* label names, ids = order of the labels part */
+} flow_corpus;
+
+/* Takes ownership of the three malloc'd buffers (labels may be NULL = no
+ * labels part) and parses them; on error frees them, fills err naming the
+ * part and line ("units line 12: 2 fields, expected label \t group \t doc")
+ * and returns FLOW_E_CORRUPT. */
+int corpus_parse(flow_corpus *c, char *text, size_t text_len, char *units, size_t units_len,
+                 char *labels, size_t labels_len, flow_err *err);
+/* Reads prefix+"text", prefix+"units", prefix+"labels" (prefix "" or
+ * "train/"...) of input port[idx] and parses them; on failure fails the
+ * node through flow_ctx_fail and returns its code. */
+int corpus_read(flow_ctx *ctx, const char *port, int idx, const char *prefix, flow_corpus *c);
+void corpus_release(flow_corpus *c);
+
 /* Special token ids shared by tokenizer, encoder and model. */
 enum { TOK_PAD = 0, TOK_UNK = 1, TOK_CLS = 2, TOK_SEP = 3, TOK_MASK = 4, TOK_NSPECIAL = 5 };
 

@@ -1,0 +1,123 @@
+/* split_assign.c — the group-to-split assignment behind the `split` stage
+ * (split.c): seeded order, greedy best fit of per-label deficits, then
+ * fix-ups so no split is empty and well-represented labels reach every
+ * split.  Pure (no stage API), declared in text.h. */
+#include "text.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* splitmix64: small, seeded, the same on every platform. */
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Majority label column of group g. */
+static int major(const int *counts, int ncols, int g)
+{
+    int best = 0;
+    for (int l = 1; l < ncols; l++)
+        if (counts[g * ncols + l] > counts[g * ncols + best]) best = l;
+    return best;
+}
+
+static int gsize(const int *counts, int ncols, int g)
+{
+    int t = 0;
+    for (int l = 0; l < ncols; l++) t += counts[g * ncols + l];
+    return t;
+}
+
+/* Moves one group of label column l (or any group when l < 0) into split
+ * `to` from the split holding the most such groups (needs >= 2 there and
+ * the donor must keep >= 1 group overall); picks the smallest such group. */
+static int move_one(int ngroups, int ncols, const int *counts, int nsplits, int *assign, int l, int to)
+{
+    int *have = xcalloc((size_t)nsplits, sizeof *have), *all = xcalloc((size_t)nsplits, sizeof *all);
+    for (int g = 0; g < ngroups; g++) {
+        all[assign[g]]++;
+        if (l < 0 || major(counts, ncols, g) == l) have[assign[g]]++;
+    }
+    int donor = -1;
+    for (int s = 0; s < nsplits; s++)
+        if (s != to && have[s] >= 2 && all[s] >= 2 && (donor < 0 || have[s] > have[donor])) donor = s;
+    int pick = -1;
+    if (donor >= 0)
+        for (int g = 0; g < ngroups; g++)
+            if (assign[g] == donor && (l < 0 || major(counts, ncols, g) == l) &&
+                (pick < 0 || gsize(counts, ncols, g) < gsize(counts, ncols, pick)))
+                pick = g;
+    if (pick >= 0) assign[pick] = to;
+    free(have);
+    free(all);
+    return pick >= 0;
+}
+
+int split_assign(int ngroups, int ncols, const int *counts, int nsplits, const double *ratios,
+                 uint64_t seed, int *assign, flow_err *err)
+{
+    if (ngroups < nsplits)
+        return flow_fail(err, FLOW_E_PARAM, "%d groups cannot fill %d splits: every split needs a group",
+                         ngroups, nsplits);
+    double *target = xcalloc((size_t)nsplits * (size_t)ncols, sizeof *target);
+    double *cur = xcalloc((size_t)nsplits * (size_t)ncols, sizeof *cur);
+    double rsum = 0;
+    for (int s = 0; s < nsplits; s++) rsum += ratios[s];
+    for (int l = 0; l < ncols; l++) {
+        double tot = 0;
+        for (int g = 0; g < ngroups; g++) tot += counts[g * ncols + l];
+        for (int s = 0; s < nsplits; s++) target[s * ncols + l] = tot * ratios[s] / rsum;
+    }
+    /* seeded order: Fisher-Yates over the group ids */
+    int *order = xmalloc((size_t)ngroups * sizeof *order);
+    for (int g = 0; g < ngroups; g++) order[g] = g;
+    uint64_t st = seed;
+    for (int i = ngroups - 1; i > 0; i--) {
+        int j = (int)(rng_next(&st) % (uint64_t)(i + 1));
+        int t = order[i]; order[i] = order[j]; order[j] = t;
+    }
+    for (int i = 0; i < ngroups; i++) {
+        int g = order[i], best = 0;
+        double best_gain = -INFINITY, best_rel = -INFINITY;
+        for (int s = 0; s < nsplits; s++) {
+            double gain = 0, rel = 0;
+            for (int l = 0; l < ncols; l++) {
+                double c = counts[g * ncols + l];
+                if (c == 0) continue;
+                double d = target[s * ncols + l] - cur[s * ncols + l];
+                gain += fabs(d) - fabs(d - c);
+                rel += c * d / (target[s * ncols + l] > 1e-9 ? target[s * ncols + l] : 1e-9);
+            }
+            if (gain > best_gain + 1e-9 || (fabs(gain - best_gain) <= 1e-9 && rel > best_rel + 1e-12)) {
+                best = s, best_gain = gain, best_rel = rel;
+            }
+        }
+        assign[g] = best;
+        for (int l = 0; l < ncols; l++) cur[best * ncols + l] += counts[g * ncols + l];
+    }
+    /* fix-ups: no empty split; every well-represented label in every split */
+    for (int s = 0; s < nsplits; s++) {
+        int any = 0;
+        for (int g = 0; g < ngroups && !any; g++) any = assign[g] == s;
+        if (!any) move_one(ngroups, ncols, counts, nsplits, assign, -1, s);
+    }
+    for (int l = 0; l < ncols; l++) {
+        int ng = 0;
+        for (int g = 0; g < ngroups; g++) ng += major(counts, ncols, g) == l;
+        if (ng < nsplits) continue;
+        for (int s = 0; s < nsplits; s++) {
+            int any = 0;
+            for (int g = 0; g < ngroups && !any; g++) any = assign[g] == s && major(counts, ncols, g) == l;
+            if (!any) move_one(ngroups, ncols, counts, nsplits, assign, l, s);
+        }
+    }
+    free(order);
+    free(target);
+    free(cur);
+    return 0;
+}
+
