@@ -3,7 +3,10 @@
 #include "stages.h"
 
 #define STAGES(X) \
+    X(bpe) \
     X(clean) \
+    X(coverage) \
+    X(encode) \
     X(split) \
     X(terms) \
 

@@ -1,0 +1,190 @@
+/* bpe.c — the `bpe` stage: trains the BPE tokenizer (bpe_train.c) on the
+ * `text` parts of its corpora with the forced terms of its `terms` inputs,
+ * and writes vocab.txt, merges.txt, tokenizer.json, tokenizer.bin and
+ * chars.tsv (every training character with its count, most frequent first;
+ * coverage builds its character-level baseline from it). */
+#include "tokenizer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const flow_param_def bpe_params[] = {
+    {"vocab_size", FLOW_P_INT, 0, "8000", 6, 1 << 24, NULL,
+     "tokens in all: specials 5 + forced terms + alphabet (+256 bytes) + merges"},
+    {"character_coverage", FLOW_P_FLOAT, 0, "0.9995", 0.5, 1.0, NULL,
+     "share of character occurrences the alphabet covers; rarer characters "
+     "become [UNK] (or bytes)"},
+    {"byte_fallback", FLOW_P_BOOL, 0, "false", 1, 0, NULL,
+     "encode characters outside the alphabet as byte tokens <0x00>..<0xFF>"},
+    {"max_token_chars", FLOW_P_INT, 0, "16", 1, TOK_MAX_RUN, NULL,
+     "longest merged token in characters; longer forced terms are skipped"},
+    {"min_frequency", FLOW_P_INT, 0, "2", 1, 1e12, NULL,
+     "stop merging when the best pair occurs fewer times"},
+};
+
+static const flow_input_def bpe_inputs[] = {
+    {"text", 0, 1, "corpora to train on (part `text` of each)"},
+    {"terms", 1, 1, "forced term lists: part `terms` if present, else every part"},
+};
+
+static const flow_output_def bpe_outputs[] = {
+    {"vocab.txt", "one token per line, id = line number"},
+    {"merges.txt", "one merge \"a b\" per line, rank order"},
+    {"tokenizer.json", "HuggingFace tokenizers export"},
+    {"tokenizer.bin", "compact tokenizer (tokenizer.h tok_load)"},
+    {"chars.tsv", "training characters: codepoint(hex) \\t char \\t count"},
+};
+
+static int read_terms(flow_ctx *c, tok_terms *terms, int max_chars)
+{
+    int nb = flow_in_count(c, "terms");
+    for (int i = 0; i < nb; i++) {
+        int np = flow_in_nparts(c, "terms", i);
+        int has_terms = flow_in_has(c, "terms", i, "terms");
+        for (int p = 0; p < np; p++) {
+            const char *part = flow_in_part_name(c, "terms", i, p);
+            if (has_terms && strcmp(part, "terms") != 0)
+                continue;
+            char *data;
+            size_t len;
+            int rc = flow_in_read(c, "terms", i, part, &data, &len);
+            if (rc)
+                return flow_ctx_fail(c, rc, "cannot read part '%s' of terms input %d", part, i);
+            char name[512];
+            snprintf(name, sizeof name, "terms[%d]/%s", i, part);
+            flow_err err = {0};
+            rc = tok_terms_parse(terms, data, len, name, max_chars, &err);
+            free(data);
+            if (rc)
+                return flow_ctx_fail(c, rc, "%s", err.msg);
+        }
+    }
+    return 0;
+}
+
+static int write_buf(flow_ctx *c, const char *part, flow_buf *b)
+{
+    int rc = flow_out_write(c, part, FLOW_PART_BYTES, b->data ? b->data : "", b->len);
+    buf_release(b);
+    if (rc)
+        return flow_ctx_fail(c, rc, "cannot write part %s", part);
+    return 0;
+}
+
+static void bpe_progress(void *arg, int done, int total, int64_t count)
+{
+    flow_progress(arg, (double)done / total, "merge %d/%d  pair count %lld", done, total,
+                  (long long)count);
+}
+
+static int bpe_run(flow_ctx *c)
+{
+    tok_train_opts o = {
+        .vocab_size = (int)flow_param_int(c, "vocab_size"),
+        .character_coverage = flow_param_float(c, "character_coverage"),
+        .byte_fallback = flow_param_bool(c, "byte_fallback"),
+        .max_token_chars = (int)flow_param_int(c, "max_token_chars"),
+        .min_frequency = (int)flow_param_int(c, "min_frequency"),
+        .threads = flow_threads(c),
+        .progress = bpe_progress,
+        .progress_arg = c,
+    };
+    tok_terms terms;
+    tok_terms_init(&terms);
+    int rc = read_terms(c, &terms, o.max_token_chars);
+    if (rc) {
+        tok_terms_release(&terms);
+        return rc;
+    }
+    if (terms.too_long)
+        flow_log(c, "skipped %d forced terms longer than max_token_chars %d (first: %s)",
+                 terms.too_long, o.max_token_chars, terms.too_long_example);
+    int nt = flow_in_count(c, "text");
+    tok_text *texts = xcalloc(nt ? nt : 1, sizeof *texts);
+    char **bufs = xcalloc(nt ? nt : 1, sizeof *bufs);
+    for (int i = 0; i < nt && !rc; i++) {
+        if (!flow_in_has(c, "text", i, "text")) {
+            rc = flow_ctx_fail(c, FLOW_E_INPUT, "text input %d has no part `text`; bind a "
+                               "corpus (clean node) or one split (e.g. split.train)", i);
+            break;
+        }
+        rc = flow_in_read(c, "text", i, "text", &bufs[i], &texts[i].n);
+        if (rc)
+            rc = flow_ctx_fail(c, rc, "cannot read part text of text input %d", i);
+        texts[i].s = bufs[i];
+    }
+    tok_tokenizer *t = NULL;
+    tok_train_stats st;
+    memset(&st, 0, sizeof st);
+    if (!rc) {
+        flow_err err = {0};
+        rc = tok_train(texts, nt, &terms, &o, &t, &st, &err);
+        if (rc)
+            rc = flow_ctx_fail(c, rc, "%s", err.msg);
+    }
+    for (int i = 0; i < nt; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(texts);
+    if (!rc) {
+        flow_buf b;
+        buf_init(&b);
+        tok_export_vocab_txt(t, &b);
+        rc = write_buf(c, "vocab.txt", &b);
+        if (!rc) { tok_export_merges_txt(t, &b); rc = write_buf(c, "merges.txt", &b); }
+        if (!rc) { tok_export_hf_json(t, &b); rc = write_buf(c, "tokenizer.json", &b); }
+        if (!rc) { tok_serialize(t, &b); rc = write_buf(c, "tokenizer.bin", &b); }
+        if (!rc) {
+            for (int i = 0; i < st.distinct_chars; i++) {
+                char u[5] = {0};
+                uint32_t cp = st.char_cp[i];
+                int k = utf8_encode(cp, u);
+                u[k] = 0;
+                /* control characters are printed only as code points */
+                buf_printf(&b, "%04X\t%s\t%llu\n", cp, cp < 0x20 || cp == 0x7F ? "" : u,
+                           (unsigned long long)st.char_count[i]);
+            }
+            rc = write_buf(c, "chars.tsv", &b);
+        }
+    }
+    if (!rc) {
+        flow_metric(c, "vocab_size", tok_vocab_size(t));
+        flow_metric(c, "alphabet", st.alphabet);
+        flow_metric(c, "distinct_chars", st.distinct_chars);
+        flow_metric(c, "coverage_cut_count", st.coverage_cut_count);
+        flow_metric(c, "train_char_coverage",
+                    st.chars_total ? (double)st.chars_kept / (double)st.chars_total : 1.0);
+        flow_metric(c, "merges", st.merges);
+        flow_metric(c, "forced_terms", terms.n);
+        flow_metric(c, "forced_terms_duplicate", terms.duplicates);
+        flow_metric(c, "forced_terms_too_long", terms.too_long);
+        flow_metric(c, "forced_occurrences", (double)st.forced_occurrences);
+        flow_metric(c, "words", (double)st.words);
+        flow_metric(c, "unique_words", (double)st.unique_words);
+        flow_metric(c, "byte_fallback", o.byte_fallback);
+        flow_metric(c, "seconds_count", st.seconds_count);
+        flow_metric(c, "seconds_merge", st.seconds_merge);
+        flow_log(c, "alphabet %d of %d characters (cut at count %u), %d merges%s, "
+                 "%d forced terms, %llu unique words; count %.2fs merge %.2fs",
+                 st.alphabet, st.distinct_chars, st.coverage_cut_count, st.merges,
+                 st.stopped_min_frequency ? " (stopped at min_frequency)" : "",
+                 terms.n, (unsigned long long)st.unique_words, st.seconds_count,
+                 st.seconds_merge);
+    }
+    tok_train_stats_release(&st);
+    tok_terms_release(&terms);
+    tok_free(t);
+    return rc;
+}
+
+const flow_stage stage_bpe = {
+    .name = "bpe",
+    .version = 1,
+    .help = "train a BPE tokenizer with forced terms (vocab.txt, merges.txt, "
+            "tokenizer.json, tokenizer.bin)",
+    .params = bpe_params, .nparams = sizeof bpe_params / sizeof *bpe_params,
+    .inputs = bpe_inputs, .ninputs = sizeof bpe_inputs / sizeof *bpe_inputs,
+    .outputs = bpe_outputs, .noutputs = sizeof bpe_outputs / sizeof *bpe_outputs,
+    .res = {.threads = 0},
+    .run = bpe_run,
+};

@@ -1,0 +1,730 @@
+/* bpe_train.c — the BPE trainer behind the bpe stage (tok_train in
+ * tokenizer.h).
+ *
+ *  1. Word counting, multi-threaded: the texts are cut at line boundaries
+ *     into chunks; each thread segments its chunks (forced terms, then
+ *     pre-tokens, tok_segment) and counts pre-tokens in its own hash table
+ *     whose keys point into the input (no copies).  Tables are then merged.
+ *  2. Alphabet: character frequencies from the word table; the most
+ *     frequent characters covering character_coverage of all occurrences
+ *     are kept; words are split at the others (they encode to [UNK] or
+ *     bytes, which never merge).
+ *  3. Merges: pair counts over the unique words, an occurrence index pair
+ *     -> words holding it, and a lazy max-heap keyed (count desc, a asc,
+ *     b asc) so ties are deterministic.  A merge rewrites only the words in
+ *     its occurrence list and updates the counts of the neighbouring pairs;
+ *     nothing is rescanned.  Counts only fall except for pairs that contain
+ *     the new token, which are pushed after the merge; a popped entry whose
+ *     count is stale is pushed back with the true count.
+ */
+#include "tokenizer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- word table -------------------------------------------------------- */
+typedef struct wentry {
+    const char *s;
+    uint32_t len, h;        /* h: high hash bits, 0 = empty slot */
+    uint64_t count;
+} wentry;
+
+typedef struct wtable {
+    wentry *e;
+    size_t cap, n;
+} wtable;
+
+static void wt_grow(wtable *t);
+
+static void wt_add(wtable *t, const char *s, uint32_t len, uint64_t hv, uint64_t count)
+{
+    if ((t->n + 1) * 10 > t->cap * 7)
+        wt_grow(t);
+    uint32_t h = (uint32_t)(hv >> 32) | 1;
+    size_t mask = t->cap - 1;
+    for (size_t i = hv & mask;; i = (i + 1) & mask) {
+        wentry *e = &t->e[i];
+        if (!e->h) {
+            *e = (wentry){s, len, h, count};
+            t->n++;
+            return;
+        }
+        if (e->h == h && e->len == len && memcmp(e->s, s, len) == 0) {
+            e->count += count;
+            return;
+        }
+    }
+}
+
+static void wt_grow(wtable *t)
+{
+    wentry *old = t->e;
+    size_t oc = t->cap;
+    t->cap = oc ? oc * 2 : 1 << 16;
+    t->e = xcalloc(t->cap, sizeof *t->e);
+    t->n = 0;
+    for (size_t i = 0; i < oc; i++)
+        if (old[i].h)
+            wt_add(t, old[i].s, old[i].len, XXH3_64bits(old[i].s, old[i].len), old[i].count);
+    free(old);
+}
+
+/* ---- multi-threaded counting --------------------------------------------- */
+typedef struct chunk { const char *s; size_t n; } chunk;
+
+typedef struct count_job {
+    const chunk *chunks; int nchunks;
+    atomic_int next;
+    const tok_matcher *m;
+    int nforced;
+} count_job;
+
+typedef struct count_thread {
+    count_job *job;
+    wtable words;
+    uint64_t *forced_counts;
+    uint64_t npieces;
+} count_thread;
+
+static int count_piece(void *arg, const char *s, size_t n, int forced)
+{
+    count_thread *ct = arg;
+    if (forced >= 0) {
+        ct->forced_counts[forced]++;
+        return 0;
+    }
+    ct->npieces++;
+    wt_add(&ct->words, s, (uint32_t)n, XXH3_64bits(s, n), 1);
+    return 0;
+}
+
+static void *count_main(void *arg)
+{
+    count_thread *ct = arg;
+    count_job *job = ct->job;
+    for (;;) {
+        int c = atomic_fetch_add(&job->next, 1);
+        if (c >= job->nchunks)
+            break;
+        const char *s = job->chunks[c].s, *end = s + job->chunks[c].n;
+        while (s < end) {
+            const char *nl = memchr(s, '\n', (size_t)(end - s));
+            const char *e = nl ? nl : end;
+            if (e > s)
+                tok_segment(job->m, s, (size_t)(e - s), count_piece, ct);
+            s = e + 1;
+        }
+    }
+    return NULL;
+}
+
+/* ---- character table ---------------------------------------------------- */
+typedef struct cent { uint32_t cp; uint64_t count; } cent;
+
+static int cent_cmp(const void *x, const void *y)
+{
+    const cent *a = x, *b = y;
+    if (a->count != b->count)
+        return a->count > b->count ? -1 : 1;
+    return a->cp < b->cp ? -1 : a->cp > b->cp;
+}
+
+/* ---- pairs ----------------------------------------------------------------- */
+typedef struct pair {
+    uint32_t a, b;
+    int64_t count;
+    uint32_t *occ;          /* word ids (may be stale) */
+    uint32_t nocc, cap;     /* cap 0: occ points into the shared initial pool */
+    uint32_t last_w;        /* last word appended (dedupe within a word) */
+    uint8_t banned;         /* would exceed max_token_chars */
+} pair;
+
+typedef struct trainer {
+    pair *pairs; size_t npairs, cappairs;
+    uint64_t *pkey; uint32_t *pval; size_t pcap, pn;   /* (a,b)+1 -> pair id */
+    uint32_t *touched; size_t ntouched, captouched;
+} trainer;
+
+static inline uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL; x ^= x >> 33;
+    return x;
+}
+
+static void pmap_put(trainer *T, uint64_t k, uint32_t v)
+{
+    size_t mask = T->pcap - 1, i = mix64(k) & mask;
+    while (T->pkey[i])
+        i = (i + 1) & mask;
+    T->pkey[i] = k;
+    T->pval[i] = v;
+    T->pn++;
+}
+
+/* Pair id of (a, b); creates it when create is set, else returns UINT32_MAX. */
+static uint32_t pair_id(trainer *T, uint32_t a, uint32_t b, int create)
+{
+    uint64_t k = (((uint64_t)a << 32) | b) + 1;
+    size_t mask = T->pcap - 1;
+    for (size_t i = mix64(k) & mask;; i = (i + 1) & mask) {
+        if (T->pkey[i] == k)
+            return T->pval[i];
+        if (!T->pkey[i])
+            break;
+    }
+    if (!create)
+        return UINT32_MAX;
+    if ((T->pn + 1) * 2 > T->pcap) {
+        uint64_t *ok = T->pkey;
+        uint32_t *ov = T->pval;
+        size_t oc = T->pcap;
+        T->pcap *= 2;
+        T->pkey = xcalloc(T->pcap, sizeof *T->pkey);
+        T->pval = xmalloc(T->pcap * sizeof *T->pval);
+        T->pn = 0;
+        for (size_t i = 0; i < oc; i++)
+            if (ok[i])
+                pmap_put(T, ok[i], ov[i]);
+        free(ok);
+        free(ov);
+    }
+    if (T->npairs == T->cappairs) {
+        T->cappairs *= 2;
+        T->pairs = xrealloc(T->pairs, T->cappairs * sizeof *T->pairs);
+    }
+    uint32_t id = (uint32_t)T->npairs++;
+    T->pairs[id] = (pair){a, b, 0, NULL, 0, 0, UINT32_MAX, 0};
+    pmap_put(T, k, id);
+    return id;
+}
+
+/* ---- heap ---------------------------------------------------------------------- */
+typedef struct hent { int64_t count; uint32_t a, b, pid; } hent;
+
+static inline int hbefore(const hent *x, const hent *y)
+{
+    if (x->count != y->count)
+        return x->count > y->count;
+    if (x->a != y->a)
+        return x->a < y->a;
+    return x->b < y->b;
+}
+
+typedef struct heap { hent *e; size_t n, cap; } heap;
+
+static void sift_down(heap *h, size_t i)
+{
+    hent x = h->e[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->n)
+            break;
+        if (c + 1 < h->n && hbefore(&h->e[c + 1], &h->e[c]))
+            c++;
+        if (!hbefore(&h->e[c], &x))
+            break;
+        h->e[i] = h->e[c];
+        i = c;
+    }
+    h->e[i] = x;
+}
+
+static void heap_push(heap *h, hent x)
+{
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 1024;
+        h->e = xrealloc(h->e, h->cap * sizeof *h->e);
+    }
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!hbefore(&x, &h->e[p]))
+            break;
+        h->e[i] = h->e[p];
+        i = p;
+    }
+    h->e[i] = x;
+}
+
+static hent heap_pop(heap *h)
+{
+    hent top = h->e[0];
+    h->e[0] = h->e[--h->n];
+    if (h->n)
+        sift_down(h, 0);
+    return top;
+}
+
+/* ---- merging ------------------------------------------------------------------- */
+static inline void pair_dec(trainer *T, uint32_t x, uint32_t y, int64_t c)
+{
+    uint32_t id = pair_id(T, x, y, 0);
+    if (id == UINT32_MAX)
+        FLOW_BUG("bpe: decrementing a pair that was never counted");
+    T->pairs[id].count -= c;
+}
+
+static inline void pair_inc(trainer *T, uint32_t x, uint32_t y, int64_t c, uint32_t w)
+{
+    uint32_t id = pair_id(T, x, y, 1);
+    pair *p = &T->pairs[id];
+    if (p->count == 0 && p->nocc == 0) {
+        if (T->ntouched == T->captouched) {
+            T->captouched = T->captouched ? T->captouched * 2 : 1024;
+            T->touched = xrealloc(T->touched, T->captouched * sizeof *T->touched);
+        }
+        T->touched[T->ntouched++] = id;
+    }
+    p->count += c;
+    if (p->last_w != w) {
+        if (p->nocc == p->cap) {
+            p->cap = p->cap ? p->cap * 2 : 4;
+            p->occ = xrealloc(p->occ, p->cap * sizeof *p->occ);
+        }
+        p->occ[p->nocc++] = w;
+        p->last_w = w;
+    }
+}
+
+void tok_train_stats_release(tok_train_stats *s)
+{
+    free(s->char_cp);
+    free(s->char_count);
+    s->char_cp = NULL;
+    s->char_count = NULL;
+}
+
+int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
+              const tok_train_opts *o, tok_tokenizer **out, tok_train_stats *st,
+              flow_err *err)
+{
+    *out = NULL;
+    memset(st, 0, sizeof *st);
+    double t0 = now_s();
+    int nforced = terms ? terms->n : 0;
+    int threads = o->threads > 0 ? o->threads : 1;
+    if (threads > 64)
+        threads = 64;
+
+    /* forced matcher: specials too, as in encoding (value = id) */
+    static const char *const specials[TOK_NSPECIAL] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    tok_matcher *m = tok_matcher_new();
+    for (int i = 0; i < TOK_NSPECIAL; i++)
+        tok_matcher_add(m, specials[i], strlen(specials[i]), i);
+    for (int i = 0; i < nforced; i++)
+        if (tok_matcher_add(m, terms->s[i], terms->len[i], TOK_NSPECIAL + i)) {
+            tok_matcher_free(m);
+            return flow_fail(err, FLOW_E_PARAM, "forced term '%s' is a special token name; "
+                             "remove it from the term list", terms->s[i]);
+        }
+
+    /* chunks of ~1 MB cut at line ends */
+    size_t total = 0;
+    for (int i = 0; i < ntexts; i++)
+        total += texts[i].n;
+    if (total == 0) {
+        tok_matcher_free(m);
+        return flow_fail(err, FLOW_E_INPUT, "no training text (all text inputs are empty)");
+    }
+    size_t target = total / ((size_t)threads * 16) + 1;
+    if (target < (1 << 16))
+        target = 1 << 16;
+    chunk *chunks = NULL;
+    int nchunks = 0, capchunks = 0;
+    for (int i = 0; i < ntexts; i++) {
+        const char *s = texts[i].s, *end = s + texts[i].n;
+        while (s < end) {
+            const char *e = s + target < end ? s + target : end;
+            if (e < end) {
+                const char *nl = memchr(e, '\n', (size_t)(end - e));
+                e = nl ? nl + 1 : end;
+            }
+            if (nchunks == capchunks) {
+                capchunks = capchunks ? capchunks * 2 : 64;
+                chunks = xrealloc(chunks, capchunks * sizeof *chunks);
+            }
+            chunks[nchunks++] = (chunk){s, (size_t)(e - s)};
+            s = e;
+        }
+    }
+    count_job job = {chunks, nchunks, 0, m, nforced};
+    count_thread *ct = xcalloc(threads, sizeof *ct);
+    pthread_t *tid = xmalloc(threads * sizeof *tid);
+    for (int i = 0; i < threads; i++) {
+        ct[i].job = &job;
+        ct[i].forced_counts = xcalloc(TOK_NSPECIAL + nforced, sizeof(uint64_t));
+        if (i > 0 && pthread_create(&tid[i], NULL, count_main, &ct[i]) != 0)
+            FLOW_BUG("bpe: pthread_create failed");
+    }
+    count_main(&ct[0]);
+    for (int i = 1; i < threads; i++)
+        pthread_join(tid[i], NULL);
+    free(tid);
+    free(chunks);
+    wtable words = ct[0].words;
+    st->words = ct[0].npieces;
+    for (int j = 0; j < TOK_NSPECIAL + nforced; j++)
+        st->forced_occurrences += ct[0].forced_counts[j];
+    for (int i = 1; i < threads; i++) {
+        for (size_t k = 0; k < ct[i].words.cap; k++) {
+            wentry *e = &ct[i].words.e[k];
+            if (e->h)
+                wt_add(&words, e->s, e->len, XXH3_64bits(e->s, e->len), e->count);
+        }
+        free(ct[i].words.e);
+        st->words += ct[i].npieces;
+        for (int j = 0; j < TOK_NSPECIAL + nforced; j++)
+            st->forced_occurrences += ct[i].forced_counts[j];
+    }
+    for (int i = 0; i < threads; i++)
+        free(ct[i].forced_counts);
+    free(ct);
+    st->unique_words = words.n;
+
+    /* character frequencies */
+    size_t ccap = 1 << 12, cn = 0;
+    cent *ctab = xcalloc(ccap, sizeof *ctab);   /* key cp+1 stored as cp, count 0 = empty */
+    uint8_t *cused = xcalloc(ccap, 1);
+    for (size_t k = 0; k < words.cap; k++) {
+        wentry *e = &words.e[k];
+        if (!e->h)
+            continue;
+        for (uint32_t i = 0; i < e->len;) {
+            uint32_t cp;
+            i += (uint32_t)tok_next_char(e->s + i, e->len - i, &cp);
+            if (cp == 0xFFFFFFFFu) {    /* invalid byte: never in the alphabet */
+                st->chars_total += e->count;
+                continue;
+            }
+            if ((cn + 1) * 2 > ccap) {
+                cent *ot = ctab;
+                uint8_t *ou = cused;
+                size_t oc = ccap;
+                ccap *= 2;
+                ctab = xcalloc(ccap, sizeof *ctab);
+                cused = xcalloc(ccap, 1);
+                for (size_t j = 0; j < oc; j++)
+                    if (ou[j]) {
+                        size_t q = mix64(ot[j].cp) & (ccap - 1);
+                        while (cused[q])
+                            q = (q + 1) & (ccap - 1);
+                        ctab[q] = ot[j];
+                        cused[q] = 1;
+                    }
+                free(ot);
+                free(ou);
+            }
+            size_t q = mix64(cp) & (ccap - 1);
+            while (cused[q] && ctab[q].cp != cp)
+                q = (q + 1) & (ccap - 1);
+            if (!cused[q]) {
+                cused[q] = 1;
+                ctab[q].cp = cp;
+                cn++;
+            }
+            ctab[q].count += e->count;
+            st->chars_total += e->count;
+        }
+    }
+    cent *chars = xmalloc((cn ? cn : 1) * sizeof *chars);
+    size_t nc = 0;
+    for (size_t j = 0; j < ccap; j++)
+        if (cused[j])
+            chars[nc++] = ctab[j];
+    free(ctab);
+    free(cused);
+    qsort(chars, nc, sizeof *chars, cent_cmp);
+    st->distinct_chars = (int)nc;
+    st->char_cp = xmalloc((nc ? nc : 1) * sizeof *st->char_cp);
+    st->char_count = xmalloc((nc ? nc : 1) * sizeof *st->char_count);
+    for (size_t j = 0; j < nc; j++) {
+        st->char_cp[j] = chars[j].cp;
+        st->char_count[j] = chars[j].count;
+    }
+    size_t nalpha = 0;
+    uint64_t cum = 0;
+    double want = o->character_coverage * (double)st->chars_total;
+    while (nalpha < nc && (o->character_coverage >= 1.0 || (double)cum < want)) {
+        cum += chars[nalpha].count;
+        nalpha++;
+    }
+    st->alphabet = (int)nalpha;
+    st->chars_kept = cum;
+    st->coverage_cut_count = nalpha ? (uint32_t)chars[nalpha - 1].count : 0;
+    int base = TOK_NSPECIAL + nforced + (int)nalpha + (o->byte_fallback ? 256 : 0);
+    if (o->vocab_size < base) {
+        free(chars);
+        free(words.e);
+        tok_matcher_free(m);
+        if (o->byte_fallback)
+            return flow_fail(err, FLOW_E_PARAM, "vocab_size %d is below specials %d + forced "
+                             "terms %d + alphabet %zu + byte tokens 256 = %d; raise vocab_size "
+                             "or lower character_coverage", o->vocab_size, TOK_NSPECIAL,
+                             nforced, nalpha, base);
+        return flow_fail(err, FLOW_E_PARAM, "vocab_size %d is below specials %d + forced "
+                         "terms %d + alphabet %zu = %d; raise vocab_size or lower "
+                         "character_coverage", o->vocab_size, TOK_NSPECIAL, nforced, nalpha, base);
+    }
+
+    /* token table: texts in a pool */
+    int cap_tokens = o->vocab_size;
+    char **toks = xmalloc(cap_tokens * sizeof *toks);
+    size_t *tlen = xmalloc(cap_tokens * sizeof *tlen);
+    int *tchars = xmalloc(cap_tokens * sizeof *tchars);
+    int ntok = 0;
+    for (int i = 0; i < TOK_NSPECIAL; i++) {
+        toks[ntok] = xstrdup(specials[i]); tlen[ntok] = strlen(specials[i]); tchars[ntok++] = 1;
+    }
+    for (int i = 0; i < nforced; i++) {
+        toks[ntok] = xstrdup(terms->s[i]); tlen[ntok] = terms->len[i]; tchars[ntok++] = 1;
+    }
+    /* character -> symbol id: a small open-addressing map */
+    size_t amcap = 16;
+    while (amcap < nalpha * 2 + 2)
+        amcap *= 2;
+    uint32_t *amkey = xcalloc(amcap, sizeof *amkey);    /* cp+1 */
+    uint32_t *amval = xmalloc(amcap * sizeof *amval);
+    for (size_t j = 0; j < nalpha; j++) {
+        char u[4];
+        int k = utf8_encode(chars[j].cp, u);
+        toks[ntok] = xmalloc(k + 1);
+        memcpy(toks[ntok], u, k);
+        toks[ntok][k] = 0;
+        tlen[ntok] = (size_t)k;
+        tchars[ntok] = 1;
+        size_t q = mix64(chars[j].cp) & (amcap - 1);
+        while (amkey[q])
+            q = (q + 1) & (amcap - 1);
+        amkey[q] = chars[j].cp + 1;
+        amval[q] = (uint32_t)ntok++;
+    }
+    free(chars);
+    int byte_base = -1;
+    if (o->byte_fallback) {
+        byte_base = ntok;
+        for (int b = 0; b < 256; b++) {
+            toks[ntok] = xmalloc(8);
+            snprintf(toks[ntok], 8, "<0x%02X>", b);
+            tlen[ntok] = 6;
+            tchars[ntok++] = 1;
+        }
+    }
+
+    /* training words: symbol arrays split at characters outside the alphabet */
+    size_t symcap = 1 << 20, nsym = 0, nw = 0, capw = 1 << 16;
+    uint32_t *sym = xmalloc(symcap * sizeof *sym);
+    uint32_t *woff = xmalloc(capw * sizeof *woff);
+    uint32_t *wlen = xmalloc(capw * sizeof *wlen);
+    uint64_t *wcnt = xmalloc(capw * sizeof *wcnt);
+    for (size_t k = 0; k < words.cap; k++) {
+        wentry *e = &words.e[k];
+        if (!e->h)
+            continue;
+        size_t start = nsym;
+        for (uint32_t i = 0; i <= e->len;) {
+            int32_t id = -1;
+            uint32_t cp = 0;
+            if (i < e->len) {
+                i += (uint32_t)tok_next_char(e->s + i, e->len - i, &cp);
+                if (cp != 0xFFFFFFFFu) {
+                    size_t q = mix64(cp) & (amcap - 1);
+                    while (amkey[q] && amkey[q] != cp + 1)
+                        q = (q + 1) & (amcap - 1);
+                    if (amkey[q])
+                        id = (int32_t)amval[q];
+                }
+            } else
+                i++;    /* end of word: flush */
+            if (id >= 0) {
+                if (nsym == symcap) {
+                    symcap *= 2;
+                    sym = xrealloc(sym, symcap * sizeof *sym);
+                }
+                sym[nsym++] = (uint32_t)id;
+                continue;
+            }
+            if (nsym - start >= 2) {
+                if (nw == capw) {
+                    capw *= 2;
+                    woff = xrealloc(woff, capw * sizeof *woff);
+                    wlen = xrealloc(wlen, capw * sizeof *wlen);
+                    wcnt = xrealloc(wcnt, capw * sizeof *wcnt);
+                }
+                woff[nw] = (uint32_t)start;
+                wlen[nw] = (uint32_t)(nsym - start);
+                wcnt[nw++] = e->count;
+            } else
+                nsym = start;
+            start = nsym;
+        }
+    }
+    free(words.e);
+    free(amkey);
+    free(amval);
+    st->seconds_count = now_s() - t0;
+
+    /* initial pair counts and occurrence index (CSR pool) */
+    trainer T = {0};
+    T.cappairs = 1 << 16;
+    T.pairs = xmalloc(T.cappairs * sizeof *T.pairs);
+    T.pcap = 1 << 17;
+    T.pkey = xcalloc(T.pcap, sizeof *T.pkey);
+    T.pval = xmalloc(T.pcap * sizeof *T.pval);
+    uint32_t *pos_pid = xmalloc((nsym ? nsym : 1) * sizeof *pos_pid);
+    for (size_t w = 0; w < nw; w++) {
+        const uint32_t *s = sym + woff[w];
+        for (uint32_t i = 0; i + 1 < wlen[w]; i++) {
+            uint32_t id = pair_id(&T, s[i], s[i + 1], 1);
+            pair *p = &T.pairs[id];
+            p->count += (int64_t)wcnt[w];
+            if (p->last_w != (uint32_t)w) {
+                p->last_w = (uint32_t)w;
+                p->nocc++;
+            }
+            pos_pid[woff[w] + i] = id;
+        }
+    }
+    size_t npool = 0;
+    for (size_t i = 0; i < T.npairs; i++)
+        npool += T.pairs[i].nocc;
+    uint32_t *pool = xmalloc((npool ? npool : 1) * sizeof *pool);
+    npool = 0;
+    for (size_t i = 0; i < T.npairs; i++) {
+        T.pairs[i].occ = pool + npool;
+        npool += T.pairs[i].nocc;
+        T.pairs[i].nocc = 0;
+        T.pairs[i].last_w = UINT32_MAX;
+    }
+    for (size_t w = 0; w < nw; w++)
+        for (uint32_t i = 0; i + 1 < wlen[w]; i++) {
+            pair *p = &T.pairs[pos_pid[woff[w] + i]];
+            if (p->last_w != (uint32_t)w) {
+                p->last_w = (uint32_t)w;
+                p->occ[p->nocc++] = (uint32_t)w;
+            }
+        }
+    free(pos_pid);
+    heap H = {0};
+    H.cap = T.npairs ? T.npairs : 1;
+    H.e = xmalloc(H.cap * sizeof *H.e);
+    for (size_t i = 0; i < T.npairs; i++)
+        H.e[H.n++] = (hent){T.pairs[i].count, T.pairs[i].a, T.pairs[i].b, (uint32_t)i};
+    for (size_t i = H.n / 2; i-- > 0;)
+        sift_down(&H, i);
+
+    /* merge loop */
+    int want_merges = o->vocab_size - ntok;
+    uint32_t *mg = xmalloc((size_t)(want_merges ? want_merges : 1) * 3 * sizeof *mg);
+    int nmerges = 0;
+    double t1 = now_s();
+    while (nmerges < want_merges && H.n) {
+        hent top = heap_pop(&H);
+        pair *p = &T.pairs[top.pid];
+        if (p->banned)
+            continue;
+        if (p->count != top.count) {
+            if (p->count > 0)
+                heap_push(&H, (hent){p->count, p->a, p->b, top.pid});
+            continue;
+        }
+        if (top.count < o->min_frequency || top.count <= 0) {
+            st->stopped_min_frequency = top.count > 0;
+            break;
+        }
+        uint32_t a = p->a, b = p->b;
+        if (tchars[a] + tchars[b] > o->max_token_chars) {
+            p->banned = 1;
+            continue;
+        }
+        uint32_t nt = (uint32_t)ntok;
+        toks[ntok] = xmalloc(tlen[a] + tlen[b] + 1);
+        memcpy(toks[ntok], toks[a], tlen[a]);
+        memcpy(toks[ntok] + tlen[a], toks[b], tlen[b]);
+        toks[ntok][tlen[a] + tlen[b]] = 0;
+        tlen[ntok] = tlen[a] + tlen[b];
+        tchars[ntok] = tchars[a] + tchars[b];
+        ntok++;
+        mg[3 * nmerges] = a;
+        mg[3 * nmerges + 1] = b;
+        mg[3 * nmerges + 2] = nt;
+        nmerges++;
+        /* detach the occurrence list: pair_inc may grow T.pairs */
+        uint32_t *occ = p->occ, nocc = p->nocc;
+        int owned = p->cap != 0;
+        p->occ = NULL;
+        p->nocc = p->cap = 0;
+        p->count = 0;
+        T.ntouched = 0;
+        for (uint32_t oi = 0; oi < nocc; oi++) {
+            uint32_t w = occ[oi];
+            uint32_t *s = sym + woff[w];
+            uint32_t n = wlen[w], k = 0, i = 0;
+            int64_t c = (int64_t)wcnt[w];
+            while (i < n) {
+                if (i + 1 < n && s[i] == a && s[i + 1] == b) {
+                    if (k > 0) {
+                        pair_dec(&T, s[k - 1], a, c);
+                        pair_inc(&T, s[k - 1], nt, c, w);
+                    }
+                    if (i + 2 < n) {
+                        pair_dec(&T, b, s[i + 2], c);
+                        pair_inc(&T, nt, s[i + 2], c, w);
+                    }
+                    s[k++] = nt;
+                    i += 2;
+                } else
+                    s[k++] = s[i++];
+            }
+            wlen[w] = k;
+        }
+        if (owned)
+            free(occ);
+        T.pairs[top.pid].count = 0;
+        for (size_t i = 0; i < T.ntouched; i++) {
+            pair *q = &T.pairs[T.touched[i]];
+            if (q->count > 0)
+                heap_push(&H, (hent){q->count, q->a, q->b, T.touched[i]});
+        }
+        if (o->progress && (nmerges & 255) == 0)
+            o->progress(o->progress_arg, nmerges, want_merges, top.count);
+    }
+    st->merges = nmerges;
+    st->seconds_merge = now_s() - t1;
+    for (size_t i = 0; i < T.npairs; i++)
+        if (T.pairs[i].cap)
+            free(T.pairs[i].occ);
+    free(pool);
+    free(T.pairs);
+    free(T.pkey);
+    free(T.pval);
+    free(T.touched);
+    free(H.e);
+    free(sym);
+    free(woff);
+    free(wlen);
+    free(wcnt);
+    tok_matcher_free(m);
+
+    int rc = tok_build(out, ntok, (const char *const *)toks, tlen, nforced, (int)nalpha,
+                       byte_base, o->max_token_chars, nmerges, mg, err);
+    for (int i = 0; i < ntok; i++)
+        free(toks[i]);
+    free(toks);
+    free(tlen);
+    free(tchars);
+    free(mg);
+    return rc;
+}
