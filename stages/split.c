@@ -24,6 +24,24 @@ static int major(const int *counts, int ncols, int g)
     return best;
 }
 
+/* Appends s left-aligned in a column `width` terminal cells wide (Han and
+ * full-width characters take two cells). */
+static void add_padded(flow_buf *b, const char *s, int width)
+{
+    int cells = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        uint32_t cp;
+        int k = utf8_decode(p, strlen((const char *)p), &cp);
+        if (k < 0) k = 1, cp = '?';
+        cells += (cp >= 0x1100 && (cp <= 0x115f || (cp >= 0x2e80 && cp <= 0xa4cf) ||
+                                   (cp >= 0xac00 && cp <= 0xd7a3) || (cp >= 0xf900 && cp <= 0xfaff) ||
+                                   (cp >= 0xff00 && cp <= 0xff60))) ? 2 : 1;
+        p += k;
+    }
+    buf_adds(b, s);
+    for (; cells < width; cells++) buf_addc(b, ' ');
+}
+
 static const char *const split_names[3] = {"train", "dev", "test"};
 
 typedef struct keyed {
@@ -137,7 +155,8 @@ static int split_run(flow_ctx *c)
             int any = 0;
             for (int s = 0; s < nsplits; s++) any |= su[s * ncols + l];
             if (!any) continue;
-            buf_printf(&rep, "  %-24s", ln);
+            buf_adds(&rep, "  ");
+            add_padded(&rep, ln, 24);
             for (int s = 0; s < nsplits; s++) {
                 char cell[40];
                 snprintf(cell, sizeof cell, "%d (%d)", su[s * ncols + l], sg[s * ncols + l]);

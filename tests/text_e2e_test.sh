@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# text_e2e_test.sh — clean, split and terms through `flow build`:
+#  1. a small generated labelled tree (headers, comments, articles with
+#     items, duplicates, full-width text, invalid UTF-8, a binary file, law
+#     versions sharing a group) with exact expectations;
+#  2. failures: invalid_utf8 = reject names file and offset, empty corpus,
+#     fewer groups than splits;
+#  3. a slice of the shared legal corpus (two departments), when present.
+# Needs $FLOW (set by ctest) and python3 (JSON parsing).
+set -u
+FLOW=${FLOW:-}
+if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
+command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
+T=$(mktemp -d "${TMPDIR:-/tmp}/flow-text-e2e-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+fail=0
+check() {   # check "what" CONDITION...
+    local what=$1; shift
+    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
+}
+
+# ---- 1. generated tree ----------------------------------------------------
+D=$T/tree
+mkdir -p "$D/甲类" "$D/乙类" "$D/丙类"
+law() {     # law FILE LABEL-WORD N  -> N articles with items
+    local f=$1 w=$2 n=$3
+    {
+        printf '# 中华人民共和国%s法\n\n2020年1月1日 通过\n\n<!-- INFO END -->\n\n## 第一章 总则\n\n' "$w"
+        for i in $(seq 1 "$n"); do
+            printf '第%s条 %s事项第%s项应当依法办理，具体办法由国务院规定。\n\n' "$i" "$w" "$i"
+            if [ $((i % 3)) -eq 0 ]; then
+                printf '（一）%s甲款%s；\n\n（二）%s乙款%s。\n\n' "$w" "$i" "$w" "$i"
+            fi
+        done
+        printf '第%s条 本法自公布之日起施行。\n' $((n + 1))
+    } > "$f"
+}
+for lab in 甲类 乙类 丙类; do
+    for k in 一 二 三 四 五; do law "$D/$lab/${lab}${k}法.md" "${lab}${k}" 6; done
+done
+# two versions of one law: one group; the common text is removed as duplicate
+law "$D/甲类/甲类一法(2021-05-01).md" 甲类一 6
+# full-width letters/digits, a comment, an invalid byte, a control char
+printf '<!-- INFO END -->\n\n第一条　ＡＢＣ公司１２３号<!-- 注 -->登记\xff办法\x01规定。\n' > "$D/乙类/乙类特别法.md"
+# a binary file: skipped and counted
+printf 'PK\x03\x04\x00\x00binary' > "$D/丙类/附件.bin"
+cat > "$T/terms.txt" <<'EOF'
+# user terms
+具体办法
+
+具体办法
+国务院规定
+一个非常非常非常非常非常非常长的术语
+EOF
+printf '\xef\xbb\xbf%s' "$(cat "$T/terms.txt")" > "$T/terms.txt"
+
+cat > "$T/t.graph" <<EOF
+docs = source { path = "$D"  labels = folders }
+user = source { path = "$T/terms.txt" }
+c = clean { input = docs }
+s = split { corpus = c  ratios = [0.6, 0.2, 0.2]  seed = 7 }
+t = terms { corpus = s.train  user = [user]  min_freq = 3  top_k = 10  max_chars = 12 }
+EOF
+
+build() {   # build GRAPH CACHE [ARGS...] -> JSON events in $T/events
+    local g=$1 c=$2; shift 2
+    "$FLOW" build "$g" --cache "$c" --json "$@" > "$T/events" 2> "$T/stderr"
+}
+metric() {  # metric NODE NAME
+    python3 - "$T/events" "$1" "$2" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
+        print(e.get("metrics", {}).get(sys.argv[3], "missing"))
+EOF
+}
+key() {
+    python3 - "$T/events" "$1" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
+        print(e["key"])
+EOF
+}
+
+build "$T/t.graph" "$T/cache"
+rc=$?
+check "build of the generated tree succeeds (rc $rc: $(tail -3 "$T/stderr"))" test $rc -eq 0
+check "18 documents (one binary)" test "$(metric c documents)" = 18
+check "binary file skipped" test "$(metric c skipped_files)" = 1
+check "one invalid sequence" test "$(metric c invalid_sequences)" = 1
+check "control char dropped" test "$(metric c chars.dropped.control)" = 1
+# 15 laws x 7 articles + 7 of the second version + 1 special article = 113;
+# duplicates: 14 extra copies of 本法自公布之日起施行。 and the 7 articles
+# of the version read second -> 92 units
+check "units = 92 ($(metric c units))" test "$(metric c units)" = 92
+check "duplicates = 21 ($(metric c duplicates))" test "$(metric c duplicates)" = 21
+C=$(key c)
+"$FLOW" cat "$C" text --cache "$T/cache" > "$T/text"
+"$FLOW" cat "$C" units --cache "$T/cache" > "$T/units"
+"$FLOW" cat "$C" labels --cache "$T/cache" > "$T/labels"
+check "labels part" test "$(tr '\n' ' ' < "$T/labels")" = "丙类 乙类 甲类 "
+check "full-width normalised, comment/invalid/control removed" grep -qx 'ABC公司123号登记办法规定。' "$T/text"
+check "items joined into their article" grep -qh '甲类三事项第3项应当依法办理，具体办法由国务院规定。（一）甲类三甲款3；（二）甲类三乙款3。' "$T/text"
+check "article label stripped" test "$(grep -c '^第' "$T/text")" = 0
+check "header is not body text" test "$(grep -c '通过' "$T/text")" = 0
+check "text and units aligned" test "$(wc -l < "$T/text")" = "$(wc -l < "$T/units")"
+# the version sorted first keeps 6 articles (its 本法自公布之日起施行。 was
+# already seen in 丙类一法.md)
+check "versions share a group" test "$(grep -c $'\t甲类一法\t' "$T/units")" = 6
+
+S=$(key s)
+for part in train dev test; do
+    "$FLOW" cat "$S" $part/units --cache "$T/cache" | cut -f2 | sort -u > "$T/groups.$part"
+    "$FLOW" cat "$S" $part/labels --cache "$T/cache" > "$T/labels.$part"
+    check "$part labels = corpus labels" cmp -s "$T/labels.$part" "$T/labels"
+done
+check "no group in two splits" test -z "$(cat "$T"/groups.train "$T"/groups.dev "$T"/groups.test | sort | uniq -d)"
+total=$(( $(metric s train.units) + $(metric s dev.units) + $(metric s test.units) ))
+check "split keeps every unit ($total)" test $total = 92
+for lab in 甲类 乙类 丙类; do
+    for part in train dev test; do
+        check "$lab present in $part" test "$(metric s $part.groups.$lab)" -ge 1
+    done
+done
+"$FLOW" cat "$S" train/text --cache "$T/cache" > "$T/train1"
+
+check "user terms: 2 kept" test "$(metric t user_terms)" = 2
+check "user terms: 1 duplicate" test "$(metric t user_duplicates)" = 1
+check "user terms: 1 too long" test "$(metric t user_too_long)" = 1
+TK=$(key t)
+"$FLOW" cat "$TK" terms --cache "$T/cache" > "$T/terms.out"
+check "user terms first" test "$(head -2 "$T/terms.out" | tr '\n' ' ')" = "具体办法 国务院规定 "
+"$FLOW" cat "$TK" ranked.tsv --cache "$T/cache" | head -1 > "$T/ranked.head"
+check "ranked.tsv header" grep -qx $'term\tscore\tfreq\tpmi\tleft_entropy\tright_entropy' "$T/ranked.head"
+
+# determinism: same seed on a fresh cache gives the same split; another seed may not
+build "$T/t.graph" "$T/cache2"
+"$FLOW" cat "$(key s)" train/text --cache "$T/cache2" > "$T/train2"
+check "split is deterministic" cmp -s "$T/train1" "$T/train2"
+build "$T/t.graph" "$T/cache2" --set s.seed=8
+check "another seed builds" test "$(metric s train.units)" != missing
+
+# ---- 2. failures ----------------------------------------------------------
+build "$T/t.graph" "$T/cache" --set c.invalid_utf8=reject
+check "reject fails the build" test $? -ne 0
+check "reject names file and offset ($(grep -o 'document[^"]*' "$T/events" | head -1))" \
+    grep -qh '乙类/乙类特别法.md.*invalid UTF-8 at byte offset 76' "$T/events" "$T/stderr"
+build "$T/t.graph" "$T/cache" --set c.binary=reject c
+check "binary = reject fails naming the file" grep -qh '附件.bin.*NUL byte at offset 4' "$T/events" "$T/stderr"
+mkdir -p "$T/empty/x"
+printf '<!-- INFO END -->\n\n短\n' > "$T/empty/x/a.md"
+cat > "$T/e.graph" <<EOF
+docs = source { path = "$T/empty"  labels = folders }
+c = clean { input = docs }
+s = split { corpus = c }
+EOF
+build "$T/e.graph" "$T/cache" c
+check "empty corpus fails clearly" grep -qh 'empty corpus' "$T/events" "$T/stderr"
+printf '<!-- INFO END -->\n\n足够长的一段正文内容。\n' > "$T/empty/x/a.md"
+build "$T/e.graph" "$T/cache"
+check "1 group cannot fill 3 splits" grep -qh '1 groups cannot fill 3 splits' "$T/events" "$T/stderr"
+
+# ---- 3. shared corpus slice ----------------------------------------------
+L=${FLOW_DATA:-}/legal
+if [ -d "$L/laws/刑法" ]; then
+    cat > "$T/l.graph" <<EOF
+laws = source { path = "$L/laws"  labels = folders  include = ["刑法/*", "诉讼与非诉讼程序法/*"] }
+user = source { path = "$L/terms.txt" }
+c = clean { input = laws }
+s = split { corpus = c }
+t = terms { corpus = s.train  user = [user] }
+EOF
+    build "$T/l.graph" "$T/cache"
+    check "legal slice builds ($(tail -2 "$T/stderr"))" test $? -eq 0
+    check "legal slice: 2 labels" test "$(metric c labels)" = 2
+    check "legal slice: > 1000 units ($(metric c units))" test "$(metric c units)" -gt 1000
+    check "legal slice: mostly articles" test "$(metric c units.articles)" -gt 1000
+    S=$(key s)
+    for part in train dev test; do
+        "$FLOW" cat "$S" $part/units --cache "$T/cache" | cut -f2 | sort -u > "$T/lg.$part"
+    done
+    check "legal slice: no group in two splits" test -z "$(cat "$T"/lg.* | sort | uniq -d)"
+    check "legal slice: terms mined" test "$(metric t candidates)" -gt 100
+    check "legal slice: 95 user terms" test "$(metric t user_terms)" = 95
+    echo "legal slice: units $(metric c units), train $(metric s train.units), dev $(metric s dev.units)," \
+         "test $(metric s test.units), user_terms_in_top_k $(metric t user_terms_in_top_k)"
+else
+    echo "note: $L not found, shared-corpus part skipped"
+fi
+
+if [ $fail -ne 0 ]; then echo "text_e2e_test: FAILED"; exit 1; fi
+echo "text_e2e_test: all checks passed"
