@@ -417,7 +417,7 @@ static const flow_output_def clean_outputs[] = {
 
 const flow_stage stage_clean = {
     .name = "clean",
-    .version = 1,
+    .version = TEXT_CLEAN_VERSION,     /* the cleaning rules are the stage's behaviour */
     .help = "Markdown-aware cleaning and segmentation into articles/paragraphs (corpus)",
     .params = clean_params, .nparams = sizeof clean_params / sizeof *clean_params,
     .inputs = clean_inputs, .ninputs = 1,

@@ -57,6 +57,8 @@
 
 #include "../engine/engine.h"
 
+/* Version of the cleaning rules, recorded in clean.json and used as the
+ * clean stage's version: bump it whenever any rule above changes. */
 #define TEXT_CLEAN_VERSION 1
 
 /* The Chinese punctuation the legal preset keeps (UTF-8, no separators). */
