@@ -3,10 +3,14 @@
 #include "stages.h"
 
 #define STAGES(X) \
+    X(baseline) \
     X(bpe) \
     X(clean) \
     X(coverage) \
     X(encode) \
+    X(evaluate) \
+    X(finetune) \
+    X(pretrain) \
     X(split) \
     X(terms) \
 

@@ -1,0 +1,142 @@
+/* part_source.c — reading a model artifact's parts either from a running
+ * stage's input (evaluate, finetune) or straight from the store (the
+ * classify / eval / export commands), behind one small interface, so the
+ * classifier loader does not care where the model lives. */
+#include "classifier.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int ctx_read(void *arg, const char *part, char **data, size_t *len, flow_err *err)
+{
+    part_source *ps = arg;
+    if (!flow_in_has(ps->ctx, ps->port, ps->idx, part))
+        return flow_fail(err, FLOW_E_NOTFOUND, "%s: no part '%s'", ps->what, part);
+    int rc = flow_in_read(ps->ctx, ps->port, ps->idx, part, data, len);
+    if (rc) return flow_fail(err, rc, "%s: cannot read part '%s'", ps->what, part);
+    return 0;
+}
+
+static int ctx_count(void *arg)
+{
+    part_source *ps = arg;
+    return flow_in_nparts(ps->ctx, ps->port, ps->idx);
+}
+
+static const char *ctx_name(void *arg, int i)
+{
+    part_source *ps = arg;
+    return flow_in_part_name(ps->ctx, ps->port, ps->idx, i);
+}
+
+void part_source_ctx(part_source *ps, flow_ctx *c, const char *port, int idx)
+{
+    memset(ps, 0, sizeof *ps);
+    ps->read = ctx_read;
+    ps->count = ctx_count;
+    ps->name = ctx_name;
+    ps->arg = ps;
+    ps->ctx = c;
+    ps->port = port;
+    ps->idx = idx;
+    snprintf(ps->what, sizeof ps->what, "input '%s' #%d", port, idx);
+}
+
+static int store_src_read(void *arg, const char *part, char **data, size_t *len, flow_err *err)
+{
+    part_source *ps = arg;
+    char full[1024];
+    snprintf(full, sizeof full, "%s%s", ps->prefix, part);
+    int found = 0;
+    for (int i = 0; i < ps->art->nparts; i++)
+        if (strcmp(ps->art->parts[i].name, full) == 0) found = 1;
+    if (!found) return flow_fail(err, FLOW_E_NOTFOUND, "%s: no part '%s'", ps->what, full);
+    return store_read_part(ps->store, &ps->art->key, full, data, len, err);
+}
+
+/* Parts under the prefix, in manifest order. */
+static int store_src_count(void *arg)
+{
+    part_source *ps = arg;
+    int n = 0;
+    size_t pl = strlen(ps->prefix);
+    for (int i = 0; i < ps->art->nparts; i++)
+        if (strncmp(ps->art->parts[i].name, ps->prefix, pl) == 0) n++;
+    return n;
+}
+
+static const char *store_src_name(void *arg, int k)
+{
+    part_source *ps = arg;
+    size_t pl = strlen(ps->prefix);
+    for (int i = 0; i < ps->art->nparts; i++) {
+        if (strncmp(ps->art->parts[i].name, ps->prefix, pl) != 0) continue;
+        if (k-- == 0) return ps->art->parts[i].name + pl;
+    }
+    return NULL;
+}
+
+int part_source_store(part_source *ps, flow_store *s, const flow_hash *key,
+                      const char *prefix, flow_err *err)
+{
+    memset(ps, 0, sizeof *ps);
+    int rc = store_get(s, key, &ps->art, err);
+    if (rc) return rc;
+    ps->read = store_src_read;
+    ps->count = store_src_count;
+    ps->name = store_src_name;
+    ps->arg = ps;
+    ps->store = s;
+    snprintf(ps->prefix, sizeof ps->prefix, "%s", prefix ? prefix : "");
+    char hex[33];
+    flow_hash_hex(key, hex);
+    snprintf(ps->what, sizeof ps->what, "artifact %.12s", hex);
+    return 0;
+}
+
+void part_source_release(part_source *ps)
+{
+    if (ps->art) store_artifact_free(ps->art);
+    ps->art = NULL;
+}
+
+int part_source_copy(part_source *ps, flow_ctx *out, const char *from_prefix,
+                     const char *to_prefix, flow_err *err)
+{
+    int n = ps->count(ps->arg), copied = 0;
+    size_t fl = strlen(from_prefix);
+    for (int i = 0; i < n; i++) {
+        const char *name = ps->name(ps->arg, i);
+        if (!name || strncmp(name, from_prefix, fl) != 0) continue;
+        char *data;
+        size_t len;
+        int rc = ps->read(ps->arg, name, &data, &len, err);
+        if (rc) return rc;
+        char dst[1024];
+        snprintf(dst, sizeof dst, "%s%s", to_prefix, name + fl);
+        rc = flow_out_write(out, dst, FLOW_PART_BYTES, data, len);
+        free(data);
+        if (rc) return flow_fail(err, rc, "cannot write part '%s'", dst);
+        copied++;
+    }
+    return copied;
+}
+
+/* Streams a FLOWWTS file into an output part: the header, then each
+ * tensor straight from its source buffer (no copy of the whole model). */
+int wts_write(const wts_file *w, flow_ctx *c, const char *part)
+{
+    flow_buf h;
+    buf_init(&h);
+    wts_header(w, &h);
+    flow_out_stream *s;
+    int rc = flow_out_open(c, part, FLOW_PART_F32, &s);
+    if (rc) { buf_release(&h); return rc; }
+    rc = flow_out_stream_write(s, h.data, h.len);
+    buf_release(&h);
+    for (int i = 0; !rc && i < w->n; i++)
+        rc = flow_out_stream_write(s, w->t[i].ptr, w->t[i].count * sizeof(float));
+    int rc2 = flow_out_stream_close(s);
+    return rc ? rc : rc2;
+}
+
