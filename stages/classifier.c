@@ -37,6 +37,7 @@ void clf_free(clf_model *m)
     for (int i = 0; i < m->nlabels; i++) free(m->labels[i]);
     free(m->labels);
     free(m->clean_json);
+    clf_clean_free(m);
     wts_release(&m->w);
     clf_bert_free(m);
     jl_free(m->json);
