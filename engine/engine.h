@@ -208,6 +208,9 @@ const char *flow_graph_dir(flow_ctx *c);   /* folder of the .graph file */
  * stripped (so part "train/text" is read as "text").  many-ports have
  * several bindings, numbered from 0. */
 int flow_in_count(flow_ctx *c, const char *port);   /* 0 if unbound */
+/* The reference as written in the graph: "node" or "node.output" (owned
+ * by the graph). */
+const char *flow_in_name(flow_ctx *c, const char *port, int idx);
 int flow_in_nparts(flow_ctx *c, const char *port, int idx);
 const char *flow_in_part_name(flow_ctx *c, const char *port, int idx, int part);
 int flow_in_has(flow_ctx *c, const char *port, int idx, const char *part);

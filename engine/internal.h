@@ -117,6 +117,8 @@ struct flow_ctx {
     int progress_fd;            /* pipe to the scheduler, -1 if none */
     double last_progress;       /* time of the last forwarded progress */
     flow_err err;
+    struct worker_state *ws;    /* worker.c's private state; NULL outside a
+                                 * worker (e.g. key_extra in the engine) */
 };
 
 /* ---- building ---------------------------------------------------------- */

@@ -9,6 +9,7 @@
     X(coverage) \
     X(encode) \
     X(evaluate) \
+    X(exec) \
     X(finetune) \
     X(pretrain) \
     X(split) \

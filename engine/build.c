@@ -1,0 +1,913 @@
+/* build.c — the scheduler behind `flow build`.
+ *
+ * Walks the graph from the targets.  A node is ready when all its deps are
+ * done; its key is then computed from the deps' artifacts (key_for_node),
+ * so a dep rebuilt to identical content gives the same key (early cutoff).
+ * A key already in the store is `cached`; otherwise the node runs in a
+ * forked worker (worker.c) that commits its own artifact.
+ *
+ * Order: ready nodes start by critical path — the longest chain of
+ * estimated durations (last recorded duration of that node, else 1 s) from
+ * the node to the end of the build — ties broken by topological position,
+ * so the order is deterministic.  Resources: -j CPU slots shared out
+ * (min(wanted, free), at least 1) and whole GPUs (a node wanting K starts
+ * when K are free and gets their ordinals).
+ *
+ * Failures (error, crash, signal, OOM kill) fail only that node: its
+ * dependents are skipped, independent nodes keep running (unless
+ * fail-fast).  Several builds may share a cache: a node is built under a
+ * lease on its key; a node whose lease another live build holds waits until
+ * the artifact appears (cached) or the lease frees (then builds it).
+ * SIGINT/SIGTERM stop the workers (SIGTERM, then SIGKILL) and return
+ * FLOW_E_INTERRUPTED; nothing partial is ever committed.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+/* Optional GPU detection: defined by the CUDA backend (kernels/) when it is
+ * built; a weak reference so the engine links without it. */
+int flow_cuda_device_count(void) __attribute__((weak));
+
+enum { S_WAIT, S_READY, S_RUN, S_DONE, S_FAIL, S_SKIP };
+enum { LEASE_TTL_S = 30, LEASE_RENEW_S = 10, TAIL_MAX = 16384 };
+
+typedef struct bnode {
+    int want;               /* in the closure of the targets */
+    int state;
+    int deps_left;
+    double est, prio;
+    int have_key;
+    char hex[33];
+    char *desc;             /* key description for the metadata */
+    int gpus_wanted;        /* resolved: 0..ngpus_total */
+    int threads;            /* granted */
+    int gpu[64]; int ngpu;  /* granted */
+    int leased;
+    pid_t pid;
+    int msg_fd, out_fd;
+    flow_buf in;            /* unparsed message bytes */
+    flow_buf err, metrics, report;
+    flow_buf tail;          /* last TAIL_MAX bytes of stdout/stderr */
+    int done_msg;
+    double dur, cpu;
+    long rss;
+    double start, next_try, renew_at;
+    double fraction;
+    char status[256];
+    const char *final;      /* "ran", "cached", "FAILED", "skipped" */
+} bnode;
+
+typedef struct sched {
+    flow_graph *g;
+    flow_store *s;
+    const build_options *opt;
+    bnode *b;
+    flow_hash *keys;
+    int jobs, free_slots;
+    int ngpus_total;
+    int gpu_ids[64];
+    int gpu_busy[64];
+    prog *p;
+    build_result *res;
+    int failed_any;
+    double t0;
+} sched;
+
+/* ---- signals: a self-pipe wakes the poll loop ---------------------------- */
+
+static int sig_pipe[2] = {-1, -1};
+static volatile sig_atomic_t sig_stop;
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    if (sig == SIGINT || sig == SIGTERM) sig_stop++;
+    if (sig_pipe[1] >= 0) {
+        char c = (char)sig;
+        ssize_t r = write(sig_pipe[1], &c, 1);
+        (void)r;
+    }
+    errno = saved;
+}
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static const char *node_name(const sched *S, int i) { return S->g->nodes[i].name; }
+
+static void tail_add(bnode *n, const char *p, size_t len)
+{
+    buf_add(&n->tail, p, len);
+    if (n->tail.len > 2 * TAIL_MAX) {
+        memmove(n->tail.data, n->tail.data + n->tail.len - TAIL_MAX, TAIL_MAX);
+        n->tail.len = TAIL_MAX;
+        n->tail.data[n->tail.len] = 0;
+    }
+}
+
+/* The last `lines` lines of the worker's output. */
+static const char *tail_lines(bnode *n, int lines)
+{
+    if (!n->tail.len) return NULL;
+    size_t end = n->tail.len;
+    while (end > 0 && n->tail.data[end - 1] == '\n') end--;
+    size_t i = end;
+    int seen = 0;
+    while (i > 0) {
+        if (n->tail.data[i - 1] == '\n' && ++seen == lines) break;
+        i--;
+    }
+    n->tail.data[end] = 0;
+    return n->tail.data + i;
+}
+
+/* Last recorded duration of node i in this graph, or 1 s. */
+static double estimate(sched *S, int i)
+{
+    flow_hash k;
+    int nk = 0;
+    flow_err e = {0};
+    if (store_last_builds(S->s, S->g->id, node_name(S, i), &k, 1, &nk, &e) != 0 || nk < 1)
+        return 1.0;
+    store_artifact *a = NULL;
+    if (store_get(S->s, &k, &a, &e) != 0) return 1.0;
+    double d = 1.0;
+    /* a JSON string value cannot contain the unescaped pattern, so the
+     * first match is the top-level field */
+    const char *p = a->meta_json ? strstr(a->meta_json, "\"duration_s\":") : NULL;
+    if (p) {
+        double v = strtod(p + 13, NULL);
+        if (isfinite(v) && v >= 0) d = v;
+    }
+    store_artifact_free(a);
+    return d;
+}
+
+static int resolve_targets(sched *S, flow_err *err)
+{
+    const build_options *o = S->opt;
+    flow_graph *g = S->g;
+    int *stack = xmalloc((size_t)g->n * sizeof *stack), sp = 0;
+    if (o->ntargets > 0) {
+        for (int t = 0; t < o->ntargets; t++) {
+            int i = graph_find(g, o->targets[t]);
+            if (i < 0) {
+                free(stack);
+                return flow_fail(err, FLOW_E_USAGE, "unknown target '%s': graph '%s' has no "
+                                 "node of that name (see `flow ls`)", o->targets[t],
+                                 g->path ? g->path : "");
+            }
+            if (!S->b[i].want) { S->b[i].want = 1; stack[sp++] = i; }
+        }
+    } else {
+        for (int i = 0; i < g->n; i++)
+            if (g->nodes[i].nusers == 0) { S->b[i].want = 1; stack[sp++] = i; }
+    }
+    while (sp > 0) {
+        int i = stack[--sp];
+        for (int d = 0; d < g->nodes[i].ndeps; d++) {
+            int j = g->nodes[i].deps[d];
+            if (!S->b[j].want) { S->b[j].want = 1; stack[sp++] = j; }
+        }
+    }
+    free(stack);
+    return 0;
+}
+
+/* GPUs node i asks for, after `gpus = all` and CPU fallback; fails (before
+ * anything runs) when it asks for more than exist and may not fall back. */
+static int resolve_gpus(sched *S, int i, flow_err *err)
+{
+    const graph_node *n = &S->g->nodes[i];
+    int want = n->gpus;
+    int fallback = n->device_auto;   /* graph.c applies the stage default */
+    int all = want < 0;
+    if (all) want = S->ngpus_total;
+    if (want > 64) want = 65;
+    if ((all && S->ngpus_total == 0) || want > S->ngpus_total) {
+        if (fallback) {
+            S->b[i].gpus_wanted = 0;
+            return 0;
+        }
+        char what[32];
+        if (all) snprintf(what, sizeof what, "all GPUs");
+        else snprintf(what, sizeof what, "%d GPU%s", n->gpus, n->gpus == 1 ? "" : "s");
+        return flow_fail(err, FLOW_E_PARAM, "node '%s' asks for %s but %d %s available "
+                         "(--gpus / CUDA devices); nothing was built.  Set `device = auto` "
+                         "on it to run on the CPU instead, or give it fewer GPUs", n->name,
+                         what, S->ngpus_total, S->ngpus_total == 1 ? "is" : "are");
+    }
+    S->b[i].gpus_wanted = want;
+    return 0;
+}
+
+/* ---- finishing nodes ------------------------------------------------------ */
+
+static void record(sched *S, int i)
+{
+    flow_err e = {0};
+    if (store_record_build(S->s, S->g->id, node_name(S, i), &S->keys[i], &e) != 0) {
+        char m[1200];
+        snprintf(m, sizeof m, "warning: node '%s': history not recorded: %s",
+                 node_name(S, i), e.msg);
+        prog_message(S->p, m);
+    }
+}
+
+static void release_lease(sched *S, int i)
+{
+    if (!S->b[i].leased) return;
+    flow_err e = {0};
+    store_lease_release(S->s, &S->keys[i], &e);
+    S->b[i].leased = 0;
+}
+
+static void mark_ready_users(sched *S, int i)
+{
+    const graph_node *n = &S->g->nodes[i];
+    for (int u = 0; u < n->nusers; u++) {
+        bnode *x = &S->b[n->users[u]];
+        if (!x->want || x->state != S_WAIT) continue;
+        if (--x->deps_left == 0) x->state = S_READY;
+    }
+}
+
+static void skip_node(sched *S, int i, const char *reason)
+{
+    bnode *n = &S->b[i];
+    n->state = S_SKIP;
+    n->final = "skipped";
+    S->res->skipped++;
+    prog_finish f = {0};
+    f.name = node_name(S, i);
+    f.stage = S->g->nodes[i].stage->name;
+    f.status = "skipped";
+    f.reason = reason;
+    prog_finished(S->p, NULL, &f);
+}
+
+/* Skips everything downstream of a failed node. */
+static void skip_users(sched *S, int i)
+{
+    const graph_node *n = &S->g->nodes[i];
+    for (int u = 0; u < n->nusers; u++) {
+        int j = n->users[u];
+        bnode *x = &S->b[j];
+        if (!x->want || x->state == S_SKIP || x->state == S_FAIL || x->state == S_DONE ||
+            x->state == S_RUN)
+            continue;
+        char why[300];
+        snprintf(why, sizeof why, "upstream node '%s' failed", node_name(S, i));
+        skip_node(S, j, why);
+        skip_users(S, j);
+    }
+}
+
+static void fail_node(sched *S, int i, const char *msg, const char *tail)
+{
+    bnode *n = &S->b[i];
+    n->state = S_FAIL;
+    n->final = "FAILED";
+    S->res->failed++;
+    S->failed_any = 1;
+    prog_finish f = {0};
+    f.name = node_name(S, i);
+    f.stage = S->g->nodes[i].stage->name;
+    f.status = "FAILED";
+    f.key = n->have_key ? n->hex : NULL;
+    f.duration_s = n->start > 0 ? sched_now() - n->start : 0;
+    f.cpu_s = n->cpu;
+    f.peak_rss_kb = n->rss;
+    f.error = msg;
+    f.log_tail = tail;
+    prog_finished(S->p, NULL, &f);
+    skip_users(S, i);
+}
+
+static void cached_node(sched *S, int i)
+{
+    bnode *n = &S->b[i];
+    n->state = S_DONE;
+    n->final = "cached";
+    S->res->cached++;
+    record(S, i);
+    prog_finish f = {0};
+    f.name = node_name(S, i);
+    f.stage = S->g->nodes[i].stage->name;
+    f.status = "cached";
+    f.key = n->hex;
+    prog_finished(S->p, NULL, &f);
+    mark_ready_users(S, i);
+}
+
+/* ---- running -------------------------------------------------------------- */
+
+static void free_resources(sched *S, bnode *n)
+{
+    S->free_slots += n->threads;
+    n->threads = 0;
+    for (int k = 0; k < n->ngpu; k++)
+        for (int d = 0; d < S->ngpus_total; d++)
+            if (S->gpu_ids[d] == n->gpu[k]) S->gpu_busy[d] = 0;
+    n->ngpu = 0;
+}
+
+static void to_prog_node(const sched *S, int i, prog_node *pn)
+{
+    const bnode *n = &S->b[i];
+    memset(pn, 0, sizeof *pn);
+    pn->name = node_name(S, i);
+    pn->stage = S->g->nodes[i].stage->name;
+    memcpy(pn->key, n->hex, sizeof pn->key);
+    pn->start = n->start;
+    pn->fraction = n->fraction;
+    pn->status = n->status[0] ? n->status : NULL;
+    pn->threads = n->threads;
+    pn->gpus = n->gpu;
+    pn->ngpus = n->ngpu;
+}
+
+static int spawn(sched *S, int i)
+{
+    bnode *n = &S->b[i];
+    const graph_node *gn = &S->g->nodes[i];
+    int want = gn->threads > 0 ? gn->threads : gn->stage->res.threads;
+    if (want <= 0 || want > S->jobs) want = S->jobs;
+    n->threads = want < S->free_slots ? want : S->free_slots;
+    S->free_slots -= n->threads;
+    n->ngpu = 0;
+    for (int d = 0; d < S->ngpus_total && n->ngpu < n->gpus_wanted; d++)
+        if (!S->gpu_busy[d]) {
+            S->gpu_busy[d] = 1;
+            n->gpu[n->ngpu++] = S->gpu_ids[d];
+        }
+    /* fds the child must not keep: the signal pipe and other workers' pipes */
+    int *cl = xmalloc((size_t)(2 * S->g->n + 2) * sizeof *cl), ncl = 0;
+    cl[ncl++] = sig_pipe[0];
+    cl[ncl++] = sig_pipe[1];
+    for (int j = 0; j < S->g->n; j++)
+        if (S->b[j].state == S_RUN) {
+            cl[ncl++] = S->b[j].msg_fd;
+            cl[ncl++] = S->b[j].out_fd;
+        }
+    worker_spec w = {0};
+    w.g = S->g;
+    w.node = i;
+    w.store_dir = store_dir(S->s);
+    w.store_opt = NULL;
+    w.key = S->keys[i];
+    w.keys = S->keys;
+    w.key_desc = n->desc;
+    w.threads = n->threads;
+    w.gpu_ids = n->gpu;
+    w.ngpus = n->ngpu;
+    w.verbose = S->opt->verbose;
+    w.close_fds = cl;
+    w.nclose = ncl;
+    flow_err e = {0};
+    n->start = sched_now();
+    int rc = worker_spawn(&w, &n->pid, &n->msg_fd, &n->out_fd, &e);
+    free(cl);
+    if (rc) {
+        free_resources(S, n);
+        release_lease(S, i);
+        fail_node(S, i, e.msg, NULL);
+        return rc;
+    }
+    n->state = S_RUN;
+    n->fraction = -1;
+    n->status[0] = 0;
+    n->renew_at = n->start + LEASE_RENEW_S;
+    prog_node pn;
+    to_prog_node(S, i, &pn);
+    prog_started(S->p, &pn);
+    return 0;
+}
+
+/* Parses complete frames from the worker's message buffer. */
+static void parse_msgs(sched *S, int i)
+{
+    bnode *n = &S->b[i];
+    size_t off = 0;
+    while (n->in.len - off >= WMSG_HDR) {
+        const unsigned char *h = (const unsigned char *)n->in.data + off;
+        size_t len = h[1] | (size_t)h[2] << 8 | (size_t)h[3] << 16 | (size_t)h[4] << 24;
+        if (len > WMSG_MAX) {   /* cannot happen with our writer */
+            n->in.len = off;
+            break;
+        }
+        if (n->in.len - off - WMSG_HDR < len) break;
+        const char *p = (const char *)h + WMSG_HDR;
+        switch (h[0]) {
+        case WMSG_PROGRESS: {
+            char tmp[600];
+            size_t k = len < sizeof tmp - 1 ? len : sizeof tmp - 1;
+            memcpy(tmp, p, k);
+            tmp[k] = 0;
+            char *rest;
+            n->fraction = strtod(tmp, &rest);
+            while (*rest == ' ') rest++;
+            snprintf(n->status, sizeof n->status, "%s", rest);
+            prog_node pn;
+            to_prog_node(S, i, &pn);
+            prog_progress(S->p, &pn);
+            break;
+        }
+        case WMSG_ERROR: buf_add(&n->err, p, len); break;
+        case WMSG_METRICS: buf_add(&n->metrics, p, len); break;
+        case WMSG_REPORT: buf_add(&n->report, p, len); break;
+        case WMSG_DONE: {
+            char tmp[128];
+            size_t k = len < sizeof tmp - 1 ? len : sizeof tmp - 1;
+            memcpy(tmp, p, k);
+            tmp[k] = 0;
+            if (sscanf(tmp, "%lf %lf %ld", &n->dur, &n->cpu, &n->rss) == 3) n->done_msg = 1;
+            break;
+        }
+        default: break;
+        }
+        off += WMSG_HDR + len;
+    }
+    if (off) {
+        memmove(n->in.data, n->in.data + off, n->in.len - off);
+        n->in.len -= off;
+    }
+}
+
+static void echo_output(sched *S, int i, const char *p, size_t len)
+{
+    if (!S->opt->verbose || S->opt->json) return;
+    /* prefix each line with the node name */
+    const char *end = p + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t k = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        char line[1200];
+        snprintf(line, sizeof line, "%s| %.*s", node_name(S, i), (int)(k > 1000 ? 1000 : k), p);
+        prog_message(S->p, line);
+        p += k + (nl ? 1 : 0);
+    }
+}
+
+/* Reads what is available on a worker's pipes. */
+static void drain(sched *S, int i)
+{
+    bnode *n = &S->b[i];
+    char buf[65536];
+    for (;;) {
+        ssize_t r = n->msg_fd >= 0 ? read(n->msg_fd, buf, sizeof buf) : 0;
+        if (r > 0) { buf_add(&n->in, buf, (size_t)r); continue; }
+        if (r < 0 && errno == EINTR) continue;
+        break;
+    }
+    parse_msgs(S, i);
+    for (;;) {
+        ssize_t r = n->out_fd >= 0 ? read(n->out_fd, buf, sizeof buf) : 0;
+        if (r > 0) {
+            tail_add(n, buf, (size_t)r);
+            echo_output(S, i, buf, (size_t)r);
+            continue;
+        }
+        if (r < 0 && errno == EINTR) continue;
+        break;
+    }
+}
+
+/* The worker of node i exited with wait status st. */
+static void finish(sched *S, int i, int st, const struct rusage *ru)
+{
+    bnode *n = &S->b[i];
+    drain(S, i);
+    close(n->msg_fd);
+    close(n->out_fd);
+    n->msg_fd = n->out_fd = -1;
+    n->pid = 0;
+    free_resources(S, n);
+    double wall = sched_now() - n->start;
+    int ok = WIFEXITED(st) && WEXITSTATUS(st) == 0 && n->done_msg && store_has(S->s, &S->keys[i]);
+    if (ok) {
+        release_lease(S, i);
+        n->state = S_DONE;
+        n->final = "ran";
+        S->res->ran++;
+        record(S, i);
+        prog_finish f = {0};
+        f.name = node_name(S, i);
+        f.stage = S->g->nodes[i].stage->name;
+        f.status = "ran";
+        f.key = n->hex;
+        f.duration_s = wall;
+        f.cpu_s = n->cpu;
+        f.peak_rss_kb = n->rss;
+        f.metrics = n->metrics.len ? n->metrics.data : NULL;
+        prog_finished(S->p, NULL, &f);
+        mark_ready_users(S, i);
+        return;
+    }
+    release_lease(S, i);
+    n->cpu = ru->ru_utime.tv_sec + ru->ru_utime.tv_usec * 1e-6 + ru->ru_stime.tv_sec +
+             ru->ru_stime.tv_usec * 1e-6;
+    n->rss = ru->ru_maxrss;
+    char msg[1600];
+    if (n->err.len) {
+        snprintf(msg, sizeof msg, "%s", n->err.data);
+    } else if (WIFSIGNALED(st)) {
+        int sig = WTERMSIG(st);
+        snprintf(msg, sizeof msg, "node '%s': worker killed by signal %d (%s)%s; peak RSS %ld MB",
+                 node_name(S, i), sig, strsignal(sig),
+                 sig == SIGKILL ? " — out of memory (OOM killer) or killed from outside"
+                 : sig == SIGSEGV || sig == SIGBUS ? " — the stage crashed"
+                 : sig == SIGABRT ? " — the stage aborted" : "",
+                 n->rss / 1024);
+    } else if (WIFEXITED(st) && WEXITSTATUS(st) != 0) {
+        snprintf(msg, sizeof msg, "node '%s': worker exited with status %d without a message",
+                 node_name(S, i), WEXITSTATUS(st));
+    } else {
+        snprintf(msg, sizeof msg, "node '%s': worker exited without storing its artifact",
+                 node_name(S, i));
+    }
+    fail_node(S, i, msg, tail_lines(n, 20));
+}
+
+/* ---- the ready queue ---------------------------------------------------- */
+
+static const sched *cmp_S;
+static int *cmp_pos;
+
+static int by_priority(const void *a, const void *b)
+{
+    int i = *(const int *)a, j = *(const int *)b;
+    double pi = cmp_S->b[i].prio, pj = cmp_S->b[j].prio;
+    if (pi > pj + 1e-9) return -1;
+    if (pj > pi + 1e-9) return 1;
+    return cmp_pos[i] - cmp_pos[j];
+}
+
+/* Computes node i's key; 1 if it is cached (done), 0 if it must run, -1 if
+ * it failed. */
+static int prepare(sched *S, int i)
+{
+    bnode *n = &S->b[i];
+    if (!n->have_key) {
+        flow_err e = {0};
+        flow_buf desc;
+        buf_init(&desc);
+        int rc = key_for_node(S->g, S->s, i, S->keys, &S->keys[i], &desc, &e);
+        if (rc) {
+            buf_release(&desc);
+            char msg[1200];
+            if (strncmp(e.msg, "node '", 6) == 0) snprintf(msg, sizeof msg, "%s", e.msg);
+            else snprintf(msg, sizeof msg, "node '%s': %s", node_name(S, i), e.msg);
+            fail_node(S, i, msg, NULL);
+            return -1;
+        }
+        n->desc = buf_detach(&desc, NULL);
+        n->have_key = 1;
+        flow_hash_hex(&S->keys[i], n->hex);
+    }
+    if (store_has(S->s, &S->keys[i])) {
+        cached_node(S, i);
+        return 1;
+    }
+    return 0;
+}
+
+/* Starts what can start.  Returns the earliest time a lease-blocked node
+ * should be retried (0 if none). */
+static double launch(sched *S, int *order, int *pos)
+{
+    double retry = 0;
+    for (int again = 1; again;) {
+        again = 0;
+        int nr = 0;
+        for (int i = 0; i < S->g->n; i++)
+            if (S->b[i].want && S->b[i].state == S_READY) order[nr++] = i;
+        cmp_S = S;
+        cmp_pos = pos;
+        qsort(order, (size_t)nr, sizeof *order, by_priority);
+        retry = 0;
+        for (int k = 0; k < nr; k++) {
+            int i = order[k];
+            bnode *n = &S->b[i];
+            if (n->state != S_READY) continue;
+            if (S->failed_any && !S->opt->keep_going) {
+                skip_node(S, i, "an earlier node failed (--fail-fast)");
+                continue;
+            }
+            int pr = prepare(S, i);
+            if (pr != 0) { again = 1; continue; }   /* cached or failed: users may be ready */
+            double now = sched_now();
+            if (n->next_try > now) {
+                if (!retry || n->next_try < retry) retry = n->next_try;
+                continue;
+            }
+            if (S->free_slots < 1) continue;
+            int gfree = 0;
+            for (int d = 0; d < S->ngpus_total; d++) gfree += !S->gpu_busy[d];
+            if (gfree < n->gpus_wanted) continue;
+            flow_err e = {0};
+            int rc = store_lease_take(S->s, &S->keys[i], LEASE_TTL_S, &e);
+            if (rc == FLOW_E_BUSY) {
+                /* another build runs it: wait for its artifact or its lease */
+                n->next_try = now + 0.2;
+                if (!retry || n->next_try < retry) retry = n->next_try;
+                continue;
+            }
+            if (rc) {
+                char msg[1200];
+                snprintf(msg, sizeof msg, "node '%s': cannot take the build lease: %s",
+                         node_name(S, i), e.msg);
+                fail_node(S, i, msg, NULL);
+                again = 1;
+                continue;
+            }
+            n->leased = 1;
+            if (store_has(S->s, &S->keys[i])) {   /* finished while we waited */
+                release_lease(S, i);
+                cached_node(S, i);
+                again = 1;
+                continue;
+            }
+            spawn(S, i);
+        }
+    }
+    return retry;
+}
+
+static int count_running(const sched *S)
+{
+    int r = 0;
+    for (int i = 0; i < S->g->n; i++) r += S->b[i].state == S_RUN;
+    return r;
+}
+
+static void renew_leases(sched *S)
+{
+    double now = sched_now();
+    for (int i = 0; i < S->g->n; i++) {
+        bnode *n = &S->b[i];
+        if (n->state != S_RUN || !n->leased || now < n->renew_at) continue;
+        flow_err e = {0};
+        store_lease_renew(S->s, &S->keys[i], LEASE_TTL_S, &e);
+        n->renew_at = now + LEASE_RENEW_S;
+    }
+}
+
+/* Stops every running worker: SIGTERM to its process group, SIGKILL after
+ * a grace period (or at once after a second Ctrl-C). */
+static void stop_all(sched *S)
+{
+    for (int i = 0; i < S->g->n; i++)
+        if (S->b[i].state == S_RUN) {
+            kill(-S->b[i].pid, SIGTERM);
+            kill(S->b[i].pid, SIGTERM);
+        }
+    double deadline = sched_now() + 3.0;
+    int stop0 = sig_stop;
+    for (;;) {
+        int left = 0;
+        for (int i = 0; i < S->g->n; i++) {
+            bnode *n = &S->b[i];
+            if (n->state != S_RUN) continue;
+            int st;
+            struct rusage ru;
+            pid_t r = wait4(n->pid, &st, WNOHANG, &ru);
+            if (r == n->pid || (r < 0 && errno == ECHILD)) {
+                drain(S, i);
+                close(n->msg_fd);
+                close(n->out_fd);
+                n->msg_fd = n->out_fd = -1;
+                free_resources(S, n);
+                release_lease(S, i);
+                skip_node(S, i, "interrupted");
+            } else {
+                left++;
+            }
+        }
+        if (!left) break;
+        if (sched_now() > deadline || sig_stop != stop0) {
+            for (int i = 0; i < S->g->n; i++)
+                if (S->b[i].state == S_RUN) {
+                    kill(-S->b[i].pid, SIGKILL);
+                    kill(S->b[i].pid, SIGKILL);
+                }
+            deadline = sched_now() + 3600;
+        }
+        usleep(20000);
+    }
+}
+
+static int detect_gpus(sched *S)
+{
+    const build_options *o = S->opt;
+    int n = 0;
+    if (o->fake_gpus > 0) {
+        for (int d = 0; d < o->fake_gpus && d < 64; d++) S->gpu_ids[n++] = d;
+    } else if (o->gpus_given) {
+        for (int d = 0; d < o->ngpus && d < 64; d++) S->gpu_ids[n++] = o->gpu_ids[d];
+    } else if (flow_cuda_device_count) {
+        int c = flow_cuda_device_count();
+        for (int d = 0; d < c && d < 64; d++) S->gpu_ids[n++] = d;
+    }
+    return n;
+}
+
+static long ncpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? n : 1;
+}
+
+int build_run(flow_graph *g, flow_store *s, const build_options *opt,
+              build_result *res, flow_err *err)
+{
+    memset(res, 0, sizeof *res);
+    sched S = {0};
+    S.g = g;
+    S.s = s;
+    S.opt = opt;
+    S.res = res;
+    S.t0 = sched_now();
+    S.jobs = opt->jobs > 0 ? opt->jobs : (int)ncpus();
+    S.free_slots = S.jobs;
+    S.ngpus_total = detect_gpus(&S);
+    S.b = xcalloc((size_t)g->n + 1, sizeof *S.b);
+    S.keys = xcalloc((size_t)g->n + 1, sizeof *S.keys);
+    for (int i = 0; i < g->n; i++) S.b[i].msg_fd = S.b[i].out_fd = -1;
+    int rc = resolve_targets(&S, err);
+    for (int i = 0; rc == 0 && i < g->n; i++)
+        if (S.b[i].want) rc = resolve_gpus(&S, i, err);
+    if (rc) {
+        free(S.b);
+        free(S.keys);
+        return rc;
+    }
+    /* critical path: priority = own estimate + the longest chain after it */
+    int *pos = xmalloc((size_t)g->n * sizeof *pos), total = 0;
+    for (int k = 0; k < g->n; k++) pos[g->topo[k]] = k;
+    for (int k = g->n - 1; k >= 0; k--) {
+        int i = g->topo[k];
+        bnode *n = &S.b[i];
+        if (!n->want) continue;
+        total++;
+        n->est = estimate(&S, i);
+        double best = 0;
+        for (int u = 0; u < g->nodes[i].nusers; u++) {
+            const bnode *x = &S.b[g->nodes[i].users[u]];
+            if (x->want && x->prio > best) best = x->prio;
+        }
+        n->prio = n->est + best;
+        n->deps_left = g->nodes[i].ndeps;
+        n->state = n->deps_left ? S_WAIT : S_READY;
+    }
+    prog_mode mode = opt->json ? PROG_JSON : opt->live ? PROG_LIVE : PROG_PLAIN;
+    S.p = prog_new(mode, stdout, total);
+
+    /* signals */
+    struct sigaction sa, old_int, old_term, old_chld;
+    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        prog_free(S.p);
+        free(pos);
+        free(S.b);
+        free(S.keys);
+        return flow_fail(err, FLOW_E_IO, "cannot create a pipe: %s", strerror(errno));
+    }
+    sig_stop = 0;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, &old_chld);
+
+    int *order = xmalloc((size_t)g->n * sizeof *order);
+    struct pollfd *pfd = xmalloc((size_t)(2 * g->n + 1) * sizeof *pfd);
+    int *pfd_node = xmalloc((size_t)(2 * g->n + 1) * sizeof *pfd_node);
+    const prog_node **live = xmalloc((size_t)g->n * sizeof *live + 1);
+    prog_node *live_buf = xmalloc((size_t)g->n * sizeof *live_buf + 1);
+    int interrupted = 0;
+    for (;;) {
+        if (sig_stop) {
+            interrupted = 1;
+            stop_all(&S);
+            break;
+        }
+        double retry = launch(&S, order, pos);
+        int running = count_running(&S);
+        if (running == 0 && retry == 0) break;
+        /* wait for worker output, exits, signals, or the next timer */
+        int np = 0;
+        pfd[np].fd = sig_pipe[0];
+        pfd[np].events = POLLIN;
+        pfd_node[np++] = -1;
+        for (int i = 0; i < g->n; i++)
+            if (S.b[i].state == S_RUN) {
+                pfd[np].fd = S.b[i].msg_fd;
+                pfd[np].events = POLLIN;
+                pfd_node[np++] = i;
+                pfd[np].fd = S.b[i].out_fd;
+                pfd[np].events = POLLIN;
+                pfd_node[np++] = i;
+            }
+        double now = sched_now();
+        double wake = now + (mode == PROG_LIVE ? 0.25 : 1.0);
+        if (retry && retry < wake) wake = retry;
+        int timeout = (int)((wake - now) * 1000) + 1;
+        if (timeout < 0) timeout = 0;
+        int pr = poll(pfd, (nfds_t)np, timeout);
+        if (pr < 0 && errno != EINTR) {
+            flow_fail(err, FLOW_E_IO, "poll: %s", strerror(errno));
+            sig_stop = 1;
+            continue;
+        }
+        if (pr > 0 && (pfd[0].revents & POLLIN)) {
+            char tmp[64];
+            while (read(sig_pipe[0], tmp, sizeof tmp) > 0) {}
+        }
+        for (int k = 1; pr > 0 && k < np; k++)
+            if (pfd[k].revents & (POLLIN | POLLHUP)) drain(&S, pfd_node[k]);
+        /* reap */
+        for (int i = 0; i < g->n; i++) {
+            bnode *n = &S.b[i];
+            if (n->state != S_RUN) continue;
+            int st;
+            struct rusage ru;
+            pid_t r = wait4(n->pid, &st, WNOHANG, &ru);
+            if (r == n->pid) finish(&S, i, st, &ru);
+        }
+        renew_leases(&S);
+        if (mode == PROG_LIVE) {
+            int nl = 0;
+            for (int i = 0; i < g->n; i++)
+                if (S.b[i].state == S_RUN) {
+                    to_prog_node(&S, i, &live_buf[nl]);
+                    live[nl] = &live_buf[nl];
+                    nl++;
+                }
+            prog_tick(S.p, live, nl);
+        }
+    }
+    /* whatever never started (fail-fast, interrupt) is skipped */
+    for (int k = 0; k < g->n; k++) {
+        int i = g->topo[k];
+        bnode *n = &S.b[i];
+        if (n->want && (n->state == S_WAIT || n->state == S_READY))
+            skip_node(&S, i, interrupted ? "interrupted" : "an earlier node failed (--fail-fast)");
+    }
+    res->seconds = sched_now() - S.t0;
+    /* reports of the nodes that ran, in graph order */
+    if (!opt->json)
+        for (int k = 0; k < g->n; k++) {
+            bnode *n = &S.b[g->topo[k]];
+            if (!n->report.len) continue;
+            char head[300];
+            snprintf(head, sizeof head, "\n== %s ==", node_name(&S, g->topo[k]));
+            prog_message(S.p, head);
+            prog_message(S.p, n->report.data);
+        }
+    prog_summary(S.p, res, interrupted);
+
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGCHLD, &old_chld, NULL);
+    close(sig_pipe[0]);
+    close(sig_pipe[1]);
+    sig_pipe[0] = sig_pipe[1] = -1;
+
+    prog_free(S.p);
+    for (int i = 0; i < g->n; i++) {
+        bnode *n = &S.b[i];
+        free(n->desc);
+        buf_release(&n->in);
+        buf_release(&n->err);
+        buf_release(&n->metrics);
+        buf_release(&n->report);
+        buf_release(&n->tail);
+    }
+    free(live);
+    free(live_buf);
+    free(pfd);
+    free(pfd_node);
+    free(order);
+    free(pos);
+    free(S.b);
+    free(S.keys);
+    if (interrupted)
+        return flow_fail(err, FLOW_E_INTERRUPTED, "interrupted: running nodes were stopped "
+                         "and nothing partial was stored; run the build again to resume");
+    if (res->failed)
+        return flow_fail(err, FLOW_E_STAGE, "%d node%s failed", res->failed,
+                         res->failed == 1 ? "" : "s");
+    return 0;
+}

@@ -1,0 +1,791 @@
+/* worker.c — one forked worker process per node, and the stage API it
+ * offers (engine.h's stage API except flow_param_*, flow_node_name,
+ * flow_graph_dir (params.c) and flow_file_hash (filehash.c)).
+ *
+ * The scheduler (build.c) forks; the child becomes the leader of its own
+ * process group, opens its OWN flow_store (an LMDB environment must never
+ * be used across fork), loads the input artifacts, runs the stage, writes
+ * its parts through a store_writer and commits the artifact with metadata
+ * and log itself, then exits.  A failing, crashing or killed worker commits
+ * nothing.  The child reports back over two pipes: framed messages
+ * (sched.h: progress, error, metrics, report, done) and its raw
+ * stdout/stderr, which also carries every flow_log line, so the parent
+ * still has the log tail of a worker that died on a signal.
+ *
+ * Resource usage (wall, CPU, peak RSS) is measured by the worker itself
+ * just before the commit (getrusage of itself and its children), so the
+ * artifact is written once, atomically, with its final metadata.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+/* The view one input binding gives of its artifact: the parts it sees and
+ * the names it sees them under. */
+typedef struct in_view {
+    int n;
+    int *part;              /* index into the artifact's parts */
+    const char **vis;       /* visible name (points into the part name) */
+} in_view;
+
+typedef struct metric {
+    char *name;
+    char *json;             /* the value as JSON text */
+} metric;
+
+struct flow_out_stream {
+    flow_ctx *c;
+};
+
+struct flow_in_stream {
+    store_reader *r;
+    flow_ctx *c;
+};
+
+struct worker_state {
+    const worker_spec *spec;
+    int msg_fd;
+    in_view **views;        /* [port][ref] */
+    const char ***in_names; /* [port][ref], made on demand */
+    metric *m; int nm;
+    char **outs; int nouts; /* part names written, for uniqueness */
+    struct flow_out_stream stream;
+    int stream_open;
+    char stream_part[512];
+    int out_failed;         /* a store write failed: the node fails */
+    double start;
+};
+
+double sched_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- messages ---------------------------------------------------------- */
+
+void wmsg_send(int fd, int type, const void *data, size_t len)
+{
+    if (fd < 0) return;
+    const char *p = data;
+    do {
+        size_t n = len > WMSG_MAX - WMSG_HDR ? WMSG_MAX - WMSG_HDR : len;
+        unsigned char frame[WMSG_MAX];
+        frame[0] = (unsigned char)type;
+        frame[1] = (unsigned char)(n & 0xff);
+        frame[2] = (unsigned char)((n >> 8) & 0xff);
+        frame[3] = (unsigned char)((n >> 16) & 0xff);
+        frame[4] = (unsigned char)((n >> 24) & 0xff);
+        if (n) memcpy(frame + WMSG_HDR, p, n);
+        size_t tot = n + WMSG_HDR, off = 0;
+        while (off < tot) {
+            ssize_t w = write(fd, frame + off, tot - off);
+            if (w < 0) {
+                if (errno == EINTR) continue;
+                return;     /* parent gone: nothing to tell */
+            }
+            off += (size_t)w;
+        }
+        p += n;
+        len -= n;
+    } while (len > 0);
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* ---- failing ----------------------------------------------------------- */
+
+static int ctx_vfail(flow_ctx *c, int code, const char *fmt, va_list ap)
+{
+    char msg[sizeof c->err.msg];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    const char *name = c->g ? c->g->nodes[c->node].name : "?";
+    /* keep the first failure: later ones are usually consequences */
+    if (c->err.code == 0) {
+        flow_buf b;
+        buf_init(&b);
+        buf_printf(&b, "node '%s': %s", name, msg);
+        size_t n = b.len < sizeof c->err.msg - 1 ? b.len : sizeof c->err.msg - 1;
+        memcpy(c->err.msg, b.data, n);
+        c->err.msg[n] = 0;
+        buf_release(&b);
+        c->err.code = code ? code : FLOW_E_STAGE;
+    }
+    return code ? code : FLOW_E_STAGE;
+}
+
+static int ctx_fail(flow_ctx *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int ctx_fail(flow_ctx *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = ctx_vfail(c, code, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int flow_ctx_fail(flow_ctx *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = ctx_vfail(c, code, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* ---- node info, resources ---------------------------------------------- */
+
+int flow_threads(flow_ctx *c) { return c->threads > 0 ? c->threads : 1; }
+int flow_gpu_count(flow_ctx *c) { return c->ngpus; }
+
+int flow_gpu_id(flow_ctx *c, int i)
+{
+    if (i < 0 || i >= c->ngpus)
+        FLOW_BUG("node '%s': flow_gpu_id(%d) but %d GPUs granted",
+                 flow_node_name(c), i, c->ngpus);
+    return c->gpu_ids[i];
+}
+
+/* ---- inputs ------------------------------------------------------------ */
+
+static int port_index(flow_ctx *c, const char *port)
+{
+    const flow_stage *st = c->g->nodes[c->node].stage;
+    for (int i = 0; i < st->ninputs; i++)
+        if (strcmp(st->inputs[i].name, port) == 0) return i;
+    FLOW_BUG("stage '%s' has no input port '%s'", st->name, port);
+}
+
+int flow_in_count(flow_ctx *c, const char *port)
+{
+    int p = port_index(c, port);
+    return c->g->nodes[c->node].inputs[p].nrefs;
+}
+
+const char *flow_in_name(flow_ctx *c, const char *port, int idx)
+{
+    int p = port_index(c, port);
+    const graph_binding *bd = &c->g->nodes[c->node].inputs[p];
+    if (!c->ws || idx < 0 || idx >= bd->nrefs)
+        FLOW_BUG("node '%s': input '%s'[%d] does not exist (%d bound)", flow_node_name(c),
+                 port, idx, bd->nrefs);
+    const char **names = c->ws->in_names[p];
+    if (!names[idx]) {
+        const graph_ref *r = &bd->refs[idx];
+        flow_buf b;
+        buf_init(&b);
+        buf_adds(&b, c->g->nodes[r->node].name);
+        if (r->output) buf_printf(&b, ".%s", r->output);
+        names[idx] = buf_detach(&b, NULL);
+    }
+    return names[idx];
+}
+
+static const in_view *view_of(flow_ctx *c, const char *port, int idx)
+{
+    int p = port_index(c, port);
+    if (!c->ws || idx < 0 || idx >= c->g->nodes[c->node].inputs[p].nrefs)
+        FLOW_BUG("node '%s': input '%s'[%d] does not exist (%d bound)",
+                 flow_node_name(c), port, idx, c->g->nodes[c->node].inputs[p].nrefs);
+    return &c->ws->views[p][idx];
+}
+
+static store_artifact *art_of(flow_ctx *c, const char *port, int idx)
+{
+    return c->in_art[port_index(c, port)][idx];
+}
+
+int flow_in_nparts(flow_ctx *c, const char *port, int idx)
+{
+    return view_of(c, port, idx)->n;
+}
+
+const char *flow_in_part_name(flow_ctx *c, const char *port, int idx, int part)
+{
+    const in_view *v = view_of(c, port, idx);
+    if (part < 0 || part >= v->n)
+        FLOW_BUG("node '%s': input '%s'[%d] part %d of %d", flow_node_name(c), port,
+                 idx, part, v->n);
+    return v->vis[part];
+}
+
+/* The artifact part index a visible name refers to, or -1. */
+static int find_part(flow_ctx *c, const char *port, int idx, const char *name)
+{
+    const in_view *v = view_of(c, port, idx);
+    for (int i = 0; i < v->n; i++)
+        if (strcmp(v->vis[i], name) == 0) return v->part[i];
+    return -1;
+}
+
+int flow_in_has(flow_ctx *c, const char *port, int idx, const char *part)
+{
+    return find_part(c, port, idx, part) >= 0;
+}
+
+uint64_t flow_in_part_size(flow_ctx *c, const char *port, int idx, const char *part)
+{
+    int k = find_part(c, port, idx, part);
+    return k < 0 ? 0 : art_of(c, port, idx)->parts[k].size;
+}
+
+static int missing_part(flow_ctx *c, const char *port, int idx, const char *part)
+{
+    const graph_ref *r = &c->g->nodes[c->node].inputs[port_index(c, port)].refs[idx];
+    const in_view *v = view_of(c, port, idx);
+    flow_buf names;
+    buf_init(&names);
+    for (int i = 0; i < v->n && names.len < 300; i++)
+        buf_printf(&names, "%s'%s'", i ? ", " : "", v->vis[i]);
+    int rc = ctx_fail(c, FLOW_E_NOTFOUND,
+                      "input '%s' (from '%s%s%s') has no part '%s' (it has %d: %s)",
+                      port, c->g->nodes[r->node].name, r->output ? "." : "",
+                      r->output ? r->output : "", part, v->n, names.len ? names.data : "none");
+    buf_release(&names);
+    return rc;
+}
+
+int flow_in_read(flow_ctx *c, const char *port, int idx, const char *part,
+                 char **data, size_t *len)
+{
+    int k = find_part(c, port, idx, part);
+    if (k < 0) return missing_part(c, port, idx, part);
+    store_artifact *a = art_of(c, port, idx);
+    flow_err e = {0};
+    int rc = store_read_part(c->store, &a->key, a->parts[k].name, data, len, &e);
+    if (rc) return ctx_fail(c, rc, "reading input '%s' part '%s': %s", port, part, e.msg);
+    return 0;
+}
+
+int flow_in_open(flow_ctx *c, const char *port, int idx, const char *part,
+                 flow_in_stream **out)
+{
+    int k = find_part(c, port, idx, part);
+    if (k < 0) return missing_part(c, port, idx, part);
+    store_artifact *a = art_of(c, port, idx);
+    flow_err e = {0};
+    store_reader *r;
+    int rc = store_reader_open(c->store, &a->key, a->parts[k].name, &r, &e);
+    if (rc) return ctx_fail(c, rc, "opening input '%s' part '%s': %s", port, part, e.msg);
+    flow_in_stream *s = xcalloc(1, sizeof *s);
+    s->r = r;
+    s->c = c;
+    *out = s;
+    return 0;
+}
+
+long long flow_in_stream_read(flow_in_stream *s, void *buf, size_t cap)
+{
+    flow_err e = {0};
+    long long n = store_reader_read(s->r, buf, cap, &e);
+    if (n < 0) return ctx_fail(s->c, (int)n, "reading input: %s", e.msg);
+    return n;
+}
+
+void flow_in_stream_close(flow_in_stream *s)
+{
+    if (!s) return;
+    store_reader_free(s->r);
+    free(s);
+}
+
+const char *flow_in_meta(flow_ctx *c, const char *port, int idx)
+{
+    view_of(c, port, idx);  /* bounds check */
+    return art_of(c, port, idx)->meta_json;
+}
+
+/* ---- outputs ----------------------------------------------------------- */
+
+static int check_part_name(flow_ctx *c, const char *part)
+{
+    const flow_stage *st = c->g->nodes[c->node].stage;
+    size_t n = strlen(part);
+    if (n == 0 || n > 400 || part[0] == '/' || part[n - 1] == '/' || strstr(part, "//") ||
+        strcmp(part, "..") == 0 || strncmp(part, "../", 3) == 0 || strstr(part, "/../") ||
+        (n >= 3 && strcmp(part + n - 3, "/..") == 0) || strcmp(part, ".") == 0 ||
+        strncmp(part, "./", 2) == 0 || strstr(part, "/./"))
+        return ctx_fail(c, FLOW_E_STAGE, "bad output part name '%s' (need a relative "
+                        "path without '.', '..' or empty components)", part);
+    if (st->noutputs > 0) {
+        int ok = 0;
+        for (int i = 0; i < st->noutputs && !ok; i++) {
+            size_t k = strlen(st->outputs[i].name);
+            ok = strncmp(part, st->outputs[i].name, k) == 0 && (part[k] == 0 || part[k] == '/');
+        }
+        if (!ok)
+            return ctx_fail(c, FLOW_E_STAGE, "output part '%s' is under none of the "
+                            "outputs stage '%s' declares", part, st->name);
+    }
+    struct worker_state *ws = c->ws;
+    for (int i = 0; i < ws->nouts; i++)
+        if (strcmp(ws->outs[i], part) == 0)
+            return ctx_fail(c, FLOW_E_STAGE, "output part '%s' written twice", part);
+    if (ws->stream_open)
+        return ctx_fail(c, FLOW_E_STAGE, "output part '%s' begun while part '%s' is "
+                        "still open (close the stream first)", part, ws->stream_part);
+    ws->outs = xrealloc(ws->outs, (size_t)(ws->nouts + 1) * sizeof *ws->outs);
+    ws->outs[ws->nouts++] = xstrdup(part);
+    return 0;
+}
+
+static int out_err(flow_ctx *c, int rc, const char *part, const flow_err *e)
+{
+    c->ws->out_failed = 1;
+    return ctx_fail(c, rc, "writing output part '%s': %s", part, e->msg);
+}
+
+int flow_out_write(flow_ctx *c, const char *part, int kind, const void *data, size_t len)
+{
+    if (!c->ws) FLOW_BUG("flow_out_write outside a worker");
+    int rc = check_part_name(c, part);
+    if (rc) return rc;
+    flow_err e = {0};
+    if ((rc = store_part_begin(c->writer, part, kind, &e)) ||
+        (len && (rc = store_part_write(c->writer, data, len, &e))) ||
+        (rc = store_part_end(c->writer, &e)))
+        return out_err(c, rc, part, &e);
+    return 0;
+}
+
+int flow_out_open(flow_ctx *c, const char *part, int kind, flow_out_stream **out)
+{
+    if (!c->ws) FLOW_BUG("flow_out_open outside a worker");
+    int rc = check_part_name(c, part);
+    if (rc) return rc;
+    flow_err e = {0};
+    if ((rc = store_part_begin(c->writer, part, kind, &e))) return out_err(c, rc, part, &e);
+    struct worker_state *ws = c->ws;
+    ws->stream_open = 1;
+    snprintf(ws->stream_part, sizeof ws->stream_part, "%s", part);
+    ws->stream.c = c;
+    *out = &ws->stream;
+    return 0;
+}
+
+int flow_out_stream_write(flow_out_stream *s, const void *data, size_t len)
+{
+    flow_ctx *c = s->c;
+    if (!c->ws->stream_open) FLOW_BUG("write to a closed output stream");
+    if (!len) return 0;
+    flow_err e = {0};
+    int rc = store_part_write(c->writer, data, len, &e);
+    return rc ? out_err(c, rc, c->ws->stream_part, &e) : 0;
+}
+
+int flow_out_stream_close(flow_out_stream *s)
+{
+    flow_ctx *c = s->c;
+    if (!c->ws->stream_open) FLOW_BUG("output stream closed twice");
+    c->ws->stream_open = 0;
+    flow_err e = {0};
+    int rc = store_part_end(c->writer, &e);
+    return rc ? out_err(c, rc, c->ws->stream_part, &e) : 0;
+}
+
+/* ---- log, metrics, report, progress ------------------------------------ */
+
+void flow_log(flow_ctx *c, const char *fmt, ...)
+{
+    size_t at = c->log.len;
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&c->log, fmt, ap);
+    va_end(ap);
+    if (c->log.len == at || c->log.data[c->log.len - 1] != '\n') buf_addc(&c->log, '\n');
+    /* the worker's stderr is the pipe to the scheduler: the parent keeps the
+     * tail (for failures, even after a crash) and echoes it with -v */
+    if (c->ws) write_all(2, c->log.data + at, c->log.len - at);
+}
+
+static void metric_set(flow_ctx *c, const char *name, const char *json)
+{
+    struct worker_state *ws = c->ws;
+    if (!ws) return;
+    for (int i = 0; i < ws->nm; i++)
+        if (strcmp(ws->m[i].name, name) == 0) {
+            free(ws->m[i].json);
+            ws->m[i].json = xstrdup(json);
+            return;
+        }
+    ws->m = xrealloc(ws->m, (size_t)(ws->nm + 1) * sizeof *ws->m);
+    ws->m[ws->nm].name = xstrdup(name);
+    ws->m[ws->nm].json = xstrdup(json);
+    ws->nm++;
+}
+
+void flow_metric(flow_ctx *c, const char *name, double value)
+{
+    flow_buf b;
+    buf_init(&b);
+    buf_json_num(&b, value);
+    metric_set(c, name, b.data);
+    buf_release(&b);
+}
+
+void flow_metric_str(flow_ctx *c, const char *name, const char *value)
+{
+    flow_buf b;
+    buf_init(&b);
+    buf_json_str(&b, value, strlen(value));
+    metric_set(c, name, b.data);
+    buf_release(&b);
+}
+
+void flow_report(flow_ctx *c, const char *text)
+{
+    buf_adds(&c->report, text);
+    if (c->report.len && c->report.data[c->report.len - 1] != '\n') buf_addc(&c->report, '\n');
+}
+
+void flow_progress(flow_ctx *c, double fraction, const char *fmt, ...)
+{
+    if (c->progress_fd < 0) return;
+    double now = sched_now();
+    /* forward at most 10 per second, but always the end */
+    if (now - c->last_progress < 0.1 && fraction < 1.0) return;
+    c->last_progress = now;
+    char msg[512];
+    int n = snprintf(msg, sizeof msg, "%.6f ", fraction < 0 ? -1.0 : fraction > 1 ? 1.0 : fraction);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    va_end(ap);
+    for (char *p = msg; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t' || *p == 033) *p = ' ';
+    wmsg_send(c->progress_fd, WMSG_PROGRESS, msg, strlen(msg));
+}
+
+/* ---- checkpoints -------------------------------------------- */
+
+int flow_checkpoint_save(flow_ctx *c, const void *data, size_t len)
+{
+    flow_err e = {0};
+    int rc = store_checkpoint_put(c->store, &c->key, data, len, &e);
+    return rc ? ctx_fail(c, rc, "saving checkpoint (%zu bytes): %s", len, e.msg) : 0;
+}
+
+int flow_checkpoint_load(flow_ctx *c, char **data, size_t *len)
+{
+    flow_err e = {0};
+    int rc = store_checkpoint_get(c->store, &c->key, data, len, &e);
+    if (rc == FLOW_E_NOTFOUND) return rc;
+    return rc ? ctx_fail(c, rc, "loading checkpoint: %s", e.msg) : 0;
+}
+
+/* ---- the child ---------------------------------------------------------- */
+
+static void param_json(flow_buf *b, const graph_value *v)
+{
+    switch (v->type) {
+    case FLOW_P_INT: buf_printf(b, "%lld", (long long)v->i); break;
+    case FLOW_P_FLOAT: buf_json_num(b, v->f); break;
+    case FLOW_P_BOOL: buf_adds(b, v->i ? "true" : "false"); break;
+    case FLOW_P_STRING:
+    case FLOW_P_PATH: buf_json_str(b, v->s ? v->s : "", v->s ? strlen(v->s) : 0); break;
+    case FLOW_P_LIST:
+        buf_addc(b, '[');
+        for (int i = 0; i < v->nitems; i++) {
+            if (i) buf_addc(b, ',');
+            param_json(b, &v->items[i]);
+        }
+        buf_addc(b, ']');
+        break;
+    }
+}
+
+static void json_s(flow_buf *b, const char *s) { buf_json_str(b, s, strlen(s)); }
+
+static void metrics_json(const struct worker_state *ws, flow_buf *b)
+{
+    buf_addc(b, '{');
+    for (int i = 0; i < ws->nm; i++) {
+        if (i) buf_addc(b, ',');
+        json_s(b, ws->m[i].name);
+        buf_addc(b, ':');
+        buf_adds(b, ws->m[i].json);
+    }
+    buf_addc(b, '}');
+}
+
+/* The artifact metadata (see the brief in sched.h's users: flow show / why
+ * / status read these fields). */
+static void meta_json(flow_ctx *c, const worker_spec *sp, double end, double cpu_s,
+                      long rss_kb, flow_buf *b)
+{
+    const graph_node *n = &c->g->nodes[c->node];
+    const flow_stage *st = n->stage;
+    char hex[33], host[256] = "";
+    flow_hash_hex(&c->key, hex);
+    gethostname(host, sizeof host - 1);
+    buf_adds(b, "{\"node\":");
+    json_s(b, n->name);
+    buf_adds(b, ",\"stage\":");
+    json_s(b, st->name);
+    buf_printf(b, ",\"version\":%d,\"graph\":", st->version);
+    json_s(b, c->g->path ? c->g->path : "");
+    buf_adds(b, ",\"graph_id\":");
+    json_s(b, c->g->id ? c->g->id : "");
+    buf_printf(b, ",\"key\":\"%s\",\"params\":{", hex);
+    for (int i = 0; i < st->nparams; i++) {
+        if (i) buf_addc(b, ',');
+        json_s(b, st->params[i].name);
+        buf_addc(b, ':');
+        param_json(b, &n->params[i]);
+    }
+    buf_adds(b, "},\"inputs\":{");
+    for (int p = 0; p < st->ninputs; p++) {
+        if (p) buf_addc(b, ',');
+        json_s(b, st->inputs[p].name);
+        buf_adds(b, ":[");
+        for (int r = 0; r < n->inputs[p].nrefs; r++) {
+            const graph_ref *ref = &n->inputs[p].refs[r];
+            flow_hash h;
+            char ch[33] = "";
+            if (ref_content(c->in_art[p][r], ref->output, &h) == 0) flow_hash_hex(&h, ch);
+            buf_adds(b, r ? ",{\"node\":" : "{\"node\":");
+            json_s(b, c->g->nodes[ref->node].name);
+            buf_adds(b, ",\"output\":");
+            if (ref->output) json_s(b, ref->output);
+            else buf_adds(b, "null");
+            buf_printf(b, ",\"content\":\"%s\"}", ch);
+        }
+        buf_addc(b, ']');
+    }
+    buf_adds(b, "},\"key_desc\":");
+    json_s(b, sp->key_desc ? sp->key_desc : "");
+    buf_printf(b, ",\"start\":%.3f,\"end\":%.3f,\"duration_s\":%.6f,\"cpu_s\":%.6f,"
+               "\"peak_rss_kb\":%ld,\"threads\":%d,\"host\":",
+               c->ws->start, end, end - c->ws->start, cpu_s, rss_kb, c->threads);
+    json_s(b, host);
+    buf_adds(b, ",\"metrics\":");
+    metrics_json(c->ws, b);
+    buf_adds(b, ",\"report\":");
+    buf_json_str(b, c->report.data ? c->report.data : "", c->report.len);
+    buf_adds(b, ",\"gpus\":[");
+    for (int i = 0; i < c->ngpus; i++) buf_printf(b, i ? ",%d" : "%d", c->gpu_ids[i]);
+    buf_adds(b, "]}");
+}
+
+static void self_usage(double *cpu_s, long *rss_kb)
+{
+    struct rusage self, kids;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &kids);
+    *cpu_s = self.ru_utime.tv_sec + self.ru_utime.tv_usec * 1e-6 + self.ru_stime.tv_sec +
+             self.ru_stime.tv_usec * 1e-6 + kids.ru_utime.tv_sec + kids.ru_utime.tv_usec * 1e-6 +
+             kids.ru_stime.tv_sec + kids.ru_stime.tv_usec * 1e-6;
+    *rss_kb = self.ru_maxrss > kids.ru_maxrss ? self.ru_maxrss : kids.ru_maxrss;
+}
+
+static void child_fail(int msg_fd, const char *msg)
+{
+    fflush(stdout);
+    wmsg_send(msg_fd, WMSG_ERROR, msg, strlen(msg));
+    _exit(1);
+}
+
+/* Runs the node; never returns. */
+static void __attribute__((noreturn)) worker_child(const worker_spec *sp, int msg_fd)
+{
+    const graph_node *n = &sp->g->nodes[sp->node];
+    const flow_stage *st = n->stage;
+    struct worker_state ws = {0};
+    ws.spec = sp;
+    ws.msg_fd = msg_fd;
+    ws.start = sched_now();
+    flow_ctx c = {0};
+    c.g = sp->g;
+    c.node = sp->node;
+    c.key = sp->key;
+    c.threads = sp->threads;
+    c.gpu_ids = (int *)sp->gpu_ids;
+    c.ngpus = sp->ngpus;
+    c.progress_fd = msg_fd;
+    c.ws = &ws;
+    buf_init(&c.log);
+    buf_init(&c.metrics);
+    buf_init(&c.report);
+
+    flow_err e = {0};
+    char msg[sizeof e.msg + 128];
+    if (store_open(&c.store, sp->store_dir, sp->store_opt, &e)) {
+        snprintf(msg, sizeof msg, "node '%s': cannot open the cache: %s", n->name, e.msg);
+        child_fail(msg_fd, msg);
+    }
+    /* inputs */
+    c.in_art = xcalloc((size_t)st->ninputs + 1, sizeof *c.in_art);
+    ws.views = xcalloc((size_t)st->ninputs + 1, sizeof *ws.views);
+    ws.in_names = xcalloc((size_t)st->ninputs + 1, sizeof *ws.in_names);
+    for (int p = 0; p < st->ninputs; p++) {
+        const graph_binding *bd = &n->inputs[p];
+        c.in_art[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **c.in_art);
+        ws.views[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **ws.views);
+        ws.in_names[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **ws.in_names);
+        for (int r = 0; r < bd->nrefs; r++) {
+            const graph_ref *ref = &bd->refs[r];
+            if (store_get(c.store, &sp->keys[ref->node], &c.in_art[p][r], &e)) {
+                snprintf(msg, sizeof msg, "node '%s': input '%s' from node '%s': %s",
+                         n->name, st->inputs[p].name, sp->g->nodes[ref->node].name, e.msg);
+                child_fail(msg_fd, msg);
+            }
+            store_artifact *a = c.in_art[p][r];
+            in_view *v = &ws.views[p][r];
+            v->part = xcalloc((size_t)a->nparts + 1, sizeof *v->part);
+            v->vis = xcalloc((size_t)a->nparts + 1, sizeof *v->vis);
+            size_t ol = ref->output ? strlen(ref->output) : 0;
+            for (int k = 0; k < a->nparts; k++) {
+                const char *name = a->parts[k].name;
+                if (!ref->output) {
+                    v->vis[v->n] = name;
+                } else if (strncmp(name, ref->output, ol) == 0 && name[ol] == 0) {
+                    v->vis[v->n] = name + ol;           /* the output itself: "" */
+                } else if (strncmp(name, ref->output, ol) == 0 && name[ol] == '/') {
+                    v->vis[v->n] = name + ol + 1;
+                } else {
+                    continue;
+                }
+                v->part[v->n++] = k;
+            }
+        }
+    }
+    if (store_writer_new(c.store, &c.writer, &e)) {
+        snprintf(msg, sizeof msg, "node '%s': %s", n->name, e.msg);
+        child_fail(msg_fd, msg);
+    }
+
+    int rc = st->run(&c);
+
+    if (rc == 0 && ws.stream_open)
+        rc = ctx_fail(&c, FLOW_E_STAGE, "stage '%s' returned with output part '%s' still "
+                      "open", st->name, ws.stream_part);
+    if (rc == 0 && (ws.out_failed || c.err.code))
+        rc = c.err.code ? c.err.code : FLOW_E_STAGE;   /* a swallowed write error */
+    if (rc != 0) {
+        if (c.err.code == 0)
+            snprintf(c.err.msg, sizeof c.err.msg, "node '%s': stage '%s' failed (code %d) "
+                     "without a message", n->name, st->name, rc);
+        child_fail(msg_fd, c.err.msg);
+    }
+
+    double cpu_s;
+    long rss_kb;
+    self_usage(&cpu_s, &rss_kb);
+    double end = sched_now();
+    flow_buf meta;
+    buf_init(&meta);
+    meta_json(&c, sp, end, cpu_s, rss_kb, &meta);
+    if (store_writer_commit(c.writer, &c.key, meta.data, c.log.data ? c.log.data : "",
+                            c.log.len, &e)) {
+        snprintf(msg, sizeof msg, "node '%s': storing its artifact: %s", n->name, e.msg);
+        child_fail(msg_fd, msg);
+    }
+    /* the artifact is there: the checkpoint has served its purpose */
+    store_checkpoint_drop(c.store, &c.key, &e);
+    flow_buf m;
+    buf_init(&m);
+    metrics_json(&ws, &m);
+    wmsg_send(msg_fd, WMSG_METRICS, m.data, m.len);
+    if (c.report.len) wmsg_send(msg_fd, WMSG_REPORT, c.report.data, c.report.len);
+    char done[128];
+    snprintf(done, sizeof done, "%.6f %.6f %ld", end - ws.start, cpu_s, rss_kb);
+    wmsg_send(msg_fd, WMSG_DONE, done, strlen(done));
+    store_close(c.store);
+    fflush(stdout);
+    /* _exit: no atexit handlers, no flushing of stdio buffers inherited from
+     * the parent, no leak check of memory the process is about to drop */
+    _exit(0);
+}
+
+static int pipe_cloexec(int fds[2])
+{
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+    return 0;
+}
+
+int worker_spawn(const worker_spec *sp, pid_t *pid, int *msg_fd, int *out_fd, flow_err *err)
+{
+    int mp[2], op[2];
+    const char *name = sp->g->nodes[sp->node].name;
+    if (pipe_cloexec(mp) != 0)
+        return flow_fail(err, FLOW_E_IO, "node '%s': cannot create a pipe: %s", name,
+                         strerror(errno));
+    if (pipe_cloexec(op) != 0) {
+        int er = errno;
+        close(mp[0]);
+        close(mp[1]);
+        return flow_fail(err, FLOW_E_IO, "node '%s': cannot create a pipe: %s", name,
+                         strerror(er));
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t parent = getpid();
+    pid_t p = fork();
+    if (p < 0) {
+        int er = errno;
+        close(mp[0]); close(mp[1]); close(op[0]); close(op[1]);
+        return flow_fail(err, FLOW_E_IO, "node '%s': cannot fork a worker: %s", name,
+                         strerror(er));
+    }
+    if (p == 0) {
+        setpgid(0, 0);
+        /* die with the scheduler: an orphaned worker could commit after
+         * another build took over its lease */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(1);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGCHLD, &sa, NULL);
+        sigaction(SIGPIPE, &sa, NULL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        for (int i = 0; i < sp->nclose; i++) close(sp->close_fds[i]);
+        close(mp[0]);
+        close(op[0]);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            if (devnull != 0) close(devnull);
+        }
+        dup2(op[1], 1);
+        dup2(op[1], 2);
+        close(op[1]);
+        worker_child(sp, mp[1]);
+    }
+    setpgid(p, p);  /* also here: whichever runs first wins the race */
+    close(mp[1]);
+    close(op[1]);
+    *pid = p;
+    *msg_fd = mp[0];
+    *out_fd = op[0];
+    return 0;
+}
