@@ -115,6 +115,35 @@ int utf8_encode(uint32_t cp, char out[4]);  /* returns length 1..4 */
 long utf8_first_invalid(const unsigned char *s, size_t n);
 
 /* ------------------------------------------------------------------ */
+/* A small JSON reader (DOM).  Used for artifact metadata (flow show/why/
+ * status) and by stages to read config files.  Strict RFC 8259: one value,
+ * no comments, no trailing commas; strings are returned as UTF-8 (escapes
+ * decoded, \u0000 rejected); nesting deeper than 256 is an error.       */
+typedef enum json_type {
+    JSON_NULL, JSON_BOOL, JSON_NUM, JSON_STR, JSON_ARR, JSON_OBJ
+} json_type;
+typedef struct json_value json_value;
+
+/* Parses text[0..len).  Errors name the byte offset ("at offset 12: ...");
+ * what (may be NULL) prefixes the message (e.g. a file name). */
+int json_parse(const char *text, size_t len, const char *what, json_value **out, flow_err *err);
+void json_free(json_value *v);
+json_type json_typeof(const json_value *v);          /* JSON_NULL for NULL */
+/* Object member by key (first match), or NULL if v is not an object or lacks it. */
+const json_value *json_get(const json_value *v, const char *key);
+/* Dotted path through objects: json_path(meta, "metrics.loss"). */
+const json_value *json_path(const json_value *v, const char *dotted);
+int json_len(const json_value *v);                   /* array/object size, else 0 */
+const json_value *json_at(const json_value *v, int i);   /* array element or object value */
+const char *json_key_at(const json_value *v, int i); /* object key, else NULL */
+/* Typed reads with a fallback for absent / other-typed values. */
+double json_num(const json_value *v, double def);
+const char *json_str(const json_value *v, const char *def);  /* owned by the DOM */
+int json_bool(const json_value *v, int def);
+/* Appends v as JSON; indent > 0 pretty-prints with that many spaces. */
+void json_write(flow_buf *b, const json_value *v, int indent);
+
+/* ------------------------------------------------------------------ */
 /* Stage declarations.                                                 */
 
 typedef enum flow_ptype {

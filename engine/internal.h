@@ -27,6 +27,9 @@ typedef struct graph_value {
     char *s;                /* STRING; PATH: absolute, resolved against the graph folder */
     struct graph_value *items; int nitems;   /* LIST */
     int line, col;          /* where it was written (0 = default) */
+    char *raw;              /* PATH only: the path as written, lexically
+                             * cleaned (what the key encodes, so moving the
+                             * checkout does not change keys) */
 } graph_value;
 
 /* A reference to another node, or to one named output of it. */
@@ -61,6 +64,50 @@ typedef struct flow_graph {
     graph_node *nodes; int n;
     int *topo;              /* node indices in a deterministic topological order */
 } flow_graph;
+
+/* ---- syntax tree (parse.c) --------------------------------------------
+ * A graph file is a list of blocks `NAME = STAGE { KEY = VALUE ... }`.  The
+ * parser knows nothing about stages: graph.c gives the entries meaning. */
+typedef enum ast_kind {
+    AST_INT, AST_FLOAT, AST_STRING, AST_WORD, AST_BOOL, AST_LIST
+} ast_kind;
+
+typedef struct ast_value {
+    ast_kind kind;
+    int64_t i;              /* INT, BOOL */
+    double f;               /* FLOAT (and INT, converted) */
+    char *s;                /* STRING (unescaped), WORD, and the literal text
+                             * of INT/FLOAT/BOOL */
+    struct ast_value *items; int nitems;     /* LIST (never nested) */
+    int line, col;
+} ast_value;
+
+typedef struct ast_entry {
+    char *key;
+    int line, col;
+    ast_value v;
+    const char *set;        /* non-NULL: came from --set (the argument) */
+} ast_entry;
+
+typedef struct ast_block {
+    char *name; int line, col;
+    char *stage; int sline, scol;
+    ast_entry *entries; int n;
+} ast_block;
+
+typedef struct ast_file {
+    ast_block *blocks; int n;
+} ast_file;
+
+/* Parses graph text (any bytes; len may include NULs, which are errors).
+ * fname is used in messages "fname:line:col: error: ...".  On error *out is
+ * left empty.  Columns count bytes from 1. */
+int ast_parse(const char *text, size_t len, const char *fname, ast_file *out, flow_err *err);
+/* Parses one value with the graph grammar (for --set); what prefixes the
+ * error message (e.g. "--set tok.vocab_size"). */
+int ast_parse_value(const char *text, const char *what, ast_value *out, flow_err *err);
+void ast_value_release(ast_value *v);
+void ast_release(ast_file *f);
 
 /* Loads and resolves a graph.  sets: "NODE.PARAM=VALUE" overrides.  All
  * errors are "file:line:col: message" (sets: "--set NODE.PARAM: ...").
@@ -150,5 +197,78 @@ typedef struct build_result {
  * and the summary itself (stdout; --json: JSON events only). */
 int build_run(flow_graph *g, flow_store *s, const build_options *opt,
               build_result *res, flow_err *err);
+
+/* ---- command line (main.c, cli.c, cmd_*.c) ----------------------------
+ * Each command is `int cmd_NAME(int argc, char **argv)` with argv[0] the
+ * command name; it returns the process exit code: 0 ok, 1 build failure or
+ * damage found, 2 usage or graph error (130 interrupted). */
+int cmd_build(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_why(int argc, char **argv);
+int cmd_dag(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_cat(int argc, char **argv);
+int cmd_log(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+
+/* Options common to the read-only commands, parsed by cli_parse. */
+typedef struct cli_args {
+    char **pos; int npos;       /* positional arguments */
+    char **sets; int nsets;     /* --set NODE.PARAM=VALUE */
+    const char *cache;          /* --cache DIR */
+    const char *out;            /* -o FILE */
+    int json, dot;              /* --json, --dot */
+    long keep_last;             /* --keep-last N (-1 if absent) */
+} cli_args;
+/* allowed: the options the command takes, as a list of names such as
+ * "set cache json" (from: set cache json dot out keep-last).  Prints the
+ * error and returns 2 on a bad command line.  cli_args_release frees. */
+int cli_parse(int argc, char **argv, const char *allowed, cli_args *a);
+void cli_args_release(cli_args *a);
+
+/* Prints "flow: error: ..." to stderr; returns 2. */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints err's message ("flow: error: MSG") and returns the exit code for
+ * its code (2 for USAGE/GRAPH, 130 for INTERRUPTED, else 1). */
+int cli_fail(const flow_err *err);
+int cli_exit_code(int rc);
+/* The value of option opt at argv[*i] ("--opt V" or "--opt=V"); NULL if
+ * argv[*i] is not opt.  Sets *missing when the value is absent. */
+const char *cli_optval(int argc, char **argv, int *i, const char *opt, int *missing);
+/* Cache folder: --cache DIR, else $FLOW_CACHE, else `.flow` beside the
+ * graph (graph_path may be NULL: then ./.flow or ./graphs/.flow, whichever
+ * exists).  Caller frees. */
+char *cli_cache_dir(const char *opt_cache, const char *graph_path);
+/* Opens the store; must_exist: fail (naming the folder) rather than create. */
+int cli_open_store(const char *dir, int must_exist, flow_store **s, flow_err *err);
+/* graph_locate + registry + graph_load. */
+int cli_load_graph(const char *arg, char *const *sets, int nsets, flow_registry **reg,
+                   flow_graph **g, flow_err *err);
+/* Current key of every node as far as the cache allows: known[i] = 1 when
+ * all of i's upstream nodes are built with their current keys (then
+ * keys[i] is i's current key and desc[i], if desc, its description);
+ * built[i] = 1 when, in addition, keys[i]'s artifact is in the cache. */
+int cli_current_keys(const flow_graph *g, flow_store *s, flow_hash *keys, char *known,
+                     char *built, char **desc, flow_err *err);
+/* Compares two node_key_describe texts; *changes receives one readable
+ * line per difference ("parameter vocab_size: 8000 -> 9000", "input
+ * text[0] (from cleaned): content changed"); returns their number.  Free
+ * with cli_free_strings. */
+int cli_desc_diff(const char *old_desc, const char *new_desc, char ***changes);
+void cli_free_strings(char **v, int n);
+/* The node's most recent build in this graph's history, compared with
+ * desc_now: returns 0 if it was never built, 1 with *last and the
+ * changes filled, 2 if the last build's artifact (or its key_desc) is gone. */
+int cli_last_build(const flow_graph *g, flow_store *s, int node, const char *desc_now,
+                   flow_hash *last, char ***changes, int *nchanges);
+/* Opens the cache of a's options and resolves a->pos[0] (a hash prefix);
+ * returns an exit code (0 = ok). */
+int cli_open_artifact(const cli_args *a, const char *cmd, flow_store **s, flow_hash *key);
+/* 1536 -> "1.5K". */
+void cli_human_size(uint64_t n, char out[16]);
+/* Reads the metadata JSON of artifact key (NULL if absent or unreadable). */
+json_value *cli_meta(flow_store *s, const flow_hash *key);
 
 #endif

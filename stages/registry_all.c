@@ -6,14 +6,17 @@
     X(baseline) \
     X(bpe) \
     X(clean) \
+    X(concat) \
     X(coverage) \
     X(encode) \
     X(evaluate) \
     X(exec) \
     X(finetune) \
     X(pretrain) \
+    X(source) \
     X(split) \
     X(terms) \
+    X(wordcount) \
 
 #define DECLARE(name) extern const flow_stage stage_##name;
 #define REGISTER(name) registry_add(r, &stage_##name);

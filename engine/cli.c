@@ -1,0 +1,308 @@
+/* cli.c — helpers shared by the cmd_*.c commands: option values, exit
+ * codes, finding the cache folder, loading graphs, current keys. */
+#include "internal.h"
+#include "../stages/stages.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("flow: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 2;
+}
+
+int cli_exit_code(int rc)
+{
+    switch (rc) {
+    case 0: return 0;
+    case FLOW_E_USAGE: case FLOW_E_GRAPH: return 2;
+    case FLOW_E_INTERRUPTED: return 130;
+    default: return 1;
+    }
+}
+
+int cli_fail(const flow_err *err)
+{
+    /* graph errors already start with "file:line:col: error:" */
+    if (strstr(err->msg, ": error: ") || strncmp(err->msg, "--set ", 6) == 0)
+        fprintf(stderr, "%s\n", err->msg);
+    else
+        fprintf(stderr, "flow: error: %s\n", err->msg);
+    return cli_exit_code(err->code ? err->code : FLOW_E_IO);
+}
+
+const char *cli_optval(int argc, char **argv, int *i, const char *opt, int *missing)
+{
+    size_t n = strlen(opt);
+    const char *a = argv[*i];
+    *missing = 0;
+    if (strncmp(a, opt, n) != 0) return NULL;
+    if (a[n] == '=') return a + n + 1;
+    if (a[n] != 0) {
+        /* short options take glued values: -j4 */
+        if (opt[1] != '-' && n == 2) return a + n;
+        return NULL;
+    }
+    if (*i + 1 >= argc) { *missing = 1; return ""; }
+    return argv[++*i];
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+char *cli_cache_dir(const char *opt_cache, const char *graph_path)
+{
+    if (opt_cache && *opt_cache) return xstrdup(opt_cache);
+    const char *env = getenv("FLOW_CACHE");
+    if (env && *env) return xstrdup(env);
+    if (graph_path) {
+        const char *slash = strrchr(graph_path, '/');
+        size_t n = slash ? (size_t)(slash - graph_path) : 0;
+        char *p = xmalloc(n + 8);
+        if (slash) snprintf(p, n + 8, "%.*s/.flow", (int)n, graph_path);
+        else snprintf(p, n + 8, ".flow");
+        return p;
+    }
+    if (is_dir(".flow") || !is_dir("graphs/.flow")) return xstrdup(".flow");
+    return xstrdup("graphs/.flow");
+}
+
+int cli_open_store(const char *dir, int must_exist, flow_store **s, flow_err *err)
+{
+    if (must_exist && !is_dir(dir))
+        return flow_fail(err, FLOW_E_USAGE, "no cache at '%s'; build a graph first, or pass "
+                         "--cache DIR (or set FLOW_CACHE)", dir);
+    store_options opt;
+    memset(&opt, 0, sizeof opt);
+    return store_open(s, dir, &opt, err);
+}
+
+int cli_load_graph(const char *arg, char *const *sets, int nsets, flow_registry **reg,
+                   flow_graph **g, flow_err *err)
+{
+    char *path;
+    *g = NULL;
+    *reg = NULL;
+    int rc = graph_locate(arg, &path, err);
+    if (rc) return rc;
+    *reg = registry_new();
+    stages_register_all(*reg);
+    rc = graph_load(g, path, *reg, sets, nsets, err);
+    free(path);
+    if (rc) {
+        registry_free(*reg);
+        *reg = NULL;
+    }
+    return rc;
+}
+
+int cli_current_keys(const flow_graph *g, flow_store *s, flow_hash *keys, char *known,
+                     char *built, char **desc, flow_err *err)
+{
+    for (int t = 0; t < g->n; t++) {
+        int i = g->topo[t];
+        const graph_node *nd = &g->nodes[i];
+        known[i] = built[i] = 0;
+        if (desc) desc[i] = NULL;
+        int ok = 1;
+        for (int k = 0; k < nd->ndeps; k++) ok &= built[nd->deps[k]];
+        if (!ok) continue;
+        flow_buf d;
+        buf_init(&d);
+        int rc = key_for_node(g, s, i, keys, &keys[i], desc ? &d : NULL, err);
+        if (rc) {
+            buf_release(&d);
+            for (int k = 0; desc && k < g->n; k++) { free(desc[k]); desc[k] = NULL; }
+            return rc;
+        }
+        known[i] = 1;
+        built[i] = store_has(s, &keys[i]);
+        if (desc) desc[i] = buf_detach(&d, NULL);
+    }
+    return 0;
+}
+
+json_value *cli_meta(flow_store *s, const flow_hash *key)
+{
+    store_artifact *a = NULL;
+    flow_err err;
+    if (store_get(s, key, &a, &err) != 0) return NULL;
+    json_value *v = NULL;
+    if (a->meta_json) (void)json_parse(a->meta_json, strlen(a->meta_json), "metadata", &v, &err);
+    store_artifact_free(a);
+    return v;
+}
+
+static int allows(const char *allowed, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = allowed; (p = strstr(p, name)); p += n)
+        if ((p == allowed || p[-1] == ' ') && (p[n] == 0 || p[n] == ' ')) return 1;
+    return 0;
+}
+
+int cli_parse(int argc, char **argv, const char *allowed, cli_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->keep_last = -1;
+    a->pos = xcalloc((size_t)argc + 1, sizeof *a->pos);
+    a->sets = xcalloc((size_t)argc + 1, sizeof *a->sets);
+    for (int i = 1; i < argc; i++) {
+        const char *v, *arg = argv[i];
+        int miss;
+        if (allows(allowed, "set") && (v = cli_optval(argc, argv, &i, "--set", &miss))) {
+            if (miss) return cli_usage_error("--set needs NODE.PARAM=VALUE");
+            a->sets[a->nsets++] = (char *)v;
+        } else if (allows(allowed, "cache") && (v = cli_optval(argc, argv, &i, "--cache", &miss))) {
+            if (miss) return cli_usage_error("--cache needs a folder");
+            a->cache = v;
+        } else if (allows(allowed, "out") && (v = cli_optval(argc, argv, &i, "-o", &miss))) {
+            if (miss || !*v) return cli_usage_error("-o needs a file name");
+            a->out = v;
+        } else if (allows(allowed, "keep-last") && (v = cli_optval(argc, argv, &i, "--keep-last", &miss))) {
+            char *end;
+            a->keep_last = strtol(v, &end, 10);
+            if (miss || *end || !*v || a->keep_last < 1)
+                return cli_usage_error("--keep-last needs a count of builds >= 1");
+        } else if (allows(allowed, "json") && !strcmp(arg, "--json")) {
+            a->json = 1;
+        } else if (allows(allowed, "dot") && !strcmp(arg, "--dot")) {
+            a->dot = 1;
+        } else if (arg[0] == '-' && arg[1]) {
+            return cli_usage_error("%s: unknown option '%s'; see 'flow %s --help'", argv[0], arg, argv[0]);
+        } else {
+            a->pos[a->npos++] = argv[i];
+        }
+    }
+    return 0;
+}
+
+void cli_args_release(cli_args *a)
+{
+    free(a->pos);
+    free(a->sets);
+    memset(a, 0, sizeof *a);
+}
+
+/* Splits "k = v  # comment" lines of a key description. */
+typedef struct desc_line { char *key, *val, *note; } desc_line;
+
+static int desc_split(const char *text, desc_line **out)
+{
+    int n = 0, cap = 0;
+    *out = NULL;
+    const char *p = text ? text : "";
+    while (*p) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char *line = xmalloc(len + 1);
+        memcpy(line, p, len);
+        line[len] = 0;
+        p += len + (e != NULL);
+        char *eq = strstr(line, " = ");
+        if (!eq) { free(line); continue; }
+        *eq = 0;
+        char *val = eq + 3, *note = strstr(val, "  # ");
+        if (note) { *note = 0; note += 4; }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            *out = xrealloc(*out, (size_t)cap * sizeof **out);
+        }
+        (*out)[n].key = line;
+        (*out)[n].val = val;
+        (*out)[n].note = note;
+        n++;
+    }
+    return n;
+}
+
+static void describe_change(flow_buf *b, const char *key, const char *oldv, const char *newv,
+                            const char *note)
+{
+    if (!strncmp(key, "param.", 6)) {
+        if (!oldv) buf_printf(b, "parameter %s is new (= %s)", key + 6, newv);
+        else if (!newv) buf_printf(b, "parameter %s was removed (was %s)", key + 6, oldv);
+        else buf_printf(b, "parameter %s: %s -> %s", key + 6, oldv, newv);
+    } else if (!strncmp(key, "input.", 6)) {
+        const char *from = note && !strncmp(note, "from ", 5) ? note + 5 : NULL;
+        if (!oldv) buf_printf(b, "input %s is new", key + 6);
+        else if (!newv) buf_printf(b, "input %s was removed", key + 6);
+        else if (!strcmp(newv, "?"))
+            buf_printf(b, "input %s%s%s%s: upstream not built with its current inputs", key + 6,
+                       from ? " (from " : "", from ? from : "", from ? ")" : "");
+        else buf_printf(b, "input %s%s%s%s: content changed", key + 6, from ? " (from " : "",
+                        from ? from : "", from ? ")" : "");
+    } else if (!strcmp(key, "version")) {
+        buf_printf(b, "stage version changed: %s -> %s", oldv ? oldv : "?", newv ? newv : "?");
+    } else if (!strcmp(key, "stage")) {
+        buf_printf(b, "stage changed: %s -> %s", oldv ? oldv : "?", newv ? newv : "?");
+    } else if (!strcmp(key, "extra")) {
+        buf_adds(b, "content read by the stage itself changed (files, script: key_extra)");
+    } else {
+        buf_printf(b, "%s: %s -> %s", key, oldv ? oldv : "(none)", newv ? newv : "(none)");
+    }
+}
+
+int cli_desc_diff(const char *oldd, const char *newd, char ***changes)
+{
+    desc_line *o, *n;
+    int no = desc_split(oldd, &o), nn = desc_split(newd, &n), nc = 0;
+    *changes = xcalloc((size_t)(no + nn + 1), sizeof **changes);
+    for (int i = 0; i < nn; i++) {
+        int j = 0;
+        while (j < no && strcmp(o[j].key, n[i].key)) j++;
+        if (j < no && !strcmp(o[j].val, n[i].val)) continue;
+        flow_buf b;
+        buf_init(&b);
+        describe_change(&b, n[i].key, j < no ? o[j].val : NULL, n[i].val, n[i].note);
+        (*changes)[nc++] = buf_detach(&b, NULL);
+    }
+    for (int j = 0; j < no; j++) {
+        int i = 0;
+        while (i < nn && strcmp(o[j].key, n[i].key)) i++;
+        if (i < nn) continue;
+        flow_buf b;
+        buf_init(&b);
+        describe_change(&b, o[j].key, o[j].val, NULL, o[j].note);
+        (*changes)[nc++] = buf_detach(&b, NULL);
+    }
+    for (int i = 0; i < no; i++) free(o[i].key);
+    for (int i = 0; i < nn; i++) free(n[i].key);
+    free(o);
+    free(n);
+    return nc;
+}
+
+void cli_free_strings(char **v, int n)
+{
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+int cli_last_build(const flow_graph *g, flow_store *s, int node, const char *desc_now,
+                   flow_hash *last, char ***changes, int *nchanges)
+{
+    int n = 0;
+    flow_err err;
+    *changes = NULL;
+    *nchanges = 0;
+    if (store_last_builds(s, g->id, g->nodes[node].name, last, 1, &n, &err) != 0 || n == 0) return 0;
+    json_value *meta = cli_meta(s, last);
+    if (!meta) return 2;
+    const char *old = json_str(json_get(meta, "key_desc"), NULL);
+    if (!old) { json_free(meta); return 2; }
+    *nchanges = cli_desc_diff(old, desc_now, changes);
+    json_free(meta);
+    return 1;
+}

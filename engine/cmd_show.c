@@ -1,0 +1,104 @@
+/* cmd_show.c — `flow show HASH` (an artifact's parts and metadata, pretty)
+ * and `flow log HASH` (the stored log of the run that made it). */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Opens the cache named by the options and resolves a hash prefix. */
+int cli_open_artifact(const cli_args *a, const char *cmd, flow_store **s, flow_hash *key)
+{
+    flow_err err;
+    *s = NULL;
+    if (a->npos < 1) return cli_usage_error("%s: which artifact? give a hash (at least 6 hex digits)", cmd);
+    const char *h = a->pos[0];
+    size_t n = strspn(h, "0123456789abcdefABCDEF");
+    if (h[n] || n < 6 || n > 32)
+        return cli_usage_error("%s: '%s' is not an artifact hash; give 6 to 32 hex digits "
+                               "(see 'flow ls')", cmd, h);
+    char *dir = cli_cache_dir(a->cache, NULL);
+    int rc = cli_open_store(dir, 1, s, &err);
+    free(dir);
+    if (rc) return cli_fail(&err);
+    if (store_resolve(*s, a->pos[0], key, &err)) {
+        store_close(*s);
+        *s = NULL;
+        return cli_fail(&err);
+    }
+    return 0;
+}
+
+int cmd_show(int argc, char **argv)
+{
+    cli_args a;
+    flow_store *s = NULL;
+    flow_hash key;
+    int rc = cli_parse(argc, argv, "cache json", &a);
+    if (!rc && a.npos > 1) rc = cli_usage_error("show: usage: flow show HASH");
+    if (!rc) rc = cli_open_artifact(&a, "show", &s, &key);
+    store_artifact *art = NULL;
+    flow_err err;
+    if (!rc && store_get(s, &key, &art, &err)) rc = cli_fail(&err);
+    if (!rc) {
+        json_value *m = NULL;
+        int bad = art->meta_json ? json_parse(art->meta_json, strlen(art->meta_json), "metadata", &m, &err) : 0;
+        if (a.json) {
+            printf("%s\n", art->meta_json ? art->meta_json : "null");
+        } else {
+            char hex[33], date[32], raw[16], st[16];
+            flow_hash_hex(&art->key, hex);
+            time_t t = (time_t)art->created;
+            struct tm tm;
+            localtime_r(&t, &tm);
+            strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
+            cli_human_size(art->raw_size, raw);
+            cli_human_size(art->stored_size, st);
+            printf("artifact %s\nnode     %s (stage %s, version %g)\ncreated  %s\nsize     %s raw, %s stored\n",
+                   hex, json_str(json_get(m, "node"), "?"), json_str(json_get(m, "stage"), "?"),
+                   json_num(json_get(m, "version"), 0), date, raw, st);
+            printf("parts    %d\n", art->nparts);
+            for (int i = 0; i < art->nparts; i++) {
+                cli_human_size(art->parts[i].size, raw);
+                cli_human_size(art->parts[i].stored, st);
+                printf("  %8s %8s  %s\n", raw, st, art->parts[i].name);
+            }
+            if (bad) {
+                printf("metadata (unreadable: %s):\n%s\n", err.msg, art->meta_json);
+            } else if (m) {
+                const char *report = json_str(json_get(m, "report"), NULL);
+                flow_buf b;
+                buf_init(&b);
+                json_write(&b, m, 2);
+                printf("metadata:\n%s\n", b.data);
+                buf_release(&b);
+                if (report && *report) printf("report:\n%s%s", report,
+                                              report[strlen(report) - 1] == '\n' ? "" : "\n");
+            }
+        }
+        json_free(m);
+    }
+    store_artifact_free(art);
+    if (s) store_close(s);
+    cli_args_release(&a);
+    return rc;
+}
+
+int cmd_log(int argc, char **argv)
+{
+    cli_args a;
+    flow_store *s = NULL;
+    flow_hash key;
+    int rc = cli_parse(argc, argv, "cache", &a);
+    if (!rc && a.npos > 1) rc = cli_usage_error("log: usage: flow log HASH");
+    if (!rc) rc = cli_open_artifact(&a, "log", &s, &key);
+    char *log = NULL;
+    size_t len = 0;
+    flow_err err;
+    if (!rc && store_get_log(s, &key, &log, &len, &err)) rc = cli_fail(&err);
+    if (!rc && len) fwrite(log, 1, len, stdout);
+    free(log);
+    if (s) store_close(s);
+    cli_args_release(&a);
+    return rc;
+}

@@ -1,0 +1,91 @@
+/* cmd_why.c — `flow why GRAPH NODE`: every difference between what the
+ * node's key covers now and what it covered at its most recent build
+ * (parameters old -> new, input contents, stage version, files read). */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int cmd_why(int argc, char **argv)
+{
+    cli_args a;
+    int rc = cli_parse(argc, argv, "set cache", &a);
+    if (!rc && a.npos != 2) rc = cli_usage_error("why: usage: flow why GRAPH NODE [--set ...]");
+    flow_registry *reg = NULL;
+    flow_graph *g = NULL;
+    flow_store *s = NULL;
+    flow_err err;
+    char *dir = NULL;
+    int node = -1;
+    if (!rc && cli_load_graph(a.pos[0], a.sets, a.nsets, &reg, &g, &err)) rc = cli_fail(&err);
+    if (!rc && (node = graph_find(g, a.pos[1])) < 0)
+        rc = cli_usage_error("why: no node '%s' in %s; see 'flow dag %s'", a.pos[1], a.pos[0], a.pos[0]);
+    if (!rc) {
+        dir = cli_cache_dir(a.cache, g->path);
+        if (cli_open_store(dir, 0, &s, &err)) rc = cli_fail(&err);
+    }
+    flow_hash *keys = NULL;
+    char *known = NULL, *built = NULL, **desc = NULL;
+    if (!rc) {
+        keys = xcalloc((size_t)g->n + 1, sizeof *keys);
+        known = xcalloc((size_t)g->n + 1, 1);
+        built = xcalloc((size_t)g->n + 1, 1);
+        desc = xcalloc((size_t)g->n + 1, sizeof *desc);
+        if (cli_current_keys(g, s, keys, known, built, desc, &err)) rc = cli_fail(&err);
+    }
+    if (!rc) {
+        const graph_node *nd = &g->nodes[node];
+        char hex[33];
+        flow_buf now;
+        buf_init(&now);
+        if (known[node]) {
+            buf_adds(&now, desc[node]);
+        } else {
+            /* an upstream node is stale: inputs are unknown ("?") */
+            node_key_describe(g, node, NULL, NULL, &now);
+        }
+        if (built[node]) {
+            flow_hash_hex(&keys[node], hex);
+            printf("%s (stage %s) is up to date: artifact %s\n", nd->name, nd->stage->name, hex);
+        } else {
+            flow_hash last;
+            char **ch;
+            int nch, lb = cli_last_build(g, s, node, now.data, &last, &ch, &nch);
+            flow_hash_hex(&last, hex);
+            if (lb == 0) {
+                printf("%s (stage %s) was never built from %s\n", nd->name, nd->stage->name, g->path);
+            } else if (lb == 2) {
+                printf("%s (stage %s) is stale; its last build %.12s is no longer in the cache "
+                       "(removed by gc?)\n", nd->name, nd->stage->name, hex);
+            } else {
+                printf("%s (stage %s) is stale; compared with its last build %.12s:\n", nd->name,
+                       nd->stage->name, hex);
+                for (int k = 0; k < nch; k++) {
+                    /* the file hash line is "?" when the stage's key_extra could not run */
+                    if (!known[node] && strstr(ch[k], "key_extra")) continue;
+                    printf("  %s\n", ch[k]);
+                }
+                if (nch == 0) printf("  (no recorded difference; the key encoding changed)\n");
+            }
+            if (!known[node])
+                for (int k = 0; k < nd->ndeps; k++)
+                    if (!built[nd->deps[k]])
+                        printf("  upstream %s is stale: flow why %s %s\n", g->nodes[nd->deps[k]].name,
+                               a.pos[0], g->nodes[nd->deps[k]].name);
+            cli_free_strings(ch, nch);
+        }
+        buf_release(&now);
+    }
+    if (desc) for (int i = 0; i < g->n; i++) free(desc[i]);
+    free(desc);
+    free(keys);
+    free(known);
+    free(built);
+    if (s) store_close(s);
+    graph_free(g);
+    registry_free(reg);
+    free(dir);
+    cli_args_release(&a);
+    return rc;
+}

@@ -1,0 +1,287 @@
+/* key.c — node keys: XXH3-128 over a canonical, typed encoding.
+ *
+ * A node's key names its artifact in the cache.  It covers exactly what can
+ * change the node's output and nothing else (not the node's name, not the
+ * reserved settings gpus/device/threads, not upstream keys):
+ *
+ *   "flowkey" 0x00, u32 encoding version (1)
+ *   'S' str(stage name) u32(stage version)
+ *   for each parameter, sorted by name (bytewise), defaults applied:
+ *       'P' str(name) value
+ *   'E' 0x00                       no key_extra
+ *   'E' 0x01 hash[16]              the stage's key_extra digest
+ *   for each input port in stage declaration order:
+ *       'I' str(port) u32(nrefs) then nrefs content hashes [16 each]
+ *
+ *   str   = u32 byte length, bytes
+ *   value = type byte then:
+ *       'i' INT     i64
+ *       'f' FLOAT   f64 bits (-0.0 written as +0.0; ints given for a float
+ *                   parameter are converted first, so 1 and 1.0 agree)
+ *       's' STRING  str
+ *       'b' BOOL    u8
+ *       'p' PATH    str(path as written, lexically cleaned — not the
+ *                   absolute path, so a moved checkout keeps its keys; the
+ *                   file contents enter through key_extra)
+ *       'l' LIST    u32(count) then count values
+ *   all integers little-endian.
+ *
+ * Inputs enter by CONTENT hash (ref_content), never by upstream key: an
+ * upstream node that reruns but produces identical bytes leaves its
+ * dependents' keys unchanged (early cutoff).
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct enc {
+    flow_hasher *h;
+} enc;
+
+static void put(enc *e, const void *p, size_t n) { flow_hasher_update(e->h, p, n); }
+
+static void put_u32(enc *e, uint32_t v)
+{
+    uint8_t b[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
+    put(e, b, 4);
+}
+
+static void put_u64(enc *e, uint64_t v)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+    put(e, b, 8);
+}
+
+static void put_str(enc *e, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    put_u32(e, (uint32_t)n);
+    put(e, s, n);
+}
+
+static void put_value(enc *e, const graph_value *v)
+{
+    char t;
+    switch (v->type) {
+    case FLOW_P_INT: t = 'i'; put(e, &t, 1); put_u64(e, (uint64_t)v->i); break;
+    case FLOW_P_FLOAT: {
+        double f = v->f == 0 ? 0.0 : v->f;
+        uint64_t bits;
+        memcpy(&bits, &f, 8);
+        t = 'f'; put(e, &t, 1); put_u64(e, bits);
+        break;
+    }
+    case FLOW_P_STRING: t = 's'; put(e, &t, 1); put_str(e, v->s); break;
+    case FLOW_P_BOOL: { t = 'b'; put(e, &t, 1); uint8_t b = v->i != 0; put(e, &b, 1); break; }
+    case FLOW_P_PATH: t = 'p'; put(e, &t, 1); put_str(e, v->raw ? v->raw : v->s); break;
+    case FLOW_P_LIST:
+        t = 'l'; put(e, &t, 1);
+        put_u32(e, (uint32_t)v->nitems);
+        for (int i = 0; i < v->nitems; i++) put_value(e, &v->items[i]);
+        break;
+    }
+}
+
+/* Parameter indices sorted by name (insertion sort: stages have few). */
+static void sorted_params(const flow_stage *st, int *order)
+{
+    for (int i = 0; i < st->nparams; i++) {
+        int j = i;
+        while (j > 0 && strcmp(st->params[order[j - 1]].name, st->params[i].name) > 0) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = i;
+    }
+}
+
+flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content,
+                   const flow_hash *extra)
+{
+    const graph_node *nd = &g->nodes[node];
+    const flow_stage *st = nd->stage;
+    enc e = { flow_hasher_new() };
+    put(&e, "flowkey", 8);
+    put_u32(&e, 1);
+    put(&e, "S", 1);
+    put_str(&e, st->name);
+    put_u32(&e, (uint32_t)st->version);
+    int order_buf[64];
+    int *order = st->nparams <= 64 ? order_buf : xmalloc((size_t)st->nparams * sizeof *order);
+    sorted_params(st, order);
+    for (int k = 0; k < st->nparams; k++) {
+        put(&e, "P", 1);
+        put_str(&e, st->params[order[k]].name);
+        put_value(&e, &nd->params[order[k]]);
+    }
+    if (order != order_buf) free(order);
+    if (extra) {
+        put(&e, "E\1", 2);
+        put(&e, extra->b, 16);
+    } else {
+        put(&e, "E\0", 2);
+    }
+    int flat = 0;
+    for (int p = 0; p < st->ninputs; p++) {
+        put(&e, "I", 1);
+        put_str(&e, st->inputs[p].name);
+        put_u32(&e, (uint32_t)nd->inputs[p].nrefs);
+        for (int k = 0; k < nd->inputs[p].nrefs; k++) put(&e, input_content[flat++].b, 16);
+    }
+    flow_hash h = flow_hasher_digest(e.h);
+    flow_hasher_free(e.h);
+    return h;
+}
+
+/* Writes a value in graph-literal form (so it reads like the .graph). */
+static void describe_value(flow_buf *b, const graph_value *v)
+{
+    switch (v->type) {
+    case FLOW_P_INT: buf_printf(b, "%lld", (long long)v->i); break;
+    case FLOW_P_FLOAT: buf_printf(b, "%.17g", v->f); break;
+    case FLOW_P_STRING: buf_json_str(b, v->s, strlen(v->s)); break;
+    case FLOW_P_BOOL: buf_adds(b, v->i ? "true" : "false"); break;
+    case FLOW_P_PATH: {
+        const char *p = v->raw ? v->raw : v->s;
+        buf_json_str(b, p, strlen(p));
+        break;
+    }
+    case FLOW_P_LIST:
+        buf_addc(b, '[');
+        for (int i = 0; i < v->nitems; i++) {
+            if (i) buf_adds(b, ", ");
+            describe_value(b, &v->items[i]);
+        }
+        buf_addc(b, ']');
+        break;
+    }
+}
+
+void node_key_describe(const flow_graph *g, int node, const flow_hash *input_content,
+                       const flow_hash *extra, flow_buf *out)
+{
+    const graph_node *nd = &g->nodes[node];
+    const flow_stage *st = nd->stage;
+    char hex[33];
+    buf_printf(out, "stage = %s\nversion = %d\n", st->name, st->version);
+    int order_buf[64];
+    int *order = st->nparams <= 64 ? order_buf : xmalloc((size_t)st->nparams * sizeof *order);
+    sorted_params(st, order);
+    for (int k = 0; k < st->nparams; k++) {
+        buf_printf(out, "param.%s = ", st->params[order[k]].name);
+        describe_value(out, &nd->params[order[k]]);
+        buf_addc(out, '\n');
+    }
+    if (order != order_buf) free(order);
+    if (extra) {
+        flow_hash_hex(extra, hex);
+        buf_printf(out, "extra = %s\n", hex);
+    } else {
+        buf_adds(out, "extra = none\n");
+    }
+    int flat = 0;
+    for (int p = 0; p < st->ninputs; p++) {
+        const graph_binding *bd = &nd->inputs[p];
+        if (bd->nrefs == 0) buf_printf(out, "input.%s = unbound\n", st->inputs[p].name);
+        for (int k = 0; k < bd->nrefs; k++, flat++) {
+            const graph_ref *r = &bd->refs[k];
+            if (input_content) {
+                flow_hash_hex(&input_content[flat], hex);
+                buf_printf(out, "input.%s[%d] = %s", st->inputs[p].name, k, hex);
+            } else {
+                buf_printf(out, "input.%s[%d] = ?", st->inputs[p].name, k);
+            }
+            buf_printf(out, "  # from %s%s%s\n", g->nodes[r->node].name, r->output ? "." : "",
+                       r->output ? r->output : "");
+        }
+    }
+}
+
+static int cmp_part(const void *a, const void *b)
+{
+    const store_part_info *x = *(const store_part_info *const *)a;
+    const store_part_info *y = *(const store_part_info *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+int ref_content(const store_artifact *a, const char *output, flow_hash *out)
+{
+    if (!output) { *out = a->content; return 0; }
+    size_t ol = strlen(output);
+    const store_part_info **sel = xmalloc((size_t)(a->nparts + 1) * sizeof *sel);
+    int n = 0;
+    for (int i = 0; i < a->nparts; i++) {
+        const char *nm = a->parts[i].name;
+        if (strncmp(nm, output, ol) == 0 && (nm[ol] == 0 || nm[ol] == '/')) sel[n++] = &a->parts[i];
+    }
+    if (n == 0) { free(sel); return FLOW_E_NOTFOUND; }
+    qsort(sel, (size_t)n, sizeof *sel, cmp_part);
+    enc e = { flow_hasher_new() };
+    put(&e, "flowref", 8);
+    put_u32(&e, (uint32_t)n);
+    for (int i = 0; i < n; i++) {
+        const char *rel = sel[i]->name + ol + (sel[i]->name[ol] == '/');
+        put_str(&e, rel);
+        put(&e, sel[i]->content.b, 16);
+    }
+    *out = flow_hasher_digest(e.h);
+    flow_hasher_free(e.h);
+    free(sel);
+    return 0;
+}
+
+int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *keys,
+                 flow_hash *key, flow_buf *describe, flow_err *err)
+{
+    const graph_node *nd = &g->nodes[node];
+    const flow_stage *st = nd->stage;
+    int total = 0;
+    for (int p = 0; p < st->ninputs; p++) total += nd->inputs[p].nrefs;
+    flow_hash *content = xcalloc((size_t)total + 1, sizeof *content);
+    int flat = 0, rc = 0;
+    for (int p = 0; p < st->ninputs && !rc; p++)
+        for (int k = 0; k < nd->inputs[p].nrefs && !rc; k++, flat++) {
+            const graph_ref *r = &nd->inputs[p].refs[k];
+            store_artifact *a = NULL;
+            char hex[33];
+            flow_hash_hex(&keys[r->node], hex);
+            rc = store_get(s, &keys[r->node], &a, err);
+            if (rc == FLOW_E_NOTFOUND) {
+                rc = flow_fail(err, FLOW_E_NOTFOUND, "node '%s': upstream '%s' has no artifact %s "
+                               "in the cache; build it first", nd->name, g->nodes[r->node].name, hex);
+                break;
+            }
+            if (rc) break;
+            rc = ref_content(a, r->output, &content[flat]);
+            if (rc == FLOW_E_NOTFOUND)
+                rc = flow_fail(err, FLOW_E_STAGE, "node '%s': upstream '%s' (artifact %s) has no "
+                               "output '%s' (no part '%s' or '%s/...'); check its stage", nd->name,
+                               g->nodes[r->node].name, hex, r->output, r->output, r->output);
+            store_artifact_free(a);
+        }
+    flow_hash extra, *extrap = NULL;
+    if (!rc && st->key_extra) {
+        flow_ctx ctx;
+        memset(&ctx, 0, sizeof ctx);
+        ctx.g = g;
+        ctx.node = node;
+        ctx.store = s;
+        ctx.progress_fd = -1;
+        flow_hasher *h = flow_hasher_new();
+        rc = st->key_extra(&ctx, h);
+        extra = flow_hasher_digest(h);
+        flow_hasher_free(h);
+        if (rc)
+            rc = flow_fail(err, rc, "node '%s': %s", nd->name,
+                           ctx.err.msg[0] ? ctx.err.msg : "computing its key (key_extra) failed");
+        extrap = &extra;
+    }
+    if (!rc) {
+        *key = node_key(g, node, content, extrap);
+        if (describe) node_key_describe(g, node, content, extrap, describe);
+    }
+    free(content);
+    return rc;
+}
