@@ -51,7 +51,7 @@ int cmd_dag(int argc, char **argv)
                 if ((int)strlen(g->nodes[i].name) > w) w = (int)strlen(g->nodes[i].name);
             for (int t = 0; t < g->n; t++) {
                 const graph_node *nd = &g->nodes[g->topo[t]];
-                buf_printf(&b, "%-*s  %-12s line %-4d", w, nd->name, nd->stage->name, nd->line);
+                buf_printf(&b, "%-*s  %-12s line %d", w, nd->name, nd->stage->name, nd->line);
                 int first = 1;
                 for (int p = 0; p < nd->stage->ninputs; p++)
                     for (int k = 0; k < nd->inputs[p].nrefs; k++) {

@@ -24,6 +24,8 @@ int cli_open_artifact(const cli_args *a, const char *cmd, flow_store **s, flow_h
     if (store_resolve(*s, a->pos[0], key, &err)) {
         store_close(*s);
         *s = NULL;
+        /* an unknown or ambiguous hash is a usage error (exit 2) */
+        if (err.code == FLOW_E_NOTFOUND || err.code == FLOW_E_AMBIGUOUS) err.code = FLOW_E_USAGE;
         return cli_fail(&err);
     }
     return 0;

@@ -1,0 +1,193 @@
+#!/bin/bash
+# engine_e2e_test.sh — the engine through the `flow` binary, on a tiny
+# generated corpus (source -> concat -> wordcount chains): incremental
+# rebuilds, revert, early cutoff, status / why / dag / ls / show / cat /
+# log / gc / verify, hash prefixes and exit codes.
+set -u
+FLOW=${FLOW:?set FLOW to the flow binary}
+T=$(mktemp -d "${TMPDIR:-/tmp}/flow-e2e-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+cd "$T"
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+# expect CODE CMD...: runs CMD, checks its exit code, keeps output in $out
+expect() {
+    local want=$1; shift
+    out=$("$@" 2>&1); local rc=$?
+    [ "$rc" = "$want" ] || fail "'$*' exited $rc, expected $want; output: $out"
+}
+contains() { case "$out" in *"$1"*) ;; *) fail "output of the last command lacks '$1': $out" ;; esac; }
+# ran GRAPH [ARGS]: the sorted names of the nodes that ran (not cached)
+ran() {
+    "$FLOW" build "$@" --json | grep '"event":"finished"' | grep '"status":"ran"' |
+        sed -E 's/.*"node":"([^"]*)".*/\1/' | sort | tr '\n' ' ' | sed 's/ $//'
+}
+check_ran() {
+    local want=$1; shift
+    local got; got=$(ran "$@")
+    [ "$got" = "$want" ] || fail "build $*: ran '$got', expected '$want'"
+}
+
+mkdir -p data/civil data/criminal
+printf 'contract law text\nsecond line\n' > data/civil/contract.md
+printf 'civil code book one\n' > 'data/civil/code-book1(2020-05-28).md'
+printf 'criminal law\n' > data/criminal/criminal.md
+printf 'single file corpus\n' > one.txt
+python3 -c "
+import random
+random.seed(7)
+open('data/civil/random.bin', 'wb').write(bytes(random.getrandbits(8) for _ in range(6000)))"
+cat > g.graph <<'EOF'
+# test graph
+src = source {
+    path = "data"
+    labels = folders
+}
+one = source { path = "one.txt" }
+cat = concat { input = src  separator = "" }
+cat1 = concat { input = one  separator = "" }
+wc = wordcount { input = cat.out }
+wc1 = wordcount { input = [cat1.out] }
+EOF
+
+# ---- first build, then a null build -------------------------------------
+check_ran "cat cat1 one src wc wc1" g.graph
+check_ran "" g.graph
+[ -d .flow ] || fail "cache .flow not created beside the graph"
+expect 0 "$FLOW" status g.graph
+contains "6 of 6 nodes up to date"
+
+# ---- one parameter -> that node and its users only; revert -> all cached --
+expect 0 "$FLOW" status g.graph --set 'cat.separator="--"'
+contains 'cat   stale       parameter separator: "" -> "--"'
+contains "wc    stale       upstream cat is stale"
+contains "4 of 6 nodes up to date"
+expect 0 "$FLOW" why g.graph cat --set 'cat.separator="--"'
+contains 'parameter separator: "" -> "--"'
+check_ran "cat wc" g.graph --set 'cat.separator="--"'
+check_ran "" g.graph
+expect 0 "$FLOW" status g.graph --set 'cat.separator="--"'
+contains "6 of 6 nodes up to date"
+expect 0 "$FLOW" status g.graph --json
+contains '"state":"fresh"'
+
+# ---- early cutoff: separator with a single part changes no bytes ---------
+check_ran "cat1" g.graph --set 'cat1.separator="XYZ"'
+
+# ---- editing a source file reruns its chain; status names the reason -----
+printf 'criminal law, amended\n' > data/criminal/criminal.md
+expect 0 "$FLOW" status g.graph
+contains "src   stale       content read by the stage itself changed"
+contains "cat   stale       upstream src is stale"
+expect 0 "$FLOW" why g.graph wc
+contains "upstream cat is stale"
+check_ran "cat src wc" g.graph
+# adding a hidden file changes nothing
+printf 'x' > data/civil/.hidden
+check_ran "" g.graph
+
+# ---- source: index, labels, groups ---------------------------------------
+key_src=$("$FLOW" build g.graph --json | grep '"node":"src"' | sed -E 's/.*"key":"([0-9a-f]*)".*/\1/')
+[ ${#key_src} = 32 ] || fail "no key for src: '$key_src'"
+expect 0 "$FLOW" cat "${key_src:0:8}" .index
+contains "civil/code-book1(2020-05-28).md	civil	code"
+contains "criminal/criminal.md	criminal	criminal"
+expect 0 "$FLOW" cat "${key_src:0:6}"
+contains "civil/contract.md"
+expect 0 "$FLOW" cat "$key_src" civil/contract.md -o out.md
+cmp -s out.md data/civil/contract.md || fail "flow cat -o wrote different bytes"
+expect 2 "$FLOW" cat "$key_src" no/such/part
+contains "has no part 'no/such/part'"
+
+# ---- wordcount output and metrics ----------------------------------------
+key_wc1=$("$FLOW" build g.graph --json | grep '"node":"wc1"' | sed -E 's/.*"key":"([0-9a-f]*)".*/\1/')
+expect 0 "$FLOW" cat "$key_wc1" counts
+contains "total	3	1	19	19"
+expect 0 "$FLOW" show "${key_wc1:0:10}"
+contains "node     wc1 (stage wordcount"
+contains '"words": 3'
+expect 0 "$FLOW" show "$key_wc1" --json
+contains '"key_desc":'
+expect 0 "$FLOW" log "$key_wc1"
+
+# ---- ls / dag -------------------------------------------------------------
+expect 0 "$FLOW" ls
+contains "wordcount"
+expect 0 "$FLOW" ls --json
+contains '"node":"src"'
+expect 0 "$FLOW" dag g.graph
+contains "wc1"
+expect 0 "$FLOW" dag g.graph --dot
+contains '"cat" -> "wc"'
+
+# ---- hash prefixes --------------------------------------------------------
+expect 2 "$FLOW" show abc
+contains "give 6 to 32 hex digits"
+expect 2 "$FLOW" show zzzzzzzz
+expect 2 "$FLOW" show 000000000000
+# an ambiguous prefix: find two keys sharing their first 6 digits (rare) or skip
+
+# ---- graph errors: exit 2, file:line:col, nothing built --------------------
+printf 'a = source { path = "data" }\nb = wordcount { input = [a, c] }\n' > bad.graph
+expect 2 "$FLOW" build bad.graph
+contains "bad.graph:2:29: error: node 'b': input 'input' refers to undefined node 'c'"
+[ -d bad.flow ] && fail "a cache was created for a bad graph"
+expect 2 "$FLOW" build g.graph --set wc.nope=1
+contains "--set wc.nope: error:"
+expect 2 "$FLOW" build g.graph no_such_target
+expect 2 "$FLOW" status missing.graph
+contains "not found"
+expect 2 "$FLOW" frobnicate
+expect 2 "$FLOW" build
+# a failing node: exit 1, others still built
+mkdir -p empty
+printf 'e = source { path = "empty" }\nw = wordcount { input = e }\nok = source { path = "one.txt" }\n' > fail.graph
+expect 1 "$FLOW" build fail.graph
+contains "has no files"
+# a graph located by name in ./graphs
+mkdir -p graphs
+cp g.graph graphs/named.graph
+sed -i 's|"data"|"../data"|; s|"one.txt"|"../one.txt"|' graphs/named.graph
+expect 0 "$FLOW" build named
+[ -d graphs/.flow ] || fail "cache for graphs/named.graph not beside it"
+
+# ---- gc: only what g.graph uses now survives -------------------------------
+export FLOW_GC_GRACE=0
+before=$("$FLOW" ls --json | grep -c '"key"')
+expect 0 "$FLOW" gc g.graph
+contains "freed"
+after=$("$FLOW" ls --json | grep -c '"key"')
+[ "$after" = 6 ] || fail "gc kept $after artifacts (of $before), expected the 6 current ones"
+check_ran "" g.graph
+# --keep-last keeps the previous build of cat as well
+check_ran "cat wc" g.graph --set 'cat.separator=";"'
+expect 0 "$FLOW" gc g.graph --keep-last 2
+after=$("$FLOW" ls --json | grep -c '"key"')
+[ "$after" -ge 8 ] || fail "gc --keep-last 2 kept only $after artifacts"
+expect 0 "$FLOW" gc g.graph
+after=$("$FLOW" ls --json | grep -c '"key"')
+[ "$after" = 6 ] || fail "gc after --keep-last kept $after, expected 6"
+
+# ---- verify: clean, then damaged --------------------------------------------
+expect 0 "$FLOW" verify
+contains "verified"
+# flip one byte inside a stored chunk: random bytes do not
+# compress, so they lie verbatim in the LMDB data file
+python3 - <<'EOF' || fail "could not find the random file's bytes in .flow/data.mdb"
+import glob, sys
+needle = open('data/civil/random.bin', 'rb').read()[1000:1064]
+p = glob.glob('.flow/data.mdb')[0]
+data = open(p, 'rb').read()
+i = data.find(needle)
+if i < 0: sys.exit(1)
+with open(p, 'r+b') as f:
+    f.seek(i + 10); f.write(bytes([data[i + 10] ^ 0xff]))
+EOF
+"$FLOW" verify > verify.out 2>&1; rc=$?
+case $rc in
+    1) grep -q "damaged" verify.out || fail "verify exit 1 without naming the damage: $(cat verify.out)" ;;
+    *) fail "verify after corruption exited $rc: $(cat verify.out)" ;;
+esac
+
+if [ $fails -ne 0 ]; then echo "engine_e2e_test: $fails failure(s)"; exit 1; fi
+echo "engine_e2e_test: all checks passed"
