@@ -17,39 +17,149 @@
 /* ------------------------------------------------------------------ */
 /* Fast, vectorisable exp and normal CDF.                              */
 
-/* Cephes expf: range reduction by ln2 and a degree-6 polynomial. */
-static inline float fexp(float x)
+/* Written on GCC vector types (8 floats) with bitwise selects, so they
+ * compile to straight-line SIMD on any x86-64 (two SSE halves by default,
+ * AVX2 in the target_clones chunks below) — no branch, no libm call. */
+/* the v8f helpers are always_inline (also at -O0): a v8f never crosses a
+ * call boundary, where the AVX2 clones and the default code would disagree
+ * on how it is passed */
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline __attribute__((always_inline)) v8f vsel(v8i m, v8f a, v8f b)  /* m ? a : b, lane-wise */
 {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float t = x * 1.44269504088896341f;
-    float r = (t + 12582912.0f) - 12582912.0f;          /* round to nearest */
-    float f = x - r * 0.693145751953125f - r * 1.428606765330187045e-06f;
-    float p = 1.9875691500E-4f;
-    p = p * f + 1.3981999507E-3f;
-    p = p * f + 8.3334519073E-3f;
-    p = p * f + 4.1665795894E-2f;
-    p = p * f + 1.6666665459E-1f;
-    p = p * f + 5.0000001201E-1f;
-    p = p * f * f + f + 1.0f;
-    union { int32_t i; float f; } u;
-    u.i = ((int32_t)r + 127) << 23;
-    return p * u.f;
+    return (v8f)(((v8i)a & m) | ((v8i)b & ~m));
+}
+static inline __attribute__((always_inline)) v8f vload(const float *p)
+{
+    v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline __attribute__((always_inline)) void vstore(float *p, v8f v)
+{
+    memcpy(p, &v, sizeof v);
+}
+#define V8(x) ((v8f){x, x, x, x, x, x, x, x})
+
+/* Cephes expf: range reduction by ln2 and a degree-6 polynomial
+ * (relative error ~1e-7); inputs clamped to [-87, 88]. */
+static inline __attribute__((always_inline)) v8f vexp(v8f x)
+{
+    x = vsel(x < V8(-87.0f), V8(-87.0f), x);
+    x = vsel(x > V8(88.0f), V8(88.0f), x);
+    v8f t = x * V8(1.44269504088896341f);
+    v8f r = (t + V8(12582912.0f)) - V8(12582912.0f);        /* round to nearest */
+    v8f f = x - r * V8(0.693145751953125f) - r * V8(1.428606765330187045e-06f);
+    v8f p = V8(1.9875691500E-4f);
+    p = p * f + V8(1.3981999507E-3f);
+    p = p * f + V8(8.3334519073E-3f);
+    p = p * f + V8(4.1665795894E-2f);
+    p = p * f + V8(1.6666665459E-1f);
+    p = p * f + V8(5.0000001201E-1f);
+    p = p * f * f + f + V8(1.0f);
+    v8i n = __builtin_convertvector(r, v8i);
+    return p * (v8f)((n + 127) << 23);
 }
 
-/* Phi(x) = 0.5 erfc(-x/sqrt2) with Abramowitz-Stegun 7.1.26 for erfc(|z|)
- * (absolute error 1.5e-7; computed as erfc so the tail keeps its accuracy). */
-static inline float fphi(float x)
+/* Phi(x) = 0.5 erfc(-x/sqrt2), erfc(|z|) by Abramowitz-Stegun 7.1.26
+ * (absolute error 1.5e-7), computed as erfc so the left tail keeps its
+ * relative accuracy. */
+static inline __attribute__((always_inline)) v8f vphi(v8f x)
 {
-    float z = x * 0.70710678118654752f;
-    float a = z < 0 ? -z : z;
-    float t = 1.0f / (1.0f + 0.3275911f * a);
-    float p = 1.061405429f;
-    p = p * t - 1.453152027f;
-    p = p * t + 1.421413741f;
-    p = p * t - 0.284496736f;
-    p = p * t + 0.254829592f;
-    float q = p * t * fexp(-a * a);     /* erfc(a) */
-    return z < 0 ? 0.5f * q : 1.0f - 0.5f * q;
+    v8f z = x * V8(0.70710678118654752f);
+    v8i neg = z < V8(0.0f);
+    v8f a = vsel(neg, -z, z);
+    v8f t = V8(1.0f) / (V8(1.0f) + V8(0.3275911f) * a);
+    v8f p = V8(1.061405429f);
+    p = p * t - V8(1.453152027f);
+    p = p * t + V8(1.421413741f);
+    p = p * t - V8(0.284496736f);
+    p = p * t + V8(0.254829592f);
+    v8f q = V8(0.5f) * p * t * vexp(-a * a);   /* 0.5 erfc(a) */
+    return vsel(neg, q, V8(1.0f) - q);
+}
+
+/* Splits [0,n) into per-thread blocks of whole 8-float vectors. */
+#define PAR_CHUNKS(n, body) do { \
+        _Pragma("omp parallel") { \
+            int ti_ = omp_get_thread_num(), nt_ = omp_get_num_threads(); \
+            size_t per_ = (((n) + nt_ - 1) / nt_ + 7) / 8 * 8; \
+            size_t s = ti_ * per_, e = s + per_ < (n) ? s + per_ : (n); \
+            if (s < e) { body; } \
+        } \
+    } while (0)
+
+/* Scalar forms for tails: the same math, one lane used. */
+static inline float fexp(float x)
+{
+    return vexp(V8(x))[0];
+}
+
+/* dst[j] = exp(src[j] - mx) for j < n; returns the sum (fixed order). */
+static float exp_row(float *dst, const float *src, float mx, int n)
+{
+    v8f acc = V8(0.0f);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        v8f e = vexp(vload(src + j) - V8(mx));
+        vstore(dst + j, e);
+        acc += e;
+    }
+    float s = 0;
+    for (; j < n; j++) {
+        dst[j] = fexp(src[j] - mx);
+        s += dst[j];
+    }
+    return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* out = x Phi(x) */
+__attribute__((target_clones("avx2", "default")))
+static void gelu_chunk(float *out, const float *inp, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f x = vload(inp + i);
+        vstore(out + i, x * vphi(x));
+    }
+    if (i < n) {
+        float buf[8] = {0};
+        memcpy(buf, inp + i, (n - i) * sizeof(float));
+        v8f x = vload(buf);
+        vstore(buf, x * vphi(x));
+        memcpy(out + i, buf, (n - i) * sizeof(float));
+    }
+}
+
+/* dinp = dout (Phi(x) + x phi(x)) */
+__attribute__((target_clones("avx2", "default")))
+static void gelu_grad_chunk(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    for (size_t i = 0; i < n; i += 8) {
+        size_t k = n - i < 8 ? n - i : 8;
+        v8f x, d;
+        if (k == 8) {
+            x = vload(inp + i);
+            d = vload(dout + i);
+        } else {
+            float bx[8] = {0}, bd[8] = {0};
+            memcpy(bx, inp + i, k * sizeof(float));
+            memcpy(bd, dout + i, k * sizeof(float));
+            x = vload(bx);
+            d = vload(bd);
+        }
+        v8f pdf = V8(0.3989422804014327f) * vexp(V8(-0.5f) * x * x);
+        v8f r = d * (vphi(x) + x * pdf);
+        if (k == 8) {
+            vstore(dinp + i, r);
+        } else {
+            float br[8];
+            vstore(br, r);
+            memcpy(dinp + i, br, k * sizeof(float));
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -269,10 +379,52 @@ uint64_t dropout_key(uint64_t seed, uint64_t counter, uint64_t site)
                  ^ mix64(site * 0x8CB92BA72F3D8DD7ULL + 2));
 }
 
+/* The per-element hash works on 32-bit lanes so it vectorises: two rounds
+ * of a 32-bit finaliser over (index, key).  Indices are taken mod 2^32
+ * within a site (a site never has 2^32 elements at realistic sizes). */
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+static inline uint32_t drop_threshold(float p)
+{
+    double t = (double)p * 4294967296.0;
+    return t >= 4294967295.0 ? 4294967295u : (uint32_t)t;
+}
+
+static inline uint32_t hash32(uint32_t x)
+{
+    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+    return x;
+}
+
+static inline __attribute__((always_inline)) v8u vhash32(v8u x)
+{
+    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+    return x;
+}
+
 int dropout_keep(uint64_t key, uint64_t i, float p)
 {
-    uint32_t u = (uint32_t)(mix64(key + i * 0x9E3779B97F4A7C15ULL) >> 32);
-    return (double)u >= (double)p * 4294967296.0;
+    uint32_t h = hash32(hash32((uint32_t)i ^ (uint32_t)key) + (uint32_t)(key >> 32));
+    return h >= drop_threshold(p);
+}
+
+/* dst[i] = keep(key, base+i) ? src[i]/(1-p) : 0 for i < n (may alias). */
+__attribute__((target_clones("avx2", "default")))
+static void dropout_apply(float *dst, const float *src, size_t n, float p, uint64_t key,
+                          uint64_t base)
+{
+    uint32_t thr = drop_threshold(p), klo = (uint32_t)key, khi = (uint32_t)(key >> 32);
+    float scale = 1.0f / (1.0f - p);
+    v8u lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8u idx = lane + (uint32_t)(base + i);
+        v8u h = vhash32(vhash32(idx ^ klo) + khi);
+        v8i keep = (v8i)(h >= thr);
+        vstore(dst + i, vsel(keep, vload(src + i) * V8(scale), V8(0.0f)));
+    }
+    for (; i < n; i++)
+        dst[i] = dropout_keep(key, base + i, p) ? src[i] * scale : 0.0f;
 }
 
 void dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t key)
@@ -282,10 +434,7 @@ void dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t k
             memcpy(out, inp, n * sizeof(float));
         return;
     }
-    float scale = 1.0f / (1.0f - p);
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        out[i] = dropout_keep(key, i, p) ? inp[i] * scale : 0.0f;
+    PAR_CHUNKS(n, dropout_apply(out + s, inp + s, e - s, p, key, s));
 }
 
 void dropout_backward(float *dinp, const float *dout, size_t n, float p, uint64_t key)
@@ -307,7 +456,6 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
 {
     int d = H / nh, ld = 3 * H;
     float scale = 1.0f / sqrtf((float)d);
-    float keep_scale = p_drop > 0 ? 1.0f / (1.0f - p_drop) : 1.0f;
     #pragma omp parallel
     {
         float *pd = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
@@ -327,12 +475,17 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
                 for (int j = 0; j < T; j++)
                     if (!mk || mk[j])
                         mx = row[j] > mx ? row[j] : mx;
-                float sum = 0;
-                for (int j = 0; j < T; j++) {
-                    float e = (!mk || mk[j]) ? fexp(row[j] - mx) : 0.0f;
-                    row[j] = e;
-                    sum += e;
-                }
+                if (mk)
+                    for (int j = 0; j < T; j++)
+                        if (!mk[j])
+                            row[j] = -INFINITY;
+                float sum = exp_row(row, row, mx, T);
+                if (mk)
+                    for (int j = 0; j < T; j++)
+                        if (!mk[j]) {
+                            sum -= row[j];
+                            row[j] = 0.0f;
+                        }
                 float inv = 1.0f / sum;
                 for (int j = 0; j < T; j++)
                     row[j] *= inv;
@@ -340,8 +493,7 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
             const float *A = P;
             if (p_drop > 0) {
                 uint64_t base = (uint64_t)bh * T * T;
-                for (size_t i = 0; i < (size_t)T * T; i++)
-                    pd[i] = dropout_keep(key, base + i, p_drop) ? P[i] * keep_scale : 0.0f;
+                dropout_apply(pd, P, (size_t)T * T, p_drop, key, base);
                 A = pd;
             }
             /* ctx[T,d] (row stride H) = A[T,T] v[T,d] */
@@ -357,7 +509,6 @@ void attention_backward(float *dqkv, const float *dctx, const float *qkv,
 {
     int d = H / nh, ld = 3 * H;
     float scale = 1.0f / sqrtf((float)d);
-    float keep_scale = p_drop > 0 ? 1.0f / (1.0f - p_drop) : 1.0f;
     #pragma omp parallel
     {
         float *pd = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
@@ -374,8 +525,7 @@ void attention_backward(float *dqkv, const float *dctx, const float *qkv,
             uint64_t base = (uint64_t)bh * T * T;
             const float *A = P;
             if (p_drop > 0) {
-                for (size_t i = 0; i < (size_t)T * T; i++)
-                    pd[i] = dropout_keep(key, base + i, p_drop) ? P[i] * keep_scale : 0.0f;
+                dropout_apply(pd, P, (size_t)T * T, p_drop, key, base);
                 A = pd;
             }
             /* dv[T,d] = A^T[T,T] dc[T,d] */
@@ -390,8 +540,7 @@ void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                 const float *p = P + (size_t)i * T;
                 if (p_drop > 0) {
                     uint64_t rb = base + (uint64_t)i * T;
-                    for (int j = 0; j < T; j++)
-                        r[j] = dropout_keep(key, rb + j, p_drop) ? r[j] * keep_scale : 0.0f;
+                    dropout_apply(r, r, T, p_drop, key, rb);
                 }
                 float dot = 0;
                 for (int j = 0; j < T; j++)
@@ -413,19 +562,12 @@ void attention_backward(float *dqkv, const float *dctx, const float *qkv,
 
 void gelu_forward(float *out, const float *inp, size_t n)
 {
-    #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++)
-        out[i] = inp[i] * fphi(inp[i]);
+    PAR_CHUNKS(n, gelu_chunk(out + s, inp + s, e - s));
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
-    #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float pdf = 0.3989422804014327f * fexp(-0.5f * x * x);
-        dinp[i] = dout[i] * (fphi(x) + x * pdf);
-    }
+    PAR_CHUNKS(n, gelu_grad_chunk(dinp + s, inp + s, dout + s, e - s));
 }
 
 void tanh_forward(float *out, const float *inp, size_t n)
@@ -480,10 +622,11 @@ double xent_forward(float *lse, const float *logits, const int32_t *targets,
                 mx = r[v];
                 arg = v;
             }
-        float s = 0;
-        for (int v = 0; v < V; v++)
-            s += fexp(r[v] - mx);
-        float l = mx + logf(s);
+        float *tmp = malloc((size_t)V * sizeof(float));
+        if (!tmp)
+            abort();
+        float l = mx + logf(exp_row(tmp, r, mx, V));
+        free(tmp);
         lse[m] = l;
         nll[m] = (double)l - r[targets[m]];
         hit[m] = arg == targets[m];
@@ -516,8 +659,9 @@ void xent_backward(float *dlogits, const float *logits, const float *lse,
         const float *r = logits + (size_t)m * V;
         float *d = dlogits + (size_t)m * V;
         float f = (float)((w ? w[targets[m]] : 1.0f) * scale / den), l = lse[m];
+        exp_row(d, r, l, V);
         for (int v = 0; v < V; v++)
-            d[v] = f * fexp(r[v] - l);
+            d[v] *= f;
         d[targets[m]] -= f;
     }
 }
