@@ -304,6 +304,23 @@ static size_t article_label(const unsigned char *s, size_t n)
     return w ? i + w : 0;
 }
 
+/* Unmarked structure heading: a short paragraph "第<num>编|章|节|分编 title"
+ * written without '#' (a few documents do). */
+static int chapter_heading(const unsigned char *s, size_t n)
+{
+    size_t i = skip_ws(s, n), k, m;
+    if (n > 90 || !cp_at(s + i, n - i, 0x7b2c, &k)) return 0;   /* 第 */
+    i += k;
+    if ((m = numerals_at(s + i, n - i, 1)) == 0) return 0;
+    i += m;
+    if (cp_at(s + i, n - i, 0x5206, &k)) i += k;                /* 分 (分编) */
+    if (!cp_at(s + i, n - i, 0x7f16, &k) && !cp_at(s + i, n - i, 0x7ae0, &k) &&
+        !cp_at(s + i, n - i, 0x8282, &k))                          /* 编 章 节 */
+        return 0;
+    i += k;
+    return i == n || skip_ws(s + i, n - i) > 0;
+}
+
 /* Item label: [ws] <chinese numerals>、 */
 static int item_label(const unsigned char *s, size_t n)
 {
@@ -560,7 +577,8 @@ int text_clean_document(const text_opts *o, const char *s, size_t n,
     for (int k = 0; k < d.nb; k++) {
         if (d.b[k].heading) continue;
         const unsigned char *bp = (const unsigned char *)d.para.data + d.b[k].start;
-        if ((label[k] = article_label(bp, d.b[k].len)) > 0) narticles++;
+        if (chapter_heading(bp, d.b[k].len)) d.b[k].heading = 1;
+        else if ((label[k] = article_label(bp, d.b[k].len)) > 0) narticles++;
         else if (item_label(bp, d.b[k].len)) nitems++;
     }
     int mode = narticles > 0 ? 1 : nitems >= 2 ? 2 : 0;   /* 1 articles, 2 items, 0 paragraphs */

@@ -15,7 +15,8 @@
  *        lines) is metadata, not body text, and is dropped;
  *      - every other <!-- ... --> comment is removed (may span lines; an
  *        unterminated one runs to the end of the document);
- *      - heading lines ("#".."######" + space) are blocks of their own;
+ *      - heading lines ("#".."######" + space) are blocks of their own, as
+ *        are short unmarked "第<num>编|章|节|分编 title" paragraphs;
  *        table separator rows (|---|) and horizontal rules are dropped;
  *      - paragraphs are runs of non-blank lines (lines joined by a space,
  *        which the space rule below then removes between Han characters).
@@ -59,7 +60,7 @@
 
 /* Version of the cleaning rules, recorded in clean.json and used as the
  * clean stage's version: bump it whenever any rule above changes. */
-#define TEXT_CLEAN_VERSION 1
+#define TEXT_CLEAN_VERSION 2
 
 /* The Chinese punctuation the legal preset keeps (UTF-8, no separators). */
 #define TEXT_LEGAL_PUNCT "，。、；：？！“”‘’（）《》〈〉【】〔〕「」『』—…·％．～－×÷‰℃°"

@@ -56,6 +56,9 @@ static void test_structure(void)
     CHECK(st.paragraphs == 0);
     CHECK(st.structure_bytes > 0);
 
+    /* an unmarked chapter title is a heading, not part of the article */
+    CHECK_STREQ(run(&o, "第一条 甲乙丙。\n\n第二章　罚则\n\n第二条 丁戊。\n"), "甲乙丙。|丁戊。");
+
     /* keep the article label */
     o.strip_article_label = 0;
     CHECK_STREQ(run(&o, "第一条 甲乙丙。\n\n第二条 丁戊。\n"), "第一条甲乙丙。|第二条丁戊。");
