@@ -12,7 +12,30 @@
  *
  * Processes: a flow_store must only be used in the process that opened it
  * (LMDB forbids using an environment across fork); forked workers open
- * their own.  Several processes may open the same cache at once.
+ * their own.  Several processes may open the same cache at once.  A forked
+ * child must not use the parent's flow_store; it may store_close() it
+ * (that only releases memory) but should do so before opening its own, or
+ * simply leave it alone.  Within a process, use a flow_store from one
+ * thread at a time (the store runs its own 2 helper threads internally).
+ *
+ * Layout (format version 1, in the meta record with magic "FLOWSTOR" and
+ * the hash algorithm name "xxh3-128"): tables chunks, artifacts, logs,
+ * history, statcache, leases, checkpoints.  Chunks are 2 MiB of raw bytes
+ * (the last one of a part shorter), keyed by XXH3-128 of those bytes, and
+ * stored as zstd level 3, as shuffled byte planes (FLOW_PART_F32: planes
+ * that look like noise stay raw, the rest zstd level 3), or raw when
+ * compression does not help.
+ *
+ * Hashes:
+ *   part content     = XXH3-128( u64le(size) || chunk_hash[0] || ... )
+ *                      (so it depends on the fixed 2 MiB chunking);
+ *   artifact content = XXH3-128( for each part in strcmp name order:
+ *                      u32le(strlen(name)) || name || part content ).
+ *
+ * Map growth: the LMDB map starts at initial_map_size and doubles on
+ * demand (also adopting a size grown by another process).  Only a real
+ * disk-full or the max_map_size limit gives FLOW_E_FULL, and the failed
+ * write leaves the store as it was.
  *
  * All functions return 0 or a negative FLOW_E* code with err filled.
  */
@@ -86,7 +109,8 @@ typedef struct store_part_info {
     const char *name;
     int kind;
     uint64_t size;          /* raw bytes */
-    uint64_t stored;        /* compressed bytes of its chunks */
+    uint64_t stored;        /* compressed bytes of its chunks (each chunk
+                             * counted per use: dedup is not subtracted) */
     flow_hash content;      /* hash of the part's raw bytes (chunk-list hash) */
 } store_part_info;
 
@@ -97,7 +121,7 @@ typedef struct store_artifact {
     store_part_info *parts;
     char *meta_json;        /* metadata object */
     int64_t created;        /* unix seconds */
-    uint64_t raw_size, stored_size;
+    uint64_t raw_size, stored_size;   /* sums over the parts */
 } store_artifact;
 
 /* Looks up an artifact by key; FLOW_E_NOTFOUND if absent.  *out is owned by
@@ -105,11 +129,17 @@ typedef struct store_artifact {
 int store_get(flow_store *s, const flow_hash *key, store_artifact **out, flow_err *err);
 void store_artifact_free(store_artifact *a);
 int store_has(flow_store *s, const flow_hash *key);
-/* Resolves a hex prefix of at least 6 digits to a unique key. */
+/* Resolves a hex prefix of 6..32 digits to a unique key: FLOW_E_USAGE for
+ * a bad prefix, FLOW_E_NOTFOUND, or FLOW_E_AMBIGUOUS listing candidates. */
 int store_resolve(flow_store *s, const char *hex_prefix, flow_hash *out, flow_err *err);
 int store_get_log(flow_store *s, const flow_hash *key, char **log, size_t *len, flow_err *err);
 
-/* Streams a part's bytes, verifying each chunk's hash. */
+/* Streams a part's bytes, verifying each chunk's hash (the next chunk is
+ * decoded in the background while the caller consumes the current one).
+ * store_reader_read returns the bytes read (0 at the end) or a negative
+ * code; FLOW_E_CORRUPT names the artifact, part, chunk index and hash.
+ * store_read_part reads a whole part into a malloc'd buffer (one extra NUL
+ * byte after *len), decoding chunks in parallel straight into it. */
 typedef struct store_reader store_reader;
 int store_reader_open(flow_store *s, const flow_hash *key, const char *part,
                       store_reader **out, flow_err *err);
@@ -140,10 +170,18 @@ int store_stat_put(flow_store *s, const char *path, uint64_t size, int64_t mtime
 /* Atomically takes the lease on key for this process (pid, host, start
  * time) unless a live owner holds it: returns 0 when taken, FLOW_E_BUSY when
  * another live process holds it.  A lease whose owner died (same host,
- * process gone) or that expired (ttl_s without renewal) is taken over. */
+ * process gone, or its pid reused: /proc/<pid>/stat start time differs) or
+ * that expired (ttl_s without renewal) is taken over.  ttl_s <= 0: no
+ * expiry.  Taking a lease this process already holds renews it.  renew:
+ * extends ours (takes it if free); release: deletes it if it is ours,
+ * otherwise does nothing.  Leases and stat-cache entries are committed
+ * without fsync (they are worthless after a reboot). */
 int store_lease_take(flow_store *s, const flow_hash *key, int ttl_s, flow_err *err);
 int store_lease_renew(flow_store *s, const flow_hash *key, int ttl_s, flow_err *err);
 int store_lease_release(flow_store *s, const flow_hash *key, flow_err *err);
+/* Checkpoints are stored as chunks (shared with artifacts, reachable for
+ * gc) plus a chunk list keyed by the node key; put replaces the previous
+ * one; committing an artifact under the same key drops it. */
 int store_checkpoint_put(flow_store *s, const flow_hash *key, const void *data,
                          size_t len, flow_err *err);
 int store_checkpoint_get(flow_store *s, const flow_hash *key, char **data,
@@ -154,13 +192,18 @@ int store_checkpoint_drop(flow_store *s, const flow_hash *key, flow_err *err);
 typedef struct store_gc_stats {
     uint64_t artifacts_removed, chunks_removed, bytes_freed;
 } store_gc_stats;
-/* Deletes every artifact whose key is not in keep[], then unreferenced
- * chunks.  Chunks younger than grace_s are kept (a concurrent build may be
- * writing them). */
+/* Deletes every artifact (and its log) whose key is not in keep[], then
+ * chunks referenced by no artifact and no checkpoint.  Chunks younger than
+ * grace_s are kept (a concurrent build may be writing them; a writer that
+ * reuses an older stored chunk refreshes its time).  One write transaction.
+ * bytes_freed counts stored values removed (the file does not shrink; LMDB
+ * reuses the pages). */
 int store_gc(flow_store *s, const flow_hash *keep, size_t nkeep, int grace_s,
              store_gc_stats *st, flow_err *err);
-/* Re-reads every chunk of every artifact; reports each damaged one through
- * report(); returns 0 if all good, FLOW_E_CORRUPT otherwise. */
+/* Re-reads every chunk of every artifact and checkpoint, and rechecks the
+ * part and artifact content hashes; reports each damaged item through
+ * report() (e.g. "artifact <key> part 'p' chunk 3 (<hash>): content hash
+ * mismatch"); returns 0 if all good, FLOW_E_CORRUPT otherwise. */
 int store_verify(flow_store *s, void (*report)(const char *what, void *arg),
                  void *arg, flow_err *err);
 

@@ -5,65 +5,146 @@
  * writer, gc and verify. */
 #include "store_internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Byte-plane transposition of n bytes seen as n/4 4-byte words:
- * out = [byte0 of every word][byte1 ...][byte2 ...][byte3 ...][tail]. */
+/* Byte-plane transposition of n bytes seen as m = n/4 4-byte words:
+ * out = [byte0 of every word][byte1 ...][byte2 ...][byte3 ...][n%4 tail].
+ *
+ * SSE2 path, 16 words (64 bytes in 4 registers) at a time: byte address
+ * p = (word i: 4 bits, byte j: 2 bits) must move to q = (j, i), a rotation
+ * of the 6-bit address by 4.  One round of unpacklo/hi_epi8 over the
+ * register pairs (0,2), (1,3) is a perfect shuffle of the 64 bytes, i.e. a
+ * rotation by 1; so shuffling takes 4 rounds and unshuffling 2. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline void perfect_shuffle(__m128i v[4])
+{
+    __m128i a = _mm_unpacklo_epi8(v[0], v[2]), b = _mm_unpackhi_epi8(v[0], v[2]);
+    __m128i c = _mm_unpacklo_epi8(v[1], v[3]), d = _mm_unpackhi_epi8(v[1], v[3]);
+    v[0] = a; v[1] = b; v[2] = c; v[3] = d;
+}
+#endif
+
 void shuffle4(const unsigned char *in, unsigned char *out, size_t n)
 {
-    size_t m = n / 4;
-    unsigned char *o0 = out, *o1 = out + m, *o2 = out + 2 * m, *o3 = out + 3 * m;
-    for (size_t i = 0; i < m; i++) {
-        o0[i] = in[4 * i];
-        o1[i] = in[4 * i + 1];
-        o2[i] = in[4 * i + 2];
-        o3[i] = in[4 * i + 3];
+    size_t m = n / 4, i = 0;
+    unsigned char *o[4] = { out, out + m, out + 2 * m, out + 3 * m };
+#if defined(__SSE2__)
+    for (; i + 16 <= m; i += 16) {
+        __m128i v[4];
+        for (int k = 0; k < 4; k++) v[k] = _mm_loadu_si128((const __m128i *)(in + 4 * i + 16 * k));
+        for (int r = 0; r < 4; r++) perfect_shuffle(v);
+        for (int j = 0; j < 4; j++) _mm_storeu_si128((__m128i *)(o[j] + i), v[j]);
     }
+#endif
+    for (; i < m; i++)
+        for (int j = 0; j < 4; j++) o[j][i] = in[4 * i + j];
     memcpy(out + 4 * m, in + 4 * m, n - 4 * m);
+}
+
+/* Inverse of shuffle4, reading the four planes from anywhere. */
+static void unshuffle4p(const unsigned char *const pl[4], const unsigned char *tail,
+                        unsigned char *out, size_t n)
+{
+    size_t m = n / 4, i = 0;
+#if defined(__SSE2__)
+    for (; i + 16 <= m; i += 16) {
+        __m128i v[4];
+        for (int j = 0; j < 4; j++) v[j] = _mm_loadu_si128((const __m128i *)(pl[j] + i));
+        for (int r = 0; r < 2; r++) perfect_shuffle(v);
+        for (int k = 0; k < 4; k++) _mm_storeu_si128((__m128i *)(out + 4 * i + 16 * k), v[k]);
+    }
+#endif
+    for (; i < m; i++)
+        for (int j = 0; j < 4; j++) out[4 * i + j] = pl[j][i];
+    memcpy(out + 4 * m, tail, n - 4 * m);
 }
 
 void unshuffle4(const unsigned char *in, unsigned char *out, size_t n)
 {
     size_t m = n / 4;
-    const unsigned char *i0 = in, *i1 = in + m, *i2 = in + 2 * m, *i3 = in + 3 * m;
-    for (size_t i = 0; i < m; i++) {
-        out[4 * i] = i0[i];
-        out[4 * i + 1] = i1[i];
-        out[4 * i + 2] = i2[i];
-        out[4 * i + 3] = i3[i];
-    }
-    memcpy(out + 4 * m, in + 4 * m, n - 4 * m);
+    const unsigned char *pl[4] = { in, in + m, in + 2 * m, in + 3 * m };
+    unshuffle4p(pl, in + 4 * m, out, n);
 }
 
-size_t chunk_bound(size_t n) { return CHUNK_HDR + ZSTD_compressBound(n); }
-
-static size_t zcompress(ZSTD_CCtx *cctx, char *dst, size_t cap, const void *src, size_t n)
+/* Order-0 entropy (bits per byte) of a sample of p[0..n): planes above
+ * ~7.9 bits are noise (low mantissa bytes) that zstd cannot shrink, so
+ * they are stored raw without spending time compressing them. */
+static double sample_entropy(const unsigned char *p, size_t n)
 {
-    size_t z = ZSTD_compressCCtx(cctx, dst, cap, src, n, STORE_ZSTD_LEVEL);
+    uint32_t h[256] = {0};
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += 16, k++) h[p[i]]++;
+    double e = 0;
+    for (int i = 0; i < 256; i++)
+        if (h[i]) {
+            double q = (double)h[i] / (double)k;
+            e -= q * log2(q);
+        }
+    return e;
+}
+
+size_t chunk_bound(size_t n) { return CHUNK_HDR + 64 + ZSTD_compressBound(n); }
+
+static size_t zcompress(ZSTD_CCtx *cctx, char *dst, size_t cap, const void *src, size_t n,
+                        int level)
+{
+    size_t z = ZSTD_compressCCtx(cctx, dst, cap, src, n, level);
     return ZSTD_isError(z) ? (size_t)-1 : z;
+}
+
+/* Shuffled planes: payload = 4 x u32 plane header (bit 31: stored raw,
+ * low bits: stored length), the four planes, then the n%4 tail bytes.
+ * Returns the payload length, or (size_t)-1 if it would not be smaller
+ * than n. */
+static size_t encode_planes(ZSTD_CCtx *cctx, const void *raw, size_t n, char *out,
+                            size_t cap, char *scratch)
+{
+    size_t m = n / 4, at = 16;
+    shuffle4(raw, (unsigned char *)scratch, n);
+    for (int j = 0; j < 4; j++) {
+        const char *pl = scratch + j * m;
+        size_t z = (size_t)-1;
+        if (m >= 64 && sample_entropy((const unsigned char *)pl, m) < 7.9 && at < cap)
+            z = zcompress(cctx, out + at, cap - at, pl, m, STORE_ZSTD_PLANE_LEVEL);
+        uint32_t hdr;
+        if (z == (size_t)-1 || z >= m) {
+            if (at + m > cap) return (size_t)-1;
+            memcpy(out + at, pl, m);
+            z = m;
+            hdr = (uint32_t)m | 0x80000000u;
+        } else {
+            hdr = (uint32_t)z;
+        }
+        put_u32((unsigned char *)out + 4 * j, hdr);
+        at += z;
+    }
+    if (at + (n - 4 * m) > cap) return (size_t)-1;
+    memcpy(out + at, (const char *)raw + 4 * m, n - 4 * m);
+    at += n - 4 * m;
+    return at < n ? at : (size_t)-1;
 }
 
 size_t chunk_encode(ZSTD_CCtx *cctx, const void *raw, size_t n, int mode, int64_t created,
                     char *out, char *out2, char *scratch, int *codec)
 {
-    size_t cap = ZSTD_compressBound(n);
+    size_t cap = chunk_bound(n) - CHUNK_HDR;
     size_t z;
     int c;
     if (mode == CHUNK_F32_SHUF) {
-        shuffle4(raw, (unsigned char *)scratch, n);
-        z = zcompress(cctx, out + CHUNK_HDR, cap, scratch, n);
-        c = CODEC_SHUF4_ZSTD;
+        z = encode_planes(cctx, raw, n, out + CHUNK_HDR, cap, scratch);
+        c = CODEC_SHUF4_PLANES;
     } else {
-        z = zcompress(cctx, out + CHUNK_HDR, cap, raw, n);
+        z = zcompress(cctx, out + CHUNK_HDR, cap, raw, n, STORE_ZSTD_LEVEL);
         c = CODEC_ZSTD;
         if (mode == CHUNK_F32_TRY) {
-            shuffle4(raw, (unsigned char *)scratch, n);
-            size_t z2 = zcompress(cctx, out2 + CHUNK_HDR, cap, scratch, n);
-            if (z2 < z) {
+            size_t z2 = encode_planes(cctx, raw, n, out2 + CHUNK_HDR, cap, scratch);
+            if (z2 != (size_t)-1 && (z == (size_t)-1 || z2 < z)) {
                 memcpy(out + CHUNK_HDR, out2 + CHUNK_HDR, z2);
                 z = z2;
-                c = CODEC_SHUF4_ZSTD;
+                c = CODEC_SHUF4_PLANES;
             }
         }
     }
@@ -80,6 +161,37 @@ size_t chunk_encode(ZSTD_CCtx *cctx, const void *raw, size_t n, int mode, int64_
     put_u64(h + 8, (uint64_t)created);
     *codec = c;
     return CHUNK_HDR + z;
+}
+
+static int decode_planes(ZSTD_DCtx *dctx, const char *payload, size_t plen, uint32_t n,
+                         char *dst, char *scratch, char *why, size_t whylen)
+{
+    size_t m = n / 4, at = 16;
+    const unsigned char *pl[4];
+    if (plen < 16) goto bad;
+    for (int j = 0; j < 4; j++) {
+        uint32_t hdr = get_u32((const unsigned char *)payload + 4 * j), len = hdr & 0x7fffffffu;
+        if (len > plen - at) goto bad;
+        if (hdr & 0x80000000u) {
+            if (len != m) goto bad;
+            pl[j] = (const unsigned char *)payload + at;   /* straight from the map */
+        } else {
+            size_t r = ZSTD_decompressDCtx(dctx, scratch + j * m, m, payload + at, len);
+            if (ZSTD_isError(r) || r != m) {
+                snprintf(why, whylen, "zstd cannot decode byte plane %d (%s)", j,
+                         ZSTD_isError(r) ? ZSTD_getErrorName(r) : "wrong length");
+                return FLOW_E_CORRUPT;
+            }
+            pl[j] = (const unsigned char *)scratch + j * m;
+        }
+        at += len;
+    }
+    if (plen - at != n - 4 * m) goto bad;
+    unshuffle4p(pl, (const unsigned char *)payload + at, (unsigned char *)dst, n);
+    return 0;
+bad:
+    snprintf(why, whylen, "shuffled chunk layout is damaged");
+    return FLOW_E_CORRUPT;
 }
 
 int chunk_decode(ZSTD_DCtx *dctx, const void *val, size_t vlen, const flow_hash *h,
@@ -108,16 +220,16 @@ int chunk_decode(ZSTD_DCtx *dctx, const void *val, size_t vlen, const flow_hash 
             return FLOW_E_CORRUPT;
         }
         memcpy(dst, payload, rawlen);
-    } else if (codec == CODEC_ZSTD || codec == CODEC_SHUF4_ZSTD) {
-        char *to = codec == CODEC_ZSTD ? dst : scratch;
-        size_t r = ZSTD_decompressDCtx(dctx, to, rawlen, payload, plen);
+    } else if (codec == CODEC_ZSTD) {
+        size_t r = ZSTD_decompressDCtx(dctx, dst, rawlen, payload, plen);
         if (ZSTD_isError(r) || r != rawlen) {
             snprintf(why, whylen, "zstd cannot decode it (%s)",
                      ZSTD_isError(r) ? ZSTD_getErrorName(r) : "wrong length");
             return FLOW_E_CORRUPT;
         }
-        if (codec == CODEC_SHUF4_ZSTD)
-            unshuffle4((const unsigned char *)scratch, (unsigned char *)dst, rawlen);
+    } else if (codec == CODEC_SHUF4_PLANES) {
+        int rc = decode_planes(dctx, payload, plen, rawlen, dst, scratch, why, whylen);
+        if (rc) return rc;
     } else {
         snprintf(why, whylen, "unknown codec %d", codec);
         return FLOW_E_CORRUPT;

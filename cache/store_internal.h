@@ -26,6 +26,9 @@
 #define STORE_HASH_ALGO "xxh3-128"
 #define STORE_CHUNK_SIZE (2u << 20)     /* fixed raw chunk size: 2 MiB */
 #define STORE_ZSTD_LEVEL 3
+#ifndef STORE_ZSTD_PLANE_LEVEL
+#define STORE_ZSTD_PLANE_LEVEL 3        /* level for the byte planes of float chunks */
+#endif
 #define STORE_THREADS 2                 /* pool threads per store */
 
 enum {
@@ -100,7 +103,10 @@ int64_t store_now(void);    /* unix seconds */
  *   then the payload (raw bytes, or a zstd frame). */
 #define CHUNK_HDR 16
 #define CHUNK_VERSION 1
-enum { CODEC_RAW = 0, CODEC_ZSTD = 1, CODEC_SHUF4_ZSTD = 2 };
+/* CODEC_SHUF4_PLANES: the chunk is 4-byte shuffled into byte planes, each
+ * plane zstd-compressed or (when its sampled entropy says it is noise, or
+ * compression does not shrink it) stored raw; layout in chunk.c. */
+enum { CODEC_RAW = 0, CODEC_ZSTD = 1, CODEC_SHUF4_PLANES = 3 };
 
 typedef struct chunk_ref {
     flow_hash h;
@@ -108,7 +114,7 @@ typedef struct chunk_ref {
 } chunk_ref;
 
 /* Encodes raw[0..n) into out (capacity chunk_bound(n)) choosing the codec:
- * mode CHUNK_BYTES tries zstd; CHUNK_F32_TRY tries zstd and shuffle+zstd;
+ * mode CHUNK_BYTES tries zstd; CHUNK_F32_TRY tries zstd and shuffled planes;
  * CHUNK_F32_SHUF / CHUNK_F32_PLAIN use the decided one.  Falls back to raw
  * when compression does not shrink.  Returns the value length; *codec is
  * set.  scratch: n bytes. */

@@ -163,7 +163,7 @@ static int collect_one(store_writer *w, int block)
     w->fcount--;
     if (j->mode == CHUNK_F32_TRY && j->part == w->nparts - 1 && w->in_part &&
         w->f32_mode == CHUNK_F32_TRY)
-        w->f32_mode = j->codec == CODEC_SHUF4_ZSTD ? CHUNK_F32_SHUF : CHUNK_F32_PLAIN;
+        w->f32_mode = j->codec == CODEC_SHUF4_PLANES ? CHUNK_F32_SHUF : CHUNK_F32_PLAIN;
     j->state = J_READY;
     w->ready[w->nready++] = j;
     return 1;

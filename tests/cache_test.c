@@ -134,11 +134,15 @@ static void test_roundtrip(const char *root)
     fill_weights((float *)weights, big / 4);
     char *rndb = malloc(3u << 20);
     fill_random(rndb, 3u << 20);
-    const char *names[] = { "empty", "one", "weights", "train/text", "rand", NULL };
-    int kinds[] = { FLOW_PART_BYTES, FLOW_PART_BYTES, FLOW_PART_F32, FLOW_PART_BYTES, FLOW_PART_BYTES };
+    size_t tl = (2u << 20) + 12345;
+    char *lines = malloc(tl);
+    for (size_t i = 0; i < tl; i++) lines[i] = "the court held that\n"[i % 20];
+    const char *names[] = { "empty", "one", "weights", "train/text", "rand", "odd", "lines", NULL };
+    int kinds[] = { FLOW_PART_BYTES, FLOW_PART_BYTES, FLOW_PART_F32, FLOW_PART_BYTES, FLOW_PART_BYTES,
+                    FLOW_PART_F32, FLOW_PART_BYTES };
     const char *text = "hello\nworld\n";
-    const char *data[] = { "", "x", weights, text, rndb };
-    size_t lens[] = { 0, 1, big, strlen(text), 3u << 20 };
+    const char *data[] = { "", "x", weights, text, rndb, weights + 1, lines };
+    size_t lens[] = { 0, 1, big, strlen(text), 3u << 20, (3u << 20) + 5, tl };
     flow_hash k = key_of("roundtrip");
     char *log = malloc(20000);
     for (int i = 0; i < 19999; i++) log[i] = (char)('a' + i % 26);
@@ -148,18 +152,21 @@ static void test_roundtrip(const char *root)
     store_artifact *a = NULL;
     CHECK_OK(store_get(s, &k, &a, &err), err);
     if (a) {
-        CHECK(a->nparts == 5);
+        CHECK(a->nparts == 7);
         CHECK_STREQ(a->meta_json, "{\"x\":1}");
-        CHECK(a->raw_size == big + 1 + strlen(text) + (3u << 20));
+        CHECK(a->raw_size == big + 1 + strlen(text) + (3u << 20) + (3u << 20) + 5 + tl);
         /* parts come back in name order */
         CHECK_STREQ(a->parts[0].name, "empty");
-        CHECK_STREQ(a->parts[4].name, "weights");
+        CHECK_STREQ(a->parts[1].name, "lines");
+        CHECK_STREQ(a->parts[6].name, "weights");
         CHECK(a->parts[0].size == 0);
-        CHECK(a->parts[4].kind == FLOW_PART_F32);
-        /* weights: shuffle+zstd must beat raw clearly */
-        CHECK_MSG(a->parts[4].stored < big * 0.9, "stored %llu of %zu",
-                  (unsigned long long)a->parts[4].stored, big);
-        CHECK(a->parts[2].stored >= (3u << 20));   /* random data stays raw */
+        CHECK(a->parts[6].kind == FLOW_PART_F32);
+        /* weights: shuffled planes must beat raw clearly */
+        CHECK_MSG(a->parts[6].stored < big * 0.9, "stored %llu of %zu",
+                  (unsigned long long)a->parts[6].stored, big);
+        CHECK(a->parts[3].stored < (3u << 20) * 0.9);   /* odd-sized float part too */
+        CHECK(a->parts[1].stored < tl / 50);             /* text: zstd */
+        CHECK(a->parts[4].stored >= (3u << 20));         /* random data stays raw */
         CHECK(!flow_hash_is_zero(&a->content));
         CHECK(a->created > 0);
     }
@@ -211,6 +218,7 @@ static void test_roundtrip(const char *root)
     store_artifact_free(c);
     free(weights);
     free(rndb);
+    free(lines);
     free(log);
     store_close(s);
     /* reopen read-only: still there */
