@@ -43,8 +43,8 @@ static int read_terms(flow_ctx *c, tok_terms *terms, int max_chars)
         int has_terms = flow_in_has(c, "terms", i, "terms");
         for (int p = 0; p < np; p++) {
             const char *part = flow_in_part_name(c, "terms", i, p);
-            if (has_terms && strcmp(part, "terms") != 0)
-                continue;
+            if ((has_terms && strcmp(part, "terms") != 0) || part[0] == '.')
+                continue;   /* .index and such are not term lists */
             char *data;
             size_t len;
             int rc = flow_in_read(c, "terms", i, part, &data, &len);

@@ -31,7 +31,8 @@ static const flow_param_def coverage_params[] = {
 static const flow_input_def coverage_inputs[] = {
     {"corpus", 0, 0, "held-out corpus (part `text`), e.g. split.test"},
     {"tokenizer", 0, 0, "a bpe node"},
-    {"terms", 1, 0, "mined term list (part `terms` or each part; first TSV column)"},
+    {"terms", 1, 0, "mined term list: a terms node (its ranked.tsv), else part `terms` or "
+     "every part; first TSV column"},
 };
 
 static const flow_output_def coverage_outputs[] = {
@@ -106,10 +107,14 @@ static int read_mined(flow_ctx *c, tok_matcher *m, int *n)
     *n = 0;
     if (!flow_in_count(c, "terms"))
         return 0;
-    int np = flow_in_nparts(c, "terms", 0), has = flow_in_has(c, "terms", 0, "terms");
+    /* a terms node: its ranked.tsv (all mined candidates); else part
+     * `terms`; else every part */
+    const char *only = flow_in_has(c, "terms", 0, "ranked.tsv") ? "ranked.tsv"
+                     : flow_in_has(c, "terms", 0, "terms") ? "terms" : NULL;
+    int np = flow_in_nparts(c, "terms", 0);
     for (int p = 0; p < np; p++) {
         const char *part = flow_in_part_name(c, "terms", 0, p);
-        if (has && strcmp(part, "terms"))
+        if ((only && strcmp(part, only)) || part[0] == '.')
             continue;
         char *d;
         size_t len;
@@ -122,7 +127,8 @@ static int read_mined(flow_ctx *c, tok_matcher *m, int *n)
             size_t e = nl ? (size_t)(nl - d) : len, f = i;
             while (f < e && d[f] != '\t' && d[f] != '\r')
                 f++;
-            if (f > i && d[i] != '#' && utf8_first_invalid((unsigned char *)d + i, f - i) < 0 &&
+            int header = i == 0 && f - i == 4 && !memcmp(d, "term", 4);  /* ranked.tsv */
+            if (f > i && !header && d[i] != '#' && utf8_first_invalid((unsigned char *)d + i, f - i) < 0 &&
                 tok_matcher_add(m, d + i, f - i, *n) == 0)
                 (*n)++;
             i = e + 1;

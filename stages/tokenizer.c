@@ -547,8 +547,9 @@ static int encode_piece(void *arg, const char *p, size_t n, int forced)
             o->chars += ((unsigned char)p[i] & 0xC0) != 0x80;
         return 0;
     }
-    /* at most one symbol per byte */
-    size_t need = n * (sizeof(sym) + sizeof(hent));
+    /* at most one symbol per byte; the heap holds at most the k-1 initial
+     * pairs plus two per merge (k-1 merges): < 3k entries */
+    size_t need = n * sizeof(sym) + (3 * n + 3) * sizeof(hent);
     sym *s = work_get(o, need);
     hent *heap = (hent *)(s + n);
     size_t k = 0;

@@ -204,12 +204,13 @@ static void test_linear_time(void)
     CHECK_OK(tok_train(&txt, 1, NULL, &o, &t, &st, &err), err);
     if (!t)
         return;
-    /* one line of Han characters without any break, then one of letters */
+    /* one line of Han characters without any break (random characters of
+     * the seed, so no two pieces repeat), then one of letters */
     char *s = malloc(big + 8);
     size_t n = 0, sl = strlen(seed);
-    while (n + sl <= big) {
-        memcpy(s + n, seed, sl);
-        n += sl;
+    while (n + 3 <= big) {
+        memcpy(s + n, seed + 3 * rnd((uint32_t)(sl / 3)), 3);
+        n += 3;
     }
     double times[2];
     size_t sizes[2] = {n / 4, n};
@@ -239,8 +240,49 @@ static void test_linear_time(void)
     tok_free(t);
 }
 
+/* Long runs of one letter: the heap path at its largest (merges of every
+ * size class pile up), checked against the round trip. */
+static void test_repetitive_runs(void)
+{
+    flow_buf c;
+    buf_init(&c);
+    for (int l = 1; l < 300; l++) {
+        for (int i = 0; i < l; i++)
+            buf_addc(&c, i % 17 == 16 ? 'b' : 'a');
+        buf_addc(&c, '\n');
+    }
+    tok_text txt = {c.data, c.len};
+    tok_train_opts o = {60, 1.0, 0, 64, 1, 2, NULL, NULL};
+    tok_tokenizer *t;
+    tok_train_stats st;
+    flow_err err = {0};
+    CHECK_OK(tok_train(&txt, 1, NULL, &o, &t, &st, &err), err);
+    if (!t)
+        return;
+    CHECK(tok_nmerges(t) > 10);
+    tok_out e;
+    tok_out_init(&e);
+    flow_buf d;
+    buf_init(&d);
+    for (const char *line = c.data; *line;) {
+        const char *nl = strchr(line, '\n');
+        e.n = 0;
+        d.len = 0;
+        tok_encode(t, line, (size_t)(nl - line), &e);
+        tok_decode(t, e.ids, e.n, 0, &d);
+        CHECK(d.len == (size_t)(nl - line) && !memcmp(d.data, line, d.len));
+        line = nl + 1;
+    }
+    buf_release(&d);
+    tok_out_release(&e);
+    tok_train_stats_release(&st);
+    tok_free(t);
+    buf_release(&c);
+}
+
 int main(void)
 {
+    test_repetitive_runs();
     test_classes_and_segments();
     test_leftmost_longest();
     test_round_trip();
