@@ -222,7 +222,7 @@ static const flow_output_def split_outputs[] = {
 
 const flow_stage stage_split = {
     .name = "split",
-    .version = 1,
+    .version = 2,   /* 2: best of 32 seeded passes */
     .help = "train/dev/test split by group, stratified by label, seeded",
     .params = split_params, .nparams = sizeof split_params / sizeof *split_params,
     .inputs = split_inputs, .ninputs = 1,
