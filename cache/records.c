@@ -95,6 +95,22 @@ int store_record_build(flow_store *s, const char *graph_id, const char *node,
     flow_buf k;
     buf_init(&k);
     text_key(&k, graph_id, node);
+    /* A null build re-records every node with the key it already has: skip
+     * the write transaction (and its fsync) when the newest entry already
+     * is this key — only its timestamp would change. */
+    MDB_txn *rtxn;
+    flow_err rerr;
+    if (store_txn_read(s, &rtxn, &rerr) == 0) {
+        MDB_val kk = { k.len, k.data }, v;
+        hist_entry newest;
+        int same = mdb_get(rtxn, s->dbi[DB_HISTORY], &kk, &v) == 0 && hist_decode(&v, &newest, 1) == 1 &&
+                   flow_hash_eq(&newest.key, key);
+        store_txn_end(s, rtxn);
+        if (same) {
+            buf_release(&k);
+            return 0;
+        }
+    }
     hist_ctx c = { &k, key };
     int rc = store_write(s, "recording node history", record_fn, &c, s->sync_mode == STORE_SYNC_FULL ? 0 : 1, err);
     buf_release(&k);

@@ -68,9 +68,9 @@ static int included(flow_ctx *c, const char *rel)
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
+static int cmp_name(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(*(char *const *)a + 1, *(char *const *)b + 1);
 }
 
 static int walk(flow_ctx *c, const char *abs, const char *rel, file_list *out, int depth)
@@ -89,23 +89,36 @@ static int walk(flow_ctx *c, const char *abs, const char *rel, file_list *out, i
             cap = cap ? 2 * cap : 32;
             names = xrealloc(names, (size_t)cap * sizeof *names);
         }
-        names[n++] = xstrdup(de->d_name);
+        /* the entry type rides in front of the name, so the common case
+         * needs no stat (a null build walks the whole corpus) */
+        size_t nl = strlen(de->d_name);
+        names[n] = xmalloc(nl + 2);
+        names[n][0] = de->d_type == DT_REG ? 'f' : de->d_type == DT_DIR ? 'd' : '?';
+        memcpy(names[n] + 1, de->d_name, nl + 1);
+        n++;
     }
     closedir(d);
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    qsort(names, (size_t)n, sizeof *names, cmp_name);
     for (int i = 0; i < n; i++) {
         if (rc) { free(names[i]); continue; }
-        size_t al = strlen(abs) + strlen(names[i]) + 2, rl = strlen(rel) + strlen(names[i]) + 2;
+        const char *name = names[i] + 1;
+        size_t al = strlen(abs) + strlen(name) + 2, rl = strlen(rel) + strlen(name) + 2;
         char *a = xmalloc(al), *r = xmalloc(rl);
-        snprintf(a, al, "%s/%s", abs, names[i]);
-        snprintf(r, rl, "%s%s%s", rel, rel[0] ? "/" : "", names[i]);
+        snprintf(a, al, "%s/%s", abs, name);
+        snprintf(r, rl, "%s%s%s", rel, rel[0] ? "/" : "", name);
+        char type = names[i][0];
         free(names[i]);
         struct stat st;
-        if (stat(a, &st) != 0) {
-            rc = flow_ctx_fail(c, FLOW_E_IO, "cannot stat '%s': %s", a, strerror(errno));
-        } else if (S_ISDIR(st.st_mode)) {
+        if (type == '?') {      /* symlink or unknown: follow it */
+            if (stat(a, &st) != 0)
+                rc = flow_ctx_fail(c, FLOW_E_IO, "cannot stat '%s': %s", a, strerror(errno));
+            else
+                type = S_ISDIR(st.st_mode) ? 'd' : S_ISREG(st.st_mode) ? 'f' : 'x';
+        }
+        if (rc) {
+        } else if (type == 'd') {
             rc = walk(c, a, r, out, depth + 1);
-        } else if (S_ISREG(st.st_mode) && included(c, r)) {
+        } else if (type == 'f' && included(c, r)) {
             if (out->n == out->cap) {
                 out->cap = out->cap ? 2 * out->cap : 64;
                 out->rel = xrealloc(out->rel, (size_t)out->cap * sizeof *out->rel);

@@ -1,0 +1,36 @@
+#!/bin/bash
+# null_build.sh — how long `flow build` takes when everything is cached.
+#   1. a generated 1,000-node graph: 100 sources, each feeding a chain
+#      concat -> wordcount -> concat -> ... (10 nodes per chain)
+#   2. graphs/legal.graph (after one full build)
+# Targets: < 50 ms wall for (1), < 20 ms for (2).
+# Usage: tests/bench/null_build.sh [FLOW_BINARY]   (default build/flow)
+set -eu
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+FLOW=$(realpath "${1:-$SRC/build/flow}")
+T=$(mktemp -d "${TMPDIR:-/tmp}/flow-bench-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+mkdir -p "$T/data"
+{
+    for s in $(seq 0 99); do
+        printf 'word%d some text line\nanother line %d\n' "$s" "$s" > "$T/data/f$s.txt"
+        echo "s$s = source { path = \"data/f$s.txt\" }"
+        prev="s$s"
+        for k in $(seq 1 9); do
+            if [ $((k % 2)) = 1 ]; then
+                echo "c${s}_$k = concat { input = [$prev] separator = \"$k\" }"
+            else
+                echo "c${s}_$k = wordcount { input = $prev }"
+            fi
+            prev="c${s}_$k"
+        done
+    done
+} > "$T/big.graph"
+echo "graph: $(grep -c ' = ' "$T/big.graph") nodes"
+"$FLOW" build "$T/big.graph" -j 2 > /dev/null
+"$FLOW" build "$T/big.graph" > /dev/null
+hyperfine -N --warmup 3 --runs 30 "$FLOW build $T/big.graph" --export-json "$T/big.json" | grep -E "Time|Range"
+if [ -d "$SRC/../shared/data/legal" ]; then
+    "$FLOW" build "$SRC/graphs/legal.graph" --cache "$T/legal-cache" > /dev/null
+    hyperfine -N --warmup 3 --runs 30 "$FLOW build $SRC/graphs/legal.graph --cache $T/legal-cache" | grep -E "Time|Range"
+fi
