@@ -64,7 +64,7 @@ int cmd_ls(int argc, char **argv)
     }
     if (!rc && store_foreach(s, collect, &rs, &err)) rc = cli_fail(&err);
     if (!rc) {
-        qsort(rs.r, (size_t)rs.n, sizeof *rs.r, by_date);
+        if (rs.n) qsort(rs.r, (size_t)rs.n, sizeof *rs.r, by_date);
         flow_buf out;
         buf_init(&out);
         if (a.json) buf_addc(&out, '[');

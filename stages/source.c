@@ -98,7 +98,7 @@ static int walk(flow_ctx *c, const char *abs, const char *rel, file_list *out, i
         n++;
     }
     closedir(d);
-    qsort(names, (size_t)n, sizeof *names, cmp_name);
+    if (n) qsort(names, (size_t)n, sizeof *names, cmp_name);
     for (int i = 0; i < n; i++) {
         if (rc) { free(names[i]); continue; }
         const char *name = names[i] + 1;
