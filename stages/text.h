@@ -92,7 +92,9 @@ extern const char *const text_class_names[TC_NCLASS];
 
 typedef struct text_stats {
     uint64_t kept[TC_NCLASS];       /* code points written to kept units */
-    uint64_t dropped[TC_NCLASS];    /* code points removed by the filter */
+    uint64_t dropped[TC_NCLASS];    /* code points removed by the filter
+                                     * (space: also the line and paragraph
+                                     * joins, which are spaces until then) */
     uint64_t invalid_sequences;     /* invalid UTF-8 sequences replaced */
     uint64_t normalised;            /* full-width / space code points mapped */
     uint64_t structure_bytes;       /* front matter, header, comments, rules */
