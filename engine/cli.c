@@ -121,9 +121,15 @@ int cli_current_keys(const flow_graph *g, flow_store *s, flow_hash *keys, char *
         flow_buf d;
         buf_init(&d);
         int rc = key_for_node(g, s, i, keys, &keys[i], desc ? &d : NULL, err);
+        if (rc && desc) {
+            /* status/why: report the node, keep going */
+            buf_release(&d);
+            buf_printf(&d, "!%s", err->msg);
+            desc[i] = buf_detach(&d, NULL);
+            continue;
+        }
         if (rc) {
             buf_release(&d);
-            for (int k = 0; desc && k < g->n; k++) { free(desc[k]); desc[k] = NULL; }
             return rc;
         }
         known[i] = 1;

@@ -46,7 +46,9 @@ int cmd_status(int argc, char **argv)
             if (known[i]) flow_hash_hex(&keys[i], hex);
             if (!built[i]) {
                 nstale++;
-                if (!known[i]) {
+                if (desc[i] && desc[i][0] == '!') {
+                    buf_printf(&reason, "error: %s", desc[i] + 1);
+                } else if (!known[i]) {
                     for (int k = 0; k < nd->ndeps; k++)
                         if (!built[nd->deps[k]]) {
                             buf_printf(&reason, "upstream %s is stale", g->nodes[nd->deps[k]].name);

@@ -39,13 +39,30 @@ int cmd_why(int argc, char **argv)
         char hex[33];
         flow_buf now;
         buf_init(&now);
-        if (known[node]) {
+        if (desc[node] && desc[node][0] == '!') {
+            fprintf(stderr, "flow: error: %s\n", desc[node] + 1);
+            rc = 1;
+        } else if (known[node]) {
             buf_adds(&now, desc[node]);
         } else {
-            /* an upstream node is stale: inputs are unknown ("?") */
-            node_key_describe(g, node, NULL, NULL, &now);
+            /* an upstream node is stale: its inputs are unknown ("?"), the
+             * others are read from the cache */
+            int total = 0, flat = 0;
+            for (int p = 0; p < nd->stage->ninputs; p++) total += nd->inputs[p].nrefs;
+            flow_hash *content = xcalloc((size_t)total + 1, sizeof *content);
+            for (int p = 0; p < nd->stage->ninputs; p++)
+                for (int k = 0; k < nd->inputs[p].nrefs; k++, flat++) {
+                    const graph_ref *r = &nd->inputs[p].refs[k];
+                    store_artifact *art = NULL;
+                    if (built[r->node] && store_get(s, &keys[r->node], &art, &err) == 0)
+                        (void)ref_content(art, r->output, &content[flat]);
+                    store_artifact_free(art);
+                }
+            node_key_describe(g, node, content, NULL, &now);
+            free(content);
         }
-        if (built[node]) {
+        if (rc) {
+        } else if (built[node]) {
             flow_hash_hex(&keys[node], hex);
             printf("%s (stage %s) is up to date: artifact %s\n", nd->name, nd->stage->name, hex);
         } else {

@@ -135,7 +135,9 @@ flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content
 
 /* Human-readable canonical description of a node's key inputs (one
  * "name = value" line per parameter and input), stored in artifact
- * metadata so `flow why` and `flow status` can say what changed. */
+ * metadata so `flow why` and `flow status` can say what changed.
+ * input_content may be NULL, and an all-zero entry, for inputs not known
+ * yet (written as "?"). */
 void node_key_describe(const flow_graph *g, int node, const flow_hash *input_content,
                        const flow_hash *extra, flow_buf *out);
 
@@ -249,7 +251,10 @@ int cli_load_graph(const char *arg, char *const *sets, int nsets, flow_registry 
 /* Current key of every node as far as the cache allows: known[i] = 1 when
  * all of i's upstream nodes are built with their current keys (then
  * keys[i] is i's current key and desc[i], if desc, its description);
- * built[i] = 1 when, in addition, keys[i]'s artifact is in the cache. */
+ * built[i] = 1 when, in addition, keys[i]'s artifact is in the cache.
+ * With desc, a node whose key cannot be computed (say a source folder is
+ * gone) gets desc[i] = "!" + the message and the walk goes on; without,
+ * that error is returned. */
 int cli_current_keys(const flow_graph *g, flow_store *s, flow_hash *keys, char *known,
                      char *built, char **desc, flow_err *err);
 /* Compares two node_key_describe texts; *changes receives one readable

@@ -187,7 +187,7 @@ void node_key_describe(const flow_graph *g, int node, const flow_hash *input_con
         if (bd->nrefs == 0) buf_printf(out, "input.%s = unbound\n", st->inputs[p].name);
         for (int k = 0; k < bd->nrefs; k++, flat++) {
             const graph_ref *r = &bd->refs[k];
-            if (input_content) {
+            if (input_content && !flow_hash_is_zero(&input_content[flat])) {
                 flow_hash_hex(&input_content[flat], hex);
                 buf_printf(out, "input.%s[%d] = %s", st->inputs[p].name, k, hex);
             } else {
@@ -273,9 +273,13 @@ int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *
         rc = st->key_extra(&ctx, h);
         extra = flow_hasher_digest(h);
         flow_hasher_free(h);
-        if (rc)
-            rc = flow_fail(err, rc, "node '%s': %s", nd->name,
-                           ctx.err.msg[0] ? ctx.err.msg : "computing its key (key_extra) failed");
+        if (rc) {
+            /* flow_ctx_fail names the node already; flow_file_hash does not */
+            char prefix[300];
+            snprintf(prefix, sizeof prefix, "node '%s': ", nd->name);
+            const char *msg = ctx.err.msg[0] ? ctx.err.msg : "computing its key (key_extra) failed";
+            rc = flow_fail(err, rc, "%s%s", strncmp(msg, prefix, strlen(prefix)) ? prefix : "", msg);
+        }
         extrap = &extra;
     }
     if (!rc) {

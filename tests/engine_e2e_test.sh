@@ -144,6 +144,12 @@ mkdir -p empty
 printf 'e = source { path = "empty" }\nw = wordcount { input = e }\nok = source { path = "one.txt" }\n' > fail.graph
 expect 1 "$FLOW" build fail.graph
 contains "has no files"
+expect 0 "$FLOW" status fail.graph
+contains "stale       error: node 'e': source folder"
+contains "stale       upstream e is stale"
+contains "ok    up to date"
+expect 1 "$FLOW" why fail.graph e
+contains "has no files"
 # a graph located by name in ./graphs
 mkdir -p graphs
 cp g.graph graphs/named.graph
