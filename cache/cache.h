@@ -22,9 +22,11 @@
  * the hash algorithm name "xxh3-128"): tables chunks, artifacts, logs,
  * history, statcache, leases, checkpoints.  Chunks are 2 MiB of raw bytes
  * (the last one of a part shorter), keyed by XXH3-128 of those bytes, and
- * stored as zstd level 3, as shuffled byte planes (FLOW_PART_F32: planes
- * that look like noise stay raw, the rest zstd level 3), or raw when
- * compression does not help.
+ * stored as zstd level 3, as shuffled byte planes (FLOW_PART_F32, when
+ * smaller than plain zstd on the part's first chunk: planes that look like
+ * noise stay raw, the rest zstd level 1, which on float exponent planes is
+ * both smaller and >2x faster than level 3; see store_internal.h), or raw
+ * when compression does not help.
  *
  * Hashes:
  *   part content     = XXH3-128( u64le(size) || chunk_hash[0] || ... )
@@ -62,8 +64,9 @@ typedef struct store_options {
      *           writes, corrupt the store (it is a cache: delete and
      *           rebuild).  For builds that make many small commits; call
      *           store_sync() at the end.
-     * Chunk batches are always committed without fsync; the synced
-     * artifact commit that follows makes them durable. */
+     * In FULL mode, chunk batches, history, stat-cache and lease records
+     * are committed like NOMETA (one fsync, never a corruption risk); the
+     * next artifact commit makes them durable. */
     int sync_mode;
     size_t max_map_size;      /* 0 = unlimited; map growth beyond it -> FLOW_E_FULL */
 } store_options;
@@ -72,6 +75,7 @@ enum { STORE_SYNC_FULL = 0, STORE_SYNC_NOMETA = 1, STORE_SYNC_NONE = 2 };
 /* Opens (creating if needed) the cache at dir.  Validates the store's
  * format version; refuses too old / too new with a clear message. */
 int store_open(flow_store **out, const char *dir, const store_options *opt, flow_err *err);
+/* Free every writer and reader of s before closing it. */
 void store_close(flow_store *s);
 const char *store_dir(const flow_store *s);
 /* Flushes everything committed so far to disk (for STORE_SYNC_NONE/NOMETA). */
@@ -174,8 +178,7 @@ int store_stat_put(flow_store *s, const char *path, uint64_t size, int64_t mtime
  * that expired (ttl_s without renewal) is taken over.  ttl_s <= 0: no
  * expiry.  Taking a lease this process already holds renews it.  renew:
  * extends ours (takes it if free); release: deletes it if it is ours,
- * otherwise does nothing.  Leases and stat-cache entries are committed
- * without fsync (they are worthless after a reboot). */
+ * otherwise does nothing. */
 int store_lease_take(flow_store *s, const flow_hash *key, int ttl_s, flow_err *err);
 int store_lease_renew(flow_store *s, const flow_hash *key, int ttl_s, flow_err *err);
 int store_lease_release(flow_store *s, const flow_hash *key, flow_err *err);

@@ -112,7 +112,7 @@ int store_record_build(flow_store *s, const char *graph_id, const char *node,
         }
     }
     hist_ctx c = { &k, key };
-    int rc = store_write(s, "recording node history", record_fn, &c, s->sync_mode == STORE_SYNC_FULL ? 0 : 1, err);
+    int rc = store_write(s, "recording node history", record_fn, &c, 1, err);
     buf_release(&k);
     return rc;
 }
@@ -192,7 +192,7 @@ int store_stat_put(flow_store *s, const char *path, uint64_t size, int64_t mtime
     put_u64(c.v + 16, (uint64_t)mtime_ns);
     put_u64(c.v + 24, inode);
     memcpy(c.v + 32, h->b, 16);
-    /* losing a stat-cache entry only costs a rehash: never fsync for it */
+    /* losing a stat-cache entry only costs a rehash */
     int rc = store_write(s, "updating the stat cache", stat_fn, &c, 1, err);
     buf_release(&k);
     return rc;
@@ -316,7 +316,7 @@ static int lease_op(flow_store *s, const flow_hash *key, int ttl_s, int op, flow
 {
     lease_ctx c = { key, ttl_s, op, {0} };
     lease_self(&c.me, ttl_s);
-    /* leases are meaningless after a reboot: never fsync for them */
+    /* leases are meaningless after a reboot */
     return store_write(s, op == L_RELEASE ? "releasing a lease" : "taking a lease", lease_fn,
                        &c, 1, err);
 }

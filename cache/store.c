@@ -13,7 +13,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,16 +30,39 @@ int64_t store_now(void) { return (int64_t)time(NULL); }
 int store_mdb_fail(flow_store *s, flow_err *err, int rc, const char *what)
 {
     const char *dir = s ? s->dir : "?";
-    if (rc == MDB_MAP_FULL || rc == ENOSPC)
+    if (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EFBIG || rc == EDQUOT)
         return flow_fail(err, FLOW_E_FULL, "cache %s: %s: %s (disk or map full; free disk "
                          "space or run `flow gc`; the cache is left intact)", dir, what,
-                         rc == ENOSPC ? "no space left on device" : "map full and cannot grow");
+                         rc == MDB_MAP_FULL ? "map full and cannot grow" : strerror(rc));
     if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID)
         return flow_fail(err, FLOW_E_CORRUPT, "cache %s: %s: %s (the LMDB file is damaged; "
                          "delete the cache folder and rebuild)", dir, what, mdb_strerror(rc));
     if (rc == ENOMEM)
         return flow_fail(err, FLOW_E_NOMEM, "cache %s: %s: out of memory", dir, what);
     return flow_fail(err, FLOW_E_IO, "cache %s: %s: %s", dir, what, mdb_strerror(rc));
+}
+
+/* LMDB reports a short write (the usual face of a full disk) as EIO.
+ * Tell a full disk or file-size limit apart from a real I/O error. */
+static int commit_fail(flow_store *s, flow_err *err, int rc, const char *what)
+{
+    if (rc == EIO) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/data.mdb", s->dir);
+        struct stat st;
+        struct rlimit rl;
+        if (stat(path, &st) == 0 && getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+            (uint64_t)st.st_size + (64u << 20) > (uint64_t)rl.rlim_cur)
+            return flow_fail(err, FLOW_E_FULL, "cache %s: %s: the file size limit (ulimit -f, %llu "
+                             "bytes) was reached; the cache is left intact", s->dir, what,
+                             (unsigned long long)rl.rlim_cur);
+        struct statvfs vfs;
+        if (statvfs(s->dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < (64u << 20))
+            return flow_fail(err, FLOW_E_FULL, "cache %s: %s: the disk is full (%llu bytes free); "
+                             "free space or run `flow gc`; the cache is left intact", s->dir, what,
+                             (unsigned long long)vfs.f_bavail * vfs.f_frsize);
+    }
+    return store_mdb_fail(s, err, rc, what);
 }
 
 static void refresh_map_size(flow_store *s)
@@ -131,14 +156,16 @@ int store_write(flow_store *s, const char *what, store_write_fn fn, void *arg,
         }
         rc = fn(s, txn, arg, err);
         if (rc == 0) {
-            /* Chunk batches skip the fsync: the artifact commit that makes
-             * them reachable syncs the whole file. */
-            int flip = nosync && s->sync_mode != STORE_SYNC_NONE;
-            if (flip) mdb_env_set_flags(s->env, MDB_NOSYNC, 1);
+            /* Chunk batches and small records skip the meta-page fsync
+             * (MDB_NOMETASYNC: a power loss may undo them, never corrupt);
+             * the next synced commit makes them durable. */
+            int flip = nosync && s->sync_mode == STORE_SYNC_FULL;
+            if (flip) mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1);
             rc = mdb_txn_commit(txn);
-            if (flip) mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
+            if (flip) mdb_env_set_flags(s->env, MDB_NOMETASYNC, 0);
             pthread_rwlock_unlock(&s->resize_lock);
             if (rc == 0) return 0;
+            if (rc != MDB_MAP_FULL && rc != MDB_MAP_RESIZED) return commit_fail(s, err, rc, what);
         } else {
             mdb_txn_abort(txn);
             pthread_rwlock_unlock(&s->resize_lock);

