@@ -294,28 +294,96 @@ void embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout
 /* ------------------------------------------------------------------ */
 /* layernorm                                                           */
 
+static inline __attribute__((always_inline)) float hsum(v8f a)
+{
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* rows [n0,n1) of layernorm_forward */
+__attribute__((target_clones("avx2", "default")))
+static void ln_fwd_rows(float *out, float *mean, float *rstd, const float *inp,
+                        const float *g, const float *b, int n0, int n1, int C)
+{
+    for (int n = n0; n < n1; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *o = out + (size_t)n * C;
+        v8f acc = V8(0.0f);
+        int c = 0;
+        for (; c + 8 <= C; c += 8)
+            acc += vload(x + c);
+        float m = 0;
+        for (int k = c; k < C; k++)
+            m += x[k];
+        m = (m + hsum(acc)) / C;
+        acc = V8(0.0f);
+        for (c = 0; c + 8 <= C; c += 8) {
+            v8f d = vload(x + c) - V8(m);
+            acc += d * d;
+        }
+        float v = 0;
+        for (int k = c; k < C; k++)
+            v += (x[k] - m) * (x[k] - m);
+        v = (v + hsum(acc)) / C;
+        float rs = 1.0f / sqrtf(v + BERT_LN_EPS);
+        for (c = 0; c + 8 <= C; c += 8)
+            vstore(o + c, (vload(x + c) - V8(m)) * V8(rs) * vload(g + c) + vload(b + c));
+        for (; c < C; c++)
+            o[c] = (x[c] - m) * rs * g[c] + b[c];
+        mean[n] = m;
+        rstd[n] = rs;
+    }
+}
+
+/* rows [n0,n1) of layernorm_backward; pg/pb: this thread's partial dg/db */
+__attribute__((target_clones("avx2", "default")))
+static void ln_bwd_rows(float *dinp, float *pg, float *pb, const float *dout,
+                        const float *inp, const float *g, const float *mean,
+                        const float *rstd, int n0, int n1, int C)
+{
+    for (int n = n0; n < n1; n++) {
+        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+        float *di = dinp + (size_t)n * C;
+        float m = mean[n], s = rstd[n];
+        v8f ad = V8(0.0f), adx = V8(0.0f);
+        int c = 0;
+        for (; c + 8 <= C; c += 8) {
+            v8f xh = (vload(x + c) - V8(m)) * V8(s), dv = vload(d + c);
+            v8f dn = dv * vload(g + c);
+            ad += dn;
+            adx += dn * xh;
+            vstore(pg + c, vload(pg + c) + dv * xh);
+            vstore(pb + c, vload(pb + c) + dv);
+        }
+        float sum_d = 0, sum_dx = 0;
+        for (int k = c; k < C; k++) {
+            float xh = (x[k] - m) * s, dn = d[k] * g[k];
+            sum_d += dn;
+            sum_dx += dn * xh;
+            pg[k] += d[k] * xh;
+            pb[k] += d[k];
+        }
+        sum_d = (sum_d + hsum(ad)) / C;
+        sum_dx = (sum_dx + hsum(adx)) / C;
+        for (c = 0; c + 8 <= C; c += 8) {
+            v8f xh = (vload(x + c) - V8(m)) * V8(s);
+            vstore(di + c, (vload(d + c) * vload(g + c) - V8(sum_d) - xh * V8(sum_dx)) * V8(s));
+        }
+        for (; c < C; c++) {
+            float xh = (x[c] - m) * s;
+            di[c] = (d[c] * g[c] - sum_d - xh * sum_dx) * s;
+        }
+    }
+}
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *g, const float *b, int N, int C)
 {
-    #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *o = out + (size_t)n * C;
-        float m = 0;
-        for (int c = 0; c < C; c++)
-            m += x[c];
-        m /= C;
-        float v = 0;
-        for (int c = 0; c < C; c++) {
-            float d = x[c] - m;
-            v += d * d;
-        }
-        v /= C;
-        float s = 1.0f / sqrtf(v + BERT_LN_EPS);
-        for (int c = 0; c < C; c++)
-            o[c] = (x[c] - m) * s * g[c] + b[c];
-        mean[n] = m;
-        rstd[n] = s;
+    #pragma omp parallel
+    {
+        int i = omp_get_thread_num(), nt = omp_get_num_threads();
+        int per = (N + nt - 1) / nt, n0 = i * per, n1 = n0 + per < N ? n0 + per : N;
+        if (n0 < n1)
+            ln_fwd_rows(out, mean, rstd, inp, g, b, n0, n1, C);
     }
 }
 
@@ -324,34 +392,17 @@ void layernorm_backward(float *dinp, float *dg, float *db, const float *dout,
                         const float *rstd, int N, int C)
 {
     int nt = omp_get_max_threads();
-    /* per-thread partial dg|db, summed in thread order afterwards */
+    /* per-thread partial dg|db over fixed row blocks, summed in thread order */
     float *part = calloc((size_t)nt * 2 * C, sizeof(float));
     if (!part)
         abort();
     #pragma omp parallel num_threads(nt)
     {
-        float *pg = part + (size_t)omp_get_thread_num() * 2 * C, *pb = pg + C;
-        #pragma omp for schedule(static)
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
-            float *di = dinp + (size_t)n * C;
-            float m = mean[n], s = rstd[n];
-            float sum_d = 0, sum_dx = 0;
-            for (int c = 0; c < C; c++) {
-                float xh = (x[c] - m) * s;
-                float dn = d[c] * g[c];
-                sum_d += dn;
-                sum_dx += dn * xh;
-                pg[c] += d[c] * xh;
-                pb[c] += d[c];
-            }
-            sum_d /= C;
-            sum_dx /= C;
-            for (int c = 0; c < C; c++) {
-                float xh = (x[c] - m) * s;
-                di[c] = (d[c] * g[c] - sum_d - xh * sum_dx) * s;
-            }
-        }
+        int i = omp_get_thread_num(), n = omp_get_num_threads();
+        int per = (N + n - 1) / n, n0 = i * per, n1 = n0 + per < N ? n0 + per : N;
+        float *pg = part + (size_t)i * 2 * C;
+        if (n0 < n1)
+            ln_bwd_rows(dinp, pg, pg + C, dout, inp, g, mean, rstd, n0, n1, C);
     }
     for (int t = 0; t < nt; t++) {
         const float *pg = part + (size_t)t * 2 * C, *pb = pg + C;

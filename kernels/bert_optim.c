@@ -48,25 +48,39 @@ void bert_cpu_scale_grads(bert_model *m, float f)
         g[i] *= f;
 }
 
+/* One tensor's AdamW update.  no-math-errno lets sqrtf vectorise (v >= 0
+ * always, errno is never set here). */
+__attribute__((optimize("no-math-errno"), target_clones("avx2", "default")))
+static void adamw_chunk(float *p, const float *g, float *mm, float *vv, size_t n, float b1,
+                        float b2, float eps, float decay, float step, float bc2s)
+{
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = b1 * mm[i] + (1.0f - b1) * gi;
+        float vi = b2 * vv[i] + (1.0f - b2) * gi * gi;
+        mm[i] = mi;
+        vv[i] = vi;
+        p[i] = p[i] * decay - step * mi / (sqrtf(vi) / bc2s + eps);
+    }
+}
+
 void bert_cpu_adamw(bert_model *m, const bert_adamw *hp, float lr)
 {
     double t = (double)m->adam_t;
     float b1 = hp->beta1, b2 = hp->beta2, eps = hp->eps;
     float bc1 = (float)(1.0 - pow(b1, t)), bc2 = (float)(1.0 - pow(b2, t));
     float step = lr / bc1, bc2s = sqrtf(bc2);
+    /* one parallel region over fixed 64k-element chunks of every tensor */
+    #pragma omp parallel
     for (int k = 0; k < m->ntensors; k++) {
         const bert_tensor *tt = &m->tensors[k];
-        float *p = m->params + tt->offset, *g = m->grads + tt->offset;
-        float *mm = m->adam_m + tt->offset, *vv = m->adam_v + tt->offset;
+        size_t o = tt->offset, nchunk = (tt->numel + CHUNK - 1) / CHUNK;
         float decay = tt->decay ? 1.0f - lr * hp->weight_decay : 1.0f;
-        #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < tt->numel; i++) {
-            float gi = g[i];
-            float mi = b1 * mm[i] + (1.0f - b1) * gi;
-            float vi = b2 * vv[i] + (1.0f - b2) * gi * gi;
-            mm[i] = mi;
-            vv[i] = vi;
-            p[i] = p[i] * decay - step * mi / (sqrtf(vi) / bc2s + eps);
+        #pragma omp for schedule(static) nowait
+        for (size_t c = 0; c < nchunk; c++) {
+            size_t s = c * CHUNK, len = s + CHUNK < tt->numel ? CHUNK : tt->numel - s;
+            adamw_chunk(m->params + o + s, m->grads + o + s, m->adam_m + o + s,
+                        m->adam_v + o + s, len, b1, b2, eps, decay, step, bc2s);
         }
     }
 }

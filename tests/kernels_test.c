@@ -384,7 +384,7 @@ static void test_determinism(void)
 static void test_overfit(void)
 {
     bert_config cfg = tiny_config(BERT_MODE_CLASSIFY);
-    cfg.hidden = 16; cfg.heads = 2; cfg.intermediate = 32; cfg.num_labels = 4;
+    cfg.hidden = 32; cfg.heads = 4; cfg.intermediate = 64; cfg.num_labels = 4;
     cfg.hidden_dropout = cfg.attn_dropout = 0;     /* memorising, not generalising */
     bert_model *m = NULL;
     flow_err e;
@@ -404,16 +404,16 @@ static void test_overfit(void)
     bert_batch bt = {8, 6, ids, NULL, mask, NULL, labels, NULL};
     bert_adamw hp = {0.9f, 0.999f, 1e-8f, 0.0f};
     bert_output o = {0};
-    for (int s = 0; s < 600; s++) {
+    for (int s = 0; s < 300; s++) {
         bert_zero_grad(m);
         if (bert_forward(m, &bt, BERT_HEAD_CLASSIFY, 1, &o, &e) || bert_backward(m, 1, &e))
             break;
-        bert_adamw_step(m, &hp, 1e-3f);
+        bert_adamw_step(m, &hp, 2e-3f);
         if (getenv("KT_VERBOSE") && s % 20 == 0)
             fprintf(stderr, "overfit step %d loss %.4f correct %ld\n", s, (double)o.loss, o.n_correct);
     }
     CHECK_OK(bert_forward(m, &bt, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
-    CHECK_MSG(o.n_correct == 8 && o.n_targets == 8, "overfit: %ld of 8 correct, loss %g",
+    CHECK_MSG(o.n_correct == 8 && o.n_targets == 8 && o.loss < 0.1f, "overfit: %ld of 8 correct, loss %g",
               o.n_correct, (double)o.loss);
     bert_model_free(m);
 }
@@ -545,22 +545,31 @@ static void test_config(void)
     bert_model_free(NULL);
 }
 
+#include <omp.h>
+#define TIMED(call) do { double t0_ = omp_get_wtime(); call; \
+        if (getenv("KT_VERBOSE")) fprintf(stderr, "%-40s %.2f s\n", #call, omp_get_wtime() - t0_); } while (0)
+
 int main(void)
 {
     bert_set_threads(2);
-    test_config();
-    test_linear();
-    test_layernorm();
-    test_attention(0.0f);
-    test_attention(0.25f);
-    test_pointwise();
-    test_embedding();
-    test_xent();
-    test_adamw();
-    test_model_grads(BERT_HEAD_MLM);
-    test_model_grads(BERT_HEAD_CLASSIFY);
-    test_determinism();
-    test_overfit();
+    TIMED(test_config());
+    TIMED(test_linear());
+    TIMED(test_layernorm());
+    TIMED(test_attention(0.0f));
+    TIMED(test_attention(0.25f));
+    TIMED(test_pointwise());
+    TIMED(test_embedding());
+    TIMED(test_xent());
+    TIMED(test_adamw());
+    /* ~1000 tiny forwards each: one thread keeps them fast on a busy
+     * machine (the threaded paths are covered by the op tests above and
+     * the determinism test below) */
+    bert_set_threads(1);
+    TIMED(test_model_grads(BERT_HEAD_MLM));
+    TIMED(test_model_grads(BERT_HEAD_CLASSIFY));
+    TIMED(test_overfit());
+    bert_set_threads(2);
+    TIMED(test_determinism());
     printf("worst gradient error / tolerance: %.3f\n", worst);
     return test_summary("kernels_test");
 }
