@@ -18,7 +18,7 @@ static const flow_param_def bpe_params[] = {
      "encode characters outside the alphabet as byte tokens <0x00>..<0xFF>"},
     {"max_token_chars", FLOW_P_INT, 0, "16", 1, TOK_MAX_RUN, NULL,
      "longest merged token in characters; longer forced terms are skipped"},
-    {"min_frequency", FLOW_P_INT, 0, "2", 1, 1e12, NULL,
+    {"min_frequency", FLOW_P_INT, 0, "2", 1, 1e9, NULL,
      "stop merging when the best pair occurs fewer times"},
 };
 

@@ -523,12 +523,12 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
         }
     }
 
-    /* training words: symbol arrays split at characters outside the alphabet */
-    size_t symcap = 1 << 20, nsym = 0, nw = 0, capw = 1 << 16;
+    /* training words, split at characters outside the alphabet, as records
+     * in one pool so that a merge touches one cache region per word:
+     *   pool[w] = current length, pool[w+1..w+2] = count (u64),
+     *   pool[w+3 ..] = symbols;  a word is named by its offset w. */
+    size_t symcap = 1 << 20, nsym = 0;
     uint32_t *sym = xmalloc(symcap * sizeof *sym);
-    uint32_t *woff = xmalloc(capw * sizeof *woff);
-    uint32_t *wlen = xmalloc(capw * sizeof *wlen);
-    uint64_t *wcnt = xmalloc(capw * sizeof *wcnt);
     for (size_t k = 0; k < words.cap; k++) {
         wentry *e = &words.e[k];
         if (!e->h)
@@ -548,29 +548,26 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
                 }
             } else
                 i++;    /* end of word: flush */
+            if (nsym + 4 > symcap) {
+                symcap *= 2;
+                sym = xrealloc(sym, symcap * sizeof *sym);
+            }
+            if (nsym == start)
+                nsym += 3;      /* header of a new record */
             if (id >= 0) {
-                if (nsym == symcap) {
-                    symcap *= 2;
-                    sym = xrealloc(sym, symcap * sizeof *sym);
-                }
                 sym[nsym++] = (uint32_t)id;
                 continue;
             }
-            if (nsym - start >= 2) {
-                if (nw == capw) {
-                    capw *= 2;
-                    woff = xrealloc(woff, capw * sizeof *woff);
-                    wlen = xrealloc(wlen, capw * sizeof *wlen);
-                    wcnt = xrealloc(wcnt, capw * sizeof *wcnt);
-                }
-                woff[nw] = (uint32_t)start;
-                wlen[nw] = (uint32_t)(nsym - start);
-                wcnt[nw++] = e->count;
+            if (nsym - start - 3 >= 2) {
+                sym[start] = (uint32_t)(nsym - start - 3);
+                memcpy(sym + start + 1, &e->count, 8);
             } else
                 nsym = start;
             start = nsym;
         }
     }
+    if (nsym > UINT32_MAX - 4)
+        FLOW_BUG("bpe: %zu symbols exceed the 32-bit word index", nsym);
     free(words.e);
     free(amkey);
     free(amval);
@@ -584,17 +581,19 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
     T.pkey = xcalloc(T.pcap, sizeof *T.pkey);
     T.pval = xmalloc(T.pcap * sizeof *T.pval);
     uint32_t *pos_pid = xmalloc((nsym ? nsym : 1) * sizeof *pos_pid);
-    for (size_t w = 0; w < nw; w++) {
-        const uint32_t *s = sym + woff[w];
-        for (uint32_t i = 0; i + 1 < wlen[w]; i++) {
+    for (size_t w = 0; w < nsym; w += 3 + sym[w]) {
+        const uint32_t *s = sym + w + 3;
+        uint64_t cnt;
+        memcpy(&cnt, sym + w + 1, 8);
+        for (uint32_t i = 0; i + 1 < sym[w]; i++) {
             uint32_t id = pair_id(&T, s[i], s[i + 1], 1);
             pair *p = &T.pairs[id];
-            p->count += (int64_t)wcnt[w];
+            p->count += (int64_t)cnt;
             if (p->last_w != (uint32_t)w) {
                 p->last_w = (uint32_t)w;
                 p->nocc++;
             }
-            pos_pid[woff[w] + i] = id;
+            pos_pid[w + 3 + i] = id;
         }
     }
     size_t npool = 0;
@@ -608,9 +607,9 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
         T.pairs[i].nocc = 0;
         T.pairs[i].last_w = UINT32_MAX;
     }
-    for (size_t w = 0; w < nw; w++)
-        for (uint32_t i = 0; i + 1 < wlen[w]; i++) {
-            pair *p = &T.pairs[pos_pid[woff[w] + i]];
+    for (size_t w = 0; w < nsym; w += 3 + sym[w])
+        for (uint32_t i = 0; i + 1 < sym[w]; i++) {
+            pair *p = &T.pairs[pos_pid[w + 3 + i]];
             if (p->last_w != (uint32_t)w) {
                 p->last_w = (uint32_t)w;
                 p->occ[p->nocc++] = (uint32_t)w;
@@ -670,9 +669,12 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
         T.ntouched = 0;
         for (uint32_t oi = 0; oi < nocc; oi++) {
             uint32_t w = occ[oi];
-            uint32_t *s = sym + woff[w];
-            uint32_t n = wlen[w], k = 0, i = 0;
-            int64_t c = (int64_t)wcnt[w];
+            if (oi + 8 < nocc)     /* words are scattered: fetch ahead */
+                __builtin_prefetch(sym + occ[oi + 8]);
+            uint32_t *s = sym + w + 3;
+            uint32_t n = sym[w], k = 0, i = 0;
+            int64_t c;
+            memcpy(&c, sym + w + 1, 8);
             while (i < n) {
                 if (i + 1 < n && s[i] == a && s[i + 1] == b) {
                     if (k > 0) {
@@ -688,7 +690,7 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
                 } else
                     s[k++] = s[i++];
             }
-            wlen[w] = k;
+            sym[w] = k;
         }
         if (owned)
             free(occ);
@@ -713,9 +715,6 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
     free(T.touched);
     free(H.e);
     free(sym);
-    free(woff);
-    free(wlen);
-    free(wcnt);
     tok_matcher_free(m);
 
     int rc = tok_build(out, ntok, (const char *const *)toks, tlen, nforced, (int)nalpha,

@@ -5,7 +5,6 @@
  * forced term is one id in every occurrence and no merge crosses one. */
 #include "tokenizer.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,10 +12,11 @@
 extern const uint32_t tok_unicode_ranges[][3];
 extern const int tok_unicode_nranges;
 
+/* The BMP classes as a direct table, filled before main() (a constructor,
+ * so the per-character lookup needs no once-check). */
 static uint8_t bmp_class[65536];
-static pthread_once_t bmp_once = PTHREAD_ONCE_INIT;
 
-static void bmp_init(void)
+__attribute__((constructor)) static void bmp_init(void)
 {
     for (int i = 0; i < tok_unicode_nranges; i++) {
         uint32_t a = tok_unicode_ranges[i][0], b = tok_unicode_ranges[i][1];
@@ -31,10 +31,8 @@ static void bmp_init(void)
 
 int tok_char_class(uint32_t cp)
 {
-    if (cp <= 0xFFFF) {
-        pthread_once(&bmp_once, bmp_init);
+    if (cp <= 0xFFFF)
         return bmp_class[cp];
-    }
     if (cp > 0x10FFFF)
         return TOK_C_OTHER;
     int lo = 0, hi = tok_unicode_nranges - 1;
@@ -60,6 +58,7 @@ struct tok_matcher {
     int *tval;
     size_t tcap, tn;
     uint8_t first[256];     /* bytes that start some term */
+    uint64_t first_bmp[1024];   /* BMP code points that start some term (bits) */
     int nterms;
 };
 
@@ -153,6 +152,11 @@ int tok_matcher_add(tok_matcher *m, const char *s, size_t n, int v)
         return m->value[node] + 1;
     m->value[node] = v;
     m->first[(unsigned char)s[0]] = 1;
+    uint32_t cp;
+    int k = tok_next_char(s, n, &cp);
+    (void)k;
+    if (cp <= 0xFFFF)
+        m->first_bmp[cp >> 6] |= 1ULL << (cp & 63);
     m->nterms++;
     return 0;
 }
@@ -231,7 +235,14 @@ int tok_segment(const tok_matcher *m, const char *s, size_t n, tok_piece_fn fn, 
     size_t start = 0, i = 0;
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
-        if (m->first[c]) {
+        uint32_t cp = c;
+        int clen = 1;
+        if (c >= 0x80)
+            clen = tok_next_char(s + i, n - i, &cp);
+        /* cheap filter: only a character that starts some term (exact for
+         * the BMP, by lead byte above it) can begin a match */
+        int maybe = cp <= 0xFFFF ? (int)((m->first_bmp[cp >> 6] >> (cp & 63)) & 1) : m->first[c];
+        if (maybe) {
             size_t len = 0;
             int v = tok_matcher_longest(m, s + i, n - i, &len);
             if (v >= 0) {
@@ -246,12 +257,7 @@ int tok_segment(const tok_matcher *m, const char *s, size_t n, tok_piece_fn fn, 
             }
         }
         /* advance one character; continuation bytes never start a term */
-        if (c < 0x80)
-            i++;
-        else {
-            uint32_t cp;
-            i += (size_t)tok_next_char(s + i, n - i, &cp);
-        }
+        i += (size_t)clen;
     }
     return i > start ? pretokenize(s + start, i - start, fn, arg) : 0;
 }
