@@ -65,6 +65,7 @@ static flow_graph *load(const flow_stage *k, const char *text, char *const *sets
 {
     char p[4200];
     snprintf(p, sizeof p, "%s/g.graph", dir);
+    unlink(p);      /* no truncate: ext4 would flush it on close */
     FILE *f = fopen(p, "w");
     fputs(text, f);
     fclose(f);
