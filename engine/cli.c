@@ -78,6 +78,8 @@ char *cli_cache_dir(const char *opt_cache, const char *graph_path)
     return xstrdup("graphs/.flow");
 }
 
+int cli_cache_exists(const char *dir) { return is_dir(dir); }
+
 int cli_open_store(const char *dir, int must_exist, flow_store **s, flow_err *err)
 {
     if (must_exist && !is_dir(dir))
@@ -133,7 +135,7 @@ int cli_current_keys(const flow_graph *g, flow_store *s, flow_hash *keys, char *
             return rc;
         }
         known[i] = 1;
-        built[i] = store_has(s, &keys[i]);
+        built[i] = s && store_has(s, &keys[i]);
         if (desc) desc[i] = buf_detach(&d, NULL);
     }
     return 0;
@@ -303,6 +305,7 @@ int cli_last_build(const flow_graph *g, flow_store *s, int node, const char *des
     flow_err err;
     *changes = NULL;
     *nchanges = 0;
+    if (!s) return 0;
     if (store_last_builds(s, g->id, g->nodes[node].name, last, 1, &n, &err) != 0 || n == 0) return 0;
     json_value *meta = cli_meta(s, last);
     if (!meta) return 2;

@@ -19,7 +19,8 @@ int cmd_status(int argc, char **argv)
     if (!rc && cli_load_graph(a.pos[0], a.sets, a.nsets, &reg, &g, &err)) rc = cli_fail(&err);
     if (!rc) {
         dir = cli_cache_dir(a.cache, g->path);
-        if (cli_open_store(dir, 0, &s, &err)) rc = cli_fail(&err);
+        /* no cache yet: nothing was built; do not create one just to look */
+        if (cli_cache_exists(dir) && cli_open_store(dir, 0, &s, &err)) rc = cli_fail(&err);
     }
     flow_hash *keys = NULL;
     char *known = NULL, *built = NULL, **desc = NULL;

@@ -23,7 +23,8 @@ int cmd_why(int argc, char **argv)
         rc = cli_usage_error("why: no node '%s' in %s; see 'flow dag %s'", a.pos[1], a.pos[0], a.pos[0]);
     if (!rc) {
         dir = cli_cache_dir(a.cache, g->path);
-        if (cli_open_store(dir, 0, &s, &err)) rc = cli_fail(&err);
+        /* no cache yet: nothing was built; do not create one just to look */
+        if (cli_cache_exists(dir) && cli_open_store(dir, 0, &s, &err)) rc = cli_fail(&err);
     }
     flow_hash *keys = NULL;
     char *known = NULL, *built = NULL, **desc = NULL;

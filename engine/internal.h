@@ -243,6 +243,7 @@ const char *cli_optval(int argc, char **argv, int *i, const char *opt, int *miss
  * graph (graph_path may be NULL: then ./.flow or ./graphs/.flow, whichever
  * exists).  Caller frees. */
 char *cli_cache_dir(const char *opt_cache, const char *graph_path);
+int cli_cache_exists(const char *dir);
 /* Opens the store; must_exist: fail (naming the folder) rather than create. */
 int cli_open_store(const char *dir, int must_exist, flow_store **s, flow_err *err);
 /* graph_locate + registry + graph_load. */
@@ -252,6 +253,7 @@ int cli_load_graph(const char *arg, char *const *sets, int nsets, flow_registry 
  * all of i's upstream nodes are built with their current keys (then
  * keys[i] is i's current key and desc[i], if desc, its description);
  * built[i] = 1 when, in addition, keys[i]'s artifact is in the cache.
+ * s may be NULL (no cache yet: nothing is built).
  * With desc, a node whose key cannot be computed (say a source folder is
  * gone) gets desc[i] = "!" + the message and the walk goes on; without,
  * that error is returned. */

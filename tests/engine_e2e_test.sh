@@ -50,6 +50,15 @@ wc = wordcount { input = cat.out }
 wc1 = wordcount { input = [cat1.out] }
 EOF
 
+# ---- status before anything is built: no cache gets created --------------
+expect 0 "$FLOW" status g.graph
+contains "src   stale       never built"
+contains "cat   stale       upstream src is stale"
+contains "0 of 6 nodes up to date"
+expect 0 "$FLOW" why g.graph src
+contains "was never built"
+[ -d .flow ] && fail "status created a cache"
+
 # ---- first build, then a null build -------------------------------------
 check_ran "cat cat1 one src wc wc1" g.graph
 check_ran "" g.graph
