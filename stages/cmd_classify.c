@@ -1,0 +1,93 @@
+/* cmd_classify.c — `flow classify HASH [FILE...|-] [--all]`: applies a
+ * classifier artifact (any kind) to new text with the model's own
+ * cleaning and tokenizer.  Without files (or with "-") every line of
+ * standard input is one text; each FILE is one text.  Prints per text the
+ * predicted label and its probability (tab-separated, the file name first
+ * for files); --all adds every label's probability as a JSON object. */
+#include "cmd_model.h"
+#include "text.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int read_file(const char *path, flow_buf *out)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) return cli_usage_error("classify: cannot read '%s': %s", path, strerror(errno));
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) buf_add(out, buf, n);
+    if (f != stdin) fclose(f);
+    return 0;
+}
+
+static void print_one(const clf_model *m, const char *name, const float *p, int all)
+{
+    int C = clf_nlabels(m), best = 0;
+    for (int k = 1; k < C; k++) if (p[k] > p[best]) best = k;
+    if (name) printf("%s\t", name);
+    printf("%s\t%.6f", clf_label(m, best), (double)p[best]);
+    if (all) {
+        flow_buf b;
+        buf_init(&b);
+        buf_addc(&b, '{');
+        for (int k = 0; k < C; k++) {
+            if (k) buf_addc(&b, ',');
+            buf_json_str(&b, clf_label(m, k), strlen(clf_label(m, k)));
+            buf_printf(&b, ":%.9g", (double)p[k]);
+        }
+        buf_addc(&b, '}');
+        printf("\t%s", b.data);
+        buf_release(&b);
+    }
+    putchar('\n');
+}
+
+int cmd_classify(int argc, char **argv)
+{
+    const char *unused;
+    int all = cmd_take_flag(&argc, argv, "all", 0, &unused) == 1;
+    cli_args a;
+    int rc = cli_parse(argc, argv, "cache", &a);
+    if (rc) return rc;
+    cmd_model cm;
+    if ((rc = cmd_model_open(&a, "classify", &cm))) { cli_args_release(&a); return rc; }
+    clf_model *m = cm.model;
+    if (clf_nlabels(m) < 1) {
+        rc = cli_usage_error("classify: artifact %s is a %s model, not a classifier", a.pos[0], clf_kind(m));
+        goto out;
+    }
+    flow_err err = { 0 };
+    float *p = xmalloc((size_t)clf_nlabels(m) * sizeof *p);
+    int stdin_lines = a.npos == 1 || (a.npos == 2 && strcmp(a.pos[1], "-") == 0);
+    if (stdin_lines) {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        while ((n = getline(&line, &cap, stdin)) >= 0) {
+            while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+            const char *t = line;
+            size_t l = (size_t)n;
+            if ((rc = clf_predict(m, &t, &l, 1, 1, p, &err))) { rc = cli_fail(&err); break; }
+            print_one(m, NULL, p, all);
+        }
+        free(line);
+    } else {
+        for (int i = 1; i < a.npos && !rc; i++) {
+            flow_buf b;
+            buf_init(&b);
+            if ((rc = read_file(a.pos[i], &b))) { buf_release(&b); break; }
+            const char *t = b.data ? b.data : "";
+            size_t l = b.len;
+            if ((rc = clf_predict(m, &t, &l, 1, 1, p, &err))) rc = cli_fail(&err);
+            else print_one(m, a.pos[i], p, all);
+            buf_release(&b);
+        }
+    }
+    free(p);
+out:
+    cmd_model_close(&cm);
+    cli_args_release(&a);
+    return rc;
+}
