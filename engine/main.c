@@ -31,9 +31,13 @@ static const command commands[] = {
     { "gc", "[GRAPH...] [--keep-last N] [--cache DIR]",
       "delete artifacts the graphs no longer use; report bytes freed", cmd_gc },
     { "verify", "[--cache DIR]", "re-read and check every stored chunk; exit 1 on damage", cmd_verify },
-    /* model commands (stages/, declared in stages/stages.h) go here:
-     * { "classify", ... cmd_classify }, { "eval", ... cmd_eval },
-     * { "export", ... cmd_export }, */
+    /* model commands (stages/, declared in stages/stages.h) */
+    { "classify", "HASH [FILE...|-] [--all] [--cache DIR]",
+      "predict labels of text lines (stdin) or files with a classifier artifact", cmd_classify },
+    { "eval", "HASH DIR [--json] [--cache DIR]",
+      "accuracy and macro-F1 of a classifier on a labelled folder DIR/<label>/*", cmd_eval },
+    { "export", "HASH --format hf -o DIR [--cache DIR]",
+      "write a bert model as a HuggingFace folder (config, safetensors, tokenizer)", cmd_export },
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 

@@ -399,6 +399,7 @@ static int finetune_run(flow_ctx *c)
             buf_release(&x);
             if (rc) goto out;
         }
+        tr_test_kill("finetune", step + 1);
     }
     /* the best weights are the model */
     memcpy(m->params, bestp, m->nparams * sizeof *bestp);

@@ -380,8 +380,17 @@ static int pretrain_run(flow_ctx *c)
     char *extra = NULL;
     size_t extra_len = 0;
     rc = tr_ckpt_load(c, TR_CKPT_PRETRAIN, &step, m, &extra, &extra_len);
+    long tokens = 0;   /* tokens seen, kept across resumes (it is in model.json) */
     if (rc == 0) {
-        buf_add(&curve, extra, extra_len);
+        if (extra_len < 8) {
+            free(extra);
+            rc = flow_ctx_fail(c, FLOW_E_CORRUPT, "the checkpoint's pretrain state is damaged");
+            goto out;
+        }
+        int64_t tk;
+        memcpy(&tk, extra, 8);
+        tokens = (long)tk;
+        buf_add(&curve, extra + 8, extra_len - 8);
         free(extra);
         flow_log(c, "resumed from the checkpoint at step %ld/%ld", step, total);
     } else if (rc != FLOW_E_NOTFOUND) {
@@ -390,7 +399,7 @@ static int pretrain_run(flow_ctx *c)
     rc = 0;
 
     double t0 = now_s(), loss_window = 0;
-    long tokens = 0, window_n = 0, cur_epoch = -1;
+    long tokens_start = tokens, window_n = 0, cur_epoch = -1;
     float last_loss = 0;
     dev_result dres = { 0 };
     for (; step < total; step++) {
@@ -430,10 +439,10 @@ static int pretrain_run(flow_ctx *c)
         buf_printf(&curve, "%ld\t%.6f\t%.6g\t%.4f\n", step + 1, step_loss, (double)lr, (double)gn);
         double el = now_s() - t0;
         flow_progress(c, (double)(step + 1) / total, "step %ld/%ld  loss %.3f  %.1fk tok/s",
-                      step + 1, total, loss_window / window_n, el > 0 ? tokens / el / 1000 : 0.0);
+                      step + 1, total, loss_window / window_n, el > 0 ? (tokens - tokens_start) / el / 1000 : 0.0);
         if ((step + 1) % 100 == 0 || step + 1 == total) {
             flow_log(c, "step %ld/%ld  loss %.4f  lr %.3g  grad norm %.3f  %.0f tok/s",
-                     step + 1, total, loss_window / window_n, (double)lr, (double)gn, el > 0 ? tokens / el : 0.0);
+                     step + 1, total, loss_window / window_n, (double)lr, (double)gn, el > 0 ? (tokens - tokens_start) / el : 0.0);
             loss_window = 0;
             window_n = 0;
         }
@@ -443,8 +452,16 @@ static int pretrain_run(flow_ctx *c)
         }
         if (ckpt_every > 0 && (step + 1) % ckpt_every == 0 && step + 1 < total) {
             if ((rc = bert_sync_to_host(m, &err))) { rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out; }
-            if ((rc = tr_ckpt_save(c, TR_CKPT_PRETRAIN, step + 1, m, curve.data, curve.len))) goto out;
+            flow_buf x;
+            buf_init(&x);
+            int64_t tk = tokens;
+            buf_add(&x, &tk, 8);
+            buf_add(&x, curve.data, curve.len);
+            rc = tr_ckpt_save(c, TR_CKPT_PRETRAIN, step + 1, m, x.data, x.len);
+            buf_release(&x);
+            if (rc) goto out;
         }
+        tr_test_kill("pretrain", step + 1);
     }
     double secs = now_s() - t0;
     if ((rc = bert_sync_to_host(m, &err))) { rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out; }
@@ -459,7 +476,7 @@ static int pretrain_run(flow_ctx *c)
     flow_metric(c, "train.loss", last_loss);
     flow_metric(c, "steps", (double)total);
     flow_metric(c, "parameters", (double)m->nparams);
-    if (secs > 0 && tokens > 0) flow_metric(c, "tok_per_s", tokens / secs);
+    if (secs > 0 && tokens > tokens_start) flow_metric(c, "tok_per_s", (tokens - tokens_start) / secs);
     if (has_dev) {
         if ((rc = dev_eval(c, m, &dv, (size_t)flow_param_int(c, "dev_max"), batch, &mc, seed, &b, lens, &dres))) {
             buf_release(&rep);

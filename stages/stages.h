@@ -72,6 +72,12 @@ int corpus_parse(flow_corpus *c, char *text, size_t text_len, char *units, size_
 int corpus_read(flow_ctx *ctx, const char *port, int idx, const char *prefix, flow_corpus *c);
 void corpus_release(flow_corpus *c);
 
+/* Model commands (stages/cmd_*.c), dispatched by engine/main.c: argv[0]
+ * is the command name; they return the exit code (0 ok, 1 failure, 2 usage). */
+int cmd_classify(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+
 /* Special token ids shared by tokenizer, encoder and model. */
 enum { TOK_PAD = 0, TOK_UNK = 1, TOK_CLS = 2, TOK_SEP = 3, TOK_MASK = 4, TOK_NSPECIAL = 5 };
 

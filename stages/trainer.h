@@ -67,6 +67,12 @@ int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, const voi
  * node failed) when it is damaged. */
 int tr_ckpt_load(flow_ctx *c, int tag, long *step, bert_model *m, char **extra, size_t *extra_len);
 
+/* Test hook (tests/train_e2e_test.sh): with FLOW_TEST_KILL_AT="STAGE:STEP"
+ * in the environment, after optimizer step STEP of a STAGE node the build
+ * is killed as by `kill -9` (SIGKILL to the scheduler; the workers die
+ * with it).  Not part of any key. */
+void tr_test_kill(const char *stage, long step);
+
 /* Captures bert_profile_print into a string (caller frees). */
 char *tr_profile_text(const bert_model *m);
 

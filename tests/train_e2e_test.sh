@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# train_e2e_test.sh — the training side through `flow build` on generated
+# data (3 classes with their own vocabularies): source -> clean -> split ->
+# terms -> bpe -> encode -> pretrain -> finetune, baseline, evaluate.
+# Checks: the build and its side-by-side report; kill -9 of the build in
+# the middle of pretrain (and of finetune), then a rebuild, gives the same
+# weights bytes and loss curves as an uninterrupted build in a fresh cache;
+# same seed and threads give identical loss-curve bytes, another seed
+# does not; flow classify / flow eval on the model artifacts.
+# Needs $FLOW (set by ctest) and python3.
+set -u
+FLOW=${FLOW:-}
+if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
+command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
+T=$(mktemp -d "${TMPDIR:-/tmp}/flow-train-e2e-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+fail=0
+check() {   # check "what" CONDITION...
+    local what=$1; shift
+    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
+}
+
+# ---- data: 3 departments x 6 laws x 8 articles ---------------------------
+D=$T/tree
+python3 - "$D" <<'EOF'
+import os, random, sys
+random.seed(11)
+root = sys.argv[1]
+common = "的和或者应当依法规定本法国家人员"
+classes = {"甲类": "税收财政预算银行货币价格审计统计会计金融",
+           "乙类": "刑罚犯罪判处徒刑拘役罚金没收自首缓刑剥夺",
+           "丙类": "婚姻家庭继承收养合同物权抵押债务赔偿侵权"}
+num = "一二三四五六七八九十"
+for lab, chars in classes.items():
+    os.makedirs(os.path.join(root, lab), exist_ok=True)
+    for k in range(6):
+        with open(os.path.join(root, lab, "%s法%d.md" % (lab, k)), "w") as f:
+            f.write("# %s法%d\n\n<!-- INFO END -->\n\n" % (lab, k))
+            for i in range(8):
+                n = random.randint(12, 40)
+                s = "".join(random.choice(chars) if random.random() < 0.7 else random.choice(common) for _ in range(n))
+                f.write("第%s条 %s。\n\n" % (num[i], s))
+EOF
+
+graph() {   # graph FILE SEED
+    cat > "$1" <<EOF
+docs = source { path = "$D"  labels = folders }
+c = clean { input = docs }
+s = split { corpus = c  ratios = [0.6, 0.2, 0.2]  seed = 3 }
+t = terms { corpus = s.train  min_freq = 3  top_k = 5 }
+tok = bpe { text = [s.train]  terms = [t]  vocab_size = 200 }
+enc = encode { corpus = s  tokenizer = tok  max_len = 32 }
+pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  terms = t  whole_term = true
+                hidden = 32  layers = 1  heads = 2  intermediate = 64  max_len = 32  dropout = 0.1
+                batch = 8  max_steps = 24  checkpoint_every = 5  dev_max = 50  lr = 0.001  seed = $2 }
+ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 8  max_steps = 30
+                lr = 0.003  checkpoint_every = 7  eval_every = 10  class_weights = balanced }
+base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  hash_bits = 14 }
+ev = evaluate { models = [base, ft]  test = s.test }
+EOF
+}
+graph "$T/a.graph" 5
+build() {   # build GRAPH CACHE EVENTS [ARGS...]
+    local g=$1 c=$2 e=$3; shift 3
+    "$FLOW" build "$g" --cache "$c" --json -j 2 "$@" > "$e" 2> "$e.stderr"
+}
+key() {     # key EVENTS NODE
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
+        print(e["key"])
+EOF
+}
+metric() {  # metric EVENTS NODE NAME
+    python3 - "$1" "$2" "$3" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
+        print(e.get("metrics", {}).get(sys.argv[3], "missing"))
+EOF
+}
+part() {    # part CACHE KEY PART OUT
+    "$FLOW" cat "$2" "$3" --cache "$1" > "$4"
+}
+
+# ---- 1. uninterrupted build (cache B); finetune killed once on the way ---
+FLOW_TEST_KILL_AT=finetune:9 build "$T/a.graph" "$T/B" "$T/eb0"
+rc=$?
+check "the build dies at finetune step 9 (rc $rc)" test $rc -ne 0
+build "$T/a.graph" "$T/B" "$T/eb"
+rc=$?
+check "build B succeeds (rc $rc: $(tail -3 "$T/eb.stderr"))" test $rc -eq 0
+PT=$(key "$T/eb" pt); FT=$(key "$T/eb" ft); BASE=$(key "$T/eb" base)
+check "pretrain has a key" test -n "$PT"
+"$FLOW" log "$FT" --cache "$T/B" > "$T/ft.log" 2>&1
+check "finetune resumed from its step-7 checkpoint" grep -q "resumed from the checkpoint at step 7" "$T/ft.log"
+acc_base=$(metric "$T/eb" ev base.accuracy)
+acc_ft=$(metric "$T/eb" ev ft.accuracy)
+check "baseline accuracy $acc_base > 0.8" python3 -c "import sys; sys.exit(0 if float('$acc_base') > 0.8 else 1)"
+check "fine-tuned accuracy $acc_ft > 0.5" python3 -c "import sys; sys.exit(0 if float('$acc_ft') > 0.5 else 1)"
+check "dev perplexity reported" python3 -c "import sys; sys.exit(0 if float('$(metric "$T/eb0" pt dev.perplexity)') > 1 else 1)"
+part "$T/B" "$(key "$T/eb" ev)" report.txt "$T/report"
+check "side-by-side report" grep -q "tfidf-linear *bert-cls" "$T/report"
+part "$T/B" "$PT" weights "$T/pt.B"; part "$T/B" "$PT" loss_curve.tsv "$T/curve.B"
+part "$T/B" "$FT" weights "$T/ft.B"; part "$T/B" "$FT" loss_curve.tsv "$T/ftcurve.B"
+check "loss curve has 24 steps" test "$(wc -l < "$T/curve.B")" = 24
+
+# ---- 2. kill -9 in the middle of pretrain, rebuild (cache A) -------------
+FLOW_TEST_KILL_AT=pretrain:13 build "$T/a.graph" "$T/A" "$T/ea0"
+rc=$?
+check "the build dies at pretrain step 13 (rc $rc)" test $rc -ne 0
+build "$T/a.graph" "$T/A" "$T/ea"
+rc=$?
+check "rebuild A succeeds (rc $rc: $(tail -3 "$T/ea.stderr"))" test $rc -eq 0
+check "same pretrain key" test "$(key "$T/ea" pt)" = "$PT"
+"$FLOW" log "$PT" --cache "$T/A" > "$T/pt.log" 2>&1
+check "pretrain resumed from its step-10 checkpoint" grep -q "resumed from the checkpoint at step 10" "$T/pt.log"
+part "$T/A" "$PT" weights "$T/pt.A"; part "$T/A" "$PT" loss_curve.tsv "$T/curve.A"
+part "$T/A" "$FT" weights "$T/ft.A"; part "$T/A" "$FT" loss_curve.tsv "$T/ftcurve.A"
+check "resumed pretrain weights == uninterrupted" cmp -s "$T/pt.A" "$T/pt.B"
+check "resumed pretrain loss curve == uninterrupted" cmp -s "$T/curve.A" "$T/curve.B"
+check "finetune weights equal (A uninterrupted, B resumed)" cmp -s "$T/ft.A" "$T/ft.B"
+check "finetune loss curves equal" cmp -s "$T/ftcurve.A" "$T/ftcurve.B"
+
+# ---- 3. determinism: same seed -> same curve; another seed -> another ----
+build "$T/a.graph" "$T/C" "$T/ec" pt
+part "$T/C" "$PT" loss_curve.tsv "$T/curve.C"
+check "fresh build, same seed: identical loss curve bytes" cmp -s "$T/curve.C" "$T/curve.B"
+graph "$T/b.graph" 6
+build "$T/b.graph" "$T/C" "$T/ec2" pt
+P2=$(key "$T/ec2" pt)
+part "$T/C" "$P2" loss_curve.tsv "$T/curve.seed6"
+check "another seed: another loss curve" test -s "$T/curve.seed6" -a -n "$(cmp "$T/curve.seed6" "$T/curve.B" 2>&1)"
+
+# ---- 4. commands -----------------------------------------------------------
+printf '刑罚犯罪判处徒刑拘役罚金没收自首\n税收财政预算银行货币价格审计统计\n' | "$FLOW" classify "$BASE" --cache "$T/B" > "$T/cls" 2> "$T/cls.err"
+check "classify: one line per input ($(cat "$T/cls.err"))" test "$(wc -l < "$T/cls")" = 2
+check "classify: labels" test "$(cut -f1 "$T/cls" | tr '\n' ' ')" = "乙类 甲类 "
+"$FLOW" classify "$FT" --cache "$T/B" --all < /dev/null > "$T/cls2"
+check "classify: empty input, no output" test ! -s "$T/cls2"
+"$FLOW" eval "$BASE" "$D" --json --cache "$T/B" > "$T/eval.json"
+check "eval --json counts every unit" python3 -c "import json,sys; d=json.load(open('$T/eval.json')); sys.exit(0 if d['n']==144 and d['accuracy']>0.8 else 1)"
+"$FLOW" eval "$FT" "$D" --cache "$T/B" > "$T/eval.txt"
+check "eval text output" grep -q "^accuracy .* macro-F1 .* n 144" "$T/eval.txt"
+"$FLOW" export "$BASE" --format hf -o "$T/hf" --cache "$T/B" 2> "$T/export.err"
+check "export refuses a tfidf model" test $? -ne 0 -a -n "$(grep tfidf "$T/export.err")"
+"$FLOW" export "$FT" --format hf -o "$T/hf" --cache "$T/B" 2> "$T/export.err"
+check "export of the fine-tuned model ($(cat "$T/export.err"))" test -s "$T/hf/model.safetensors" -a -s "$T/hf/config.json" -a -s "$T/hf/tokenizer.json"
+
+if [ $fail -ne 0 ]; then echo "train_e2e_test: FAILED"; exit 1; fi
+echo "train_e2e_test: all checks passed"
