@@ -1,5 +1,5 @@
 /* baseline_bench.c — tunes the baseline's TF-IDF + linear classifier on
- * the legal corpus without the engine: cleans laws/<dept>/*.md with the
+ * the legal corpus without the engine: cleans the laws/<dept>/ files with the
  * text library, splits by law (date and Civil Code book stripped; group
  * hash with a seed, 80/10/10), trains with the given settings and prints
  * dev/test accuracy and macro-F1 per epoch and the time taken.
