@@ -705,6 +705,141 @@ static void test_leases(const char *root)
     store_close(s);
 }
 
+/* Writes a lease record directly: magic "FLLS", version 1, pid, start
+ * time, expiry 0, host. */
+static int write_lease(const char *dir, const flow_hash *key, int pid, uint64_t start)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    unsigned char rec[300];
+    size_t hl = strlen(host);
+    uint32_t v32[3] = { 0x534C4C46u, 1, (uint32_t)pid };
+    memcpy(rec, v32, 12);               /* little-endian host, as the store */
+    memcpy(rec + 12, &start, 8);
+    memset(rec + 20, 0, 8);
+    rec[28] = (unsigned char)hl;
+    rec[29] = (unsigned char)(hl >> 8);
+    memcpy(rec + 30, host, hl);
+    int rc = mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 16);
+    if (!rc) rc = mdb_env_open(env, dir, 0, 0644);
+    if (!rc) rc = mdb_txn_begin(env, NULL, 0, &txn);
+    if (!rc) rc = mdb_dbi_open(txn, "leases", 0, &dbi);
+    if (!rc) {
+        MDB_val k = { 16, (void *)key->b }, v = { 30 + hl, rec };
+        rc = mdb_put(txn, dbi, &k, &v, 0);
+        if (!rc) rc = mdb_txn_commit(txn);
+    }
+    mdb_env_close(env);
+    return rc;
+}
+
+static uint64_t start_time_of(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    for (int i = 0; i < 20 && p; i++) p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+/* A live pid whose recorded start time differs (the pid was reused) does
+ * not hold the lease; with the right start time it does. */
+static void test_lease_pid_reuse(const char *root)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/lease2", root);
+    flow_err err;
+    flow_store *s;
+    store_options o = opts(1 << 20);
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    store_close(s);
+    flow_hash k = key_of("reuse");
+    int live = (int)getppid();
+    uint64_t st = start_time_of(live);
+    CHECK(st != 0);
+    CHECK(write_lease(dir, &k, live, st) == 0);
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    if (!s) return;
+    CHECK(store_lease_take(s, &k, 60, &err) == FLOW_E_BUSY);
+    store_close(s);
+    CHECK(write_lease(dir, &k, live, st + 12345) == 0);
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    if (!s) return;
+    CHECK_OK(store_lease_take(s, &k, 60, &err), err);
+    store_close(s);
+}
+
+/* kill -9 of a writer at arbitrary moments never damages the store nor
+ * leaves a partial artifact. */
+static void test_kill9(const char *root)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/kill9", root);
+    flow_err err;
+    flow_store *s;
+    store_options o = opts(1 << 20);
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    store_close(s);
+    size_t n = 7u << 20;
+    char *d = malloc(n);
+    fill_random(d, n);
+    for (int round = 0; round < 6; round++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            flow_store *cs;
+            if (store_open(&cs, dir, &o, &err)) _exit(3);
+            for (int i = 0;; i++) {
+                char name[32];
+                snprintf(name, sizeof name, "k%d-%d", round, i);
+                flow_hash k = key_of(name);
+                d[0] = (char)i;
+                d[n / 2] = (char)round;
+                if (put1(cs, &k, "d", d, n - (size_t)i, &err)) _exit(4);
+            }
+        }
+        usleep(30000 + 45000 * (useconds_t)round);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        CHECK_OK(store_open(&s, dir, &o, &err), err);
+        if (!s) break;
+        CHECK_OK(store_verify(s, NULL, NULL, &err), err);
+        store_close(s);
+    }
+    /* every artifact that exists is complete */
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    if (s) {
+        int count = 0;
+        CHECK_OK(store_foreach(s, count_cb, &count, &err), err);
+        for (int round = 0; round < 6; round++)
+            for (int i = 0; i < 1000; i++) {
+                char name[32];
+                snprintf(name, sizeof name, "k%d-%d", round, i);
+                flow_hash k = key_of(name);
+                if (!store_has(s, &k)) break;
+                store_artifact *a;
+                CHECK_OK(store_get(s, &k, &a, &err), err);
+                if (a) CHECK(a->raw_size == n - (size_t)i);
+                store_artifact_free(a);
+            }
+        store_gc_stats gs;
+        CHECK_OK(store_gc(s, NULL, 0, 0, &gs, &err), err);
+        store_stats st;
+        CHECK_OK(store_stats_get(s, &st, &err), err);
+        CHECK(st.chunks == 0 && st.artifacts == 0);
+        store_close(s);
+    }
+    free(d);
+}
+
 static void test_records(const char *root)
 {
     char dir[4096];
@@ -768,6 +903,8 @@ int main(void)
     test_resolve(root);
     test_versions(root);
     test_leases(root);
+    test_lease_pid_reuse(root);
+    test_kill9(root);
     test_records(root);
     if (!test_failures) {
         char cmd[4200];
