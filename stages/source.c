@@ -155,7 +155,10 @@ static int collect(flow_ctx *c, file_list *out)
     }
     if (!S_ISDIR(st.st_mode))
         return flow_ctx_fail(c, FLOW_E_INPUT, "source path '%s' is neither a file nor a folder", path);
-    int rc = walk(c, path, "", out, 0);
+    /* resolve symlinks once, not in every one of the files' stats */
+    char *real = realpath(path, NULL);
+    int rc = walk(c, real ? real : path, "", out, 0);
+    free(real);
     if (rc) { list_free(out); return rc; }
     if (out->n == 0) {
         list_free(out);
