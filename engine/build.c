@@ -59,7 +59,7 @@ typedef struct bnode {
     flow_buf err, metrics, report;
     flow_buf tail;          /* last TAIL_MAX bytes of stdout/stderr */
     int done_msg;
-    double dur, cpu;
+    double dur, cpu, run_s;
     long rss;
     double start, next_try, renew_at;
     double fraction;
@@ -78,6 +78,7 @@ typedef struct sched {
     int gpu_ids[64];
     int gpu_busy[64];
     prog *p;
+    store_options worker_store_opt;
     build_result *res;
     int failed_any;
     double t0;
@@ -363,7 +364,7 @@ static int spawn(sched *S, int i)
     w.g = S->g;
     w.node = i;
     w.store_dir = store_dir(S->s);
-    w.store_opt = NULL;
+    w.store_opt = &S->worker_store_opt;
     w.key = S->keys[i];
     w.keys = S->keys;
     w.key_desc = n->desc;
@@ -430,7 +431,8 @@ static void parse_msgs(sched *S, int i)
             size_t k = len < sizeof tmp - 1 ? len : sizeof tmp - 1;
             memcpy(tmp, p, k);
             tmp[k] = 0;
-            if (sscanf(tmp, "%lf %lf %ld", &n->dur, &n->cpu, &n->rss) == 3) n->done_msg = 1;
+            if (sscanf(tmp, "%lf %lf %ld %lf", &n->dur, &n->cpu, &n->rss, &n->run_s) == 4)
+                n->done_msg = 1;
             break;
         }
         default: break;
@@ -507,6 +509,7 @@ static void finish(sched *S, int i, int st, const struct rusage *ru)
         f.key = n->hex;
         f.duration_s = wall;
         f.cpu_s = n->cpu;
+        f.run_s = n->run_s;
         f.peak_rss_kb = n->rss;
         f.metrics = n->metrics.len ? n->metrics.data : NULL;
         prog_finished(S->p, NULL, &f);
@@ -740,6 +743,11 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     S.jobs = opt->jobs > 0 ? opt->jobs : (int)ncpus();
     S.free_slots = S.jobs;
     S.ngpus_total = detect_gpus(&S);
+    /* cheap commits: no fsync per artifact, lease or history record (a
+     * killed process still never corrupts the store); one sync at the end */
+    S.worker_store_opt.sync_mode = STORE_SYNC_NONE;
+    flow_err serr = {0};
+    store_set_sync_mode(s, STORE_SYNC_NONE, &serr);
     S.b = xcalloc((size_t)g->n + 1, sizeof *S.b);
     S.keys = xcalloc((size_t)g->n + 1, sizeof *S.keys);
     for (int i = 0; i < g->n; i++) S.b[i].msg_fd = S.b[i].out_fd = -1;
@@ -886,6 +894,9 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     sig_pipe[0] = sig_pipe[1] = -1;
 
     prog_free(S.p);
+    /* back to full durability; this flushes what the build (and its
+     * workers, which share the data file) committed */
+    int sync_rc = store_set_sync_mode(s, STORE_SYNC_FULL, &serr);
     for (int i = 0; i < g->n; i++) {
         bnode *n = &S.b[i];
         free(n->desc);
@@ -909,5 +920,7 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     if (res->failed)
         return flow_fail(err, FLOW_E_STAGE, "%d node%s failed", res->failed,
                          res->failed == 1 ? "" : "s");
+    if (sync_rc)
+        return flow_fail(err, sync_rc, "syncing the cache to disk: %s", serr.msg);
     return 0;
 }

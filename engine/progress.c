@@ -193,6 +193,8 @@ void prog_finished(prog *p, const prog_node *running, const prog_finish *f)
         json_kv_str(&b, "key", f->key);
         buf_adds(&b, ",\"duration_s\":");
         buf_json_num(&b, f->duration_s);
+        buf_adds(&b, ",\"run_s\":");
+        buf_json_num(&b, f->run_s);
         buf_adds(&b, ",\"cpu_s\":");
         buf_json_num(&b, f->cpu_s);
         buf_printf(&b, ",\"peak_rss_kb\":%ld,\"metrics\":%s", f->peak_rss_kb,

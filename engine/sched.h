@@ -26,7 +26,8 @@ enum {
     WMSG_ERROR = 'E',       /* failure message (node-prefixed) */
     WMSG_METRICS = 'M',     /* JSON object text of the metrics */
     WMSG_REPORT = 'R',      /* report text */
-    WMSG_DONE = 'D',        /* "%.6f %.6f %ld": duration_s cpu_s peak_rss_kb;
+    WMSG_DONE = 'D',        /* "%.6f %.6f %ld %.6f": duration_s cpu_s
+                             * peak_rss_kb run_s (inside the stage's run);
                              * sent after the artifact was committed */
 };
 #define WMSG_MAX 4096
@@ -79,6 +80,7 @@ typedef struct prog_finish {
     const char *status;     /* "ran", "cached", "FAILED", "skipped" */
     const char *key;        /* hex or NULL */
     double duration_s, cpu_s;
+    double run_s;           /* time in the stage's run function (ran only) */
     long peak_rss_kb;
     const char *metrics;    /* JSON object text or NULL */
     const char *error;      /* failure message or NULL */

@@ -64,6 +64,7 @@ struct worker_state {
     char stream_part[512];
     int out_failed;         /* a store write failed: the node fails */
     double start;
+    double run_s;           /* time inside the stage's run function */
 };
 
 double sched_now(void)
@@ -577,9 +578,9 @@ static void meta_json(flow_ctx *c, const worker_spec *sp, double end, double cpu
     }
     buf_adds(b, "},\"key_desc\":");
     json_s(b, sp->key_desc ? sp->key_desc : "");
-    buf_printf(b, ",\"start\":%.3f,\"end\":%.3f,\"duration_s\":%.6f,\"cpu_s\":%.6f,"
-               "\"peak_rss_kb\":%ld,\"threads\":%d,\"host\":",
-               c->ws->start, end, end - c->ws->start, cpu_s, rss_kb, c->threads);
+    buf_printf(b, ",\"start\":%.3f,\"end\":%.3f,\"duration_s\":%.6f,\"run_s\":%.6f,"
+               "\"cpu_s\":%.6f,\"peak_rss_kb\":%ld,\"threads\":%d,\"host\":",
+               c->ws->start, end, end - c->ws->start, c->ws->run_s, cpu_s, rss_kb, c->threads);
     json_s(b, host);
     buf_adds(b, ",\"metrics\":");
     metrics_json(c->ws, b);
@@ -677,7 +678,9 @@ static void __attribute__((noreturn)) worker_child(const worker_spec *sp, int ms
         child_fail(msg_fd, msg);
     }
 
+    double run0 = sched_now();
     int rc = st->run(&c);
+    ws.run_s = sched_now() - run0;
 
     if (rc == 0 && ws.stream_open)
         rc = ctx_fail(&c, FLOW_E_STAGE, "stage '%s' returned with output part '%s' still "
@@ -711,9 +714,10 @@ static void __attribute__((noreturn)) worker_child(const worker_spec *sp, int ms
     wmsg_send(msg_fd, WMSG_METRICS, m.data, m.len);
     if (c.report.len) wmsg_send(msg_fd, WMSG_REPORT, c.report.data, c.report.len);
     char done[128];
-    snprintf(done, sizeof done, "%.6f %.6f %ld", end - ws.start, cpu_s, rss_kb);
+    snprintf(done, sizeof done, "%.6f %.6f %ld %.6f", end - ws.start, cpu_s, rss_kb, ws.run_s);
     wmsg_send(msg_fd, WMSG_DONE, done, strlen(done));
-    store_close(c.store);
+    /* no store_close: the store is in STORE_SYNC_NONE mode and closing
+     * would fsync; the scheduler syncs once at the end of the build */
     fflush(stdout);
     /* _exit: no atexit handlers, no flushing of stdio buffers inherited from
      * the parent, no leak check of memory the process is about to drop */

@@ -6,14 +6,16 @@
  *       outputs = ["counts.txt"]
  *   }
  *
- * The worker makes a private temporary folder with
- *   in/NAME/...  every input binding materialised as files (part "a/b" of
- *                the input becomes file in/NAME/a/b; a binding that sees a
- *                single part named exactly like its output is the file
- *                in/NAME itself).  NAME is the referenced node's name, or
- *                NODE.OUTPUT for a `node.output` reference.
- *   work/        the command's working folder; the declared `outputs`
- *                (files or folders, relative to it) become the node's parts.
+ * The worker makes private temporary folders under $TMPDIR:
+ *   in/NAME/...  (flow-in-XXXXXX, only when there are inputs) every input
+ *                binding materialised as files (part "a/b" of the input
+ *                becomes file in/NAME/a/b; a binding that sees a single
+ *                part named exactly like its output is the file in/NAME
+ *                itself).  NAME is the reference as written: the node's
+ *                name, or NODE.OUTPUT for a `node.output` reference.
+ *   work/        (flow-exec-XXXXXX) the command's working folder; the
+ *                declared `outputs` (files or folders, relative to it)
+ *                become the node's parts.
  * The command sees placeholders {in.NAME}, {in}, {out}, {script},
  * {threads} (replaced by shell-quoted values) and the environment
  * FLOW_IN_NAME (non-alphanumerics of NAME as '_'), FLOW_IN, FLOW_OUT,
@@ -254,6 +256,80 @@ static void env_name(flow_buf *b, const char *name)
     }
 }
 
+extern char **environ;
+
+/* environ with FLOW_IN_*, FLOW_IN, FLOW_OUT, FLOW_SCRIPT, FLOW_THREADS,
+ * OMP_NUM_THREADS, FLOW_GPUS and CUDA_VISIBLE_DEVICES (re)set. */
+static char **make_env(flow_ctx *c, const binding *bd, int nb, const char *indir,
+                       const char *work, const char *script)
+{
+    int n = 0;
+    while (environ[n]) n++;
+    char **env = xcalloc((size_t)n + (size_t)nb + 16, sizeof *env);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        const char *e = environ[i];
+        if (strncmp(e, "FLOW_IN", 7) == 0 || strncmp(e, "FLOW_OUT=", 9) == 0 ||
+            strncmp(e, "FLOW_SCRIPT=", 12) == 0 || strncmp(e, "FLOW_THREADS=", 13) == 0 ||
+            strncmp(e, "OMP_NUM_THREADS=", 16) == 0 || strncmp(e, "FLOW_GPUS=", 10) == 0 ||
+            strncmp(e, "CUDA_VISIBLE_DEVICES=", 21) == 0)
+            continue;
+        env[k++] = xstrdup(e);
+    }
+    flow_buf b;
+    buf_init(&b);
+    for (int i = 0; i < nb; i++) {
+        b.len = 0;
+        env_name(&b, bd[i].name);
+        buf_printf(&b, "=%s", bd[i].path);
+        env[k++] = xstrdup(b.data);
+    }
+#define ADD(...) do { b.len = 0; buf_printf(&b, __VA_ARGS__); env[k++] = xstrdup(b.data); } while (0)
+    ADD("FLOW_IN=%s", indir);
+    ADD("FLOW_OUT=%s", work);
+    if (script) ADD("FLOW_SCRIPT=%s", script);
+    ADD("FLOW_THREADS=%d", flow_threads(c));
+    ADD("OMP_NUM_THREADS=%d", flow_threads(c));
+    b.len = 0;
+    for (int i = 0; i < flow_gpu_count(c); i++) buf_printf(&b, "%s%d", i ? "," : "", flow_gpu_id(c, i));
+    char *ids = xstrdup(b.len ? b.data : "");
+    ADD("FLOW_GPUS=%s", ids);
+    if (*ids) ADD("CUDA_VISIBLE_DEVICES=%s", ids);
+#undef ADD
+    free(ids);
+    buf_release(&b);
+    return env;
+}
+
+static void free_env(char **env)
+{
+    for (char **e = env; *e; e++) free(*e);
+    free(env);
+}
+
+/* vfork + execve: the child only makes system calls (it shares our memory
+ * until execve) and dies with the worker (PR_SET_PDEATHSIG). */
+static pid_t __attribute__((noinline)) spawn(const char *shell, const char **argv, char **env,
+                                             const char *work, int outfd)
+{
+    static const char cant[] = "cannot run the shell (exec failed)\n";
+    pid_t parent = getpid();
+    pid_t pid = vfork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        if (chdir(work) != 0) _exit(127);
+        int dn = open("/dev/null", O_RDONLY);
+        if (dn >= 0) dup2(dn, 0);
+        dup2(outfd, 1);
+        dup2(outfd, 2);
+        execve(shell, (char *const *)argv, env);
+        if (write(2, cant, sizeof cant - 1) < 0) {}
+        _exit(127);
+    }
+    return pid;
+}
+
 /* Runs the command; its output goes line by line into the node log. */
 static int run_command(flow_ctx *c, const char *shell, const char *cmd, const char *script,
                        const char *work, const char *indir, const binding *bd, int nb)
@@ -261,43 +337,17 @@ static int run_command(flow_ctx *c, const char *shell, const char *cmd, const ch
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0)
         return flow_ctx_fail(c, FLOW_E_IO, "cannot create a pipe: %s", strerror(errno));
-    pid_t parent = getpid();
-    pid_t pid = fork();
+    /* environment and arguments are prepared here: the child of vfork()
+     * may only make system calls (it shares our memory until execve), and
+     * vfork does not copy the worker's page tables, which fork would */
+    char **env = make_env(c, bd, nb, indir, work, script);
+    const char *argv[4] = { shell, cmd[0] ? "-c" : script, cmd[0] ? cmd : NULL, NULL };
+    pid_t pid = spawn(shell, argv, env, work, fds[1]);
+    free_env(env);
     if (pid < 0) {
         close(fds[0]);
         close(fds[1]);
-        return flow_ctx_fail(c, FLOW_E_IO, "cannot fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) _exit(127);
-        if (chdir(work) != 0) _exit(127);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0) dup2(devnull, 0);
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        flow_buf b;
-        buf_init(&b);
-        for (int i = 0; i < nb; i++) {
-            b.len = 0;
-            env_name(&b, bd[i].name);
-            setenv(b.data, bd[i].path, 1);
-        }
-        setenv("FLOW_IN", indir, 1);
-        setenv("FLOW_OUT", work, 1);
-        if (script) setenv("FLOW_SCRIPT", script, 1);
-        b.len = 0;
-        buf_printf(&b, "%d", flow_threads(c));
-        setenv("FLOW_THREADS", b.data, 1);
-        setenv("OMP_NUM_THREADS", b.data, 1);
-        b.len = 0;
-        for (int i = 0; i < flow_gpu_count(c); i++) buf_printf(&b, "%s%d", i ? "," : "", flow_gpu_id(c, i));
-        setenv("FLOW_GPUS", b.len ? b.data : "", 1);
-        if (b.len) setenv("CUDA_VISIBLE_DEVICES", b.data, 1);
-        if (cmd[0]) execl(shell, shell, "-c", cmd, (char *)NULL);
-        else execl(shell, shell, script, (char *)NULL);
-        fprintf(stderr, "cannot run shell '%s': %s\n", shell, strerror(errno));
-        _exit(127);
+        return flow_ctx_fail(c, FLOW_E_IO, "cannot start a process: %s", strerror(errno));
     }
     close(fds[1]);
     /* split the output into lines for the log; keep the last as status */
@@ -403,23 +453,24 @@ static int run(flow_ctx *c)
     if (!cmd[0] && !script) {
         return flow_ctx_fail(c, FLOW_E_PARAM, "set `command` or `script` (both are empty)");
     }
+    /* two private folders: work/ (the command's working folder, where it
+     * leaves its outputs) and, only when there are inputs, in/ */
     const char *tmp = getenv("TMPDIR");
-    flow_buf root;
-    buf_init(&root);
-    buf_printf(&root, "%s/flow-exec-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(root.data)) {
-        int rc = flow_ctx_fail(c, FLOW_E_IO, "cannot create a temporary folder '%s': %s",
-                               root.data, strerror(errno));
-        buf_release(&root);
-        free(script);
-        return rc;
-    }
-    char *indir = join(root.data, "in"), *work = join(root.data, "work");
+    if (!tmp || !*tmp) tmp = "/tmp";
     int nb = flow_in_count(c, "in");
     binding *bd = xcalloc((size_t)nb + 1, sizeof *bd);
-    int rc = 0;
-    if (mkdirs(indir) != 0 || mkdirs(work) != 0)
-        rc = flow_ctx_fail(c, FLOW_E_IO, "cannot create folders under '%s': %s", root.data,
+    flow_buf wbuf, ibuf;
+    buf_init(&wbuf);
+    buf_init(&ibuf);
+    buf_printf(&wbuf, "%s/flow-exec-XXXXXX", tmp);
+    buf_printf(&ibuf, "%s/flow-in-XXXXXX", tmp);
+    char *work = wbuf.data, *indir = ibuf.data;
+    int rc = 0, have_in = 0;
+    if (!mkdtemp(work))
+        rc = flow_ctx_fail(c, FLOW_E_IO, "cannot create a temporary folder '%s': %s", work,
+                           strerror(errno));
+    else if (nb > 0 && !(have_in = mkdtemp(indir) != NULL))
+        rc = flow_ctx_fail(c, FLOW_E_IO, "cannot create a temporary folder '%s': %s", indir,
                            strerror(errno));
     if (!rc) rc = materialise(c, indir, bd, nb);
     flow_buf full;
@@ -440,16 +491,16 @@ static int run(flow_ctx *c)
     if (!rc) {
         flow_metric(c, "exec.outputs", flow_param_list_len(c, "outputs"));
     }
-    rm_rf(root.data);
+    rm_rf(work);
+    if (have_in) rm_rf(indir);
     for (int i = 0; i < nb; i++) {
         free(bd[i].name);
         free(bd[i].path);
     }
     free(bd);
     buf_release(&full);
-    buf_release(&root);
-    free(indir);
-    free(work);
+    buf_release(&wbuf);
+    buf_release(&ibuf);
     free(script);
     return rc;
 }
