@@ -21,8 +21,12 @@
  * ---- tokenizer (produced by bpe) --------------------------------------
  *   vocab.txt       one token per line, id = line number (specials first).
  *   merges.txt      one merge "a b" per line, rank order.
- *   tokenizer.json  HuggingFace tokenizers export.
- *   tokenizer.bin   the compact form stages load (see tokenizer_load).
+ *                   (both: bytes < 0x21, 0x7F and '\\' written as \xHH)
+ *   tokenizer.json  HuggingFace tokenizers export (gives the same ids).
+ *   tokenizer.bin   the compact form stages load (tokenizer.h: tok_load,
+ *                   tok_load_input; format in tokenizer.c).
+ *   chars.tsv       training characters "HEX \t char \t count", most
+ *                   frequent first (coverage's character baseline).
  *
  * ---- encoded corpus (produced by encode; read by pretrain, finetune) ---
  * Under the same prefixes as its input corpus:
@@ -33,7 +37,9 @@
  *   labels   header "FLOWLAB\0" u32 version=1 u32 0 u64 n, then n i32
  *            (-1 for unlabelled units).
  *   groups   same header "FLOWGRP\0", n i32 group ids (index into the
- *            sorted group names of that corpus).
+ *            sorted group names of that corpus; -1 for no group).
+ *   label_names  the corpus `labels` list (ids = line numbers).
+ *   group_names  the sorted group names, one per line.
  * Every sequence is [CLS] ... [SEP], at most max_len ids.
  */
 #ifndef FLOW_STAGES_H
