@@ -187,9 +187,10 @@ int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
     t->hkey = xcalloc(t->hcap, sizeof *t->hkey);
     t->hval = xmalloc(t->hcap * sizeof *t->hval);
     for (int i = 0; i < nvocab; i++) {
-        if (tok_token_id(t, t->pool + t->off[i], t->len[i]) >= 0) {
+        int dup = tok_token_id(t, t->pool + t->off[i], t->len[i]);
+        if (dup >= 0) {
             tok_free(t);
-            return bad(err, "token %d duplicates an earlier token (%d)", i, 0);
+            return bad(err, "token %d repeats token %d", i, dup);
         }
         uint64_t k = text_hash(t->pool + t->off[i], t->len[i]);
         size_t j = mix64(k) & (t->hcap - 1);
@@ -215,12 +216,12 @@ int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
         if (i < TOK_NSPECIAL + nforced) {
             if (utf8_first_invalid((const unsigned char *)s, t->len[i]) >= 0) {
                 tok_free(t);
-                return bad(err, "forced term %d is not valid UTF-8 (%d)", i, 0);
+                return bad(err, "forced term %d (of %d) is not valid UTF-8", i, nforced);
             }
             tok_matcher_add(t->m, s, t->len[i], i);
         } else if (!single_char(s, t->len[i], &cp)) {
             tok_free(t);
-            return bad(err, "alphabet token %d is not one character (%d)", i, 0);
+            return bad(err, "alphabet token %d (of %d) is not one character", i, nalphabet);
         }
         if (i >= TOK_NSPECIAL && single_char(s, t->len[i], &cp) && cp > 0xFFFF)
             nsupp++;
@@ -274,7 +275,7 @@ int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
         uint32_t dummy;
         if (pair_lookup(t, a, b, &dummy) >= 0) {
             tok_free(t);
-            return bad(err, "merge %d repeats an earlier pair (%d)", i, 0);
+            return bad(err, "merge %d (result id %d) repeats an earlier pair", i, (int)r);
         }
         memcpy(t->merges + 3 * i, merges + 3 * i, 3 * sizeof *merges);
         uint64_t k = (((uint64_t)a << 32) | b) + 1;

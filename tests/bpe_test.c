@@ -210,6 +210,14 @@ static void test_vocab_too_small(void)
     }
     tok_train_stats_release(&st);
     tok_terms_release(&terms);
+    /* a forced term that is a special token's text */
+    tok_terms_init(&terms);
+    CHECK_OK(tok_terms_parse(&terms, "合同\n[MASK]\n", strlen("合同\n[MASK]\n"), "terms", 16, &err), err);
+    o.vocab_size = 100;
+    CHECK(tok_train(&txt, 1, &terms, &o, &t, &st, &err) == FLOW_E_PARAM);
+    CHECK_CONTAINS(err.msg, "'[MASK]' is a special token");
+    tok_train_stats_release(&st);
+    tok_terms_release(&terms);
 }
 
 /* 1000 x 'a', 1000 x 'b', 5 x 'c', 1 x 'd': coverage 0.99 keeps a and b. */
