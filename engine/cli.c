@@ -29,13 +29,60 @@ int cli_exit_code(int rc)
     }
 }
 
+/* For "file:line:col: error: ..." prints the offending line and a caret
+ * under the column, as compilers do. */
+static void show_location(const char *msg)
+{
+    char path[1024];
+    int line, col, n = 0;
+    const char *e = strstr(msg, ": error: ");
+    if (!e || (size_t)(e - msg) >= sizeof path) return;
+    memcpy(path, msg, (size_t)(e - msg));
+    path[e - msg] = 0;
+    /* the path itself may contain ':'; line and col are the last two fields */
+    char *c2 = strrchr(path, ':');
+    if (!c2) return;
+    *c2 = 0;
+    char *c1 = strrchr(path, ':');
+    if (!c1 || sscanf(c1 + 1, "%d", &line) != 1 || sscanf(c2 + 1, "%d%n", &col, &n) != 1 || line < 1 || col < 1)
+        return;
+    *c1 = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    char buf[4096];
+    int l = 0;
+    while (fgets(buf, sizeof buf, f))
+        if (++l == line) {
+            buf[strcspn(buf, "\r\n")] = 0;
+            size_t len = strlen(buf);
+            fprintf(stderr, "    %s\n    ", buf);
+            /* keep tabs so the caret lines up; CJK characters take two columns */
+            for (size_t i = 0; i < (size_t)(col - 1) && i < len;) {
+                uint32_t cp;
+                int k = utf8_decode((const unsigned char *)buf + i, len - i, &cp);
+                if (k < 1) { cp = '?'; k = 1; }
+                int wide = (cp >= 0x1100 && cp <= 0x115F) || (cp >= 0x2E80 && cp <= 0xA4CF) ||
+                           (cp >= 0xAC00 && cp <= 0xD7A3) || (cp >= 0xF900 && cp <= 0xFAFF) ||
+                           (cp >= 0xFE30 && cp <= 0xFE4F) || (cp >= 0xFF00 && cp <= 0xFF60) ||
+                           (cp >= 0xFFE0 && cp <= 0xFFE6) || (cp >= 0x20000 && cp <= 0x3FFFD);
+                fputs(cp == '\t' ? "\t" : wide ? "  " : " ", stderr);
+                i += (size_t)k;
+            }
+            fputs("^\n", stderr);
+            break;
+        }
+    fclose(f);
+}
+
 int cli_fail(const flow_err *err)
 {
     /* graph errors already start with "file:line:col: error:" */
-    if (strstr(err->msg, ": error: ") || strncmp(err->msg, "--set ", 6) == 0)
+    if (strstr(err->msg, ": error: ") || strncmp(err->msg, "--set ", 6) == 0) {
         fprintf(stderr, "%s\n", err->msg);
-    else
+        if (strncmp(err->msg, "--set ", 6) != 0) show_location(err->msg);
+    } else {
         fprintf(stderr, "flow: error: %s\n", err->msg);
+    }
     return cli_exit_code(err->code ? err->code : FLOW_E_IO);
 }
 
