@@ -760,7 +760,12 @@ int graph_locate(const char *arg, char **path, flow_err *err)
 {
     struct stat st;
     *path = NULL;
-    if (stat(arg, &st) == 0 && S_ISREG(st.st_mode)) { *path = xstrdup(arg); return 0; }
+    if (stat(arg, &st) == 0) {
+        if (S_ISREG(st.st_mode)) { *path = xstrdup(arg); return 0; }
+        if (strchr(arg, '/') || S_ISDIR(st.st_mode) == 0)
+            return flow_fail(err, FLOW_E_USAGE, "'%s' is not a .graph file; give the path of one "
+                             "(or a name in ./graphs/)", arg);
+    }
     if (!strchr(arg, '/')) {
         const char *fmts[] = { "graphs/%s", "graphs/%s.graph", "%s.graph" };
         char buf[PATH_MAX];

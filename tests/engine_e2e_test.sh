@@ -159,6 +159,21 @@ contains "stale       upstream e is stale"
 contains "ok    up to date"
 expect 1 "$FLOW" why fail.graph e
 contains "has no files"
+# source errors name the path
+mkdir -p rooted/lab
+printf 'a\n' > rooted/lab/in.txt
+printf 'b\n' > rooted/top.txt
+printf 'r = source { path = "rooted"  labels = folders }\n' > rooted.graph
+expect 1 "$FLOW" build rooted.graph
+contains "lie directly in"
+contains "'top.txt'"
+printf 'r = source { path = "rooted"  labels = folders  include = ["*/*"] }\n' > rooted.graph
+expect 0 "$FLOW" build rooted.graph
+printf 'm = source { path = "no/such/dir" }\n' > missing.graph
+expect 1 "$FLOW" build missing.graph
+contains "no/such/dir' does not exist"
+expect 2 "$FLOW" dag "$T"
+contains "is not a .graph file"
 # a graph located by name in ./graphs
 mkdir -p graphs
 cp g.graph graphs/named.graph
