@@ -104,21 +104,9 @@ int store_checkpoint_get(flow_store *s, const flow_hash *key, char **data,
     store_txn_end(s, txn);
     if (rc) return flow_fail(err, FLOW_E_CORRUPT, "checkpoint %s: record is damaged", hex);
     char *buf = xmalloc((size_t)size + 1);
-    ZSTD_DCtx *dctx = ZSTD_createDCtx();
-    char *scratch = xmalloc(STORE_CHUNK_SIZE);
-    uint64_t off = 0;
-    for (uint32_t i = 0; i < n && !rc; i++) {
-        char why[256];
-        rc = chunk_fetch(s, &chunks[i].h, chunks[i].len, buf + off, dctx, scratch, why, sizeof why, err);
-        if (rc == FLOW_E_CORRUPT) {
-            char ch[33];
-            flow_hash_hex(&chunks[i].h, ch);
-            flow_fail(err, rc, "checkpoint %s chunk %u (%s): %s", hex, i, ch, why);
-        }
-        off += chunks[i].len;
-    }
-    ZSTD_freeDCtx(dctx);
-    free(scratch);
+    char what[64];
+    snprintf(what, sizeof what, "checkpoint %s", hex);
+    rc = store_read_chunks(s, chunks, n, buf, what, err);
     free(chunks);
     if (rc) {
         free(buf);

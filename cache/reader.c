@@ -194,6 +194,38 @@ static int no_part(const flow_hash *key, const char *part, flow_err *err)
     return flow_fail(err, FLOW_E_NOTFOUND, "artifact %s has no part '%s'", hex, part);
 }
 
+int store_read_chunks(flow_store *s, const chunk_ref *chunks, uint32_t n, char *buf,
+                      const char *what, flow_err *err)
+{
+    rjob *jobs = xcalloc(n ? n : 1, sizeof *jobs);
+    store_pool *pool = n ? store_get_pool(s) : NULL;
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        jobs[i].pj.fn = rjob_run;
+        jobs[i].s = s;
+        jobs[i].ref = chunks[i];
+        jobs[i].dst = buf + off;
+        off += chunks[i].len;
+        pool_submit(pool, &jobs[i].pj);
+    }
+    int rc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        pool_wait(pool, &jobs[i].pj);
+        if (rc || !jobs[i].rc) continue;
+        if (jobs[i].rc == FLOW_E_CORRUPT) {
+            char ch[33];
+            flow_hash_hex(&jobs[i].ref.h, ch);
+            rc = flow_fail(err, FLOW_E_CORRUPT, "%s chunk %u (%s): %s; run `flow verify`, then "
+                           "`flow gc` and rebuild", what, i, ch, jobs[i].why);
+        } else {
+            if (err) *err = jobs[i].err;
+            rc = jobs[i].rc;
+        }
+    }
+    free(jobs);
+    return rc;
+}
+
 int store_read_part(flow_store *s, const flow_hash *key, const char *part,
                     char **data, size_t *len, flow_err *err)
 {
@@ -213,26 +245,10 @@ int store_read_part(flow_store *s, const flow_hash *key, const char *part,
         return flow_fail(err, FLOW_E_NOMEM, "part '%s' is too large for memory", part);
     }
     char *buf = xmalloc((size_t)size + 1);
-    uint32_t n = m.nchunks[pi];
-    rjob *jobs = xcalloc(n ? n : 1, sizeof *jobs);
-    store_pool *pool = n ? store_get_pool(s) : NULL;
-    uint64_t off = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        jobs[i].pj.fn = rjob_run;
-        jobs[i].s = s;
-        jobs[i].ref = m.chunks[pi][i];
-        jobs[i].dst = buf + off;
-        off += jobs[i].ref.len;
-        pool_submit(pool, &jobs[i].pj);
-    }
-    char hex[33];
+    char hex[33], what[4200];
     flow_hash_hex(key, hex);
-    rc = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        pool_wait(pool, &jobs[i].pj);
-        if (!rc) rc = rjob_result(&jobs[i], hex, part, i, err);
-    }
-    free(jobs);
+    snprintf(what, sizeof what, "artifact %s part '%s'", hex, part);
+    rc = store_read_chunks(s, m.chunks[pi], m.nchunks[pi], buf, what, err);
     manifest_release(&m);
     if (rc) {
         free(buf);

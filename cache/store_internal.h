@@ -200,6 +200,11 @@ int store_load_manifest(flow_store *s, const flow_hash *key, manifest *m, int wa
 int checkpoint_decode(const void *val, size_t vlen, uint64_t *size, chunk_ref **chunks,
                       uint32_t *n);
 
+/* Decodes chunks[0..n) into buf (their lengths summed) on the pool;
+ * what names the owner in errors ("artifact K part 'p'"). */
+int store_read_chunks(flow_store *s, const chunk_ref *chunks, uint32_t n, char *buf,
+                      const char *what, flow_err *err);
+
 /* Used by checkpoint.c: chunks a blob into the store without publishing
  * anything; fills the chunk list (caller frees *chunks). */
 int store_put_chunks(flow_store *s, const void *data, size_t len, chunk_ref **chunks,

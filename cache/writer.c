@@ -499,7 +499,9 @@ int store_put_chunks(flow_store *s, const void *data, size_t len, chunk_ref **ch
     store_writer *w;
     int rc = store_writer_new(s, &w, err);
     if (rc) return rc;
-    rc = store_part_begin(w, "blob", FLOW_PART_BYTES, err);
+    /* checkpoints are mostly float32 state; F32 tries both codecs on the
+     * first chunk(s) and keeps plain zstd when shuffling does not help */
+    rc = store_part_begin(w, "blob", FLOW_PART_F32, err);
     if (!rc) rc = store_part_write(w, data, len, err);
     if (!rc) rc = store_part_end(w, err);
     if (!rc) {
