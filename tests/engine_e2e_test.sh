@@ -181,6 +181,15 @@ sed -i 's|"data"|"../data"|; s|"one.txt"|"../one.txt"|' graphs/named.graph
 expect 0 "$FLOW" build named
 [ -d graphs/.flow ] || fail "cache for graphs/named.graph not beside it"
 
+# ---- the README's example graph resolves as documented --------------------
+if [ -n "${FLOW_SRC:-}" ] && [ -f "$FLOW_SRC/README.md" ]; then
+    mkdir -p readme/graphs
+    awk '/^## Graph language/{g=1} g && /^```/{n++; next} g && n==1' "$FLOW_SRC/README.md" > readme/graphs/example.graph
+    expect 0 "$FLOW" dag readme/graphs/example.graph
+    contains "wc     wordcount    line"
+    contains "<- input=all.out"
+fi
+
 # ---- gc: only what g.graph uses now survives -------------------------------
 export FLOW_GC_GRACE=0
 before=$("$FLOW" ls --json | grep -c '"key"')
