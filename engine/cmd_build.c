@@ -93,7 +93,10 @@ int cmd_build(int argc, char **argv)
         o.live = !o.json && !o.verbose && isatty(STDOUT_FILENO);
         build_result res;
         int b = build_run(g, s, &o, &res, &err);
-        if (b && b != FLOW_E_STAGE) rc = cli_fail(&err);
+        if (b && b != FLOW_E_STAGE) {
+            err.code = b;   /* the exit code follows the return value (130 on Ctrl-C) */
+            rc = cli_fail(&err);
+        }
         else if (b) rc = 1;
     }
     if (s) store_close(s);

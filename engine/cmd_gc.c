@@ -63,10 +63,16 @@ int cmd_gc(int argc, char **argv)
     if (!rc) {
         store_gc_stats st;
         memset(&st, 0, sizeof st);
-        /* chunks written in the last 10 minutes may belong to a build in
-         * progress; FLOW_GC_GRACE overrides (tests use 0) */
+        /* Chunks not yet referenced may belong to a build in progress.  A
+         * running build holds a lease on its node key from before it
+         * writes chunks until after it commits, so with no lease held only
+         * chunks written from now on are at risk: a few seconds of grace
+         * covers them.  With leases held, keep 10 minutes' worth.
+         * FLOW_GC_GRACE (seconds) overrides. */
+        store_stats sst;
+        int grace = store_stats_get(s, &sst, &err) == 0 && sst.leases == 0 ? 5 : 600;
         const char *ge = getenv("FLOW_GC_GRACE");
-        int grace = ge ? atoi(ge) : 600;
+        if (ge && *ge) grace = atoi(ge);
         if (store_gc(s, keep, nkeep, grace, &st, &err)) rc = cli_fail(&err);
         else {
             char fr[16];
