@@ -147,6 +147,11 @@ static int bpe_run(flow_ctx *c)
             rc = write_buf(c, "chars.tsv", &b);
         }
     }
+    if (!rc && tok_vocab_size(t) < o.vocab_size)
+        flow_log(c, "the vocabulary has %d tokens, fewer than vocab_size %d: %s",
+                 tok_vocab_size(t), o.vocab_size, st.stopped_min_frequency
+                 ? "the best remaining pair occurs fewer than min_frequency times"
+                 : "no pair of tokens is left to merge (or all would exceed max_token_chars)");
     if (!rc) {
         flow_metric(c, "vocab_size", tok_vocab_size(t));
         flow_metric(c, "alphabet", st.alphabet);
