@@ -7,10 +7,11 @@
 
 #include <time.h>
 
+/* CPU time of this thread: the machine is shared, wall time is noisy */
 static double now_s(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -223,7 +224,7 @@ static void test_linear_time(void)
         CHECK(e.n > 0 && e.unk_chars == 0);
         tok_out_release(&e);
     }
-    printf("encode %.1f MB single line: %.2fs (quarter: %.2fs)\n", n / 1e6, times[1], times[0]);
+    printf("encode %.1f MB single line: %.2fs CPU (quarter: %.2fs)\n", n / 1e6, times[1], times[0]);
     CHECK_MSG(times[1] < limit, "%.1f MB took %.2fs", n / 1e6, times[1]);
     CHECK_MSG(times[1] < 4 * times[0] * 2.0 + 0.2, "not linear: %.2fs vs %.2fs for a quarter",
               times[1], times[0]);
