@@ -262,31 +262,39 @@ int store_read_part(flow_store *s, const flow_hash *key, const char *part,
 
 /* ---- streaming reader ------------------------------------------------------ */
 
+/* Chunks decoded ahead of the consumer: two, so both pool threads work
+ * while the caller consumes a third buffer. */
+#define RDEPTH 2
+#define RSLOTS (RDEPTH + 1)
+
 struct store_reader {
     flow_store *s;
     store_pool *pool;
     char keyhex[33];
     char *part;
     chunk_ref *chunks;
-    uint32_t n, next;           /* next: index of the next chunk to consume */
-    char *buf[2];
-    int cur;                    /* buffer being consumed */
+    uint32_t n;
+    uint32_t next;              /* next chunk to consume */
+    uint32_t submitted;         /* chunks handed to the pool so far */
+    char *buf[RSLOTS];          /* chunk i decodes into buf[i % RSLOTS] */
+    rjob jobs[RSLOTS];
+    int cur;                    /* slot being consumed, -1 before the first */
     size_t blen, bpos;
-    rjob pf;                    /* decoding chunk `next` into buf[!cur] */
-    int pf_active;
     int failed;
 };
 
-static void prefetch(store_reader *r)
+static void top_up(store_reader *r)
 {
-    if (r->next >= r->n) return;
-    memset(&r->pf, 0, sizeof r->pf);
-    r->pf.pj.fn = rjob_run;
-    r->pf.s = r->s;
-    r->pf.ref = r->chunks[r->next];
-    r->pf.dst = r->buf[!r->cur];
-    r->pf_active = 1;
-    pool_submit(r->pool, &r->pf.pj);
+    while (r->submitted < r->n && r->submitted < r->next + RDEPTH) {
+        uint32_t i = r->submitted++;
+        rjob *j = &r->jobs[i % RSLOTS];
+        memset(j, 0, sizeof *j);
+        j->pj.fn = rjob_run;
+        j->s = r->s;
+        j->ref = r->chunks[i];
+        j->dst = r->buf[i % RSLOTS];
+        pool_submit(r->pool, &j->pj);
+    }
 }
 
 int store_reader_open(flow_store *s, const flow_hash *key, const char *part,
@@ -307,16 +315,16 @@ int store_reader_open(flow_store *s, const flow_hash *key, const char *part,
     r->part = xstrdup(part);
     r->chunks = m.chunks[pi];
     r->n = m.nchunks[pi];
+    r->cur = -1;
     m.chunks[pi] = NULL;
     manifest_release(&m);
     if (r->n) {
         size_t bsz = 0;
         for (uint32_t i = 0; i < r->n; i++) if (r->chunks[i].len > bsz) bsz = r->chunks[i].len;
-        r->buf[0] = xmalloc(bsz);
-        r->buf[1] = xmalloc(bsz);
+        int nb = r->n < RSLOTS ? (int)r->n : RSLOTS;
+        for (int i = 0; i < nb; i++) r->buf[i] = xmalloc(bsz);
         r->pool = store_get_pool(s);
-        r->cur = 1;            /* so the first prefetch fills buf[0] */
-        prefetch(r);
+        top_up(r);
     }
     *out = r;
     return 0;
@@ -330,19 +338,19 @@ long long store_reader_read(store_reader *r, void *buf, size_t cap, flow_err *er
     size_t total = 0;
     while (cap) {
         if (r->bpos == r->blen) {
-            if (!r->pf_active) break;         /* end of part */
-            pool_wait(r->pool, &r->pf.pj);
-            r->pf_active = 0;
-            int rc = rjob_result(&r->pf, r->keyhex, r->part, r->next, err);
+            if (r->next >= r->n) break;       /* end of part */
+            rjob *j = &r->jobs[r->next % RSLOTS];
+            pool_wait(r->pool, &j->pj);
+            int rc = rjob_result(j, r->keyhex, r->part, r->next, err);
             if (rc) {
                 r->failed = rc;
                 return rc;
             }
-            r->cur = !r->cur;
-            r->blen = r->pf.ref.len;
+            r->cur = (int)(r->next % RSLOTS);
+            r->blen = j->ref.len;
             r->bpos = 0;
             r->next++;
-            prefetch(r);
+            top_up(r);
         }
         size_t k = r->blen - r->bpos;
         if (k > cap) k = cap;
@@ -358,9 +366,8 @@ long long store_reader_read(store_reader *r, void *buf, size_t cap, flow_err *er
 void store_reader_free(store_reader *r)
 {
     if (!r) return;
-    if (r->pf_active) pool_wait(r->pool, &r->pf.pj);
-    free(r->buf[0]);
-    free(r->buf[1]);
+    for (uint32_t i = r->next; i < r->submitted; i++) pool_wait(r->pool, &r->jobs[i % RSLOTS].pj);
+    for (int i = 0; i < RSLOTS; i++) free(r->buf[i]);
     free(r->chunks);
     free(r->part);
     free(r);
