@@ -2,10 +2,72 @@
  * node's key covers now and what it covered at its most recent build
  * (parameters old -> new, input contents, stage version, files read). */
 #include "internal.h"
+#include "../stages/stages.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* For a source node whose files changed: which ones, against the parts of
+ * its last build (added, removed, modified). */
+static void source_changes(const flow_graph *g, flow_store *s, int node, const flow_hash *last)
+{
+    flow_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.g = g;
+    ctx.node = node;
+    ctx.store = s;
+    ctx.progress_fd = -1;
+    char **rel = NULL, **abs = NULL;
+    int n = 0, shown = 0, more = 0;
+    store_artifact *a = NULL;
+    flow_err err;
+    if (source_files(&ctx, &rel, &abs, &n) != 0 || store_get(s, last, &a, &err) != 0) {
+        if (ctx.err.msg[0]) printf("  %s\n", ctx.err.msg);
+        n = 0;
+    }
+    char *seen = a ? xcalloc((size_t)a->nparts + 1, 1) : NULL;
+    for (int i = 0; i < n && a; i++) {
+        int j = 0;
+        while (j < a->nparts && strcmp(a->parts[j].name, rel[i])) j++;
+        const char *what = NULL;
+        if (j == a->nparts) {
+            what = "added";
+        } else {
+            seen[j] = 1;
+            char *old = NULL, *cur = NULL;
+            size_t ol = 0, cl = 0;
+            FILE *f = fopen(abs[i], "rb");
+            flow_buf b;
+            buf_init(&b);
+            if (f) {
+                char tmp[65536];
+                size_t k;
+                while ((k = fread(tmp, 1, sizeof tmp, f)) > 0) buf_add(&b, tmp, k);
+                fclose(f);
+            }
+            cur = b.data;
+            cl = b.len;
+            if (store_read_part(s, last, rel[i], &old, &ol, &err) != 0 || ol != cl || (cl && memcmp(old, cur, cl)))
+                what = "modified";
+            free(old);
+            buf_release(&b);
+        }
+        if (what && shown < 20) { printf("    file %s: %s\n", rel[i], what); shown++; }
+        else if (what) more++;
+    }
+    for (int j = 0; a && j < a->nparts; j++)
+        if (!seen[j] && a->parts[j].name[0] != '.') {
+            if (shown < 20) { printf("    file %s: removed\n", a->parts[j].name); shown++; }
+            else more++;
+        }
+    if (more) printf("    ... and %d more\n", more);
+    for (int i = 0; i < n; i++) { free(rel[i]); free(abs[i]); }
+    free(rel);
+    free(abs);
+    free(seen);
+    store_artifact_free(a);
+}
 
 int cmd_why(int argc, char **argv)
 {
@@ -83,6 +145,8 @@ int cmd_why(int argc, char **argv)
                     /* the file hash line is "?" when the stage's key_extra could not run */
                     if (!known[node] && strstr(ch[k], "key_extra")) continue;
                     printf("  %s\n", ch[k]);
+                    if (strstr(ch[k], "key_extra") && !strcmp(nd->stage->name, "source"))
+                        source_changes(g, s, node, &last);
                 }
                 if (nch == 0) printf("  (no recorded difference; the key encoding changed)\n");
             }

@@ -168,6 +168,17 @@ static int collect(flow_ctx *c, file_list *out)
     return 0;
 }
 
+int source_files(flow_ctx *c, char ***rel, char ***abs, int *n)
+{
+    file_list l;
+    int rc = collect(c, &l);
+    if (rc) return rc;
+    *rel = l.rel;
+    *abs = l.abs;
+    *n = l.n;
+    return 0;
+}
+
 static int key_extra(flow_ctx *c, flow_hasher *h)
 {
     file_list l;

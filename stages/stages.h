@@ -80,6 +80,12 @@ void corpus_release(flow_corpus *c);
 
 /* Model commands (stages/cmd_*.c), dispatched by engine/main.c: argv[0]
  * is the command name; they return the exit code (0 ok, 1 failure, 2 usage). */
+/* The files a `source` node reads, exactly as its run and key see them:
+ * part names (relative paths) and absolute paths, n entries, malloc'd
+ * (free each string and both arrays).  For `flow why`, which names the
+ * files that changed. */
+int source_files(flow_ctx *c, char ***rel, char ***abs, int *n);
+
 int cmd_classify(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_export(int argc, char **argv);

@@ -90,6 +90,15 @@ contains "src   stale       content read by the stage itself changed"
 contains "cat   stale       upstream src is stale"
 expect 0 "$FLOW" why g.graph wc
 contains "upstream cat is stale"
+printf 'new\n' > data/civil/added.md
+mv data/civil/contract.md data/civil/contract.txt
+expect 0 "$FLOW" why g.graph src
+contains "file criminal/criminal.md: modified"
+contains "file civil/added.md: added"
+contains "file civil/contract.txt: added"
+contains "file civil/contract.md: removed"
+rm data/civil/added.md
+mv data/civil/contract.txt data/civil/contract.md
 check_ran "cat src wc" g.graph
 # adding a hidden file changes nothing
 printf 'x' > data/civil/.hidden
