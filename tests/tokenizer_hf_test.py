@@ -46,6 +46,8 @@ rnd = random.Random(7)
 pool = (list("的法人民国家和本条规定应当责任违约金不可抗力") + ["违约金", "不可", "抗力", "[CLS]", "[MASK", "]"]
         + list(" \t\u3000\u00a0\u2003\u0085\u000b") + list("aZé\u0301ωЖ١٢３4〇々①Ⅳ")
         + list("，。、；：（）《》“”—…%$#@!?-_/\\") + ["\U0001F600", "\U00020000", "\u4dae", "\ufeff"])
+# runs longer than the 256-character pre-token limit
+test += ["的法人民国家" * 120, "abcxyz" * 110, " " * 300 + "x", "1234567890" * 60]
 for _ in range(400):
     test.append("".join(rnd.choice(pool) for _ in range(rnd.randint(1, 120))))
 
