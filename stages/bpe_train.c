@@ -91,11 +91,14 @@ typedef struct count_job {
     int nforced;
 } count_job;
 
+/* one per thread; padded so that neighbours' counters (changed per piece)
+ * never share a cache line */
 typedef struct count_thread {
     count_job *job;
     wtable words;
     uint64_t *forced_counts;
     uint64_t npieces;
+    char pad[64];
 } count_thread;
 
 static int count_piece(void *arg, const char *s, size_t n, int forced)

@@ -24,8 +24,10 @@ typedef struct bjob {
     int max_len;
 } bjob;
 
-static void chunk_encode(bjob *job, bchunk *ch, tok_out *o)
+static void chunk_encode(bjob *job, bchunk *out, tok_out *o)
 {
+    /* work on a private copy: neighbouring chunks share cache lines */
+    bchunk local = *out, *ch = &local;
     const char *s = ch->s, *end = s + ch->n;
     size_t keep_max = (size_t)job->max_len - 2;
     while (s < end) {
@@ -56,6 +58,7 @@ static void chunk_encode(bjob *job, bchunk *ch, tok_out *o)
     ch->chars = o->chars;
     ch->unk_chars = o->unk_chars;
     o->chars = o->unk_chars = 0;
+    *out = local;
 }
 
 static void *bworker(void *arg)
