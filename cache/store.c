@@ -353,6 +353,10 @@ int store_open(flow_store **out, const char *dir, const store_options *opt, flow
         return r;
     }
     refresh_map_size(s);
+    /* clear reader slots of processes that died (kill -9) holding a read
+     * transaction: they would keep old pages from being reused */
+    int dead = 0;
+    mdb_reader_check(s->env, &dead);
     int r = s->readonly ? init_readonly(s, err) : store_write(s, "initializing", init_fn, NULL, 0, err);
     if (r) {
         store_close(s);
