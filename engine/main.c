@@ -66,6 +66,15 @@ int main(int argc, char **argv)
         return cli_usage_error("unknown option '%s' before the command; see 'flow --help'", argv[i]);
     }
     if (i >= argc) { usage(stderr); return 2; }
+    if (!strcmp(argv[i], "help")) {
+        if (i + 1 >= argc) { usage(stdout); return 0; }
+        for (int k = 0; k < NCOMMANDS; k++)
+            if (!strcmp(argv[i + 1], commands[k].name)) {
+                printf("usage: flow %s %s\n\n%s\n", commands[k].name, commands[k].usage, commands[k].help);
+                return 0;
+            }
+        return cli_usage_error("help: unknown command '%s'; see 'flow --help'", argv[i + 1]);
+    }
     for (int k = 0; k < NCOMMANDS; k++)
         if (!strcmp(argv[i], commands[k].name)) {
             for (int j = i + 1; j < argc; j++)
