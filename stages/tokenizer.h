@@ -165,7 +165,7 @@ void tok_write_offsets(flow_buf *out, const uint64_t *offsets, uint64_t nseq);
 /* labels ("FLOWLAB\0") and groups ("FLOWGRP\0"): n i32 values */
 void tok_write_i32(flow_buf *out, const char magic[8], const int32_t *v, uint64_t n);
 
-/* ---- training (bpe.c) -------------------------------------------------- */
+/* ---- training (bpe_train.c) -------------------------------------------------- */
 typedef struct tok_train_opts {
     int vocab_size;             /* including specials, forced, alphabet */
     double character_coverage;  /* share of character occurrences kept */
