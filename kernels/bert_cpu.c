@@ -38,10 +38,12 @@ struct bert_acts {
     float *probs;                       /* [L, B, nh, T, T] */
     float *ctx, *res1, *a, *res2;       /* [L, N, H] */
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;   /* [L, N] */
-    float *fc1, *gel;                   /* [L, N, I] */
+    float *fc1;                         /* [L, N, I] pre-GELU; GELU(fc1) is
+                                         * recomputed in backward (saves L*N*I) */
     /* MLM head over M <= N rows */
     float *h_sel, *t, *g, *ln, *ln_mean, *ln_rstd;      /* [N,H] / [N] */
-    float *logits, *dlogits, *lse;      /* [N,V], [N,V], [N] */
+    float *logits, *dlogits, *lse;      /* [cap,V], [cap,V], [N]: logits rows */
+    size_t logits_cap;                  /* grow on demand to the largest M seen */
     /* classification head */
     float *cls_in, *pooled, *pooled_d, *clogits, *clse; /* [B,H] / [B,C] / [B] */
 
@@ -62,10 +64,10 @@ struct bert_acts {
     X(x, (L + 1) * N * H) X(qkv, L * N * 3 * H) X(probs, L * B * nh * T * T) \
     X(ctx, L * N * H) X(res1, L * N * H) X(a, L * N * H) X(res2, L * N * H) \
     X(ln1_mean, L * N) X(ln1_rstd, L * N) X(ln2_mean, L * N) X(ln2_rstd, L * N) \
-    X(fc1, L * N * I) X(gel, L * N * I) \
+    X(fc1, L * N * I) \
     X(h_sel, mlm * N * H) X(t, mlm * N * H) X(g, mlm * N * H) X(ln, mlm * N * H) \
     X(ln_mean, mlm * N) X(ln_rstd, mlm * N) \
-    X(logits, mlm * N * V) X(dlogits, mlm * N * V) X(lse, mlm * N) \
+    X(lse, mlm * N) \
     X(cls_in, cl * B * H) X(pooled, cl * B * H) X(pooled_d, cl * B * H) \
     X(clogits, cl * B * C) X(clse, cl * B) \
     X(tmp, N * WI) X(dx, N * H) X(dres, N * H) X(da, N * H) X(dctx, N * H) \
@@ -85,9 +87,10 @@ size_t bert_cpu_acts_bytes(const bert_config *c, int B_, int T_)
 #define COUNT(name, n) total += (n);
     BUFS(COUNT)
 #undef COUNT
-    (void)V; (void)C;
     /* int buffers: ids, types, mask, rows, targets [N], clabels [B] */
-    return total * sizeof(float) + (5 * N + B) * sizeof(int32_t) + C * sizeof(float);
+    /* + MLM logits and their gradient, upper bound (every position labelled) */
+    return (total + 2 * mlm * N * V) * sizeof(float) + (5 * N + B) * sizeof(int32_t)
+           + C * sizeof(float);
 }
 
 static size_t need_off(bert_model *m, const char *name)
@@ -106,6 +109,7 @@ static void cpu_release(bert_model *m)
 #define FREE(name, n) free(A->name);
     BUFS(FREE)
 #undef FREE
+    free(A->logits); free(A->dlogits);
     free(A->ids); free(A->types); free(A->mask); free(A->rows); free(A->targets);
     free(A->clabels); free(A->cw); free(A->lay);
     free(A);
@@ -217,7 +221,6 @@ static void gather_rows(float *dst, const float *src, const int32_t *rows, int M
 static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
                        bert_output *out, flow_err *e)
 {
-    (void)e;
     struct bert_acts *A = m->acts;
     const bert_config *c = &m->cfg;
     const float *P = m->params;
@@ -256,7 +259,7 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
         float *qkv = A->qkv + l * mN * 3 * H, *probs = A->probs + l * probs_slot;
         float *ctx = A->ctx + l * mN * H, *res1 = A->res1 + l * mN * H;
         float *a = A->a + l * mN * H, *res2 = A->res2 + l * mN * H;
-        float *fc1 = A->fc1 + l * mN * I, *gel = A->gel + l * mN * I;
+        float *fc1 = A->fc1 + l * mN * I, *gel = A->dbig;  /* scratch in forward */
         PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * 3 * H,
              linear_forward(qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H));
         PROF(BERT_OP_ATTENTION, 1, 4.0 * B * T * T * H,
@@ -295,6 +298,25 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
                 M++;
             }
         A->M = M;
+        if ((size_t)M > A->logits_cap) {
+            /* the MLM logits and their gradient only need M rows (~15% of
+             * B*T when pretraining): grown here, never shrunk */
+            size_t rows = (size_t)M + (size_t)M / 4;
+            rows = rows < mN ? rows : mN;
+            free(A->logits);
+            free(A->dlogits);
+            A->logits = A->dlogits = NULL;
+            A->logits_cap = 0;
+            if (posix_memalign((void **)&A->logits, 64, rows * V * sizeof(float))
+                || posix_memalign((void **)&A->dlogits, 64, rows * V * sizeof(float))) {
+                free(A->logits);
+                A->logits = NULL;
+                A->dlogits = NULL;
+                return flow_fail(e, FLOW_E_NOMEM, "forward: cannot allocate %.1f MiB of MLM logits "
+                                 "for %d labelled positions", 2.0 * rows * V * 4 / 1048576.0, M);
+            }
+            A->logits_cap = rows;
+        }
         double loss = 0;
         long correct = 0;
         if (M > 0) {
@@ -424,7 +446,7 @@ static int cpu_backward(bert_model *m, float scale, flow_err *e)
         float *qkv = A->qkv + l * mN * 3 * H, *probs = A->probs + l * probs_slot;
         float *ctx = A->ctx + l * mN * H, *res1 = A->res1 + l * mN * H;
         float *a = A->a + l * mN * H, *res2 = A->res2 + l * mN * H;
-        float *fc1 = A->fc1 + l * mN * I, *gel = A->gel + l * mN * I;
+        float *fc1 = A->fc1 + l * mN * I, *gel = A->tmp;
         size_t NH = (size_t)N * H;
         /* x' = LN2(res2), res2 = a + drop(gel W2^T + b2) */
         PROF(BERT_OP_LAYERNORM, 0, 0,
@@ -433,6 +455,7 @@ static int cpu_backward(bert_model *m, float scale, flow_err *e)
         PROF(BERT_OP_RESIDUAL, 0, 0, memcpy(A->da, A->dres, NH * sizeof(float)));
         PROF(BERT_OP_DROPOUT, 0, 0,
              dropout_backward(A->dres, A->dres, NH, ph, site_key(m, SITE_FOUT(l))));
+        PROF(BERT_OP_GELU, 0, 0, gelu_forward(gel, fc1, (size_t)N * I));
         PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * I,
              linear_backward(A->dbig, G + o->o2_w, G + o->o2_b, A->dres, gel, P + o->o2_w,
                              N, I, H, 0));

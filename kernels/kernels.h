@@ -69,7 +69,19 @@
  * Dropout uses a counter-based hash RNG keyed by (dropout seed, forward call
  * counter, site, element index), so masks do not depend on scheduling and
  * backward regenerates them instead of storing them.  Reductions over rows
- * use a fixed partition into chunks combined in a fixed order.
+ * use a fixed partition into chunks combined in a fixed order.  To resume a
+ * run bit-exactly, a checkpoint must keep params, adam_m, adam_v, adam_t,
+ * dropout_seed and fwd_counter.
+ *
+ * Threads: bert_set_threads keeps OpenBLAS single-threaded and splits every
+ * large sgemm over the OpenMP threads itself, so the two thread pools never
+ * fight.  On a machine shared with other busy processes, set
+ * OMP_WAIT_POLICY=passive in the environment (read by libgomp at start):
+ * spinning OpenMP threads then cost up to 3x per step.
+ *
+ * Memory (bert_model_bytes): 4 flat buffers of bert_param_count floats plus
+ * activations ~ L*B*T*(7H + I) + L*B*nh*T*T floats (+ B*T*V for MLM logits
+ * and their gradient), all sized for max_B x max_T at creation.
  *
  * ---- backends ----------------------------------------------------------
  * bert_model_new takes a bert_backend; only BERT_BACKEND_CPU is implemented
