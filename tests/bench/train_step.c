@@ -10,7 +10,8 @@
  * transformers, which always computes logits at every position).
  * Also measures OpenBLAS sgemm peak (1024^3, split over the same threads)
  * so the step's achieved GFLOP/s can be read as a share of it.
- * Last line: RESULT tokens_per_s=... gflops=... peak_gflops=... share=...
+ * Last line: RESULT tokens_per_s=... best_tokens_per_s=... gflops=... (mean
+ * and best step) peak_gflops=... share=... (GFLOP/s / peak)
  */
 #include "kernels/kernels.h"
 #include "kernels/bert_ops.h"
@@ -111,8 +112,10 @@ int main(int argc, char **argv)
            c.hidden, c.layers, c.heads, c.intermediate, c.vocab_size, B, T, threads, n_mlm,
            m->nparams);
     printf("step mean %.1f ms best %.1f ms; %.1f GFLOP/step\n", 1e3 * mean, 1e3 * best, flops / 1e9);
-    printf("RESULT tokens_per_s=%.0f gflops=%.1f peak_gflops=%.1f share=%.2f\n",
-           B * T / mean, flops / mean / 1e9, peak, flops / mean / 1e9 / peak);
+    printf("RESULT tokens_per_s=%.0f best_tokens_per_s=%.0f gflops=%.1f best_gflops=%.1f "
+           "peak_gflops=%.1f share=%.2f best_share=%.2f\n",
+           B * T / mean, B * T / best, flops / mean / 1e9, flops / best / 1e9, peak,
+           flops / mean / 1e9 / peak, flops / best / 1e9 / peak);
     bert_model_free(m);
     free(ids);
     free(lab);
