@@ -53,13 +53,18 @@ int cmd_dag(int argc, char **argv)
                 const graph_node *nd = &g->nodes[g->topo[t]];
                 buf_printf(&b, "%-*s  %-12s line %d", w, nd->name, nd->stage->name, nd->line);
                 int first = 1;
-                for (int p = 0; p < nd->stage->ninputs; p++)
-                    for (int k = 0; k < nd->inputs[p].nrefs; k++) {
-                        buf_adds(&b, first ? "  <- " : ", ");
-                        first = 0;
-                        buf_printf(&b, "%s=", nd->stage->inputs[p].name);
+                for (int p = 0; p < nd->stage->ninputs; p++) {
+                    int nr = nd->inputs[p].nrefs;
+                    if (!nr) continue;
+                    buf_adds(&b, first ? "  <- " : ", ");
+                    first = 0;
+                    buf_printf(&b, "%s=%s", nd->stage->inputs[p].name, nr > 1 ? "[" : "");
+                    for (int k = 0; k < nr; k++) {
+                        if (k) buf_adds(&b, ", ");
                         ref_text(g, &nd->inputs[p].refs[k], &b);
                     }
+                    if (nr > 1) buf_addc(&b, ']');
+                }
                 buf_addc(&b, '\n');
             }
         }
