@@ -362,3 +362,38 @@ int cli_last_build(const flow_graph *g, flow_store *s, int node, const char *des
     json_free(meta);
     return 1;
 }
+
+void cli_human_size(uint64_t n, char out[16])
+{
+    const char *u[] = { "B", "K", "M", "G", "T" };
+    double v = (double)n;
+    int k = 0;
+    while (v >= 1024 && k < 4) { v /= 1024; k++; }
+    if (k == 0) snprintf(out, 16, "%lluB", (unsigned long long)n);
+    else snprintf(out, 16, v < 10 ? "%.1f%s" : "%.0f%s", v, u[k]);
+}
+
+/* Opens the cache named by the options and resolves a hash prefix. */
+int cli_open_artifact(const cli_args *a, const char *cmd, flow_store **s, flow_hash *key)
+{
+    flow_err err;
+    *s = NULL;
+    if (a->npos < 1) return cli_usage_error("%s: which artifact? give a hash (at least 6 hex digits)", cmd);
+    const char *h = a->pos[0];
+    size_t n = strspn(h, "0123456789abcdefABCDEF");
+    if (h[n] || n < 6 || n > 32)
+        return cli_usage_error("%s: '%s' is not an artifact hash; give 6 to 32 hex digits "
+                               "(see 'flow ls')", cmd, h);
+    char *dir = cli_cache_dir(a->cache, NULL);
+    int rc = cli_open_store(dir, 1, s, &err);
+    free(dir);
+    if (rc) return cli_fail(&err);
+    if (store_resolve(*s, a->pos[0], key, &err)) {
+        store_close(*s);
+        *s = NULL;
+        /* an unknown or ambiguous hash is a usage error (exit 2) */
+        if (err.code == FLOW_E_NOTFOUND || err.code == FLOW_E_AMBIGUOUS) err.code = FLOW_E_USAGE;
+        return cli_fail(&err);
+    }
+    return 0;
+}

@@ -39,16 +39,6 @@ static int by_date(const void *x, const void *y)
     return memcmp(a->key.b, b->key.b, 16);
 }
 
-void cli_human_size(uint64_t n, char out[16])
-{
-    const char *u[] = { "B", "K", "M", "G", "T" };
-    double v = (double)n;
-    int k = 0;
-    while (v >= 1024 && k < 4) { v /= 1024; k++; }
-    if (k == 0) snprintf(out, 16, "%lluB", (unsigned long long)n);
-    else snprintf(out, 16, v < 10 ? "%.1f%s" : "%.0f%s", v, u[k]);
-}
-
 int cmd_ls(int argc, char **argv)
 {
     cli_args a;

@@ -6,31 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-/* Opens the cache named by the options and resolves a hash prefix. */
-int cli_open_artifact(const cli_args *a, const char *cmd, flow_store **s, flow_hash *key)
-{
-    flow_err err;
-    *s = NULL;
-    if (a->npos < 1) return cli_usage_error("%s: which artifact? give a hash (at least 6 hex digits)", cmd);
-    const char *h = a->pos[0];
-    size_t n = strspn(h, "0123456789abcdefABCDEF");
-    if (h[n] || n < 6 || n > 32)
-        return cli_usage_error("%s: '%s' is not an artifact hash; give 6 to 32 hex digits "
-                               "(see 'flow ls')", cmd, h);
-    char *dir = cli_cache_dir(a->cache, NULL);
-    int rc = cli_open_store(dir, 1, s, &err);
-    free(dir);
-    if (rc) return cli_fail(&err);
-    if (store_resolve(*s, a->pos[0], key, &err)) {
-        store_close(*s);
-        *s = NULL;
-        /* an unknown or ambiguous hash is a usage error (exit 2) */
-        if (err.code == FLOW_E_NOTFOUND || err.code == FLOW_E_AMBIGUOUS) err.code = FLOW_E_USAGE;
-        return cli_fail(&err);
-    }
-    return 0;
-}
-
 int cmd_show(int argc, char **argv)
 {
     cli_args a;
