@@ -98,7 +98,7 @@ int main(int argc, char **argv)
             flow_hash h = flow_hash_bytes(g, strlen(g));
             uint64_t v; memcpy(&v, h.b, 8); v ^= seed * 0x9e3779b97f4a7c15ull; v = (v ^ (v >> 29)) * 0xbf58476d1ce4e5b9ull;
             int sp = (v >> 20) % 10 < 8 ? 0 : (v >> 20) % 10 == 8 ? 1 : 2;
-            size_t n;
+            size_t n = 0;
             char *doc = slurp(f, &n);
             text_units u;
             text_units_init(&u);
