@@ -117,6 +117,15 @@ cmp -s out.md data/civil/contract.md || fail "flow cat -o wrote different bytes"
 expect 2 "$FLOW" cat "$key_src" no/such/part
 contains "has no part 'no/such/part'"
 
+# include globs (a pattern without '/' matches the file name) and group_sep
+printf 'm = source { path = "data"  labels = folders  include = ["*.md"]  group_sep = "" }\n' > inc.graph
+key_m=$("$FLOW" build inc.graph --json | grep '"event":"finished"' | grep '"node":"m"' | sed -E 's/.*"key":"([0-9a-f]*)".*/\1/')
+expect 0 "$FLOW" cat "$key_m"
+case "$out" in *random.bin*) fail "include = [\"*.md\"] kept random.bin" ;; esac
+contains "criminal/criminal.md"
+expect 0 "$FLOW" cat "$key_m" .index
+contains "civil/code-book1(2020-05-28).md	civil	code-book1"
+
 # ---- wordcount output and metrics ----------------------------------------
 key_wc1=$("$FLOW" build g.graph --json | grep '"node":"wc1"' | sed -E 's/.*"key":"([0-9a-f]*)".*/\1/')
 expect 0 "$FLOW" cat "$key_wc1" counts
