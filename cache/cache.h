@@ -165,6 +165,9 @@ int store_last_builds(flow_store *s, const char *graph_id, const char *node,
                       flow_hash *keys, int max, int *n, flow_err *err);
 
 /* ---- stat cache: path -> (size, mtime_ns, inode, content hash) ------ */
+/* Puts are buffered in the flow_store (get sees them at once) and written
+ * 512 at a time, by store_sync and by store_close: one commit instead of
+ * one per file.  Entries of a killed process are lost (a rehash). */
 int store_stat_get(flow_store *s, const char *path, uint64_t size, int64_t mtime_ns,
                    uint64_t inode, flow_hash *out);     /* 0 hit, FLOW_E_NOTFOUND miss */
 int store_stat_put(flow_store *s, const char *path, uint64_t size, int64_t mtime_ns,

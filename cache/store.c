@@ -387,6 +387,11 @@ void store_close(flow_store *s)
 {
     if (!s) return;
     int same = s->pid == getpid();
+    if (same && s->env && s->dbi[DB_STATCACHE]) {
+        flow_err e;
+        store_stat_flush(s, &e);     /* a failure only costs rehashing */
+    }
+    store_stat_release(s);   /* a parent's entries (after fork) are dropped */
     if (s->pool && same) pool_free(s->pool);   /* threads do not survive fork */
     for (int i = 0; i < STORE_THREADS; i++) {
         ZSTD_freeCCtx(s->cctx[i]);
@@ -408,7 +413,9 @@ const char *store_dir(const flow_store *s) { return s->dir; }
 int store_sync(flow_store *s, flow_err *err)
 {
     if (s->readonly) return 0;
-    int rc = mdb_env_sync(s->env, 1);
+    int rc = store_stat_flush(s, err);
+    if (rc) return rc;
+    rc = mdb_env_sync(s->env, 1);
     return rc ? store_mdb_fail(s, err, rc, "syncing to disk") : 0;
 }
 

@@ -74,7 +74,14 @@ struct flow_store {
     ZSTD_DCtx *dctx[STORE_THREADS];
     char *scratch[STORE_THREADS];   /* STORE_CHUNK_SIZE each, for shuffling */
     pid_t pid;                      /* process that opened it */
+    void *stat_pending;             /* buffered stat-cache puts (records.c) */
+    size_t nstat, capstat;
 };
+
+/* Writes the buffered stat-cache entries (records.c); release frees the
+ * buffer without writing. */
+int store_stat_flush(flow_store *s, flow_err *err);
+void store_stat_release(flow_store *s);
 
 store_pool *store_get_pool(flow_store *s);   /* creates pool + contexts once */
 

@@ -886,6 +886,25 @@ static void test_records(const char *root)
     CHECK(store_stat_get(s, "/a/b", 10, 123, 8, &out) == FLOW_E_NOTFOUND);
     CHECK_OK(store_stat_put(s, longname, 1, 2, 3, &h, &err), err);
     CHECK(store_stat_get(s, longname, 1, 2, 3, &out) == 0);
+    /* buffered puts survive close, also past one batch */
+    for (int i = 0; i < 700; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "/corpus/file%d.md", i);
+        flow_hash hi = key_of(p);
+        CHECK_OK(store_stat_put(s, p, (uint64_t)i, 1000 + i, 7, &hi, &err), err);
+    }
+    store_close(s);
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    if (!s) return;
+    int hits = 0;
+    for (int i = 0; i < 700; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "/corpus/file%d.md", i);
+        flow_hash hi = key_of(p);
+        hits += store_stat_get(s, p, (uint64_t)i, 1000 + i, 7, &out) == 0 && flow_hash_eq(&out, &hi);
+    }
+    CHECK_MSG(hits == 700, "hits %d", hits);
+    CHECK(store_stat_get(s, "/a/b", 10, 123, 7, &out) == 0);
     CHECK_OK(store_sync(s, &err), err);
     CHECK_OK(store_set_sync_mode(s, STORE_SYNC_FULL, &err), err);
     store_close(s);
