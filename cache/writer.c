@@ -55,8 +55,6 @@ struct store_writer {
     int fhead, fcount;
     wjob *ready[NJOBS];
     int nready;
-    flow_hash *touch;           /* stored chunks to refresh (gc grace) */
-    size_t ntouch, captouch;
     hset seen;                  /* chunks already handled by this writer */
     int failed;
     flow_err ferr;
@@ -113,20 +111,6 @@ static int put_ready(flow_store *s, MDB_txn *txn, store_writer *w)
         int rc = mdb_put(txn, s->dbi[DB_CHUNKS], &k, &v, MDB_NOOVERWRITE);
         if (rc && rc != MDB_KEYEXIST) return rc;
     }
-    for (size_t i = 0; i < w->ntouch; i++) {
-        MDB_val k = { 16, w->touch[i].b }, v;
-        int rc = mdb_get(txn, s->dbi[DB_CHUNKS], &k, &v);
-        if (rc == MDB_NOTFOUND) continue;   /* the commit's existence check reports it */
-        if (rc) return rc;
-        if (v.mv_size < CHUNK_HDR) continue;
-        char *copy = xmalloc(v.mv_size);
-        memcpy(copy, v.mv_data, v.mv_size);
-        put_u64((unsigned char *)copy + 8, (uint64_t)store_now());
-        MDB_val nv = { v.mv_size, copy };
-        rc = mdb_put(txn, s->dbi[DB_CHUNKS], &k, &nv, 0);
-        free(copy);
-        if (rc) return rc;
-    }
     return 0;
 }
 
@@ -140,12 +124,11 @@ static void ready_done(store_writer *w)
 {
     for (int i = 0; i < w->nready; i++) w->ready[i]->state = J_FREE;
     w->nready = 0;
-    w->ntouch = 0;
 }
 
 static int flush_ready(store_writer *w, flow_err *err)
 {
-    if (!w->nready && !w->ntouch) return 0;
+    if (!w->nready) return 0;
     int rc = store_write(w->s, "storing chunks", put_ready_fn, w, 1, err);
     if (rc) return set_failed(w, rc, err);
     ready_done(w);
@@ -212,6 +195,32 @@ static int chunk_stored(flow_store *s, const flow_hash *h, int64_t *created, flo
     return found;
 }
 
+/* Refreshes the time of a stored chunk this writer reuses, so a gc (whose
+ * grace protects young chunks) cannot delete it before our commit
+ * references it.  Check and refresh happen in one write transaction:
+ * *found = 0 if the chunk vanished meanwhile (then we store it again). */
+typedef struct touch_ctx { const flow_hash *h; int found; } touch_ctx;
+
+static int touch_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
+{
+    (void)err;
+    touch_ctx *t = arg;
+    MDB_val k = { 16, (void *)t->h->b }, v;
+    t->found = 0;
+    int rc = mdb_get(txn, s->dbi[DB_CHUNKS], &k, &v);
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc) return rc;
+    if (v.mv_size < CHUNK_HDR) return 0;     /* damaged: store it again */
+    char *copy = xmalloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    put_u64((unsigned char *)copy + 8, (uint64_t)store_now());
+    MDB_val nv = { v.mv_size, copy };
+    rc = mdb_put(txn, s->dbi[DB_CHUNKS], &k, &nv, 0);
+    free(copy);
+    t->found = rc == 0;
+    return rc;
+}
+
 /* The current buffer is complete: hash it, record it in the part, and
  * compress it unless it is already stored. */
 static int submit_cur(store_writer *w, flow_err *err)
@@ -233,15 +242,14 @@ static int submit_cur(store_writer *w, flow_err *err)
     int64_t created = 0;
     int st = chunk_stored(w->s, &j->h, &created, err);
     if (st < 0) { j->state = J_FREE; return set_failed(w, st, err); }
+    if (st == 1 && store_now() - created > TOUCH_AGE) {
+        touch_ctx t = { &j->h, 0 };
+        int rc = store_write(w->s, "refreshing a reused chunk", touch_fn, &t, 1, err);
+        if (rc) { j->state = J_FREE; return set_failed(w, rc, err); }
+        st = t.found;
+    }
     if (st == 1) {
         j->state = J_FREE;
-        if (store_now() - created > TOUCH_AGE) {
-            if (w->ntouch == w->captouch) {
-                w->captouch = w->captouch ? 2 * w->captouch : 16;
-                w->touch = xrealloc(w->touch, w->captouch * sizeof *w->touch);
-            }
-            w->touch[w->ntouch++] = j->h;
-        }
         return 0;
     }
     j->mode = p->kind == FLOW_PART_F32 ? w->f32_mode : CHUNK_BYTES;
@@ -488,7 +496,6 @@ void store_writer_free(store_writer *w)
         free(w->parts[i].chunks);
     }
     free(w->parts);
-    free(w->touch);
     hset_release(&w->seen);
     free(w);
 }

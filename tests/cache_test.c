@@ -310,6 +310,82 @@ static void test_dedup_and_gc(const char *root)
     store_close(s);
 }
 
+/* Makes every stored chunk look created in 1970 (header bytes 8..15). */
+static int age_chunks(const char *dir)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *c;
+    int rc = mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 16);
+    if (!rc) rc = mdb_env_open(env, dir, 0, 0644);
+    if (!rc) rc = mdb_txn_begin(env, NULL, 0, &txn);
+    if (!rc) rc = mdb_dbi_open(txn, "chunks", 0, &dbi);
+    if (!rc) rc = mdb_cursor_open(txn, dbi, &c);
+    if (!rc) {
+        /* collect first, then rewrite with mdb_put (not while iterating) */
+        unsigned char keys[64][16];
+        int nk = 0;
+        MDB_val k, v;
+        for (int r = mdb_cursor_get(c, &k, &v, MDB_FIRST); r == 0 && nk < 64;
+             r = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+            memcpy(keys[nk++], k.mv_data, 16);
+        mdb_cursor_close(c);
+        for (int i = 0; i < nk && !rc; i++) {
+            MDB_val kk = { 16, keys[i] };
+            rc = mdb_get(txn, dbi, &kk, &v);
+            if (rc) break;
+            char *copy = malloc(v.mv_size);
+            memcpy(copy, v.mv_data, v.mv_size);
+            memset(copy + 8, 0, 8);
+            copy[8] = 100;
+            MDB_val nv = { v.mv_size, copy };
+            rc = mdb_put(txn, dbi, &kk, &nv, 0);
+            free(copy);
+        }
+        if (!rc) rc = mdb_txn_commit(txn);
+    }
+    mdb_env_close(env);
+    return rc;
+}
+
+/* A writer reusing an old stored chunk refreshes it, so a gc running
+ * before the writer commits keeps it. */
+static void test_gc_reuse(const char *root)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/reuse", root);
+    flow_err err;
+    flow_store *s;
+    store_options o = opts(0);
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    if (!s) return;
+    size_t n = 3u << 20;
+    char *d = malloc(n);
+    fill_random(d, n);
+    flow_hash ka = key_of("old"), kb = key_of("new");
+    CHECK_OK(put1(s, &ka, "d", d, n, &err), err);
+    store_close(s);
+    CHECK(age_chunks(dir) == 0);
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    if (!s) { free(d); return; }
+    store_writer *w;
+    CHECK_OK(store_writer_new(s, &w, &err), err);
+    CHECK_OK(store_part_begin(w, "d", FLOW_PART_BYTES, &err), err);
+    CHECK_OK(store_part_write(w, d, n, &err), err);
+    CHECK_OK(store_part_end(w, &err), err);
+    store_gc_stats gs;
+    CHECK_OK(store_gc(s, NULL, 0, 600, &gs, &err), err);     /* drops "old" */
+    CHECK(gs.artifacts_removed == 1 && gs.chunks_removed == 0);
+    CHECK_OK(store_writer_commit(w, &kb, "{}", "", 0, &err), err);
+    store_writer_free(w);
+    CHECK(part_equals(s, &kb, "d", d, n));
+    CHECK_OK(store_verify(s, NULL, NULL, &err), err);
+    store_close(s);
+    free(d);
+}
+
 typedef struct reports { int n; char text[4096]; } reports;
 static void report_cb(const char *what, void *arg)
 {
@@ -915,6 +991,7 @@ int main(void)
     char *root = test_tmpdir("cache");
     test_roundtrip(root);
     test_dedup_and_gc(root);
+    test_gc_reuse(root);
     test_corruption(root);
     test_map_growth(root);
     test_map_resized(root);
