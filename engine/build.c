@@ -54,7 +54,8 @@ typedef struct bnode {
     int gpu[64]; int ngpu;  /* granted */
     int leased;
     pid_t pid;
-    int msg_fd, out_fd;
+    int msg_fd, out_fd, cmd_fd;
+    int reuse;              /* its D message said the worker stays */
     flow_buf in;            /* unparsed message bytes */
     flow_buf err, metrics, report;
     flow_buf tail;          /* last TAIL_MAX bytes of stdout/stderr */
@@ -66,6 +67,12 @@ typedef struct bnode {
     char status[256];
     const char *final;      /* "ran", "cached", "FAILED", "skipped" */
 } bnode;
+
+/* A worker that finished a quick node and waits for the next one. */
+typedef struct idle_worker {
+    pid_t pid;
+    int msg_fd, out_fd, cmd_fd;
+} idle_worker;
 
 typedef struct sched {
     flow_graph *g;
@@ -79,10 +86,13 @@ typedef struct sched {
     int gpu_busy[64];
     prog *p;
     store_options worker_store_opt;
+    idle_worker *idle; int nidle;   /* workers waiting for another node */
     build_result *res;
     int failed_any;
     double t0;
 } sched;
+
+static void reap_idle(sched *S, int all);
 
 /* ---- signals: a self-pipe wakes the poll loop ---------------------------- */
 
@@ -351,15 +361,6 @@ static int spawn(sched *S, int i)
             S->gpu_busy[d] = 1;
             n->gpu[n->ngpu++] = S->gpu_ids[d];
         }
-    /* fds the child must not keep: the signal pipe and other workers' pipes */
-    int *cl = xmalloc((size_t)(2 * S->g->n + 2) * sizeof *cl), ncl = 0;
-    cl[ncl++] = sig_pipe[0];
-    cl[ncl++] = sig_pipe[1];
-    for (int j = 0; j < S->g->n; j++)
-        if (S->b[j].state == S_RUN) {
-            cl[ncl++] = S->b[j].msg_fd;
-            cl[ncl++] = S->b[j].out_fd;
-        }
     worker_spec w = {0};
     w.g = S->g;
     w.node = i;
@@ -372,12 +373,50 @@ static int spawn(sched *S, int i)
     w.gpu_ids = n->gpu;
     w.ngpus = n->ngpu;
     w.verbose = S->opt->verbose;
-    w.close_fds = cl;
-    w.nclose = ncl;
-    flow_err e = {0};
     n->start = sched_now();
-    int rc = worker_spawn(&w, &n->pid, &n->msg_fd, &n->out_fd, &e);
-    free(cl);
+    n->done_msg = n->reuse = 0;
+    n->in.len = 0;
+    int rc = -1;
+    /* a waiting worker saves a fork and a store open */
+    while (S->nidle > 0 && rc != 0) {
+        idle_worker iw = S->idle[--S->nidle];
+        rc = worker_send_job(iw.cmd_fd, &w);
+        if (rc == 0) {
+            n->pid = iw.pid;
+            n->msg_fd = iw.msg_fd;
+            n->out_fd = iw.out_fd;
+            n->cmd_fd = iw.cmd_fd;
+        } else {    /* it died while waiting: reap it */
+            kill(-iw.pid, SIGKILL);
+            kill(iw.pid, SIGKILL);
+            waitpid(iw.pid, NULL, 0);
+            close(iw.msg_fd);
+            close(iw.out_fd);
+            close(iw.cmd_fd);
+        }
+    }
+    flow_err e = {0};
+    if (rc != 0) {
+        /* fds a new worker must not keep: the signal pipe, other workers' pipes */
+        int *cl = xmalloc((size_t)(3 * S->g->n + 3 * S->nidle + 2) * sizeof *cl), ncl = 0;
+        cl[ncl++] = sig_pipe[0];
+        cl[ncl++] = sig_pipe[1];
+        for (int j = 0; j < S->g->n; j++)
+            if (S->b[j].state == S_RUN) {
+                cl[ncl++] = S->b[j].msg_fd;
+                cl[ncl++] = S->b[j].out_fd;
+                cl[ncl++] = S->b[j].cmd_fd;
+            }
+        for (int k = 0; k < S->nidle; k++) {
+            cl[ncl++] = S->idle[k].msg_fd;
+            cl[ncl++] = S->idle[k].out_fd;
+            cl[ncl++] = S->idle[k].cmd_fd;
+        }
+        w.close_fds = cl;
+        w.nclose = ncl;
+        rc = worker_spawn(&w, &n->pid, &n->msg_fd, &n->out_fd, &n->cmd_fd, &e);
+        free(cl);
+    }
     if (rc) {
         free_resources(S, n);
         release_lease(S, i);
@@ -431,7 +470,8 @@ static void parse_msgs(sched *S, int i)
             size_t k = len < sizeof tmp - 1 ? len : sizeof tmp - 1;
             memcpy(tmp, p, k);
             tmp[k] = 0;
-            if (sscanf(tmp, "%lf %lf %ld %lf", &n->dur, &n->cpu, &n->rss, &n->run_s) == 4)
+            if (sscanf(tmp, "%lf %lf %ld %lf %d", &n->dur, &n->cpu, &n->rss, &n->run_s,
+                       &n->reuse) == 5)
                 n->done_msg = 1;
             break;
         }
@@ -484,38 +524,69 @@ static void drain(sched *S, int i)
     }
 }
 
+/* Node i's artifact is committed (its worker said D). */
+static void complete(sched *S, int i)
+{
+    bnode *n = &S->b[i];
+    free_resources(S, n);
+    double wall = sched_now() - n->start;
+    release_lease(S, i);
+    n->state = S_DONE;
+    n->final = "ran";
+    S->res->ran++;
+    record(S, i);
+    prog_finish f = {0};
+    f.name = node_name(S, i);
+    f.stage = S->g->nodes[i].stage->name;
+    f.status = "ran";
+    f.key = n->hex;
+    f.duration_s = wall;
+    f.cpu_s = n->cpu;
+    f.run_s = n->run_s;
+    f.peak_rss_kb = n->rss;
+    f.metrics = n->metrics.len ? n->metrics.data : NULL;
+    prog_finished(S->p, NULL, &f);
+    mark_ready_users(S, i);
+}
+
+static void close_pipes(bnode *n)
+{
+    close(n->msg_fd);
+    close(n->out_fd);
+    close(n->cmd_fd);
+    n->msg_fd = n->out_fd = n->cmd_fd = -1;
+    n->pid = 0;
+}
+
+/* The worker of node i said D and waits for more: node i is done, the
+ * worker joins the idle pool. */
+static void complete_reused(sched *S, int i)
+{
+    bnode *n = &S->b[i];
+    if (!store_has(S->s, &S->keys[i])) {    /* cannot happen: D follows the commit */
+        kill(-n->pid, SIGKILL);
+        kill(n->pid, SIGKILL);
+        return;     /* reaped as a failure */
+    }
+    S->idle = xrealloc(S->idle, (size_t)(S->nidle + 1) * sizeof *S->idle);
+    S->idle[S->nidle++] = (idle_worker){ n->pid, n->msg_fd, n->out_fd, n->cmd_fd };
+    n->msg_fd = n->out_fd = n->cmd_fd = -1;
+    n->pid = 0;
+    complete(S, i);
+}
+
 /* The worker of node i exited with wait status st. */
 static void finish(sched *S, int i, int st, const struct rusage *ru)
 {
     bnode *n = &S->b[i];
     drain(S, i);
-    close(n->msg_fd);
-    close(n->out_fd);
-    n->msg_fd = n->out_fd = -1;
-    n->pid = 0;
-    free_resources(S, n);
-    double wall = sched_now() - n->start;
+    close_pipes(n);
     int ok = WIFEXITED(st) && WEXITSTATUS(st) == 0 && n->done_msg && store_has(S->s, &S->keys[i]);
     if (ok) {
-        release_lease(S, i);
-        n->state = S_DONE;
-        n->final = "ran";
-        S->res->ran++;
-        record(S, i);
-        prog_finish f = {0};
-        f.name = node_name(S, i);
-        f.stage = S->g->nodes[i].stage->name;
-        f.status = "ran";
-        f.key = n->hex;
-        f.duration_s = wall;
-        f.cpu_s = n->cpu;
-        f.run_s = n->run_s;
-        f.peak_rss_kb = n->rss;
-        f.metrics = n->metrics.len ? n->metrics.data : NULL;
-        prog_finished(S->p, NULL, &f);
-        mark_ready_users(S, i);
+        complete(S, i);
         return;
     }
+    free_resources(S, n);
     release_lease(S, i);
     n->cpu = ru->ru_utime.tv_sec + ru->ru_utime.tv_usec * 1e-6 + ru->ru_stime.tv_sec +
              ru->ru_stime.tv_usec * 1e-6;
@@ -669,6 +740,11 @@ static void renew_leases(sched *S)
  * a grace period (or at once after a second Ctrl-C). */
 static void stop_all(sched *S)
 {
+    for (int k = 0; k < S->nidle; k++) {
+        kill(-S->idle[k].pid, SIGKILL);
+        kill(S->idle[k].pid, SIGKILL);
+    }
+    reap_idle(S, 1);
     for (int i = 0; i < S->g->n; i++)
         if (S->b[i].state == S_RUN) {
             kill(-S->b[i].pid, SIGTERM);
@@ -686,9 +762,7 @@ static void stop_all(sched *S)
             pid_t r = wait4(n->pid, &st, WNOHANG, &ru);
             if (r == n->pid || (r < 0 && errno == ECHILD)) {
                 drain(S, i);
-                close(n->msg_fd);
-                close(n->out_fd);
-                n->msg_fd = n->out_fd = -1;
+                close_pipes(n);
                 free_resources(S, n);
                 release_lease(S, i);
                 skip_node(S, i, "interrupted");
@@ -706,6 +780,35 @@ static void stop_all(sched *S)
             deadline = sched_now() + 3600;
         }
         usleep(20000);
+    }
+}
+
+/* Reaps idle workers that exited; with `all`, first asks every idle worker
+ * to exit (closing its job pipe) and waits for them. */
+static void reap_idle(sched *S, int all)
+{
+    if (all)
+        for (int k = 0; k < S->nidle; k++) {
+            close(S->idle[k].cmd_fd);
+            S->idle[k].cmd_fd = -1;
+        }
+    double deadline = sched_now() + 2.0;
+    for (int k = 0; k < S->nidle;) {
+        idle_worker *w = &S->idle[k];
+        pid_t r = waitpid(w->pid, NULL, WNOHANG);
+        if (r == 0 && all) {
+            if (sched_now() > deadline) {
+                kill(-w->pid, SIGKILL);
+                kill(w->pid, SIGKILL);
+            }
+            usleep(1000);
+            continue;
+        }
+        if (r == 0) { k++; continue; }
+        close(w->msg_fd);
+        close(w->out_fd);
+        if (w->cmd_fd >= 0) close(w->cmd_fd);
+        S->idle[k] = S->idle[--S->nidle];
     }
 }
 
@@ -750,7 +853,7 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     store_set_sync_mode(s, STORE_SYNC_NONE, &serr);
     S.b = xcalloc((size_t)g->n + 1, sizeof *S.b);
     S.keys = xcalloc((size_t)g->n + 1, sizeof *S.keys);
-    for (int i = 0; i < g->n; i++) S.b[i].msg_fd = S.b[i].out_fd = -1;
+    for (int i = 0; i < g->n; i++) S.b[i].msg_fd = S.b[i].out_fd = S.b[i].cmd_fd = -1;
     int rc = resolve_targets(&S, err);
     for (int i = 0; rc == 0 && i < g->n; i++)
         if (S.b[i].want) rc = resolve_gpus(&S, i, err);
@@ -798,6 +901,12 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     sigaction(SIGTERM, &sa, &old_term);
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
     sigaction(SIGCHLD, &sa, &old_chld);
+    /* a worker that died while idle must not kill us when we write to it */
+    struct sigaction ign, old_pipe;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGPIPE, &ign, &old_pipe);
 
     int *order = xmalloc((size_t)g->n * sizeof *order);
     struct pollfd *pfd = xmalloc((size_t)(2 * g->n + 1) * sizeof *pfd);
@@ -849,11 +958,16 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
         for (int i = 0; i < g->n; i++) {
             bnode *n = &S.b[i];
             if (n->state != S_RUN) continue;
+            if (n->done_msg && n->reuse) {
+                complete_reused(&S, i);
+                if (n->state != S_RUN) continue;
+            }
             int st;
             struct rusage ru;
             pid_t r = wait4(n->pid, &st, WNOHANG, &ru);
             if (r == n->pid) finish(&S, i, st, &ru);
         }
+        reap_idle(&S, 0);
         renew_leases(&S);
         if (mode == PROG_LIVE) {
             int nl = 0;
@@ -866,6 +980,7 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
             prog_tick(S.p, live, nl);
         }
     }
+    reap_idle(&S, 1);
     /* whatever never started (fail-fast, interrupt) is skipped */
     for (int k = 0; k < g->n; k++) {
         int i = g->topo[k];
@@ -889,6 +1004,7 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     sigaction(SIGCHLD, &old_chld, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
     close(sig_pipe[0]);
     close(sig_pipe[1]);
     sig_pipe[0] = sig_pipe[1] = -1;
@@ -914,6 +1030,7 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     free(pos);
     free(S.b);
     free(S.keys);
+    free(S.idle);
     if (interrupted)
         return flow_fail(err, FLOW_E_INTERRUPTED, "interrupted: running nodes were stopped "
                          "and nothing partial was stored; run the build again to resume");

@@ -26,15 +26,16 @@ enum {
     WMSG_ERROR = 'E',       /* failure message (node-prefixed) */
     WMSG_METRICS = 'M',     /* JSON object text of the metrics */
     WMSG_REPORT = 'R',      /* report text */
-    WMSG_DONE = 'D',        /* "%.6f %.6f %ld %.6f": duration_s cpu_s
-                             * peak_rss_kb run_s (inside the stage's run);
+    WMSG_DONE = 'D',        /* "%.6f %.6f %ld %.6f %d": duration_s cpu_s
+                             * peak_rss_kb run_s (inside the stage's run)
+                             * reuse (1: the worker waits for another job);
                              * sent after the artifact was committed */
 };
 #define WMSG_MAX 4096
 #define WMSG_HDR 5
 
-/* What a worker needs; lives in the parent's memory, which the child
- * inherits through fork. */
+/* What a worker needs for its first node; lives in the parent's memory,
+ * which the child inherits through fork (later nodes come as jobs). */
 typedef struct worker_spec {
     const flow_graph *g;
     int node;
@@ -49,12 +50,18 @@ typedef struct worker_spec {
     const int *close_fds; int nclose;   /* parent fds the child must close */
 } worker_spec;
 
-/* Forks a worker for spec.  On success *pid is the child (leader of its own
- * process group, so kill(-pid) reaches what it spawns), *msg_fd and *out_fd
- * are the non-blocking, close-on-exec read ends of its message pipe and of
- * its stdout/stderr. */
-int worker_spawn(const worker_spec *spec, pid_t *pid, int *msg_fd, int *out_fd,
+/* Forks a worker that runs spec's node first.  On success *pid is the
+ * child (leader of its own process group, so kill(-pid) reaches what it
+ * spawns), *msg_fd and *out_fd are the non-blocking, close-on-exec read
+ * ends of its message pipe and of its stdout/stderr, *cmd_fd the write end
+ * of its job pipe.  After a quick, successful, CPU-only node the worker
+ * says so (the reuse flag of its D message) and waits for another job on
+ * cmd_fd (worker_send_job); closing cmd_fd makes it exit.  After anything
+ * else it exits, so nothing heavy carries over between nodes. */
+int worker_spawn(const worker_spec *spec, pid_t *pid, int *msg_fd, int *out_fd, int *cmd_fd,
                  flow_err *err);
+/* Gives a waiting worker its next node; -1 if it is gone. */
+int worker_send_job(int cmd_fd, const worker_spec *spec);
 
 /* Sends one message (split into frames) on fd; used by the worker. */
 void wmsg_send(int fd, int type, const void *data, size_t len);

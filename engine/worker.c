@@ -591,26 +591,68 @@ static void meta_json(flow_ctx *c, const worker_spec *sp, double end, double cpu
     buf_adds(b, "]}");
 }
 
-static void self_usage(double *cpu_s, long *rss_kb)
+typedef struct usage {
+    double cpu_s;           /* user + system of the worker and its children */
+} usage;
+
+static void usage_now(usage *u)
 {
     struct rusage self, kids;
     getrusage(RUSAGE_SELF, &self);
     getrusage(RUSAGE_CHILDREN, &kids);
-    *cpu_s = self.ru_utime.tv_sec + self.ru_utime.tv_usec * 1e-6 + self.ru_stime.tv_sec +
-             self.ru_stime.tv_usec * 1e-6 + kids.ru_utime.tv_sec + kids.ru_utime.tv_usec * 1e-6 +
-             kids.ru_stime.tv_sec + kids.ru_stime.tv_usec * 1e-6;
-    *rss_kb = self.ru_maxrss > kids.ru_maxrss ? self.ru_maxrss : kids.ru_maxrss;
+    u->cpu_s = self.ru_utime.tv_sec + self.ru_utime.tv_usec * 1e-6 + self.ru_stime.tv_sec +
+               self.ru_stime.tv_usec * 1e-6 + kids.ru_utime.tv_sec + kids.ru_utime.tv_usec * 1e-6 +
+               kids.ru_stime.tv_sec + kids.ru_stime.tv_usec * 1e-6;
 }
 
-static void child_fail(int msg_fd, const char *msg)
+/* Peak RSS since the last reset: VmHWM, which writing "5" to clear_refs
+ * resets (so a reused worker measures each node on its own); falls back
+ * to the process-lifetime ru_maxrss. */
+static void hwm_reset(void)
+{
+    int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (write(fd, "5", 1) < 0) {}
+    close(fd);
+}
+
+static long peak_rss_kb(void)
+{
+    long kb = -1;
+    FILE *f = fopen("/proc/self/status", "re");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "VmHWM:", 6) == 0) { kb = strtol(line + 6, NULL, 10); break; }
+        fclose(f);
+    }
+    struct rusage kids;
+    getrusage(RUSAGE_CHILDREN, &kids);
+    if (kb < 0) {
+        struct rusage self;
+        getrusage(RUSAGE_SELF, &self);
+        kb = self.ru_maxrss;
+    }
+    return kids.ru_maxrss > kb ? kids.ru_maxrss : kb;
+}
+
+static void __attribute__((noreturn)) child_fail(int msg_fd, const char *msg)
 {
     fflush(stdout);
     wmsg_send(msg_fd, WMSG_ERROR, msg, strlen(msg));
     _exit(1);
 }
 
-/* Runs the node; never returns. */
-static void __attribute__((noreturn)) worker_child(const worker_spec *sp, int msg_fd)
+/* A worker keeps serving nodes only after quick, successful, CPU-only runs
+ * (where the fork it saves matters); after anything heavy it exits, so a
+ * big heap, GPU context or thread pool never carries over. */
+enum { REUSE_MAX_JOBS = 1000 };
+#define REUSE_MAX_S 1.0
+#define REUSE_MAX_RSS_KB (512L * 1024)
+
+/* Runs one node with an open store.  On failure sends the error and exits;
+ * on success sends M/R/D and returns whether this worker may be reused. */
+static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jobs_done)
 {
     const graph_node *n = &sp->g->nodes[sp->node];
     const flow_stage *st = n->stage;
@@ -618,6 +660,9 @@ static void __attribute__((noreturn)) worker_child(const worker_spec *sp, int ms
     ws.spec = sp;
     ws.msg_fd = msg_fd;
     ws.start = sched_now();
+    usage u0;
+    usage_now(&u0);
+    hwm_reset();
     flow_ctx c = {0};
     c.g = sp->g;
     c.node = sp->node;
@@ -626,6 +671,7 @@ static void __attribute__((noreturn)) worker_child(const worker_spec *sp, int ms
     c.gpu_ids = (int *)sp->gpu_ids;
     c.ngpus = sp->ngpus;
     c.progress_fd = msg_fd;
+    c.store = store;
     c.ws = &ws;
     buf_init(&c.log);
     buf_init(&c.metrics);
@@ -633,10 +679,6 @@ static void __attribute__((noreturn)) worker_child(const worker_spec *sp, int ms
 
     flow_err e = {0};
     char msg[sizeof e.msg + 128];
-    if (store_open(&c.store, sp->store_dir, sp->store_opt, &e)) {
-        snprintf(msg, sizeof msg, "node '%s': cannot open the cache: %s", n->name, e.msg);
-        child_fail(msg_fd, msg);
-    }
     /* inputs */
     c.in_art = xcalloc((size_t)st->ninputs + 1, sizeof *c.in_art);
     ws.views = xcalloc((size_t)st->ninputs + 1, sizeof *ws.views);
@@ -694,9 +736,10 @@ static void __attribute__((noreturn)) worker_child(const worker_spec *sp, int ms
         child_fail(msg_fd, c.err.msg);
     }
 
-    double cpu_s;
-    long rss_kb;
-    self_usage(&cpu_s, &rss_kb);
+    usage u1;
+    usage_now(&u1);
+    double cpu_s = u1.cpu_s - u0.cpu_s;
+    long rss_kb = peak_rss_kb();
     double end = sched_now();
     flow_buf meta;
     buf_init(&meta);
@@ -708,19 +751,164 @@ static void __attribute__((noreturn)) worker_child(const worker_spec *sp, int ms
     }
     /* the artifact is there: the checkpoint has served its purpose */
     store_checkpoint_drop(c.store, &c.key, &e);
+    int reuse = end - ws.start < REUSE_MAX_S && c.ngpus == 0 && rss_kb < REUSE_MAX_RSS_KB &&
+                jobs_done + 1 < REUSE_MAX_JOBS;
     flow_buf m;
     buf_init(&m);
     metrics_json(&ws, &m);
     wmsg_send(msg_fd, WMSG_METRICS, m.data, m.len);
     if (c.report.len) wmsg_send(msg_fd, WMSG_REPORT, c.report.data, c.report.len);
-    char done[128];
-    snprintf(done, sizeof done, "%.6f %.6f %ld %.6f", end - ws.start, cpu_s, rss_kb, ws.run_s);
-    wmsg_send(msg_fd, WMSG_DONE, done, strlen(done));
-    /* no store_close: the store is in STORE_SYNC_NONE mode and closing
-     * would fsync; the scheduler syncs once at the end of the build */
     fflush(stdout);
-    /* _exit: no atexit handlers, no flushing of stdio buffers inherited from
-     * the parent, no leak check of memory the process is about to drop */
+    char done[160];
+    snprintf(done, sizeof done, "%.6f %.6f %ld %.6f %d", end - ws.start, cpu_s, rss_kb,
+             ws.run_s, reuse);
+    wmsg_send(msg_fd, WMSG_DONE, done, strlen(done));
+
+    /* clean up for the next node (a failed node never gets here) */
+    store_writer_free(c.writer);
+    for (int p = 0; p < st->ninputs; p++) {
+        for (int r = 0; r < n->inputs[p].nrefs; r++) {
+            store_artifact_free(c.in_art[p][r]);
+            free(ws.views[p][r].part);
+            free(ws.views[p][r].vis);
+            free((char *)ws.in_names[p][r]);
+        }
+        free(c.in_art[p]);
+        free(ws.views[p]);
+        free(ws.in_names[p]);
+    }
+    free(c.in_art);
+    free(ws.views);
+    free(ws.in_names);
+    for (int i = 0; i < ws.nm; i++) {
+        free(ws.m[i].name);
+        free(ws.m[i].json);
+    }
+    free(ws.m);
+    for (int i = 0; i < ws.nouts; i++) free(ws.outs[i]);
+    free(ws.outs);
+    buf_release(&c.log);
+    buf_release(&c.metrics);
+    buf_release(&c.report);
+    buf_release(&meta);
+    buf_release(&m);
+    return reuse;
+}
+
+/* ---- jobs for a reused worker -------------------------------------------
+ * [u32 len] then: i32 node, i32 threads, i32 ngpus, i32 gpu[ngpus],
+ * key[16], i32 ndeps, (i32 dep, key[16]) x ndeps, desc (the rest). */
+
+static void put32(flow_buf *b, int32_t v) { buf_add(b, &v, 4); }
+
+int worker_send_job(int cmd_fd, const worker_spec *sp)
+{
+    const graph_node *n = &sp->g->nodes[sp->node];
+    flow_buf b;
+    buf_init(&b);
+    put32(&b, 0);
+    put32(&b, sp->node);
+    put32(&b, sp->threads);
+    put32(&b, sp->ngpus);
+    for (int i = 0; i < sp->ngpus; i++) put32(&b, sp->gpu_ids[i]);
+    buf_add(&b, sp->key.b, 16);
+    put32(&b, n->ndeps);
+    for (int d = 0; d < n->ndeps; d++) {
+        put32(&b, n->deps[d]);
+        buf_add(&b, sp->keys[n->deps[d]].b, 16);
+    }
+    if (sp->key_desc) buf_adds(&b, sp->key_desc);
+    uint32_t len = (uint32_t)(b.len - 4);
+    memcpy(b.data, &len, 4);
+    size_t off = 0;
+    int rc = 0;
+    while (off < b.len) {
+        ssize_t w = write(cmd_fd, b.data + off, b.len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) { rc = -1; break; }
+        off += (size_t)w;
+    }
+    buf_release(&b);
+    return rc;
+}
+
+static int read_full(int fd, void *p, size_t n)
+{
+    char *q = p;
+    while (n > 0) {
+        ssize_t r = read(fd, q, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        q += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Reads the next job into *sp (gpu ids, keys and desc into the buffers
+ * given); -1 at the end (the scheduler closed the pipe). */
+static int read_job(int cmd_fd, worker_spec *sp, flow_hash *keys, int *gpus, char **desc)
+{
+    uint32_t len;
+    if (read_full(cmd_fd, &len, 4) != 0) return -1;
+    char *p = xmalloc((size_t)len + 1), *q = p, *end = p + len;
+    if (read_full(cmd_fd, p, len) != 0) { free(p); return -1; }
+    int32_t v[3];
+    memcpy(v, q, 12);
+    q += 12;
+    sp->node = v[0];
+    sp->threads = v[1];
+    sp->ngpus = v[2] < 64 ? v[2] : 64;
+    for (int i = 0; i < v[2]; i++, q += 4)
+        if (i < 64) memcpy(&gpus[i], q, 4);
+    sp->gpu_ids = gpus;
+    memcpy(sp->key.b, q, 16);
+    q += 16;
+    int32_t nd;
+    memcpy(&nd, q, 4);
+    q += 4;
+    for (int d = 0; d < nd; d++, q += 20) {
+        int32_t j;
+        memcpy(&j, q, 4);
+        if (j >= 0 && j < sp->g->n) memcpy(keys[j].b, q + 4, 16);
+    }
+    free(*desc);
+    *desc = xmalloc((size_t)(end - q) + 1);
+    memcpy(*desc, q, (size_t)(end - q));
+    (*desc)[end - q] = 0;
+    sp->key_desc = *desc;
+    free(p);
+    return 0;
+}
+
+/* The worker process: opens its own store, runs the first node, then more
+ * nodes sent over cmd_fd for as long as reuse is allowed.  Never returns. */
+static void __attribute__((noreturn)) worker_main(const worker_spec *first, int msg_fd,
+                                                  int cmd_fd)
+{
+    flow_err e = {0};
+    flow_store *store;
+    if (store_open(&store, first->store_dir, first->store_opt, &e)) {
+        char msg[sizeof e.msg + 128];
+        snprintf(msg, sizeof msg, "node '%s': cannot open the cache: %s",
+                 first->g->nodes[first->node].name, e.msg);
+        child_fail(msg_fd, msg);
+    }
+    worker_spec sp = *first;
+    flow_hash *keys = xcalloc((size_t)first->g->n + 1, sizeof *keys);
+    memcpy(keys, first->keys, (size_t)first->g->n * sizeof *keys);
+    sp.keys = keys;
+    int gpus[64];
+    char *desc = NULL;
+    for (int jobs = 0;; jobs++) {
+        if (!run_node(&sp, store, msg_fd, jobs)) break;
+        if (read_job(cmd_fd, &sp, keys, gpus, &desc) != 0) break;
+    }
+    /* no store_close: the store is in STORE_SYNC_NONE mode and closing
+     * would fsync; the scheduler syncs once at the end of the build.
+     * _exit: no atexit handlers, no flushing of stdio buffers inherited
+     * from the parent, no leak check of memory the process drops */
+    fflush(stdout);
     _exit(0);
 }
 
@@ -731,14 +919,15 @@ static int pipe_cloexec(int fds[2])
     return 0;
 }
 
-int worker_spawn(const worker_spec *sp, pid_t *pid, int *msg_fd, int *out_fd, flow_err *err)
+int worker_spawn(const worker_spec *sp, pid_t *pid, int *msg_fd, int *out_fd, int *cmd_fd,
+                 flow_err *err)
 {
-    int mp[2], op[2];
+    int mp[2], op[2], cp[2];
     const char *name = sp->g->nodes[sp->node].name;
     if (pipe_cloexec(mp) != 0)
         return flow_fail(err, FLOW_E_IO, "node '%s': cannot create a pipe: %s", name,
                          strerror(errno));
-    if (pipe_cloexec(op) != 0) {
+    if (pipe_cloexec(op) != 0 || pipe2(cp, O_CLOEXEC) != 0) {
         int er = errno;
         close(mp[0]);
         close(mp[1]);
@@ -751,7 +940,7 @@ int worker_spawn(const worker_spec *sp, pid_t *pid, int *msg_fd, int *out_fd, fl
     pid_t p = fork();
     if (p < 0) {
         int er = errno;
-        close(mp[0]); close(mp[1]); close(op[0]); close(op[1]);
+        close(mp[0]); close(mp[1]); close(op[0]); close(op[1]); close(cp[0]); close(cp[1]);
         return flow_fail(err, FLOW_E_IO, "node '%s': cannot fork a worker: %s", name,
                          strerror(er));
     }
@@ -775,6 +964,7 @@ int worker_spawn(const worker_spec *sp, pid_t *pid, int *msg_fd, int *out_fd, fl
         for (int i = 0; i < sp->nclose; i++) close(sp->close_fds[i]);
         close(mp[0]);
         close(op[0]);
+        close(cp[1]);
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0) {
             dup2(devnull, 0);
@@ -783,13 +973,15 @@ int worker_spawn(const worker_spec *sp, pid_t *pid, int *msg_fd, int *out_fd, fl
         dup2(op[1], 1);
         dup2(op[1], 2);
         close(op[1]);
-        worker_child(sp, mp[1]);
+        worker_main(sp, mp[1], cp[0]);
     }
     setpgid(p, p);  /* also here: whichever runs first wins the race */
     close(mp[1]);
     close(op[1]);
+    close(cp[0]);
     *pid = p;
     *msg_fd = mp[0];
     *out_fd = op[0];
+    *cmd_fd = cp[1];
     return 0;
 }

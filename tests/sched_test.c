@@ -451,6 +451,53 @@ static void test_fail_isolation(void)
     gfree(g);
 }
 
+/* Quick nodes share a worker (no fork per node); a crash in a reused
+ * worker still fails only that node; slow nodes get a fresh worker. */
+static void test_reuse(void)
+{
+    fresh_cache("sched-reuse");
+    char runs[4200];
+    snprintf(runs, sizeof runs, "%s/runs.txt", cache_dir);
+    flow_graph *g = gnew("g-reuse");
+    int q1 = add(g, "q1", &st_sleep, 0, "q1", runs, 0, 0);
+    int q2 = add(g, "q2", &st_sleep, 0, "q2", runs, 0, 1, q1);
+    int q3 = add(g, "q3", &st_sleep, 0, "q3", runs, 0, 1, q2);
+    int q4 = add(g, "q4", &st_sleep, 0, "q4", runs, 0, 1, q3);
+    int crash = add(g, "crash", &st_segv, 0, "c", NULL, 0, 1, q4);
+    add(g, "after", &st_sleep, 0, "after", runs, 0, 1, crash);
+    int slow = add(g, "slow", &st_sleep, 1200, "slow", runs, 0, 1, q4);
+    add(g, "post", &st_sleep, 0, "post", runs, 0, 1, slow);
+    build_result r;
+    flow_err e;
+    int rc = build(g, 1, 0, 1, &r, &e);
+    CHECK(rc == FLOW_E_STAGE);
+    CHECK_MSG(r.ran == 6 && r.failed == 1 && r.skipped == 1, "ran %d failed %d skipped %d",
+              r.ran, r.failed, r.skipped);
+    /* pids per node from the run log */
+    FILE *f = fopen(runs, "r");
+    char name[64];
+    int pid, pids[16] = {0}, n = 0;
+    char names[16][64];
+    while (f && n < 16 && fscanf(f, "%63s %d", name, &pid) == 2) {
+        snprintf(names[n], sizeof names[n], "%s", name);
+        pids[n++] = pid;
+    }
+    if (f) fclose(f);
+    CHECK(n == 6);
+    /* q1..q4 ran in order on one worker */
+    CHECK_MSG(n >= 4 && pids[0] == pids[1] && pids[1] == pids[2] && pids[2] == pids[3],
+              "quick nodes should share a worker: %d %d %d %d", pids[0], pids[1], pids[2], pids[3]);
+    /* the node after the slow one (>1 s) runs in a fresh worker */
+    int ps = -1, pp = -1;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(names[i], "slow")) ps = pids[i];
+        if (!strcmp(names[i], "post")) pp = pids[i];
+    }
+    CHECK_MSG(ps > 0 && pp > 0 && ps != pp, "a worker is not reused after a slow node");
+    CHECK(info(g, "q4").built && !info(g, "crash").built && !info(g, "after").built);
+    gfree(g);
+}
+
 /* Two builds of one graph at once: every node is built exactly once. */
 static void test_leases(void)
 {
@@ -578,6 +625,7 @@ int main(void)
     test_gpus();
     test_critical_path();
     test_fail_isolation();
+    test_reuse();
     test_leases();
     test_json();
     test_interrupt();
