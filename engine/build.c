@@ -9,9 +9,10 @@
  * Order: ready nodes start by critical path — the longest chain of
  * estimated durations (last recorded duration of that node, else 1 s) from
  * the node to the end of the build — ties broken by topological position,
- * so the order is deterministic.  Resources: -j CPU slots shared out
- * (min(wanted, free), at least 1) and whole GPUs (a node wanting K starts
- * when K are free and gets their ordinals).
+ * so the order is deterministic.  Resources: -j CPU slots (a node gets
+ * exactly min(wanted, -j) and starts when that many are free, because
+ * kernels are bit-identical only for a given thread count) and whole GPUs
+ * (a node wanting K starts when K are free and gets their ordinals).
  *
  * Failures (error, crash, signal, OOM kill) fail only that node: its
  * dependents are skipped, independent nodes keep running (unless
@@ -347,13 +348,22 @@ static void to_prog_node(const sched *S, int i, prog_node *pn)
     pn->ngpus = n->ngpu;
 }
 
-static int spawn(sched *S, int i)
+/* The CPU slots node i gets: its `threads` setting, else its stage's
+ * default, 0 meaning all -j slots.  Always exactly this many, never what
+ * happens to be free: kernels are bit-identical only for the same thread
+ * count, and a node's artifact must not depend on what else was running. */
+static int threads_wanted(const sched *S, int i)
 {
-    bnode *n = &S->b[i];
     const graph_node *gn = &S->g->nodes[i];
     int want = gn->threads > 0 ? gn->threads : gn->stage->res.threads;
     if (want <= 0 || want > S->jobs) want = S->jobs;
-    n->threads = want < S->free_slots ? want : S->free_slots;
+    return want;
+}
+
+static int spawn(sched *S, int i)
+{
+    bnode *n = &S->b[i];
+    n->threads = threads_wanted(S, i);
     S->free_slots -= n->threads;
     n->ngpu = 0;
     for (int d = 0; d < S->ngpus_total && n->ngpu < n->gpus_wanted; d++)
@@ -669,6 +679,7 @@ static double launch(sched *S, int *order, int *pos)
         cmp_pos = pos;
         qsort(order, (size_t)nr, sizeof *order, by_priority);
         retry = 0;
+        int cpu_blocked = 0;
         for (int k = 0; k < nr; k++) {
             int i = order[k];
             bnode *n = &S->b[i];
@@ -684,7 +695,13 @@ static double launch(sched *S, int *order, int *pos)
                 if (!retry || n->next_try < retry) retry = n->next_try;
                 continue;
             }
-            if (S->free_slots < 1) continue;
+            /* strict priority for CPU slots: when the most critical ready
+             * node waits for slots, nothing less critical takes them */
+            if (cpu_blocked) continue;
+            if (S->free_slots < threads_wanted(S, i)) {
+                cpu_blocked = 1;
+                continue;
+            }
             int gfree = 0;
             for (int d = 0; d < S->ngpus_total; d++) gfree += !S->gpu_busy[d];
             if (gfree < n->gpus_wanted) continue;
