@@ -199,9 +199,11 @@ typedef struct store_gc_stats {
     uint64_t artifacts_removed, chunks_removed, bytes_freed;
 } store_gc_stats;
 /* Deletes every artifact (and its log) whose key is not in keep[], then
- * chunks referenced by no artifact and no checkpoint.  Chunks younger than
- * grace_s are kept (a concurrent build may be writing them; a writer that
- * reuses an older stored chunk refreshes its time).  One write transaction.
+ * chunks referenced by no artifact and no checkpoint.  Kept anyway: chunks
+ * younger than grace_s, and chunks written since the oldest live lease was
+ * taken (minus a minute): a build in progress, however long, holds a lease
+ * while it writes chunks that nothing references yet.  A writer reusing an
+ * older stored chunk refreshes its time.  One write transaction.
  * bytes_freed counts stored values removed (the file does not shrink; LMDB
  * reuses the pages). */
 int store_gc(flow_store *s, const flow_hash *keep, size_t nkeep, int grace_s,

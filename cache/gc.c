@@ -110,8 +110,14 @@ static int gc_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
     cur = NULL;
     if (rc != MDB_NOTFOUND) goto out;
     if ((rc = del_all(txn, s->dbi[DB_CHECKPOINTS], &dead_ckpt))) goto out;
-    /* 4. sweep chunks */
-    int64_t now = store_now();
+    /* 4. sweep chunks: keep those younger than the grace, and those written
+     * since the oldest live lease was taken (a build in progress, however
+     * long, whose chunks are not referenced yet; a writer refreshes an old
+     * chunk it reuses), with a minute of margin */
+    int64_t now = store_now(), oldest;
+    if ((rc = store_oldest_live_lease(s, txn, &oldest))) goto out;
+    int64_t cutoff = now - c->grace_s;
+    if (oldest != INT64_MAX && oldest - 60 < cutoff) cutoff = oldest - 60;
     if ((rc = mdb_cursor_open(txn, s->dbi[DB_CHUNKS], &cur))) goto out;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (k.mv_size != 16) continue;
@@ -119,7 +125,7 @@ static int gc_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
         memcpy(h.b, k.mv_data, 16);
         if (hset_get(&reach, &h)) continue;
         int64_t created = v.mv_size >= CHUNK_HDR ? (int64_t)get_u64((const unsigned char *)v.mv_data + 8) : 0;
-        if (now - created < c->grace_s) continue;
+        if (created > cutoff) continue;
         kl_add(&dead_chunks, h.b);
         c->st.chunks_removed++;
         c->st.bytes_freed += v.mv_size;

@@ -263,14 +263,15 @@ int store_stat_put(flow_store *s, const char *path, uint64_t size, int64_t mtime
 }
 
 /* ---- leases ------------------------------------------------------------------ */
-/* value: u32 magic, u32 version 1, i32 pid, u64 start time (clock ticks
- * since boot, /proc/<pid>/stat field 22), i64 expiry (unix s, 0 = none),
- * u16 host length, host */
+/* value (version 2): u32 magic, u32 version, i32 pid, u64 start time
+ * (clock ticks since boot, /proc/<pid>/stat field 22), i64 expiry (unix s,
+ * 0 = none), i64 taken (unix s, when this owner took it), u16 host length,
+ * host.  Version 1 (no taken time) is still read. */
 
 typedef struct lease {
     int pid;
     uint64_t start;
-    int64_t expiry;
+    int64_t expiry, taken;
     char host[256];
 } lease;
 
@@ -299,6 +300,7 @@ static void lease_self(lease *l, int ttl_s)
     l->pid = (int)getpid();
     l->start = proc_start_time(l->pid);
     l->expiry = ttl_s > 0 ? store_now() + ttl_s : 0;
+    l->taken = store_now();
     if (gethostname(l->host, sizeof l->host - 1) != 0) strcpy(l->host, "?");
 }
 
@@ -306,13 +308,23 @@ static int lease_decode(const MDB_val *v, lease *l)
 {
     const unsigned char *p = v->mv_data;
     memset(l, 0, sizeof *l);
-    if (v->mv_size < 30 || get_u32(p) != LEASE_MAGIC || get_u32(p + 4) != 1) return -1;
+    if (v->mv_size < 30 || get_u32(p) != LEASE_MAGIC) return -1;
+    uint32_t ver = get_u32(p + 4);
+    size_t at;
+    if (ver == 1) {
+        at = 28;
+    } else if (ver == 2 && v->mv_size >= 38) {
+        l->taken = (int64_t)get_u64(p + 28);
+        at = 36;
+    } else {
+        return -1;
+    }
     l->pid = (int)get_u32(p + 8);
     l->start = get_u64(p + 12);
     l->expiry = (int64_t)get_u64(p + 20);
-    uint16_t hl = get_u16(p + 28);
-    if (hl >= sizeof l->host || v->mv_size != 30 + (size_t)hl) return -1;
-    memcpy(l->host, p + 30, hl);
+    uint16_t hl = get_u16(p + at);
+    if (hl >= sizeof l->host || v->mv_size != at + 2 + (size_t)hl) return -1;
+    memcpy(l->host, p + at + 2, hl);
     return 0;
 }
 
@@ -320,13 +332,14 @@ static size_t lease_encode(const lease *l, unsigned char *p)
 {
     size_t hl = strlen(l->host);
     put_u32(p, LEASE_MAGIC);
-    put_u32(p + 4, 1);
+    put_u32(p + 4, 2);
     put_u32(p + 8, (uint32_t)l->pid);
     put_u64(p + 12, l->start);
     put_u64(p + 20, (uint64_t)l->expiry);
-    put_u16(p + 28, (uint16_t)hl);
-    memcpy(p + 30, l->host, hl);
-    return 30 + hl;
+    put_u64(p + 28, (uint64_t)l->taken);
+    put_u16(p + 36, (uint16_t)hl);
+    memcpy(p + 38, l->host, hl);
+    return 38 + hl;
 }
 
 static int same_owner(const lease *a, const lease *b)
@@ -370,8 +383,10 @@ static int lease_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
         return flow_fail(err, FLOW_E_BUSY, "node key %s is being built by pid %d on host %s",
                          hex, cur.pid, cur.host);
     }
-    unsigned char buf[300];
-    v.mv_size = lease_encode(&c->me, buf);
+    unsigned char buf[320];
+    lease me = c->me;
+    if (mine) me.taken = cur.taken;     /* renewing keeps the original time */
+    v.mv_size = lease_encode(&me, buf);
     v.mv_data = buf;
     return mdb_put(txn, s->dbi[DB_LEASES], &k, &v, 0);
 }
@@ -398,4 +413,23 @@ int store_lease_renew(flow_store *s, const flow_hash *key, int ttl_s, flow_err *
 int store_lease_release(flow_store *s, const flow_hash *key, flow_err *err)
 {
     return lease_op(s, key, 0, L_RELEASE, err);
+}
+
+int store_oldest_live_lease(flow_store *s, MDB_txn *txn, int64_t *oldest)
+{
+    *oldest = INT64_MAX;
+    lease me;
+    lease_self(&me, 0);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_LEASES], &c);
+    if (rc) return rc;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        lease l;
+        if (lease_decode(&v, &l) != 0) continue;
+        if (!same_owner(&l, &me) && lease_stale(&l, &me)) continue;
+        if (l.taken < *oldest) *oldest = l.taken;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }

@@ -78,6 +78,11 @@ struct flow_store {
     size_t nstat, capstat;
 };
 
+/* The time the oldest live lease was taken (INT64_MAX if none), read in
+ * txn (records.c).  Used by gc: chunks written during a running build are
+ * kept whatever their age. */
+int store_oldest_live_lease(flow_store *s, MDB_txn *txn, int64_t *oldest);
+
 /* Writes the buffered stat-cache entries (records.c); release frees the
  * buffer without writing. */
 int store_stat_flush(flow_store *s, flow_err *err);

@@ -382,6 +382,29 @@ static void test_gc_reuse(const char *root)
     store_writer_free(w);
     CHECK(part_equals(s, &kb, "d", d, n));
     CHECK_OK(store_verify(s, NULL, NULL, &err), err);
+    /* while a live lease is held, chunks written since it was taken stay,
+     * even with no grace (a long build's chunks, not yet committed) */
+    flow_hash kl = key_of("building");
+    CHECK_OK(store_lease_take(s, &kl, 600, &err), err);
+    size_t big = 24u << 20;
+    char *g = malloc(big);
+    fill_random(g, big);
+    CHECK_OK(store_writer_new(s, &w, &err), err);
+    CHECK_OK(store_part_begin(w, "g", FLOW_PART_BYTES, &err), err);
+    CHECK_OK(store_part_write(w, g, big, &err), err);
+    store_writer_free(w);       /* not committed: its stored chunks are garbage */
+    store_stats sx;
+    CHECK_OK(store_stats_get(s, &sx, &err), err);
+    uint64_t garbage = sx.chunks - 2;
+    CHECK(garbage >= 4);
+    CHECK_OK(store_gc(s, &kb, 1, 0, &gs, &err), err);
+    CHECK_MSG(gs.chunks_removed == 0, "removed %llu", (unsigned long long)gs.chunks_removed);
+    CHECK_OK(store_lease_release(s, &kl, &err), err);
+    CHECK_OK(store_gc(s, &kb, 1, 0, &gs, &err), err);
+    CHECK_MSG(gs.chunks_removed == garbage, "removed %llu of %llu", (unsigned long long)gs.chunks_removed,
+              (unsigned long long)garbage);
+    CHECK(part_equals(s, &kb, "d", d, n));
+    free(g);
     store_close(s);
     free(d);
 }
