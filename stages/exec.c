@@ -7,13 +7,13 @@
  *   }
  *
  * The worker makes private temporary folders under $TMPDIR:
- *   in/NAME/...  (flow-in-XXXXXX, only when there are inputs) every input
+ *   in/NAME/...  (flow-in-PID-XXXXXX, only when there are inputs) every input
  *                binding materialised as files (part "a/b" of the input
  *                becomes file in/NAME/a/b; a binding that sees a single
  *                part named exactly like its output is the file in/NAME
  *                itself).  NAME is the reference as written: the node's
  *                name, or NODE.OUTPUT for a `node.output` reference.
- *   work/        (flow-exec-XXXXXX) the command's working folder; the
+ *   work/        (flow-exec-PID-XXXXXX) the command's working folder; the
  *                declared `outputs` (files or folders, relative to it)
  *                become the node's parts.
  * The command sees placeholders {in.NAME}, {in}, {out}, {script},
@@ -23,7 +23,8 @@
  * CUDA_VISIBLE_DEVICES when GPUs were granted).  Its stdout and stderr go
  * to the node log (the last line is the live status); a non-zero exit
  * fails the node.  `script`'s content is part of the key (key_extra), so
- * editing the script rebuilds the node.
+ * editing the script rebuilds the node.  Folders left behind by a worker
+ * that was killed are removed by the next exec node's worker.
  */
 #include "stages.h"
 
@@ -445,6 +446,33 @@ static int collect(flow_ctx *c, const char *path, const char *part)
     return rc;
 }
 
+/* Removes the temporary folders of workers that died without cleaning up
+ * (kill -9, a crash): flow-exec-PID-* / flow-in-PID-* whose PID is gone.
+ * Once per worker process. */
+static void sweep_stale(const char *tmp)
+{
+    static int done;
+    if (done) return;
+    done = 1;
+    DIR *d = opendir(tmp);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *p = NULL;
+        if (strncmp(de->d_name, "flow-exec-", 10) == 0) p = de->d_name + 10;
+        else if (strncmp(de->d_name, "flow-in-", 8) == 0) p = de->d_name + 8;
+        if (!p) continue;
+        char *end;
+        long pid = strtol(p, &end, 10);
+        if (end == p || *end != '-' || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;   /* alive, or not ours */
+        char *path = join(tmp, de->d_name);
+        rm_rf(path);
+        free(path);
+    }
+    closedir(d);
+}
+
 static int run(flow_ctx *c)
 {
     const char *cmd = flow_param_str(c, "command");
@@ -462,8 +490,9 @@ static int run(flow_ctx *c)
     flow_buf wbuf, ibuf;
     buf_init(&wbuf);
     buf_init(&ibuf);
-    buf_printf(&wbuf, "%s/flow-exec-XXXXXX", tmp);
-    buf_printf(&ibuf, "%s/flow-in-XXXXXX", tmp);
+    sweep_stale(tmp);
+    buf_printf(&wbuf, "%s/flow-exec-%d-XXXXXX", tmp, (int)getpid());
+    buf_printf(&ibuf, "%s/flow-in-%d-XXXXXX", tmp, (int)getpid());
     char *work = wbuf.data, *indir = ibuf.data;
     int rc = 0, have_in = 0;
     if (!mkdtemp(work))

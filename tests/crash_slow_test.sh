@@ -35,8 +35,8 @@ for round in $(seq 1 24); do
     echo "round $round" >> "$T/data/docs/d$(( round % 12 + 1 )).txt"
     "$FLOW" build "$T/crash.graph" --cache "$C" -j 2 > "$T/out.txt" 2>&1 &
     pid=$!
-    # a random moment within the first 0.35 s (a build here takes ~0.4 s)
-    sleep "0.$(printf '%03d' $(( RANDOM % 350 )))"
+    # a random moment within the first 0.25 s (a build here takes ~0.3 s)
+    sleep "0.$(printf '%03d' $(( RANDOM % 250 )))"
     kill -9 "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     grep -qs '^flow: ' "$T/out.txt" || killed=$((killed + 1))
