@@ -215,4 +215,17 @@ int store_gc(flow_store *s, const flow_hash *keep, size_t nkeep, int grace_s,
 int store_verify(flow_store *s, void (*report)(const char *what, void *arg),
                  void *arg, flow_err *err);
 
+/* Repairs damage that verify finds (cache/repair.c): checks every stored
+ * chunk and every artifact's content hashes, then in one write transaction
+ * deletes every artifact (with its log) and checkpoint that is damaged or
+ * references a damaged or missing chunk, and the damaged chunks.  report()
+ * gets one line per damaged chunk found and per item removed.  The next
+ * build rebuilds exactly the removed nodes. */
+typedef struct store_repair_stats {
+    uint64_t artifacts_removed, checkpoints_removed, chunks_removed;
+} store_repair_stats;
+typedef void (*store_repair_report)(const char *what, void *arg);
+int store_repair(flow_store *s, store_repair_report report, void *arg, store_repair_stats *st,
+                 flow_err *err);
+
 #endif

@@ -296,7 +296,7 @@ int store_verify(flow_store *s, void (*report)(const char *what, void *arg),
     if (rc) return rc;
     if (v.bad)
         return flow_fail(err, FLOW_E_CORRUPT, "cache %s: %d damaged item%s (first: %s); "
-                         "run `flow gc` to drop what is unreachable and rebuild the affected nodes",
+                         "run `flow verify --repair` to remove them and what references them, then rebuild",
                          s->dir, v.bad, v.bad == 1 ? "" : "s", v.first);
     return 0;
 }

@@ -199,8 +199,8 @@ int manifest_parse(const void *data, size_t n, const flow_hash *key, manifest *m
     return 0;
 bad:
     manifest_release(m);
-    return flow_fail(err, FLOW_E_CORRUPT, "artifact %s: manifest is malformed; delete it with "
-                     "`flow gc` and rebuild", hex);
+    return flow_fail(err, FLOW_E_CORRUPT, "artifact %s: manifest is malformed; run "
+                     "`flow verify --repair` (removes it) and rebuild", hex);
 }
 
 void store_artifact_free(store_artifact *a)

@@ -174,7 +174,7 @@ static int rjob_result(rjob *j, const char *keyhex, const char *part, uint32_t i
         char ch[33];
         flow_hash_hex(&j->ref.h, ch);
         return flow_fail(err, FLOW_E_CORRUPT, "artifact %s part '%s' chunk %u (%s): %s; "
-                         "run `flow verify`, then `flow gc` and rebuild", keyhex, part, idx, ch, j->why);
+                         "run `flow verify --repair` (removes the damaged artifacts) and rebuild", keyhex, part, idx, ch, j->why);
     }
     if (err) *err = j->err;
     return j->rc;
@@ -215,8 +215,8 @@ int store_read_chunks(flow_store *s, const chunk_ref *chunks, uint32_t n, char *
         if (jobs[i].rc == FLOW_E_CORRUPT) {
             char ch[33];
             flow_hash_hex(&jobs[i].ref.h, ch);
-            rc = flow_fail(err, FLOW_E_CORRUPT, "%s chunk %u (%s): %s; run `flow verify`, then "
-                           "`flow gc` and rebuild", what, i, ch, jobs[i].why);
+            rc = flow_fail(err, FLOW_E_CORRUPT, "%s chunk %u (%s): %s; run `flow verify "
+                           "--repair` (removes the damaged artifacts) and rebuild", what, i, ch, jobs[i].why);
         } else {
             if (err) *err = jobs[i].err;
             rc = jobs[i].rc;

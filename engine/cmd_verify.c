@@ -1,5 +1,9 @@
-/* cmd_verify.c — `flow verify`: re-reads every chunk of every artifact and
- * checks its hash and format; names each damaged thing; exit 1 on any. */
+/* cmd_verify.c — `flow verify [--repair]`: re-reads every chunk of every
+ * artifact and checks its hash and format; names each damaged thing; exit 1
+ * on any.  With --repair (store_repair, cache/repair.c) it instead removes
+ * every artifact and checkpoint that a damaged or missing chunk makes
+ * unusable, and the damaged chunks, so the next `flow build` rebuilds
+ * exactly those nodes; exit 0 once the cache is consistent again. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -10,11 +14,29 @@ static void report(const char *what, void *arg)
     fprintf(stderr, "damaged: %s\n", what);
 }
 
+static void repair_report(const char *what, void *arg)
+{
+    (void)arg;
+    printf("repair: %s\n", what);
+}
+
+static int repair(flow_store *s, const char *dir)
+{
+    store_repair_stats st;
+    flow_err err;
+    if (store_repair(s, repair_report, NULL, &st, &err)) return cli_fail(&err);
+    printf("repair: %s: removed %llu artifact(s), %llu checkpoint(s) and %llu damaged chunk(s)%s\n",
+           dir, (unsigned long long)st.artifacts_removed, (unsigned long long)st.checkpoints_removed,
+           (unsigned long long)st.chunks_removed,
+           st.artifacts_removed || st.checkpoints_removed ? "; `flow build` rebuilds those nodes" : "");
+    return 0;
+}
+
 int cmd_verify(int argc, char **argv)
 {
     cli_args a;
-    int rc = cli_parse(argc, argv, "cache", &a);
-    if (!rc && a.npos) rc = cli_usage_error("verify: usage: flow verify [--cache DIR]");
+    int rc = cli_parse(argc, argv, "cache repair", &a);
+    if (!rc && a.npos) rc = cli_usage_error("verify: usage: flow verify [--repair] [--cache DIR]");
     flow_store *s = NULL;
     flow_err err;
     char *dir = NULL;
@@ -22,14 +44,16 @@ int cmd_verify(int argc, char **argv)
         dir = cli_cache_dir(a.cache, NULL);
         if (cli_open_store(dir, 1, &s, &err)) rc = cli_fail(&err);
     }
-    if (!rc) {
+    if (!rc && a.repair) {
+        rc = repair(s, dir);
+    } else if (!rc) {
         int damaged = 0;
         int v = store_verify(s, report, &damaged, &err);
         if (v == 0 && damaged == 0) {
             printf("%s: every artifact and chunk verified\n", dir);
         } else if (v == FLOW_E_CORRUPT || (v == 0 && damaged)) {
-            fprintf(stderr, "flow: error: %s: %d damaged item(s); run 'flow gc' to drop damaged "
-                    "artifacts' references, or delete the cache and rebuild\n", dir, damaged);
+            fprintf(stderr, "flow: error: %s: %d damaged item(s); run 'flow verify --repair' to remove "
+                    "them and what references them, then 'flow build' rebuilds those nodes\n", dir, damaged);
             rc = 1;
         } else {
             rc = cli_fail(&err);

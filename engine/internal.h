@@ -222,10 +222,11 @@ typedef struct cli_args {
     const char *cache;          /* --cache DIR */
     const char *out;            /* -o FILE */
     int json, dot;              /* --json, --dot */
+    int repair;                 /* --repair (verify) */
     long keep_last;             /* --keep-last N (-1 if absent) */
 } cli_args;
 /* allowed: the options the command takes, as a list of names such as
- * "set cache json" (from: set cache json dot out keep-last).  Prints the
+ * "set cache json" (from: set cache json dot out keep-last repair).  Prints the
  * error and returns 2 on a bad command line.  cli_args_release frees. */
 int cli_parse(int argc, char **argv, const char *allowed, cli_args *a);
 void cli_args_release(cli_args *a);

@@ -30,7 +30,7 @@ static const command commands[] = {
     { "log", "HASH [--cache DIR]", "print the log of the run that made an artifact", cmd_log },
     { "gc", "[GRAPH...] [--keep-last N] [--cache DIR]",
       "delete artifacts the graphs no longer use; report bytes freed", cmd_gc },
-    { "verify", "[--cache DIR]", "re-read and check every stored chunk; exit 1 on damage", cmd_verify },
+    { "verify", "[--repair] [--cache DIR]", "re-read and check every stored chunk; exit 1 on damage; --repair removes what is damaged so the next build rebuilds it", cmd_verify },
     /* model commands (stages/, declared in stages/stages.h) */
     { "classify", "HASH [FILE...|-] [--all] [--cache DIR]",
       "predict labels of text lines (stdin) or files with a classifier artifact", cmd_classify },

@@ -251,5 +251,30 @@ case $rc in
     *) fail "verify after corruption exited $rc: $(cat verify.out)" ;;
 esac
 
+
+# ---- verify --repair: the damaged chunk above belongs to src and cat ---------
+# A build of the same graph still reports them cached; a new dependent of cat
+# fails reading it, and its message points to `flow verify --repair`.
+sed 's/^wc1 = .*/wc2 = wordcount { input = [cat.out, cat1.out] }/' g.graph > g2.graph
+expect 1 "$FLOW" build g2.graph wc2
+contains "flow verify --repair"
+expect 0 "$FLOW" gc g2.graph          # gc alone keeps the damaged artifacts (still reachable)
+expect 1 "$FLOW" build g2.graph wc2
+expect 0 "$FLOW" verify --repair
+contains "removed artifact $key_src"
+contains "removed damaged chunk"
+expect 0 "$FLOW" verify
+contains "verified"
+# the next build rebuilds exactly the removed nodes (src, cat) and wc2
+check_ran "cat src wc2" g2.graph wc2
+"$FLOW" build g2.graph --json | grep '"event":"finished"' |
+    sed -E 's/.*"node":"([^"]*)".*"key":"([0-9a-f]*)".*/\1 \2/' | sort > keys.repaired
+"$FLOW" build g2.graph --json --cache fresh | grep '"event":"finished"' |
+    sed -E 's/.*"node":"([^"]*)".*"key":"([0-9a-f]*)".*/\1 \2/' | sort > keys.fresh
+[ -s keys.fresh ] && cmp -s keys.repaired keys.fresh ||
+    fail "keys after repair differ from a fresh build: $(diff keys.repaired keys.fresh)"
+expect 0 "$FLOW" verify --repair
+contains "removed 0 artifact(s), 0 checkpoint(s) and 0 damaged chunk(s)"
+
 if [ $fails -ne 0 ]; then echo "engine_e2e_test: $fails failure(s)"; exit 1; fi
 echo "engine_e2e_test: all checks passed"
