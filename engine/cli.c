@@ -86,6 +86,42 @@ int cli_fail(const flow_err *err)
     return cli_exit_code(err->code ? err->code : FLOW_E_IO);
 }
 
+int cli_fail_json(const flow_err *err)
+{
+    const char *msg = err->msg, *e = strstr(msg, ": error: ");
+    flow_buf b;
+    buf_init(&b);
+    buf_adds(&b, "{\"event\":\"error\",\"file\":");
+    int line = 0, col = 0, n = 0;
+    const char *c2 = NULL, *c1 = NULL;
+    if (e && strncmp(msg, "--set ", 6) != 0) {
+        /* "PATH:LINE:COL: error: ..."; the path itself may contain ':' */
+        for (const char *p = msg; p < e; p++)
+            if (*p == ':') { c1 = c2; c2 = p; }
+        if (!c1 || sscanf(c1 + 1, "%d", &line) != 1 || sscanf(c2 + 1, "%d%n", &col, &n) != 1 ||
+            c2 + 1 + n != e)
+            c1 = NULL;
+    }
+    if (c1) {
+        buf_json_str(&b, msg, (size_t)(c1 - msg));
+        buf_printf(&b, ",\"line\":%d,\"col\":%d,\"message\":", line, col);
+        buf_json_str(&b, e + 9, strlen(e + 9));
+    } else if (e && strncmp(msg, "--set ", 6) == 0) {
+        buf_adds(&b, "null,\"line\":null,\"col\":null,\"set\":");
+        buf_json_str(&b, msg + 6, (size_t)(e - msg - 6));
+        buf_adds(&b, ",\"message\":");
+        buf_json_str(&b, e + 9, strlen(e + 9));
+    } else {
+        buf_adds(&b, "null,\"line\":null,\"col\":null,\"message\":");
+        buf_json_str(&b, msg, strlen(msg));
+    }
+    buf_adds(&b, "}\n");
+    fwrite(b.data, 1, b.len, stdout);
+    fflush(stdout);
+    buf_release(&b);
+    return cli_exit_code(err->code ? err->code : FLOW_E_IO);
+}
+
 const char *cli_optval(int argc, char **argv, int *i, const char *opt, int *missing)
 {
     size_t n = strlen(opt);

@@ -81,13 +81,18 @@ int cmd_build(int argc, char **argv)
     flow_store *s = NULL;
     flow_err err = { 0, "" };
     char *dir = NULL;
-    if (!rc && cli_load_graph(graph, sets, nsets, &reg, &g, &err)) rc = cli_fail(&err);
+    /* --json: errors are events on stdout too */
+    int (*fail)(const flow_err *) = o.json ? cli_fail_json : cli_fail;
+    if (!rc && cli_load_graph(graph, sets, nsets, &reg, &g, &err)) rc = fail(&err);
     for (int t = 0; !rc && t < o.ntargets; t++)
-        if (graph_find(g, o.targets[t]) < 0)
-            rc = cli_usage_error("build: no node '%s' in %s; see 'flow dag %s'", o.targets[t], graph, graph);
+        if (graph_find(g, o.targets[t]) < 0) {
+            flow_fail(&err, FLOW_E_USAGE, "build: no node '%s' in %s; see 'flow dag %s'",
+                      o.targets[t], graph, graph);
+            rc = fail(&err);
+        }
     if (!rc) {
         dir = cli_cache_dir(cache, g->path);
-        if (cli_open_store(dir, 0, &s, &err)) rc = cli_fail(&err);
+        if (cli_open_store(dir, 0, &s, &err)) rc = fail(&err);
     }
     if (!rc) {
         o.live = !o.json && !o.verbose && isatty(STDOUT_FILENO);
@@ -95,7 +100,7 @@ int cmd_build(int argc, char **argv)
         int b = build_run(g, s, &o, &res, &err);
         if (b && b != FLOW_E_STAGE) {
             err.code = b;   /* the exit code follows the return value (130 on Ctrl-C) */
-            rc = cli_fail(&err);
+            rc = fail(&err);
         }
         else if (b) rc = 1;
     }

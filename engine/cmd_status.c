@@ -16,11 +16,13 @@ int cmd_status(int argc, char **argv)
     flow_store *s = NULL;
     flow_err err;
     char *dir = NULL;
-    if (!rc && cli_load_graph(a.pos[0], a.sets, a.nsets, &reg, &g, &err)) rc = cli_fail(&err);
+    /* --json: errors are a JSON event on stdout too */
+    int (*fail)(const flow_err *) = a.json ? cli_fail_json : cli_fail;
+    if (!rc && cli_load_graph(a.pos[0], a.sets, a.nsets, &reg, &g, &err)) rc = fail(&err);
     if (!rc) {
         dir = cli_cache_dir(a.cache, g->path);
         /* no cache yet: nothing was built; do not create one just to look */
-        if (cli_cache_exists(dir) && cli_open_store(dir, 0, &s, &err)) rc = cli_fail(&err);
+        if (cli_cache_exists(dir) && cli_open_store(dir, 0, &s, &err)) rc = fail(&err);
     }
     flow_hash *keys = NULL;
     char *known = NULL, *built = NULL, **desc = NULL;
@@ -29,7 +31,7 @@ int cmd_status(int argc, char **argv)
         known = xcalloc((size_t)g->n + 1, 1);
         built = xcalloc((size_t)g->n + 1, 1);
         desc = xcalloc((size_t)g->n + 1, sizeof *desc);
-        if (cli_current_keys(g, s, keys, known, built, desc, &err)) rc = cli_fail(&err);
+        if (cli_current_keys(g, s, keys, known, built, desc, &err)) rc = fail(&err);
     }
     if (!rc) {
         flow_buf out;

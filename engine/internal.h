@@ -237,6 +237,11 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * its code (2 for USAGE/GRAPH, 130 for INTERRUPTED, else 1). */
 int cli_fail(const flow_err *err);
 int cli_exit_code(int rc);
+/* --json variant of cli_fail: prints one line to stdout,
+ * {"event":"error","file":F,"line":L,"col":C,"message":M} (file/line/col
+ * null when the error has no location; a --set error adds "set":"NODE.PARAM"),
+ * and returns the same exit code. */
+int cli_fail_json(const flow_err *err);
 /* The value of option opt at argv[*i] ("--opt V" or "--opt=V"); NULL if
  * argv[*i] is not opt.  Sets *missing when the value is absent. */
 const char *cli_optval(int argc, char **argv, int *i, const char *opt, int *missing);

@@ -225,6 +225,34 @@ expect 0 "$FLOW" gc g.graph
 after=$("$FLOW" ls --json | grep -c '"key"')
 [ "$after" = 6 ] || fail "gc after --keep-last kept $after, expected 6"
 
+# ---- graph and --set errors under --json: one JSON error event, exit 2 -----
+printf 'a = source { path = "one.txt" }\nb = concat { input = a  separator = 5 }\n' > bad.graph
+expect 2 "$FLOW" build bad.graph --json
+python3 -c '
+import json, sys
+lines = [l for l in sys.argv[1].splitlines() if l.strip()]
+assert len(lines) == 1, lines
+e = json.loads(lines[0])
+assert e["event"] == "error" and e["file"].endswith("bad.graph") and e["line"] == 2, e
+assert isinstance(e["col"], int) and e["col"] > 1 and "separator" in e["message"], e
+' "$out" || fail "build --json on a bad graph: not one JSON error event: $out"
+expect 2 "$FLOW" status bad.graph --json
+python3 -c '
+import json, sys
+e = json.loads(sys.argv[1])
+assert e["event"] == "error" and e["line"] == 2 and "separator" in e["message"], e
+' "$out" || fail "status --json on a bad graph: not a JSON error event: $out"
+expect 2 "$FLOW" build g.graph --json --set 'cat.nosuch=1'
+python3 -c '
+import json, sys
+e = json.loads(sys.argv[1])
+assert e["event"] == "error" and e["set"] == "cat.nosuch" and e["line"] is None and e["message"], e
+' "$out" || fail "build --json with a bad --set: not a JSON error event: $out"
+expect 2 "$FLOW" status g.graph --json --set 'cat.nosuch=1'
+case "$out" in '{"event":"error"'*) ;; *) fail "status --json --set error is not JSON: $out" ;; esac
+expect 2 "$FLOW" build g.graph nosuchnode --json
+case "$out" in '{"event":"error"'*"nosuchnode"*) ;; *) fail "build --json unknown target is not JSON: $out" ;; esac
+
 # ---- verify: clean, then damaged --------------------------------------------
 expect 0 "$FLOW" verify
 contains "verified"
