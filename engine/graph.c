@@ -666,6 +666,10 @@ static int resolve(resolver *r, char *const *sets, int nsets)
 {
     flow_graph *g = r->g;
     int rc = 0;
+    /* an empty graph would build nothing and look like success */
+    if (r->ast.n == 0)
+        return fail_at(r, NULL, 1, 1, "no nodes declared; a graph needs at least one node such as "
+                       "`src = source { path = \"data\" }`");
     for (int i = 0; i < nsets && !rc; i++) rc = apply_set(r, sets[i]);
     if (rc) return rc;
     g->n = r->ast.n;

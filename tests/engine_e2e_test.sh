@@ -253,6 +253,13 @@ case "$out" in '{"event":"error"'*) ;; *) fail "status --json --set error is not
 expect 2 "$FLOW" build g.graph nosuchnode --json
 case "$out" in '{"event":"error"'*"nosuchnode"*) ;; *) fail "build --json unknown target is not JSON: $out" ;; esac
 
+# ---- an empty graph is an error, not a silent no-op -------------------------
+printf '# nothing here\n\n' > empty.graph
+expect 2 "$FLOW" build empty.graph
+contains "empty.graph:1:1: error: no nodes declared"
+expect 2 "$FLOW" build empty.graph --json
+contains '"message":"no nodes declared'
+
 # ---- verify: clean, then damaged --------------------------------------------
 expect 0 "$FLOW" verify
 contains "verified"

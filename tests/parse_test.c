@@ -147,10 +147,12 @@ static void test_valid(void)
     CHECK(strlen(g->id) == 32);
     graph_free(g);
 
-    /* empty file and comments only: an empty graph */
-    CHECK_OK(load("# nothing\n\n", NULL, 0, &g, &err), err);
-    CHECK(g && g->n == 0);
-    graph_free(g);
+    /* empty file and comments only: an error (it would build nothing) */
+    CHECK(load("# nothing\n\n", NULL, 0, &g, &err) == FLOW_E_GRAPH);
+    CHECK(g == NULL);
+    CHECK_CONTAINS(err.msg, ":1:1: error: no nodes declared");
+    CHECK(load("", NULL, 0, &g, &err) == FLOW_E_GRAPH);
+    CHECK_CONTAINS(err.msg, "no nodes declared");
     /* a file saved with a BOM and CRLF line ends */
     CHECK_OK(load("\xEF\xBB\xBFx = source {\r\n path = \"a\"\r\n}\r\n", NULL, 0, &g, &err), err);
     graph_free(g);
