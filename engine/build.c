@@ -142,17 +142,13 @@ static const char *tail_lines(bnode *n, int lines)
     return n->tail.data + i;
 }
 
-/* Last recorded duration of node i in this graph, or 1 s. */
-static double estimate(sched *S, int i)
+/* The build duration recorded in artifact k's metadata, or -1. */
+static double recorded_duration(sched *S, const flow_hash *k)
 {
-    flow_hash k;
-    int nk = 0;
     flow_err e = {0};
-    if (store_last_builds(S->s, S->g->id, node_name(S, i), &k, 1, &nk, &e) != 0 || nk < 1)
-        return 1.0;
     store_artifact *a = NULL;
-    if (store_get(S->s, &k, &a, &e) != 0) return 1.0;
-    double d = 1.0;
+    if (store_get(S->s, k, &a, &e) != 0) return -1;
+    double d = -1;
     /* a JSON string value cannot contain the unescaped pattern, so the
      * first match is the top-level field */
     const char *p = a->meta_json ? strstr(a->meta_json, "\"duration_s\":") : NULL;
@@ -162,6 +158,18 @@ static double estimate(sched *S, int i)
     }
     store_artifact_free(a);
     return d;
+}
+
+/* Last recorded duration of node i in this graph, or 1 s. */
+static double estimate(sched *S, int i)
+{
+    flow_hash k;
+    int nk = 0;
+    flow_err e = {0};
+    if (store_last_builds(S->s, S->g->id, node_name(S, i), &k, 1, &nk, &e) != 0 || nk < 1)
+        return 1.0;
+    double d = recorded_duration(S, &k);
+    return d >= 0 ? d : 1.0;
 }
 
 static int resolve_targets(sched *S, flow_err *err)
@@ -317,6 +325,7 @@ static void cached_node(sched *S, int i)
     f.stage = S->g->nodes[i].stage->name;
     f.status = "cached";
     f.key = n->hex;
+    f.built_s = recorded_duration(S, &S->keys[i]);
     prog_finished(S->p, NULL, &f);
     mark_ready_users(S, i);
 }

@@ -202,6 +202,10 @@ void prog_finished(prog *p, const prog_node *running, const prog_finish *f)
         if (f->error) json_kv_str(&b, "error", f->error);
         if (f->log_tail) json_kv_str(&b, "log_tail", f->log_tail);
         if (f->reason) json_kv_str(&b, "reason", f->reason);
+        if (f->built_s > 0) {
+            buf_adds(&b, ",\"built_s\":");
+            buf_json_num(&b, f->built_s);
+        }
         json_emit(p, &b);
         return;
     }
@@ -209,10 +213,16 @@ void prog_finished(prog *p, const prog_node *running, const prog_finish *f)
     char ts[16] = "", key[16] = "", dur[16] = "", line[800];
     if (p->mode == PROG_PLAIN) stamp(ts);
     if (f->key) snprintf(key, sizeof key, "%.12s", f->key);
-    if (strcmp(f->status, "ran") == 0 || strcmp(f->status, "FAILED") == 0)
+    char col[48] = "";      /* duration column: this run's, or a cached node's original build */
+    if (strcmp(f->status, "ran") == 0 || strcmp(f->status, "FAILED") == 0) {
         fmt_dur(f->duration_s, dur, sizeof dur);
+        snprintf(col, sizeof col, "%s", dur);
+    } else if (f->built_s > 0) {
+        fmt_dur(f->built_s, dur, sizeof dur);
+        snprintf(col, sizeof col, "(built in %s)", dur);
+    }
     snprintf(line, sizeof line, "%s%s%-7s %-24s %-12s %8s%s%s", ts, ts[0] ? " " : "",
-             f->status, f->name, key, dur, f->reason ? "  " : "", f->reason ? f->reason : "");
+             f->status, f->name, key, col, f->reason ? "  " : "", f->reason ? f->reason : "");
     clean(line);
     /* trailing blanks of the fixed-width columns */
     size_t l = strlen(line);

@@ -93,6 +93,8 @@ typedef struct prog_finish {
     const char *error;      /* failure message or NULL */
     const char *log_tail;   /* failed node's last log lines or NULL */
     const char *reason;     /* skipped: why */
+    double built_s;         /* cached: duration recorded in the artifact's
+                             * metadata (its original build); <= 0 unknown */
 } prog_finish;
 
 typedef struct prog prog;

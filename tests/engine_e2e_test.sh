@@ -63,6 +63,12 @@ contains "was never built"
 check_ran "cat cat1 one src wc wc1" g.graph
 check_ran "" g.graph
 [ -d .flow ] || fail "cache .flow not created beside the graph"
+# cached nodes show how long their recorded build took (text and JSON)
+expect 0 "$FLOW" build g.graph
+echo "$out" | grep -qE '^[0-9:]+ cached  src +[0-9a-f]{12} \(built in [0-9.]+s\)$' ||
+    fail "cached src shows no '(built in ...)': $out"
+"$FLOW" build g.graph --json | grep '"node":"wc"' | grep -qE '"status":"cached".*"built_s":[0-9.e-]+' ||
+    fail "build --json: cached wc has no built_s"
 expect 0 "$FLOW" status g.graph
 contains "6 of 6 nodes up to date"
 
