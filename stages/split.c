@@ -75,10 +75,15 @@ static int split_run(flow_ctx *c)
     int rc = corpus_read(c, "corpus", 0, "", &corp);
     if (rc) return rc;
     if (corp.nlabels == 0 || corp.n == 0) {
+        /* the message reads corp.n: build it before corpus_release zeroes it */
+        if (corp.n == 0)
+            rc = flow_ctx_fail(c, FLOW_E_INPUT, "the corpus has no units: nothing to split; see the clean "
+                                                "node's report (was every document filtered out?)");
+        else
+            rc = flow_ctx_fail(c, FLOW_E_INPUT, "the corpus has %d units but no labels: split stratifies by "
+                                                "label; clean a source with labels = folders", corp.n);
         corpus_release(&corp);
-        return flow_ctx_fail(c, FLOW_E_INPUT,
-                             "the corpus has %s: split stratifies by label; clean a source with labels = folders",
-                             corp.n == 0 ? "no units" : "no labels");
+        return rc;
     }
     /* groups: sorted by name, so ids do not depend on unit order */
     keyed *k = xmalloc((size_t)corp.n * sizeof *k);

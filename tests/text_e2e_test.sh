@@ -165,6 +165,24 @@ printf '<!-- INFO END -->\n\n足够长的一段正文内容。\n' > "$T/empty/x/
 build "$T/e.graph" "$T/cache"
 check "1 group cannot fill 3 splits" grep -qh '1 groups cannot fill 3 splits' "$T/events" "$T/stderr"
 
+# split names what is missing: a corpus with units but no labels, and one
+# with no units at all (made by exec, since clean refuses an empty corpus)
+cat > "$T/nl.graph" <<EOF
+docs = source { path = "$D/甲类" }
+c = clean { input = docs }
+s = split { corpus = c }
+EOF
+build "$T/nl.graph" "$T/cache"
+check "split of an unlabelled corpus says 'no labels' ($(grep -oh 'the corpus has[^"]*' "$T/events" "$T/stderr" | head -1))" \
+    grep -qh 'the corpus has [0-9]* units but no labels' "$T/events" "$T/stderr"
+cat > "$T/nu.graph" <<'EOF'
+c = exec { command = "printf '' > text; printf '' > units; printf '' > labels"  outputs = ["text", "units", "labels"] }
+s = split { corpus = c }
+EOF
+build "$T/nu.graph" "$T/cache"
+check "split of an empty corpus says 'no units' ($(grep -oh 'the corpus has[^"]*' "$T/events" "$T/stderr" | head -1))" \
+    grep -qh 'the corpus has no units' "$T/events" "$T/stderr"
+
 # ---- 3. shared corpus slice ----------------------------------------------
 L=${FLOW_DATA:-}/legal
 if [ -d "$L/laws/刑法" ]; then
