@@ -657,88 +657,57 @@ void text_opts_to_json(const text_opts *o, flow_buf *b)
                 "paragraphs and headings\"}");
 }
 
-/* Minimal reader for the flat object above: string, number and literal
- * values; nested values are rejected. */
-static const char *json_skip_ws(const char *p, const char *e)
-{
-    while (p < e && (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')) p++;
-    return p;
-}
-
-static const char *json_string(const char *p, const char *e, char *out, size_t cap)
-{
-    if (p >= e || *p != '"') return NULL;
-    p++;
-    size_t k = 0;
-    while (p < e && *p != '"') {
-        char c = *p++;
-        if (c == '\\') {
-            if (p >= e) return NULL;
-            c = *p++;
-            if (c == 'u') { if (e - p < 4) return NULL; p += 4; c = '?'; }
-            else if (c == 'n') c = '\n';
-            else if (c == 't') c = '\t';
-        }
-        if (k + 1 < cap) out[k++] = c;
-    }
-    if (p >= e) return NULL;
-    out[k] = 0;
-    return p + 1;
-}
-
+/* Reads the object above with the engine's JSON reader (engine/json.c):
+ * keys and values of any length, escapes decoded; unknown members (later
+ * versions' descriptions) are ignored. */
 int text_opts_from_json(const char *json, size_t len, text_opts *o, flow_err *err)
 {
     text_opts_default(o);
-    const char *p = json, *e = json + len;
-    char key[64], val[256];
-    int have_format = 0;
-    long version = -1;
-    p = json_skip_ws(p, e);
-    if (p >= e || *p != '{') return flow_fail(err, FLOW_E_CORRUPT, "clean.json: expected a JSON object");
-    p = json_skip_ws(p + 1, e);
-    while (p < e && *p != '}') {
-        if (!(p = json_string(p, e, key, sizeof key)))
-            return flow_fail(err, FLOW_E_CORRUPT, "clean.json: expected a key string");
-        p = json_skip_ws(p, e);
-        if (p >= e || *p != ':') return flow_fail(err, FLOW_E_CORRUPT, "clean.json: expected ':' after \"%s\"", key);
-        p = json_skip_ws(p + 1, e);
-        if (p < e && *p == '"') {
-            if (!(p = json_string(p, e, val, sizeof val)))
-                return flow_fail(err, FLOW_E_CORRUPT, "clean.json: bad string value for \"%s\"", key);
-        } else {
-            size_t k = 0;
-            while (p < e && *p != ',' && *p != '}' && *p != ' ' && *p != '\n') {
-                if (*p == '{' || *p == '[')
-                    return flow_fail(err, FLOW_E_CORRUPT, "clean.json: nested value for \"%s\"", key);
-                if (k + 1 < sizeof val) val[k++] = *p;
-                p++;
-            }
-            val[k] = 0;
-        }
-        if (strcmp(key, "format") == 0) {
-            if (strcmp(val, "flow-clean") != 0)
-                return flow_fail(err, FLOW_E_CORRUPT, "clean.json: format \"%s\" is not flow-clean", val);
-            have_format = 1;
-        } else if (strcmp(key, "version") == 0) {
-            version = strtol(val, NULL, 10);
-        } else if (strcmp(key, "preset") == 0) {
-            if (strcmp(val, "legal") == 0) o->preset = TEXT_PRESET_LEGAL;
-            else if (strcmp(val, "strict") == 0) o->preset = TEXT_PRESET_STRICT;
-            else return flow_fail(err, FLOW_E_CORRUPT, "clean.json: unknown preset \"%s\"", val);
-        } else if (strcmp(key, "invalid_utf8") == 0) {
-            o->invalid = strcmp(val, "reject") == 0 ? TEXT_INVALID_REJECT : TEXT_INVALID_REPLACE;
-        } else if (strcmp(key, "article_label") == 0) {
-            o->strip_article_label = strcmp(val, "keep") != 0;
-        } else if (strcmp(key, "min_chars") == 0) {
-            o->min_chars = (int)strtol(val, NULL, 10);
-        }
-        p = json_skip_ws(p, e);
-        if (p < e && *p == ',') p = json_skip_ws(p + 1, e);
+    json_value *root = NULL;
+    int rc = json_parse(json, len, "clean.json", &root, err);
+    if (rc) return rc;
+    const char *v;
+    if (json_typeof(root) != JSON_OBJ) {
+        rc = flow_fail(err, FLOW_E_CORRUPT, "clean.json: expected a JSON object");
+        goto out;
     }
-    if (!have_format) return flow_fail(err, FLOW_E_CORRUPT, "clean.json: no \"format\":\"flow-clean\"");
-    if (version < 1 || version > TEXT_CLEAN_VERSION)
-        return flow_fail(err, FLOW_E_CORRUPT,
-                         "clean.json: version %ld not supported (this flow reads 1..%d)%s", version,
-                         TEXT_CLEAN_VERSION, version > TEXT_CLEAN_VERSION ? "; rebuild flow" : "");
-    return 0;
+    v = json_str(json_get(root, "format"), NULL);
+    if (!v) {
+        rc = flow_fail(err, FLOW_E_CORRUPT, "clean.json: no \"format\":\"flow-clean\"");
+        goto out;
+    }
+    if (strcmp(v, "flow-clean") != 0) {
+        rc = flow_fail(err, FLOW_E_CORRUPT, "clean.json: format \"%s\" is not flow-clean", v);
+        goto out;
+    }
+    double version = json_num(json_get(root, "version"), -1);
+    if (!(version >= 1 && version <= TEXT_CLEAN_VERSION) || version != (double)(long)version) {
+        rc = flow_fail(err, FLOW_E_CORRUPT, "clean.json: version %g not supported (this flow reads 1..%d)%s",
+                       version, TEXT_CLEAN_VERSION, version > TEXT_CLEAN_VERSION ? "; rebuild flow" : "");
+        goto out;
+    }
+    if ((v = json_str(json_get(root, "preset"), NULL)) != NULL) {
+        if (strcmp(v, "legal") == 0) o->preset = TEXT_PRESET_LEGAL;
+        else if (strcmp(v, "strict") == 0) o->preset = TEXT_PRESET_STRICT;
+        else {
+            rc = flow_fail(err, FLOW_E_CORRUPT, "clean.json: unknown preset \"%s\"", v);
+            goto out;
+        }
+    }
+    if ((v = json_str(json_get(root, "invalid_utf8"), NULL)) != NULL)
+        o->invalid = strcmp(v, "reject") == 0 ? TEXT_INVALID_REJECT : TEXT_INVALID_REPLACE;
+    if ((v = json_str(json_get(root, "article_label"), NULL)) != NULL)
+        o->strip_article_label = strcmp(v, "keep") != 0;
+    const json_value *mc = json_get(root, "min_chars");
+    if (mc) {
+        double m = json_num(mc, -1);
+        if (json_typeof(mc) != JSON_NUM || !(m >= 0 && m <= 1e9)) {
+            rc = flow_fail(err, FLOW_E_CORRUPT, "clean.json: min_chars must be a number 0..1e9");
+            goto out;
+        }
+        o->min_chars = (int)m;
+    }
+out:
+    json_free(root);
+    return rc;
 }

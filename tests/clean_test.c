@@ -160,6 +160,30 @@ static void test_unit_and_json(void)
     CHECK(text_opts_from_json(other, strlen(other), &back, &err) == FLOW_E_CORRUPT);
     buf_release(&js);
 
+    /* a real JSON reader: keys > 63 and values > 255 bytes, nested members
+     * of a later version and \u escapes are read, not truncated or refused */
+    flow_buf big;
+    buf_init(&big);
+    buf_adds(&big, "{\"format\":\"flow-clean\",\"version\":1,\"");
+    for (int i = 0; i < 100; i++) buf_addc(&big, 'k');
+    buf_adds(&big, "\":\"");
+    for (int i = 0; i < 1000; i++) buf_adds(&big, i % 2 ? "x" : "\u4e2d");
+    buf_adds(&big, "\",\"later\":{\"a\":[1,2]},\"preset\":\"\\u0073trict\",\"min_chars\":7,"
+                   "\"article_label\":\"keep\"}");
+    CHECK_OK(text_opts_from_json(big.data, big.len, &back, &err), err);
+    CHECK(back.preset == TEXT_PRESET_STRICT && back.min_chars == 7 && back.strip_article_label == 0);
+    big.len = 0;
+    buf_adds(&big, "{\"format\":\"flow-clean\",\"version\":1,\"preset\":\"");
+    for (int i = 0; i < 300; i++) buf_addc(&big, 'l');
+    buf_adds(&big, "\"}");
+    CHECK(text_opts_from_json(big.data, big.len, &back, &err) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(err.msg, "unknown preset");
+    CHECK(strlen(err.msg) > 300 || strstr(err.msg, "llllllllll") != NULL);
+    const char *bad = "{\"format\":\"flow-clean\",\"version\":1,";
+    CHECK(text_opts_from_json(bad, strlen(bad), &back, &err) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(err.msg, "clean.json");
+    buf_release(&big);
+
     flow_buf out;
     buf_init(&out);
     text_opts_default(&o);
