@@ -88,7 +88,30 @@ typedef struct doc {
     int binary;             /* has a NUL byte: skipped or rejected */
     int rc;
     flow_err err;
+    /* invalid = replace: raw byte offsets of the first BAD_KEEP invalid
+     * UTF-8 sequences of the file, and how many it has in all */
+    size_t bad_off[8];
+    long long nbad;
 } doc;
+
+#define BAD_KEEP 8          /* offsets remembered per document */
+#define BAD_LOG 20          /* log lines about invalid UTF-8 per node, then a count */
+
+/* Finds the invalid UTF-8 sequences of d->data (a sequence = a bad lead
+ * byte and the continuation bytes after it, as text.c replaces them). */
+static void find_invalid(doc *d)
+{
+    const unsigned char *s = (const unsigned char *)d->data;
+    size_t i = 0;
+    long off;
+    while (i < d->len && (off = utf8_first_invalid(s + i, d->len - i)) >= 0) {
+        i += (size_t)off;
+        if (d->nbad < BAD_KEEP) d->bad_off[d->nbad] = i;
+        d->nbad++;
+        i++;
+        while (i < d->len && (s[i] & 0xc0) == 0x80) i++;
+    }
+}
 
 typedef struct pool {
     const text_opts *o;
@@ -109,6 +132,7 @@ static void *worker(void *arg)
         d->binary = memchr(d->data, 0, d->len) != NULL;
         if (!d->binary)
             d->rc = text_clean_document(p->o, d->data, d->len, &d->units, &d->st, &d->err);
+        if (!d->binary && !d->rc && d->st.invalid_sequences) find_invalid(d);
         if (!d->binary) {
             free(d->data);
             d->data = NULL;
@@ -243,6 +267,7 @@ static int clean_run(flow_ctx *c)
     memset(&st, 0, sizeof st);
     hset seen = {NULL, NULL, 0, 0};
     long long nunits = 0, dups = 0, dup_chars = 0, docs_with_units = 0;
+    long long bad_logged = 0, bad_unlisted = 0, bad_files = 0;
     const char **labels = xcalloc((size_t)ndocs + 1, sizeof *labels);
     int nlabels = 0;
     for (int i = 0; i < ndocs && !rc; i++) {
@@ -264,6 +289,18 @@ static int clean_run(flow_ctx *c)
             break;
         }
         text_stats_add(&st, &d->st);
+        /* invalid = replace: say where, so the user can fix the file */
+        long long unlisted = 0;
+        for (long long b = 0; b < d->nbad; b++) {
+            if (bad_logged < BAD_LOG && b < BAD_KEEP) {
+                flow_log(c, "invalid UTF-8 in '%s' at byte offset %zu: replaced by U+FFFD (dropped)", d->name,
+                         d->bad_off[b]);
+                bad_logged++;
+            } else {
+                unlisted++;
+            }
+        }
+        if (unlisted) bad_unlisted += unlisted, bad_files++;
         const index_entry *ie = index_find(&ix[d->input], d->name);
         const char *label = ie ? ie->label : "", *group = ie ? ie->group : "";
         if (ix[d->input].n && !ie) flow_log(c, "'%s' is not in its source's .index: left unlabelled", d->name);
@@ -301,6 +338,9 @@ static int clean_run(flow_ctx *c)
         text_units_release(&d->units);
         flow_progress(c, 0.5 + 0.5 * (i + 1) / ndocs, "merged %d/%d documents", i + 1, ndocs);
     }
+    if (bad_unlisted)
+        flow_log(c, "%lld more invalid UTF-8 sequences in %lld file(s) not listed (each replaced by U+FFFD); "
+                 "invalid_utf8 = reject stops at the first one", bad_unlisted, bad_files);
     if (!rc && nunits == 0)
         rc = flow_ctx_fail(c, FLOW_E_INPUT,
                            "empty corpus: %d documents gave no units (%lld skipped as binary, %llu "

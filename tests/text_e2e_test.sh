@@ -100,6 +100,9 @@ check "control char dropped" test "$(metric c chars.dropped.control)" = 1
 check "units = 92 ($(metric c units))" test "$(metric c units)" = 92
 check "duplicates = 21 ($(metric c duplicates))" test "$(metric c duplicates)" = 21
 C=$(key c)
+"$FLOW" log "$C" --cache "$T/cache" > "$T/clog" 2>&1
+check "replaced invalid UTF-8 logged with file and offset ($(grep -m1 'invalid UTF-8' "$T/clog"))" \
+    grep -q "invalid UTF-8 in '乙类/乙类特别法.md' at byte offset 76" "$T/clog"
 "$FLOW" cat "$C" text --cache "$T/cache" > "$T/text"
 "$FLOW" cat "$C" units --cache "$T/cache" > "$T/units"
 "$FLOW" cat "$C" labels --cache "$T/cache" > "$T/labels"
@@ -164,6 +167,16 @@ check "empty corpus fails clearly" grep -qh 'empty corpus' "$T/events" "$T/stder
 printf '<!-- INFO END -->\n\n足够长的一段正文内容。\n' > "$T/empty/x/a.md"
 build "$T/e.graph" "$T/cache"
 check "1 group cannot fill 3 splits" grep -qh '1 groups cannot fill 3 splits' "$T/events" "$T/stderr"
+
+# invalid = replace: at most 20 sequences listed, then a count
+mkdir -p "$T/bad/x"
+for i in $(seq 1 12); do printf '<!-- INFO END -->\n\n第一条 足够长的\xff一段\xfe正文内容%s。\n' $i > "$T/bad/x/y$i.md"; done
+printf 'd = source { path = "%s"  labels = folders }\nc = clean { input = d }\n' "$T/bad" > "$T/bad.graph"
+build "$T/bad.graph" "$T/cache"
+"$FLOW" log "$(key c)" --cache "$T/cache" > "$T/blog" 2>&1
+check "24 invalid sequences counted" test "$(metric c invalid_sequences)" = 24
+check "20 invalid sequences listed ($(grep -c 'invalid UTF-8 in' "$T/blog"))" test "$(grep -c 'invalid UTF-8 in' "$T/blog")" = 20
+check "the rest counted" grep -q '4 more invalid UTF-8 sequences in 2 file(s) not listed' "$T/blog"
 
 # split names what is missing: a corpus with units but no labels, and one
 # with no units at all (made by exec, since clean refuses an empty corpus)
