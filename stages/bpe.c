@@ -108,6 +108,8 @@ static int bpe_run(flow_ctx *c)
                                "corpus (clean node) or one split (e.g. split.train)", i);
             break;
         }
+        if ((rc = corpus_check(c, "text", i, "")) != 0)
+            break;
         rc = flow_in_read(c, "text", i, "text", &bufs[i], &texts[i].n);
         if (rc)
             rc = flow_ctx_fail(c, rc, "cannot read part text of text input %d", i);

@@ -365,6 +365,7 @@ static int clean_run(flow_ctx *c)
         if (!rc) rc = flow_out_write(c, "units", FLOW_PART_BYTES, units.data ? units.data : "", units.len);
         if (!rc) rc = flow_out_write(c, "labels", FLOW_PART_BYTES, lb.data ? lb.data : "", lb.len);
         if (!rc) rc = flow_out_write(c, "clean.json", FLOW_PART_BYTES, js.data, js.len);
+        if (!rc) rc = corpus_write_format(c, "");
 
         uint64_t kept = 0, dropped = 0;
         for (int k = 0; k < TC_NCLASS; k++) {
@@ -453,15 +454,18 @@ static const flow_output_def clean_outputs[] = {
     {"units", "label \\t group \\t doc per unit"},
     {"labels", "label names, sorted, one per line"},
     {"clean.json", "the cleaning settings, for cleaning new input the same way"},
+    {"corpus.json", "the corpus format marker {\"format\":\"flow-corpus\",\"version\":1} (stages.h)"},
 };
 
 const flow_stage stage_clean = {
     .name = "clean",
-    .version = TEXT_CLEAN_VERSION,     /* the cleaning rules are the stage's behaviour */
+    /* the cleaning rules and the corpus format are the stage's behaviour
+     * (102: corpus.json added) */
+    .version = 100 * CORPUS_FORMAT_VERSION + TEXT_CLEAN_VERSION,
     .help = "Markdown-aware cleaning and segmentation into articles/paragraphs (corpus)",
     .params = clean_params, .nparams = sizeof clean_params / sizeof *clean_params,
     .inputs = clean_inputs, .ninputs = 1,
-    .outputs = clean_outputs, .noutputs = 4,
+    .outputs = clean_outputs, .noutputs = 5,
     .res = {.threads = 0, .gpus = 0, .cpu_fallback = 1},
     .run = clean_run,
 };

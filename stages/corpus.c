@@ -7,6 +7,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+void corpus_format_json(flow_buf *b)
+{
+    buf_printf(b, "{\"format\":\"flow-corpus\",\"version\":%d}\n", CORPUS_FORMAT_VERSION);
+}
+
+int corpus_format_check(const char *json, size_t len, const char *what, flow_err *err)
+{
+    json_value *v = NULL;
+    int rc = json_parse(json, len, what, &v, err);
+    if (rc) return rc;
+    const char *fmt = json_str(json_get(v, "format"), NULL);
+    double ver = json_num(json_get(v, "version"), -1);
+    if (!fmt || strcmp(fmt, "flow-corpus") != 0)
+        rc = flow_fail(err, FLOW_E_CORRUPT, "%s: \"format\" is %s%s%s, expected \"flow-corpus\"", what,
+                       fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "");
+    else if (ver != (double)(int)ver || ver < 1)
+        rc = flow_fail(err, FLOW_E_CORRUPT, "%s: corpus format version %g is too old or invalid (this flow "
+                       "reads 1..%d): rebuild the corpus's producer (clean, split) with this flow", what, ver,
+                       CORPUS_FORMAT_VERSION);
+    else if (ver > CORPUS_FORMAT_VERSION)
+        rc = flow_fail(err, FLOW_E_CORRUPT, "%s: corpus format version %d is newer than this flow reads "
+                       "(1..%d): update flow", what, (int)ver, CORPUS_FORMAT_VERSION);
+    json_free(v);
+    return rc;
+}
+
 void corpus_release(flow_corpus *c)
 {
     free(c->text);

@@ -260,6 +260,8 @@ static int coverage_run(flow_ctx *c)
     if (!rc && !flow_in_has(c, "corpus", 0, "text"))
         rc = flow_ctx_fail(c, FLOW_E_INPUT, "input 'corpus' has no part `text`; bind one "
                            "corpus such as split.test");
+    if (!rc)
+        rc = corpus_check(c, "corpus", 0, "");
     if (!rc && (rc = flow_in_read(c, "corpus", 0, "text", &text, &len)))
         rc = flow_ctx_fail(c, rc, "cannot read the corpus text");
     if (!rc) {

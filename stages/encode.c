@@ -182,7 +182,10 @@ static int encode_prefix(flow_ctx *c, const tok_tokenizer *t, const char *prefix
     snprintf(part, sizeof part, "%stext", prefix);
     char *text;
     size_t len;
-    int rc = flow_in_read(c, "corpus", 0, part, &text, &len);
+    int rc = corpus_check(c, "corpus", 0, prefix);   /* corpus.json, when a corpus */
+    if (rc)
+        return rc;
+    rc = flow_in_read(c, "corpus", 0, part, &text, &len);
     if (rc)
         return flow_ctx_fail(c, rc, "cannot read corpus part %s", part);
     tok_batch b;

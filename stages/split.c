@@ -5,7 +5,8 @@
  * (split_assign.c, declared in text.h), a pure function the tests drive
  * directly.
  *
- * Output parts: train/text, train/units, train/labels, dev/..., test/...
+ * Output parts: train/text, train/units, train/labels, train/corpus.json,
+ * dev/..., test/...
  * (so `split.train` is a corpus) and clean.json passed through at root. */
 #include "stages.h"
 #include "text.h"
@@ -135,6 +136,8 @@ static int split_run(flow_ctx *c)
         if (!rc) rc = flow_out_write(c, name, FLOW_PART_BYTES, units.data ? units.data : "", units.len);
         snprintf(name, sizeof name, "%s/labels", split_names[s]);
         if (!rc) rc = flow_out_write(c, name, FLOW_PART_BYTES, lb.data ? lb.data : "", lb.len);
+        snprintf(name, sizeof name, "%s/", split_names[s]);
+        if (!rc) rc = corpus_write_format(c, name);
         buf_release(&text);
         buf_release(&units);
     }
@@ -219,15 +222,15 @@ static const flow_input_def split_inputs[] = {
 };
 
 static const flow_output_def split_outputs[] = {
-    {"train", "corpus: train/text, train/units, train/labels"},
-    {"dev", "corpus: dev/text, dev/units, dev/labels"},
-    {"test", "corpus: test/text, test/units, test/labels (when 3 ratios)"},
+    {"train", "corpus: train/text, train/units, train/labels, train/corpus.json"},
+    {"dev", "corpus: dev/text, dev/units, dev/labels, dev/corpus.json"},
+    {"test", "corpus: test/text, test/units, test/labels, test/corpus.json (when 3 ratios)"},
     {"clean.json", "the cleaning settings, passed through"},
 };
 
 const flow_stage stage_split = {
     .name = "split",
-    .version = 2,   /* 2: best of 32 seeded passes */
+    .version = 3,   /* 2: best of 32 seeded passes; 3: corpus.json per split */
     .help = "train/dev/test split by group, stratified by label, seeded",
     .params = split_params, .nparams = sizeof split_params / sizeof *split_params,
     .inputs = split_inputs, .ninputs = 1,

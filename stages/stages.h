@@ -17,6 +17,12 @@
  *   labels  the label names of the whole labelled set, one per line, in a
  *           fixed order shared by every split (ids = line numbers), so the
  *           same class has the same id in train, dev and test.
+ *   corpus.json  {"format":"flow-corpus","version":1}: the format marker,
+ *           checked by every reader (corpus_check): a corpus with a units
+ *           part but no corpus.json (written before version 1) or with a
+ *           version this flow does not know is refused with a message.
+ *           text, units and labels stay plain lines so `flow cat` output
+ *           can be piped to cut/wc.
  *
  * ---- tokenizer (produced by bpe) --------------------------------------
  *   vocab.txt       one token per line, id = line number (specials first).
@@ -77,6 +83,23 @@ int corpus_parse(flow_corpus *c, char *text, size_t text_len, char *units, size_
  * node through flow_ctx_fail and returns its code. */
 int corpus_read(flow_ctx *ctx, const char *port, int idx, const char *prefix, flow_corpus *c);
 void corpus_release(flow_corpus *c);
+
+/* Version of the corpus format (the corpus.json part). */
+#define CORPUS_FORMAT_VERSION 1
+/* Appends the corpus.json of this format version (pure). */
+void corpus_format_json(flow_buf *b);
+/* Validates a corpus.json: format "flow-corpus", 1 <= version <=
+ * CORPUS_FORMAT_VERSION; errors name `what` and say to rebuild (too old)
+ * or to update flow (too new).  Pure. */
+int corpus_format_check(const char *json, size_t len, const char *what, flow_err *err);
+/* Checks prefix+"corpus.json" of input port[idx]: fails the node when it
+ * is invalid, or absent while prefix+"units" exists (an unversioned
+ * corpus); returns 0 for a valid corpus or for plain text without units
+ * (so text-only consumers such as bpe also accept any `text` part).
+ * corpus_read calls it. */
+int corpus_check(flow_ctx *ctx, const char *port, int idx, const char *prefix);
+/* Writes prefix+"corpus.json" (producers: clean, split). */
+int corpus_write_format(flow_ctx *ctx, const char *prefix);
 
 /* Model commands (stages/cmd_*.c), dispatched by engine/main.c: argv[0]
  * is the command name; they return the exit code (0 ok, 1 failure, 2 usage). */

@@ -36,8 +36,9 @@ static int terms_run(flow_ctx *c)
                              "such as split.train or a clean node");
     char *text;
     size_t len;
-    int rc = flow_in_read(c, "corpus", 0, "text", &text, &len);
+    int rc = corpus_check(c, "corpus", 0, "");
     if (rc) return rc;
+    if ((rc = flow_in_read(c, "corpus", 0, "text", &text, &len)) != 0) return rc;
 
     /* user term lists, merged in binding and part order */
     int nuser_in = flow_in_count(c, "user");

@@ -188,13 +188,45 @@ EOF
 build "$T/nl.graph" "$T/cache"
 check "split of an unlabelled corpus says 'no labels' ($(grep -oh 'the corpus has[^"]*' "$T/events" "$T/stderr" | head -1))" \
     grep -qh 'the corpus has [0-9]* units but no labels' "$T/events" "$T/stderr"
-cat > "$T/nu.graph" <<'EOF'
-c = exec { command = "printf '' > text; printf '' > units; printf '' > labels"  outputs = ["text", "units", "labels"] }
-s = split { corpus = c }
-EOF
+mkdir -p "$T/nu"
+: > "$T/nu/text"; : > "$T/nu/units"; : > "$T/nu/labels"
+printf '{"format":"flow-corpus","version":1}' > "$T/nu/corpus.json"
+printf 'c = exec { command = "cp %s/* ."  outputs = ["text", "units", "labels", "corpus.json"] }\ns = split { corpus = c }\n' \
+    "$T/nu" > "$T/nu.graph"
 build "$T/nu.graph" "$T/cache"
 check "split of an empty corpus says 'no units' ($(grep -oh 'the corpus has[^"]*' "$T/events" "$T/stderr" | head -1))" \
     grep -qh 'the corpus has no units' "$T/events" "$T/stderr"
+
+# corpus.json: the corpus format marker every reader validates.  Corpora
+# made by exec nodes (copied from $T/corpN): none, too old, too new, valid.
+mk_corpus() {   # mk_corpus N [CORPUS.JSON]
+    mkdir -p "$T/corp$1"
+    printf '第一条 足够长的正文。\n第二条 另一段正文。\n第三条 再一段正文。\n' > "$T/corp$1/text"
+    printf '甲\tg1\ta.md\n甲\tg2\tb.md\n甲\tg3\tc.md\n' > "$T/corp$1/units"
+    printf '甲\n' > "$T/corp$1/labels"
+    local outs='"text", "units", "labels"'
+    if [ $# -gt 1 ]; then printf '%s' "$2" > "$T/corp$1/corpus.json"; outs="$outs, \"corpus.json\""; fi
+    printf 'c = exec { command = "cp %s/* ."  outputs = [%s] }\ns = split { corpus = c }\n' \
+        "$T/corp$1" "$outs" > "$T/corp$1.graph"
+    build "$T/corp$1.graph" "$T/cache"
+}
+mk_corpus 0
+check "a corpus without corpus.json is refused as older" \
+    grep -qh 'units has no corpus.json beside it: the corpus was written by an older flow' "$T/events" "$T/stderr"
+mk_corpus 1 '{"format":"flow-corpus","version":0}'
+check "corpus format version 0 refused as too old" \
+    grep -qh 'corpus format version 0 is too old' "$T/events" "$T/stderr"
+mk_corpus 2 '{"format":"flow-corpus","version":2}'
+check "corpus format version 2 refused as too new" \
+    grep -qh 'corpus format version 2 is newer than this flow reads (1..1): update flow' "$T/events" "$T/stderr"
+mk_corpus 3 '{"format":"flow-corpus","version":1}'
+check "a valid exec-made corpus splits ($(grep -oh 'error[^"]*' "$T/events" "$T/stderr" | head -1))" \
+    test "$(metric s units)" = 3
+for part in train dev test; do
+    check "split writes $part/corpus.json" \
+        test "$("$FLOW" cat "$(key s)" $part/corpus.json --cache "$T/cache")" = '{"format":"flow-corpus","version":1}'
+done
+check "clean writes corpus.json" test "$("$FLOW" cat "$C" corpus.json --cache "$T/cache")" = '{"format":"flow-corpus","version":1}'
 
 # ---- 3. shared corpus slice ----------------------------------------------
 L=${FLOW_DATA:-}/legal
