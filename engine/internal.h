@@ -176,7 +176,11 @@ typedef struct build_options {
     int *gpu_ids; int ngpus;    /* usable GPU ordinals (only if gpus_given) */
     int gpus_given;             /* 1: --gpus was given (gpu_ids, possibly
                                  * none); 0: use the devices the CUDA
-                                 * runtime reports (none without CUDA) */
+                                 * runtime reports (none without CUDA):
+                                 * build.c calls `int flow_cuda_device_count
+                                 * (void)` (a weak reference) when the CUDA
+                                 * backend defines it in an object file that
+                                 * the binary links */
     int fake_gpus;              /* hidden --fake-gpus N (tests): pretend
                                  * devices 0..N-1 exist; overrides the above */
     int keep_going;             /* default 1 */
