@@ -54,6 +54,7 @@ typedef struct bnode {
     int threads;            /* granted */
     int gpu[64]; int ngpu;  /* granted */
     int leased;
+    int said_waiting;       /* told the user another build holds the lease */
     pid_t pid;
     int msg_fd, out_fd, cmd_fd;
     int reuse;              /* its D message said the worker stays */
@@ -718,6 +719,14 @@ static double launch(sched *S, int *order, int *pos)
             int rc = store_lease_take(S->s, &S->keys[i], LEASE_TTL_S, &e);
             if (rc == FLOW_E_BUSY) {
                 /* another build runs it: wait for its artifact or its lease */
+                if (!n->said_waiting) {
+                    char m[400];
+                    snprintf(m, sizeof m, "waiting: another flow process is building node "
+                             "'%s' (same key %.12s); using its result when it is done",
+                             node_name(S, i), n->hex);
+                    prog_message(S->p, m);
+                    n->said_waiting = 1;
+                }
                 n->next_try = now + 0.2;
                 if (!retry || n->next_try < retry) retry = n->next_try;
                 continue;
