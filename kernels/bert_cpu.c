@@ -267,9 +267,8 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
                                A->att_scratch));
         PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * H,
              linear_forward(A->tmp, ctx, P + o->o_w, P + o->o_b, N, H, H));
-        PROF(BERT_OP_DROPOUT, 1, 0,
-             dropout_forward(A->tmp, A->tmp, (size_t)N * H, ph, site_key(m, SITE_AOUT(l))));
-        PROF(BERT_OP_RESIDUAL, 1, 0, residual_forward(res1, x, A->tmp, (size_t)N * H));
+        PROF(BERT_OP_RESIDUAL, 1, 0,
+             residual_dropout_forward(res1, x, A->tmp, (size_t)N * H, ph, site_key(m, SITE_AOUT(l))));
         PROF(BERT_OP_LAYERNORM, 1, 0,
              layernorm_forward(a, A->ln1_mean + l * mN, A->ln1_rstd + l * mN, res1,
                                P + o->ln1_g, P + o->ln1_b, N, H));
@@ -278,9 +277,8 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
         PROF(BERT_OP_GELU, 1, 0, gelu_forward(gel, fc1, (size_t)N * I));
         PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * I,
              linear_forward(A->tmp, gel, P + o->o2_w, P + o->o2_b, N, I, H));
-        PROF(BERT_OP_DROPOUT, 1, 0,
-             dropout_forward(A->tmp, A->tmp, (size_t)N * H, ph, site_key(m, SITE_FOUT(l))));
-        PROF(BERT_OP_RESIDUAL, 1, 0, residual_forward(res2, a, A->tmp, (size_t)N * H));
+        PROF(BERT_OP_RESIDUAL, 1, 0,
+             residual_dropout_forward(res2, a, A->tmp, (size_t)N * H, ph, site_key(m, SITE_FOUT(l))));
         PROF(BERT_OP_LAYERNORM, 1, 0,
              layernorm_forward(xo, A->ln2_mean + l * mN, A->ln2_rstd + l * mN, res2,
                                P + o->ln2_g, P + o->ln2_b, N, H));

@@ -165,17 +165,31 @@ static void gelu_grad_chunk(float *dinp, const float *inp, const float *dout, si
 /* ------------------------------------------------------------------ */
 /* gemm                                                                */
 
-void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-          const float *B, int ldb, float beta, float *C, int ldc)
+/* C[r0..r1) x [c0..c1) = bias[c] (bias may be NULL: nothing) */
+static void fill_bias(float *C, int ldc, const float *bias, int r0, int r1, int c0, int c1)
+{
+    if (!bias)
+        return;
+    for (int r = r0; r < r1; r++)
+        memcpy(C + (size_t)r * ldc + c0, bias + c0, (size_t)(c1 - c0) * sizeof(float));
+}
+
+/* gemm with an optional row bias: C = bias (broadcast over rows) + op(A)op(B)
+ * when bias != NULL (beta is then ignored); each thread fills and
+ * multiplies its own block, in one parallel region. */
+static void gemm_bias(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc, const float *bias)
 {
     enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans;
     enum CBLAS_TRANSPOSE TB = tb ? CblasTrans : CblasNoTrans;
     if (M <= 0 || N <= 0)
         return;
+    if (bias)
+        beta = 1.0f;
     if (K <= 0) {       /* C = beta C (sgemm would do the same) */
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++)
-                C[(size_t)i * ldc + j] = beta == 0 ? 0 : beta * C[(size_t)i * ldc + j];
+                C[(size_t)i * ldc + j] = bias ? bias[j] : beta == 0 ? 0 : beta * C[(size_t)i * ldc + j];
         return;
     }
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -183,6 +197,7 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
         openblas_set_num_threads(1);    /* OpenMP owns the cores */
     int splitM = M >= 32 * nt, splitN = !splitM && N >= 32 * nt;
     if (nt <= 1 || (double)M * N * K < 1e6 || (!splitM && !splitN)) {
+        fill_bias(C, ldc, bias, 0, M, 0, N);
         cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -196,15 +211,23 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
         if (s < e) {
             if (splitM) {
                 const float *a = ta ? A + s : A + (size_t)s * lda;
+                fill_bias(C, ldc, bias, s, e, 0, N);
                 cblas_sgemm(CblasRowMajor, TA, TB, e - s, N, K, alpha, a, lda, B, ldb,
                             beta, C + (size_t)s * ldc, ldc);
             } else {
                 const float *b = tb ? B + (size_t)s * ldb : B + s;
+                fill_bias(C, ldc, bias, 0, M, s, e);
                 cblas_sgemm(CblasRowMajor, TA, TB, M, e - s, K, alpha, A, lda, b, ldb,
                             beta, C + s, ldc);
             }
         }
     }
+}
+
+void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+          const float *B, int ldb, float beta, float *C, int ldc)
+{
+    gemm_bias(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -213,12 +236,7 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
 void linear_forward(float *out, const float *inp, const float *W, const float *b,
                     int N, int IC, int OC)
 {
-    if (b) {
-        #pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++)
-            memcpy(out + (size_t)n * OC, b, (size_t)OC * sizeof(float));
-    }
-    gemm(0, 1, N, OC, IC, 1.0f, inp, IC, W, IC, b ? 1.0f : 0.0f, out, OC);
+    gemm_bias(0, 1, N, OC, IC, 1.0f, inp, IC, W, IC, 0.0f, out, OC, b);
 }
 
 /* db[C] += column sums of x[N,C]; threads own column slices. */
@@ -493,6 +511,17 @@ void dropout_backward(float *dinp, const float *dout, size_t n, float p, uint64_
     dropout_forward(dinp, dout, n, p, key);     /* same mask, same scale */
 }
 
+void residual_dropout_forward(float *out, const float *x, float *y, size_t n, float p,
+                              uint64_t key)
+{
+    PAR_CHUNKS(n, {
+        if (p > 0)
+            dropout_apply(y + s, y + s, e - s, p, key, s);
+        for (size_t k = s; k < e; k++)
+            out[k] = x[k] + y[k];
+    });
+}
+
 /* ------------------------------------------------------------------ */
 /* attention                                                           */
 
@@ -661,10 +690,13 @@ double xent_forward(float *lse, const float *logits, const int32_t *targets,
      * combine partial sums in an unspecified order */
     double *nll = malloc(((size_t)M + 1) * sizeof(double));
     char *hit = malloc((size_t)M + 1);
-    if (!nll || !hit)
+    int nt = omp_get_max_threads();
+    float *scratch = malloc((size_t)nt * V * sizeof(float));   /* exp values, per thread */
+    if (!nll || !hit || !scratch)
         abort();
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(nt)
     for (int m = 0; m < M; m++) {
+        float *tmp = scratch + (size_t)omp_get_thread_num() * V;
         const float *r = logits + (size_t)m * V;
         float mx = r[0];
         int arg = 0;
@@ -673,11 +705,7 @@ double xent_forward(float *lse, const float *logits, const int32_t *targets,
                 mx = r[v];
                 arg = v;
             }
-        float *tmp = malloc((size_t)V * sizeof(float));
-        if (!tmp)
-            abort();
         float l = mx + logf(exp_row(tmp, r, mx, V));
-        free(tmp);
         lse[m] = l;
         nll[m] = (double)l - r[targets[m]];
         hit[m] = arg == targets[m];
@@ -692,6 +720,7 @@ double xent_forward(float *lse, const float *logits, const int32_t *targets,
     }
     free(nll);
     free(hit);
+    free(scratch);
     if (correct)
         *correct = ok;
     return den > 0 ? num / den : 0.0;

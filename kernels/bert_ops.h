@@ -88,6 +88,11 @@ int dropout_keep(uint64_t key, uint64_t i, float p);
 void dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t key);
 /* dinp = mask * dout / (1-p); may alias. */
 void dropout_backward(float *dinp, const float *dout, size_t n, float p, uint64_t key);
+/* Fused post-LN residual: y = dropout(y) (in place, same mask as
+ * dropout_forward with this key), out = x + y.  Backward: residual_backward
+ * then dropout_backward. */
+void residual_dropout_forward(float *out, const float *x, float *y, size_t n, float p,
+                              uint64_t key);
 /* Key for one dropout site: mixes seed, forward-call counter and site id. */
 uint64_t dropout_key(uint64_t seed, uint64_t counter, uint64_t site);
 
