@@ -161,6 +161,29 @@ static double recorded_duration(sched *S, const flow_hash *k)
     return d;
 }
 
+/* The metrics object stored with artifact k (JSON text, caller frees), or
+ * NULL: --json reports them for cached nodes too. */
+static char *recorded_metrics(sched *S, const flow_hash *k)
+{
+    flow_err e = {0};
+    store_artifact *a = NULL;
+    if (store_get(S->s, k, &a, &e) != 0) return NULL;
+    char *out = NULL;
+    json_value *v = NULL;
+    if (a->meta_json && json_parse(a->meta_json, strlen(a->meta_json), NULL, &v, &e) == 0) {
+        const json_value *m = json_get(v, "metrics");
+        if (json_typeof(m) == JSON_OBJ) {
+            flow_buf b;
+            buf_init(&b);
+            json_write(&b, m, 0);
+            out = buf_detach(&b, NULL);
+        }
+        json_free(v);
+    }
+    store_artifact_free(a);
+    return out;
+}
+
 /* Last recorded duration of node i in this graph, or 1 s. */
 static double estimate(sched *S, int i)
 {
@@ -327,7 +350,10 @@ static void cached_node(sched *S, int i)
     f.status = "cached";
     f.key = n->hex;
     f.built_s = recorded_duration(S, &S->keys[i]);
+    char *metrics = S->opt->json ? recorded_metrics(S, &S->keys[i]) : NULL;
+    f.metrics = metrics;
     prog_finished(S->p, NULL, &f);
+    free(metrics);
     mark_ready_users(S, i);
 }
 
