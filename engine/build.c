@@ -7,7 +7,8 @@
  * forked worker (worker.c) that commits its own artifact.
  *
  * Order: ready nodes start by critical path — the longest chain of
- * estimated durations (last recorded duration of that node, else 1 s) from
+ * estimated durations (last recorded duration of that node, else the mean
+ * of its stage's known ones in this graph, else 1 s) from
  * the node to the end of the build — ties broken by topological position,
  * so the order is deterministic.  Resources: -j CPU slots (a node gets
  * exactly min(wanted, -j) and starts when that many are free, because
@@ -184,16 +185,38 @@ static char *recorded_metrics(sched *S, const flow_hash *k)
     return out;
 }
 
-/* Last recorded duration of node i in this graph, or 1 s. */
+/* Last recorded duration of node i in this graph, or -1 if none. */
 static double estimate(sched *S, int i)
 {
     flow_hash k;
     int nk = 0;
     flow_err e = {0};
     if (store_last_builds(S->s, S->g->id, node_name(S, i), &k, 1, &nk, &e) != 0 || nk < 1)
-        return 1.0;
-    double d = recorded_duration(S, &k);
-    return d >= 0 ? d : 1.0;
+        return -1;
+    return recorded_duration(S, &k);
+}
+
+/* Estimates for every wanted node: its own last duration, else the mean
+ * of the known ones of the same stage in this graph, else 1 s. */
+static void estimate_all(sched *S)
+{
+    const flow_graph *g = S->g;
+    for (int i = 0; i < g->n; i++)
+        if (S->b[i].want) S->b[i].est = estimate(S, i);
+    for (int i = 0; i < g->n; i++) {
+        bnode *n = &S->b[i];
+        if (!n->want || n->est >= 0) continue;
+        double sum = 0;
+        int cnt = 0;
+        for (int j = 0; j < g->n; j++)
+            if (S->b[j].want && S->b[j].est >= 0 && g->nodes[j].stage == g->nodes[i].stage) {
+                sum += S->b[j].est;
+                cnt++;
+            }
+        n->est = -2 - (cnt ? sum / cnt : 1.0);   /* marked: not from its own history */
+    }
+    for (int i = 0; i < g->n; i++)
+        if (S->b[i].est <= -2) S->b[i].est = -2 - S->b[i].est;
 }
 
 static int resolve_targets(sched *S, flow_err *err)
@@ -924,6 +947,7 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
         return rc;
     }
     /* critical path: priority = own estimate + the longest chain after it */
+    estimate_all(&S);
     int *pos = xmalloc((size_t)g->n * sizeof *pos), total = 0;
     for (int k = 0; k < g->n; k++) pos[g->topo[k]] = k;
     for (int k = g->n - 1; k >= 0; k--) {
@@ -931,7 +955,6 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
         bnode *n = &S.b[i];
         if (!n->want) continue;
         total++;
-        n->est = estimate(&S, i);
         double best = 0;
         for (int u = 0; u < g->nodes[i].nusers; u++) {
             const bnode *x = &S.b[g->nodes[i].users[u]];
