@@ -224,6 +224,40 @@ int cli_current_keys(const flow_graph *g, flow_store *s, flow_hash *keys, char *
     return 0;
 }
 
+int cli_state_load(cli_state *st, const cli_args *a, const char *graph,
+                   int (*fail)(const flow_err *))
+{
+    memset(st, 0, sizeof *st);
+    flow_err err;
+    if (cli_load_graph(graph, a->sets, a->nsets, &st->reg, &st->g, &err)) return fail(&err);
+    st->dir = cli_cache_dir(a->cache, st->g->path);
+    /* no cache yet: nothing was built; do not create one just to look */
+    if (cli_cache_exists(st->dir) && cli_open_store(st->dir, 0, &st->s, &err)) return fail(&err);
+    size_t n = (size_t)st->g->n + 1;
+    st->keys = xcalloc(n, sizeof *st->keys);
+    st->known = xcalloc(n, 1);
+    st->built = xcalloc(n, 1);
+    st->desc = xcalloc(n, sizeof *st->desc);
+    if (cli_current_keys(st->g, st->s, st->keys, st->known, st->built, st->desc, &err))
+        return fail(&err);
+    return 0;
+}
+
+void cli_state_release(cli_state *st)
+{
+    if (st->desc && st->g)
+        for (int i = 0; i < st->g->n; i++) free(st->desc[i]);
+    free(st->desc);
+    free(st->keys);
+    free(st->known);
+    free(st->built);
+    if (st->s) store_close(st->s);
+    graph_free(st->g);
+    registry_free(st->reg);
+    free(st->dir);
+    memset(st, 0, sizeof *st);
+}
+
 json_value *cli_meta(flow_store *s, const flow_hash *key)
 {
     store_artifact *a = NULL;
@@ -411,6 +445,14 @@ void cli_human_size(uint64_t n, char out[16])
     else snprintf(out, 16, v < 10 ? "%.1f%s" : "%.0f%s", v, u[k]);
 }
 
+int cli_open_cache(const cli_args *a, char **dir, flow_store **s)
+{
+    flow_err err;
+    *s = NULL;
+    *dir = cli_cache_dir(a->cache, NULL);
+    return cli_open_store(*dir, 1, s, &err) ? cli_fail(&err) : 0;
+}
+
 /* Opens the cache named by the options and resolves a hash prefix. */
 int cli_open_artifact(const cli_args *a, const char *cmd, flow_store **s, flow_hash *key)
 {
@@ -422,10 +464,10 @@ int cli_open_artifact(const cli_args *a, const char *cmd, flow_store **s, flow_h
     if (h[n] || n < 6 || n > 32)
         return cli_usage_error("%s: '%s' is not an artifact hash; give 6 to 32 hex digits "
                                "(see 'flow ls')", cmd, h);
-    char *dir = cli_cache_dir(a->cache, NULL);
-    int rc = cli_open_store(dir, 1, s, &err);
+    char *dir;
+    int rc = cli_open_cache(a, &dir, s);
     free(dir);
-    if (rc) return cli_fail(&err);
+    if (rc) return rc;
     if (store_resolve(*s, a->pos[0], key, &err)) {
         store_close(*s);
         *s = NULL;

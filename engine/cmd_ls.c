@@ -48,10 +48,7 @@ int cmd_ls(int argc, char **argv)
     flow_err err;
     char *dir = NULL;
     rows rs = { NULL, 0, 0 };
-    if (!rc) {
-        dir = cli_cache_dir(a.cache, NULL);
-        if (cli_open_store(dir, 1, &s, &err)) rc = cli_fail(&err);
-    }
+    if (!rc) rc = cli_open_cache(&a, &dir, &s);
     if (!rc && store_foreach(s, collect, &rs, &err)) rc = cli_fail(&err);
     if (!rc) {
         if (rs.n) qsort(rs.r, (size_t)rs.n, sizeof *rs.r, by_date);

@@ -11,28 +11,14 @@ int cmd_status(int argc, char **argv)
     cli_args a;
     int rc = cli_parse(argc, argv, "set cache json", &a);
     if (!rc && a.npos != 1) rc = cli_usage_error("status: usage: flow status GRAPH [--set ...] [--json]");
-    flow_registry *reg = NULL;
-    flow_graph *g = NULL;
-    flow_store *s = NULL;
-    flow_err err;
-    char *dir = NULL;
     /* --json: errors are a JSON event on stdout too */
-    int (*fail)(const flow_err *) = a.json ? cli_fail_json : cli_fail;
-    if (!rc && cli_load_graph(a.pos[0], a.sets, a.nsets, &reg, &g, &err)) rc = fail(&err);
-    if (!rc) {
-        dir = cli_cache_dir(a.cache, g->path);
-        /* no cache yet: nothing was built; do not create one just to look */
-        if (cli_cache_exists(dir) && cli_open_store(dir, 0, &s, &err)) rc = fail(&err);
-    }
-    flow_hash *keys = NULL;
-    char *known = NULL, *built = NULL, **desc = NULL;
-    if (!rc) {
-        keys = xcalloc((size_t)g->n + 1, sizeof *keys);
-        known = xcalloc((size_t)g->n + 1, 1);
-        built = xcalloc((size_t)g->n + 1, 1);
-        desc = xcalloc((size_t)g->n + 1, sizeof *desc);
-        if (cli_current_keys(g, s, keys, known, built, desc, &err)) rc = fail(&err);
-    }
+    cli_state st;
+    memset(&st, 0, sizeof st);
+    if (!rc) rc = cli_state_load(&st, &a, a.pos[0], a.json ? cli_fail_json : cli_fail);
+    flow_graph *g = st.g;
+    flow_store *s = st.s;
+    flow_hash *keys = st.keys;
+    char *known = st.known, *built = st.built, **desc = st.desc;
     if (!rc) {
         flow_buf out;
         buf_init(&out);
@@ -89,15 +75,7 @@ int cmd_status(int argc, char **argv)
         fwrite(out.data ? out.data : "", 1, out.len, stdout);
         buf_release(&out);
     }
-    if (desc) for (int i = 0; i < g->n; i++) free(desc[i]);
-    free(desc);
-    free(keys);
-    free(known);
-    free(built);
-    if (s) store_close(s);
-    graph_free(g);
-    registry_free(reg);
-    free(dir);
+    cli_state_release(&st);
     cli_args_release(&a);
     return rc;
 }

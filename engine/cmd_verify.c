@@ -40,10 +40,7 @@ int cmd_verify(int argc, char **argv)
     flow_store *s = NULL;
     flow_err err;
     char *dir = NULL;
-    if (!rc) {
-        dir = cli_cache_dir(a.cache, NULL);
-        if (cli_open_store(dir, 1, &s, &err)) rc = cli_fail(&err);
-    }
+    if (!rc) rc = cli_open_cache(&a, &dir, &s);
     if (!rc && a.repair) {
         rc = repair(s, dir);
     } else if (!rc) {

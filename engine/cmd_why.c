@@ -13,11 +13,7 @@
 static void source_changes(const flow_graph *g, flow_store *s, int node, const flow_hash *last)
 {
     flow_ctx ctx;
-    memset(&ctx, 0, sizeof ctx);
-    ctx.g = g;
-    ctx.node = node;
-    ctx.store = s;
-    ctx.progress_fd = -1;
+    key_ctx_init(&ctx, g, node, s);
     char **rel = NULL, **abs = NULL;
     int n = 0, shown = 0, more = 0;
     store_artifact *a = NULL;
@@ -37,21 +33,11 @@ static void source_changes(const flow_graph *g, flow_store *s, int node, const f
             seen[j] = 1;
             char *old = NULL, *cur = NULL;
             size_t ol = 0, cl = 0;
-            FILE *f = fopen(abs[i], "rb");
-            flow_buf b;
-            buf_init(&b);
-            if (f) {
-                char tmp[65536];
-                size_t k;
-                while ((k = fread(tmp, 1, sizeof tmp, f)) > 0) buf_add(&b, tmp, k);
-                fclose(f);
-            }
-            cur = b.data;
-            cl = b.len;
-            if (store_read_part(s, last, rel[i], &old, &ol, &err) != 0 || ol != cl || (cl && memcmp(old, cur, cl)))
+            if (file_read_all(abs[i], &cur, &cl, &err) != 0 ||
+                store_read_part(s, last, rel[i], &old, &ol, &err) != 0 || ol != cl || memcmp(old, cur, cl))
                 what = "modified";
             free(old);
-            buf_release(&b);
+            free(cur);
         }
         if (what && shown < 20) { printf("    file %s: %s\n", rel[i], what); shown++; }
         else if (what) more++;
@@ -74,29 +60,17 @@ int cmd_why(int argc, char **argv)
     cli_args a;
     int rc = cli_parse(argc, argv, "set cache", &a);
     if (!rc && a.npos != 2) rc = cli_usage_error("why: usage: flow why GRAPH NODE [--set ...]");
-    flow_registry *reg = NULL;
-    flow_graph *g = NULL;
-    flow_store *s = NULL;
-    flow_err err;
-    char *dir = NULL;
+    cli_state st;
+    memset(&st, 0, sizeof st);
     int node = -1;
-    if (!rc && cli_load_graph(a.pos[0], a.sets, a.nsets, &reg, &g, &err)) rc = cli_fail(&err);
-    if (!rc && (node = graph_find(g, a.pos[1])) < 0)
+    if (!rc) rc = cli_state_load(&st, &a, a.pos[0], cli_fail);
+    if (!rc && (node = graph_find(st.g, a.pos[1])) < 0)
         rc = cli_usage_error("why: no node '%s' in %s; see 'flow dag %s'", a.pos[1], a.pos[0], a.pos[0]);
-    if (!rc) {
-        dir = cli_cache_dir(a.cache, g->path);
-        /* no cache yet: nothing was built; do not create one just to look */
-        if (cli_cache_exists(dir) && cli_open_store(dir, 0, &s, &err)) rc = cli_fail(&err);
-    }
-    flow_hash *keys = NULL;
-    char *known = NULL, *built = NULL, **desc = NULL;
-    if (!rc) {
-        keys = xcalloc((size_t)g->n + 1, sizeof *keys);
-        known = xcalloc((size_t)g->n + 1, 1);
-        built = xcalloc((size_t)g->n + 1, 1);
-        desc = xcalloc((size_t)g->n + 1, sizeof *desc);
-        if (cli_current_keys(g, s, keys, known, built, desc, &err)) rc = cli_fail(&err);
-    }
+    flow_graph *g = st.g;
+    flow_store *s = st.s;
+    flow_hash *keys = st.keys;
+    char *known = st.known, *built = st.built, **desc = st.desc;
+    flow_err err;
     if (!rc) {
         const graph_node *nd = &g->nodes[node];
         char hex[33];
@@ -159,15 +133,7 @@ int cmd_why(int argc, char **argv)
         }
         buf_release(&now);
     }
-    if (desc) for (int i = 0; i < g->n; i++) free(desc[i]);
-    free(desc);
-    free(keys);
-    free(known);
-    free(built);
-    if (s) store_close(s);
-    graph_free(g);
-    registry_free(reg);
-    free(dir);
+    cli_state_release(&st);
     cli_args_release(&a);
     return rc;
 }

@@ -85,6 +85,10 @@ void buf_json_str(flow_buf *b, const char *s, size_t n);
 /* Appends a double as JSON (finite: %.17g trimmed; non-finite: null). */
 void buf_json_num(flow_buf *b, double v);
 char *buf_detach(flow_buf *b, size_t *len);     /* caller frees */
+/* Reads the whole file at path into a malloc'd buffer with a NUL after the
+ * *len bytes (never NULL on success).  FLOW_E_IO naming the file if it
+ * cannot be opened or read. */
+int file_read_all(const char *path, char **data, size_t *len, flow_err *err);
 
 /* ------------------------------------------------------------------ */
 /* Hashes: XXH3-128, printed as 32 lowercase hex digits.                */

@@ -642,26 +642,6 @@ int graph_find(const flow_graph *g, const char *name)
     return -1;
 }
 
-static int read_file(const char *path, char **data, size_t *len, flow_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return flow_fail(err, FLOW_E_IO, "cannot open graph '%s': %s", path, strerror(errno));
-    flow_buf b;
-    buf_init(&b);
-    char tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_add(&b, tmp, n);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        buf_release(&b);
-        return flow_fail(err, FLOW_E_IO, "cannot read graph '%s'", path);
-    }
-    if (!b.data) buf_adds(&b, "");
-    *data = buf_detach(&b, len);
-    return 0;
-}
-
 static int resolve(resolver *r, char *const *sets, int nsets)
 {
     flow_graph *g = r->g;
@@ -725,8 +705,11 @@ int graph_load(flow_graph **out, const char *path, const flow_registry *reg,
     *out = NULL;
     char *text;
     size_t len;
-    int rc = read_file(path, &text, &len, err);
-    if (rc) return rc == FLOW_E_IO ? FLOW_E_GRAPH : rc;
+    int rc = file_read_all(path, &text, &len, err);
+    if (rc) {
+        flow_err e = *err;
+        return flow_fail(err, FLOW_E_GRAPH, "graph: %s", e.msg);
+    }
     flow_graph *g = xcalloc(1, sizeof *g);
     char *abs = realpath(path, NULL);
     if (!abs) {

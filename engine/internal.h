@@ -149,6 +149,9 @@ void node_key_describe(const flow_graph *g, int node, const flow_hash *input_con
  * Used by build (just before running/looking up a node), status and why. */
 int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *keys,
                  flow_hash *key, flow_buf *describe, flow_err *err);
+/* A stage context for work done outside a build (key_extra, source_files):
+ * graph, node and store set, no progress pipe. */
+void key_ctx_init(flow_ctx *ctx, const flow_graph *g, int node, flow_store *s);
 
 /* ---- the worker context (the stage API's flow_ctx) -------------------- */
 struct flow_ctx {
@@ -246,6 +249,28 @@ int cli_exit_code(int rc);
  * null when the error has no location; a --set error adds "set":"NODE.PARAM"),
  * and returns the same exit code. */
 int cli_fail_json(const flow_err *err);
+/* Opens the existing cache named by --cache / FLOW_CACHE / ./.flow (*dir
+ * gets its path, caller frees); prints the error and returns the exit code
+ * if there is none or it cannot be opened. */
+int cli_open_cache(const cli_args *a, char **dir, flow_store **s);
+
+/* What status and why start from: the graph (with --set), its cache if one
+ * exists (they never create one) and every node's current key with its
+ * description (cli_current_keys).  cli_state_load prints an error through
+ * fail (cli_fail or cli_fail_json) and returns its exit code, else 0;
+ * cli_state_release frees whatever was loaded. */
+typedef struct cli_state {
+    flow_registry *reg;
+    flow_graph *g;
+    flow_store *s;              /* NULL: no cache yet */
+    char *dir;
+    flow_hash *keys;
+    char *known, *built, **desc;
+} cli_state;
+int cli_state_load(cli_state *st, const cli_args *a, const char *graph,
+                   int (*fail)(const flow_err *));
+void cli_state_release(cli_state *st);
+
 /* The value of option opt at argv[*i] ("--opt V" or "--opt=V"); NULL if
  * argv[*i] is not opt.  Sets *missing when the value is absent. */
 const char *cli_optval(int argc, char **argv, int *i, const char *opt, int *missing);

@@ -232,6 +232,15 @@ int ref_content(const store_artifact *a, const char *output, flow_hash *out)
     return 0;
 }
 
+void key_ctx_init(flow_ctx *ctx, const flow_graph *g, int node, flow_store *s)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->g = g;
+    ctx->node = node;
+    ctx->store = s;
+    ctx->progress_fd = -1;
+}
+
 int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *keys,
                  flow_hash *key, flow_buf *describe, flow_err *err)
 {
@@ -264,11 +273,7 @@ int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *
     flow_hash extra, *extrap = NULL;
     if (!rc && st->key_extra) {
         flow_ctx ctx;
-        memset(&ctx, 0, sizeof ctx);
-        ctx.g = g;
-        ctx.node = node;
-        ctx.store = s;
-        ctx.progress_fd = -1;
+        key_ctx_init(&ctx, g, node, s);
         flow_hasher *h = flow_hasher_new();
         rc = st->key_extra(&ctx, h);
         extra = flow_hasher_digest(h);

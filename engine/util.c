@@ -3,6 +3,7 @@
  * project links this; nothing here knows about graphs or stages. */
 #include "engine.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
@@ -162,6 +163,27 @@ char *buf_detach(flow_buf *b, size_t *len)
     if (len) *len = b->len;
     buf_init(b);
     return p;
+}
+
+int file_read_all(const char *path, char **data, size_t *len, flow_err *err)
+{
+    *data = NULL;
+    if (len) *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return flow_fail(err, FLOW_E_IO, "cannot open '%s': %s", path, strerror(errno));
+    flow_buf b;
+    buf_init(&b);
+    char tmp[1 << 16];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_add(&b, tmp, n);
+    int bad = ferror(f), e = errno;
+    fclose(f);
+    if (bad) {
+        buf_release(&b);
+        return flow_fail(err, FLOW_E_IO, "cannot read '%s': %s", path, strerror(e));
+    }
+    *data = buf_detach(&b, len);
+    return 0;
 }
 
 /* ---- hashing ---- */

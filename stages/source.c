@@ -257,28 +257,14 @@ static int run(flow_ctx *c)
         }
         char *data = NULL;
         size_t len = 0;
-        FILE *f = fopen(l.abs[i], "rb");
-        if (!f) {
-            rc = flow_ctx_fail(c, FLOW_E_IO, "cannot open '%s': %s", l.abs[i], strerror(errno));
+        flow_err fe;
+        if (file_read_all(l.abs[i], &data, &len, &fe)) {
+            rc = flow_ctx_fail(c, FLOW_E_IO, "%s", fe.msg);
             break;
         }
-        flow_buf b;
-        buf_init(&b);
-        char tmp[1 << 16];
-        size_t n;
-        while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_add(&b, tmp, n);
-        int bad = ferror(f);
-        fclose(f);
-        if (bad) {
-            buf_release(&b);
-            rc = flow_ctx_fail(c, FLOW_E_IO, "cannot read '%s'", l.abs[i]);
-            break;
-        }
-        data = b.data;
-        len = b.len;
         bytes += len;
-        rc = flow_out_write(c, rel, FLOW_PART_BYTES, data ? data : "", len);
-        buf_release(&b);
+        rc = flow_out_write(c, rel, FLOW_PART_BYTES, data, len);
+        free(data);
     }
     if (!rc && folders && nunlabelled)
         rc = flow_ctx_fail(c, FLOW_E_INPUT, "labels = folders, but %d file(s) lie directly in '%s' "
