@@ -357,7 +357,15 @@ int store_open(flow_store **out, const char *dir, const store_options *opt, flow
      * transaction: they would keep old pages from being reused */
     int dead = 0;
     mdb_reader_check(s->env, &dead);
-    int r = s->readonly ? init_readonly(s, err) : store_write(s, "initializing", init_fn, NULL, 0, err);
+    /* An existing store is validated in a read transaction (no commit, no
+     * fsync: every worker process opens the store); only a new one needs
+     * the write transaction that creates the meta record and tables. */
+    flow_err tmp;
+    int r = init_readonly(s, s->readonly ? err : &tmp);
+    if (!s->readonly && r == FLOW_E_NOTFOUND)
+        r = store_write(s, "initializing", init_fn, NULL, 0, err);
+    else if (!s->readonly && r && err)
+        *err = tmp;
     if (r) {
         store_close(s);
         return r;
