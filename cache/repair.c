@@ -52,6 +52,8 @@ typedef struct rctx {
     hset bad_arts;          /* artifacts whose content hashes do not add up */
     hlist bad_list;         /* bad_chunks in order, for deletion */
     store_repair_stats st;
+    int in_txn;             /* say() collects into removed (the write may rerun) */
+    flow_buf removed;       /* NUL-separated removal lines, reported after commit */
 } rctx;
 
 static void say(rctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -62,7 +64,8 @@ static void say(rctx *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (c->report) c->report(msg, c->arg);
+    if (c->in_txn) buf_add(&c->removed, msg, strlen(msg) + 1);
+    else if (c->report) c->report(msg, c->arg);
 }
 
 /* Lists every key of table db (16-byte keys) with, for chunks, the raw
@@ -186,6 +189,7 @@ static int repair_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
     rctx *c = arg;
     (void)err;
     c->st.artifacts_removed = c->st.checkpoints_removed = c->st.chunks_removed = 0;
+    c->removed.len = 0;     /* a rerun (map grown) starts over */
     hlist dead_arts = {0}, dead_ckpts = {0};
     MDB_cursor *cur = NULL;
     MDB_val k, v;
@@ -295,14 +299,19 @@ int store_repair(flow_store *s, store_repair_report report, void *arg, store_rep
         return flow_fail(err, FLOW_E_USAGE, "cache %s was opened read-only; cannot repair it", s->dir);
     rctx c;
     memset(&c, 0, sizeof c);
+    buf_init(&c.removed);
     c.report = report;
     c.arg = arg;
     hset_init(&c.bad_chunks);
     hset_init(&c.bad_arts);
     int rc = check_chunks(s, &c, err);
     if (!rc) rc = check_manifests(s, &c, err);
+    c.in_txn = 1;
     if (!rc) rc = store_write(s, "repairing the cache", repair_fn, &c, 0, err);
     if (!rc && st) *st = c.st;
+    for (size_t off = 0; !rc && c.report && off < c.removed.len; off += strlen(c.removed.data + off) + 1)
+        c.report(c.removed.data + off, c.arg);
+    buf_release(&c.removed);
     hset_release(&c.bad_chunks);
     hset_release(&c.bad_arts);
     hl_release(&c.bad_list);
