@@ -2,6 +2,7 @@
 # crash_slow_test.sh — kill -9 `flow build` at random moments, again and
 # again; after each kill the cache must verify, and finally an
 # uninterrupted build must give the same keys as a build in a fresh cache.
+# Then Ctrl-C: exit 130, workers stopped, the next build resumes.
 # Fixed seed (RANDOM=7) so the kill moments repeat run to run.
 set -u
 FLOW=${FLOW:?FLOW must point at the flow binary}
@@ -73,5 +74,23 @@ if [ "$killed" -lt 12 ]; then
     echo "only $killed of 24 kills hit a running build: the test lost its point"; fail=1
 fi
 leftover=$(ls "$TMPDIR" | wc -l)
+# Ctrl-C: SIGINT stops the workers, exit 130, nothing partial; rerun resumes
+cat > "$T/int.graph" <<'EOF'
+quick = exec { command = "echo q > q.txt" outputs = ["q.txt"] }
+long = exec { in = [quick] command = "sleep 20; echo l > l.txt" outputs = ["l.txt"] }
+EOF
+"$FLOW" build "$T/int.graph" --cache "$T/icache" -j 2 > "$T/int.txt" 2>&1 &
+pid=$!
+for i in $(seq 1 100); do grep -q "started long" "$T/int.txt" 2>/dev/null && break; sleep 0.05; done
+kill -INT "$pid"
+wait "$pid"
+rc=$?
+[ $rc -eq 130 ] || { echo "SIGINT: exit $rc, expected 130"; cat "$T/int.txt"; fail=1; }
+grep -q "interrupted" "$T/int.txt" || { echo "SIGINT: no message"; cat "$T/int.txt"; fail=1; }
+pgrep -f "sleep 20; echo l" > /dev/null && { echo "SIGINT: the command survived"; fail=1; }
+"$FLOW" verify --cache "$T/icache" > /dev/null 2>&1 || { echo "SIGINT: verify failed"; fail=1; }
+sed -i 's/sleep 20/sleep 0.1/' "$T/int.graph"
+"$FLOW" build "$T/int.graph" --cache "$T/icache" -j 2 > "$T/int2.txt" 2>&1 || { echo "SIGINT: rerun failed"; cat "$T/int2.txt"; fail=1; }
+grep -q "cached  quick" "$T/int2.txt" || { echo "SIGINT: rerun did not resume (quick not cached)"; cat "$T/int2.txt"; fail=1; }
 [ "$fail" = 0 ] && echo "crash_slow_test: $killed of 24 kill -9 hit a running build, the cache verified each time, keys match a fresh build ($leftover temp folders left by killed workers)"
 exit $fail

@@ -90,6 +90,13 @@ static int abort_run(flow_ctx *c)
     abort();
 }
 
+static int kill_run(flow_ctx *c)
+{
+    flow_log(c, "allocating a lot (pretend)");
+    kill(getpid(), SIGKILL);    /* what the OOM killer does */
+    return 0;
+}
+
 /* First run: saves a checkpoint and fails; second: resumes from it. */
 static int ckpt_run(flow_ctx *c)
 {
@@ -114,6 +121,7 @@ TSTAGE(st_fail, "t_fail", fail_run, 0)
 TSTAGE(st_segv, "t_segv", segv_run, 0)
 TSTAGE(st_abort, "t_abort", abort_run, 0)
 TSTAGE(st_ckpt, "t_ckpt", ckpt_run, 0)
+TSTAGE(st_kill, "t_kill", kill_run, 0)
 
 /* ---- graphs by hand ------------------------------------------------------- */
 
@@ -415,6 +423,33 @@ static void test_fail_isolation(void)
     CHECK(!info(g, "f").built && !info(g, "sg").built && !info(g, "ab").built);
     CHECK(!info(g, "after_f").built && !info(g, "after_after").built);
     CHECK_MSG(count_artifacts() == 2, "only ok1 and ok2 are stored, found %d", count_artifacts());
+
+    /* a SIGKILL (as from the OOM killer) is reported as such */
+    fresh_cache("sched-oom");
+    flow_graph *g2 = gnew("g-oom");
+    add(g2, "oom", &st_kill, 0, "k", NULL, 0, 0);
+    add(g2, "fine", &st_sleep, 0, "fine", NULL, 0, 0);
+    fflush(stdout);
+    int saved = dup(2);
+    char errf[4200];
+    snprintf(errf, sizeof errf, "%s/stderr.txt", cache_dir);
+    int fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 2);
+    close(fd);
+    rc = build(g2, 2, 0, 1, &r, &e);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    CHECK(rc == FLOW_E_STAGE && r.failed == 1 && r.ran == 1);
+    FILE *ef = fopen(errf, "r");
+    char text[8192] = "";
+    size_t tl = ef ? fread(text, 1, sizeof text - 1, ef) : 0;
+    text[tl] = 0;
+    if (ef) fclose(ef);
+    CHECK_CONTAINS(text, "node 'oom': worker killed by signal 9");
+    CHECK_CONTAINS(text, "out of memory");
+    CHECK_CONTAINS(text, "allocating a lot (pretend)");
+    gfree(g2);
 
     /* fail-fast with one slot: the failing node goes first (longer chain),
      * nothing else is launched */
