@@ -27,7 +27,7 @@ enum { J_FREE, J_FILLING, J_INFLIGHT, J_READY };
 typedef struct wjob {
     pool_job pj;                /* first: the pool hands us this pointer */
     flow_store *s;
-    int state, part, mode, codec;
+    int state, part, mode, codec, replace;
     char *raw, *out, *out2;
     size_t len, vlen;
     int64_t created;
@@ -58,6 +58,9 @@ struct store_writer {
     hset seen;                  /* chunks already handled by this writer */
     int failed;
     flow_err ferr;
+    /* checking a stored chunk before reusing it (dedup) */
+    ZSTD_DCtx *dctx;
+    char *vbuf, *vscratch;
 };
 
 static void job_run(pool_job *pj, int worker)
@@ -108,7 +111,8 @@ static int put_ready(flow_store *s, MDB_txn *txn, store_writer *w)
     for (int i = 0; i < w->nready; i++) {
         wjob *j = w->ready[i];
         MDB_val k = { 16, j->h.b }, v = { j->vlen, j->out };
-        int rc = mdb_put(txn, s->dbi[DB_CHUNKS], &k, &v, MDB_NOOVERWRITE);
+        /* replace: the stored copy failed its check; store ours over it */
+        int rc = mdb_put(txn, s->dbi[DB_CHUNKS], &k, &v, j->replace ? 0 : MDB_NOOVERWRITE);
         if (rc && rc != MDB_KEYEXIST) return rc;
     }
     return 0;
@@ -180,19 +184,36 @@ static int get_job(store_writer *w, wjob **out, flow_err *err)
     }
 }
 
-/* Is chunk h stored?  *created gets its time. */
-static int chunk_stored(flow_store *s, const flow_hash *h, int64_t *created, flow_err *err)
+/* Is chunk h stored, and intact?  Returns 1 (stored and it decodes to its
+ * hash; *created gets its time), 0 (absent), 2 (stored but damaged: the
+ * caller stores its own copy over it), or a negative code.  Checking costs
+ * one decode, far less than the compression that dedup saves, and keeps a
+ * damaged chunk from being referenced by new artifacts. */
+static int chunk_stored(store_writer *w, const flow_hash *h, uint32_t len, int64_t *created,
+                        flow_err *err)
 {
+    flow_store *s = w->s;
+    if (!w->dctx) {
+        w->dctx = ZSTD_createDCtx();
+        if (!w->dctx) FLOW_BUG("out of memory creating a zstd context");
+        w->vbuf = xmalloc(STORE_CHUNK_SIZE);
+        w->vscratch = xmalloc(STORE_CHUNK_SIZE);
+    }
     MDB_txn *txn;
     int rc = store_txn_read(s, &txn, err);
     if (rc) return rc;
     MDB_val k = { 16, (void *)h->b }, v;
     rc = mdb_get(txn, s->dbi[DB_CHUNKS], &k, &v);
-    int found = rc == 0;
-    if (found && v.mv_size >= CHUNK_HDR) *created = (int64_t)get_u64((const unsigned char *)v.mv_data + 8);
+    int st = 0;
+    if (rc == 0) {
+        char why[256];
+        st = chunk_decode(w->dctx, v.mv_data, v.mv_size, h, len, w->vbuf, w->vscratch,
+                          why, sizeof why) == 0 ? 1 : 2;
+        if (st == 1) *created = (int64_t)get_u64((const unsigned char *)v.mv_data + 8);
+    }
     store_txn_end(s, txn);
     if (rc && rc != MDB_NOTFOUND) return store_mdb_fail(s, err, rc, "looking up a chunk");
-    return found;
+    return st;
 }
 
 /* Refreshes the time of a stored chunk this writer reuses, so a gc (whose
@@ -240,18 +261,19 @@ static int submit_cur(store_writer *w, flow_err *err)
     hset_put(&w->seen, &j->h, &added);
     if (!added) { j->state = J_FREE; return 0; }
     int64_t created = 0;
-    int st = chunk_stored(w->s, &j->h, &created, err);
+    int st = chunk_stored(w, &j->h, (uint32_t)j->len, &created, err);
     if (st < 0) { j->state = J_FREE; return set_failed(w, st, err); }
     if (st == 1 && store_now() - created > TOUCH_AGE) {
         touch_ctx t = { &j->h, 0 };
         int rc = store_write(w->s, "refreshing a reused chunk", touch_fn, &t, 1, err);
         if (rc) { j->state = J_FREE; return set_failed(w, rc, err); }
-        st = t.found;
+        st = t.found ? 1 : 2;     /* vanished or damaged meanwhile: store ours */
     }
     if (st == 1) {
         j->state = J_FREE;
         return 0;
     }
+    j->replace = st == 2;
     j->mode = p->kind == FLOW_PART_F32 ? w->f32_mode : CHUNK_BYTES;
     if (j->mode == CHUNK_F32_TRY && !j->out2) j->out2 = xmalloc(chunk_bound(STORE_CHUNK_SIZE));
     j->part = w->nparts - 1;
@@ -497,6 +519,9 @@ void store_writer_free(store_writer *w)
     }
     free(w->parts);
     hset_release(&w->seen);
+    ZSTD_freeDCtx(w->dctx);
+    free(w->vbuf);
+    free(w->vscratch);
     free(w);
 }
 
