@@ -229,7 +229,7 @@ done
 check "clean writes corpus.json" test "$("$FLOW" cat "$C" corpus.json --cache "$T/cache")" = '{"format":"flow-corpus","version":1}'
 
 # ---- 3. shared corpus slice ----------------------------------------------
-L=${FLOW_DATA:-}/legal
+L=${FLOW_DATA:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data}/legal
 if [ -d "$L/laws/刑法" ]; then
     cat > "$T/l.graph" <<EOF
 laws = source { path = "$L/laws"  labels = folders  include = ["刑法/*", "诉讼与非诉讼程序法/*"] }
@@ -253,7 +253,7 @@ EOF
     echo "legal slice: units $(metric c units), train $(metric s train.units), dev $(metric s dev.units)," \
          "test $(metric s test.units), user_terms_in_top_k $(metric t user_terms_in_top_k)"
 else
-    echo "note: $L not found, shared-corpus part skipped"
+    echo "note: shared-corpus part skipped: $L/laws/刑法 not found (set FLOW_DATA)"
 fi
 
 if [ $fail -ne 0 ]; then echo "text_e2e_test: FAILED"; exit 1; fi
