@@ -118,6 +118,10 @@ int utf8_encode(uint32_t cp, char out[4]);  /* returns length 1..4 */
 /* Returns the byte offset of the first invalid sequence, or -1 if valid. */
 long utf8_first_invalid(const unsigned char *s, size_t n);
 
+/* splitmix64: a small seeded generator, the same stream on every platform
+ * (split assignment, shuffles).  Advances *state and returns 64 bits. */
+uint64_t splitmix64_next(uint64_t *state);
+
 /* ------------------------------------------------------------------ */
 /* A small JSON reader (DOM).  Used for artifact metadata (flow show/why/
  * status) and by stages to read config files.  Strict RFC 8259: one value,

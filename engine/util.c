@@ -1,5 +1,6 @@
 /* util.c — small shared helpers: errors, allocation, growable buffers with
- * JSON escaping, XXH3-128 hashing and UTF-8 decoding.  Everything in the
+ * JSON escaping, XXH3-128 hashing, UTF-8 decoding and a seeded generator
+ * (splitmix64).  Everything in the
  * project links this; nothing here knows about graphs or stages. */
 #include "engine.h"
 
@@ -313,4 +314,12 @@ long utf8_first_invalid(const unsigned char *s, size_t n)
         i += (size_t)k;
     }
     return -1;
+}
+
+uint64_t splitmix64_next(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
 }

@@ -12,15 +12,6 @@
 /* Greedy passes tried per split (each from its own seeded order). */
 #define SPLIT_RESTARTS 32
 
-/* splitmix64: small, seeded, the same on every platform. */
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Majority label column of group g. */
 static int major(const int *counts, int ncols, int g)
 {
@@ -72,7 +63,7 @@ static void one_pass(int ngroups, int ncols, const int *counts, int nsplits, con
     for (int g = 0; g < ngroups; g++) order[g] = g;
     uint64_t st = seed;
     for (int i = ngroups - 1; i > 0; i--) {
-        int j = (int)(rng_next(&st) % (uint64_t)(i + 1));
+        int j = (int)(splitmix64_next(&st) % (uint64_t)(i + 1));
         int t = order[i]; order[i] = order[j]; order[j] = t;
     }
     for (int i = 0; i < ngroups; i++) {
@@ -151,7 +142,7 @@ int split_assign(int ngroups, int ncols, const int *counts, int nsplits, const d
     double best = INFINITY;
     uint64_t st = seed;
     for (int r = 0; r < SPLIT_RESTARTS; r++) {
-        one_pass(ngroups, ncols, counts, nsplits, target, rng_next(&st), trial);
+        one_pass(ngroups, ncols, counts, nsplits, target, splitmix64_next(&st), trial);
         double e = assign_error(ngroups, ncols, counts, nsplits, target, total, trial);
         if (e < best - 1e-12) {
             best = e;

@@ -27,11 +27,10 @@ static void walk(const char *dir)
         struct stat sb;
         if (stat(path, &sb)) continue;
         if (S_ISDIR(sb.st_mode)) { walk(path); continue; }
-        FILE *f = fopen(path, "rb");
-        if (!f) continue;
-        char *buf = xmalloc((size_t)sb.st_size + 1);
-        size_t n = fread(buf, 1, (size_t)sb.st_size, f);
-        fclose(f);
+        char *buf;
+        size_t n;
+        flow_err rerr = {0, {0}};
+        if (file_read_all(path, &buf, &n, &rerr)) { fprintf(stderr, "%s\n", rerr.msg); continue; }
         text_units u;
         text_units_init(&u);
         flow_err err;

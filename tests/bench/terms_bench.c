@@ -10,15 +10,9 @@
 
 static char *slurp(const char *path, size_t *n)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) { perror(path); exit(1); }
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = xmalloc((size_t)sz + 1);
-    *n = fread(b, 1, (size_t)sz, f);
-    b[*n] = 0;
-    fclose(f);
+    char *b;
+    flow_err err = {0, {0}};
+    if (file_read_all(path, &b, n, &err)) { fprintf(stderr, "%s\n", err.msg); exit(1); }
     return b;
 }
 

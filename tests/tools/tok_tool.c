@@ -25,19 +25,13 @@ static double now_s(void)
 
 static char *slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "tok_tool: cannot open %s: %s\n", path, strerror(errno));
+    char *data;
+    flow_err err = {0, {0}};
+    if (file_read_all(path, &data, len, &err)) {
+        fprintf(stderr, "tok_tool: %s\n", err.msg);
         exit(2);
     }
-    flow_buf b;
-    buf_init(&b);
-    char tmp[1 << 16];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        buf_add(&b, tmp, n);
-    fclose(f);
-    return buf_detach(&b, len);
+    return data;
 }
 
 static void spit(const char *dir, const char *name, flow_buf *b)
