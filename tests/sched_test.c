@@ -9,6 +9,7 @@
 #include "tests/test.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <math.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -295,10 +296,19 @@ static int count_lines(const char *path, const char *prefix)
     return n;
 }
 
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st; (void)flag; (void)f;
+    remove(path);
+    return 0;
+}
+
+/* Removes the previous test's cache folder, makes a new one. */
 static void fresh_cache(const char *tag)
 {
+    if (cache_dir) nftw(cache_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     free(cache_dir);
-    cache_dir = test_tmpdir(tag);
+    cache_dir = tag ? test_tmpdir(tag) : NULL;
 }
 
 /* ---- the tests ------------------------------------------------------------ */
@@ -664,6 +674,6 @@ int main(void)
     test_leases();
     test_json();
     test_interrupt();
-    free(cache_dir);
+    fresh_cache(NULL);
     return test_summary("sched_test");
 }
