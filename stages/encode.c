@@ -37,132 +37,89 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Splits data (modified in place) into lines; returns their count. */
-static size_t split_lines(char *data, size_t len, char ***out)
-{
-    size_t n = 0, cap = 1024;
-    char **v = xmalloc(cap * sizeof *v);
-    for (size_t i = 0; i < len;) {
-        char *nl = memchr(data + i, '\n', len - i);
-        size_t e = nl ? (size_t)(nl - data) : len;
-        if (n == cap) {
-            cap *= 2;
-            v = xrealloc(v, cap * sizeof *v);
-        }
-        v[n++] = data + i;
-        data[e < len ? e : len] = 0;
-        i = e + 1;
-    }
-    *out = v;
-    return n;
-}
-
-/* Label and group ids of every unit from the `units` (and `labels`) parts. */
-static int label_groups(flow_ctx *c, const char *prefix, uint64_t nseq,
+/* Label and group ids of every unit, from the corpus parts units and
+ * labels (prefix's own, else the root `labels`), parsed by the shared
+ * corpus reader (corpus_parse, which takes ownership of text and checks
+ * that it is aligned with units).  Without a units part (plain text) every
+ * id stays -1 and neither label_names nor group_names is written. */
+static int label_groups(flow_ctx *c, const char *prefix, char *text, size_t tlen, uint64_t nseq,
                         int32_t *labels, int32_t *groups)
 {
     char part[256];
     for (uint64_t i = 0; i < nseq; i++)
         labels[i] = groups[i] = -1;
     snprintf(part, sizeof part, "%sunits", prefix);
-    if (!flow_in_has(c, "corpus", 0, part))
+    if (!flow_in_has(c, "corpus", 0, part)) {
+        free(text);
         return 0;
+    }
     char *units = NULL, *names = NULL;
     size_t ulen, nlen = 0;
     int rc = flow_in_read(c, "corpus", 0, part, &units, &ulen);
-    if (rc)
+    if (rc) {
+        free(text);
         return flow_ctx_fail(c, rc, "cannot read corpus part %s", part);
-    char **ulines, **nlines = NULL;
-    size_t nu = split_lines(units, ulen, &ulines), nn = 0;
+    }
     snprintf(part, sizeof part, "%slabels", prefix);
     if (!flow_in_has(c, "corpus", 0, part))
         snprintf(part, sizeof part, "labels");  /* one list shared by every split */
-    if (flow_in_has(c, "corpus", 0, part)) {
-        rc = flow_in_read(c, "corpus", 0, part, &names, &nlen);
-        if (rc) {
-            free(units);
-            free(ulines);
-            return flow_ctx_fail(c, rc, "cannot read corpus part %s", part);
-        }
-        nn = split_lines(names, nlen, &nlines);
+    int have_names = flow_in_has(c, "corpus", 0, part);
+    if (have_names && (rc = flow_in_read(c, "corpus", 0, part, &names, &nlen))) {
+        free(text);
+        free(units);
+        return flow_ctx_fail(c, rc, "cannot read corpus part %s", part);
     }
-    if (nu != nseq) {
-        rc = flow_ctx_fail(c, FLOW_E_INPUT, "corpus %sunits has %zu lines but %stext has %llu "
+    flow_corpus corp;
+    flow_err err = {0, {0}};
+    if ((rc = corpus_parse(&corp, text, tlen, units, ulen, names, nlen, &err)) != 0)
+        return flow_ctx_fail(c, rc, "corpus %s: %s", *prefix ? prefix : "(root)", err.msg);
+    if ((uint64_t)corp.n != nseq) {
+        rc = flow_ctx_fail(c, FLOW_E_INPUT, "corpus %sunits has %d lines but %stext has %llu "
                            "units; the corpus is inconsistent, rebuild its producer",
-                           prefix, nu, prefix, (unsigned long long)nseq);
-        goto out;
+                           prefix, corp.n, prefix, (unsigned long long)nseq);
+        corpus_release(&corp);
+        return rc;
     }
     /* groups: sorted distinct names */
-    char **gsorted = xmalloc((nu ? nu : 1) * sizeof *gsorted);
-    char **glab = xmalloc((nu ? nu : 1) * sizeof *glab);
-    for (size_t i = 0; i < nu && !rc; i++) {
-        char *lab = ulines[i], *tab = strchr(lab, '\t');
-        if (!tab) {
-            rc = flow_ctx_fail(c, FLOW_E_INPUT, "corpus %sunits line %zu has no tab; expected "
-                               "label\\tgroup\\tdoc", prefix, i + 1);
-            break;
+    size_t nu = (size_t)corp.n, ng = 0;
+    const char **gsorted = xmalloc((nu ? nu : 1) * sizeof *gsorted);
+    memcpy(gsorted, corp.group, nu * sizeof *gsorted);
+    qsort(gsorted, nu, sizeof *gsorted, cmp_str);
+    for (size_t i = 0; i < nu; i++)
+        if (*gsorted[i] && (ng == 0 || strcmp(gsorted[ng - 1], gsorted[i]) != 0))
+            gsorted[ng++] = gsorted[i];
+    for (size_t i = 0; i < nu; i++) {
+        labels[i] = corp.label_id[i];
+        if (!*corp.group[i])
+            continue;
+        size_t lo = 0, hi = ng;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (strcmp(gsorted[mid], corp.group[i]) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
         }
-        *tab = 0;
-        char *grp = tab + 1, *tab2 = strchr(grp, '\t');
-        if (tab2)
-            *tab2 = 0;
-        glab[i] = grp;
-        gsorted[i] = grp;
-        if (*lab) {
-            for (size_t k = 0; k < nn; k++)
-                if (strcmp(nlines[k], lab) == 0) {
-                    labels[i] = (int32_t)k;
-                    break;
-                }
-            if (labels[i] < 0)
-                rc = flow_ctx_fail(c, FLOW_E_INPUT, "corpus %sunits line %zu: label '%s' is not "
-                                   "in %slabels (%zu names)", prefix, i + 1, lab, prefix, nn);
-        }
+        groups[i] = (int32_t)lo;
     }
-    if (!rc) {
-        qsort(gsorted, nu, sizeof *gsorted, cmp_str);
-        size_t ng = 0;
-        for (size_t i = 0; i < nu; i++)
-            if (*gsorted[i] && (ng == 0 || strcmp(gsorted[ng - 1], gsorted[i]) != 0))
-                gsorted[ng++] = gsorted[i];
-        for (size_t i = 0; i < nu; i++) {
-            if (!*glab[i])
-                continue;
-            size_t lo = 0, hi = ng;
-            while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (strcmp(gsorted[mid], glab[i]) < 0)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
-            groups[i] = (int32_t)lo;
-        }
-        flow_buf b;
-        buf_init(&b);
-        for (size_t i = 0; i < ng; i++)
-            buf_printf(&b, "%s\n", gsorted[i]);
-        snprintf(part, sizeof part, "%sgroup_names", prefix);
+    flow_buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < ng; i++)
+        buf_printf(&b, "%s\n", gsorted[i]);
+    snprintf(part, sizeof part, "%sgroup_names", prefix);
+    rc = flow_out_write(c, part, FLOW_PART_BYTES, b.data ? b.data : "", b.len);
+    buf_release(&b);
+    if (!rc && have_names) {
+        snprintf(part, sizeof part, "%slabel_names", prefix);
+        for (int k = 0; k < corp.nlabels; k++)
+            buf_printf(&b, "%s\n", corp.labels[k]);
         rc = flow_out_write(c, part, FLOW_PART_BYTES, b.data ? b.data : "", b.len);
         buf_release(&b);
-        if (!rc && names) {
-            snprintf(part, sizeof part, "%slabel_names", prefix);
-            /* names was split in place: rebuild it */
-            for (size_t k = 0; k < nn; k++)
-                buf_printf(&b, "%s\n", nlines[k]);
-            rc = flow_out_write(c, part, FLOW_PART_BYTES, b.data ? b.data : "", b.len);
-            buf_release(&b);
-        }
-        if (rc)
-            rc = flow_ctx_fail(c, rc, "cannot write %s", part);
     }
+    if (rc)
+        rc = flow_ctx_fail(c, rc, "cannot write %s", part);
     free(gsorted);
-    free(glab);
-out:
-    free(units);
-    free(ulines);
-    free(names);
-    free(nlines);
+    corpus_release(&corp);
     return rc;
 }
 
@@ -190,7 +147,6 @@ static int encode_prefix(flow_ctx *c, const tok_tokenizer *t, const char *prefix
         return flow_ctx_fail(c, rc, "cannot read corpus part %s", part);
     tok_batch b;
     tok_encode_lines(t, text, len, max_len, threads, &b);
-    free(text);
     flow_buf out;
     buf_init(&out);
     tok_write_ids(&out, b.ids, b.nids, tok_ids_width(tok_vocab_size(t)));
@@ -202,7 +158,9 @@ static int encode_prefix(flow_ctx *c, const tok_tokenizer *t, const char *prefix
     int32_t *labels = xmalloc((b.nseq ? b.nseq : 1) * sizeof *labels);
     int32_t *groups = xmalloc((b.nseq ? b.nseq : 1) * sizeof *groups);
     if (!rc)
-        rc = label_groups(c, prefix, b.nseq, labels, groups);
+        rc = label_groups(c, prefix, text, len, b.nseq, labels, groups);   /* takes text */
+    else
+        free(text);
     if (!rc) {
         tok_write_i32(&out, "FLOWLAB\0", labels, b.nseq);
         rc = write_part(c, prefix, "labels", &out);

@@ -43,6 +43,9 @@ done
 "$FLOW" cat "$tok" tokenizer.json -o tokenizer.json
 "$FLOW" cat "$split" test/text -o test.text
 "$FLOW" cat "$split" test/units -o test.units
+"$FLOW" cat "$split" test/labels -o test.labelnames
+"$FLOW" cat "$enc" test/label_names -o test.enc_label_names
+"$FLOW" cat "$enc" test/group_names -o test.enc_group_names
 python3 - <<'PY'
 import struct, sys
 def hdr(path, magic):
@@ -68,6 +71,15 @@ for p in ('train', 'dev', 'test'):
     units = open('test.units', encoding='utf-8').read().split('\n')[:-1] if p == 'test' else None
     if units:
         assert len(units) == noff - 1
+        # label ids index the corpus labels, group ids the sorted group names
+        units = [u.split('\t') for u in units]
+        names = open('test.labelnames', encoding='utf-8').read().split('\n')[:-1]
+        assert open('test.enc_label_names', encoding='utf-8').read().split('\n')[:-1] == names
+        gn = sorted(set(u[1] for u in units if u[1]))
+        assert open('test.enc_group_names', encoding='utf-8').read().split('\n')[:-1] == gn
+        assert list(labs) == [names.index(u[0]) if u[0] else -1 for u in units]
+        grps = struct.unpack('<%di' % ngrp, grp)
+        assert list(grps) == [gn.index(u[1]) if u[1] else -1 for u in units]
 print("encoded parts ok")
 try:
     from tokenizers import Tokenizer
