@@ -144,45 +144,44 @@ static const char *tail_lines(bnode *n, int lines)
     return n->tail.data + i;
 }
 
-/* The build duration recorded in artifact k's metadata, or -1. */
-static double recorded_duration(sched *S, const flow_hash *k)
+/* What artifact k's metadata recorded: its build duration (-1 if unknown)
+ * and, when asked for, its metrics object as JSON text (for --json) and its
+ * report (printed at the end of the build for cached nodes too, so a null
+ * build of legal.graph still ends with its tables).  Strings: caller frees. */
+static double recorded(sched *S, const flow_hash *k, char **metrics, char **report)
 {
     flow_err e = {0};
     store_artifact *a = NULL;
-    if (store_get(S->s, k, &a, &e) != 0) return -1;
     double d = -1;
+    if (metrics) *metrics = NULL;
+    if (report) *report = NULL;
+    if (store_get(S->s, k, &a, &e) != 0) return -1;
+    const char *meta = a->meta_json;
     /* a JSON string value cannot contain the unescaped pattern, so the
      * first match is the top-level field */
-    const char *p = a->meta_json ? strstr(a->meta_json, "\"duration_s\":") : NULL;
+    const char *p = meta ? strstr(meta, "\"duration_s\":") : NULL;
     if (p) {
         double v = strtod(p + 13, NULL);
         if (isfinite(v) && v >= 0) d = v;
     }
-    store_artifact_free(a);
-    return d;
-}
-
-/* The metrics object stored with artifact k (JSON text, caller frees), or
- * NULL: --json reports them for cached nodes too. */
-static char *recorded_metrics(sched *S, const flow_hash *k)
-{
-    flow_err e = {0};
-    store_artifact *a = NULL;
-    if (store_get(S->s, k, &a, &e) != 0) return NULL;
-    char *out = NULL;
+    /* parse the whole object only when something in it is wanted */
+    int want_report = report && meta && strstr(meta, "\"report\":\"") != NULL;
     json_value *v = NULL;
-    if (a->meta_json && json_parse(a->meta_json, strlen(a->meta_json), NULL, &v, &e) == 0) {
+    if ((metrics || want_report) && meta &&
+        json_parse(meta, strlen(meta), NULL, &v, &e) == 0) {
         const json_value *m = json_get(v, "metrics");
-        if (json_typeof(m) == JSON_OBJ) {
+        if (metrics && json_typeof(m) == JSON_OBJ) {
             flow_buf b;
             buf_init(&b);
             json_write(&b, m, 0);
-            out = buf_detach(&b, NULL);
+            *metrics = buf_detach(&b, NULL);
         }
+        const char *r = want_report ? json_str(json_get(v, "report"), NULL) : NULL;
+        if (r && *r) *report = xstrdup(r);
         json_free(v);
     }
     store_artifact_free(a);
-    return out;
+    return d;
 }
 
 /* Last recorded duration of node i in this graph, or -1 if none. */
@@ -193,7 +192,7 @@ static double estimate(sched *S, int i)
     flow_err e = {0};
     if (store_last_builds(S->s, S->g->id, node_name(S, i), &k, 1, &nk, &e) != 0 || nk < 1)
         return -1;
-    return recorded_duration(S, &k);
+    return recorded(S, &k, NULL, NULL);
 }
 
 /* Estimates for every wanted node: its own last duration, else the mean
@@ -372,11 +371,16 @@ static void cached_node(sched *S, int i)
     f.stage = S->g->nodes[i].stage->name;
     f.status = "cached";
     f.key = n->hex;
-    f.built_s = recorded_duration(S, &S->keys[i]);
-    char *metrics = S->opt->json ? recorded_metrics(S, &S->keys[i]) : NULL;
+    char *metrics = NULL, *report = NULL;
+    f.built_s = recorded(S, &S->keys[i], S->opt->json ? &metrics : NULL,
+                         S->opt->json ? NULL : &report);
     f.metrics = metrics;
     prog_finished(S->p, NULL, &f);
     free(metrics);
+    if (report) {
+        buf_adds(&n->report, report);
+        free(report);
+    }
     mark_ready_users(S, i);
 }
 
@@ -1073,7 +1077,7 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
             skip_node(&S, i, interrupted ? "interrupted" : "an earlier node failed (--fail-fast)");
     }
     res->seconds = sched_now() - S.t0;
-    /* reports of the nodes that ran, in graph order */
+    /* reports of the nodes that ran or were cached, in graph order */
     if (!opt->json)
         for (int k = 0; k < g->n; k++) {
             bnode *n = &S.b[g->topo[k]];
