@@ -69,6 +69,14 @@ int clf_bert_encode(const clf_model *m, const char *text, size_t len, int32_t *i
     return n;
 }
 
+static const int *sort_lens;
+static int by_len(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    if (sort_lens[x] != sort_lens[y]) return sort_lens[x] < sort_lens[y] ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
 int clf_bert_predict(clf_model *m, const char *const *text, const size_t *len, size_t n,
                      float *probs, flow_err *err)
 {
@@ -76,35 +84,40 @@ int clf_bert_predict(clf_model *m, const char *const *text, const size_t *len, s
     if (!cb || !(cb->cfg.mode & BERT_MODE_CLASSIFY))
         return flow_fail(err, FLOW_E_INPUT, "%s: a %s model has no classification head", m->what, m->kind_name);
     const int T = cb->max_len, C = cb->cfg.num_labels;
+    /* encode everything, then run batches of similar length (less padding) */
+    int32_t *all = xmalloc((n ? n : 1) * (size_t)T * sizeof *all);
+    int *lens = xmalloc((n ? n : 1) * sizeof *lens), *ord = xmalloc((n ? n : 1) * sizeof *ord);
+    for (size_t i = 0; i < n; i++) {
+        lens[i] = clf_bert_encode(m, text[i], len[i], all + i * (size_t)T);
+        ord[i] = (int)i;
+    }
+    sort_lens = lens;
+    qsort(ord, n, sizeof *ord, by_len);
     int32_t *ids = xmalloc((size_t)CLF_BATCH * T * sizeof *ids), *mask = xmalloc((size_t)CLF_BATCH * T * sizeof *mask);
-    int32_t *row = xmalloc((size_t)T * sizeof *row);
-    int lens[CLF_BATCH], rc = 0;
+    int rc = 0;
     for (size_t s = 0; s < n && !rc; s += CLF_BATCH) {
         int B = n - s < CLF_BATCH ? (int)(n - s) : CLF_BATCH, maxl = 1;
+        for (int r = 0; r < B; r++) if (lens[ord[s + r]] > maxl) maxl = lens[ord[s + r]];
         for (int r = 0; r < B; r++) {
-            lens[r] = clf_bert_encode(m, text[s + r], len[s + r], row);
-            memcpy(ids + (size_t)r * T, row, (size_t)lens[r] * sizeof *row);
-            if (lens[r] > maxl) maxl = lens[r];
-        }
-        /* pack rows at stride maxl with padding */
-        for (int r = 0; r < B; r++) {
-            memmove(ids + (size_t)r * maxl, ids + (size_t)r * T, (size_t)lens[r] * sizeof *ids);
+            int i = ord[s + r];
             for (int t = 0; t < maxl; t++) {
-                if (t >= lens[r]) ids[(size_t)r * maxl + t] = TOK_PAD;
-                mask[(size_t)r * maxl + t] = t < lens[r];
+                ids[(size_t)r * maxl + t] = t < lens[i] ? all[(size_t)i * T + t] : TOK_PAD;
+                mask[(size_t)r * maxl + t] = t < lens[i];
             }
         }
         bert_batch bb = { .B = B, .T = maxl, .ids = ids, .attn_mask = mask };
         bert_output o;
         if ((rc = bert_forward(cb->model, &bb, BERT_HEAD_CLASSIFY, 0, &o, err))) break;
         for (int r = 0; r < B; r++) {
-            float *p = probs + (s + (size_t)r) * (size_t)C;
+            float *p = probs + (size_t)ord[s + r] * (size_t)C;
             memcpy(p, o.logits + (size_t)r * C, (size_t)C * sizeof *p);
             softmax_inplace(p, C);
         }
     }
+    free(all);
+    free(lens);
+    free(ord);
     free(ids);
     free(mask);
-    free(row);
     return rc;
 }

@@ -6,6 +6,7 @@
  * side (flow_report); metrics "<model>.accuracy" / "<model>.macro_f1" are
  * queryable later, and evaluation.json holds everything. */
 #include "clf_internal.h"
+#include "../kernels/kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,7 @@ static int evaluate_run(flow_ctx *c)
     int rc = cview_read(c, "test", 0, &te);
     if (rc) return rc;
     int nm = flow_in_count(c, "models");
+    bert_set_threads(flow_threads(c));
     size_t batch = (size_t)flow_param_int(c, "batch");
     /* class set: the test corpus's labels, extended by model labels it lacks */
     int ncls = te.nlabels, capcls = te.nlabels + 16;

@@ -52,7 +52,7 @@ tok = bpe { text = [s.train]  terms = [t]  vocab_size = 200 }
 enc = encode { corpus = s  tokenizer = tok  max_len = 32 }
 pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  terms = t  whole_term = true
                 hidden = 32  layers = 1  heads = 2  intermediate = 64  max_len = 32  dropout = 0.1
-                batch = 8  max_steps = 24  checkpoint_every = 5  dev_max = 50  lr = 0.001  seed = $2 }
+                batch = 8  max_steps = 24  checkpoint_every = 5  dev_max = 50  lr = 0.001  seed = $2  profile = true }
 ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 8  max_steps = 30
                 lr = 0.003  checkpoint_every = 7  eval_every = 10  class_weights = balanced }
 base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  hash_bits = 14 }
@@ -120,6 +120,7 @@ check "rebuild A succeeds (rc $rc: $(tail -3 "$T/ea.stderr"))" test $rc -eq 0
 check "same pretrain key" test "$(key "$T/ea" pt)" = "$PT"
 "$FLOW" log "$PT" --cache "$T/A" > "$T/pt.log" 2>&1
 check "pretrain resumed from its step-10 checkpoint" grep -q "resumed from the checkpoint at step 10" "$T/pt.log"
+check "profile = true prints the kernels profiler table" grep -q "GFLOP/s" "$T/pt.log"
 part "$T/A" "$PT" weights "$T/pt.A"; part "$T/A" "$PT" loss_curve.tsv "$T/curve.A"
 part "$T/A" "$FT" weights "$T/ft.A"; part "$T/A" "$FT" loss_curve.tsv "$T/ftcurve.A"
 check "resumed pretrain weights == uninterrupted" cmp -s "$T/pt.A" "$T/pt.B"

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""export_hf_test.py — `flow export --format hf` against transformers.
+
+Builds a tiny graph on generated data (source -> clean -> split -> bpe ->
+encode -> pretrain -> finetune), exports the fine-tuned classifier and the
+pre-trained masked LM, loads them with AutoTokenizer +
+AutoModelForSequenceClassification / AutoModelForMaskedLM and checks:
+  - the label names survive (config.id2label);
+  - HF probabilities equal `flow classify --all` within 1e-4 on raw lines;
+  - HF logits equal flow's (tests/tools/train_model_tool) within 1e-4 for
+    the classifier and for every MLM position.
+Exit 77 (skip) when torch/transformers are missing or $FLOW is not set.
+"""
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    import torch
+    import transformers
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+except ImportError as e:  # pragma: no cover
+    print("skip: %s" % e)
+    sys.exit(77)
+
+FLOW = os.environ.get("FLOW")
+BUILD = os.environ.get("FLOW_BUILD")
+if not FLOW or not os.access(FLOW, os.X_OK) or not BUILD:
+    print("skip: $FLOW / $FLOW_BUILD not set")
+    sys.exit(77)
+TOOL = os.path.join(BUILD, "train_model_tool")
+if not os.access(TOOL, os.X_OK):
+    print("skip: %s not built" % TOOL)
+    sys.exit(77)
+
+failures = 0
+
+
+def check(what, cond):
+    global failures
+    if not cond:
+        failures += 1
+        print("FAIL: " + what)
+
+
+def run(args, stdin=None):
+    r = subprocess.run(args, input=stdin, capture_output=True, text=True)
+    if r.returncode != 0:
+        print("command failed: %s\n%s" % (" ".join(args), r.stderr[-2000:]))
+        sys.exit(1)
+    return r.stdout
+
+
+T = tempfile.mkdtemp(prefix="flow-export-hf-")
+try:
+    random.seed(7)
+    common = "的和或者应当依法规定本法国家人员"
+    classes = {"甲类": "税收财政预算银行货币价格审计统计会计金融",
+               "乙类": "刑罚犯罪判处徒刑拘役罚金没收自首缓刑剥夺",
+               "丙类": "婚姻家庭继承收养合同物权抵押债务赔偿侵权"}
+    num = "一二三四五六七八九十"
+    for lab, chars in classes.items():
+        os.makedirs(os.path.join(T, "tree", lab))
+        for k in range(5):
+            with open(os.path.join(T, "tree", lab, "%s法%d.md" % (lab, k)), "w") as f:
+                f.write("# %s法%d\n\n<!-- INFO END -->\n\n" % (lab, k))
+                for i in range(8):
+                    s = "".join(random.choice(chars) if random.random() < 0.7 else random.choice(common)
+                                for _ in range(random.randint(12, 40)))
+                    f.write("第%s条 %s，%s。\n\n" % (num[i], s[:8], s[8:]))
+    graph = os.path.join(T, "g.graph")
+    with open(graph, "w") as f:
+        f.write("""docs = source { path = "%s/tree"  labels = folders }
+c = clean { input = docs }
+s = split { corpus = c  ratios = [0.6, 0.2, 0.2]  seed = 3 }
+tok = bpe { text = [s.train]  vocab_size = 150 }
+enc = encode { corpus = s  tokenizer = tok  max_len = 24 }
+pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  hidden = 32  layers = 2  heads = 4
+                intermediate = 48  max_len = 32  batch = 8  max_steps = 8  lr = 0.001 }
+ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 8  max_steps = 10  lr = 0.003 }
+""" % T)
+    cache = os.path.join(T, "cache")
+    out = run([FLOW, "build", graph, "--cache", cache, "--json", "-j", "2"])
+    keys = {}
+    for line in out.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if e.get("event") == "finished":
+            keys[e["node"]] = e["key"]
+    ft_dir, pt_dir = os.path.join(T, "hf_ft"), os.path.join(T, "hf_pt")
+    run([FLOW, "export", keys["ft"], "--format", "hf", "-o", ft_dir, "--cache", cache])
+    run([FLOW, "export", keys["pt"], "--format", "hf", "-o", pt_dir, "--cache", cache])
+    labels = run([FLOW, "cat", keys["ft"], "model.json", "--cache", cache])
+    labels = json.loads(labels)["labels"]
+
+    # ---- classifier --------------------------------------------------------
+    tok = AutoTokenizer.from_pretrained(ft_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(ft_dir).eval()
+    check("id2label", [model.config.id2label[i] for i in range(len(labels))] == labels)
+    texts = ["刑罚犯罪判处徒刑，拘役罚金没收自首。",
+             "税收财政预算银行货币价格审计统计会计金融税收财政预算银行货币价格审计统计会计金融",
+             "婚姻家庭继承",
+             "依法规定"]
+    flow_out = run([FLOW, "classify", keys["ft"], "--all", "--cache", cache], "\n".join(texts) + "\n")
+    flow_probs = [json.loads(line.split("\t")[2]) for line in flow_out.splitlines()]
+    check("classify printed one line per text", len(flow_probs) == len(texts))
+    ids_lines = []
+    for text, fp in zip(texts, flow_probs):
+        enc = tok(text, truncation=True, max_length=24, return_tensors="pt")
+        ids_lines.append(" ".join(str(i) for i in enc["input_ids"][0].tolist()))
+        with torch.no_grad():
+            p = torch.softmax(model(**enc).logits[0], -1).numpy()
+        q = np.array([fp[l] for l in labels])
+        check("probabilities of %r: max diff %.2e" % (text, np.abs(p - q).max()), np.abs(p - q).max() < 1e-4)
+    tool = run([TOOL, cache, keys["ft"], "cls"], "\n".join(ids_lines) + "\n")
+    for line, text in zip(tool.splitlines(), texts):
+        ours = np.array([float(x) for x in line.split()])
+        enc = tok(text, truncation=True, max_length=24, return_tensors="pt")
+        with torch.no_grad():
+            hf = model(**enc).logits[0].numpy()
+        check("classifier logits of %r: max diff %.2e" % (text, np.abs(hf - ours).max()), np.abs(hf - ours).max() < 1e-4)
+
+    # ---- masked LM -----------------------------------------------------------
+    tok2 = AutoTokenizer.from_pretrained(pt_dir)
+    mlm = AutoModelForMaskedLM.from_pretrained(pt_dir).eval()
+    for text in texts[:2]:
+        enc = tok2(text, truncation=True, max_length=32, return_tensors="pt")
+        ids = enc["input_ids"][0].tolist()
+        ids[2] = tok2.mask_token_id
+        with torch.no_grad():
+            hf = mlm(input_ids=torch.tensor([ids])).logits[0].numpy()
+        tool = run([TOOL, cache, keys["pt"], "mlm"], " ".join(str(i) for i in ids) + "\n")
+        ours = np.array([[float(x) for x in l.split()] for l in tool.splitlines()])
+        check("MLM logits shape %s vs %s" % (hf.shape, ours.shape), hf.shape == ours.shape)
+        if hf.shape == ours.shape:
+            d = np.abs(hf - ours).max()
+            check("MLM logits of %r: max diff %.2e" % (text, d), d < 1e-4)
+finally:
+    shutil.rmtree(T, ignore_errors=True)
+
+if failures:
+    print("export_hf_test: %d checks failed" % failures)
+    sys.exit(1)
+print("export_hf_test: all checks passed")
