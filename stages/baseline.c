@@ -279,7 +279,6 @@ static int baseline_run(flow_ctx *c)
             rc = flow_ctx_fail(c, FLOW_E_INPUT, "input 'clean' has no part clean.json (bind it to the clean node)");
         }
     }
-    if (rc && rc != FLOW_E_STAGE && rc != FLOW_E_INPUT) rc = flow_ctx_fail(c, rc, "cannot write the model artifact");
     buf_release(&mj);
     buf_release(&report);
     buf_release(&training);

@@ -40,17 +40,17 @@ void clf_free(clf_model *m)
     clf_clean_free(m);
     wts_release(&m->w);
     clf_bert_free(m);
-    jl_free(m->json);
+    json_free(m->json);
     free(m);
 }
 
 static int load_tfidf(clf_model *m, flow_err *err)
 {
-    const jl_value *cfg = jl_get(m->json, "config");
-    m->tc.ngram_min = (int)jl_int(jl_get(cfg, "ngram_min"), 0);
-    m->tc.ngram_max = (int)jl_int(jl_get(cfg, "ngram_max"), 0);
-    m->tc.hash_bits = (int)jl_int(jl_get(cfg, "hash_bits"), 0);
-    m->tc.sublinear_tf = jl_bool(jl_get(cfg, "sublinear_tf"), 1);
+    const json_value *cfg = json_get(m->json, "config");
+    m->tc.ngram_min = (int)json_num(json_get(cfg, "ngram_min"), 0);
+    m->tc.ngram_max = (int)json_num(json_get(cfg, "ngram_max"), 0);
+    m->tc.hash_bits = (int)json_num(json_get(cfg, "hash_bits"), 0);
+    m->tc.sublinear_tf = json_bool(json_get(cfg, "sublinear_tf"), 1);
     if (m->tc.ngram_min < 1 || m->tc.ngram_max < m->tc.ngram_min || m->tc.ngram_max > 8 ||
         m->tc.hash_bits < 8 || m->tc.hash_bits > 28)
         return flow_fail(err, FLOW_E_CORRUPT, "%s: model.json has an invalid tfidf config (ngram %d..%d, hash_bits %d)",
@@ -79,11 +79,11 @@ int clf_load(part_source *src, clf_model **out, flow_err *err)
     }
     char what[256];
     snprintf(what, sizeof what, "%s: model.json", m->what);
-    rc = jl_parse(data, len, what, &m->json, err);
+    rc = json_parse(data, len, what, &m->json, err);
     free(data);
     if (rc) goto fail;
-    const char *fmt = jl_str(jl_get(m->json, "format"), "");
-    int64_t ver = jl_int(jl_get(m->json, "version"), -1);
+    const char *fmt = json_str(json_get(m->json, "format"), "");
+    int64_t ver = (int64_t)json_num(json_get(m->json, "version"), -1);
     if (strcmp(fmt, FLOW_MODEL_FORMAT) != 0) {
         rc = flow_fail(err, FLOW_E_CORRUPT, "%s: model.json format is '%s', expected '%s'", m->what, fmt, FLOW_MODEL_FORMAT);
         goto fail;
@@ -93,12 +93,12 @@ int clf_load(part_source *src, clf_model **out, flow_err *err)
                        m->what, (long long)ver, ver > FLOW_MODEL_VERSION ? "newer" : "older", FLOW_MODEL_VERSION);
         goto fail;
     }
-    snprintf(m->kind_name, sizeof m->kind_name, "%s", jl_str(jl_get(m->json, "kind"), "?"));
-    const jl_value *labels = jl_get(m->json, "labels");
-    if (labels && labels->t == JL_ARR) {
-        m->nlabels = labels->n;
-        m->labels = xcalloc((size_t)(labels->n ? labels->n : 1), sizeof *m->labels);
-        for (int i = 0; i < labels->n; i++) m->labels[i] = xstrdup(jl_str(jl_at(labels, i), ""));
+    snprintf(m->kind_name, sizeof m->kind_name, "%s", json_str(json_get(m->json, "kind"), "?"));
+    const json_value *labels = json_get(m->json, "labels");
+    if (json_typeof(labels) == JSON_ARR) {
+        m->nlabels = json_len(labels);
+        m->labels = xcalloc((size_t)(m->nlabels ? m->nlabels : 1), sizeof *m->labels);
+        for (int i = 0; i < m->nlabels; i++) m->labels[i] = xstrdup(json_str(json_at(labels, i), ""));
     }
     rc = src->read(src->arg, "clean.json", &m->clean_json, &m->clean_len, err);
     if (rc && rc != FLOW_E_NOTFOUND) goto fail;

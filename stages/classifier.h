@@ -214,11 +214,11 @@ void softmax_inplace(float *v, int n);
 /* ---- BERT model artifacts (model_out.c) -------------------------------- */
 struct bert_config;
 struct bert_model;
-struct jl_value;
+
 /* The config object of model.json for bert kinds. */
 void bert_config_json(const struct bert_config *c, flow_buf *out);
 /* Parses it back (validated with bert_config_validate). */
-int bert_config_parse(const struct jl_value *cfg, struct bert_config *out, const char *what,
+int bert_config_parse(const json_value *cfg, struct bert_config *out, const char *what,
                       flow_err *err);
 /* Writes weights (every tensor of the model's table, HF names) and
  * model.json of a bert model artifact.  labels: class names (bert-cls) or

@@ -25,7 +25,7 @@ int clf_bert_load(clf_model *m, part_source *src, flow_err *err)
 {
     m->bert = xcalloc(1, sizeof *m->bert);
     struct clf_bert *cb = m->bert;
-    int rc = bert_config_parse(jl_get(m->json, "config"), &cb->cfg, m->what, err);
+    int rc = bert_config_parse(json_get(m->json, "config"), &cb->cfg, m->what, err);
     if (rc) return rc;
     int want_mode = strcmp(m->kind_name, "bert-cls") == 0 ? BERT_MODE_CLASSIFY
                   : strcmp(m->kind_name, "bert-mlm") == 0 ? BERT_MODE_MLM : 0;
@@ -33,7 +33,7 @@ int clf_bert_load(clf_model *m, part_source *src, flow_err *err)
         return flow_fail(err, FLOW_E_CORRUPT, "%s: kind '%s' does not match its config mode %d", m->what, m->kind_name, cb->cfg.mode);
     if (want_mode == BERT_MODE_CLASSIFY && m->nlabels != cb->cfg.num_labels)
         return flow_fail(err, FLOW_E_CORRUPT, "%s: %d label names for num_labels %d", m->what, m->nlabels, cb->cfg.num_labels);
-    cb->max_len = (int)jl_int(jl_get(jl_get(m->json, "training"), "max_len"), cb->cfg.max_len);
+    cb->max_len = (int)json_num(json_get(json_get(m->json, "training"), "max_len"), cb->cfg.max_len);
     if (cb->max_len < 2 || cb->max_len > cb->cfg.max_len) cb->max_len = cb->cfg.max_len;
 
     char *data;

@@ -5,7 +5,7 @@
 #define FLOW_CLF_INTERNAL_H
 
 #include "classifier.h"
-#include "json_lite.h"
+
 
 enum { CLF_TFIDF = 1, CLF_BERT = 2 };
 
@@ -15,7 +15,7 @@ struct clf_model {
     int kind;
     char kind_name[32];
     char what[192];
-    jl_value *json;             /* model.json */
+    json_value *json;             /* model.json */
     int nlabels;
     char **labels;
     /* cleaning */

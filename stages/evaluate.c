@@ -161,11 +161,11 @@ static void model_name(flow_ctx *c, int i, char *out, size_t cap)
     snprintf(out, cap, "model%d", i);
     const char *meta = flow_in_meta(c, "models", i);
     if (!meta) return;
-    jl_value *v;
-    if (jl_parse(meta, strlen(meta), "metadata", &v, NULL)) return;
-    const char *n = jl_str(jl_get(v, "node"), NULL);
+    json_value *v;
+    if (json_parse(meta, strlen(meta), "metadata", &v, NULL)) return;
+    const char *n = json_str(json_get(v, "node"), NULL);
     if (n && *n) snprintf(out, cap, "%s", n);
-    jl_free(v);
+    json_free(v);
 }
 
 static int evaluate_run(flow_ctx *c)

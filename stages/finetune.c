@@ -240,7 +240,7 @@ static int finetune_run(flow_ctx *c)
     bert_config_default(&cfg);
     wts_file bw;
     wts_init(&bw);
-    jl_value *bj = NULL;
+    json_value *bj = NULL;
     if (has_base) {
         char *mj, *wd;
         size_t ml, wl;
@@ -248,9 +248,9 @@ static int finetune_run(flow_ctx *c)
             rc = flow_ctx_fail(c, rc, "input 'base' is not a model artifact (no model.json)");
             goto out_labels;
         }
-        rc = jl_parse(mj, ml, "input 'base': model.json", &bj, &err);
+        rc = json_parse(mj, ml, "input 'base': model.json", &bj, &err);
         free(mj);
-        if (!rc) rc = bert_config_parse(jl_get(bj, "config"), &cfg, "input 'base'", &err);
+        if (!rc) rc = bert_config_parse(json_get(bj, "config"), &cfg, "input 'base'", &err);
         if (rc) { rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out_labels; }
         if ((rc = flow_in_read(c, "base", 0, "weights", &wd, &wl))) goto out_labels;
         if ((rc = wts_parse(&bw, wd, wl, "input 'base': weights", &err))) { rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out_labels; }
@@ -451,7 +451,7 @@ out:
     buf_release(&devc);
 out_labels:
     wts_release(&bw);
-    jl_free(bj);
+    json_free(bj);
     for (int k = 0; k < C; k++) free(labels[k]);
     free(labels);
     return rc;

@@ -21,22 +21,22 @@ void bert_config_json(const bert_config *c, flow_buf *out)
     buf_printf(out, ",\"mode\":%d}", c->mode);
 }
 
-int bert_config_parse(const jl_value *cfg, bert_config *c, const char *what, flow_err *err)
+int bert_config_parse(const json_value *cfg, bert_config *c, const char *what, flow_err *err)
 {
-    if (!cfg || cfg->t != JL_OBJ)
+    if (json_typeof(cfg) != JSON_OBJ)
         return flow_fail(err, FLOW_E_CORRUPT, "%s: model.json has no config object", what);
     memset(c, 0, sizeof *c);
-    c->vocab_size = (int)jl_int(jl_get(cfg, "vocab_size"), 0);
-    c->hidden = (int)jl_int(jl_get(cfg, "hidden"), 0);
-    c->layers = (int)jl_int(jl_get(cfg, "layers"), 0);
-    c->heads = (int)jl_int(jl_get(cfg, "heads"), 0);
-    c->intermediate = (int)jl_int(jl_get(cfg, "intermediate"), 0);
-    c->max_len = (int)jl_int(jl_get(cfg, "max_len"), 0);
-    c->type_vocab = (int)jl_int(jl_get(cfg, "type_vocab"), 2);
-    c->num_labels = (int)jl_int(jl_get(cfg, "num_labels"), 1);
-    c->hidden_dropout = (float)jl_num(jl_get(cfg, "hidden_dropout"), 0.1);
-    c->attn_dropout = (float)jl_num(jl_get(cfg, "attn_dropout"), 0.1);
-    c->mode = (int)jl_int(jl_get(cfg, "mode"), 0);
+    c->vocab_size = (int)json_num(json_get(cfg, "vocab_size"), 0);
+    c->hidden = (int)json_num(json_get(cfg, "hidden"), 0);
+    c->layers = (int)json_num(json_get(cfg, "layers"), 0);
+    c->heads = (int)json_num(json_get(cfg, "heads"), 0);
+    c->intermediate = (int)json_num(json_get(cfg, "intermediate"), 0);
+    c->max_len = (int)json_num(json_get(cfg, "max_len"), 0);
+    c->type_vocab = (int)json_num(json_get(cfg, "type_vocab"), 2);
+    c->num_labels = (int)json_num(json_get(cfg, "num_labels"), 1);
+    c->hidden_dropout = (float)json_num(json_get(cfg, "hidden_dropout"), 0.1);
+    c->attn_dropout = (float)json_num(json_get(cfg, "attn_dropout"), 0.1);
+    c->mode = (int)json_num(json_get(cfg, "mode"), 0);
     flow_err e2 = { 0 };
     if (bert_config_validate(c, &e2))
         return flow_fail(err, FLOW_E_CORRUPT, "%s: model.json config is invalid: %s", what, e2.msg);

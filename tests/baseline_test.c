@@ -4,6 +4,7 @@
  * and the FLOWWTS tensor file the model is stored in (round trip,
  * corruption detected). */
 #include "stages/classifier.h"
+#include "stages/clf_internal.h"
 #include "tests/test.h"
 
 #include <math.h>
@@ -179,10 +180,101 @@ static void test_weights_file(void)
     buf_release(&out);
 }
 
+/* An in-memory artifact: parts by name. */
+typedef struct mem_art { const char *names[4]; flow_buf data[4]; int n; } mem_art;
+
+static int mem_read(void *arg, const char *part, char **data, size_t *len, flow_err *err)
+{
+    mem_art *a = arg;
+    for (int i = 0; i < a->n; i++)
+        if (strcmp(a->names[i], part) == 0) {
+            *data = malloc(a->data[i].len + 1);
+            memcpy(*data, a->data[i].data, a->data[i].len);
+            (*data)[a->data[i].len] = 0;
+            *len = a->data[i].len;
+            return 0;
+        }
+    return flow_fail(err, FLOW_E_NOTFOUND, "no part '%s'", part);
+}
+
+/* A tfidf-linear artifact written the way the baseline stage writes it,
+ * loaded back by the shared loader: same scores as the linear model,
+ * probabilities that sum to 1, versions checked. */
+static void test_artifact_roundtrip(void)
+{
+    tfidf_config tc = { 1, 2, 10, 1 };
+    size_t D = (size_t)1 << tc.hash_bits;
+    float *idf = malloc(D * sizeof *idf);
+    for (size_t j = 0; j < D; j++) idf[j] = 1.0f + (float)(j % 7) * 0.1f;
+    linear_model lm;
+    linear_init(&lm, 2, D);
+    for (size_t j = 0; j < 2 * D; j++) lm.W[j] = (float)((int)(j * 2654435761u % 201) - 100) / 50.0f;
+    lm.b[0] = 0.25f; lm.b[1] = -0.5f;
+    char *labels[2] = { "甲", "乙" };
+    mem_art a = { { "model.json", "weights" }, { { 0 } }, 2 };
+    for (int version = 1; version <= 2; version++) {
+        buf_init(&a.data[0]);
+        buf_init(&a.data[1]);
+        model_json_write(&a.data[0], "tfidf-linear",
+                         "{\"ngram_min\":1,\"ngram_max\":2,\"hash_bits\":10,\"sublinear_tf\":true}",
+                         labels, 2, NULL);
+        if (version == 2) {
+            char *v = strstr(a.data[0].data, "\"version\":1");
+            v[10] = '2';
+        }
+        wts_file w;
+        wts_init(&w);
+        int64_t dD[1] = { (int64_t)D }, dW[2] = { 2, (int64_t)D }, dB[1] = { 2 };
+        wts_add(&w, "idf", 1, dD, idf);
+        wts_add(&w, "W", 2, dW, lm.W);
+        wts_add(&w, "b", 1, dB, lm.b);
+        wts_serialize(&w, &a.data[1]);
+        wts_release(&w);
+        part_source src;
+        memset(&src, 0, sizeof src);
+        src.read = mem_read;
+        src.arg = &a;
+        snprintf(src.what, sizeof src.what, "memory");
+        clf_model *m = NULL;
+        flow_err err = { 0 };
+        int rc = clf_load(&src, &m, &err);
+        if (version == 2) {
+            CHECK(rc == FLOW_E_CORRUPT);
+            CHECK_CONTAINS(err.msg, "newer");
+        } else {
+            CHECK_OK(rc, err);
+            CHECK_STREQ(clf_kind(m), "tfidf-linear");
+            CHECK(clf_nlabels(m) == 2);
+            CHECK_STREQ(clf_label(m, 1), "乙");
+            const char *t[2] = { "甲乙丙丁", "乙乙乙" };
+            size_t l[2] = { strlen(t[0]), strlen(t[1]) };
+            float p[4];
+            CHECK_OK(clf_predict(m, t, l, 2, 1, p, &err), err);
+            sp_mat x;
+            tfidf_counts(&tc, t, l, 2, &x);
+            tfidf_transform(&tc, idf, &x);
+            for (int r = 0; r < 2; r++) {
+                float z[2];
+                linear_scores(&lm, &x, (size_t)r, z);
+                softmax_inplace(z, 2);
+                CHECK(fabsf(p[2 * r] + p[2 * r + 1] - 1.0f) < 1e-6f);
+                CHECK(fabsf(p[2 * r] - z[0]) < 1e-6f && fabsf(p[2 * r + 1] - z[1]) < 1e-6f);
+            }
+            sp_release(&x);
+            clf_free(m);
+        }
+        buf_release(&a.data[0]);
+        buf_release(&a.data[1]);
+    }
+    linear_release(&lm);
+    free(idf);
+}
+
 int main(void)
 {
     test_features();
     test_training();
     test_weights_file();
+    test_artifact_roundtrip();
     return test_summary("baseline_test");
 }
