@@ -76,9 +76,12 @@ int cmd_eval(int argc, char **argv)
     int C = clf_nlabels(m), ncls = C;
     char **classes = xmalloc((size_t)(C + nl + 1) * sizeof *classes);
     for (int k = 0; k < C; k++) classes[k] = xstrdup(clf_label(m, k));
+    /* every unit of every file first, then one batched prediction */
     int *gold = NULL, *pred = NULL;
     size_t n = 0, cap = 0;
-    float *p = xmalloc((size_t)C * sizeof *p);
+    flow_buf texts;             /* units, NUL-separated */
+    buf_init(&texts);
+    size_t *toff = NULL;
     flow_err err = { 0 };
     for (int li = 0; li < nl && !rc; li++) {
         char sub[4096];
@@ -104,19 +107,16 @@ int cmd_eval(int argc, char **argv)
             if (text_clean_document(opts, doc.data ? doc.data : "", doc.len, &u, &ts, &err) != 0) {
                 fprintf(stderr, "flow: warning: eval: skipping '%s': %s\n", path, err.msg);
             } else {
-                for (int k = 0; k < u.n && !rc; k++) {
-                    const char *t = u.text.data + u.off[k];
-                    size_t l = u.off[k + 1] - u.off[k];
-                    if ((rc = clf_predict(m, &t, &l, 1, 0, p, &err))) { rc = cli_fail(&err); break; }
-                    int best = 0;
-                    for (int j = 1; j < C; j++) if (p[j] > p[best]) best = j;
+                for (int k = 0; k < u.n; k++) {
                     if (n == cap) {
                         cap = cap ? 2 * cap : 1024;
                         gold = xrealloc(gold, cap * sizeof *gold);
-                        pred = xrealloc(pred, cap * sizeof *pred);
+                        toff = xrealloc(toff, (cap + 1) * sizeof *toff);
                     }
                     gold[n] = g;
-                    pred[n++] = best;
+                    toff[n++] = texts.len;
+                    buf_add(&texts, u.text.data + u.off[k], u.off[k + 1] - u.off[k]);
+                    buf_addc(&texts, 0);
                 }
             }
             text_units_release(&u);
@@ -124,6 +124,25 @@ int cmd_eval(int argc, char **argv)
         }
         for (int fi = 0; fi < nf; fi++) free(files[fi]);
         free(files);
+    }
+    if (!rc && n > 0) {
+        const char **tv = xmalloc(n * sizeof *tv);
+        size_t *lv = xmalloc(n * sizeof *lv);
+        for (size_t i = 0; i < n; i++) {
+            tv[i] = texts.data + toff[i];
+            lv[i] = strlen(tv[i]);
+        }
+        float *p = xmalloc(n * (size_t)C * sizeof *p);
+        pred = xmalloc(n * sizeof *pred);
+        if ((rc = clf_predict(m, tv, lv, n, 0, p, &err))) rc = cli_fail(&err);
+        for (size_t i = 0; !rc && i < n; i++) {
+            int best = 0;
+            for (int j = 1; j < C; j++) if (p[i * (size_t)C + j] > p[i * (size_t)C + best]) best = j;
+            pred[i] = best;
+        }
+        free(p);
+        free((void *)tv);
+        free(lv);
     }
     if (!rc && n == 0) rc = cli_usage_error("eval: no units found under '%s' (expected DIR/<label>/<files>)", dir);
     if (!rc) {
@@ -144,7 +163,8 @@ int cmd_eval(int argc, char **argv)
         }
         metrics_release(&mt);
     }
-    free(p);
+    buf_release(&texts);
+    free(toff);
     free(gold);
     free(pred);
     for (int k = 0; k < ncls; k++) free(classes[k]);
