@@ -33,9 +33,6 @@ static const flow_input_def baseline_inputs[] = {
     { "dev", 1, 0, "labelled corpus for model selection (split.dev)" },
     { "test", 1, 0, "labelled corpus scored at the end (split.test)" },
     { "clean", 1, 0, "node whose part clean.json records the cleaning settings (clean)" },
-    { "after", 1, 0, "ordering only, never read: the baseline starts after this node (bind it to "
-      "the model training so that the small baseline does not hold a CPU slot when training starts: "
-      "the scheduler grants threads when a node starts)" },
 };
 
 static const flow_output_def baseline_outputs[] = {
