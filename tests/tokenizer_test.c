@@ -23,6 +23,18 @@ static uint32_t rnd(uint32_t n)
 }
 
 typedef struct pieces { char out[4096]; size_t len; } pieces;
+
+/* Trains a tokenizer on s[0..n) (no forced terms); NULL after a failure,
+ * which is counted and reported. */
+static tok_tokenizer *train_text(const char *s, size_t n, tok_train_opts o, tok_train_stats *st)
+{
+    tok_text txt = {s, n};
+    tok_tokenizer *t = NULL;
+    flow_err err = {0};
+    CHECK_OK(tok_train(&txt, 1, NULL, &o, &t, st, &err), err);
+    return t;
+}
+
 static int collect(void *arg, const char *s, size_t n, int forced)
 {
     pieces *p = arg;
@@ -116,12 +128,9 @@ static void test_round_trip(void)
             buf_adds(&c, alpha[rnd((uint32_t)na)]);
         buf_addc(&c, '\n');
     }
-    tok_text txt = {c.data, c.len};
     tok_train_opts o = {300, 1.0, 0, 8, 2, 2, NULL, NULL};
-    tok_tokenizer *t;
     tok_train_stats st;
-    flow_err err = {0};
-    CHECK_OK(tok_train(&txt, 1, NULL, &o, &t, &st, &err), err);
+    tok_tokenizer *t = train_text(c.data, c.len, o, &st);
     if (!t)
         return;
     tok_out e;
@@ -197,12 +206,9 @@ static void test_linear_time(void)
 #endif
     const char *seed = "中华人民共和国民法典第一编总则第一章基本规定第一条为了保护民事主体的合法权益"
                        "调整民事关系维护社会和经济秩序适应中国特色社会主义发展要求弘扬社会主义核心价值观";
-    tok_text txt = {seed, strlen(seed)};
-    tok_train_opts o = {200, 1.0, 0, 16, 1, 1, NULL, NULL};
-    tok_tokenizer *t;
     tok_train_stats st;
-    flow_err err = {0};
-    CHECK_OK(tok_train(&txt, 1, NULL, &o, &t, &st, &err), err);
+    tok_train_opts o = {200, 1.0, 0, 16, 1, 1, NULL, NULL};
+    tok_tokenizer *t = train_text(seed, strlen(seed), o, &st);
     if (!t)
         return;
     /* one line of Han characters without any break (random characters of
@@ -252,12 +258,9 @@ static void test_repetitive_runs(void)
             buf_addc(&c, i % 17 == 16 ? 'b' : 'a');
         buf_addc(&c, '\n');
     }
-    tok_text txt = {c.data, c.len};
     tok_train_opts o = {60, 1.0, 0, 64, 1, 2, NULL, NULL};
-    tok_tokenizer *t;
     tok_train_stats st;
-    flow_err err = {0};
-    CHECK_OK(tok_train(&txt, 1, NULL, &o, &t, &st, &err), err);
+    tok_tokenizer *t = train_text(c.data, c.len, o, &st);
     if (!t)
         return;
     CHECK(tok_nmerges(t) > 10);
