@@ -437,7 +437,8 @@ static const flow_param_def clean_params[] = {
      "U+4E00-9FA5, ASCII letters/digits, ( ) ·"},
     {"min_chars", FLOW_P_INT, 0, "5", 0, 100000, NULL, "units with fewer code points are dropped"},
     {"invalid_utf8", FLOW_P_STRING, 0, "replace", 1, 0, "replace|reject",
-     "invalid UTF-8: replace with U+FFFD (then dropped, counted) or fail naming file and offset"},
+     "invalid UTF-8: replace with U+FFFD (then dropped; counted, and logged with file and byte "
+     "offset) or fail naming file and offset"},
     {"binary", FLOW_P_STRING, 0, "skip", 1, 0, "skip|reject",
      "files with NUL bytes: skip (counted in skipped_files) or fail"},
     {"article_label", FLOW_P_STRING, 0, "strip", 1, 0, "strip|keep",
