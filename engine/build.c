@@ -52,6 +52,7 @@ typedef struct bnode {
     char hex[33];
     char *desc;             /* key description for the metadata */
     int gpus_wanted;        /* resolved: 0..ngpus_total */
+    char *cpu_note;         /* why a GPU node runs on the CPU, said at start */
     int threads;            /* granted */
     int gpu[64]; int ngpu;  /* granted */
     int leased;
@@ -261,13 +262,21 @@ static int resolve_gpus(sched *S, int i, flow_err *err)
     if (want > 64) want = 65;
     if ((all && S->ngpus_total == 0) || want > S->ngpus_total) {
         if (fallback) {
+            /* said once per build, so a CPU run of a GPU node is never silent */
+            char m[400];
+            snprintf(m, sizeof m, "note: node '%s' asks for %s%d GPU%s but %d %s available; "
+                     "it runs on the CPU (device = auto)", n->name, all ? "all " : "",
+                     all ? S->ngpus_total : n->gpus, (all || n->gpus != 1) ? "s" : "",
+                     S->ngpus_total, S->ngpus_total == 1 ? "is" : "are");
+            S->b[i].cpu_note = xstrdup(m);
             S->b[i].gpus_wanted = 0;
             return 0;
         }
         char what[32];
         if (all) snprintf(what, sizeof what, "all GPUs");
         else snprintf(what, sizeof what, "%d GPU%s", n->gpus, n->gpus == 1 ? "" : "s");
-        return flow_fail(err, FLOW_E_PARAM, "node '%s' asks for %s but %d %s available "
+        /* a graph/machine mismatch, not a failed stage: exit 2 */
+        return flow_fail(err, FLOW_E_GRAPH, "node '%s' asks for %s but %d %s available "
                          "(--gpus / CUDA devices); nothing was built.  Set `device = auto` "
                          "on it to run on the CPU instead, or give it fewer GPUs", n->name,
                          what, S->ngpus_total, S->ngpus_total == 1 ? "is" : "are");
@@ -946,6 +955,7 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     for (int i = 0; rc == 0 && i < g->n; i++)
         if (S.b[i].want) rc = resolve_gpus(&S, i, err);
     if (rc) {
+        for (int i = 0; i < g->n; i++) free(S.b[i].cpu_note);
         free(S.b);
         free(S.keys);
         return rc;
@@ -970,6 +980,12 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     }
     prog_mode mode = opt->json ? PROG_JSON : opt->live ? PROG_LIVE : PROG_PLAIN;
     S.p = prog_new(mode, stdout, total);
+    for (int i = 0; i < g->n; i++)
+        if (S.b[i].cpu_note) {
+            prog_message(S.p, S.b[i].cpu_note);
+            free(S.b[i].cpu_note);
+            S.b[i].cpu_note = NULL;
+        }
 
     /* signals */
     struct sigaction sa, old_int, old_term, old_chld;

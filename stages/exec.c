@@ -379,8 +379,7 @@ static int run_command(flow_ctx *c, const char *shell, const char *cmd, const ch
         return flow_ctx_fail(c, FLOW_E_STAGE, "command killed by signal %d (%s)", WTERMSIG(st),
                              strsignal(WTERMSIG(st)));
     if (WEXITSTATUS(st) != 0)
-        return flow_ctx_fail(c, FLOW_E_STAGE, "command exited with status %d (its output is in "
-                             "the log; `flow log %s`)", WEXITSTATUS(st), flow_node_name(c));
+        return flow_ctx_fail(c, FLOW_E_STAGE, "command exited with status %d", WEXITSTATUS(st));
     return 0;
 }
 
@@ -552,7 +551,7 @@ const flow_stage stage_exec = {
     .params = params, .nparams = sizeof params / sizeof *params,
     .inputs = inputs, .ninputs = sizeof inputs / sizeof *inputs,
     .outputs = NULL, .noutputs = 0,
-    .res = { .threads = 1, .gpus = 0, .cpu_fallback = 1 },
+    .res = { .threads = 1, .gpus = 0, .cpu_fallback = 0 },
     .run = run,
     .key_extra = key_extra,
 };

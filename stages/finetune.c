@@ -464,6 +464,6 @@ const flow_stage stage_finetune = {
     .params = finetune_params, .nparams = sizeof finetune_params / sizeof finetune_params[0],
     .inputs = finetune_inputs, .ninputs = sizeof finetune_inputs / sizeof finetune_inputs[0],
     .outputs = finetune_outputs, .noutputs = sizeof finetune_outputs / sizeof finetune_outputs[0],
-    .res = { .threads = 0, .gpus = 0, .cpu_fallback = 1 },
+    .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0 },
     .run = finetune_run,
 };

@@ -533,6 +533,6 @@ const flow_stage stage_pretrain = {
     .params = pretrain_params, .nparams = sizeof pretrain_params / sizeof pretrain_params[0],
     .inputs = pretrain_inputs, .ninputs = sizeof pretrain_inputs / sizeof pretrain_inputs[0],
     .outputs = pretrain_outputs, .noutputs = sizeof pretrain_outputs / sizeof pretrain_outputs[0],
-    .res = { .threads = 0, .gpus = 0, .cpu_fallback = 1 },
+    .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0 },
     .run = pretrain_run,
 };

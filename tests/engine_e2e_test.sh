@@ -317,5 +317,14 @@ check_ran "cat src wc2" g2.graph wc2
 expect 0 "$FLOW" verify --repair
 contains "removed 0 artifact(s), 0 checkpoint(s) and 0 damaged chunk(s)"
 
+# GPU requests: more than exist is a graph/machine error before anything
+# runs (exit 2); with `device = auto` the node runs on the CPU and says so
+printf 'gpu = exec {\n    command = "echo x > o"\n    outputs = [o]\n    gpus = 2\n}\n' > gpu.graph
+expect 2 "$FLOW" build gpu.graph --gpus none
+contains "node 'gpu' asks for 2 GPUs but 0 are available"
+printf '    device = auto\n}\n' >> gpu.graph && sed -i '5d' gpu.graph
+expect 0 "$FLOW" build gpu.graph --gpus none
+contains "it runs on the CPU (device = auto)"
+
 if [ $fails -ne 0 ]; then echo "engine_e2e_test: $fails failure(s)"; exit 1; fi
 echo "engine_e2e_test: all checks passed"

@@ -354,13 +354,13 @@ static void test_gpus(void)
     add(g, "greedy", &st_sleep, 0, "greedy", NULL, 4, 0);
     int before = count_artifacts();
     int rc = build(g, 2, 3, 1, &r, &e);
-    CHECK(rc == FLOW_E_PARAM);
+    CHECK(rc == FLOW_E_GRAPH);
     CHECK_CONTAINS(e.msg, "node 'greedy' asks for 4 GPUs but 3 are available");
     CHECK(r.ran == 0 && count_artifacts() == before);
     /* gpus = all with no devices at all */
     g->nodes[1].gpus = -1;
     rc = build(g, 2, 0, 1, &r, &e);
-    CHECK(rc == FLOW_E_PARAM);
+    CHECK(rc == FLOW_E_GRAPH);
     CHECK_CONTAINS(e.msg, "asks for all GPUs but 0 are available");
     /* device = auto: runs on the CPU instead */
     g->nodes[1].gpus = 4;
