@@ -7,18 +7,22 @@
 #include "cmd_model.h"
 #include "text.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int read_file(const char *path, flow_buf *out)
+/* A file's bytes, or all of standard input for "-". */
+static int read_text(const char *path, char **data, size_t *len)
 {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f) return cli_usage_error("classify: cannot read '%s': %s", path, strerror(errno));
+    flow_err err = { 0 };
+    if (strcmp(path, "-") != 0) return file_read_all(path, data, len, &err) ? cli_fail(&err) : 0;
+    flow_buf b;
+    buf_init(&b);
     char buf[65536];
     size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) buf_add(out, buf, n);
-    if (f != stdin) fclose(f);
+    while ((n = fread(buf, 1, sizeof buf, stdin)) > 0) buf_add(&b, buf, n);
+    buf_addc(&b, 0);
+    *len = b.len - 1;
+    *data = buf_detach(&b, NULL);
     return 0;
 }
 
@@ -75,14 +79,13 @@ int cmd_classify(int argc, char **argv)
         free(line);
     } else {
         for (int i = 1; i < a.npos && !rc; i++) {
-            flow_buf b;
-            buf_init(&b);
-            if ((rc = read_file(a.pos[i], &b))) { buf_release(&b); break; }
-            const char *t = b.data ? b.data : "";
-            size_t l = b.len;
+            char *data;
+            size_t l;
+            if ((rc = read_text(a.pos[i], &data, &l))) break;
+            const char *t = data;
             if ((rc = clf_predict(m, &t, &l, 1, 1, p, &err))) rc = cli_fail(&err);
             else print_one(m, a.pos[i], p, all);
-            buf_release(&b);
+            free(data);
         }
     }
     free(p);

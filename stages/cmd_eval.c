@@ -38,17 +38,6 @@ static int list_dir(const char *path, char ***out, int *n)
     return 0;
 }
 
-static int slurp(const char *path, flow_buf *b)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) buf_add(b, buf, n);
-    fclose(f);
-    return 0;
-}
-
 int cmd_eval(int argc, char **argv)
 {
     cli_args a;
@@ -96,15 +85,15 @@ int cmd_eval(int argc, char **argv)
         for (int fi = 0; fi < nf && !rc; fi++) {
             char path[8192];
             snprintf(path, sizeof path, "%s/%s", sub, files[fi]);
-            flow_buf doc;
-            buf_init(&doc);
-            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) { buf_release(&doc); continue; }
-            if (slurp(path, &doc) != 0) { rc = cli_usage_error("eval: cannot read '%s': %s", path, strerror(errno)); buf_release(&doc); break; }
+            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+            char *doc;
+            size_t dlen;
+            if (file_read_all(path, &doc, &dlen, &err)) { rc = cli_fail(&err); break; }
             text_units u;
             text_units_init(&u);
             text_stats ts;
             memset(&ts, 0, sizeof ts);
-            if (text_clean_document(opts, doc.data ? doc.data : "", doc.len, &u, &ts, &err) != 0) {
+            if (text_clean_document(opts, doc, dlen, &u, &ts, &err) != 0) {
                 fprintf(stderr, "flow: warning: eval: skipping '%s': %s\n", path, err.msg);
             } else {
                 for (int k = 0; k < u.n; k++) {
@@ -120,7 +109,7 @@ int cmd_eval(int argc, char **argv)
                 }
             }
             text_units_release(&u);
-            buf_release(&doc);
+            free(doc);
         }
         for (int fi = 0; fi < nf; fi++) free(files[fi]);
         free(files);

@@ -68,14 +68,6 @@ void linear_predict(const linear_model *m, const sp_mat *x, int *pred)
     free(z);
 }
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Adds a * x_r to row k of V. */
 static void axpy_row(float *v, const sp_mat *x, size_t r, float a)
 {
@@ -108,7 +100,7 @@ void linear_train(linear_model *m, const sp_mat *x, const int *y, const linear_o
     for (int ep = 0; ep < o->epochs; ep++) {
         uint64_t rs = o->seed * 0x2545f4914f6cdd1dull + (uint64_t)ep + 1;
         for (size_t i = n; i > 1; i--) {           /* Fisher-Yates, seeded per epoch */
-            size_t j = (size_t)(rng_next(&rs) % i);
+            size_t j = (size_t)(splitmix64_next(&rs) % i);
             size_t tmp = order[i - 1]; order[i - 1] = order[j]; order[j] = tmp;
         }
         for (size_t s = 0; s < n; s++, t++) {

@@ -8,13 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-uint64_t tr_rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+uint64_t tr_rng_next(uint64_t *s) { return splitmix64_next(s); }
 
 uint64_t tr_seed(uint64_t a, uint64_t b, uint64_t c)
 {
