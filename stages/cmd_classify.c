@@ -69,10 +69,18 @@ int cmd_classify(int argc, char **argv)
         char *line = NULL;
         size_t cap = 0;
         ssize_t n;
+        long lineno = 0;
         while ((n = getline(&line, &cap, stdin)) >= 0) {
+            lineno++;
             while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
             const char *t = line;
             size_t l = (size_t)n;
+            long bad = utf8_first_invalid((const unsigned char *)t, l);
+            if (bad >= 0) {
+                rc = cli_usage_error("classify: standard input line %ld: invalid UTF-8 at byte %ld; "
+                                     "give UTF-8 text", lineno, bad);
+                break;
+            }
             if ((rc = clf_predict(m, &t, &l, 1, 1, p, &err))) { rc = cli_fail(&err); break; }
             print_one(m, NULL, p, all);
         }
@@ -83,7 +91,11 @@ int cmd_classify(int argc, char **argv)
             size_t l;
             if ((rc = read_text(a.pos[i], &data, &l))) break;
             const char *t = data;
-            if ((rc = clf_predict(m, &t, &l, 1, 1, p, &err))) rc = cli_fail(&err);
+            long bad = utf8_first_invalid((const unsigned char *)t, l);
+            if (bad >= 0)
+                rc = cli_usage_error("classify: '%s': invalid UTF-8 at byte %ld; give UTF-8 text",
+                                     a.pos[i], bad);
+            else if ((rc = clf_predict(m, &t, &l, 1, 1, p, &err))) rc = cli_fail(&err);
             else print_one(m, a.pos[i], p, all);
             free(data);
         }

@@ -144,6 +144,9 @@ check "classify: one line per input ($(cat "$T/cls.err"))" test "$(wc -l < "$T/c
 check "classify: labels" test "$(cut -f1 "$T/cls" | tr '\n' ' ')" = "乙类 甲类 "
 "$FLOW" classify "$FT" --cache "$T/B" --all < /dev/null > "$T/cls2"
 check "classify: empty input, no output" test ! -s "$T/cls2"
+printf '刑罚\n\xff\xfe\n' | "$FLOW" classify "$BASE" --cache "$T/B" > "$T/cls3" 2> "$T/cls3.err"
+check "classify: invalid UTF-8 is a usage error (exit 2)" test $? = 2
+check "classify: invalid UTF-8 names the line and byte" grep -q "line 2: invalid UTF-8 at byte 0" "$T/cls3.err"
 "$FLOW" eval "$BASE" "$D" --json --cache "$T/B" > "$T/eval.json"
 check "eval --json counts every unit" python3 -c "import json,sys; d=json.load(open('$T/eval.json')); sys.exit(0 if d['n']==144 and d['accuracy']>0.8 else 1)"
 "$FLOW" eval "$FT" "$D" --cache "$T/B" > "$T/eval.txt"
