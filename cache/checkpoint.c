@@ -87,16 +87,10 @@ int store_checkpoint_get(flow_store *s, const flow_hash *key, char **data,
     char hex[33];
     flow_hash_hex(key, hex);
     MDB_txn *txn;
-    int rc = store_txn_read(s, &txn, err);
+    MDB_val v;
+    int rc = store_get_keyed(s, DB_CHECKPOINTS, key, &txn, &v,
+                             "no checkpoint for node key %s (cache %s)", "reading a checkpoint", err);
     if (rc) return rc;
-    MDB_val k = { 16, (void *)key->b }, v;
-    rc = mdb_get(txn, s->dbi[DB_CHECKPOINTS], &k, &v);
-    if (rc) {
-        store_txn_end(s, txn);
-        if (rc == MDB_NOTFOUND)
-            return flow_fail(err, FLOW_E_NOTFOUND, "no checkpoint for node key %s", hex);
-        return store_mdb_fail(s, err, rc, "reading a checkpoint");
-    }
     uint64_t size;
     chunk_ref *chunks;
     uint32_t n;

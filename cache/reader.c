@@ -10,23 +10,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+int store_get_keyed(flow_store *s, int db, const flow_hash *key, MDB_txn **txn,
+                    MDB_val *v, const char *missing, const char *doing, flow_err *err)
+{
+    int rc = store_txn_read(s, txn, err);
+    if (rc) return rc;
+    MDB_val k = { 16, (void *)key->b };
+    rc = mdb_get(*txn, s->dbi[db], &k, v);
+    if (rc == 0) return 0;
+    store_txn_end(s, *txn);
+    *txn = NULL;
+    if (rc == MDB_NOTFOUND) {
+        char hex[33];
+        flow_hash_hex(key, hex);
+        return flow_fail(err, FLOW_E_NOTFOUND, missing, hex, s->dir);
+    }
+    return store_mdb_fail(s, err, rc, doing);
+}
+
 int store_load_manifest(flow_store *s, const flow_hash *key, manifest *m, int want_chunks,
                         flow_err *err)
 {
     memset(m, 0, sizeof *m);
     MDB_txn *txn;
-    int rc = store_txn_read(s, &txn, err);
+    MDB_val v;
+    int rc = store_get_keyed(s, DB_ARTIFACTS, key, &txn, &v, "artifact %s is not in cache %s",
+                             "reading an artifact manifest", err);
     if (rc) return rc;
-    MDB_val k = { 16, (void *)key->b }, v;
-    rc = mdb_get(txn, s->dbi[DB_ARTIFACTS], &k, &v);
-    if (rc) {
-        store_txn_end(s, txn);
-        char hex[33];
-        flow_hash_hex(key, hex);
-        if (rc == MDB_NOTFOUND)
-            return flow_fail(err, FLOW_E_NOTFOUND, "artifact %s is not in cache %s", hex, s->dir);
-        return store_mdb_fail(s, err, rc, "reading an artifact manifest");
-    }
     rc = manifest_parse(v.mv_data, v.mv_size, key, m, want_chunks, err);
     store_txn_end(s, txn);
     return rc;
@@ -128,22 +138,18 @@ int store_get_log(flow_store *s, const flow_hash *key, char **log, size_t *len, 
 {
     *log = NULL;
     *len = 0;
-    char hex[33];
-    flow_hash_hex(key, hex);
     MDB_txn *txn;
-    int rc = store_txn_read(s, &txn, err);
+    MDB_val v;
+    int rc = store_get_keyed(s, DB_LOGS, key, &txn, &v, "no log for artifact %s in cache %s",
+                             "reading a log", err);
     if (rc) return rc;
-    MDB_val k = { 16, (void *)key->b }, v;
-    rc = mdb_get(txn, s->dbi[DB_LOGS], &k, &v);
-    if (rc) {
-        store_txn_end(s, txn);
-        if (rc == MDB_NOTFOUND)
-            return flow_fail(err, FLOW_E_NOTFOUND, "no log for artifact %s in cache %s", hex, s->dir);
-        return store_mdb_fail(s, err, rc, "reading a log");
-    }
     rc = store_log_decode(v.mv_data, v.mv_size, log, len);
     store_txn_end(s, txn);
-    if (rc) return flow_fail(err, FLOW_E_CORRUPT, "artifact %s: stored log is damaged", hex);
+    if (rc) {
+        char hex[33];
+        flow_hash_hex(key, hex);
+        return flow_fail(err, FLOW_E_CORRUPT, "artifact %s: stored log is damaged", hex);
+    }
     return 0;
 }
 

@@ -94,6 +94,13 @@ store_pool *store_get_pool(flow_store *s);   /* creates pool + contexts once */
  * another process).  End it with store_txn_end. */
 int store_txn_read(flow_store *s, MDB_txn **txn, flow_err *err);
 void store_txn_end(flow_store *s, MDB_txn *txn);
+/* Opens a read transaction and looks up the record under a 16-byte key in
+ * table db.  On success *txn stays open (v points into it; end it with
+ * store_txn_end); otherwise it is ended and err says why: FLOW_E_NOTFOUND
+ * with `missing` formatted with (key hex, cache dir), or the LMDB error
+ * while `doing`. */
+int store_get_keyed(flow_store *s, int db, const flow_hash *key, MDB_txn **txn,
+                    MDB_val *v, const char *missing, const char *doing, flow_err *err);
 
 /* Runs fn inside a write transaction and commits it.  fn returns 0, a
  * negative FLOW_E* code (err filled), or a raw LMDB code; MDB_MAP_FULL
