@@ -368,18 +368,27 @@ static void fail_node(sched *S, int i, const char *msg, const char *tail)
     skip_users(S, i);
 }
 
-static void cached_node(sched *S, int i)
+/* Marks node i done with status ("ran" or "cached"), counts and records it,
+ * and fills the common fields of its finish event. */
+static void mark_done(sched *S, int i, const char *status, int *counter, prog_finish *f)
 {
     bnode *n = &S->b[i];
     n->state = S_DONE;
-    n->final = "cached";
-    S->res->cached++;
+    n->final = status;
+    (*counter)++;
     record(S, i);
-    prog_finish f = {0};
-    f.name = node_name(S, i);
-    f.stage = S->g->nodes[i].stage->name;
-    f.status = "cached";
-    f.key = n->hex;
+    memset(f, 0, sizeof *f);
+    f->name = node_name(S, i);
+    f->stage = S->g->nodes[i].stage->name;
+    f->status = status;
+    f->key = n->hex;
+}
+
+static void cached_node(sched *S, int i)
+{
+    bnode *n = &S->b[i];
+    prog_finish f;
+    mark_done(S, i, "cached", &S->res->cached, &f);
     char *metrics = NULL, *report = NULL;
     f.built_s = recorded(S, &S->keys[i], S->opt->json ? &metrics : NULL,
                          S->opt->json ? NULL : &report);
@@ -613,15 +622,8 @@ static void complete(sched *S, int i)
     free_resources(S, n);
     double wall = sched_now() - n->start;
     release_lease(S, i);
-    n->state = S_DONE;
-    n->final = "ran";
-    S->res->ran++;
-    record(S, i);
-    prog_finish f = {0};
-    f.name = node_name(S, i);
-    f.stage = S->g->nodes[i].stage->name;
-    f.status = "ran";
-    f.key = n->hex;
+    prog_finish f;
+    mark_done(S, i, "ran", &S->res->ran, &f);
     f.duration_s = wall;
     f.cpu_s = n->cpu;
     f.run_s = n->run_s;
