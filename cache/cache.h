@@ -122,8 +122,9 @@ typedef struct store_artifact {
     flow_hash key;
     flow_hash content;      /* hash over (name, content) of all parts */
     int nparts;
-    store_part_info *parts;
+    store_part_info *parts; /* sorted by name (strcmp), names unique */
     char *meta_json;        /* metadata object */
+    char *name_pool;        /* internal: the part names live here */
     int64_t created;        /* unix seconds */
     uint64_t raw_size, stored_size;   /* sums over the parts */
 } store_artifact;
@@ -151,6 +152,28 @@ long long store_reader_read(store_reader *r, void *buf, size_t cap, flow_err *er
 void store_reader_free(store_reader *r);
 int store_read_part(flow_store *s, const flow_hash *key, const char *part,
                     char **data, size_t *len, flow_err *err);
+
+/* Index of the part called name in a->parts (binary search: parts are
+ * sorted by name), or -1. */
+int store_part_find(const store_artifact *a, const char *name);
+
+/* ---- reading many parts of one artifact ------------------------------ */
+/* A handle on one artifact: its manifest read and parsed once, with every
+ * part's chunk list, so that reading all P parts costs O(P) and not the
+ * O(P^2) of P store_read_part calls (each of which parses the whole
+ * manifest).  The engine opens one per input of a node.  Parts are
+ * addressed by index into store_handle_artifact(h)->parts (store_part_find
+ * gives the index of a name).  The handle holds no transaction: a part
+ * whose chunks were deleted meanwhile (a gc of an artifact that is no
+ * longer reachable) reads as FLOW_E_NOTFOUND naming the chunk. */
+typedef struct store_handle store_handle;
+int store_handle_open(flow_store *s, const flow_hash *key, store_handle **out, flow_err *err);
+/* The artifact (owned by the handle, valid until store_handle_free). */
+const store_artifact *store_handle_artifact(const store_handle *h);
+/* Like store_read_part / store_reader_open, for part index `part`. */
+int store_handle_read(store_handle *h, int part, char **data, size_t *len, flow_err *err);
+int store_handle_reader(store_handle *h, int part, store_reader **out, flow_err *err);
+void store_handle_free(store_handle *h);
 
 /* Iterates all artifacts (for ls / gc); cb returns non-zero to stop. */
 int store_foreach(flow_store *s, int (*cb)(const store_artifact *a, void *arg),

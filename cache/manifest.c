@@ -105,12 +105,87 @@ static uint16_t take_u16(rd *r) { const unsigned char *p = take(r, 2); return p 
 
 void manifest_release(manifest *m)
 {
-    if (m->chunks && m->art)
-        for (int i = 0; i < m->art->nparts; i++) free(m->chunks[i]);
+    free(m->chunk_pool);
     free(m->chunks);
     free(m->nchunks);
     store_artifact_free(m->art);
     memset(m, 0, sizeof *m);
+}
+
+/* Reads the parts.  Every name goes into one pool and every chunk list into
+ * one array (a few allocations, not one per part: an artifact may have
+ * 500k parts); part i's pointers are set once the pools stop moving.
+ * Names must strictly increase (strcmp), which is what lets readers find a
+ * part by binary search; a manifest that breaks it is malformed. */
+static int parse_parts(rd *r, store_artifact *a, manifest *m, uint32_t np, int want_chunks)
+{
+    size_t *name_at = xmalloc((np ? np : 1) * sizeof *name_at);
+    size_t *chunk_at = want_chunks ? xmalloc((np ? np : 1) * sizeof *chunk_at) : NULL;
+    flow_buf names;
+    buf_init(&names);
+    chunk_ref *pool = NULL;
+    size_t npool = 0, cappool = 0;
+    int ok = 1;
+    const char *prev = NULL;
+    size_t prev_len = 0;
+    for (uint32_t i = 0; i < np && ok; i++) {
+        store_part_info *pi = &a->parts[i];
+        uint16_t nl = take_u16(r);
+        const unsigned char *nm = take(r, nl);
+        if (!nm || nl == 0) { ok = 0; break; }
+        if (prev) {
+            size_t k = prev_len < nl ? prev_len : nl;
+            int c = memcmp(prev, nm, k);
+            if (c > 0 || (c == 0 && prev_len >= nl)) { ok = 0; break; }
+        }
+        prev = (const char *)nm;
+        prev_len = nl;
+        name_at[i] = names.len;
+        buf_add(&names, nm, nl);
+        buf_addc(&names, 0);
+        const unsigned char *kind = take(r, 1);
+        pi->kind = kind ? kind[0] : 0;
+        pi->size = take_u64(r);
+        pi->stored = take_u64(r);
+        const unsigned char *p = take(r, 16);
+        if (p) memcpy(pi->content.b, p, 16);
+        uint32_t nc = take_u32(r);
+        if (r->bad || nc > (r->n - r->at) / 20) { ok = 0; break; }
+        const unsigned char *cl = take(r, (size_t)nc * 20);
+        if (!cl) { ok = 0; break; }
+        uint64_t total = 0;
+        if (want_chunks) {
+            if (npool + nc > cappool) {
+                cappool = 2 * (npool + nc) + 16;
+                pool = xrealloc(pool, cappool * sizeof *pool);
+            }
+            chunk_at[i] = npool;
+            m->nchunks[i] = nc;
+        }
+        for (uint32_t c = 0; c < nc; c++) {
+            uint32_t len = get_u32(cl + 20 * c + 16);
+            if (len == 0 || len > STORE_CHUNK_SIZE) { ok = 0; break; }
+            total += len;
+            if (want_chunks) {
+                memcpy(pool[npool].h.b, cl + 20 * c, 16);
+                pool[npool++].len = len;
+            }
+        }
+        if (total != pi->size) ok = 0;
+        if (ok) a->nparts = (int)i + 1;
+    }
+    /* names of the parts read so far (also on failure: free needs them) */
+    a->name_pool = names.data ? names.data : xstrdup("");
+    for (int i = 0; i < a->nparts; i++) a->parts[i].name = a->name_pool + name_at[i];
+    if (want_chunks) {
+        m->chunk_pool = pool;
+        for (int i = 0; i < a->nparts; i++) m->chunks[i] = pool + chunk_at[i];
+    } else {
+        free(pool);
+    }
+    free(name_at);
+    free(chunk_at);
+    return ok;
 }
 
 int manifest_parse(const void *data, size_t n, const flow_hash *key, manifest *m,
@@ -148,43 +223,7 @@ int manifest_parse(const void *data, size_t n, const flow_hash *key, manifest *m
         m->chunks = xcalloc(np ? np : 1, sizeof *m->chunks);
         m->nchunks = xcalloc(np ? np : 1, sizeof *m->nchunks);
     }
-    for (uint32_t i = 0; i < np; i++) {
-        store_part_info *pi = &a->parts[i];
-        uint16_t nl = take_u16(&r);
-        const unsigned char *nm = take(&r, nl);
-        if (!nm) goto bad;
-        char *name = xmalloc((size_t)nl + 1);
-        memcpy(name, nm, nl);
-        name[nl] = 0;
-        pi->name = name;
-        a->nparts = (int)i + 1;
-        const unsigned char *kind = take(&r, 1);
-        pi->kind = kind ? kind[0] : 0;
-        pi->size = take_u64(&r);
-        pi->stored = take_u64(&r);
-        p = take(&r, 16);
-        if (p) memcpy(pi->content.b, p, 16);
-        uint32_t nc = take_u32(&r);
-        if (r.bad || nc > (r.n - r.at) / 20) goto bad;
-        const unsigned char *cl = take(&r, (size_t)nc * 20);
-        if (!cl) goto bad;
-        uint64_t total = 0;
-        chunk_ref *refs = want_chunks ? xmalloc((nc ? nc : 1) * sizeof *refs) : NULL;
-        for (uint32_t c = 0; c < nc; c++) {
-            uint32_t len = get_u32(cl + 20 * c + 16);
-            if (len == 0 || len > STORE_CHUNK_SIZE) { free(refs); goto bad; }
-            total += len;
-            if (refs) {
-                memcpy(refs[c].h.b, cl + 20 * c, 16);
-                refs[c].len = len;
-            }
-        }
-        if (total != pi->size) { free(refs); goto bad; }
-        if (want_chunks) {
-            m->chunks[i] = refs;
-            m->nchunks[i] = nc;
-        }
-    }
+    if (!parse_parts(&r, a, m, np, want_chunks)) goto bad;
     p = take(&r, mlen);
     if (!p || r.at != r.n) goto bad;
     a->meta_json = xmalloc((size_t)mlen + 1);
@@ -203,10 +242,23 @@ bad:
                      "`flow verify --repair` (removes it) and rebuild", hex);
 }
 
+int store_part_find(const store_artifact *a, const char *name)
+{
+    int lo = 0, hi = a->nparts;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = strcmp(a->parts[mid].name, name);
+        if (c == 0) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
 void store_artifact_free(store_artifact *a)
 {
     if (!a) return;
-    for (int i = 0; i < a->nparts; i++) free((char *)a->parts[i].name);
+    free(a->name_pool);
     free(a->parts);
     free(a->meta_json);
     free(a);

@@ -186,13 +186,6 @@ static int rjob_result(rjob *j, const char *keyhex, const char *part, uint32_t i
     return j->rc;
 }
 
-static int find_part(const manifest *m, const char *part)
-{
-    for (int i = 0; i < m->art->nparts; i++)
-        if (strcmp(m->art->parts[i].name, part) == 0) return i;
-    return -1;
-}
-
 static int no_part(const flow_hash *key, const char *part, flow_err *err)
 {
     char hex[33];
@@ -232,38 +225,78 @@ int store_read_chunks(flow_store *s, const chunk_ref *chunks, uint32_t n, char *
     return rc;
 }
 
+/* ---- handles: one parsed manifest for many reads ------------------------ */
+
+struct store_handle {
+    flow_store *s;
+    manifest m;
+    char keyhex[33];
+};
+
+int store_handle_open(flow_store *s, const flow_hash *key, store_handle **out, flow_err *err)
+{
+    *out = NULL;
+    store_handle *h = xcalloc(1, sizeof *h);
+    int rc = store_load_manifest(s, key, &h->m, 1, err);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    h->s = s;
+    flow_hash_hex(key, h->keyhex);
+    *out = h;
+    return 0;
+}
+
+const store_artifact *store_handle_artifact(const store_handle *h) { return h->m.art; }
+
+void store_handle_free(store_handle *h)
+{
+    if (!h) return;
+    manifest_release(&h->m);
+    free(h);
+}
+
+static void bad_index(const store_handle *h, int part)
+{
+    if (part < 0 || part >= h->m.art->nparts)
+        FLOW_BUG("artifact %s: part index %d of %d", h->keyhex, part, h->m.art->nparts);
+}
+
+int store_handle_read(store_handle *h, int part, char **data, size_t *len, flow_err *err)
+{
+    *data = NULL;
+    *len = 0;
+    bad_index(h, part);
+    const store_part_info *pi = &h->m.art->parts[part];
+    if (pi->size >= SIZE_MAX)
+        return flow_fail(err, FLOW_E_NOMEM, "part '%s' is too large for memory", pi->name);
+    char *buf = xmalloc((size_t)pi->size + 1);
+    char what[4200];
+    snprintf(what, sizeof what, "artifact %s part '%s'", h->keyhex, pi->name);
+    int rc = store_read_chunks(h->s, h->m.chunks[part], h->m.nchunks[part], buf, what, err);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[pi->size] = 0;
+    *data = buf;
+    *len = (size_t)pi->size;
+    return 0;
+}
+
 int store_read_part(flow_store *s, const flow_hash *key, const char *part,
                     char **data, size_t *len, flow_err *err)
 {
     *data = NULL;
     *len = 0;
-    manifest m;
-    int rc = store_load_manifest(s, key, &m, 1, err);
+    store_handle *h;
+    int rc = store_handle_open(s, key, &h, err);
     if (rc) return rc;
-    int pi = find_part(&m, part);
-    if (pi < 0) {
-        manifest_release(&m);
-        return no_part(key, part, err);
-    }
-    uint64_t size = m.art->parts[pi].size;
-    if (size >= SIZE_MAX) {
-        manifest_release(&m);
-        return flow_fail(err, FLOW_E_NOMEM, "part '%s' is too large for memory", part);
-    }
-    char *buf = xmalloc((size_t)size + 1);
-    char hex[33], what[4200];
-    flow_hash_hex(key, hex);
-    snprintf(what, sizeof what, "artifact %s part '%s'", hex, part);
-    rc = store_read_chunks(s, m.chunks[pi], m.nchunks[pi], buf, what, err);
-    manifest_release(&m);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    buf[size] = 0;
-    *data = buf;
-    *len = (size_t)size;
-    return 0;
+    int pi = store_part_find(h->m.art, part);
+    rc = pi < 0 ? no_part(key, part, err) : store_handle_read(h, pi, data, len, err);
+    store_handle_free(h);
+    return rc;
 }
 
 /* ---- streaming reader ------------------------------------------------------ */
@@ -303,37 +336,42 @@ static void top_up(store_reader *r)
     }
 }
 
-int store_reader_open(flow_store *s, const flow_hash *key, const char *part,
-                      store_reader **out, flow_err *err)
+int store_handle_reader(store_handle *h, int part, store_reader **out, flow_err *err)
 {
+    (void)err;
     *out = NULL;
-    manifest m;
-    int rc = store_load_manifest(s, key, &m, 1, err);
-    if (rc) return rc;
-    int pi = find_part(&m, part);
-    if (pi < 0) {
-        manifest_release(&m);
-        return no_part(key, part, err);
-    }
+    bad_index(h, part);
     store_reader *r = xcalloc(1, sizeof *r);
-    r->s = s;
-    flow_hash_hex(key, r->keyhex);
-    r->part = xstrdup(part);
-    r->chunks = m.chunks[pi];
-    r->n = m.nchunks[pi];
+    r->s = h->s;
+    memcpy(r->keyhex, h->keyhex, sizeof r->keyhex);
+    r->part = xstrdup(h->m.art->parts[part].name);
+    r->n = h->m.nchunks[part];
+    r->chunks = xmalloc((r->n ? r->n : 1) * sizeof *r->chunks);
+    if (r->n) memcpy(r->chunks, h->m.chunks[part], r->n * sizeof *r->chunks);
     r->cur = -1;
-    m.chunks[pi] = NULL;
-    manifest_release(&m);
     if (r->n) {
         size_t bsz = 0;
         for (uint32_t i = 0; i < r->n; i++) if (r->chunks[i].len > bsz) bsz = r->chunks[i].len;
         int nb = r->n < RSLOTS ? (int)r->n : RSLOTS;
         for (int i = 0; i < nb; i++) r->buf[i] = xmalloc(bsz);
-        r->pool = store_get_pool(s);
+        r->pool = store_get_pool(h->s);
         top_up(r);
     }
     *out = r;
     return 0;
+}
+
+int store_reader_open(flow_store *s, const flow_hash *key, const char *part,
+                      store_reader **out, flow_err *err)
+{
+    *out = NULL;
+    store_handle *h;
+    int rc = store_handle_open(s, key, &h, err);
+    if (rc) return rc;
+    int pi = store_part_find(h->m.art, part);
+    rc = pi < 0 ? no_part(key, part, err) : store_handle_reader(h, pi, out, err);
+    store_handle_free(h);
+    return rc;
 }
 
 long long store_reader_read(store_reader *r, void *buf, size_t cap, flow_err *err)

@@ -181,8 +181,9 @@ uint64_t *hset_get(const hset *s, const flow_hash *h);
 
 typedef struct manifest {
     store_artifact *art;
-    chunk_ref **chunks;     /* per part, when asked for */
+    chunk_ref **chunks;     /* per part, when asked for (pointers into chunk_pool) */
     uint32_t *nchunks;
+    chunk_ref *chunk_pool;  /* every part's chunk list, one allocation */
 } manifest;
 
 typedef struct manifest_part {

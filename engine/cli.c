@@ -306,6 +306,8 @@ int cli_parse(int argc, char **argv, const char *allowed, cli_args *a)
             a->dot = 1;
         } else if (allows(allowed, "repair") && !strcmp(arg, "--repair")) {
             a->repair = 1;
+        } else if (allows(allowed, "parts") && !strcmp(arg, "--parts")) {
+            a->parts = 1;
         } else if (arg[0] == '-' && arg[1]) {
             return cli_usage_error("%s: unknown option '%s'; see 'flow %s --help'", argv[0], arg, argv[0]);
         } else {

@@ -1,18 +1,22 @@
 /* cmd_show.c — `flow show HASH` (an artifact's parts and metadata, pretty)
- * and `flow log HASH` (the stored log of the run that made it). */
+ * and `flow log HASH` (the stored log of the run that made it).  An
+ * artifact may have 500k parts (a source of one file per document): show
+ * lists the first SHOW_PARTS and says how many more, --parts lists all. */
 #include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#define SHOW_PARTS 20
+
 int cmd_show(int argc, char **argv)
 {
     cli_args a;
     flow_store *s = NULL;
     flow_hash key;
-    int rc = cli_parse(argc, argv, "cache json", &a);
-    if (!rc && a.npos > 1) rc = cli_usage_error("show: usage: flow show HASH");
+    int rc = cli_parse(argc, argv, "cache json parts", &a);
+    if (!rc && a.npos > 1) rc = cli_usage_error("show: usage: flow show HASH [--parts] [--json]");
     if (!rc) rc = cli_open_artifact(&a, "show", &s, &key);
     store_artifact *art = NULL;
     flow_err err;
@@ -35,11 +39,15 @@ int cmd_show(int argc, char **argv)
                    hex, json_str(json_get(m, "node"), "?"), json_str(json_get(m, "stage"), "?"),
                    json_num(json_get(m, "version"), 0), date, raw, st);
             printf("parts    %d\n", art->nparts);
-            for (int i = 0; i < art->nparts; i++) {
+            int shown = a.parts || art->nparts <= SHOW_PARTS + 1 ? art->nparts : SHOW_PARTS;
+            for (int i = 0; i < shown; i++) {
                 cli_human_size(art->parts[i].size, raw);
                 cli_human_size(art->parts[i].stored, st);
                 printf("  %8s %8s  %s\n", raw, st, art->parts[i].name);
             }
+            if (shown < art->nparts)
+                printf("  ... and %d more parts (flow show %.12s --parts lists them all)\n",
+                       art->nparts - shown, hex);
             if (bad) {
                 printf("metadata (unreadable: %s):\n%s\n", err.msg, art->meta_json);
             } else if (m) {

@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* For a source node whose files changed: which ones, against the parts of
@@ -16,25 +17,28 @@ static void source_changes(const flow_graph *g, flow_store *s, int node, const f
     key_ctx_init(&ctx, g, node, s);
     char **rel = NULL, **abs = NULL;
     int n = 0, shown = 0, more = 0;
-    store_artifact *a = NULL;
+    store_handle *h = NULL;
+    const store_artifact *a = NULL;
     flow_err err;
-    if (source_files(&ctx, &rel, &abs, &n) != 0 || store_get(s, last, &a, &err) != 0) {
+    if (source_files(&ctx, &rel, &abs, &n) != 0 || store_handle_open(s, last, &h, &err) != 0) {
         if (ctx.err.msg[0]) printf("  %s\n", ctx.err.msg);
         n = 0;
     }
+    if (h) a = store_handle_artifact(h);
     char *seen = a ? xcalloc((size_t)a->nparts + 1, 1) : NULL;
     for (int i = 0; i < n && a; i++) {
-        int j = 0;
-        while (j < a->nparts && strcmp(a->parts[j].name, rel[i])) j++;
+        int j = store_part_find(a, rel[i]);
         const char *what = NULL;
-        if (j == a->nparts) {
+        if (j < 0) {
             what = "added";
         } else {
             seen[j] = 1;
             char *old = NULL, *cur = NULL;
             size_t ol = 0, cl = 0;
-            if (file_read_all(abs[i], &cur, &cl, &err) != 0 ||
-                store_read_part(s, last, rel[i], &old, &ol, &err) != 0 || ol != cl || memcmp(old, cur, cl))
+            struct stat st;
+            if (stat(abs[i], &st) != 0 || (uint64_t)st.st_size != a->parts[j].size ||
+                file_read_all(abs[i], &cur, &cl, &err) != 0 ||
+                store_handle_read(h, j, &old, &ol, &err) != 0 || ol != cl || memcmp(old, cur, cl))
                 what = "modified";
             free(old);
             free(cur);
@@ -52,7 +56,7 @@ static void source_changes(const flow_graph *g, flow_store *s, int node, const f
     free(rel);
     free(abs);
     free(seen);
-    store_artifact_free(a);
+    store_handle_free(h);
 }
 
 int cmd_why(int argc, char **argv)

@@ -256,11 +256,17 @@ uint64_t flow_in_part_size(flow_ctx *c, const char *port, int idx, const char *p
  * *len excludes the NUL).  Caller frees. */
 int flow_in_read(flow_ctx *c, const char *port, int idx, const char *part,
                  char **data, size_t *len);
+/* Parts by view index (0 .. flow_in_nparts-1, the order of
+ * flow_in_part_name): O(1), for stages that walk every part.  (By name,
+ * flow_in_has / flow_in_read / flow_in_open bisect: O(log P).) */
+int flow_in_read_at(flow_ctx *c, const char *port, int idx, int part, char **data, size_t *len);
+uint64_t flow_in_part_size_at(flow_ctx *c, const char *port, int idx, int part);
 /* Streams a part: repeated calls fill buf with up to cap bytes, return the
  * count read, 0 at the end, or a negative code. */
 typedef struct flow_in_stream flow_in_stream;
 int flow_in_open(flow_ctx *c, const char *port, int idx, const char *part,
                  flow_in_stream **out);
+int flow_in_open_at(flow_ctx *c, const char *port, int idx, int part, flow_in_stream **out);
 long long flow_in_stream_read(flow_in_stream *s, void *buf, size_t cap);
 void flow_in_stream_close(flow_in_stream *s);
 /* The producing node's metadata JSON (metrics etc.), owned by ctx. */
@@ -310,8 +316,6 @@ int flow_checkpoint_load(flow_ctx *c, char **data, size_t *len);
  * when (size, mtime, inode) changed. */
 int flow_file_hash(flow_ctx *c, const char *path, flow_hash *out);
 
-/* Test hooks are not part of this API and not in the `flow` binary: the
- * training stages' kill-at-step hook (FLOW_TEST_KILL_AT) is linked only into
- * the test binary flow_testhooks (tests/hooks/, stages/trainer.h). */
+/* Test hook: a stage may read FLOW_TEST_* environment knobs; none defined. */
 
 #endif

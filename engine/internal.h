@@ -159,8 +159,10 @@ struct flow_ctx {
     int node;
     flow_store *store;          /* opened in the process that uses it */
     flow_hash key;
-    /* inputs: one artifact per ref, per port (aligned with stage->inputs) */
-    store_artifact ***in_art;   /* [port][ref] */
+    /* inputs: one artifact per ref, per port (aligned with stage->inputs);
+     * each opened once (its manifest parsed once) for all its parts' reads */
+    store_handle ***in_h;       /* [port][ref] */
+    const store_artifact ***in_art;   /* [port][ref], owned by in_h */
     /* outputs and reports */
     store_writer *writer;
     flow_buf log, metrics, report;
@@ -230,10 +232,11 @@ typedef struct cli_args {
     const char *out;            /* -o FILE */
     int json, dot;              /* --json, --dot */
     int repair;                 /* --repair (verify) */
+    int parts;                  /* --parts (show: list every part) */
     long keep_last;             /* --keep-last N (-1 if absent) */
 } cli_args;
 /* allowed: the options the command takes, as a list of names such as
- * "set cache json" (from: set cache json dot out keep-last repair).  Prints the
+ * "set cache json" (from: set cache json dot out keep-last repair parts).  Prints the
  * error and returns 2 on a bad command line.  cli_args_release frees. */
 int cli_parse(int argc, char **argv, const char *allowed, cli_args *a);
 void cli_args_release(cli_args *a);

@@ -25,7 +25,7 @@ static const command commands[] = {
       "explain what changed since the node's last build", cmd_why },
     { "dag", "GRAPH [--set ...] [--dot]", "print the graph's nodes and edges", cmd_dag },
     { "ls", "[--cache DIR] [--json]", "list the artifacts in the cache", cmd_ls },
-    { "show", "HASH [--cache DIR]", "print an artifact's metadata", cmd_show },
+    { "show", "HASH [--parts] [--json] [--cache DIR]", "print an artifact's parts (--parts: all of them) and metadata", cmd_show },
     { "cat", "HASH [PART] [-o FILE] [--cache DIR]", "write a part's bytes (no PART: list parts)", cmd_cat },
     { "log", "HASH [--cache DIR]", "print the log of the run that made an artifact", cmd_log },
     { "gc", "[GRAPH...] [--keep-last N] [--cache DIR]",

@@ -58,7 +58,9 @@ struct worker_state {
     in_view **views;        /* [port][ref] */
     const char ***in_names; /* [port][ref], made on demand */
     metric *m; int nm;
-    char **outs; int nouts; /* part names written, for uniqueness */
+    /* part names written, for uniqueness: open addressing on their hash
+     * (a source node writes one part per file, 500k of them) */
+    char **outs; size_t nouts, capouts;
     struct flow_out_stream stream;
     int stream_open;
     char stream_part[512];
@@ -214,7 +216,7 @@ static const in_view *view_of(flow_ctx *c, const char *port, int idx)
     return &c->ws->views[p][idx];
 }
 
-static store_artifact *art_of(flow_ctx *c, const char *port, int idx)
+static const store_artifact *art_of(flow_ctx *c, const char *port, int idx)
 {
     return c->in_art[port_index(c, port)][idx];
 }
@@ -233,13 +235,30 @@ const char *flow_in_part_name(flow_ctx *c, const char *port, int idx, int part)
     return v->vis[part];
 }
 
-/* The artifact part index a visible name refers to, or -1. */
+/* The artifact part index a visible name refers to, or -1.  Binary search:
+ * a view's visible names are sorted (see load_inputs). */
 static int find_part(flow_ctx *c, const char *port, int idx, const char *name)
 {
     const in_view *v = view_of(c, port, idx);
-    for (int i = 0; i < v->n; i++)
-        if (strcmp(v->vis[i], name) == 0) return v->part[i];
+    int lo = 0, hi = v->n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        int cmp = strcmp(v->vis[mid], name);
+        if (cmp == 0) return v->part[mid];
+        if (cmp < 0) lo = mid + 1;
+        else hi = mid;
+    }
     return -1;
+}
+
+/* The artifact part index of visible part number `part`. */
+static int part_at(flow_ctx *c, const char *port, int idx, int part)
+{
+    const in_view *v = view_of(c, port, idx);
+    if (part < 0 || part >= v->n)
+        FLOW_BUG("node '%s': input '%s'[%d] part %d of %d", flow_node_name(c), port,
+                 idx, part, v->n);
+    return v->part[part];
 }
 
 int flow_in_has(flow_ctx *c, const char *port, int idx, const char *part)
@@ -269,16 +288,41 @@ static int missing_part(flow_ctx *c, const char *port, int idx, const char *part
     return rc;
 }
 
+static int read_at(flow_ctx *c, const char *port, int idx, int k, const char *part,
+                   char **data, size_t *len)
+{
+    flow_err e = {0};
+    int rc = store_handle_read(c->in_h[port_index(c, port)][idx], k, data, len, &e);
+    if (rc) return ctx_fail(c, rc, "reading input '%s' part '%s': %s", port, part, e.msg);
+    return 0;
+}
+
+static int open_at(flow_ctx *c, const char *port, int idx, int k, const char *part,
+                   flow_in_stream **out)
+{
+    flow_err e = {0};
+    store_reader *r;
+    int rc = store_handle_reader(c->in_h[port_index(c, port)][idx], k, &r, &e);
+    if (rc) return ctx_fail(c, rc, "opening input '%s' part '%s': %s", port, part, e.msg);
+    flow_in_stream *s = xcalloc(1, sizeof *s);
+    s->r = r;
+    s->c = c;
+    *out = s;
+    return 0;
+}
+
 int flow_in_read(flow_ctx *c, const char *port, int idx, const char *part,
                  char **data, size_t *len)
 {
     int k = find_part(c, port, idx, part);
     if (k < 0) return missing_part(c, port, idx, part);
-    store_artifact *a = art_of(c, port, idx);
-    flow_err e = {0};
-    int rc = store_read_part(c->store, &a->key, a->parts[k].name, data, len, &e);
-    if (rc) return ctx_fail(c, rc, "reading input '%s' part '%s': %s", port, part, e.msg);
-    return 0;
+    return read_at(c, port, idx, k, part, data, len);
+}
+
+int flow_in_read_at(flow_ctx *c, const char *port, int idx, int part, char **data, size_t *len)
+{
+    return read_at(c, port, idx, part_at(c, port, idx, part),
+                   flow_in_part_name(c, port, idx, part), data, len);
 }
 
 int flow_in_open(flow_ctx *c, const char *port, int idx, const char *part,
@@ -286,16 +330,18 @@ int flow_in_open(flow_ctx *c, const char *port, int idx, const char *part,
 {
     int k = find_part(c, port, idx, part);
     if (k < 0) return missing_part(c, port, idx, part);
-    store_artifact *a = art_of(c, port, idx);
-    flow_err e = {0};
-    store_reader *r;
-    int rc = store_reader_open(c->store, &a->key, a->parts[k].name, &r, &e);
-    if (rc) return ctx_fail(c, rc, "opening input '%s' part '%s': %s", port, part, e.msg);
-    flow_in_stream *s = xcalloc(1, sizeof *s);
-    s->r = r;
-    s->c = c;
-    *out = s;
-    return 0;
+    return open_at(c, port, idx, k, part, out);
+}
+
+int flow_in_open_at(flow_ctx *c, const char *port, int idx, int part, flow_in_stream **out)
+{
+    return open_at(c, port, idx, part_at(c, port, idx, part),
+                   flow_in_part_name(c, port, idx, part), out);
+}
+
+uint64_t flow_in_part_size_at(flow_ctx *c, const char *port, int idx, int part)
+{
+    return art_of(c, port, idx)->parts[part_at(c, port, idx, part)].size;
 }
 
 long long flow_in_stream_read(flow_in_stream *s, void *buf, size_t cap)
@@ -321,6 +367,36 @@ const char *flow_in_meta(flow_ctx *c, const char *port, int idx)
 
 /* ---- outputs ----------------------------------------------------------- */
 
+static size_t outs_slot(char *const *outs, size_t cap, const char *name)
+{
+    flow_hash h = flow_hash_bytes(name, strlen(name));
+    uint64_t v;
+    memcpy(&v, h.b + 8, 8);
+    size_t i = (size_t)v & (cap - 1);
+    while (outs[i] && strcmp(outs[i], name) != 0) i = (i + 1) & (cap - 1);
+    return i;
+}
+
+static int outs_has(const struct worker_state *ws, const char *name)
+{
+    return ws->capouts && ws->outs[outs_slot(ws->outs, ws->capouts, name)];
+}
+
+static void outs_add(struct worker_state *ws, char *name)
+{
+    if (2 * (ws->nouts + 1) > ws->capouts) {
+        size_t cap = ws->capouts ? 2 * ws->capouts : 64;
+        char **t = xcalloc(cap, sizeof *t);
+        for (size_t i = 0; i < ws->capouts; i++)
+            if (ws->outs[i]) t[outs_slot(t, cap, ws->outs[i])] = ws->outs[i];
+        free(ws->outs);
+        ws->outs = t;
+        ws->capouts = cap;
+    }
+    ws->outs[outs_slot(ws->outs, ws->capouts, name)] = name;
+    ws->nouts++;
+}
+
 static int check_part_name(flow_ctx *c, const char *part)
 {
     const flow_stage *st = c->g->nodes[c->node].stage;
@@ -342,14 +418,12 @@ static int check_part_name(flow_ctx *c, const char *part)
                             "outputs stage '%s' declares", part, st->name);
     }
     struct worker_state *ws = c->ws;
-    for (int i = 0; i < ws->nouts; i++)
-        if (strcmp(ws->outs[i], part) == 0)
-            return ctx_fail(c, FLOW_E_STAGE, "output part '%s' written twice", part);
+    if (outs_has(ws, part))
+        return ctx_fail(c, FLOW_E_STAGE, "output part '%s' written twice", part);
     if (ws->stream_open)
         return ctx_fail(c, FLOW_E_STAGE, "output part '%s' begun while part '%s' is "
                         "still open (close the stream first)", part, ws->stream_part);
-    ws->outs = xrealloc(ws->outs, (size_t)(ws->nouts + 1) * sizeof *ws->outs);
-    ws->outs[ws->nouts++] = xstrdup(part);
+    outs_add(ws, xstrdup(part));
     return 0;
 }
 
@@ -680,22 +754,24 @@ static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jo
     flow_err e = {0};
     char msg[sizeof e.msg + 128];
     /* inputs */
+    c.in_h = xcalloc((size_t)st->ninputs + 1, sizeof *c.in_h);
     c.in_art = xcalloc((size_t)st->ninputs + 1, sizeof *c.in_art);
     ws.views = xcalloc((size_t)st->ninputs + 1, sizeof *ws.views);
     ws.in_names = xcalloc((size_t)st->ninputs + 1, sizeof *ws.in_names);
     for (int p = 0; p < st->ninputs; p++) {
         const graph_binding *bd = &n->inputs[p];
+        c.in_h[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **c.in_h);
         c.in_art[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **c.in_art);
         ws.views[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **ws.views);
         ws.in_names[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **ws.in_names);
         for (int r = 0; r < bd->nrefs; r++) {
             const graph_ref *ref = &bd->refs[r];
-            if (store_get(c.store, &sp->keys[ref->node], &c.in_art[p][r], &e)) {
+            if (store_handle_open(c.store, &sp->keys[ref->node], &c.in_h[p][r], &e)) {
                 snprintf(msg, sizeof msg, "node '%s': input '%s' from node '%s': %s",
                          n->name, st->inputs[p].name, sp->g->nodes[ref->node].name, e.msg);
                 child_fail(msg_fd, msg);
             }
-            store_artifact *a = c.in_art[p][r];
+            const store_artifact *a = c.in_art[p][r] = store_handle_artifact(c.in_h[p][r]);
             in_view *v = &ws.views[p][r];
             v->part = xcalloc((size_t)a->nparts + 1, sizeof *v->part);
             v->vis = xcalloc((size_t)a->nparts + 1, sizeof *v->vis);
@@ -711,6 +787,11 @@ static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jo
                 } else {
                     continue;
                 }
+                /* the artifact's names are sorted and the view keeps a
+                 * sorted run of them minus a common prefix: still sorted,
+                 * so find_part can bisect */
+                if (v->n && strcmp(v->vis[v->n - 1], v->vis[v->n]) >= 0)
+                    FLOW_BUG("input view of '%s' is not sorted at '%s'", n->name, name);
                 v->part[v->n++] = k;
             }
         }
@@ -768,16 +849,18 @@ static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jo
     store_writer_free(c.writer);
     for (int p = 0; p < st->ninputs; p++) {
         for (int r = 0; r < n->inputs[p].nrefs; r++) {
-            store_artifact_free(c.in_art[p][r]);
+            store_handle_free(c.in_h[p][r]);
             free(ws.views[p][r].part);
             free(ws.views[p][r].vis);
             free((char *)ws.in_names[p][r]);
         }
         free(c.in_art[p]);
+        free(c.in_h[p]);
         free(ws.views[p]);
         free(ws.in_names[p]);
     }
     free(c.in_art);
+    free(c.in_h);
     free(ws.views);
     free(ws.in_names);
     for (int i = 0; i < ws.nm; i++) {
@@ -785,7 +868,7 @@ static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jo
         free(ws.m[i].json);
     }
     free(ws.m);
-    for (int i = 0; i < ws.nouts; i++) free(ws.outs[i]);
+    for (size_t i = 0; i < ws.capouts; i++) free(ws.outs[i]);
     free(ws.outs);
     buf_release(&c.log);
     buf_release(&c.metrics);

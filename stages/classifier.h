@@ -53,7 +53,8 @@ typedef struct part_source {
     char what[192];     /* names the artifact in messages */
     /* storage for the two built-in sources */
     flow_ctx *ctx; const char *port; int idx;
-    flow_store *store; store_artifact *art; char prefix[64];
+    flow_store *store; store_handle *h; const store_artifact *art; char prefix[64];
+    int lo, hi;         /* the parts under prefix: art->parts[lo..hi) (sorted by name) */
 } part_source;
 
 /* Source over input port/idx of a running stage. */

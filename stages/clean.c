@@ -236,7 +236,7 @@ static int clean_run(flow_ctx *c)
             d->name = name;
             d->input = b;
             text_units_init(&d->units);
-            if ((rc = flow_in_read(c, "input", b, name, &d->data, &d->len)) != 0) break;
+            if ((rc = flow_in_read_at(c, "input", b, k, &d->data, &d->len)) != 0) break;
             ndocs++;
         }
     }

@@ -48,7 +48,7 @@ static int run(flow_ctx *c)
             if (hidden(name)) continue;
             if (parts++ && seplen) rc = flow_out_stream_write(out, sep, seplen);
             flow_in_stream *in;
-            if (!rc) rc = flow_in_open(c, "input", i, name, &in);
+            if (!rc) rc = flow_in_open_at(c, "input", i, p, &in);
             if (rc) break;
             long long n;
             while ((n = flow_in_stream_read(in, buf, sizeof buf)) > 0) {

@@ -119,7 +119,8 @@ typedef struct binding {
 /* NAME of binding i: the reference as written (node or node.output). */
 static char *binding_name(flow_ctx *c, int i) { return xstrdup(flow_in_name(c, "in", i)); }
 
-static int write_file(flow_ctx *c, int i, const char *part, const char *path)
+/* Materialises visible part k of binding i as the file path; buf: 1 MiB. */
+static int write_file(flow_ctx *c, int i, int k, const char *path, char *buf)
 {
     char *dir = xstrdup(path);
     char *slash = strrchr(dir, '/');
@@ -135,9 +136,8 @@ static int write_file(flow_ctx *c, int i, const char *part, const char *path)
         return flow_ctx_fail(c, FLOW_E_IO, "cannot create input file '%s': %s", path,
                              strerror(errno));
     flow_in_stream *in;
-    int rc = flow_in_open(c, "in", i, part, &in);
+    int rc = flow_in_open_at(c, "in", i, k, &in);
     if (rc) { close(fd); return rc; }
-    char *buf = xmalloc(1 << 20);
     long long n;
     while ((n = flow_in_stream_read(in, buf, 1 << 20)) > 0) {
         const char *p = buf;
@@ -155,16 +155,37 @@ static int write_file(flow_ctx *c, int i, const char *part, const char *path)
         if (rc) break;
     }
     if (n < 0 && !rc) rc = (int)n;
-    free(buf);
     flow_in_stream_close(in);
     if (close(fd) != 0 && !rc)
         rc = flow_ctx_fail(c, FLOW_E_IO, "cannot write input file '%s': %s", path, strerror(errno));
     return rc;
 }
 
+/* Binding i: its one file, or a folder with a file per visible part. */
+static int materialise_one(flow_ctx *c, binding *bd, int i, char *buf)
+{
+    int np = flow_in_nparts(c, "in", i);
+    if (np == 1 && flow_in_part_name(c, "in", i, 0)[0] == 0) return write_file(c, i, 0, bd[i].path, buf);
+    if (mkdirs(bd[i].path) != 0)
+        return flow_ctx_fail(c, FLOW_E_IO, "cannot create folder '%s': %s", bd[i].path,
+                             strerror(errno));
+    for (int k = 0; k < np; k++) {
+        const char *part = flow_in_part_name(c, "in", i, k);
+        if (!part[0]) continue;     /* "" beside other parts: no file name for it */
+        char *path = join(bd[i].path, part);
+        int rc = write_file(c, i, k, path, buf);
+        free(path);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Every part of every binding, in one pass over each binding's parts. */
 static int materialise(flow_ctx *c, const char *indir, binding *bd, int nb)
 {
-    for (int i = 0; i < nb; i++) {
+    char *buf = xmalloc(1 << 20);
+    int rc = 0;
+    for (int i = 0; i < nb && !rc; i++) {
         bd[i].name = binding_name(c, i);
         /* a second binding of the same name gets NAME_2, NAME_3, ... */
         char *dirname = xstrdup(bd[i].name);
@@ -182,25 +203,10 @@ static int materialise(flow_ctx *c, const char *indir, binding *bd, int nb)
         dirname = xstrdup(bd[i].name);
         bd[i].path = join(indir, dirname);
         free(dirname);
-        int np = flow_in_nparts(c, "in", i);
-        if (np == 1 && flow_in_part_name(c, "in", i, 0)[0] == 0) {
-            int rc = write_file(c, i, "", bd[i].path);
-            if (rc) return rc;
-            continue;
-        }
-        if (mkdirs(bd[i].path) != 0)
-            return flow_ctx_fail(c, FLOW_E_IO, "cannot create folder '%s': %s", bd[i].path,
-                                 strerror(errno));
-        for (int k = 0; k < np; k++) {
-            const char *part = flow_in_part_name(c, "in", i, k);
-            if (!part[0]) continue;     /* "" beside other parts: no file name for it */
-            char *path = join(bd[i].path, part);
-            int rc = write_file(c, i, part, path);
-            free(path);
-            if (rc) return rc;
-        }
+        rc = materialise_one(c, bd, i, buf);
     }
-    return 0;
+    free(buf);
+    return rc;
 }
 
 /* ---- the command --------------------------------------------------------- */

@@ -47,47 +47,49 @@ static int store_src_read(void *arg, const char *part, char **data, size_t *len,
     part_source *ps = arg;
     char full[1024];
     snprintf(full, sizeof full, "%s%s", ps->prefix, part);
-    int found = 0;
-    for (int i = 0; i < ps->art->nparts; i++)
-        if (strcmp(ps->art->parts[i].name, full) == 0) found = 1;
-    if (!found) return flow_fail(err, FLOW_E_NOTFOUND, "%s: no part '%s'", ps->what, full);
-    return store_read_part(ps->store, &ps->art->key, full, data, len, err);
+    int k = store_part_find(ps->art, full);
+    if (k < 0) return flow_fail(err, FLOW_E_NOTFOUND, "%s: no part '%s'", ps->what, full);
+    return store_handle_read(ps->h, k, data, len, err);
 }
 
-/* Parts under the prefix, in manifest order. */
+/* Parts under the prefix, in manifest order: one contiguous run, since the
+ * parts are sorted by name. */
 static int store_src_count(void *arg)
 {
     part_source *ps = arg;
-    int n = 0;
-    size_t pl = strlen(ps->prefix);
-    for (int i = 0; i < ps->art->nparts; i++)
-        if (strncmp(ps->art->parts[i].name, ps->prefix, pl) == 0) n++;
-    return n;
+    return ps->hi - ps->lo;
 }
 
 static const char *store_src_name(void *arg, int k)
 {
     part_source *ps = arg;
-    size_t pl = strlen(ps->prefix);
-    for (int i = 0; i < ps->art->nparts; i++) {
-        if (strncmp(ps->art->parts[i].name, ps->prefix, pl) != 0) continue;
-        if (k-- == 0) return ps->art->parts[i].name + pl;
-    }
-    return NULL;
+    if (k < 0 || k >= ps->hi - ps->lo) return NULL;
+    return ps->art->parts[ps->lo + k].name + strlen(ps->prefix);
 }
 
 int part_source_store(part_source *ps, flow_store *s, const flow_hash *key,
                       const char *prefix, flow_err *err)
 {
     memset(ps, 0, sizeof *ps);
-    int rc = store_get(s, key, &ps->art, err);
+    int rc = store_handle_open(s, key, &ps->h, err);
     if (rc) return rc;
+    ps->art = store_handle_artifact(ps->h);
     ps->read = store_src_read;
     ps->count = store_src_count;
     ps->name = store_src_name;
     ps->arg = ps;
     ps->store = s;
     snprintf(ps->prefix, sizeof ps->prefix, "%s", prefix ? prefix : "");
+    size_t pl = strlen(ps->prefix);
+    int lo = 0, hi = ps->art->nparts;   /* first part >= prefix */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (strcmp(ps->art->parts[mid].name, ps->prefix) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    ps->lo = ps->hi = lo;
+    while (ps->hi < ps->art->nparts && strncmp(ps->art->parts[ps->hi].name, ps->prefix, pl) == 0)
+        ps->hi++;
     char hex[33];
     flow_hash_hex(key, hex);
     snprintf(ps->what, sizeof ps->what, "artifact %.12s", hex);
@@ -96,7 +98,8 @@ int part_source_store(part_source *ps, flow_store *s, const flow_hash *key,
 
 void part_source_release(part_source *ps)
 {
-    if (ps->art) store_artifact_free(ps->art);
+    store_handle_free(ps->h);
+    ps->h = NULL;
     ps->art = NULL;
 }
 

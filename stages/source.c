@@ -3,8 +3,17 @@
  *   laws = source { path = "../../shared/data/legal/laws"  labels = folders }
  *
  * Reads a file, or a folder recursively (sorted bytewise, hidden files and
- * folders skipped, optional `include` globs); every file becomes a part
- * named by its path relative to the folder (a single file: its base name).
+ * folders skipped, optional `include` and `exclude` globs: glob.c); every
+ * file becomes a part named by its path relative to the folder (a single
+ * file: its base name).  The log and metrics say how many files the globs
+ * selected and skipped; an include pattern that selects nothing is an
+ * error naming it.
+ *
+ * Symlinks are followed.  A dangling one is skipped with a warning in the
+ * node log (metric dangling_symlinks): a broken link is not a document,
+ * and failing the whole corpus for it helps nobody; the log names it.  A
+ * symlink loop (a folder that is its own ancestor, by device and inode)
+ * fails the node, naming the folder and the ancestor.
  *
  * labels = folders adds a part `.index` (UTF-8 TSV, one line per file):
  *     relpath \t label \t group
@@ -23,7 +32,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -34,16 +42,25 @@ static const flow_param_def params[] = {
     { .name = "labels", .type = FLOW_P_STRING, .def = "none", .min = 1, .max = 0,
       .choices = "none|folders", .help = "folders: label = first folder under path (adds .index)" },
     { .name = "include", .type = FLOW_P_LIST, .elem = FLOW_P_STRING, .def = "[]", .min = 1, .max = 0,
-      .help = "glob patterns; without '/' matched against the file name, with '/' against the "
-              "relative path; empty = every file" },
+      .help = "globs selecting files: without '/' matched against the file name (any depth), "
+              "with '/' against the relative path; ** = zero or more folders; empty = every file; "
+              "a pattern that matches nothing is an error" },
+    { .name = "exclude", .type = FLOW_P_LIST, .elem = FLOW_P_STRING, .def = "[]", .min = 1, .max = 0,
+      .help = "globs (same rules) of files to leave out; a trailing /** also skips the folder" },
     { .name = "group_sep", .type = FLOW_P_STRING, .def = "\"-\"", .min = 1, .max = 0,
       .help = "files whose name starts with PREFIX<group_sep> share group PREFIX (\"\" = off)" },
 };
 
+/* The selected files, and what the walk saw on the way (for the log and
+ * the metrics). */
 typedef struct file_list {
     char **rel;     /* relative path (part name) */
     char **abs;
     int n, cap;
+    long long seen, skipped;              /* files met; not selected by the globs */
+    long long hidden, dangling, pruned;   /* hidden entries, dangling links, excluded folders */
+    flow_buf dangling_names;              /* the first few dangling links, for the log */
+    long long *inc_hits, *exc_hits;       /* files matched per pattern */
 } file_list;
 
 static void list_free(file_list *l)
@@ -51,20 +68,57 @@ static void list_free(file_list *l)
     for (int i = 0; i < l->n; i++) { free(l->rel[i]); free(l->abs[i]); }
     free(l->rel);
     free(l->abs);
+    free(l->inc_hits);
+    free(l->exc_hits);
+    buf_release(&l->dangling_names);
     memset(l, 0, sizeof *l);
 }
 
-static int included(flow_ctx *c, const char *rel)
+/* A folder on the path being walked: symlink loops are found by meeting
+ * the same (device, inode) again below itself. */
+typedef struct open_folder {
+    dev_t dev;
+    ino_t ino;
+    const char *rel;
+} open_folder;
+
+typedef struct walker {
+    flow_ctx *c;
+    path_glob *inc, *exc;
+    int ninc, nexc;
+    open_folder *stack;
+    int depth, cap;
+    file_list *out;
+} walker;
+
+static void add_file(file_list *out, char *abs, char *rel)
 {
-    int n = flow_param_list_len(c, "include");
-    if (n == 0) return 1;
-    const char *base = strrchr(rel, '/');
-    base = base ? base + 1 : rel;
-    for (int i = 0; i < n; i++) {
-        const char *pat = flow_param_list_str(c, "include", i);
-        if (fnmatch(pat, strchr(pat, '/') ? rel : base, strchr(pat, '/') ? FNM_PATHNAME : 0) == 0)
-            return 1;
+    if (out->n == out->cap) {
+        out->cap = out->cap ? 2 * out->cap : 64;
+        out->rel = xrealloc(out->rel, (size_t)out->cap * sizeof *out->rel);
+        out->abs = xrealloc(out->abs, (size_t)out->cap * sizeof *out->abs);
     }
+    out->rel[out->n] = rel;
+    out->abs[out->n++] = abs;
+}
+
+/* include (any pattern, or none given) and no exclude; counts per pattern */
+static int selected(walker *w, const char *rel)
+{
+    int in = w->ninc == 0;
+    for (int i = 0; i < w->ninc; i++)
+        if (glob_match(&w->inc[i], rel)) w->out->inc_hits[i]++, in = 1;
+    if (!in) return 0;
+    int ex = 0;
+    for (int i = 0; i < w->nexc; i++)
+        if (glob_match(&w->exc[i], rel)) w->out->exc_hits[i]++, ex = 1;
+    return !ex;
+}
+
+static int excluded_folder(walker *w, const char *rel)
+{
+    for (int i = 0; i < w->nexc; i++)
+        if (glob_covers_folder(&w->exc[i], rel)) return 1;
     return 0;
 }
 
@@ -73,18 +127,18 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(*(char *const *)a + 1, *(char *const *)b + 1);
 }
 
-static int walk(flow_ctx *c, const char *abs, const char *rel, file_list *out, int depth)
+/* The names in an open folder, sorted, each prefixed by its type: 'f'
+ * file, 'd' folder, '?' anything else (a symlink: stat decides). */
+static void read_names(walker *w, DIR *d, char ***out, int *count)
 {
-    if (depth > 64)
-        return flow_ctx_fail(c, FLOW_E_INPUT, "folder '%s' is nested more than 64 levels deep "
-                             "(a symlink loop?)", abs);
-    DIR *d = opendir(abs);
-    if (!d) return flow_ctx_fail(c, FLOW_E_IO, "cannot read folder '%s': %s", abs, strerror(errno));
     char **names = NULL;
-    int n = 0, cap = 0, rc = 0;
+    int n = 0, cap = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
-        if (de->d_name[0] == '.') continue;     /* hidden, . and .. */
+        if (de->d_name[0] == '.') {     /* hidden, . and .. */
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) w->out->hidden++;
+            continue;
+        }
         if (n == cap) {
             cap = cap ? 2 * cap : 32;
             names = xrealloc(names, (size_t)cap * sizeof *names);
@@ -97,8 +151,65 @@ static int walk(flow_ctx *c, const char *abs, const char *rel, file_list *out, i
         memcpy(names[n] + 1, de->d_name, nl + 1);
         n++;
     }
-    closedir(d);
     if (n) qsort(names, (size_t)n, sizeof *names, cmp_name);
+    *out = names;
+    *count = n;
+}
+
+/* Enters folder abs (relative path rel): fails on a symlink loop, naming
+ * the folder and the ancestor it leads back to. */
+static int push_folder(walker *w, DIR *d, const char *abs, const char *rel)
+{
+    struct stat st;
+    if (fstat(dirfd(d), &st) != 0)
+        return flow_ctx_fail(w->c, FLOW_E_IO, "cannot stat folder '%s': %s", abs, strerror(errno));
+    for (int i = 0; i < w->depth; i++)
+        if (w->stack[i].dev == st.st_dev && w->stack[i].ino == st.st_ino) {
+            const char *anc = w->stack[i].rel;
+            return flow_ctx_fail(w->c, FLOW_E_INPUT, "symlink loop: folder '%s' is %s%s%s again "
+                                 "(same device and inode), so the walk would never end; remove "
+                                 "the link or add exclude = [\"%s/**\"]", rel,
+                                 anc[0] ? "'" : "the source folder", anc, anc[0] ? "'" : "", rel);
+        }
+    if (w->depth == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : 16;
+        w->stack = xrealloc(w->stack, (size_t)w->cap * sizeof *w->stack);
+    }
+    w->stack[w->depth++] = (open_folder){ st.st_dev, st.st_ino, rel };
+    return 0;
+}
+
+/* The type of entry a (relative r) that readdir could not tell: follows a
+ * symlink; a dangling one is 'x' (skipped, and listed in the log). */
+static int entry_type(walker *w, const char *a, const char *r, char *type)
+{
+    struct stat st;
+    if (stat(a, &st) == 0) {
+        *type = S_ISDIR(st.st_mode) ? 'd' : S_ISREG(st.st_mode) ? 'f' : 'x';
+        return 0;
+    }
+    if (errno == ENOENT && lstat(a, &st) == 0 && S_ISLNK(st.st_mode)) {
+        if (w->out->dangling++ < 10)
+            buf_printf(&w->out->dangling_names, "%s'%s'", w->out->dangling > 1 ? ", " : "", r);
+        *type = 'x';
+        return 0;
+    }
+    return flow_ctx_fail(w->c, FLOW_E_IO, "cannot stat '%s': %s", a, strerror(errno));
+}
+
+static int walk(walker *w, const char *abs, const char *rel)
+{
+    DIR *d = opendir(abs);
+    if (!d) return flow_ctx_fail(w->c, FLOW_E_IO, "cannot read folder '%s': %s", abs, strerror(errno));
+    char **names = NULL;
+    int n = 0;
+    int rc = push_folder(w, d, abs, rel);
+    if (rc) {
+        closedir(d);
+        return rc;
+    }
+    read_names(w, d, &names, &n);
+    closedir(d);
     for (int i = 0; i < n; i++) {
         if (rc) { free(names[i]); continue; }
         const char *name = names[i] + 1;
@@ -108,30 +219,68 @@ static int walk(flow_ctx *c, const char *abs, const char *rel, file_list *out, i
         snprintf(r, rl, "%s%s%s", rel, rel[0] ? "/" : "", name);
         char type = names[i][0];
         free(names[i]);
-        struct stat st;
-        if (type == '?') {      /* symlink or unknown: follow it */
-            if (stat(a, &st) != 0)
-                rc = flow_ctx_fail(c, FLOW_E_IO, "cannot stat '%s': %s", a, strerror(errno));
-            else
-                type = S_ISDIR(st.st_mode) ? 'd' : S_ISREG(st.st_mode) ? 'f' : 'x';
-        }
+        if (type == '?') rc = entry_type(w, a, r, &type);
         if (rc) {
         } else if (type == 'd') {
-            rc = walk(c, a, r, out, depth + 1);
-        } else if (type == 'f' && included(c, r)) {
-            if (out->n == out->cap) {
-                out->cap = out->cap ? 2 * out->cap : 64;
-                out->rel = xrealloc(out->rel, (size_t)out->cap * sizeof *out->rel);
-                out->abs = xrealloc(out->abs, (size_t)out->cap * sizeof *out->abs);
+            if (excluded_folder(w, r)) w->out->pruned++;
+            else rc = walk(w, a, r);
+        } else if (type == 'f') {
+            w->out->seen++;
+            if (selected(w, r)) {
+                add_file(w->out, a, r);
+                continue;
             }
-            out->rel[out->n] = r;
-            out->abs[out->n++] = a;
-            continue;
+            w->out->skipped++;
         }
         free(a);
         free(r);
     }
     free(names);
+    w->depth--;
+    return rc;
+}
+
+/* Compiles the include or exclude list; errors name the pattern. */
+static int compile_list(flow_ctx *c, const char *param, path_glob **out, int *count)
+{
+    int n = flow_param_list_len(c, param);
+    path_glob *g = xcalloc((size_t)n + 1, sizeof *g);
+    for (int i = 0; i < n; i++) {
+        char why[256];
+        const char *pat = flow_param_list_str(c, param, i);
+        if (glob_compile(&g[i], pat, why, sizeof why) != 0) {
+            for (int k = 0; k < i; k++) glob_release(&g[k]);
+            free(g);
+            return flow_ctx_fail(c, FLOW_E_PARAM, "%s pattern '%s' is invalid: %s", param, pat, why);
+        }
+    }
+    *out = g;
+    *count = n;
+    return 0;
+}
+
+static int walk_root(flow_ctx *c, const char *root, file_list *out)
+{
+    walker w = { .c = c, .out = out };
+    int rc = compile_list(c, "include", &w.inc, &w.ninc);
+    if (rc) return rc;
+    if ((rc = compile_list(c, "exclude", &w.exc, &w.nexc))) goto done;
+    out->inc_hits = xcalloc((size_t)w.ninc + 1, sizeof *out->inc_hits);
+    out->exc_hits = xcalloc((size_t)w.nexc + 1, sizeof *out->exc_hits);
+    rc = walk(&w, root, "");
+    for (int i = 0; i < w.ninc && !rc; i++)
+        if (out->inc_hits[i] == 0)
+            rc = flow_ctx_fail(c, FLOW_E_INPUT, "include pattern '%s' matches no file under '%s' "
+                               "(%lld files seen; a pattern without '/' matches file names at any "
+                               "depth, `**` any number of folders); fix or remove it",
+                               flow_param_list_str(c, "include", i), flow_param_str(c, "path"),
+                               out->seen);
+done:
+    for (int i = 0; i < w.ninc; i++) glob_release(&w.inc[i]);
+    for (int i = 0; i < w.nexc; i++) glob_release(&w.exc[i]);
+    free(w.inc);
+    free(w.exc);
+    free(w.stack);
     return rc;
 }
 
@@ -151,19 +300,23 @@ static int collect(flow_ctx *c, file_list *out)
         out->rel[0] = xstrdup(base ? base + 1 : path);
         out->abs[0] = xstrdup(path);
         out->n = out->cap = 1;
+        out->seen = 1;
         return 0;
     }
     if (!S_ISDIR(st.st_mode))
         return flow_ctx_fail(c, FLOW_E_INPUT, "source path '%s' is neither a file nor a folder", path);
     /* resolve symlinks once, not in every one of the files' stats */
     char *real = realpath(path, NULL);
-    int rc = walk(c, real ? real : path, "", out, 0);
+    int rc = walk_root(c, real ? real : path, out);
     free(real);
     if (rc) { list_free(out); return rc; }
     if (out->n == 0) {
+        int filtered = flow_param_list_len(c, "include") || flow_param_list_len(c, "exclude");
+        rc = flow_ctx_fail(c, FLOW_E_INPUT, "source folder '%s' has no files%s (%lld seen, %lld "
+                           "skipped by the globs); point `path` at the corpus", path,
+                           filtered ? " selected by `include`/`exclude`" : "", out->seen, out->skipped);
         list_free(out);
-        return flow_ctx_fail(c, FLOW_E_INPUT, "source folder '%s' has no files%s; point `path` at "
-                             "the corpus", path, flow_param_list_len(c, "include") ? " matching `include`" : "");
+        return rc;
     }
     return 0;
 }
@@ -176,6 +329,9 @@ int source_files(flow_ctx *c, char ***rel, char ***abs, int *n)
     *rel = l.rel;
     *abs = l.abs;
     *n = l.n;
+    l.rel = l.abs = NULL;
+    l.n = 0;
+    list_free(&l);
     return 0;
 }
 
@@ -218,6 +374,22 @@ static void group_of(const char *rel, const char *sep, flow_buf *out)
         if (s && s > base && (size_t)(s - base) < n) n = (size_t)(s - base);
     }
     buf_add(out, base, n);
+}
+
+/* What the walk selected and skipped, per pattern, for the node log. */
+static void log_selection(flow_ctx *c, const file_list *l)
+{
+    flow_log(c, "%lld files seen: %d matched, %lld skipped by include/exclude, %lld hidden "
+             "entries skipped, %lld folders excluded", l->seen, l->n, l->skipped, l->hidden,
+             l->pruned);
+    for (int i = 0; l->inc_hits && i < flow_param_list_len(c, "include"); i++)
+        flow_log(c, "include '%s': %lld files", flow_param_list_str(c, "include", i), l->inc_hits[i]);
+    for (int i = 0; l->exc_hits && i < flow_param_list_len(c, "exclude"); i++)
+        flow_log(c, "exclude '%s': %lld files%s", flow_param_list_str(c, "exclude", i),
+                 l->exc_hits[i], l->exc_hits[i] ? "" : " (warning: it excludes no file)");
+    if (l->dangling)
+        flow_log(c, "warning: skipped %lld dangling symlink(s): %s%s", l->dangling,
+                 l->dangling_names.data, l->dangling > 10 ? ", ..." : "");
 }
 
 static int run(flow_ctx *c)
@@ -278,7 +450,13 @@ static int run(flow_ctx *c)
     if (!rc) {
         flow_metric(c, "files", l.n);
         flow_metric(c, "bytes", (double)bytes);
+        flow_metric(c, "files_matched", l.n);
+        flow_metric(c, "files_skipped", (double)l.skipped);
+        flow_metric(c, "hidden_skipped", (double)l.hidden);
+        flow_metric(c, "folders_excluded", (double)l.pruned);
+        flow_metric(c, "dangling_symlinks", (double)l.dangling);
         if (folders) flow_metric(c, "labels", nlabels);
+        log_selection(c, &l);
         flow_log(c, "read %d files, %llu bytes from %s", l.n, (unsigned long long)bytes,
                  flow_param_str(c, "path"));
     }
@@ -290,7 +468,8 @@ static int run(flow_ctx *c)
 
 const flow_stage stage_source = {
     .name = "source",
-    .version = 1,
+    /* 2: `**` matches zero or more folders (was fnmatch's `*`), exclude */
+    .version = 2,
     .help = "read a file or a folder of files (one part per file)",
     .params = params, .nparams = sizeof params / sizeof params[0],
     .outputs = NULL, .noutputs = 0,     /* free-form: one part per file */

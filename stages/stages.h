@@ -109,6 +109,21 @@ int corpus_write_format(flow_ctx *ctx, const char *prefix);
  * files that changed. */
 int source_files(flow_ctx *c, char ***rel, char ***abs, int *n);
 
+/* Path globs of `source` include/exclude (glob.c; rules there and in the
+ * README).  compile: 0, or -1 with why filled (the caller names the
+ * pattern).  match: 1 if the relative file path rel matches.
+ * covers_folder: 1 if every file under folder rel matches (a pattern
+ * ending in `/` + `**`), so the walk need not enter it. */
+typedef struct path_glob {
+    char *buf;          /* the normalised pattern, then its segments */
+    char **seg; int nseg;
+    int base_only;      /* no '/': matched against the base name */
+} path_glob;
+int glob_compile(path_glob *g, const char *pattern, char *why, size_t whylen);
+int glob_match(const path_glob *g, const char *rel);
+int glob_covers_folder(const path_glob *g, const char *rel);
+void glob_release(path_glob *g);
+
 int cmd_classify(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_export(int argc, char **argv);

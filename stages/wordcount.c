@@ -34,7 +34,7 @@ static int run(flow_ctx *c)
         for (int p = 0; p < flow_in_nparts(c, "input", i) && !rc; p++) {
             const char *name = flow_in_part_name(c, "input", i, p);
             flow_in_stream *in;
-            if ((rc = flow_in_open(c, "input", i, name, &in))) break;
+            if ((rc = flow_in_open_at(c, "input", i, p, &in))) break;
             counts k = { 0, 0, 0, 0 };
             int inword = 0;
             long long n;
