@@ -44,7 +44,7 @@
 #ifndef FLOW_CACHE_H
 #define FLOW_CACHE_H
 
-#include "../engine/engine.h"
+#include "engine/base/base.h"
 
 typedef struct flow_store flow_store;
 

@@ -100,7 +100,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include "../engine/engine.h"
+#include "engine/base/base.h"
 
 /* ------------------------------------------------------------------ */
 /* Configuration.                                                      */

@@ -51,12 +51,12 @@
 #ifndef FLOW_STAGES_H
 #define FLOW_STAGES_H
 
-#include "../engine/engine.h"
+#include "engine/engine.h"
 
 /* Registers every built-in stage kind. */
 void stages_register_all(flow_registry *r);
 
-/* ---- corpus reader (stages/corpus.c) ----------------------------------
+/* ---- corpus reader (stages/text/corpus.c) ----------------------------------
  * Reads and validates the parts text / units / labels under one prefix.
  * Unit i is text + unit_off[i], unit_len[i] bytes, NUL-terminated in place
  * (the '\n' replaced).  label/group/doc point into the units buffer.
@@ -101,8 +101,6 @@ int corpus_check(flow_ctx *ctx, const char *port, int idx, const char *prefix);
 /* Writes prefix+"corpus.json" (producers: clean, split). */
 int corpus_write_format(flow_ctx *ctx, const char *prefix);
 
-/* Model commands (stages/cmd_*.c), dispatched by engine/main.c: argv[0]
- * is the command name; they return the exit code (0 ok, 1 failure, 2 usage). */
 /* The files a `source` node reads, exactly as its run and key see them:
  * part names (relative paths) and absolute paths, n entries, malloc'd
  * (free each string and both arrays).  For `flow why`, which names the
@@ -123,10 +121,6 @@ int glob_compile(path_glob *g, const char *pattern, char *why, size_t whylen);
 int glob_match(const path_glob *g, const char *rel);
 int glob_covers_folder(const path_glob *g, const char *rel);
 void glob_release(path_glob *g);
-
-int cmd_classify(int argc, char **argv);
-int cmd_eval(int argc, char **argv);
-int cmd_export(int argc, char **argv);
 
 /* Special token ids shared by tokenizer, encoder and model. */
 enum { TOK_PAD = 0, TOK_UNK = 1, TOK_CLS = 2, TOK_SEP = 3, TOK_MASK = 4, TOK_NSPECIAL = 5 };

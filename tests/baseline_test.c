@@ -3,9 +3,9 @@
  * (high held-out accuracy), determinism (same seed -> same weight bytes),
  * and the FLOWWTS tensor file the model is stored in (round trip,
  * corruption detected). */
-#include "stages/classifier.h"
-#include "stages/clf_internal.h"
-#include "tests/test.h"
+#include "stages/model/classifier.h"
+#include "stages/model/clf_internal.h"
+#include "test.h"
 
 #include <math.h>
 

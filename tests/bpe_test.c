@@ -2,8 +2,8 @@
  * merges and identical tokenizer bytes across runs and thread counts,
  * forced-term integrity on every occurrence, the vocab_size error with its
  * numbers, the coverage cut, byte fallback, tokenizer.bin validation. */
-#include "tests/test.h"
-#include "stages/tokenizer.h"
+#include "test.h"
+#include "stages/tokenizer/tokenizer.h"
 
 /* Fixed-seed generator. */
 static uint64_t rng = 0x9E3779B97F4A7C15ULL;

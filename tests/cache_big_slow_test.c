@@ -4,7 +4,7 @@
  * piece sizes, verified by hashing both streams.  Also checks that the
  * zero chunks are stored once and the stored size stays small. */
 #include "cache/cache.h"
-#include "tests/test.h"
+#include "test.h"
 
 #define PIECE (1u << 20)
 static const uint64_t TOTAL = (2ull << 30) + (3u << 20) + 123;

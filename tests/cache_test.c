@@ -4,7 +4,7 @@
  * stat cache, checkpoints and logs.  The >2 GiB streamed part lives in
  * cache_big_slow_test.c. */
 #include "cache/cache.h"
-#include "tests/test.h"
+#include "test.h"
 
 #include <lmdb.h>
 #include <math.h>

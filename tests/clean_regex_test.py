@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """clean_regex_test.py — the character filter of the cleaning library
-(stages/text.c, run through tests/tools/clean_tool) against independent
+(stages/text/text.c, run through tests/tools/clean_tool) against independent
 Python definitions, over every Unicode scalar value:
   strict: exactly re.sub(r'[^\\u4e00-\\u9fa5a-zA-Z0-9\\(\\)\\·]', '', s) after
           full-width letters/digits are mapped to ASCII;
-  legal:  the set documented in stages/text.h (Han ranges, ASCII letters and
+  legal:  the set documented in stages/text/text.h (Han ranges, ASCII letters and
           digits, ( ) . , % - / : ; and TEXT_LEGAL_PUNCT as written in the
           header), one space kept only between two ASCII letters/digits.
 Exit 77 (skip) when clean_tool is not built."""
@@ -46,7 +46,7 @@ if got != want:
     print("strict differs at output char %d: got %r want %r" % (i, got[i:i + 10], want[i:i + 10]))
 
 # ---- legal ----------------------------------------------------------------
-header = open(os.path.join(src, "stages", "text.h"), encoding="utf-8").read()
+header = open(os.path.join(src, "stages", "text", "text.h"), encoding="utf-8").read()
 punct = re.search(r'#define TEXT_LEGAL_PUNCT "([^"]*)"', header).group(1)
 keep = set(punct) | set("().,%-/:;")
 def legal_keeps(ch):

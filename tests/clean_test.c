@@ -1,8 +1,8 @@
-/* clean_test.c — the cleaning/segmentation library (stages/text.c) and the
- * corpus reader (stages/corpus.c) on hand-made documents. */
-#include "../tests/test.h"
-#include "../stages/text.h"
-#include "../stages/stages.h"
+/* clean_test.c — the cleaning/segmentation library (stages/text/text.c) and the
+ * corpus reader (stages/text/corpus.c) on hand-made documents. */
+#include "test.h"
+#include "stages/text/text.h"
+#include "stages/stages.h"
 
 /* Cleans doc and returns its units joined by '|' (static buffer). */
 static char joined[65536];

@@ -1,9 +1,9 @@
-/* corpus_test.c — the corpus format (stages/corpus.c): the corpus.json
+/* corpus_test.c — the corpus format (stages/text/corpus.c): the corpus.json
  * marker written by producers is accepted, unversioned / too old / too new
  * / foreign markers are refused with messages that say what to do, and
  * corpus_parse reads aligned text + units + labels. */
-#include "../tests/test.h"
-#include "../stages/stages.h"
+#include "test.h"
+#include "stages/stages.h"
 
 static int check_json(const char *js, flow_err *err)
 {

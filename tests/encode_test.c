@@ -2,8 +2,8 @@
  * [CLS] ... [SEP] sequences, truncation to max_len, identical results for
  * any thread count, part headers, and id width 2 vs 4 (a vocabulary above
  * 65536 tokens). */
-#include "tests/test.h"
-#include "stages/tokenizer.h"
+#include "test.h"
+#include "stages/tokenizer/tokenizer.h"
 
 static uint64_t rd64(const char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static uint32_t rd32(const char *p) { uint32_t v; memcpy(&v, p, 4); return v; }

@@ -2,8 +2,8 @@
  * confusion matrices: accuracy, per-class precision / recall / F1, macro-F1
  * over the classes present in gold or predictions, unlabelled units
  * skipped. */
-#include "stages/classifier.h"
-#include "tests/test.h"
+#include "stages/model/classifier.h"
+#include "test.h"
 
 #include <math.h>
 

@@ -22,7 +22,7 @@ XXH=$(grep -m1 '^XXHASH_INCLUDE:' "${FLOW_BUILD:-$SRC/build}/CMakeCache.txt" 2>/
 if ! "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
         -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wextra -Werror \
         -I"$SRC" ${XXH:+-I"$XXH"} "$SRC/tests/fuzz/parse_fuzz.c" "$SRC/engine/parse.c" \
-        "$SRC/engine/graph.c" "$SRC/engine/registry.c" "$SRC/engine/util.c" \
+        "$SRC/engine/graph.c" "$SRC/engine/registry.c" "$SRC"/engine/base/*.c \
         -o "$T/parse_fuzz" 2> "$T/build.err"; then
     echo "fuzz_test: building the fuzzer failed:"; cat "$T/build.err"; exit 1
 fi

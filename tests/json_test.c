@@ -1,8 +1,8 @@
-/* json_test.c — the JSON DOM reader/writer (engine/json.c): values, lookups,
+/* json_test.c — the JSON DOM reader/writer (engine/base/json.c): values, lookups,
  * escapes and surrogates, error offsets, the depth limit, round trips, and
  * random bytes that must never crash it (fixed seed). */
 #include "engine/engine.h"
-#include "tests/test.h"
+#include "test.h"
 
 #include <stdint.h>
 

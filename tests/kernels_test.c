@@ -11,7 +11,7 @@
  */
 #include "kernels/kernels.h"
 #include "kernels/bert_ops.h"
-#include "tests/test.h"
+#include "test.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -5,7 +5,7 @@
  * ref_content behave as documented. */
 #include "engine/internal.h"
 #include "stages/stages.h"
-#include "tests/test.h"
+#include "test.h"
 
 #include <sys/wait.h>
 

@@ -3,7 +3,7 @@
  * random bytes / mutated graphs never crash the parser (fixed seed). */
 #include "engine/internal.h"
 #include "stages/stages.h"
-#include "tests/test.h"
+#include "test.h"
 
 #include <stdint.h>
 #include <sys/stat.h>

@@ -5,7 +5,7 @@
  * untouched artifacts stay readable, verify passes afterwards, and
  * rewriting a removed artifact works again (the chunk is stored anew, not
  * deduplicated against the damaged one). */
-#include "../cache/cache.h"
+#include "cache/cache.h"
 #include "test.h"
 
 #include <lmdb.h>

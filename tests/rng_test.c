@@ -1,8 +1,8 @@
-/* rng_test.c — splitmix64_next (engine/util.c), the seeded generator of
+/* rng_test.c — splitmix64_next (engine/base/rng.c), the seeded generator of
  * split assignment: the reference stream, so seeded splits stay the same
  * on every platform and release. */
-#include "../tests/test.h"
-#include "../engine/engine.h"
+#include "test.h"
+#include "engine/engine.h"
 
 int main(void)
 {

@@ -6,7 +6,7 @@
  * Overlaps are asserted from the start/end times the workers record in
  * the artifact metadata. */
 #include "engine/sched.h"
-#include "tests/test.h"
+#include "test.h"
 
 #include <fcntl.h>
 #include <ftw.h>

@@ -1,8 +1,8 @@
-/* split_test.c — split_assign (stages/split.c): groups never straddle
+/* split_test.c — split_assign (stages/text/split.c): groups never straddle
  * splits (one assignment per group), labels are stratified, the result is a
  * function of the seed, and impossible requests fail. */
-#include "../tests/test.h"
-#include "../stages/text.h"
+#include "test.h"
+#include "stages/text/text.h"
 
 #include <math.h>
 

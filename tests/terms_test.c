@@ -1,9 +1,9 @@
-/* terms_test.c — term mining (stages/terms_mine.c) finds terms planted in
+/* terms_test.c — term mining (stages/text/terms_mine.c) finds terms planted in
  * seeded random Han text and rejects the fragments it should reject; the
  * user term-list parser handles BOM, comments, blanks, duplicates, white
  * space and over-long terms. */
-#include "../tests/test.h"
-#include "../stages/text.h"
+#include "test.h"
+#include "stages/text/text.h"
 
 static unsigned rng = 12345;
 static unsigned rnd(unsigned n)

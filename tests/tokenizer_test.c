@@ -2,8 +2,8 @@
  * pre-tokenization, leftmost-longest forced terms, decode(encode(x)) == x,
  * agreement of the heap merge path with the direct path, and linear time
  * on a huge single line. */
-#include "tests/test.h"
-#include "stages/tokenizer.h"
+#include "test.h"
+#include "stages/tokenizer/tokenizer.h"
 
 #include <time.h>
 

@@ -4,8 +4,8 @@
  * hash with a seed, 80/10/10), trains with the given settings and prints
  * dev/test accuracy and macro-F1 per epoch and the time taken.
  * usage: baseline_bench LAWS_DIR [loss=log|svm] [l2] [epochs] [hash_bits] [nmax] [seed] [balanced] */
-#include "stages/classifier.h"
-#include "stages/text.h"
+#include "stages/model/classifier.h"
+#include "stages/text/text.h"
 
 #include <dirent.h>
 #include <stdio.h>

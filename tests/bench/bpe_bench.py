@@ -18,7 +18,7 @@ def terms_of(path):
             out.append(line)
     return out
 
-# the pre-tokenizer pattern of stages/hf_export.c
+# the pre-tokenizer pattern of stages/tokenizer/hf_export.c
 WS = r"[\t-\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]"
 PAT = (WS + r"{1,256}|\p{Han}{1,256}|[\p{L}\p{M}&&[^\p{Han}]]{1,256}"
        r"|[\p{N}&&[^\p{Han}]]{1,256}|.")

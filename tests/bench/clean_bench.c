@@ -1,8 +1,8 @@
 /* clean_bench.c — runs the cleaning library over a folder tree (e.g. the
  * shared legal corpus) without the engine, printing units and timings.
- * Build: gcc -O2 -D_GNU_SOURCE -I. tests/bench/clean_bench.c stages/text.c engine/util.c -lm
+ * Build: gcc -O2 -D_GNU_SOURCE -I. tests/bench/clean_bench.c stages/text/text.c engine/base/{buf,error,hash,json,rng,utf8}.c -lm
  * Usage: clean_bench DIR... [> units.txt] */
-#include "../../stages/text.h"
+#include "stages/text/text.h"
 
 #include <dirent.h>
 #include <stdlib.h>

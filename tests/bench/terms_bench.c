@@ -1,8 +1,8 @@
 /* terms_bench.c — times terms_mine on a text file (one unit per line) and
  * reports how many terms of a term list land in the top K.
- * Build: gcc -O2 -D_GNU_SOURCE -I. tests/bench/terms_bench.c stages/terms_mine.c engine/util.c -lm
+ * Build: gcc -O2 -D_GNU_SOURCE -I. tests/bench/terms_bench.c stages/text/terms_mine.c engine/base/{buf,error,hash,json,rng,utf8}.c -lm
  * Usage: terms_bench TEXT TERMS.txt [K] */
-#include "../../stages/text.h"
+#include "stages/text/text.h"
 
 #include <stdlib.h>
 #include <string.h>

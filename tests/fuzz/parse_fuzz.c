@@ -7,7 +7,7 @@
  * Build and run (tests/fuzz_test.sh does this for ~20 s):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
  *       -I. tests/fuzz/parse_fuzz.c engine/parse.c engine/graph.c \
- *       engine/registry.c engine/util.c -o parse_fuzz
+ *       engine/registry.c engine/base/{buf,error,hash,json,rng,utf8}.c -o parse_fuzz
  *   ./parse_fuzz -dict=tests/fuzz/graph.dict corpus/ tests/fuzz/seeds/
  * The input's last line, when it starts with "@set ", is also applied as
  * a --set override ("@set NODE.PARAM=VALUE").

@@ -1,11 +1,11 @@
-/* clean_tool.c — the cleaning library (stages/text.h) as a filter, for
+/* clean_tool.c — the cleaning library (stages/text/text.h) as a filter, for
  * tests that cross-check it against independent implementations
  * (tests/clean_regex_test.py).
  * Usage: clean_tool unit|doc [legal|strict] < in > out
  *   unit: the whole input is one unit (text_clean_unit), printed + '\n';
  *   doc:  the input is a document (text_clean_document), one unit a line.
  * Exit 1 with the message on stderr when cleaning fails. */
-#include "stages/text.h"
+#include "stages/text/text.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -9,7 +9,7 @@
  *       prints every unit's ids ([CLS] ... [SEP]) one line per unit, or with
  *       --bench only the throughput.
  */
-#include "stages/tokenizer.h"
+#include "stages/tokenizer/tokenizer.h"
 
 #include <errno.h>
 #include <stdlib.h>

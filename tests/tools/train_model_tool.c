@@ -5,7 +5,7 @@
  * line, space-separated ids including [CLS]/[SEP]); prints per sequence one
  * line per position (mlm: V logits of every position) or one line (cls: C
  * logits), space-separated %.8g. */
-#include "stages/clf_bert.h"
+#include "stages/model/clf_bert.h"
 #include "cache/cache.h"
 
 #include <stdio.h>
