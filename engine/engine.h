@@ -179,6 +179,8 @@ int flow_checkpoint_load(flow_ctx *c, char **data, size_t *len);
  * when (size, mtime, inode) changed. */
 int flow_file_hash(flow_ctx *c, const char *path, flow_hash *out);
 
-/* Test hook: a stage may read FLOW_TEST_* environment knobs; none defined. */
+/* Test hooks are not part of this API and not in the `flow` binary: the
+ * training stages' kill-at-step hook (FLOW_TEST_KILL_AT) is linked only into
+ * the test binary flow_testhooks (tests/hooks/, stages/model/trainer.h). */
 
 #endif

@@ -107,7 +107,7 @@ int corpus_write_format(flow_ctx *ctx, const char *prefix);
  * files that changed. */
 int source_files(flow_ctx *c, char ***rel, char ***abs, int *n);
 
-/* Path globs of `source` include/exclude (glob.c; rules there and in the
+/* Path globs of `source` include/exclude (files/glob.c; rules there and in the
  * README).  compile: 0, or -1 with why filled (the caller names the
  * pattern).  match: 1 if the relative file path rel matches.
  * covers_folder: 1 if every file under folder rel matches (a pattern

@@ -80,7 +80,7 @@ static void test_deterministic(void)
         CHECK_OK(tok_train(&txt, 1, NULL, &o, &t, &st, &err), err);
         if (!t)
             return;
-        CHECK(tok_vocab_size(t) == 300 || st.stopped_min_frequency);
+        CHECK(st.stopped_min_frequency ? tok_vocab_size(t) < 300 : tok_vocab_size(t) == 300);
         flow_buf b;
         buf_init(&b);
         tok_serialize(t, &b);

@@ -63,11 +63,16 @@ if [ "$(wc -l < "$T/k1")" -ne 8 ] || ! cmp -s "$T/k1" "$T/k2"; then
     echo "keys differ between the crashed cache and a fresh one:"; diff "$T/k1" "$T/k2"; fail=1
 fi
 # the artifacts' bytes agree too (sizes is the sink: compare its part)
+# (both reads must succeed: two identical error messages are not equal bytes)
 k=$(awk '$1=="sizes"{print $2}' "$T/k1")
-if [ -n "$k" ]; then
-    a=$("$FLOW" cat "$k" sizes.txt --cache "$C" 2>&1 | sed "s|$T/[^ ]*||g")
-    b=$("$FLOW" cat "$k" sizes.txt --cache "$T/fresh" 2>&1 | sed "s|$T/[^ ]*||g")
-    [ "$a" = "$b" ] || { echo "artifact bytes differ: '$a' vs '$b'"; fail=1; }
+if [ -z "$k" ]; then
+    echo "no key for node 'sizes' in the final build"; fail=1
+elif ! a=$("$FLOW" cat "$k" sizes.txt --cache "$C" 2>&1) ||
+     ! b=$("$FLOW" cat "$k" sizes.txt --cache "$T/fresh" 2>&1); then
+    echo "flow cat of sizes.txt failed: '$a' '${b:-}'"; fail=1
+else
+    a=$(printf '%s' "$a" | sed "s|$T/[^ ]*||g"); b=$(printf '%s' "$b" | sed "s|$T/[^ ]*||g")
+    [ -n "$a" ] && [ "$a" = "$b" ] || { echo "artifact bytes differ: '$a' vs '$b'"; fail=1; }
 fi
 "$FLOW" verify --cache "$C" > /dev/null 2>&1 || { echo "final verify failed"; fail=1; }
 if [ "$killed" -lt 12 ]; then

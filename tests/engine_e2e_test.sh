@@ -17,14 +17,20 @@ expect() {
     [ "$rc" = "$want" ] || fail "'$*' exited $rc, expected $want; output: $out"
 }
 contains() { case "$out" in *"$1"*) ;; *) fail "output of the last command lacks '$1': $out" ;; esac; }
-# ran GRAPH [ARGS]: the sorted names of the nodes that ran (not cached)
-ran() {
-    "$FLOW" build "$@" --json | grep '"event":"finished"' | grep '"status":"ran"' |
-        sed -E 's/.*"node":"([^"]*)".*/\1/' | sort | tr '\n' ' ' | sed 's/ $//'
-}
+# check_ran WANT GRAPH [ARGS]: the build exits 0, ends with its summary
+# event (so a crash that prints no events cannot pass as "nothing ran"),
+# and the sorted names of the nodes that ran (not cached) are WANT.
 check_ran() {
     local want=$1; shift
-    local got; got=$(ran "$@")
+    local json rc got
+    json=$("$FLOW" build "$@" --json 2>"$T/check_ran.stderr"); rc=$?
+    [ "$rc" = 0 ] || fail "build $*: exited $rc, expected 0: $(tail -3 "$T/check_ran.stderr")"
+    case "$json" in
+        *'"event":"summary"'*) ;;
+        *) fail "build $*: no summary event in its output: $json" ;;
+    esac
+    got=$(printf '%s\n' "$json" | grep '"event":"finished"' | grep '"status":"ran"' |
+        sed -E 's/.*"node":"([^"]*)".*/\1/' | sort | tr '\n' ' ' | sed 's/ $//')
     [ "$got" = "$want" ] || fail "build $*: ran '$got', expected '$want'"
 }
 

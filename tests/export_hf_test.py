@@ -120,7 +120,11 @@ ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 
         q = np.array([fp[l] for l in labels])
         check("probabilities of %r: max diff %.2e" % (text, np.abs(p - q).max()), np.abs(p - q).max() < 1e-4)
     tool = run([TOOL, cache, keys["ft"], "cls"], "\n".join(ids_lines) + "\n")
-    for line, text in zip(tool.splitlines(), texts):
+    tool_lines = tool.splitlines()
+    # zip() below stops at the shorter list: empty tool output would pass
+    check("train_model_tool printed %d logit lines for %d texts" % (len(tool_lines), len(texts)),
+          len(tool_lines) == len(texts) and len(ids_lines) == len(texts))
+    for line, text in zip(tool_lines, texts):
         ours = np.array([float(x) for x in line.split()])
         enc = tok(text, truncation=True, max_length=24, return_tensors="pt")
         with torch.no_grad():

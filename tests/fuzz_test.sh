@@ -47,5 +47,10 @@ if [ $rc -ne 0 ]; then
     done
     exit 1
 fi
-echo "fuzz_test: ${SECONDS_TO_RUN}s of fuzzing, no crash, $(ls "$T/corpus" | wc -l) corpus entries"
+# a fuzzer that exits 0 without running inputs proves nothing
+units=$(sed -n 's/^stat::number_of_executed_units: *//p' "$T/fuzz.log" | tail -1)
+if [ -z "$units" ] || [ "$units" -lt 1000 ]; then
+    echo "fuzz_test: only '${units:-no}' inputs executed in ${SECONDS_TO_RUN}s"; tail -20 "$T/fuzz.log"; exit 1
+fi
+echo "fuzz_test: ${SECONDS_TO_RUN}s of fuzzing, $units inputs, no crash, $(ls "$T/corpus" | wc -l) corpus entries"
 exit 0

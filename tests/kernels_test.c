@@ -201,16 +201,47 @@ static void test_pointwise(void)
         maxerr = fmax(maxerr, fabs(y - ref));
     }
     CHECK_MSG(maxerr < 1e-6, "gelu max error %g", maxerr);
-    /* dropout keeps ~70% and scales by 1/0.7 */
-    float ones[1000], o[1000];
-    for (int i = 0; i < 1000; i++)
-        ones[i] = 1;
-    dropout_forward(o, ones, 1000, 0.3f, 99);
-    int kept = 0;
-    for (int i = 0; i < 1000; i++)
-        kept += o[i] != 0;
-    CHECK_MSG(kept > 650 && kept < 750, "dropout kept %d of 1000", kept);
-    CHECK(fabsf(o[0] == 0 ? o[1] * 0.7f - 1 : o[0] * 0.7f - 1) < 1e-6f || o[0] == o[1]);
+    /* dropout: for several rates, the share of kept elements is 1-p within
+     * 5 binomial standard deviations (an independent count of non-zeros),
+     * each kept element is exactly x * (1/(1-p)) and each dropped one 0,
+     * the mask is the scalar dropout_keep(key, i, p) element by element (the
+     * vectorised path against its twin), backward reuses the mask, and
+     * another key gives another mask. */
+    {
+        enum { DN = 100003 };   /* odd, so the scalar tail runs too */
+        float *x = fvec(DN, 1), *o = malloc(DN * sizeof *o), *o2 = malloc(DN * sizeof *o2);
+        const float rates[] = {0.1f, 0.3f, 0.5f};
+        for (int r = 0; r < 3; r++) {
+            float p = rates[r];
+            for (int i = 0; i < DN; i++)
+                if (x[i] == 0) x[i] = 0.5f;     /* a dropped element must be told from a zero input */
+            dropout_forward(o, x, DN, p, 99 + r);
+            long kept = 0, bad_scale = 0, bad_mask = 0;
+            for (int i = 0; i < DN; i++) {
+                int k = o[i] != 0;
+                kept += k;
+                bad_mask += k != dropout_keep(99 + r, (uint64_t)i, p);
+                double want = (double)x[i] / (1.0 - (double)p);
+                if (k && fabs(o[i] - want) > 1e-6 * fabs(want)) bad_scale++;
+            }
+            double rate = (double)kept / DN, sd = sqrt(p * (1.0 - p) / DN);
+            CHECK_MSG(fabs(rate - (1.0 - p)) < 5 * sd, "dropout p=%.1f kept %.5f of elements, expected %.5f +- %.5f",
+                      p, rate, 1.0 - p, 5 * sd);
+            CHECK_MSG(bad_scale == 0, "dropout p=%.1f: %ld kept elements not scaled by 1/(1-p)", p, bad_scale);
+            CHECK_MSG(bad_mask == 0, "dropout p=%.1f: %ld elements differ from dropout_keep", p, bad_mask);
+            dropout_backward(o2, x, DN, p, 99 + r);
+            CHECK_MSG(memcmp(o, o2, DN * sizeof *o) == 0, "dropout p=%.1f: backward mask differs from forward", p);
+            dropout_forward(o2, x, DN, p, 1000 + r);
+            long same = 0;
+            for (int i = 0; i < DN; i++) same += (o[i] != 0) == (o2[i] != 0);
+            /* independent masks agree on p^2 + (1-p)^2 of the elements */
+            double agree = (double)same / DN, want = p * p + (1.0 - p) * (1.0 - p);
+            CHECK_MSG(fabs(agree - want) < 0.01, "dropout p=%.1f: masks of two keys agree on %.4f, expected %.4f", p, agree, want);
+        }
+        dropout_forward(o, x, DN, 0.0f, 5);
+        CHECK_MSG(memcmp(o, x, DN * sizeof *o) == 0, "dropout p=0 must be the identity");
+        free(x); free(o); free(o2);
+    }
     /* fused residual + dropout == dropout then residual, bit for bit */
     {
         float y1[37], y2[37], x[37], o1[37], o2[37];

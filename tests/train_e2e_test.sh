@@ -12,6 +12,10 @@ set -u
 FLOW=${FLOW:-}
 if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
 command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
+# The kill -9 runs use flow_testhooks: the same program as $FLOW plus the
+# FLOW_TEST_KILL_AT hook (tests/hooks/kill_at.c), which `flow` lacks.
+HOOKED=${FLOW_BUILD:-}/flow_testhooks
+if [ -z "${FLOW_BUILD:-}" ] || [ ! -x "$HOOKED" ]; then echo "FAIL: $HOOKED is not built"; exit 1; fi
 T=$(mktemp -d "${TMPDIR:-/tmp}/flow-train-e2e-XXXXXX")
 trap 'rm -rf "$T"' EXIT
 fail=0
@@ -62,7 +66,7 @@ EOF
 graph "$T/a.graph" 5
 build() {   # build GRAPH CACHE EVENTS [ARGS...]
     local g=$1 c=$2 e=$3; shift 3
-    "$FLOW" build "$g" --cache "$c" --json -j 2 "$@" > "$e" 2> "$e.stderr"
+    "${BIN:-$FLOW}" build "$g" --cache "$c" --json -j 2 "$@" > "$e" 2> "$e.stderr"
 }
 key() {     # key EVENTS NODE
     python3 - "$1" "$2" <<'EOF'
@@ -89,7 +93,9 @@ part() {    # part CACHE KEY PART OUT
 }
 
 # ---- 1. uninterrupted build (cache B); finetune killed once on the way ---
-FLOW_TEST_KILL_AT=finetune:9 build "$T/a.graph" "$T/B" "$T/eb0"
+check "the flow binary contains no FLOW_TEST_KILL_AT hook" test "$(grep -c FLOW_TEST_KILL_AT "$FLOW")" = 0
+check "flow_testhooks contains it" grep -q FLOW_TEST_KILL_AT "$HOOKED"
+BIN=$HOOKED FLOW_TEST_KILL_AT=finetune:9 build "$T/a.graph" "$T/B" "$T/eb0"
 rc=$?
 check "the build dies at finetune step 9 (rc $rc)" test $rc -ne 0
 build "$T/a.graph" "$T/B" "$T/eb"
@@ -111,7 +117,7 @@ part "$T/B" "$FT" weights "$T/ft.B"; part "$T/B" "$FT" loss_curve.tsv "$T/ftcurv
 check "loss curve has 24 steps" test "$(wc -l < "$T/curve.B")" = 24
 
 # ---- 2. kill -9 in the middle of pretrain, rebuild (cache A) -------------
-FLOW_TEST_KILL_AT=pretrain:13 build "$T/a.graph" "$T/A" "$T/ea0"
+BIN=$HOOKED FLOW_TEST_KILL_AT=pretrain:13 build "$T/a.graph" "$T/A" "$T/ea0"
 rc=$?
 check "the build dies at pretrain step 13 (rc $rc)" test $rc -ne 0
 build "$T/a.graph" "$T/A" "$T/ea"

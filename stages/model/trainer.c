@@ -3,7 +3,6 @@
  * the resumable checkpoint format. */
 #include "trainer.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -207,10 +206,5 @@ char *tr_profile_text(const bert_model *m)
 
 void tr_test_kill(const char *stage, long step)
 {
-    const char *v = getenv("FLOW_TEST_KILL_AT");
-    if (!v) return;
-    size_t n = strlen(stage);
-    if (strncmp(v, stage, n) != 0 || v[n] != ':' || atol(v + n + 1) != step) return;
-    kill(getppid(), SIGKILL);
-    raise(SIGKILL);
+    if (flow_test_step_hook) flow_test_step_hook(stage, step);
 }

@@ -67,10 +67,14 @@ int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, const voi
  * node failed) when it is damaged. */
 int tr_ckpt_load(flow_ctx *c, int tag, long *step, bert_model *m, char **extra, size_t *extra_len);
 
-/* Test hook (tests/train_e2e_test.sh): with FLOW_TEST_KILL_AT="STAGE:STEP"
- * in the environment, after optimizer step STEP of a STAGE node the build
- * is killed as by `kill -9` (SIGKILL to the scheduler; the workers die
- * with it).  Not part of any key. */
+/* Test hook: after optimizer step STEP of a STAGE node ("pretrain",
+ * "finetune") the trainer calls tr_test_kill, which calls
+ * flow_test_step_hook(stage, step) if the program defines it.  Only the
+ * test binary flow_testhooks does (tests/hooks/kill_at.c: FLOW_TEST_KILL_AT
+ * kills the build there, for tests/train_e2e_test.sh); in `flow` the weak
+ * reference is NULL and tr_test_kill does nothing, whatever the
+ * environment says. */
+void flow_test_step_hook(const char *stage, long step) __attribute__((weak));
 void tr_test_kill(const char *stage, long step);
 
 /* Captures bert_profile_print into a string (caller frees). */

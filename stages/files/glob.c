@@ -18,7 +18,7 @@
 //     `a/tmp/` is `a/tmp/**`.
 // Empty, `.` and `..` segments are errors.
 // (Line comments here: the patterns contain the C comment delimiters.)
-#include "stages.h"
+#include "stages/stages.h"
 
 #include <fnmatch.h>
 #include <stdlib.h>

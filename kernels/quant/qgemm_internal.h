@@ -1,0 +1,31 @@
+/* qgemm_internal.h — the microkernel table shared by qgemm.c (the driver)
+ * and the per-path files qgemm_scalar.c, qgemm_avx2.c, qgemm_vnni.c.
+ *
+ * A tile function computes the outputs of rows [m0, m1) x channels [n0, n1)
+ * completely (all of K), following the numerics in quant.h, so that the
+ * driver may hand tiles to threads in any order.  For INT8, C != NULL asks
+ * for the exact int32 accumulators C[m * N + n] instead of float outputs
+ * (benchmarks and the bit-exact tests of the integer part).
+ */
+#ifndef FLOW_QGEMM_INTERNAL_H
+#define FLOW_QGEMM_INTERNAL_H
+
+#include "quant.h"
+
+typedef void (*qgemm_tile_fn)(const quant_weight *w, const quant_act *a, const float *bias,
+                              int m0, int m1, int n0, int n1, float *Y, size_t ldy,
+                              int32_t *C);
+
+typedef struct qgemm_kernels {
+    qgemm_tile_fn int8_tile;    /* QUANT_KIND_INT8 */
+    qgemm_tile_fn u4_tile;      /* QUANT_KIND_UINT4 and QUANT_KIND_NF4 */
+} qgemm_kernels;
+
+extern const qgemm_kernels qgemm_scalar_kernels;
+extern const qgemm_kernels qgemm_avx2_kernels;
+/* Present only when the compiler can emit the instructions (see qgemm_vnni.c). */
+extern const qgemm_kernels qgemm_avxvnni_kernels;
+extern const qgemm_kernels qgemm_avx512vnni_kernels;
+extern const int qgemm_have_avxvnni_build, qgemm_have_avx512vnni_build;
+
+#endif
