@@ -211,6 +211,21 @@ int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
               const size_t *toklens, int nforced, int nalphabet, int byte_base,
               int max_token_chars, int nmerges, const uint32_t *merges, flow_err *err);
 
+/* ---- editing a trained tokenizer (tok_edit.c) ------------------------------ */
+/* Trims to the ids flagged in want[0..vocab) plus what they need (specials,
+ * byte tokens, the inputs of every kept merge: rules in tok_edit.c).  Fills
+ * new_to_old[0..*nnew) (room for vocab ids) with each new id's old id.
+ * Text whose old encoding uses only kept ids encodes to the mapped ids. */
+int tok_trim(const tok_tokenizer *t, const uint8_t *want, tok_tokenizer **out,
+             int *new_to_old, int *nnew, flow_err *err);
+/* Adds terms as forced terms after the existing ones; terms that already
+ * encode as one token are skipped (*skipped counts them).  new_to_old
+ * (room for vocab + terms->n ids) gets each new id's old id, -1 for the
+ * added terms.  FLOW_E_PARAM naming a term that is an unreachable merged
+ * token. */
+int tok_extend(const tok_tokenizer *t, const tok_terms *terms, tok_tokenizer **out,
+               int *new_to_old, int *nnew, int *skipped, flow_err *err);
+
 /* ---- exports (hf_export.c) ---------------------------------------------- */
 /* tokenizer.json for HuggingFace tokenizers (BPE model, added tokens,
  * Split pre-tokenizer with the same classes, [CLS] $A [SEP] template,
