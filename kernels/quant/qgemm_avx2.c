@@ -39,8 +39,8 @@ INLINE AVX2 void int8_block(const int8_t *x0, const int8_t *x1, const int8_t *co
 {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[2][4];
-    for (int r = 0; r < 2; r++)
-        for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_si256();
+    _Pragma("GCC unroll 4") for (int r = 0; r < 2; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_si256();
     for (int k = 0; k < Kp; k += 32) {
         __m256i ax[2], aa[2];
         ax[0] = _mm256_loadu_si256((const __m256i *)(x0 + k));
@@ -49,16 +49,16 @@ INLINE AVX2 void int8_block(const int8_t *x0, const int8_t *x1, const int8_t *co
             ax[1] = _mm256_loadu_si256((const __m256i *)(x1 + k));
             aa[1] = _mm256_sign_epi8(ax[1], ax[1]);
         }
-        for (int c = 0; c < 4; c++) {
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
             __m256i wv = _mm256_loadu_si256((const __m256i *)(q[c] + k));
-            for (int r = 0; r < mr; r++) {
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
                 __m256i p = _mm256_maddubs_epi16(aa[r], _mm256_sign_epi8(wv, ax[r]));
                 acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(p, ones));
             }
         }
     }
-    for (int r = 0; r < mr; r++)
-        for (int c = 0; c < 4; c++) out[r][c] = hsum_epi32(acc[r][c]);
+    _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) out[r][c] = hsum_epi32(acc[r][c]);
 }
 
 static AVX2 void int8_tile_avx2(const quant_weight *w, const quant_act *a, const float *bias,
@@ -66,17 +66,17 @@ static AVX2 void int8_tile_avx2(const quant_weight *w, const quant_act *a, const
                                 int32_t *C)
 {
     int n4 = n0 + (n1 - n0) / 4 * 4;
-    for (int m = m0; m < m1; m += 2) {
-        int mr = m1 - m >= 2 ? 2 : 1;
-        const int8_t *x0 = a->q + (size_t)m * a->Kp, *x1 = x0 + a->Kp;
-        for (int n = n0; n < n4; n += 4) {
+    for (int n = n0; n < n4; n += 4) {     /* 4 channels stay in L1 across the rows */
+        for (int m = m0; m < m1; m += 2) {
+            int mr = m1 - m >= 2 ? 2 : 1;
+            const int8_t *x0 = a->q + (size_t)m * a->Kp, *x1 = x0 + a->Kp;
             const int8_t *q[4];
-            for (int c = 0; c < 4; c++) q[c] = w->q8 + (size_t)(n + c) * w->Kp;
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) q[c] = w->q8 + (size_t)(n + c) * w->Kp;
             int32_t acc[2][4];
             if (mr == 2) int8_block(x0, x1, q, 2, w->Kp, acc);
             else int8_block(x0, x1, q, 1, w->Kp, acc);
-            for (int r = 0; r < mr; r++)
-                for (int c = 0; c < 4; c++) {
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++)
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
                     if (C) { C[(size_t)(m + r) * w->N + n + c] = acc[r][c]; continue; }
                     float s = a->scale[m + r] * w->scale[n + c];
                     float y = (float)acc[r][c] * s;
@@ -108,14 +108,14 @@ INLINE AVX2 void u4_chunk(__m256i wv, const __m256i alo[2], const __m256i ahi[2]
     __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m0f);
     __m256i *acc[2] = { acc0, acc1 };
     if (!nf4) {
-        for (int r = 0; r < mr; r++)
+        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++)
             *acc[r] = _mm256_add_epi16(*acc[r], _mm256_add_epi16(
                 _mm256_maddubs_epi16(lo, alo[r]), _mm256_maddubs_epi16(hi, ahi[r])));
         return;
     }
     lo = _mm256_shuffle_epi8(cb, lo);
     hi = _mm256_shuffle_epi8(cb, hi);
-    for (int r = 0; r < mr; r++) {
+    _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
         __m256i p = _mm256_maddubs_epi16(albs[r], _mm256_sign_epi8(lo, alo[r]));
         __m256i q = _mm256_maddubs_epi16(ahbs[r], _mm256_sign_epi8(hi, ahi[r]));
         *acc[r] = _mm256_add_epi32(*acc[r], _mm256_add_epi32(_mm256_madd_epi16(p, ones),
@@ -156,27 +156,29 @@ INLINE AVX2 __m128 u4_apply(const quant_weight *w, const quant_act *a, int m, in
     return _mm_add_ps(t, _mm_mul_ps(s, _mm_cvtepi32_ps(d)));
 }
 
-INLINE AVX2 void u4_block(const quant_weight *w, const quant_act *a, int m, int mr, int n,
-                          __m128 t[2])
+/* mr and nf4 are compile-time constants at every call (always inlined), so
+ * each variant gets its own register allocation. */
+INLINE AVX2 void u4_block(const quant_weight *w, const quant_act *a, int m, int mr, int nf4,
+                          int n, __m128 t[2])
 {
-    const int g = w->group, h = g / 2, nf4 = w->kind == QUANT_KIND_NF4;
+    const int g = w->group, h = g / 2;
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i cb = nf4 ? _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)w->codebook))
                            : _mm256_setzero_si256();
     const int8_t *x[2] = { a->q + (size_t)m * a->Kp, a->q + (size_t)(m + mr - 1) * a->Kp };
     const uint8_t *row[4];
-    for (int c = 0; c < 4; c++) row[c] = w->q4 + (size_t)(n + c) * (w->K / 2);
+    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) row[c] = w->q4 + (size_t)(n + c) * (w->K / 2);
     t[0] = t[1] = _mm_setzero_ps();
     int step = g == 32 ? 2 : 1;                 /* groups per outer step */
     int jend = g == 32 ? w->G / 2 * 2 : w->G;
     for (int j = 0; j < jend; j += step) {
         __m256i acc[2][4];
-        for (int r = 0; r < 2; r++)
-            for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 4") for (int r = 0; r < 2; r++)
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_si256();
         for (int i = 0; i < (g == 32 ? 32 : h); i += 32) {
             /* g = 32: one chunk holds groups j and j + 1 (one per 128-bit half) */
             __m256i alo[2], ahi[2], albs[2], ahbs[2];
-            for (int r = 0; r < mr; r++) {
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
                 if (g == 32) {
                     alo[r] = load2x128(x[r] + j * 32, x[r] + j * 32 + 32);
                     ahi[r] = load2x128(x[r] + j * 32 + 16, x[r] + j * 32 + 48);
@@ -190,14 +192,14 @@ INLINE AVX2 void u4_block(const quant_weight *w, const quant_act *a, int m, int 
                     ahbs[r] = _mm256_sign_epi8(ahi[r], ahi[r]);
                 }
             }
-            for (int c = 0; c < 4; c++) {
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
                 __m256i wv = _mm256_loadu_si256((const __m256i *)(row[c] + j * h + i));
                 u4_chunk(wv, alo, ahi, albs, ahbs, mr, nf4, cb, &acc[0][c], &acc[1][c]);
             }
         }
-        for (int r = 0; r < mr; r++) {
+        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
             if (!nf4)
-                for (int c = 0; c < 4; c++) acc[r][c] = _mm256_madd_epi16(acc[r][c], ones);
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[r][c] = _mm256_madd_epi16(acc[r][c], ones);
             __m256i v = reduce4(acc[r]);
             __m128i vlo = _mm256_castsi256_si128(v), vhi = _mm256_extracti128_si256(v, 1);
             if (g == 32) {
@@ -209,9 +211,9 @@ INLINE AVX2 void u4_block(const quant_weight *w, const quant_act *a, int m, int 
         }
     }
     for (int j = jend; j < w->G; j++)           /* odd last group of g = 32 */
-        for (int r = 0; r < mr; r++) {
+        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
             int32_t d[4];
-            for (int c = 0; c < 4; c++) d[c] = u4_dot_one(w, x[r], row[c], j);
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) d[c] = u4_dot_one(w, x[r], row[c], j);
             t[r] = u4_apply(w, a, m + r, j, n, _mm_loadu_si128((const __m128i *)d), t[r]);
         }
 }
@@ -221,14 +223,19 @@ static AVX2 void u4_tile_avx2(const quant_weight *w, const quant_act *a, const f
                               int32_t *C)
 {
     int n4 = n0 + (n1 - n0) / 4 * 4;
-    for (int m = m0; m < m1; m += 2) {
-        int mr = m1 - m >= 2 ? 2 : 1;
-        for (int n = n0; n < n4; n += 4) {
+    for (int n = n0; n < n4; n += 4) {     /* 4 channels stay in L1 across the rows */
+        for (int m = m0; m < m1; m += 2) {
+            int mr = m1 - m >= 2 ? 2 : 1;
             __m128 t[2];
-            if (mr == 2) u4_block(w, a, m, 2, n, t);
-            else u4_block(w, a, m, 1, n, t);
+            if (w->kind == QUANT_KIND_NF4) {
+                if (mr == 2) u4_block(w, a, m, 2, 1, n, t);
+                else u4_block(w, a, m, 1, 1, n, t);
+            } else {
+                if (mr == 2) u4_block(w, a, m, 2, 0, n, t);
+                else u4_block(w, a, m, 1, 0, n, t);
+            }
             __m128 b = bias ? _mm_loadu_ps(bias + n) : _mm_setzero_ps();
-            for (int r = 0; r < mr; r++) {
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
                 __m128 y = _mm_mul_ps(t[r], _mm_set1_ps(a->scale[m + r]));
                 if (bias) y = _mm_add_ps(y, b);
                 _mm_storeu_ps(Y + (size_t)(m + r) * ldy + n, y);

@@ -38,8 +38,8 @@ static int32_t vnni_u4_dot_one(const quant_weight *w, const int8_t *x, const uin
 static void int8_store(const quant_weight *w, const quant_act *a, const float *bias, int m,
                        int mr, int n, int32_t acc[2][4], float *Y, size_t ldy, int32_t *C)
 {
-    for (int r = 0; r < mr; r++)
-        for (int c = 0; c < 4; c++) {
+    _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
             if (C) { C[(size_t)(m + r) * w->N + n + c] = acc[r][c]; continue; }
             float s = a->scale[m + r] * w->scale[n + c];
             float y = (float)acc[r][c] * s;
@@ -56,19 +56,19 @@ void int8_block_avxvnni(const int8_t *x0, const int8_t *x1, const int8_t *const 
 {
     const __m256i off = _mm256_set1_epi8((char)0x80);
     __m256i acc[2][4];
-    for (int r = 0; r < 2; r++)
-        for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_si256();
+    _Pragma("GCC unroll 4") for (int r = 0; r < 2; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_si256();
     for (int k = 0; k < Kp; k += 32) {
         __m256i xu[2];
         xu[0] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(x0 + k)), off);
         xu[1] = mr > 1 ? _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(x1 + k)), off) : xu[0];
-        for (int c = 0; c < 4; c++) {
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
             __m256i wv = _mm256_loadu_si256((const __m256i *)(q[c] + k));
-            for (int r = 0; r < mr; r++) acc[r][c] = _mm256_dpbusd_avx_epi32(acc[r][c], xu[r], wv);
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) acc[r][c] = _mm256_dpbusd_avx_epi32(acc[r][c], xu[r], wv);
         }
     }
-    for (int r = 0; r < mr; r++)
-        for (int c = 0; c < 4; c++) {
+    _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
             __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc[r][c]),
                                       _mm256_extracti128_si256(acc[r][c], 1));
             s = _mm_hadd_epi32(s, s);
@@ -82,17 +82,17 @@ static AVXVNNI void int8_tile_avxvnni(const quant_weight *w, const quant_act *a,
                                       int32_t *C)
 {
     int n4 = n0 + (n1 - n0) / 4 * 4;
-    for (int m = m0; m < m1; m += 2) {
-        int mr = m1 - m >= 2 ? 2 : 1;
-        const int8_t *x0 = a->q + (size_t)m * a->Kp, *x1 = x0 + a->Kp;
-        for (int n = n0; n < n4; n += 4) {
+    for (int n = n0; n < n4; n += 4) {     /* 4 channels stay in L1 across the rows */
+        for (int m = m0; m < m1; m += 2) {
+            int mr = m1 - m >= 2 ? 2 : 1;
+            const int8_t *x0 = a->q + (size_t)m * a->Kp, *x1 = x0 + a->Kp;
             const int8_t *q[4];
-            for (int c = 0; c < 4; c++) q[c] = w->q8 + (size_t)(n + c) * w->Kp;
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) q[c] = w->q8 + (size_t)(n + c) * w->Kp;
             int32_t acc[2][4];
             if (mr == 2) int8_block_avxvnni(x0, x1, q, 2, w->Kp, acc);
             else int8_block_avxvnni(x0, x1, q, 1, w->Kp, acc);
-            for (int r = 0; r < mr; r++)
-                for (int c = 0; c < 4; c++) acc[r][c] -= 128 * w->wsum[n + c];
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++)
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[r][c] -= 128 * w->wsum[n + c];
             int8_store(w, a, bias, m, mr, n, acc, Y, ldy, C);
         }
     }
@@ -116,19 +116,19 @@ void int8_block_avx512(const int8_t *x0, const int8_t *x1, const int8_t *const q
 {
     const __m512i off = _mm512_set1_epi8((char)0x80);
     __m512i acc[2][4];
-    for (int r = 0; r < 2; r++)
-        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_si512();
+    _Pragma("GCC unroll 4") for (int r = 0; r < 2; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_si512();
     for (int k = 0; k < Kp; k += 64) {           /* Kp is a multiple of 64 */
         __m512i xu[2];
         xu[0] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(x0 + k)), off);
         xu[1] = mr > 1 ? _mm512_xor_si512(_mm512_loadu_si512((const void *)(x1 + k)), off) : xu[0];
-        for (int c = 0; c < 4; c++) {
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
             __m512i wv = _mm512_loadu_si512((const void *)(q[c] + k));
-            for (int r = 0; r < mr; r++) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], xu[r], wv);
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], xu[r], wv);
         }
     }
-    for (int r = 0; r < mr; r++)
-        for (int c = 0; c < 4; c++) out[r][c] = _mm512_reduce_add_epi32(acc[r][c]);
+    _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) out[r][c] = _mm512_reduce_add_epi32(acc[r][c]);
 }
 
 static AVX512VNNI void int8_tile_avx512(const quant_weight *w, const quant_act *a, const float *bias,
@@ -136,17 +136,17 @@ static AVX512VNNI void int8_tile_avx512(const quant_weight *w, const quant_act *
                                         int32_t *C)
 {
     int n4 = n0 + (n1 - n0) / 4 * 4;
-    for (int m = m0; m < m1; m += 2) {
-        int mr = m1 - m >= 2 ? 2 : 1;
-        const int8_t *x0 = a->q + (size_t)m * a->Kp, *x1 = x0 + a->Kp;
-        for (int n = n0; n < n4; n += 4) {
+    for (int n = n0; n < n4; n += 4) {     /* 4 channels stay in L1 across the rows */
+        for (int m = m0; m < m1; m += 2) {
+            int mr = m1 - m >= 2 ? 2 : 1;
+            const int8_t *x0 = a->q + (size_t)m * a->Kp, *x1 = x0 + a->Kp;
             const int8_t *q[4];
-            for (int c = 0; c < 4; c++) q[c] = w->q8 + (size_t)(n + c) * w->Kp;
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) q[c] = w->q8 + (size_t)(n + c) * w->Kp;
             int32_t acc[2][4];
             if (mr == 2) int8_block_avx512(x0, x1, q, 2, w->Kp, acc);
             else int8_block_avx512(x0, x1, q, 1, w->Kp, acc);
-            for (int r = 0; r < mr; r++)
-                for (int c = 0; c < 4; c++) acc[r][c] -= 128 * w->wsum[n + c];
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++)
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[r][c] -= 128 * w->wsum[n + c];
             int8_store(w, a, bias, m, mr, n, acc, Y, ldy, C);
         }
     }

@@ -33,24 +33,24 @@ __m128 VNNI_CAT(vnni_apply_, VNNI_NAME)(const quant_weight *w, const quant_act *
 
 static inline __attribute__((always_inline, target(VNNI_TGT)))
 void VNNI_CAT(vnni_u4_block_, VNNI_NAME)(const quant_weight *w, const quant_act *a, int m, int mr,
-                                         int n, __m128 t[2])
+                                         int nf4, int n, __m128 t[2])
 {
-    const int g = w->group, h = g / 2, nf4 = w->kind == QUANT_KIND_NF4;
+    const int g = w->group, h = g / 2;
     const __m256i m0f = _mm256_set1_epi8(0x0f);
     const __m256i cb = nf4 ? _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)w->codebook))
                            : _mm256_setzero_si256();
     const int8_t *x[2] = { a->q + (size_t)m * a->Kp, a->q + (size_t)(m + mr - 1) * a->Kp };
     const uint8_t *row[4];
-    for (int c = 0; c < 4; c++) row[c] = w->q4 + (size_t)(n + c) * (w->K / 2);
+    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) row[c] = w->q4 + (size_t)(n + c) * (w->K / 2);
     t[0] = t[1] = _mm_setzero_ps();
     int step = g == 32 ? 2 : 1, jend = g == 32 ? w->G / 2 * 2 : w->G;
     for (int j = 0; j < jend; j += step) {
         __m256i acc[2][4];
-        for (int r = 0; r < 2; r++)
-            for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 4") for (int r = 0; r < 2; r++)
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_si256();
         for (int i = 0; i < (g == 32 ? 32 : h); i += 32) {
             __m256i alo[2], ahi[2], albs[2], ahbs[2];
-            for (int r = 0; r < mr; r++) {
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
                 if (g == 32) {
                     alo[r] = VNNI_CAT(vnni_load2x128_, VNNI_NAME)(x[r] + j * 32, x[r] + j * 32 + 32);
                     ahi[r] = VNNI_CAT(vnni_load2x128_, VNNI_NAME)(x[r] + j * 32 + 16, x[r] + j * 32 + 48);
@@ -64,26 +64,26 @@ void VNNI_CAT(vnni_u4_block_, VNNI_NAME)(const quant_weight *w, const quant_act 
                     ahbs[r] = _mm256_sign_epi8(ahi[r], ahi[r]);
                 }
             }
-            for (int c = 0; c < 4; c++) {
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
                 __m256i wv = _mm256_loadu_si256((const __m256i *)(row[c] + j * h + i));
                 __m256i lo = _mm256_and_si256(wv, m0f);
                 __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m0f);
                 if (nf4) {
                     lo = _mm256_shuffle_epi8(cb, lo);
                     hi = _mm256_shuffle_epi8(cb, hi);
-                    for (int r = 0; r < mr; r++) {
+                    _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
                         acc[r][c] = VNNI_DP(acc[r][c], albs[r], _mm256_sign_epi8(lo, alo[r]));
                         acc[r][c] = VNNI_DP(acc[r][c], ahbs[r], _mm256_sign_epi8(hi, ahi[r]));
                     }
                 } else {
-                    for (int r = 0; r < mr; r++) {
+                    _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
                         acc[r][c] = VNNI_DP(acc[r][c], lo, alo[r]);
                         acc[r][c] = VNNI_DP(acc[r][c], hi, ahi[r]);
                     }
                 }
             }
         }
-        for (int r = 0; r < mr; r++) {
+        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
             __m256i v = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[r][0], acc[r][1]),
                                           _mm256_hadd_epi32(acc[r][2], acc[r][3]));
             __m128i vlo = _mm256_castsi256_si128(v), vhi = _mm256_extracti128_si256(v, 1);
@@ -96,9 +96,9 @@ void VNNI_CAT(vnni_u4_block_, VNNI_NAME)(const quant_weight *w, const quant_act 
         }
     }
     for (int j = jend; j < w->G; j++)           /* odd last group of g = 32 */
-        for (int r = 0; r < mr; r++) {
+        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
             int32_t d[4];
-            for (int c = 0; c < 4; c++) d[c] = vnni_u4_dot_one(w, x[r], row[c], j);
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) d[c] = vnni_u4_dot_one(w, x[r], row[c], j);
             t[r] = VNNI_CAT(vnni_apply_, VNNI_NAME)(w, a, m + r, j, n,
                                                      _mm_loadu_si128((const __m128i *)d), t[r]);
         }
@@ -109,14 +109,17 @@ void VNNI_CAT(u4_tile_, VNNI_NAME)(const quant_weight *w, const quant_act *a, co
                                    int m0, int m1, int n0, int n1, float *Y, size_t ldy, int32_t *C)
 {
     int n4 = n0 + (n1 - n0) / 4 * 4;
-    for (int m = m0; m < m1; m += 2) {
-        int mr = m1 - m >= 2 ? 2 : 1;
-        for (int n = n0; n < n4; n += 4) {
+    for (int n = n0; n < n4; n += 4) {     /* 4 channels stay in L1 across the rows */
+        for (int m = m0; m < m1; m += 2) {
+            int mr = m1 - m >= 2 ? 2 : 1;
             __m128 t[2];
-            if (mr == 2) VNNI_CAT(vnni_u4_block_, VNNI_NAME)(w, a, m, 2, n, t);
-            else VNNI_CAT(vnni_u4_block_, VNNI_NAME)(w, a, m, 1, n, t);
+            int nf4 = w->kind == QUANT_KIND_NF4;
+            if (nf4 && mr == 2) VNNI_CAT(vnni_u4_block_, VNNI_NAME)(w, a, m, 2, 1, n, t);
+            else if (nf4) VNNI_CAT(vnni_u4_block_, VNNI_NAME)(w, a, m, 1, 1, n, t);
+            else if (mr == 2) VNNI_CAT(vnni_u4_block_, VNNI_NAME)(w, a, m, 2, 0, n, t);
+            else VNNI_CAT(vnni_u4_block_, VNNI_NAME)(w, a, m, 1, 0, n, t);
             __m128 b = bias ? _mm_loadu_ps(bias + n) : _mm_setzero_ps();
-            for (int r = 0; r < mr; r++) {
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
                 __m128 y = _mm_mul_ps(t[r], _mm_set1_ps(a->scale[m + r]));
                 if (bias) y = _mm_add_ps(y, b);
                 _mm_storeu_ps(Y + (size_t)(m + r) * ldy + n, y);
