@@ -210,27 +210,85 @@ int store_lease_renew(flow_store *s, const flow_hash *key, int ttl_s, flow_err *
 int store_lease_release(flow_store *s, const flow_hash *key, flow_err *err);
 /* Checkpoints are stored as chunks (shared with artifacts, reachable for
  * gc) plus a chunk list keyed by the node key; put replaces the previous
- * one; committing an artifact under the same key drops it. */
+ * one and committing an artifact under the same key drops it, and both
+ * delete the chunks of the checkpoint they replace that nothing else uses,
+ * so a node never has more than two checkpoints' chunks stored (the one
+ * being written and the last complete one).  A chunk that compresses to
+ * under 1/64 of its size is left to gc: it costs nothing, and its bytes
+ * (zeros) are the kind another writer may be reusing right now. */
 int store_checkpoint_put(flow_store *s, const flow_hash *key, const void *data,
                          size_t len, flow_err *err);
 int store_checkpoint_get(flow_store *s, const flow_hash *key, char **data,
                          size_t *len, flow_err *err);
 int store_checkpoint_drop(flow_store *s, const flow_hash *key, flow_err *err);
 
+/* ---- temporary roots: what a running build uses ----------------------- */
+/* Replaces this process's roots record with keys[0..n): the artifacts a
+ * build in progress makes or reads (nodes running or ready, and the inputs
+ * of every node not finished yet).  Every gc keeps them while the record's
+ * owner lives: on this host while the process exists (with its start
+ * time), from another host until ttl_s passes without a new put.  The
+ * record is a lease of the process (leases table, same owner check) that
+ * carries the key list; gc ignores and deletes the records of dead
+ * processes.  drop deletes ours (the end of a build). */
+int store_roots_put(flow_store *s, const flow_hash *keys, size_t n, int ttl_s, flow_err *err);
+int store_roots_drop(flow_store *s, flow_err *err);
+
 /* ---- maintenance ---------------------------------------------------- */
+#define STORE_GC_MAX_BUILDS 8
+typedef struct store_gc_build {
+    int pid;
+    char host[64];
+    uint64_t artifacts;         /* stored artifacts in its live set */
+} store_gc_build;
 typedef struct store_gc_stats {
     uint64_t artifacts_removed, chunks_removed, bytes_freed;
+    uint64_t artifacts_recent;  /* kept: committed after the candidates were listed */
+    uint64_t stale_records;     /* roots records and leases of dead processes deleted */
+    int nbuilds;                /* live builds whose roots were kept (first
+                                 * STORE_GC_MAX_BUILDS in builds[]) */
+    store_gc_build builds[STORE_GC_MAX_BUILDS];
 } store_gc_stats;
-/* Deletes every artifact (and its log) whose key is not in keep[], then
- * chunks referenced by no artifact and no checkpoint.  Kept anyway: chunks
- * younger than grace_s, and chunks written since the oldest live lease was
- * taken (minus a minute): a build in progress, however long, holds a lease
- * while it writes chunks that nothing references yet.  A writer reusing an
- * older stored chunk refreshes its time.  One write transaction.
- * bytes_freed counts stored values removed (the file does not shrink; LMDB
- * reuses the pages). */
-int store_gc(flow_store *s, const flow_hash *keep, size_t nkeep, int grace_s,
-             store_gc_stats *st, flow_err *err);
+/* The keys of every artifact stored now (*keys: caller frees).  A gc lists
+ * them before it computes its roots from the graphs and passes them to
+ * store_gc as candidates, so an artifact committed meanwhile (whose key
+ * the roots could not know yet) is never deleted. */
+int store_list_artifacts(flow_store *s, flow_hash **keys, size_t *n, flow_err *err);
+/* Deletes every artifact (and its log) among candidates[0..ncand) (NULL:
+ * all) whose key is neither in keep[] nor in a live build's roots, then
+ * chunks referenced by no artifact and no checkpoint, and the roots records
+ * and leases of dead processes.  Kept anyway: chunks younger than grace_s,
+ * and chunks written since the oldest live lease was taken (minus a
+ * minute): a build in progress, however long, holds a lease while it
+ * writes chunks that nothing references yet.  A writer reusing an older
+ * stored chunk refreshes its time.  One write transaction, so no commit
+ * slips between reading the roots and deleting.  bytes_freed counts stored
+ * values removed (LMDB reuses the pages; store_compact gives them back). */
+int store_gc(flow_store *s, const flow_hash *keep, size_t nkeep, const flow_hash *candidates,
+             size_t ncand, int grace_s, store_gc_stats *st, flow_err *err);
+
+/* Gives free pages back to the filesystem (cache/compact.c): copies the
+ * live pages of the cache at dir into a new file (mdb_env_copyfd2 with
+ * MDB_CP_COMPACT), syncs it and renames it over data.mdb.  Every handle
+ * holds a shared lock on the cache's `open.lock` from before it opens LMDB
+ * until after it closes it; compaction runs only when it gets that lock
+ * exclusively with no wait and no process has LMDB's lock file open (no
+ * handle open anywhere, the caller's included: a running build or reader
+ * is never disturbed; new openers wait the seconds the copy takes), and
+ * only when at least min_free_pct percent of the file is free pages.  A
+ * kill at any moment leaves either the old file or the complete new one (a
+ * leftover `data.mdb.compact` is removed by the next compaction).
+ * compacted = 0 with why filled when it did not run. */
+typedef struct store_compact_stats {
+    uint64_t file_before, file_after;  /* bytes of data.mdb */
+    uint64_t free_bytes;               /* free pages found before */
+    int compacted;
+    char why[200];
+} store_compact_stats;
+int store_compact(const char *dir, int min_free_pct, store_compact_stats *st, flow_err *err);
+/* Free pages (bytes LMDB will reuse) and the size of data.mdb, cheaply
+ * (reads the freelist only): whether a compaction is worth it. */
+int store_free_space(flow_store *s, uint64_t *free_bytes, uint64_t *file_bytes, flow_err *err);
 /* Re-reads every chunk of every artifact and checkpoint, and rechecks the
  * part and artifact content hashes; reports each damaged item through
  * report() (e.g. "artifact <key> part 'p' chunk 3 (<hash>): content hash

@@ -294,6 +294,31 @@ uint64_t *hset_get(const hset *s, const flow_hash *h)
     }
 }
 
+/* Linear probing: the entries after the hole that probed past it move
+ * back into it, so every lookup still finds its entry. */
+void hset_del(hset *s, const flow_hash *h)
+{
+    if (!s->cap) return;
+    size_t mask = s->cap - 1, i = slot_of(h, s->cap);
+    for (;; i = (i + 1) & mask) {
+        if (!s->used[i]) return;
+        if (flow_hash_eq(&s->keys[i], h)) break;
+    }
+    s->used[i] = 0;
+    s->n--;
+    for (size_t j = (i + 1) & mask; s->used[j]; j = (j + 1) & mask) {
+        size_t home = slot_of(&s->keys[j], s->cap);
+        /* j stays unless its home lies cyclically outside (i, j] */
+        int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (stays) continue;
+        s->keys[i] = s->keys[j];
+        s->vals[i] = s->vals[j];
+        s->used[i] = 1;
+        s->used[j] = 0;
+        i = j;
+    }
+}
+
 uint64_t *hset_put(hset *s, const flow_hash *h, int *added)
 {
     if ((s->n + 1) * 2 > s->cap) {

@@ -1,7 +1,10 @@
 /* records.c — the small keyed records of the store: node history (the
  * recent keys built for a named node of a graph), the stat cache (file
  * content hashes keyed by path and validated by size, mtime and inode) and
- * build leases (which process is building a node key right now).
+ * build leases (which process is building a node key right now) and build
+ * roots (the live set of a running build: a lease of the build process
+ * that also lists the artifact keys the build makes or will read; gc keeps
+ * them while the process lives).
  *
  * Every value starts with a u32 magic and a u32 version; a record that
  * fails to decode is treated as absent (history, stat cache) or as a stale
@@ -266,13 +269,17 @@ int store_stat_put(flow_store *s, const char *path, uint64_t size, int64_t mtime
 /* value (version 2): u32 magic, u32 version, i32 pid, u64 start time
  * (clock ticks since boot, /proc/<pid>/stat field 22), i64 expiry (unix s,
  * 0 = none), i64 taken (unix s, when this owner took it), u16 host length,
- * host.  Version 1 (no taken time) is still read. */
+ * host.  Version 1 (no taken time) is still read.  Version 3 (build roots,
+ * under a ROOT_PREFIX key instead of a 16-byte node key) appends u32 n and
+ * n 16-byte artifact keys. */
 
 typedef struct lease {
     int pid;
     uint64_t start;
     int64_t expiry, taken;
     char host[256];
+    const unsigned char *keys;      /* version 3: points into the value */
+    uint32_t nkeys;
 } lease;
 
 static uint64_t proc_start_time(int pid)
@@ -313,7 +320,7 @@ static int lease_decode(const MDB_val *v, lease *l)
     size_t at;
     if (ver == 1) {
         at = 28;
-    } else if (ver == 2 && v->mv_size >= 38) {
+    } else if ((ver == 2 || ver == 3) && v->mv_size >= 38) {
         l->taken = (int64_t)get_u64(p + 28);
         at = 36;
     } else {
@@ -323,23 +330,33 @@ static int lease_decode(const MDB_val *v, lease *l)
     l->start = get_u64(p + 12);
     l->expiry = (int64_t)get_u64(p + 20);
     uint16_t hl = get_u16(p + at);
-    if (hl >= sizeof l->host || v->mv_size != at + 2 + (size_t)hl) return -1;
+    size_t end = at + 2 + (size_t)hl;
+    if (hl >= sizeof l->host || v->mv_size < end) return -1;
     memcpy(l->host, p + at + 2, hl);
-    return 0;
+    if (ver == 3) {
+        if (v->mv_size < end + 4) return -1;
+        l->nkeys = get_u32(p + end);
+        l->keys = p + end + 4;
+        end += 4 + (size_t)l->nkeys * 16;
+    }
+    return v->mv_size == end ? 0 : -1;
 }
 
 static size_t lease_encode(const lease *l, unsigned char *p)
 {
     size_t hl = strlen(l->host);
     put_u32(p, LEASE_MAGIC);
-    put_u32(p + 4, 2);
+    put_u32(p + 4, l->keys ? 3 : 2);
     put_u32(p + 8, (uint32_t)l->pid);
     put_u64(p + 12, l->start);
     put_u64(p + 20, (uint64_t)l->expiry);
     put_u64(p + 28, (uint64_t)l->taken);
     put_u16(p + 36, (uint16_t)hl);
     memcpy(p + 38, l->host, hl);
-    return 38 + hl;
+    if (!l->keys) return 38 + hl;
+    put_u32(p + 38 + hl, l->nkeys);
+    memcpy(p + 42 + hl, l->keys, (size_t)l->nkeys * 16);
+    return 42 + hl + (size_t)l->nkeys * 16;
 }
 
 static int same_owner(const lease *a, const lease *b)
@@ -347,14 +364,29 @@ static int same_owner(const lease *a, const lease *b)
     return a->pid == b->pid && a->start == b->start && strcmp(a->host, b->host) == 0;
 }
 
+/* Is the owner of `l`, a process on this host, gone (or its pid reused)? */
+static int owner_dead(const lease *l)
+{
+    if (kill(l->pid, 0) != 0 && errno == ESRCH) return 1;
+    uint64_t st = proc_start_time(l->pid);
+    return st && l->start && st != l->start;            /* the pid was reused */
+}
+
 /* May `me` take over lease `l`? */
 static int lease_stale(const lease *l, const lease *me)
 {
     if (l->expiry && store_now() >= l->expiry) return 1;
     if (strcmp(l->host, me->host) != 0) return 0;      /* cannot see other hosts' processes */
-    if (kill(l->pid, 0) != 0 && errno == ESRCH) return 1;
-    uint64_t st = proc_start_time(l->pid);
-    return st && l->start && st != l->start;            /* the pid was reused */
+    return owner_dead(l);
+}
+
+/* Is a build-roots record dead?  On this host only its process decides
+ * (a stopped build, ^Z, keeps its inputs); another host's record lives
+ * until it expires without renewal. */
+static int roots_stale(const lease *l, const lease *me)
+{
+    if (strcmp(l->host, me->host) == 0) return owner_dead(l);
+    return l->expiry && store_now() >= l->expiry;
 }
 
 enum { L_TAKE, L_RENEW, L_RELEASE };
@@ -426,10 +458,119 @@ int store_oldest_live_lease(flow_store *s, MDB_txn *txn, int64_t *oldest)
     MDB_val k, v;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         lease l;
-        if (lease_decode(&v, &l) != 0) continue;
+        if (k.mv_size != 16 || lease_decode(&v, &l) != 0) continue;     /* roots: not a node */
         if (!same_owner(&l, &me) && lease_stale(&l, &me)) continue;
         if (l.taken < *oldest) *oldest = l.taken;
     }
     mdb_cursor_close(c);
     return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* ---- build roots ------------------------------------------------------------ */
+/* Key: ROOT_PREFIX host '/' pid '/' start time, so each process has one. */
+#define ROOT_PREFIX "roots/"
+
+static void roots_key(const lease *me, char *k, size_t cap)
+{
+    snprintf(k, cap, ROOT_PREFIX "%s/%d/%llu", me->host, me->pid, (unsigned long long)me->start);
+}
+
+typedef struct roots_ctx { const flow_hash *keys; size_t n; int drop; lease me; } roots_ctx;
+
+static int roots_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
+{
+    (void)err;
+    roots_ctx *c = arg;
+    char kb[400];
+    roots_key(&c->me, kb, sizeof kb);
+    MDB_val k = { strlen(kb), kb }, v;
+    if (c->drop) {
+        int rc = mdb_del(txn, s->dbi[DB_LEASES], &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    lease me = c->me, cur;
+    int rc = mdb_get(txn, s->dbi[DB_LEASES], &k, &v);
+    if (rc == 0 && lease_decode(&v, &cur) == 0) me.taken = cur.taken;   /* keep the first time */
+    else if (rc && rc != MDB_NOTFOUND) return rc;
+    me.keys = (const unsigned char *)c->keys;
+    me.nkeys = (uint32_t)c->n;
+    unsigned char *buf = xmalloc(42 + sizeof me.host + c->n * 16);
+    v.mv_size = lease_encode(&me, buf);
+    v.mv_data = buf;
+    rc = mdb_put(txn, s->dbi[DB_LEASES], &k, &v, 0);
+    free(buf);
+    return rc;
+}
+
+int store_roots_put(flow_store *s, const flow_hash *keys, size_t n, int ttl_s, flow_err *err)
+{
+    if (n > UINT32_MAX / 16) return flow_fail(err, FLOW_E_USAGE, "cache %s: %zu roots", s->dir, n);
+    roots_ctx c = { keys, n, 0, {0} };
+    lease_self(&c.me, ttl_s);
+    return store_write(s, "registering a build's live artifacts", roots_fn, &c, 1, err);
+}
+
+int store_roots_drop(flow_store *s, flow_err *err)
+{
+    roots_ctx c = { NULL, 0, 1, {0} };
+    lease_self(&c.me, 0);
+    return store_write(s, "dropping a build's live artifacts", roots_fn, &c, 1, err);
+}
+
+/* Adds one live record's keys to roots and notes its owner in st. */
+static void roots_add(MDB_txn *txn, flow_store *s, const lease *l, hset *roots, store_gc_stats *st)
+{
+    uint64_t present = 0;
+    for (uint32_t i = 0; i < l->nkeys; i++) {
+        flow_hash h;
+        memcpy(h.b, l->keys + 16 * i, 16);
+        int added;
+        hset_put(roots, &h, &added);
+        MDB_val k = { 16, h.b }, v;
+        if (mdb_get(txn, s->dbi[DB_ARTIFACTS], &k, &v) == 0) present++;
+    }
+    if (st->nbuilds < STORE_GC_MAX_BUILDS) {
+        store_gc_build *b = &st->builds[st->nbuilds];
+        b->pid = l->pid;
+        snprintf(b->host, sizeof b->host, "%.63s", l->host);
+        b->artifacts = present;
+    }
+    st->nbuilds++;
+}
+
+int store_live_roots(flow_store *s, MDB_txn *txn, hset *roots, store_gc_stats *st)
+{
+    lease me;
+    lease_self(&me, 0);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_LEASES], &c);
+    if (rc) return rc;
+    flow_buf dead;          /* u16 length + key, for each record to delete */
+    buf_init(&dead);
+    MDB_val k, v;
+    size_t pl = strlen(ROOT_PREFIX);
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        int is_root = k.mv_size > pl && memcmp(k.mv_data, ROOT_PREFIX, pl) == 0;
+        lease l;
+        /* a record this flow cannot read (a newer version?) is left alone */
+        if (lease_decode(&v, &l) != 0 || (is_root ? l.keys == NULL : k.mv_size != 16)) continue;
+        int stale = is_root ? roots_stale(&l, &me) : lease_stale(&l, &me);
+        if (!stale && is_root) roots_add(txn, s, &l, roots, st);
+        if (!stale || k.mv_size > 511) continue;
+        unsigned char len[2];
+        put_u16(len, (uint16_t)k.mv_size);
+        buf_add(&dead, len, 2);
+        buf_add(&dead, k.mv_data, k.mv_size);
+    }
+    mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND) rc = 0;
+    for (size_t at = 0; rc == 0 && at < dead.len;) {
+        MDB_val dk = { get_u16((unsigned char *)dead.data + at), dead.data + at + 2 };
+        rc = mdb_del(txn, s->dbi[DB_LEASES], &dk, NULL);
+        if (rc == MDB_NOTFOUND) rc = 0;
+        at += 2 + dk.mv_size;
+        st->stale_records++;
+    }
+    buf_release(&dead);
+    return rc;
 }

@@ -328,6 +328,7 @@ int store_open(flow_store **out, const char *dir, const store_options *opt, flow
     s->sync_mode = opt->sync_mode;
     s->max_map_size = opt->max_map_size;
     s->pid = getpid();
+    s->lock_fd = -1;
     pthread_rwlock_init(&s->resize_lock, NULL);
     pthread_mutex_init(&s->pool_lock, NULL);
     size_t map = opt->initial_map_size ? opt->initial_map_size : DEFAULT_MAP_SIZE;
@@ -342,6 +343,9 @@ int store_open(flow_store **out, const char *dir, const store_options *opt, flow
         return r;
     }
     unsigned flags = MDB_NOTLS | sync_flags(s->sync_mode) | (s->readonly ? MDB_RDONLY : 0);
+    /* held until after mdb_env_close: a compaction never swaps the file
+     * under an open handle */
+    s->lock_fd = store_lock_shared(dir, s->readonly);
     rc = mdb_env_open(s->env, dir, flags, 0666);
     if (rc) {
         int r = rc == ENOENT && s->readonly
@@ -410,6 +414,8 @@ void store_close(flow_store *s)
         if (same && !s->readonly && s->sync_mode != STORE_SYNC_FULL) mdb_env_sync(s->env, 1);
         mdb_env_close(s->env);
     }
+    /* close, never LOCK_UN: after fork the lock is shared with the parent */
+    if (s->lock_fd >= 0) close(s->lock_fd);
     pthread_rwlock_destroy(&s->resize_lock);
     pthread_mutex_destroy(&s->pool_lock);
     free(s->dir);

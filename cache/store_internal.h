@@ -11,6 +11,7 @@
  *   records.c   node history, stat cache, leases
  *   checkpoint.c  checkpoints as chunked blobs
  *   gc.c        gc and verify
+ *   compact.c   the open lock and the compacting copy (store_compact)
  */
 #ifndef FLOW_STORE_INTERNAL_H
 #define FLOW_STORE_INTERNAL_H
@@ -74,6 +75,7 @@ struct flow_store {
     ZSTD_DCtx *dctx[STORE_THREADS];
     char *scratch[STORE_THREADS];   /* STORE_CHUNK_SIZE each, for shuffling */
     pid_t pid;                      /* process that opened it */
+    int lock_fd;                    /* shared flock on open.lock (compact.c), or -1 */
     void *stat_pending;             /* buffered stat-cache puts (records.c) */
     size_t nstat, capstat;
 };
@@ -89,6 +91,11 @@ int store_stat_flush(flow_store *s, flow_err *err);
 void store_stat_release(flow_store *s);
 
 store_pool *store_get_pool(flow_store *s);   /* creates pool + contexts once */
+
+/* Opens dir/open.lock and takes a shared flock on it, waiting while a
+ * compaction holds it (compact.c).  Returns the fd (close it after the
+ * LMDB environment) or -1 when the lock file cannot be opened. */
+int store_lock_shared(const char *dir, int readonly);
 
 /* A read transaction (takes resize_lock shared; adopts a map grown by
  * another process).  End it with store_txn_end. */
@@ -174,6 +181,7 @@ void hset_release(hset *s);
 /* Returns a pointer to the value slot; *added is 1 when newly inserted. */
 uint64_t *hset_put(hset *s, const flow_hash *h, int *added);
 uint64_t *hset_get(const hset *s, const flow_hash *h);
+void hset_del(hset *s, const flow_hash *h);     /* no-op when absent */
 
 /* ---- manifest.c --------------------------------------------------------- */
 #define MANIFEST_MAGIC 0x52414C46u      /* "FLAR" */
@@ -219,6 +227,14 @@ int store_load_manifest(flow_store *s, const flow_hash *key, manifest *m, int wa
 /* Decodes a checkpoint record (checkpoint.c); 0 or FLOW_E_CORRUPT. */
 int checkpoint_decode(const void *val, size_t vlen, uint64_t *size, chunk_ref **chunks,
                       uint32_t *n);
+/* In write txn: deletes the chunks of checkpoint record `old` (of node
+ * key, already replaced or deleted) that are not in keep[], not referenced
+ * by any artifact or other checkpoint, not refreshed since it was made,
+ * and not nearly free to keep.  Raw LMDB code or 0. */
+int checkpoint_release(flow_store *s, MDB_txn *txn, const flow_hash *key, const MDB_val *old,
+                       const chunk_ref *keep, uint32_t nkeep);
+/* In write txn: deletes key's checkpoint record and releases its chunks. */
+int checkpoint_drop_in(flow_store *s, MDB_txn *txn, const flow_hash *key);
 
 /* Decodes chunks[0..n) into buf (their lengths summed) on the pool;
  * what names the owner in errors ("artifact K part 'p'"). */
@@ -229,5 +245,10 @@ int store_read_chunks(flow_store *s, const chunk_ref *chunks, uint32_t n, char *
  * anything; fills the chunk list (caller frees *chunks). */
 int store_put_chunks(flow_store *s, const void *data, size_t len, chunk_ref **chunks,
                      uint32_t *nchunks, flow_err *err);
+
+/* Adds the keys of every live build's roots record to roots, notes the
+ * builds in st (nbuilds, builds[]) and deletes the roots records and
+ * leases of dead processes (st->stale_records), in write txn (records.c). */
+int store_live_roots(flow_store *s, MDB_txn *txn, hset *roots, store_gc_stats *st);
 
 #endif

@@ -409,10 +409,8 @@ static int commit_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
     v.mv_data = (void *)c->log;
     rc = mdb_put(txn, s->dbi[DB_LOGS], &k, &v, 0);
     if (rc) return rc;
-    /* the node's checkpoint is no longer needed */
-    rc = mdb_del(txn, s->dbi[DB_CHECKPOINTS], &k, NULL);
-    if (rc && rc != MDB_NOTFOUND) return rc;
-    return 0;
+    /* the node's checkpoint is no longer needed: its record and chunks go */
+    return checkpoint_drop_in(s, txn, c->key);
 }
 
 /* Log value: u32 "FLLG", u32 version 1, u8 codec (0 raw, 1 zstd), u64 raw

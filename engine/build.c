@@ -20,6 +20,15 @@
  * fail-fast).  Several builds may share a cache: a node is built under a
  * lease on its key; a node whose lease another live build holds waits until
  * the artifact appears (cached) or the lease frees (then builds it).
+ *
+ * Live set (store_roots_put): the keys of the nodes ready or running and
+ * of the done nodes that an unfinished node still reads are registered as
+ * temporary roots that every gc keeps.  The set is written before each
+ * worker starts (and when it changes, and every LEASE_RENEW_S), not at each
+ * cache lookup, so a null build writes nothing; the nodes found cached
+ * since the last write are then looked up again: one that a gc deleted in
+ * between goes back to ready and is built again.
+ *
  * SIGINT/SIGTERM stop the workers (SIGTERM, then SIGKILL) and return
  * FLOW_E_INTERRUPTED; nothing partial is ever committed.
  */
@@ -56,6 +65,8 @@ typedef struct bnode {
     int threads;            /* granted */
     int gpu[64]; int ngpu;  /* granted */
     int leased;
+    int unverified;         /* found cached; not yet looked up again after
+                             * the live set holding it was written */
     int said_waiting;       /* told the user another build holds the lease */
     pid_t pid;
     int msg_fd, out_fd, cmd_fd;
@@ -94,6 +105,9 @@ typedef struct sched {
     build_result *res;
     int failed_any;
     double t0;
+    flow_hash *roots; size_t nroots;   /* the live set last written */
+    int roots_written, roots_warned;
+    double roots_renew_at;
 } sched;
 
 static void reap_idle(sched *S, int all);
@@ -389,6 +403,7 @@ static void cached_node(sched *S, int i)
     bnode *n = &S->b[i];
     prog_finish f;
     mark_done(S, i, "cached", &S->res->cached, &f);
+    n->unverified = 1;
     char *metrics = NULL, *report = NULL;
     f.built_s = recorded(S, &S->keys[i], S->opt->json ? &metrics : NULL,
                          S->opt->json ? NULL : &report);
@@ -400,6 +415,94 @@ static void cached_node(sched *S, int i)
         free(report);
     }
     mark_ready_users(S, i);
+}
+
+/* ---- the live set ---------------------------------------------------------- */
+
+/* Does a wanted node that has not finished depend on node i? */
+static int has_pending_user(const sched *S, int i)
+{
+    const graph_node *n = &S->g->nodes[i];
+    for (int u = 0; u < n->nusers; u++) {
+        const bnode *x = &S->b[n->users[u]];
+        if (x->want && (x->state == S_WAIT || x->state == S_READY || x->state == S_RUN)) return 1;
+    }
+    return 0;
+}
+
+/* Keys of the nodes ready or running, and of the done nodes still read. */
+static size_t live_set(const sched *S, flow_hash *out)
+{
+    size_t n = 0;
+    for (int i = 0; i < S->g->n; i++) {
+        const bnode *b = &S->b[i];
+        if (!b->want || !b->have_key) continue;
+        int live = b->state == S_READY || b->state == S_RUN ||
+                   (b->state == S_DONE && has_pending_user(S, i));
+        if (live) out[n++] = S->keys[i];
+    }
+    return n;
+}
+
+/* Node j was found cached, but a gc deleted it before the live set holding
+ * it was written: build it again; its users wait for it again. */
+static void undo_cached(sched *S, int j)
+{
+    bnode *n = &S->b[j];
+    n->state = S_READY;
+    n->final = NULL;
+    n->report.len = 0;
+    S->res->cached--;
+    const graph_node *gn = &S->g->nodes[j];
+    for (int u = 0; u < gn->nusers; u++) {
+        bnode *x = &S->b[gn->users[u]];
+        if (!x->want) continue;
+        if (x->state == S_READY) { x->state = S_WAIT; x->deps_left = 1; }
+        else if (x->state == S_WAIT) x->deps_left++;
+    }
+    char m[300];
+    snprintf(m, sizeof m, "note: node '%s': its cached artifact %.12s was deleted by a "
+             "concurrent gc; building it again", node_name(S, j), n->hex);
+    prog_message(S->p, m);
+}
+
+/* Writes the live set when it changed or its renewal is due, then looks up
+ * again the nodes found cached before it was written.  Returns how many of
+ * them were gone (sent back to ready). */
+static int sync_roots(sched *S)
+{
+    flow_hash *set = xmalloc(((size_t)S->g->n + 1) * sizeof *set);
+    size_t n = live_set(S, set);
+    double now = sched_now();
+    int same = S->roots_written && n == S->nroots && (n == 0 || !memcmp(set, S->roots, n * sizeof *set));
+    if (!same || now >= S->roots_renew_at) {
+        flow_err e = {0};
+        if (store_roots_put(S->s, set, n, LEASE_TTL_S, &e) != 0 && !S->roots_warned) {
+            char m[1200];
+            snprintf(m, sizeof m, "warning: the live set of this build is not registered "
+                     "(a concurrent `flow gc` may delete what it uses): %s", e.msg);
+            prog_message(S->p, m);
+            S->roots_warned = 1;
+        }
+        free(S->roots);
+        S->roots = set;
+        S->nroots = n;
+        S->roots_written = 1;
+        S->roots_renew_at = now + LEASE_RENEW_S;
+    } else {
+        free(set);
+    }
+    int back = 0;
+    for (int i = 0; i < S->g->n; i++) {
+        bnode *b = &S->b[i];
+        if (!b->unverified) continue;
+        b->unverified = 0;
+        if (b->state == S_DONE && !store_has(S->s, &S->keys[i])) {
+            undo_cached(S, i);
+            back++;
+        }
+    }
+    return back;
 }
 
 /* ---- running -------------------------------------------------------------- */
@@ -642,21 +745,31 @@ static void close_pipes(bnode *n)
     n->pid = 0;
 }
 
+/* Node i's worker committed its artifact (it said D) but the artifact is
+ * not in the cache: another process deleted it after the commit. */
+static void lost_artifact(sched *S, int i)
+{
+    bnode *n = &S->b[i];
+    free_resources(S, n);
+    release_lease(S, i);
+    char msg[600];
+    snprintf(msg, sizeof msg, "node '%s': its artifact %s was committed, then deleted from "
+             "the cache by another process (a `flow verify --repair`, or a gc that does not "
+             "honour running builds' live sets); build again", node_name(S, i), n->hex);
+    fail_node(S, i, msg, NULL);
+}
+
 /* The worker of node i said D and waits for more: node i is done, the
  * worker joins the idle pool. */
 static void complete_reused(sched *S, int i)
 {
     bnode *n = &S->b[i];
-    if (!store_has(S->s, &S->keys[i])) {    /* cannot happen: D follows the commit */
-        kill(-n->pid, SIGKILL);
-        kill(n->pid, SIGKILL);
-        return;     /* reaped as a failure */
-    }
     S->idle = xrealloc(S->idle, (size_t)(S->nidle + 1) * sizeof *S->idle);
     S->idle[S->nidle++] = (idle_worker){ n->pid, n->msg_fd, n->out_fd, n->cmd_fd };
     n->msg_fd = n->out_fd = n->cmd_fd = -1;
     n->pid = 0;
-    complete(S, i);
+    if (store_has(S->s, &S->keys[i])) complete(S, i);
+    else lost_artifact(S, i);
 }
 
 /* The worker of node i exited with wait status st. */
@@ -665,9 +778,9 @@ static void finish(sched *S, int i, int st, const struct rusage *ru)
     bnode *n = &S->b[i];
     drain(S, i);
     close_pipes(n);
-    int ok = WIFEXITED(st) && WEXITSTATUS(st) == 0 && n->done_msg && store_has(S->s, &S->keys[i]);
-    if (ok) {
-        complete(S, i);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && n->done_msg) {
+        if (store_has(S->s, &S->keys[i])) complete(S, i);
+        else lost_artifact(S, i);
         return;
     }
     free_resources(S, n);
@@ -720,6 +833,12 @@ static int prepare(sched *S, int i)
         flow_buf desc;
         buf_init(&desc);
         int rc = key_for_node(S->g, S->s, i, S->keys, &S->keys[i], &desc, &e);
+        /* an input found cached may have been deleted before the live set
+         * held it: then that input is built again and node i waits */
+        if (rc == FLOW_E_NOTFOUND && sync_roots(S) > 0) {
+            buf_release(&desc);
+            return -1;
+        }
         if (rc) {
             buf_release(&desc);
             char msg[1200];
@@ -779,6 +898,8 @@ static double launch(sched *S, int *order, int *pos)
             int gfree = 0;
             for (int d = 0; d < S->ngpus_total; d++) gfree += !S->gpu_busy[d];
             if (gfree < n->gpus_wanted) continue;
+            /* what the worker will read is a root before it starts */
+            if (sync_roots(S) > 0) { again = 1; continue; }
             flow_err e = {0};
             int rc = store_lease_take(S->s, &S->keys[i], LEASE_TTL_S, &e);
             if (rc == FLOW_E_BUSY) {
@@ -1075,6 +1196,7 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
         }
         reap_idle(&S, 0);
         renew_leases(&S);
+        sync_roots(&S);
         if (mode == PROG_LIVE) {
             int nl = 0;
             for (int i = 0; i < g->n; i++)
@@ -1087,6 +1209,11 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
         }
     }
     reap_idle(&S, 1);
+    if (S.roots_written) {
+        flow_err e = {0};
+        store_roots_drop(s, &e);     /* a failure leaves a record gc drops when we are gone */
+    }
+    free(S.roots);
     /* whatever never started (fail-fast, interrupt) is skipped */
     for (int k = 0; k < g->n; k++) {
         int i = g->topo[k];

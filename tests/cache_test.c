@@ -271,7 +271,7 @@ static void test_dedup_and_gc(const char *root)
     CHECK(count == 2);
     /* gc with a long grace keeps young garbage */
     store_gc_stats gs;
-    CHECK_OK(store_gc(s, &ka, 1, 3600, &gs, &err), err);
+    CHECK_OK(store_gc(s, &ka, 1, NULL, 0, 3600, &gs, &err), err);
     CHECK(gs.artifacts_removed == 1 && gs.chunks_removed == 0);
     CHECK(!store_has(s, &kb));
     CHECK(store_has(s, &ka));
@@ -279,7 +279,7 @@ static void test_dedup_and_gc(const char *root)
     size_t len;
     CHECK(store_get_log(s, &kb, &lg, &len, &err) == FLOW_E_NOTFOUND);
     /* grace 0: B's own chunks go, shared and checkpoint chunks stay */
-    CHECK_OK(store_gc(s, &ka, 1, 0, &gs, &err), err);
+    CHECK_OK(store_gc(s, &ka, 1, NULL, 0, 0, &gs, &err), err);
     CHECK_MSG(gs.chunks_removed == 3, "removed %llu", (unsigned long long)gs.chunks_removed);
     CHECK(gs.bytes_freed >= n);
     CHECK_OK(store_stats_get(s, &st, &err), err);
@@ -293,7 +293,7 @@ static void test_dedup_and_gc(const char *root)
     /* committing the node's artifact drops its checkpoint */
     CHECK_OK(put1(s, &kc, "out", "done", 4, &err), err);
     CHECK(store_checkpoint_get(s, &kc, &got, &len, &err) == FLOW_E_NOTFOUND);
-    CHECK_OK(store_gc(s, NULL, 0, 0, &gs, &err), err);
+    CHECK_OK(store_gc(s, NULL, 0, NULL, 0, 0, &gs, &err), err);
     CHECK(gs.artifacts_removed == 2);
     CHECK_OK(store_stats_get(s, &st, &err), err);
     CHECK(st.chunks == 0 && st.artifacts == 0 && st.logs == 0);
@@ -376,7 +376,7 @@ static void test_gc_reuse(const char *root)
     CHECK_OK(store_part_write(w, d, n, &err), err);
     CHECK_OK(store_part_end(w, &err), err);
     store_gc_stats gs;
-    CHECK_OK(store_gc(s, NULL, 0, 600, &gs, &err), err);     /* drops "old" */
+    CHECK_OK(store_gc(s, NULL, 0, NULL, 0, 600, &gs, &err), err);     /* drops "old" */
     CHECK(gs.artifacts_removed == 1 && gs.chunks_removed == 0);
     CHECK_OK(store_writer_commit(w, &kb, "{}", "", 0, &err), err);
     store_writer_free(w);
@@ -397,10 +397,10 @@ static void test_gc_reuse(const char *root)
     CHECK_OK(store_stats_get(s, &sx, &err), err);
     uint64_t garbage = sx.chunks - 2;
     CHECK(garbage >= 4);
-    CHECK_OK(store_gc(s, &kb, 1, 0, &gs, &err), err);
+    CHECK_OK(store_gc(s, &kb, 1, NULL, 0, 0, &gs, &err), err);
     CHECK_MSG(gs.chunks_removed == 0, "removed %llu", (unsigned long long)gs.chunks_removed);
     CHECK_OK(store_lease_release(s, &kl, &err), err);
-    CHECK_OK(store_gc(s, &kb, 1, 0, &gs, &err), err);
+    CHECK_OK(store_gc(s, &kb, 1, NULL, 0, 0, &gs, &err), err);
     CHECK_MSG(gs.chunks_removed == garbage, "removed %llu of %llu", (unsigned long long)gs.chunks_removed,
               (unsigned long long)garbage);
     CHECK(part_equals(s, &kb, "d", d, n));
@@ -556,7 +556,7 @@ static void test_map_growth(const char *root)
     CHECK_CONTAINS(err.msg, dir);
     CHECK(!store_has(s, &kb));
     CHECK(part_equals(s, &ks, "s", "small", 5));
-    CHECK_OK(store_gc(s, &ks, 1, 0, NULL, &err), err);
+    CHECK_OK(store_gc(s, &ks, 1, NULL, 0, 0, NULL, &err), err);
     CHECK_OK(store_verify(s, NULL, NULL, &err), err);
     store_close(s);
     free(d);
@@ -937,7 +937,7 @@ static void test_kill9(const char *root)
                 store_artifact_free(a);
             }
         store_gc_stats gs;
-        CHECK_OK(store_gc(s, NULL, 0, 0, &gs, &err), err);
+        CHECK_OK(store_gc(s, NULL, 0, NULL, 0, 0, &gs, &err), err);
         store_stats st;
         CHECK_OK(store_stats_get(s, &st, &err), err);
         CHECK(st.chunks == 0 && st.artifacts == 0);

@@ -26,6 +26,24 @@ static int parse_gpus(const char *v, build_options *o)
     return 0;
 }
 
+/* Closes the store, then gives the space back when the build left a third
+ * or more of data.mdb free (the checkpoints a training node released on
+ * commit; LMDB only reuses such pages) and no other process has the cache
+ * open (store_compact skips otherwise). */
+static void compact_after_build(flow_store *s, const char *dir, int json)
+{
+    uint64_t free_b = 0, file_b = 0;
+    flow_err err;
+    int worth = store_free_space(s, &free_b, &file_b, &err) == 0 && file_b && free_b * 3 >= file_b;
+    store_close(s);
+    store_compact_stats cs;
+    if (!worth || store_compact(dir, 33, &cs, &err) != 0 || !cs.compacted || json) return;
+    char before[16], after[16];
+    cli_human_size(cs.file_before, before);
+    cli_human_size(cs.file_after, after);
+    printf("flow: compacted the cache: data.mdb %s -> %s (space freed by checkpoints)\n", before, after);
+}
+
 int cmd_build(int argc, char **argv)
 {
     build_options o;
@@ -104,7 +122,7 @@ int cmd_build(int argc, char **argv)
         }
         else if (b) rc = 1;
     }
-    if (s) store_close(s);
+    if (s) compact_after_build(s, dir, o.json);
     graph_free(g);
     registry_free(reg);
     free(dir);

@@ -27,8 +27,9 @@ static const command commands[] = {
     { "show", "HASH [--parts] [--json] [--cache DIR]", "print an artifact's parts (--parts: all of them) and metadata", cmd_show },
     { "cat", "HASH [PART] [-o FILE] [--cache DIR]", "write a part's bytes (no PART: list parts)", cmd_cat },
     { "log", "HASH [--cache DIR]", "print the log of the run that made an artifact", cmd_log },
-    { "gc", "[GRAPH...] [--keep-last N] [--cache DIR]",
-      "delete artifacts the graphs no longer use; report bytes freed", cmd_gc },
+    { "gc", "[GRAPH...] [--set N.P=V] [--keep-last N] [--cache DIR]",
+      "delete artifacts that neither the graphs (current keys, --set variant, last N builds) "
+      "nor a running build use; give the space back to the disk", cmd_gc },
     { "verify", "[--repair] [--cache DIR]", "re-read and check every stored chunk; exit 1 on damage; --repair removes what is damaged so the next build rebuilds it", cmd_verify },
     /* model commands: apply or export a model artifact */
     { "classify", "HASH [FILE...|-] [--all] [--cache DIR]",
