@@ -6,7 +6,7 @@
  * in one run.  Also checks that oneDNN's int32 results equal ours (exact).
  * Driven by quant_gemm_bench.sh; not a test.
  *
- * usage: quant_gemm_bench [threads] [min_seconds_per_point]
+ * usage: quant_gemm_bench [threads] [min_seconds_per_point] [shape index]
  * GOP/s counts 2 ops (multiply + add) per MAC: 2 M N K per GEMM.
  */
 #include "../../kernels/quant/quant.h"
@@ -230,7 +230,9 @@ int main(int argc, char **argv)
     };
     printf("%-18s %8s %8s %8s %8s %8s %8s %8s  %s\n", "M x N x K", "peak", "ours", "ours-lin", "oneDNN",
            "vs dnnl", "vs peak", "u4g64", "exact");
+    int only = argc > 3 ? atoi(argv[3]) : -1;     /* one shape by index (tuning) */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        if (only >= 0 && (int)s != only) continue;
         int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         float *X = malloc((size_t)M * K * 4), *W = malloc((size_t)N * K * 4);
         srand(7);
