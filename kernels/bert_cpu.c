@@ -205,6 +205,20 @@ static int cpu_alloc(bert_model *m, flow_err *e)
         if (m->prof.enabled) bert_prof_add(m, kind, fwd, t0_, flops); \
     } while (0)
 
+/* An encoder Linear: the hook's (quantized or observing) on eval forwards,
+ * else fp32. */
+static int enc_linear(bert_model *m, int train, int layer, int which, float *out, const float *in,
+                      const float *W, const float *b, int N, int IC, int OC, flow_err *e)
+{
+    if (m->linear_hook && !train) {
+        int rc = m->linear_hook(m->linear_hook_arg, layer, which, in, N, IC, OC, W, b, out, e);
+        if (rc < 0) return rc;
+        if (rc == 1) return 0;
+    }
+    linear_forward(out, in, W, b, N, IC, OC);
+    return 0;
+}
+
 static uint64_t site_key(const bert_model *m, uint64_t site)
 {
     return dropout_key(m->dropout_seed, m->acts->counter, site);
@@ -229,6 +243,7 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
     size_t mN = (size_t)m->max_B * m->max_T;
     size_t probs_slot = (size_t)m->max_B * nh * m->max_T * m->max_T;
     float ph = train ? c->hidden_dropout : 0.0f, pa = train ? c->attn_dropout : 0.0f;
+    int rc = 0;
 
     A->valid = 0;
     A->B = B; A->T = T; A->head = head; A->train = train;
@@ -261,22 +276,26 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
         float *a = A->a + l * mN * H, *res2 = A->res2 + l * mN * H;
         float *fc1 = A->fc1 + l * mN * I, *gel = A->dbig;  /* scratch in forward */
         PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * 3 * H,
-             linear_forward(qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H));
+             rc = enc_linear(m, train, l, BERT_LIN_QKV, qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H, e));
+        if (rc) return rc;
         PROF(BERT_OP_ATTENTION, 1, 4.0 * B * T * T * H,
              attention_forward(ctx, probs, qkv, mask, B, T, H, nh, pa, site_key(m, SITE_ATT(l)),
                                A->att_scratch));
         PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * H,
-             linear_forward(A->tmp, ctx, P + o->o_w, P + o->o_b, N, H, H));
+             rc = enc_linear(m, train, l, BERT_LIN_ATTN_OUT, A->tmp, ctx, P + o->o_w, P + o->o_b, N, H, H, e));
+        if (rc) return rc;
         PROF(BERT_OP_RESIDUAL, 1, 0,
              residual_dropout_forward(res1, x, A->tmp, (size_t)N * H, ph, site_key(m, SITE_AOUT(l))));
         PROF(BERT_OP_LAYERNORM, 1, 0,
              layernorm_forward(a, A->ln1_mean + l * mN, A->ln1_rstd + l * mN, res1,
                                P + o->ln1_g, P + o->ln1_b, N, H));
         PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * I,
-             linear_forward(fc1, a, P + o->i_w, P + o->i_b, N, H, I));
+             rc = enc_linear(m, train, l, BERT_LIN_FFN_IN, fc1, a, P + o->i_w, P + o->i_b, N, H, I, e));
+        if (rc) return rc;
         PROF(BERT_OP_GELU, 1, 0, gelu_forward(gel, fc1, (size_t)N * I));
         PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * I,
-             linear_forward(A->tmp, gel, P + o->o2_w, P + o->o2_b, N, I, H));
+             rc = enc_linear(m, train, l, BERT_LIN_FFN_OUT, A->tmp, gel, P + o->o2_w, P + o->o2_b, N, I, H, e));
+        if (rc) return rc;
         PROF(BERT_OP_RESIDUAL, 1, 0,
              residual_dropout_forward(res2, a, A->tmp, (size_t)N * H, ph, site_key(m, SITE_FOUT(l))));
         PROF(BERT_OP_LAYERNORM, 1, 0,

@@ -219,6 +219,12 @@ int bert_get_threads(void)
     return omp_get_max_threads();
 }
 
+void bert_set_linear_hook(bert_model *m, bert_linear_fn fn, void *arg)
+{
+    m->linear_hook = fn;
+    m->linear_hook_arg = fn ? arg : NULL;
+}
+
 int bert_forward(bert_model *m, const bert_batch *b, int head, int train,
                  bert_output *out, flow_err *e)
 {

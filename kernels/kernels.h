@@ -176,6 +176,14 @@ typedef struct bert_profile {
 struct bert_acts;       /* activations, internal */
 struct bert_backend_ops;
 
+/* The encoder's Linear layers, as a hook sees them (see bert_set_linear_hook). */
+enum { BERT_LIN_QKV, BERT_LIN_ATTN_OUT, BERT_LIN_FFN_IN, BERT_LIN_FFN_OUT, BERT_LIN_COUNT };
+/* out [N, OC] = in [N, IC] W^T + b for encoder layer `layer`, Linear `which`
+ * (QKV is the fused [3A, H] block).  Returns 1 when it computed out itself,
+ * 0 to let the fp32 Linear run (an observer), or a negative code with e set. */
+typedef int (*bert_linear_fn)(void *arg, int layer, int which, const float *in, int N, int IC,
+                              int OC, const float *W, const float *b, float *out, flow_err *e);
+
 typedef struct bert_model {
     bert_config cfg;
     int max_B, max_T;           /* activation capacity given to bert_model_new */
@@ -191,6 +199,8 @@ typedef struct bert_model {
     const struct bert_backend_ops *ops;
     struct bert_acts *acts;
     bert_profile prof;
+    bert_linear_fn linear_hook;     /* eval forwards only; see bert_set_linear_hook */
+    void *linear_hook_arg;
 } bert_model;
 
 /* Allocates a model for config c (validated) with activation space for
@@ -234,6 +244,13 @@ int bert_sync_to_device(bert_model *m, flow_err *e);
 /* Threads used by OpenMP loops and OpenBLAS (process-wide). n <= 0: all cores. */
 void bert_set_threads(int n);
 int bert_get_threads(void);
+
+/* Installs fn (NULL removes it) for the encoder Linear layers of every
+ * eval forward (train = 0); training forwards never call it.  The
+ * quantized model (bert_qmodel_*) computes the Linears on integers through
+ * it; calibration observes their inputs through it.  Attention, softmax,
+ * LayerNorm, embeddings, pooler and classifier stay fp32. */
+void bert_set_linear_hook(bert_model *m, bert_linear_fn fn, void *arg);
 
 /* ------------------------------------------------------------------ */
 /* Forward / backward.                                                 */
@@ -324,5 +341,53 @@ void bert_profile_print(const bert_model *m, FILE *f);
  * GEMMs only, 2*m*n*k each; backward = 2x forward) for B x T tokens with
  * n_mlm MLM target rows (head = BERT_HEAD_MLM) or the classifier. */
 double bert_train_flops(const bert_config *c, int B, int T, int head, long n_mlm);
+
+/* ------------------------------------------------------------------ */
+/* Quantized encoder Linears (kernels/quant underneath: bert_quant.c).  */
+
+struct quant_weight;
+typedef struct bert_qmodel bert_qmodel;
+
+typedef struct bert_qspec {
+    int bits;                   /* 8 (INT8 per channel) or 4 */
+    int group;                  /* 4-bit: 32, 64 or 128 */
+    int sym;                    /* 4-bit uniform: zero fixed at 8 */
+    int nf4;                    /* 4-bit: NF4 code book fitted per tensor */
+    int gptq;                   /* 0 = round to nearest; 1 = GPTQ (needs Hessians) */
+    double damp;                /* GPTQ damping (relative, 0.01) */
+    int act_order;              /* GPTQ column order by decreasing diag H */
+} bert_qspec;
+
+/* An empty quantized model for layers encoder layers (every Linear fp32
+ * until set).  Returns NULL when out of memory. */
+bert_qmodel *bert_qmodel_new(int layers);
+void bert_qmodel_free(bert_qmodel *q);
+/* Quantizes Linear `which` of `layer` from the fp32 weights W [OC, IC] with
+ * spec (H = [IC, IC] Hessian X^T X of its calibration inputs, required when
+ * spec->gptq).  Replaces what was there.  FLOW_E_PARAM naming the layer for
+ * impossible specs (group not dividing IC, ...). */
+int bert_qmodel_quantize(bert_qmodel *q, int layer, int which, const float *W, int OC, int IC,
+                         const bert_qspec *spec, const double *H, flow_err *e);
+/* Sets an already quantized weight (loaded from a file); q takes it over
+ * (the struct is copied, its buffers owned by q). */
+void bert_qmodel_set(bert_qmodel *q, int layer, int which, struct quant_weight *w);
+/* The weight of (layer, which), or NULL when that Linear is fp32. */
+const struct quant_weight *bert_qmodel_get(const bert_qmodel *q, int layer, int which);
+/* Threads for the integer GEMMs (<= 0: OpenMP default). */
+void bert_qmodel_set_threads(bert_qmodel *q, int threads);
+/* Makes m's eval forwards use q's quantized Linears (q must outlive the
+ * attachment); NULL detaches.  Shapes are checked at each call. */
+void bert_qmodel_attach(bert_model *m, bert_qmodel *q);
+
+/* Calibration: accumulates, for every encoder Linear, H += X^T X over the
+ * inputs X of real (unmasked) tokens of the eval forwards run while
+ * attached.  Hessians are [IC, IC] doubles, allocated on first use. */
+typedef struct bert_calib bert_calib;
+bert_calib *bert_calib_new(int layers);
+void bert_calib_free(bert_calib *c);
+/* Call before each forward with the batch (its attention mask selects rows). */
+void bert_calib_attach(bert_model *m, bert_calib *c, const bert_batch *b);
+/* The Hessian of (layer, which) and its width, or NULL if never seen. */
+const double *bert_calib_hessian(const bert_calib *c, int layer, int which, int *width, long *rows);
 
 #endif

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""quant_model_bench.py - the peers of flow's quantized BERT forward.
+
+Runs BertForSequenceClassification (the same config flow's bench builds:
+hidden 768, 6 layers, 12 heads, FFN 3072, seq 128 by default, random
+weights from a seed, or an HF export given with --hf DIR) as
+  torch fp32, torch.ao.quantization.quantize_dynamic (int8 Linear),
+  onnxruntime fp32 and onnxruntime's dynamic int8 quantization of the same
+  model (exported with torch.onnx, opset 17),
+with the same threads and inputs, and prints one line per measurement:
+  peer <name> batch <B> seq <T> threads <n> ms_per_batch <x> seq_per_s <y>
+Batch 1 is reported as latency, batch 32 as throughput (best of the
+repeats, after a warm-up).  Used by quant_model_bench.sh; not a test.
+"""
+import argparse, os, sys, tempfile, time
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hf", help="HF export folder (else random weights)")
+    ap.add_argument("--hidden", type=int, default=768)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--ffn", type=int, default=3072)
+    ap.add_argument("--vocab", type=int, default=8000)
+    ap.add_argument("--labels", type=int, default=7)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--peers", default="torch,torch-int8,ort,ort-int8")
+    a = ap.parse_args()
+    try:
+        import numpy as np
+        import torch
+        from transformers import BertConfig, BertForSequenceClassification
+    except ImportError as e:
+        print(f"quant_model_bench.py: skipped ({e})")
+        return 77
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    if a.hf:
+        model = BertForSequenceClassification.from_pretrained(a.hf)
+    else:
+        cfg = BertConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=a.layers,
+                         num_attention_heads=a.heads, intermediate_size=a.ffn,
+                         max_position_embeddings=max(512, a.seq), num_labels=a.labels)
+        model = BertForSequenceClassification(cfg)
+    model.eval()
+    V = model.config.vocab_size
+    rng = np.random.default_rng(1)
+    peers = a.peers.split(",")
+
+    def timeit(fn):
+        fn()
+        best, start, n = 1e30, time.perf_counter(), 0
+        while n < 3 or time.perf_counter() - start < a.seconds:
+            t0 = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t0); n += 1
+        return best
+
+    def report(name, B, t):
+        print(f"peer {name} batch {B} seq {a.seq} threads {a.threads} ms_per_batch {t*1e3:.2f} "
+              f"seq_per_s {B/t:.1f}", flush=True)
+
+    qmodel = None
+    if "torch-int8" in peers:
+        qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    ort_sessions = {}
+    if "ort" in peers or "ort-int8" in peers:
+        try:
+            import onnxruntime as ort
+            from onnxruntime.quantization import quantize_dynamic, QuantType
+        except ImportError as e:
+            print(f"quant_model_bench.py: onnxruntime peers skipped ({e})")
+            peers = [p for p in peers if not p.startswith("ort")]
+        else:
+            tmp = tempfile.mkdtemp(prefix="flow-qbench-")
+            fp32 = os.path.join(tmp, "model.onnx")
+            ids = torch.zeros(1, a.seq, dtype=torch.long)
+            torch.onnx.export(model, (ids, torch.ones_like(ids)), fp32,
+                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                              dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}},
+                              opset_version=17, dynamo=False)
+            int8 = os.path.join(tmp, "model.int8.onnx")
+            quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = a.threads
+            so.inter_op_num_threads = 1
+            for name, path in (("ort", fp32), ("ort-int8", int8)):
+                if name in peers:
+                    ort_sessions[name] = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    for B in [int(x) for x in a.batches.split(",")]:
+        ids = rng.integers(5, V, size=(B, a.seq), dtype=np.int64)
+        mask = np.ones((B, a.seq), dtype=np.int64)
+        tid, tmask = torch.from_numpy(ids), torch.from_numpy(mask)
+        with torch.inference_mode():
+            if "torch" in peers:
+                report("torch-fp32", B, timeit(lambda: model(input_ids=tid, attention_mask=tmask)))
+            if qmodel is not None:
+                report("torch-dynamic-int8", B, timeit(lambda: qmodel(input_ids=tid, attention_mask=tmask)))
+        for name, sess in ort_sessions.items():
+            feed = {"input_ids": ids, "attention_mask": mask}
+            report("onnxruntime-fp32" if name == "ort" else "onnxruntime-dynamic-int8", B,
+                   timeit(lambda: sess.run(None, feed)))
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())
