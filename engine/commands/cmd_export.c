@@ -1,4 +1,7 @@
-/* cmd_export.c — `flow export HASH --format hf -o DIR`: writes a bert
+/* cmd_export.c — `flow export HASH --format hf|onnx -o DIR`.
+ * --format onnx [--opset N] [--external-data]: the ONNX deployment folder
+ * of a classifier (stages/export/onnx_export.h).
+ * --format hf: writes a bert
  * model artifact as a HuggingFace model folder that transformers loads
  * with AutoModelForSequenceClassification (bert-cls) or
  * AutoModelForMaskedLM (bert-mlm) and AutoTokenizer:
@@ -15,6 +18,7 @@
 #include "cmd_model.h"
 #include "stages/model/clf_bert.h"
 #include "stages/tokenizer/tokenizer.h"
+#include "stages/export/onnx_export.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -135,37 +139,49 @@ static void config_json(flow_buf *b, const clf_model *m)
     buf_adds(b, "\n}\n");
 }
 
-int cmd_export(int argc, char **argv)
+static int make_dir(const char *dir)
 {
-    const char *format = "hf";
-    if (cmd_take_flag(&argc, argv, "format", 1, &format) < 0) return cli_usage_error("export: --format needs a value (hf)");
-    if (strcmp(format, "hf") != 0) return cli_usage_error("export: unknown --format '%s'; this flow writes hf", format);
-    cli_args a;
-    int rc = cli_parse(argc, argv, "cache out", &a);
-    if (rc) return rc;
-    if (a.npos != 1 || !a.out) { cli_args_release(&a); return cli_usage_error("export: usage: flow export HASH --format hf -o DIR"); }
-    cmd_model cm;
-    if ((rc = cmd_model_open(&a, "export", &cm))) { cli_args_release(&a); return rc; }
-    clf_model *m = cm.model;
-    if (!m->bert) {
-        rc = cli_usage_error("export: artifact %s is a %s model; --format hf exports bert-cls and bert-mlm models", a.pos[0], clf_kind(m));
-        goto out;
-    }
-    if (mkdir(a.out, 0777) != 0 && errno != EEXIST) {
-        rc = cli_usage_error("export: cannot create '%s': %s", a.out, strerror(errno));
-        goto out;
-    }
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return cli_usage_error("export: cannot create '%s': %s", dir, strerror(errno));
+    return 0;
+}
+
+static int export_onnx(cmd_model *cm, const cli_args *a, int opset, int external)
+{
+    clf_model *m = cm->model;
+    onnx_export_opts o = { .opset = opset, .external = external, .source = a->pos[0] };
+    onnx_export_info info;
     flow_err err = { 0 };
-    if ((rc = bert_sync_to_host(m->bert->model, &err))) { rc = cli_fail(&err); goto out; }
+    int rc = make_dir(a->out);
+    if (rc) return rc;
+    if ((rc = onnx_export(m, a->out, &o, &info, &err))) {
+        if (rc == FLOW_E_PARAM) return cli_usage_error("export: %s", err.msg);
+        return cli_fail(&err);
+    }
+    fprintf(stderr, "exported %s (%s, %s) to %s/model.onnx: opset %d, %d nodes, %d initializers, %.1f MB%s\n",
+            a->pos[0], clf_kind(m), info.precision, a->out, info.opset, info.nodes, info.initializers,
+            (double)info.weight_bytes / 1e6, info.external ? " in model.onnx.data" : "");
+    return 0;
+}
+
+static int export_hf(cmd_model *cm, const cli_args *a)
+{
+    clf_model *m = cm->model;
+    int rc;
+    if (!m->bert)
+        return cli_usage_error("export: artifact %s is a %s model; --format hf exports bert-cls and bert-mlm models", a->pos[0], clf_kind(m));
+    if ((rc = make_dir(a->out))) return rc;
+    flow_err err = { 0 };
+    if ((rc = bert_sync_to_host(m->bert->model, &err))) return cli_fail(&err);
     flow_buf b;
     buf_init(&b);
     config_json(&b, m);
-    rc = write_file(a.out, "config.json", b.data, b.len);
+    rc = write_file(a->out, "config.json", b.data, b.len);
     buf_release(&b);
-    if (!rc) rc = write_safetensors(a.out, m->bert->model);
+    if (!rc) rc = write_safetensors(a->out, m->bert->model);
     if (!rc) {
         tok_export_hf_json(m->bert->tok, &b);
-        rc = write_file(a.out, "tokenizer.json", b.data, b.len);
+        rc = write_file(a->out, "tokenizer.json", b.data, b.len);
         buf_release(&b);
     }
     if (!rc) {
@@ -173,17 +189,42 @@ int cmd_export(int argc, char **argv)
                    "  \"pad_token\": \"[PAD]\",\n  \"unk_token\": \"[UNK]\",\n  \"cls_token\": \"[CLS]\",\n"
                    "  \"sep_token\": \"[SEP]\",\n  \"mask_token\": \"[MASK]\",\n  \"model_input_names\": [\"input_ids\", \"token_type_ids\", \"attention_mask\"]\n}\n",
                    m->bert->max_len);
-        rc = write_file(a.out, "tokenizer_config.json", b.data, b.len);
+        rc = write_file(a->out, "tokenizer_config.json", b.data, b.len);
         buf_release(&b);
     }
     if (!rc) {
         buf_adds(&b, "{\"pad_token\": \"[PAD]\", \"unk_token\": \"[UNK]\", \"cls_token\": \"[CLS]\", "
                      "\"sep_token\": \"[SEP]\", \"mask_token\": \"[MASK]\"}\n");
-        rc = write_file(a.out, "special_tokens_map.json", b.data, b.len);
+        rc = write_file(a->out, "special_tokens_map.json", b.data, b.len);
         buf_release(&b);
     }
-    if (!rc) fprintf(stderr, "exported %s (%s, %zu parameters) to %s\n", a.pos[0], clf_kind(m), m->bert->model->nparams, a.out);
-out:
+    if (!rc) fprintf(stderr, "exported %s (%s, %zu parameters) to %s\n", a->pos[0], clf_kind(m), m->bert->model->nparams, a->out);
+    return rc;
+}
+
+int cmd_export(int argc, char **argv)
+{
+    const char *format = "hf", *opset_s = NULL, *unused;
+    if (cmd_take_flag(&argc, argv, "format", 1, &format) < 0) return cli_usage_error("export: --format needs a value (hf or onnx)");
+    if (cmd_take_flag(&argc, argv, "opset", 1, &opset_s) < 0) return cli_usage_error("export: --opset needs a number (%d..%d)", ONNX_OPSET_MIN, ONNX_OPSET_MAX);
+    int external = cmd_take_flag(&argc, argv, "external-data", 0, &unused) == 1;
+    int onnx = strcmp(format, "onnx") == 0;
+    if (!onnx && strcmp(format, "hf") != 0) return cli_usage_error("export: unknown --format '%s'; this flow writes hf and onnx", format);
+    if (!onnx && (opset_s || external)) return cli_usage_error("export: --opset and --external-data are options of --format onnx");
+    int opset = 0;
+    if (opset_s) {
+        char *end;
+        long v = strtol(opset_s, &end, 10);
+        if (!*opset_s || *end || v < 1 || v > 1000) return cli_usage_error("export: --opset '%s' is not an opset number (%d..%d)", opset_s, ONNX_OPSET_MIN, ONNX_OPSET_MAX);
+        opset = (int)v;
+    }
+    cli_args a;
+    int rc = cli_parse(argc, argv, "cache out", &a);
+    if (rc) return rc;
+    if (a.npos != 1 || !a.out) { cli_args_release(&a); return cli_usage_error("export: usage: flow export HASH --format hf|onnx [--opset N] [--external-data] -o DIR"); }
+    cmd_model cm;
+    if ((rc = cmd_model_open(&a, "export", &cm))) { cli_args_release(&a); return rc; }
+    rc = onnx ? export_onnx(&cm, &a, opset, external) : export_hf(&cm, &a);
     cmd_model_close(&cm);
     cli_args_release(&a);
     return rc;

@@ -36,8 +36,8 @@ static const command commands[] = {
       "predict labels of text lines (stdin) or files with a classifier artifact", cmd_classify },
     { "eval", "HASH DIR [--json] [--cache DIR]",
       "accuracy and macro-F1 of a classifier on a labelled folder DIR/<label>/*", cmd_eval },
-    { "export", "HASH --format hf -o DIR [--cache DIR]",
-      "write a bert model as a HuggingFace folder (config, safetensors, tokenizer)", cmd_export },
+    { "export", "HASH --format hf|onnx -o DIR [--opset N] [--external-data] [--cache DIR]",
+      "write a bert model as a HuggingFace folder (config, safetensors, tokenizer), or a classifier as ONNX (model.onnx, tokenizer.json, config.json)", cmd_export },
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 

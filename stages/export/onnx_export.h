@@ -1,0 +1,50 @@
+/* onnx_export.h — `flow export HASH --format onnx`: a sequence classifier
+ * artifact (kind bert-cls) as an ONNX Runtime / TensorRT deployment folder:
+ *   model.onnx    inputs input_ids, attention_mask, token_type_ids (int64
+ *                 [batch, sequence], both axes dynamic), output logits
+ *                 (float [batch, num_labels]); standard ONNX operators of
+ *                 the chosen opset (onnx_bert.c documents the graph)
+ *   model.onnx.data  the initializers, only with --external-data or when the
+ *                 model would pass protobuf's 2 GB limit
+ *   tokenizer.json  the tokenizer (HuggingFace tokenizers' format)
+ *   config.json   {"format":"flow-onnx","version":1, kind, precision,
+ *                 opset, labels, id2label, max_length (ids per sequence flow
+ *                 uses, [CLS] and [SEP] included), max_position_embeddings
+ *                 (the longest sequence the model accepts), input and output
+ *                 names, special token ids, source artifact}
+ * Files in this folder: onnx_pb.c (protobuf wire writer), onnx_graph.c (a
+ * graph under construction and its ModelProto writer), onnx_linear.c (a
+ * Linear layer per weight format), onnx_bert.c (the BERT classifier graph),
+ * onnx_export.c (the folder).  Uses stages/model (the loaded classifier)
+ * and kernels/ (the tensor table by HF names). */
+#ifndef FLOW_ONNX_EXPORT_H
+#define FLOW_ONNX_EXPORT_H
+
+#include "stages/model/classifier.h"
+
+#define ONNX_OPSET_MIN 17       /* LayerNormalization */
+#define ONNX_OPSET_GELU 20      /* Gelu */
+#define ONNX_OPSET_MAX 21
+#define ONNX_OPSET_DEFAULT 17
+
+typedef struct onnx_export_opts {
+    int opset;                  /* 0 = ONNX_OPSET_DEFAULT */
+    int external;               /* 1: initializers in model.onnx.data */
+    const char *source;         /* artifact hash, recorded in config.json */
+} onnx_export_opts;
+
+typedef struct onnx_export_info {
+    int opset;
+    const char *precision;      /* "fp32" */
+    int nodes, initializers;
+    uint64_t weight_bytes;
+    int external;               /* model.onnx.data written */
+} onnx_export_info;
+
+/* Writes the folder dir (which must exist).  FLOW_E_PARAM for a model or an
+ * opset that cannot be exported (message says what and what to do),
+ * FLOW_E_IO naming the file. */
+int onnx_export(clf_model *m, const char *dir, const onnx_export_opts *o,
+                onnx_export_info *info, flow_err *e);
+
+#endif
