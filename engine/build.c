@@ -97,6 +97,7 @@ typedef struct sched {
     flow_hash *keys;
     int jobs, free_slots;
     int ngpus_total;
+    char gpu_source[256];   /* where ngpus_total comes from, for messages */
     int gpu_ids[64];
     int gpu_busy[64];
     prog *p;
@@ -264,39 +265,50 @@ static int resolve_targets(sched *S, flow_err *err)
     return 0;
 }
 
-/* GPUs node i asks for, after `gpus = all` and CPU fallback; fails (before
- * anything runs) when it asks for more than exist and may not fall back. */
+/* GPUs node i asks for, after `gpus = all` and CPU fallback.  Fails (before
+ * anything runs, exit 2) when the node asks for a GPU that this build cannot
+ * give it: its stage has no GPU code, the binary has no CUDA backend, the
+ * machine has no GPU, or it asks for more than exist; unless it says
+ * `device = auto`, which runs it on the CPU with a note saying so. */
 static int resolve_gpus(sched *S, int i, flow_err *err)
 {
     const graph_node *n = &S->g->nodes[i];
     int want = n->gpus;
     int fallback = n->device_auto;   /* graph.c applies the stage default */
     int all = want < 0;
-    if (all) want = S->ngpus_total;
-    if (want > 64) want = 65;
-    if ((all && S->ngpus_total == 0) || want > S->ngpus_total) {
-        if (fallback) {
-            /* said once per build, so a CPU run of a GPU node is never silent */
-            char m[400];
-            snprintf(m, sizeof m, "note: node '%s' asks for %s%d GPU%s but %d %s available; "
-                     "it runs on the CPU (device = auto)", n->name, all ? "all " : "",
-                     all ? S->ngpus_total : n->gpus, (all || n->gpus != 1) ? "s" : "",
-                     S->ngpus_total, S->ngpus_total == 1 ? "is" : "are");
-            S->b[i].cpu_note = xstrdup(m);
-            S->b[i].gpus_wanted = 0;
-            return 0;
-        }
-        char what[32];
-        if (all) snprintf(what, sizeof what, "all GPUs");
-        else snprintf(what, sizeof what, "%d GPU%s", n->gpus, n->gpus == 1 ? "" : "s");
-        /* a graph/machine mismatch, not a failed stage: exit 2 */
-        return flow_fail(err, FLOW_E_GRAPH, "node '%s' asks for %s but %d %s available "
-                         "(--gpus / CUDA devices); nothing was built.  Set `device = auto` "
-                         "on it to run on the CPU instead, or give it fewer GPUs", n->name,
-                         what, S->ngpus_total, S->ngpus_total == 1 ? "is" : "are");
+    S->b[i].gpus_wanted = 0;
+    if (want == 0) return 0;
+    char what[64];
+    if (all) snprintf(what, sizeof what, "all GPUs (gpus = all)");
+    else if (n->device_gpu && n->gpus == 1) snprintf(what, sizeof what, "a GPU (device = gpu)");
+    else snprintf(what, sizeof what, "%d GPU%s (gpus = %d)", n->gpus, n->gpus == 1 ? "" : "s", n->gpus);
+    char why[300];
+    if (!n->stage->res.gpu_capable)
+        snprintf(why, sizeof why, "stage '%s' has no GPU implementation in this binary",
+                 n->stage->name);
+    else if (all ? S->ngpus_total == 0 : want > S->ngpus_total)
+        snprintf(why, sizeof why, "%d %s available: %s", S->ngpus_total,
+                 S->ngpus_total == 1 ? "is" : "are", S->gpu_source);
+    else {
+        S->b[i].gpus_wanted = all ? S->ngpus_total : want;
+        return 0;
     }
-    S->b[i].gpus_wanted = want;
-    return 0;
+    if (fallback) {
+        /* said once per build, so a CPU run of a GPU node is never silent */
+        char m[600];
+        snprintf(m, sizeof m, "note: node '%s' asks for %s but %s; it runs on the CPU "
+                 "(device = auto)", n->name, what, why);
+        S->b[i].cpu_note = xstrdup(m);
+        S->b[i].gpus_wanted = 0;
+        return 0;
+    }
+    /* a graph/machine mismatch, not a failed stage: exit 2 */
+    char fewer[64] = "";
+    if (n->stage->res.gpu_capable && S->ngpus_total > 0)
+        snprintf(fewer, sizeof fewer, ", or ask for at most %d", S->ngpus_total);
+    return flow_fail(err, FLOW_E_GRAPH, "node '%s' asks for %s but %s; nothing was built.  Set "
+                     "`device = auto` on it to run it on the CPU (flow says so), or `device = cpu`%s",
+                     n->name, what, why, fewer);
 }
 
 /* ---- finishing nodes ------------------------------------------------------ */
@@ -1032,17 +1044,44 @@ static void reap_idle(sched *S, int all)
     }
 }
 
-static int detect_gpus(sched *S)
+/* The GPUs this build may hand out, and in gpu_source where that number
+ * comes from.  --fake-gpus N (a test switch: sched_test.c and
+ * engine_e2e_test.sh use it to check scheduling and the messages without a
+ * GPU) pretends devices 0..N-1 exist.  --gpus LIST must name devices the CUDA
+ * backend reports: in a binary without that backend, or for a device that
+ * does not exist, it is a usage error (exit 2) before anything runs. */
+static int detect_gpus(sched *S, flow_err *err)
 {
     const build_options *o = S->opt;
+    int have_cuda = flow_cuda_device_count != NULL;
+    int count = have_cuda ? flow_cuda_device_count() : 0;
+    if (count < 0) count = 0;
     int n = 0;
     if (o->fake_gpus > 0) {
         for (int d = 0; d < o->fake_gpus && d < 64; d++) S->gpu_ids[n++] = d;
+        snprintf(S->gpu_source, sizeof S->gpu_source, "--fake-gpus %d (a test switch)", o->fake_gpus);
     } else if (o->gpus_given) {
+        char list[200] = "";
+        for (int d = 0, len = 0; d < o->ngpus && len < 180; d++)
+            len += snprintf(list + len, sizeof list - (size_t)len, "%s%d", d ? "," : "", o->gpu_ids[d]);
+        if (o->ngpus > 0 && !have_cuda)
+            return flow_fail(err, FLOW_E_USAGE, "--gpus %s: this flow binary has no CUDA backend, "
+                             "so it cannot use a GPU; nothing was built.  Leave out --gpus (or give "
+                             "--gpus none) to build on the CPU", list);
+        for (int d = 0; d < o->ngpus; d++)
+            if (o->gpu_ids[d] >= count)
+                return flow_fail(err, FLOW_E_USAGE, "--gpus %s: there is no GPU %d (CUDA reports "
+                                 "%d device%s%s); nothing was built.  Give devices 0..%d, or --gpus none",
+                                 list, o->gpu_ids[d], count, count == 1 ? "" : "s",
+                                 count ? "" : " on this machine", count - 1);
         for (int d = 0; d < o->ngpus && d < 64; d++) S->gpu_ids[n++] = o->gpu_ids[d];
-    } else if (flow_cuda_device_count) {
-        int c = flow_cuda_device_count();
-        for (int d = 0; d < c && d < 64; d++) S->gpu_ids[n++] = d;
+        snprintf(S->gpu_source, sizeof S->gpu_source, "--gpus %s", o->ngpus ? list : "none");
+    } else if (!have_cuda) {
+        snprintf(S->gpu_source, sizeof S->gpu_source, "this flow binary has no CUDA backend");
+    } else {
+        for (int d = 0; d < count && d < 64; d++) S->gpu_ids[n++] = d;
+        snprintf(S->gpu_source, sizeof S->gpu_source, count ? "CUDA reports %d device%s" :
+                 "CUDA finds no GPU on this machine", count, count == 1 ? "" : "s");
     }
     return n;
 }
@@ -1065,7 +1104,8 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     S.t0 = sched_now();
     S.jobs = opt->jobs > 0 ? opt->jobs : (int)ncpus();
     S.free_slots = S.jobs;
-    S.ngpus_total = detect_gpus(&S);
+    S.ngpus_total = detect_gpus(&S, err);
+    if (S.ngpus_total < 0) return S.ngpus_total;
     /* cheap commits: no fsync per artifact, lease or history record (a
      * killed process still never corrupts the store); one sync at the end */
     S.worker_store_opt.sync_mode = STORE_SYNC_NONE;

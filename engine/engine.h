@@ -50,6 +50,22 @@ typedef struct flow_output_def {
     const char *help;
 } flow_output_def;
 
+/* A parameter or input that a stage uses only in some configurations,
+ * e.g. finetune's architecture parameters, used only when input `base` is
+ * unbound.  Setting such a parameter (in the graph or with --set), or
+ * binding such an input, when its condition does not hold is a graph error
+ * naming both: it could neither change the output (so it must not rerun
+ * the node) nor be silently ignored.  Left unset it keeps its default,
+ * which is what the key holds. */
+typedef struct flow_applies_def {
+    const char *name;       /* the conditional parameter or input */
+    const char *on;         /* the input or parameter it depends on */
+    const char *when;       /* `on` an input: "bound" or "unbound"; `on` a
+                             * parameter: the value, as a graph literal
+                             * ("0", "true", "folders"), for which it applies */
+    const char *why;        /* short reason, quoted in the error */
+} flow_applies_def;
+
 typedef struct flow_ctx flow_ctx;
 struct flow_resolved_node;  /* engine-internal */
 
@@ -59,6 +75,10 @@ typedef struct flow_resources {
     int gpus;               /* default GPUs wanted (a node may override with
                              * the reserved parameter `gpus`); -1 = all */
     int cpu_fallback;       /* may run on CPU when no GPU is free/present */
+    int gpu_capable;        /* the stage uses GPUs it is granted (exec hands
+                             * them to its command); for any other stage a
+                             * GPU request is an error before anything runs
+                             * (or, with device = auto, a CPU run that says so) */
 } flow_resources;
 
 typedef struct flow_stage {
@@ -68,6 +88,7 @@ typedef struct flow_stage {
     const flow_param_def *params; int nparams;
     const flow_input_def *inputs; int ninputs;
     const flow_output_def *outputs; int noutputs;  /* 0 outputs = free-form parts */
+    const flow_applies_def *applies; int napplies;  /* conditional params/inputs */
     flow_resources res;
     /* Runs the node in a worker process.  Returns 0, or a negative code with
      * flow_ctx_fail() having set the message. */

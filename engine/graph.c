@@ -366,6 +366,7 @@ static int reserved(resolver *r, const ast_entry *e, graph_node *nd)
             if (strcmp(v->s, "cpu") == 0) { nd->gpus = 0; nd->device_auto = 1; return 0; }
             if (strcmp(v->s, "gpu") == 0) {
                 nd->device_auto = 0;
+                nd->device_gpu = 1;
                 if (nd->gpus == 0) nd->gpus = 1;
                 return 0;
             }
@@ -384,6 +385,86 @@ static int reserved(resolver *r, const ast_entry *e, graph_node *nd)
 static int is_reserved(const char *k)
 {
     return !strcmp(k, "gpus") || !strcmp(k, "device") || !strcmp(k, "threads");
+}
+
+static int param_index(const flow_stage *st, const char *name)
+{
+    for (int k = 0; k < st->nparams; k++)
+        if (strcmp(st->params[k].name, name) == 0) return k;
+    return -1;
+}
+
+static int input_index(const flow_stage *st, const char *name)
+{
+    for (int k = 0; k < st->ninputs; k++)
+        if (strcmp(st->inputs[k].name, name) == 0) return k;
+    return -1;
+}
+
+/* Does parameter k of node nd have the value written as literal text? */
+static int param_is(resolver *r, const graph_node *nd, int k, const char *text)
+{
+    const flow_param_def *d = &nd->stage->params[k];
+    ast_value av;
+    flow_err perr;
+    if (ast_parse_value(text, d->name, &av, &perr))
+        FLOW_BUG("stage '%s': bad condition value '%s' for '%s'", nd->stage->name, text, d->name);
+    graph_value want;
+    ast_entry de = { .key = (char *)d->name, .v = av };
+    flow_err *saved = r->err, cerr;
+    r->err = &cerr;
+    if (convert(r, &de, &av, d, d->type, nd->name, &want))
+        FLOW_BUG("stage '%s': condition value '%s' rejected for '%s'", nd->stage->name, text, d->name);
+    r->err = saved;
+    const graph_value *have = &nd->params[k];
+    int eq;
+    switch (d->type) {
+    case FLOW_P_INT: case FLOW_P_BOOL: eq = have->i == want.i; break;
+    case FLOW_P_FLOAT: eq = have->f == want.f; break;
+    case FLOW_P_STRING: case FLOW_P_PATH: eq = strcmp(have->s, want.s) == 0; break;
+    default: FLOW_BUG("stage '%s': condition on list parameter '%s'", nd->stage->name, d->name);
+    }
+    value_release(&want);
+    ast_value_release(&av);
+    return eq;
+}
+
+/* The stage's conditional parameters and inputs (flow_applies_def): one that
+ * was set or bound while its condition does not hold is an error at the
+ * place it was set, naming the condition. */
+static int check_applies(resolver *r, const ast_block *b, graph_node *nd)
+{
+    const flow_stage *st = nd->stage;
+    for (int a = 0; a < st->napplies; a++) {
+        const flow_applies_def *ap = &st->applies[a];
+        const ast_entry *e = NULL;
+        for (int j = 0; j < b->n; j++)
+            if (strcmp(b->entries[j].key, ap->name) == 0) e = &b->entries[j];
+        if (!e) continue;   /* left at its default: nothing to say */
+        int on_in = input_index(st, ap->on), on_par = param_index(st, ap->on);
+        if ((input_index(st, ap->name) < 0 && param_index(st, ap->name) < 0) ||
+            (on_in < 0 && on_par < 0))
+            FLOW_BUG("stage '%s': condition names an unknown '%s' or '%s'", st->name, ap->name, ap->on);
+        const char *kind = input_index(st, ap->name) >= 0 ? "input" : "parameter";
+        int holds;
+        char cond[200];
+        if (on_in >= 0) {
+            int want_bound = strcmp(ap->when, "bound") == 0;
+            if (!want_bound && strcmp(ap->when, "unbound") != 0)
+                FLOW_BUG("stage '%s': condition on input '%s' must be bound|unbound", st->name, ap->on);
+            holds = (nd->inputs[on_in].nrefs > 0) == want_bound;
+            snprintf(cond, sizeof cond, "input '%s' is %s", ap->on, ap->when);
+        } else {
+            holds = param_is(r, nd, on_par, ap->when);
+            snprintf(cond, sizeof cond, "%s = %s", ap->on, ap->when);
+        }
+        if (holds) continue;
+        return fail_at(r, e, e->line, e->col, "node '%s': %s '%s' is used only when %s (%s), so "
+                       "here it would be ignored; remove it, or %s", nd->name, kind, ap->name,
+                       cond, ap->why, on_in >= 0 ? (strcmp(ap->when, "bound") == 0 ?
+                       "bind that input" : "unbind that input") : "change that parameter");
+    }
+    return 0;
 }
 
 /* Gives every entry of block bi its meaning. */
@@ -473,6 +554,7 @@ static int resolve_block(resolver *r, int bi)
                          "add `%s = NODE`", nd->name, st->name, st->inputs[k].name,
                          st->inputs[k].help ? " (" : "", st->inputs[k].help ? st->inputs[k].help : "",
                          st->inputs[k].help ? ")" : "", st->inputs[k].name);
+    if (!rc) rc = check_applies(r, b, nd);
 out:
     free(pseen);
     free(iseen);

@@ -53,6 +53,7 @@ typedef struct graph_node {
     /* reserved node settings, not part of the key: */
     int gpus;               /* GPUs wanted (-1 = all), from `gpus = K|all` */
     int device_auto;        /* `device = auto`: CPU fallback allowed */
+    int device_gpu;         /* `device = gpu` was written (for messages) */
     int threads;            /* `threads = N`, 0 = stage default */
 } graph_node;
 
@@ -185,8 +186,12 @@ typedef struct build_options {
                                  * (void)` (a weak reference) when the CUDA
                                  * backend defines it in an object file that
                                  * the binary links */
-    int fake_gpus;              /* hidden --fake-gpus N (tests): pretend
-                                 * devices 0..N-1 exist; overrides the above */
+    int fake_gpus;              /* hidden --fake-gpus N, a test switch
+                                 * (sched_test.c, engine_e2e_test.sh):
+                                 * pretend devices 0..N-1 exist, even
+                                 * without a CUDA backend; overrides the
+                                 * above.  Never for real builds: a stage
+                                 * granted a fake GPU has none to use */
     int keep_going;             /* default 1 */
     int json;                   /* newline-delimited JSON events on stdout */
     int verbose;

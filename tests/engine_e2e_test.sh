@@ -323,14 +323,56 @@ check_ran "cat src wc2" g2.graph wc2
 expect 0 "$FLOW" verify --repair
 contains "removed 0 artifact(s), 0 checkpoint(s) and 0 damaged chunk(s)"
 
-# GPU requests: more than exist is a graph/machine error before anything
-# runs (exit 2); with `device = auto` the node runs on the CPU and says so
-printf 'gpu = exec {\n    command = "echo x > o"\n    outputs = [o]\n    gpus = 2\n}\n' > gpu.graph
-expect 2 "$FLOW" build gpu.graph --gpus none
-contains "node 'gpu' asks for 2 GPUs but 0 are available"
+# ---- GPU requests are honest (this binary has no CUDA backend) -----------
+# A GPU the build cannot give is a graph/machine error before anything runs
+# (exit 2, naming the node, what it asked for and what to do); with
+# `device = auto` the node runs on the CPU and says so.  --fake-gpus N is a
+# test switch (pretend devices 0..N-1 exist, whatever the binary), used here
+# only to reach the scheduler's paths without a GPU.
+nart() { "$FLOW" ls --json --cache gcache 2>/dev/null | grep -c '"key"'; }
+printf 'gpu = exec {\n    command = "echo $FLOW_GPUS > o"\n    outputs = [o]\n    gpus = 2\n}\n' > gpu.graph
+expect 2 "$FLOW" build gpu.graph --cache gcache --gpus none
+contains "node 'gpu' asks for 2 GPUs (gpus = 2) but 0 are available: --gpus none; nothing was built"
+contains "Set \`device = auto\` on it"
+expect 2 "$FLOW" build gpu.graph --cache gcache
+contains "node 'gpu' asks for 2 GPUs (gpus = 2) but 0 are available: this flow binary has no CUDA backend"
+expect 2 "$FLOW" build gpu.graph --cache gcache --fake-gpus 1
+contains "but 1 is available: --fake-gpus 1 (a test switch); nothing was built"
+contains "or ask for at most 1"
+[ "$(nart)" = 0 ] || fail "a refused GPU build stored $(nart) artifact(s)"
+expect 0 "$FLOW" build gpu.graph --cache gcache --fake-gpus 2
+k=$("$FLOW" build gpu.graph --cache gcache --fake-gpus 2 --json | grep '"node":"gpu"' | sed -E 's/.*"key":"([0-9a-f]*)".*/\1/')
+expect 0 "$FLOW" cat "$k" o --cache gcache
+contains "0,1"
+# --gpus LIST in a binary without a CUDA backend, even if no node asks
+expect 2 "$FLOW" build g.graph --gpus 0,1,2
+contains "--gpus 0,1,2: this flow binary has no CUDA backend, so it cannot use a GPU; nothing was built"
+# device = gpu on exec, on a stage without GPU code, and on pretrain
+printf 'gpu = exec {\n    command = "echo x > o"\n    outputs = [o]\n    device = gpu\n}\n' > gpu1.graph
+expect 2 "$FLOW" build gpu1.graph --cache gcache
+contains "node 'gpu' asks for a GPU (device = gpu) but 0 are available: this flow binary has no CUDA backend"
+printf 's = source { path = "one.txt" }\nw = wordcount { input = s  device = gpu }\n' > gpu2.graph
+expect 2 "$FLOW" build gpu2.graph --cache gcache --fake-gpus 2
+contains "node 'w' asks for a GPU (device = gpu) but stage 'wordcount' has no GPU implementation in this binary; nothing was built"
+printf 's = source { path = "one.txt" }\nt = bpe { text = [s] }\np = pretrain { train = s  tokenizer = t  gpus = 1 }\n' > gpu3.graph
+expect 2 "$FLOW" build gpu3.graph --cache gcache --fake-gpus 1
+contains "node 'p' asks for 1 GPU (gpus = 1) but stage 'pretrain' has no GPU implementation in this binary"
+[ "$(nart)" = 1 ] || fail "refused GPU builds stored artifacts: $(nart), expected only gpu's"
+# device = auto: the CPU, announced
 printf '    device = auto\n}\n' >> gpu.graph && sed -i '5d' gpu.graph
-expect 0 "$FLOW" build gpu.graph --gpus none
-contains "it runs on the CPU (device = auto)"
+expect 0 "$FLOW" build gpu.graph --cache gcache --gpus none
+contains "note: node 'gpu' asks for 2 GPUs (gpus = 2) but 0 are available: --gpus none; it runs on the CPU (device = auto)"
+printf 's = source { path = "one.txt" }\nw = wordcount { input = s  gpus = 1  device = auto }\n' > gpu4.graph
+expect 0 "$FLOW" build gpu4.graph --cache gcache
+contains "note: node 'w' asks for 1 GPU (gpus = 1) but stage 'wordcount' has no GPU implementation in this binary; it runs on the CPU (device = auto)"
+
+# ---- parameters a stage would ignore: an error, not a rerun -------------
+printf 's = source { path = "one.txt"  group_sep = "_" }\n' > ign.graph
+expect 2 "$FLOW" build ign.graph --cache gcache
+contains "ign.graph:1:32: error: node 's': parameter 'group_sep' is used only when labels = folders"
+printf 's = source { path = "data"  labels = folders }\nt = bpe { text = [s] }\np = pretrain { train = s  tokenizer = t }\nf = finetune { train = s  dev = s  base = p }\n' > ign2.graph
+expect 2 "$FLOW" build ign2.graph --cache gcache --set f.hidden=512
+contains "--set f.hidden: error: node 'f': parameter 'hidden' is used only when input 'base' is unbound"
 
 if [ $fails -ne 0 ]; then echo "engine_e2e_test: $fails failure(s)"; exit 1; fi
 echo "engine_e2e_test: all checks passed"

@@ -283,6 +283,55 @@ static void test_sets(void)
     }
 }
 
+/* Parameters and inputs a stage uses only in some configurations
+ * (flow_applies_def): set while ignored is an error at the place it was
+ * set; where they apply, or left unset, the graph loads. */
+static void test_applies(void)
+{
+    const char *head = "s = source { path = p  labels = folders }\n"
+                       "tok = bpe { text = [s] }\n"
+                       "pt = pretrain { train = s  tokenizer = tok }\n";
+    char text[2048];
+    const char *arch[] = { "hidden = 64", "layers = 2", "heads = 2", "intermediate = 64",
+                           "model_max_len = 64", "tokenizer = tok" };
+    for (int i = 0; i < 6; i++) {
+        snprintf(text, sizeof text, "%sft = finetune { train = s  dev = s  base = pt  %s }\n", head, arch[i]);
+        char name[64];
+        snprintf(name, sizeof name, "'%.*s' is used only when input 'base' is unbound",
+                 (int)strcspn(arch[i], " "), arch[i]);
+        expect_error(text, 4, 48, name);
+        /* random init: the architecture applies */
+        snprintf(text, sizeof text, "%sft = finetune { train = s  dev = s  tokenizer = tok  %s }\n",
+                 head, strncmp(arch[i], "tokenizer", 9) == 0 ? "" : arch[i]);
+        flow_graph *g = NULL;
+        flow_err err;
+        CHECK_OK(load(text, NULL, 0, &g, &err), err);
+        graph_free(g);
+    }
+    snprintf(text, sizeof text, "%sft = finetune { train = s  dev = s  base = pt  max_steps = 5  epochs = 2 }\n", head);
+    expect_error(text, 4, 63, "parameter 'epochs' is used only when max_steps = 0 (max_steps > 0 sets");
+    expect_error("s = source { path = p  labels = folders }\ntok = bpe { text = [s] }\n"
+                 "pt = pretrain { train = s  tokenizer = tok  terms = s }\n",
+                 3, 45, "input 'terms' is used only when whole_term = true");
+    expect_error("s = source { path = p  group_sep = \"_\" }\n", 1, 24,
+                 "parameter 'group_sep' is used only when labels = folders");
+    /* where they apply, they are accepted */
+    flow_graph *g = NULL;
+    flow_err err;
+    CHECK_OK(load("s = source { path = p  labels = folders  group_sep = \"_\" }\n"
+                  "tok = bpe { text = [s] }\n"
+                  "pt = pretrain { train = s  tokenizer = tok  terms = s  whole_term = true  epochs = 2 }\n"
+                  "ft = finetune { train = s  dev = s  base = pt  max_steps = 3 }\n", NULL, 0, &g, &err), err);
+    graph_free(g);
+    /* --set names the override */
+    g = NULL;
+    char *set[] = { "ft.hidden=128" };
+    snprintf(text, sizeof text, "%sft = finetune { train = s  dev = s  base = pt }\n", head);
+    CHECK(load(text, set, 1, &g, &err) == FLOW_E_GRAPH && g == NULL);
+    CHECK_CONTAINS(err.msg, "--set ft.hidden: error: node 'ft': parameter 'hidden' is used only when input 'base' is unbound");
+    graph_free(g);
+}
+
 /* Random bytes and single-byte mutations of a valid graph: must return 0 or
  * FLOW_E_GRAPH and never crash (run under ASan in CI). */
 static void test_fuzz(void)
@@ -358,6 +407,7 @@ int main(void)
     test_valid();
     test_errors();
     test_sets();
+    test_applies();
     test_fuzz();
     test_locate();
     registry_free(reg);

@@ -116,7 +116,7 @@ static int ckpt_run(flow_ctx *c)
 
 #define TSTAGE(var, nm, fn, gp) \
     static const flow_stage var = { .name = nm, .version = 1, .params = tparams, .nparams = 3, \
-        .inputs = tinputs, .ninputs = 1, .res = { .threads = 1, .gpus = gp }, .run = fn };
+        .inputs = tinputs, .ninputs = 1, .res = { .threads = 1, .gpus = gp, .gpu_capable = 1 }, .run = fn };
 TSTAGE(st_sleep, "t_sleep", sleep_run, 0)
 TSTAGE(st_fail, "t_fail", fail_run, 0)
 TSTAGE(st_segv, "t_segv", segv_run, 0)
@@ -355,13 +355,13 @@ static void test_gpus(void)
     int before = count_artifacts();
     int rc = build(g, 2, 3, 1, &r, &e);
     CHECK(rc == FLOW_E_GRAPH);
-    CHECK_CONTAINS(e.msg, "node 'greedy' asks for 4 GPUs but 3 are available");
+    CHECK_CONTAINS(e.msg, "node 'greedy' asks for 4 GPUs (gpus = 4) but 3 are available: --fake-gpus 3 (a test switch)");
     CHECK(r.ran == 0 && count_artifacts() == before);
     /* gpus = all with no devices at all */
     g->nodes[1].gpus = -1;
     rc = build(g, 2, 0, 1, &r, &e);
     CHECK(rc == FLOW_E_GRAPH);
-    CHECK_CONTAINS(e.msg, "asks for all GPUs but 0 are available");
+    CHECK_CONTAINS(e.msg, "asks for all GPUs (gpus = all) but 0 are available");
     /* device = auto: runs on the CPU instead */
     g->nodes[1].gpus = 4;
     g->nodes[1].device_auto = 1;

@@ -557,7 +557,7 @@ const flow_stage stage_exec = {
     .params = params, .nparams = sizeof params / sizeof *params,
     .inputs = inputs, .ninputs = sizeof inputs / sizeof *inputs,
     .outputs = NULL, .noutputs = 0,
-    .res = { .threads = 1, .gpus = 0, .cpu_fallback = 0 },
+    .res = { .threads = 1, .gpus = 0, .cpu_fallback = 0, .gpu_capable = 1 },
     .run = run,
     .key_extra = key_extra,
 };

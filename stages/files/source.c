@@ -53,6 +53,11 @@ static const flow_param_def params[] = {
 
 /* The selected files, and what the walk saw on the way (for the log and
  * the metrics). */
+/* group_sep only shapes the groups of the .index part (labels = folders). */
+static const flow_applies_def applies[] = {
+    { .name = "group_sep", .on = "labels", .when = "folders", .why = "groups exist only in the .index of labelled sources" },
+};
+
 typedef struct file_list {
     char **rel;     /* relative path (part name) */
     char **abs;
@@ -473,6 +478,7 @@ const flow_stage stage_source = {
     .help = "read a file or a folder of files (one part per file)",
     .params = params, .nparams = sizeof params / sizeof params[0],
     .outputs = NULL, .noutputs = 0,     /* free-form: one part per file */
+    .applies = applies, .napplies = 1,
     .res = { .threads = 1 },
     .run = run,
     .key_extra = key_extra,

@@ -64,6 +64,18 @@ static const flow_output_def finetune_outputs[] = {
     { "dev_curve.tsv", "step, dev accuracy, dev macro-F1 at each evaluation" },
 };
 
+/* With base bound, the architecture and the tokenizer come from the base
+ * model: setting them then would change the key but not the output. */
+static const flow_applies_def finetune_applies[] = {
+    { "hidden", "base", "unbound", "the base model fixes the architecture" },
+    { "layers", "base", "unbound", "the base model fixes the architecture" },
+    { "heads", "base", "unbound", "the base model fixes the architecture" },
+    { "intermediate", "base", "unbound", "the base model fixes the architecture" },
+    { "model_max_len", "base", "unbound", "the base model fixes the architecture" },
+    { "tokenizer", "base", "unbound", "the base model's tokenizer is used" },
+    { "epochs", "max_steps", "0", "max_steps > 0 sets the length of training" },
+};
+
 typedef struct ft_data {
     enc_view v;
     uint32_t *len, *usable;
@@ -464,6 +476,7 @@ const flow_stage stage_finetune = {
     .params = finetune_params, .nparams = sizeof finetune_params / sizeof finetune_params[0],
     .inputs = finetune_inputs, .ninputs = sizeof finetune_inputs / sizeof finetune_inputs[0],
     .outputs = finetune_outputs, .noutputs = sizeof finetune_outputs / sizeof finetune_outputs[0],
+    .applies = finetune_applies, .napplies = sizeof finetune_applies / sizeof finetune_applies[0],
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0 },
     .run = finetune_run,
 };

@@ -61,6 +61,12 @@ static const flow_input_def pretrain_inputs[] = {
     { "terms", 1, 0, "mined terms (one per line, first TSV column) for whole_term masking" },
 };
 
+/* Parameters and inputs that matter only in some configurations. */
+static const flow_applies_def pretrain_applies[] = {
+    { "epochs", "max_steps", "0", "max_steps > 0 sets the length of training" },
+    { "terms", "whole_term", "true", "terms are read only for whole-term masking" },
+};
+
 static const flow_output_def pretrain_outputs[] = {
     { "model.json", "kind bert-mlm, bert config, training summary" },
     { "weights", "FLOWWTS, HuggingFace tensor names" },
@@ -533,6 +539,7 @@ const flow_stage stage_pretrain = {
     .params = pretrain_params, .nparams = sizeof pretrain_params / sizeof pretrain_params[0],
     .inputs = pretrain_inputs, .ninputs = sizeof pretrain_inputs / sizeof pretrain_inputs[0],
     .outputs = pretrain_outputs, .noutputs = sizeof pretrain_outputs / sizeof pretrain_outputs[0],
+    .applies = pretrain_applies, .napplies = sizeof pretrain_applies / sizeof pretrain_applies[0],
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0 },
     .run = pretrain_run,
 };
