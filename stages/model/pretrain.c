@@ -534,7 +534,7 @@ out:
 
 const flow_stage stage_pretrain = {
     .name = "pretrain",
-    .version = 1,
+    .version = 2,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf) */
     .help = "masked-LM pre-training of a BERT on encoded units (resumable, deterministic)",
     .params = pretrain_params, .nparams = sizeof pretrain_params / sizeof pretrain_params[0],
     .inputs = pretrain_inputs, .ninputs = sizeof pretrain_inputs / sizeof pretrain_inputs[0],

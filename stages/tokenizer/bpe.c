@@ -186,7 +186,7 @@ static int bpe_run(flow_ctx *c)
 
 const flow_stage stage_bpe = {
     .name = "bpe",
-    .version = 1,
+    .version = 2,   /* 2: skips dot-parts (.index) of term inputs (0d74546) */
     .help = "train a BPE tokenizer with forced terms (vocab.txt, merges.txt, "
             "tokenizer.json, tokenizer.bin)",
     .params = bpe_params, .nparams = sizeof bpe_params / sizeof *bpe_params,

@@ -373,7 +373,7 @@ static int coverage_run(flow_ctx *c)
 
 const flow_stage stage_coverage = {
     .name = "coverage",
-    .version = 1,
+    .version = 2,   /* 2: reads a terms node's ranked.tsv, skips dot-parts (0d74546) */
     .help = "tokenizer coverage, term integrity and utilisation on held-out text, vs a "
             "character vocabulary of the same size",
     .params = coverage_params, .nparams = sizeof coverage_params / sizeof *coverage_params,

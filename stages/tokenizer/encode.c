@@ -241,7 +241,7 @@ static int encode_run(flow_ctx *c)
 
 const flow_stage stage_encode = {
     .name = "encode",
-    .version = 1,
+    .version = 2,   /* 2: merge heap sized for 3k entries (0d74546: the old one overflowed) */
     .help = "encode corpus units into [CLS] ... [SEP] id sequences (ids, offsets, labels, groups)",
     .params = encode_params, .nparams = sizeof encode_params / sizeof *encode_params,
     .inputs = encode_inputs, .ninputs = sizeof encode_inputs / sizeof *encode_inputs,
