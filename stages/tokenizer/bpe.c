@@ -35,33 +35,6 @@ static const flow_output_def bpe_outputs[] = {
     {"chars.tsv", "training characters: codepoint(hex) \\t char \\t count"},
 };
 
-static int read_terms(flow_ctx *c, tok_terms *terms, int max_chars)
-{
-    int nb = flow_in_count(c, "terms");
-    for (int i = 0; i < nb; i++) {
-        int np = flow_in_nparts(c, "terms", i);
-        int has_terms = flow_in_has(c, "terms", i, "terms");
-        for (int p = 0; p < np; p++) {
-            const char *part = flow_in_part_name(c, "terms", i, p);
-            if ((has_terms && strcmp(part, "terms") != 0) || part[0] == '.')
-                continue;   /* .index and such are not term lists */
-            char *data;
-            size_t len;
-            int rc = flow_in_read(c, "terms", i, part, &data, &len);
-            if (rc)
-                return flow_ctx_fail(c, rc, "cannot read part '%s' of terms input %d", part, i);
-            char name[512];
-            snprintf(name, sizeof name, "terms[%d]/%s", i, part);
-            flow_err err = {0};
-            rc = tok_terms_parse(terms, data, len, name, max_chars, &err);
-            free(data);
-            if (rc)
-                return flow_ctx_fail(c, rc, "%s", err.msg);
-        }
-    }
-    return 0;
-}
-
 static int write_buf(flow_ctx *c, const char *part, flow_buf *b)
 {
     int rc = flow_out_write(c, part, FLOW_PART_BYTES, b->data ? b->data : "", b->len);
@@ -91,7 +64,7 @@ static int bpe_run(flow_ctx *c)
     };
     tok_terms terms;
     tok_terms_init(&terms);
-    int rc = read_terms(c, &terms, o.max_token_chars);
+    int rc = tok_read_terms(c, "terms", &terms, o.max_token_chars);
     if (rc) {
         tok_terms_release(&terms);
         return rc;

@@ -100,6 +100,10 @@ int tok_load(tok_tokenizer **out, const void *data, size_t len, flow_err *err);
  * (tok_input.c); fails the node with a message on error. */
 int tok_load_input(flow_ctx *c, const char *port, int idx, tok_tokenizer **out);
 void tok_free(tok_tokenizer *t);
+/* Parses every term list bound to port (tok_input.c): part `terms` of an
+ * input that has one (a terms node), else every part but dot-parts; list
+ * names in messages are "PORT[i]/PART".  Fails the node on a bad list. */
+int tok_read_terms(flow_ctx *c, const char *port, tok_terms *terms, int max_chars);
 /* tokenizer.bin bytes (appended to out). */
 void tok_serialize(const tok_tokenizer *t, flow_buf *out);
 
