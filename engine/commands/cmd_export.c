@@ -154,7 +154,7 @@ static int export_onnx(cmd_model *cm, const cli_args *a, int opset, int external
     flow_err err = { 0 };
     int rc = make_dir(a->out);
     if (rc) return rc;
-    if ((rc = onnx_export(m, a->out, &o, &info, &err))) {
+    if ((rc = onnx_export(m, NULL, a->out, &o, &info, &err))) {
         if (rc == FLOW_E_PARAM) return cli_usage_error("export: %s", err.msg);
         return cli_fail(&err);
     }

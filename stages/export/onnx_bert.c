@@ -10,8 +10,9 @@
  *                                                                [B, 1, 1, T]
  *     (padded keys get the lowest float, so softmax gives them exactly 0
  *     as flow's masked softmax does; transformers uses the same constant)
- *   per layer
- *     q, k, v = Linear(x)                                         [B, T, A]
+ *   per layer (Linears: onnx_linear.c, fp32 or the model's int8 / 4-bit)
+ *     q, k, v = Split(Linear_qkv(x), [A, A, A], axis -1)          [B, T, A]
+ *               (Q, K and V as one [H, 3A] matrix: one GEMM, as flow does)
  *     qh = Transpose(Reshape(q, [0, 0, nh, d]), [0, 2, 1, 3])     [B, nh, T, d]
  *     kh = Transpose(Reshape(k, [0, 0, nh, d]), [0, 2, 3, 1])     [B, nh, d, T]
  *     P   = Softmax(MatMul(qh, kh) * (1 / sqrt d) + bias, axis -1)
@@ -135,17 +136,23 @@ static const char *attention(onnx_build *b, const char *x, const char *bias, int
     onnx_graph *g = b->g;
     onnx_scope(g, "layer.%d/attention", l);
     const char *pre = onnx_str(g, "bert.encoder.layer.%d.attention.", l);
-    int A = 0, Ak = 0, Av = 0;
-    const char *q = onnx_linear(b, x, onnx_str(g, "%sself.query", pre), H, &A, NULL);
-    const char *k = onnx_linear(b, x, onnx_str(g, "%sself.key", pre), H, &Ak, NULL);
-    const char *v = onnx_linear(b, x, onnx_str(g, "%sself.value", pre), H, &Av, NULL);
+    int N3 = 0;
+    const char *qkv = onnx_encoder_linear(b, x, l, BERT_LIN_QKV, H, &N3);
     if (b->rc) return "";
-    int nh = layer_heads(&b->m->cfg, l);
-    if (nh < 1 || A % nh || Ak != A || Av != A) {
-        b->rc = flow_fail(b->e, FLOW_E_CORRUPT, "layer %d: attention widths %d/%d/%d do not split into %d heads",
-                          l, A, Ak, Av, nh);
+    int nh = layer_heads(&b->m->cfg, l), A = N3 / 3;
+    if (nh < 1 || N3 % 3 || A % nh) {
+        b->rc = flow_fail(b->e, FLOW_E_CORRUPT, "layer %d: attention width %d does not split into %d heads",
+                          l, A, nh);
         return "";
     }
+    int64_t widths[3] = { A, A, A };
+    const char *sp[2] = { qkv, onnx_const_i64(g, widths, 3) }, *qkv3[3];
+    flow_buf sa;
+    buf_init(&sa);
+    onnx_attr_int(&sa, "axis", -1);
+    onnx_node(g, "Split", NULL, sp, 2, 3, qkv3, &sa);
+    buf_release(&sa);
+    const char *q = qkv3[0], *k = qkv3[1], *v = qkv3[2];
     int d = A / nh;
     int64_t split[4] = { 0, 0, nh, d }, merge[3] = { 0, 0, A };
     int64_t p0213[4] = { 0, 2, 1, 3 }, p0231[4] = { 0, 2, 3, 1 };
@@ -163,7 +170,7 @@ static const char *attention(onnx_build *b, const char *x, const char *bias, int
     buf_release(&a);
     const char *ctx = transpose(g, onnx_op(g, "MatMul", P, vh), p0213, 4);
     ctx = onnx_op(g, "Reshape", ctx, onnx_const_i64(g, merge, 3));
-    const char *o = onnx_linear(b, ctx, onnx_str(g, "%soutput.dense", pre), A, NULL, NULL);
+    const char *o = onnx_encoder_linear(b, ctx, l, BERT_LIN_ATTN_OUT, A, NULL);
     return layernorm(b, onnx_op(g, "Add", x, o), onnx_str(g, "%soutput.LayerNorm", pre), H);
 }
 
@@ -173,9 +180,9 @@ static const char *ffn(onnx_build *b, const char *x, int l, int H)
     onnx_scope(g, "layer.%d/ffn", l);
     const char *pre = onnx_str(g, "bert.encoder.layer.%d.", l);
     int I = 0;
-    const char *h = onnx_linear(b, x, onnx_str(g, "%sintermediate.dense", pre), H, &I, NULL);
+    const char *h = onnx_encoder_linear(b, x, l, BERT_LIN_FFN_IN, H, &I);
     if (b->rc) return "";
-    h = onnx_linear(b, gelu(b, h), onnx_str(g, "%soutput.dense", pre), I, NULL, NULL);
+    h = onnx_encoder_linear(b, gelu(b, h), l, BERT_LIN_FFN_OUT, I, NULL);
     return layernorm(b, onnx_op(g, "Add", x, h), onnx_str(g, "%soutput.LayerNorm", pre), H);
 }
 

@@ -82,8 +82,8 @@ static int check_request(const clf_model *m, int opset, flow_err *e)
     return 0;
 }
 
-int onnx_export(clf_model *m, const char *dir, const onnx_export_opts *o,
-                onnx_export_info *info, flow_err *e)
+int onnx_export(clf_model *m, const bert_qmodel *q, const char *dir,
+                const onnx_export_opts *o, onnx_export_info *info, flow_err *e)
 {
     int opset = o->opset ? o->opset : ONNX_OPSET_DEFAULT;
     int rc = check_request(m, opset, e);
@@ -91,12 +91,14 @@ int onnx_export(clf_model *m, const char *dir, const onnx_export_opts *o,
     if ((rc = bert_sync_to_host(m->bert->model, e))) return rc;
     memset(info, 0, sizeof *info);
     info->opset = opset;
-    info->precision = "fp32";
     onnx_graph g;
     onnx_graph_init(&g, opset);
-    onnx_build b = { .g = &g, .m = m->bert->model, .e = e };
+    onnx_build b = { .g = &g, .m = m->bert->model, .q = q, .e = e };
     rc = onnx_bert_classifier(&b);
     if (!rc) rc = b.rc;
+    if (b.n_int8 && b.n_uint4) snprintf(info->precision, sizeof info->precision, "int8+uint4-g%d", b.group);
+    else if (b.n_uint4) snprintf(info->precision, sizeof info->precision, "uint4-g%d", b.group);
+    else snprintf(info->precision, sizeof info->precision, "%s", b.n_int8 ? "int8" : "fp32");
     if (rc) {
         char msg[sizeof e->msg];
         snprintf(msg, sizeof msg, "%s", e->msg);

@@ -7,7 +7,8 @@
  *   model.onnx.data  the initializers, only with --external-data or when the
  *                 model would pass protobuf's 2 GB limit
  *   tokenizer.json  the tokenizer (HuggingFace tokenizers' format)
- *   config.json   {"format":"flow-onnx","version":1, kind, precision,
+ *   config.json   {"format":"flow-onnx","version":1, kind, precision (fp32,
+ *                 int8, uint4-gG; the encoder Linears' format),
  *                 opset, labels, id2label, max_length (ids per sequence flow
  *                 uses, [CLS] and [SEP] included), max_position_embeddings
  *                 (the longest sequence the model accepts), input and output
@@ -35,16 +36,20 @@ typedef struct onnx_export_opts {
 
 typedef struct onnx_export_info {
     int opset;
-    const char *precision;      /* "fp32" */
+    char precision[48];         /* "fp32", "int8", "uint4-g64", "int8+uint4-g64" */
     int nodes, initializers;
     uint64_t weight_bytes;
     int external;               /* model.onnx.data written */
 } onnx_export_info;
 
-/* Writes the folder dir (which must exist).  FLOW_E_PARAM for a model or an
- * opset that cannot be exported (message says what and what to do),
- * FLOW_E_IO naming the file. */
-int onnx_export(clf_model *m, const char *dir, const onnx_export_opts *o,
-                onnx_export_info *info, flow_err *e);
+struct bert_qmodel;
+
+/* Writes the folder dir (which must exist) for classifier m, with the
+ * encoder Linears that q quantizes (q NULL: all fp32) in their own int8 /
+ * 4-bit formats.  FLOW_E_PARAM for a model, a format or an opset that
+ * cannot be exported (message says what and what to do), FLOW_E_IO naming
+ * the file. */
+int onnx_export(clf_model *m, const struct bert_qmodel *q, const char *dir,
+                const onnx_export_opts *o, onnx_export_info *info, flow_err *e);
 
 #endif
