@@ -17,6 +17,14 @@ external data, and checks for each:
   - raw text -> tokenizer.json (tokenizers) -> ONNX Runtime gives the
     probabilities of `flow classify --all` within 1e-4 (config.json's
     max_length truncation included).
+Quantized models (until quantized artifacts exist: flow's bert_qmodel, RTN
+of every encoder Linear, through tests/tools/onnx_quant_tool): int8 (opset
+17 and 20: ReduceMax's two forms) and 4-bit (g32 asymmetric, g64
+symmetric) exports pass the checker, use MatMulInteger / MatMulNBits for
+every encoder Linear, and ONNX Runtime's logits match flow's quantized
+forward within the quantization tests' bound (relative logit MSE < 1e-3
+int8, < 0.05 4-bit) with argmax agreement >= 99.5% on the test set; NF4
+is refused.
 Also: the same export twice gives the same bytes; bad requests are usage
 errors (exit 2) with a clear message: a tfidf-linear model, a masked LM,
 an opset below 17 or above what flow writes.
@@ -44,9 +52,11 @@ if not FLOW or not os.access(FLOW, os.X_OK) or not BUILD:
     print("skip: $FLOW / $FLOW_BUILD not set")
     sys.exit(77)
 TOOL = os.path.join(BUILD, "clf_logits_tool")
-if not os.access(TOOL, os.X_OK):
-    print("skip: %s not built" % TOOL)
-    sys.exit(77)
+QTOOL = os.path.join(BUILD, "onnx_quant_tool")
+for t in (TOOL, QTOOL):
+    if not os.access(t, os.X_OK):
+        print("skip: %s not built" % t)
+        sys.exit(77)
 
 failures = 0
 
@@ -114,6 +124,34 @@ def read_encoded(cache, key, split):
     return ids.astype(np.int64), offs
 
 
+def relative_mse(got, ref):
+    """the quantization tests' measure (tests/bert_quant_test.c): MSE / mean square of ref"""
+    return float(((got - ref) ** 2).mean() / max((ref ** 2).mean(), 1e-30))
+
+
+def test_batches(seqs):
+    """the test split's sequences in padded batches of 7"""
+    for i in range(0, len(seqs), 7):
+        chunk = seqs[i:i + 7]
+        L = max(len(q) for q in chunk)
+        ids = np.zeros((len(chunk), L), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for b, q in enumerate(chunk):
+            ids[b, :len(q)] = q
+            mask[b, :len(q)] = 1
+        yield ids, np.zeros_like(ids), mask
+
+
+def quant_logits(cache, key, spec, ids, types, mask):
+    """flow's quantized forward (tests/tools/onnx_quant_tool) on one batch."""
+    B, T = ids.shape
+    lines = ["%d %d" % (B, T)]
+    for a in (ids, types, mask):
+        lines += [" ".join(str(int(v)) for v in row) for row in a]
+    out = run([QTOOL, cache, key, spec, "logits"], "\n".join(lines) + "\n").stdout
+    return np.array([[float(x) for x in l.split()] for l in out.splitlines()], dtype=np.float64)
+
+
 def ops_of(model):
     return {(n.domain or "", n.op_type) for n in model.graph.node}
 
@@ -142,8 +180,8 @@ c = clean { input = docs }
 s = split { corpus = c  ratios = [0.6, 0.2, 0.2]  seed = 3 }
 tok = bpe { text = [s.train]  vocab_size = 150 }
 enc = encode { corpus = s  tokenizer = tok  max_len = 48 }
-pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  hidden = 32  layers = 2  heads = 4
-                intermediate = 48  max_len = 128  batch = 8  max_steps = 20  lr = 0.002 }
+pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  hidden = 64  layers = 2  heads = 4
+                intermediate = 128  max_len = 128  batch = 8  max_steps = 20  lr = 0.002 }
 ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 8  max_steps = 60  lr = 0.005
                 max_len = 48 }
 base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [1e-4]  epochs = 2 }
@@ -163,6 +201,8 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [
     labels = model_json["labels"]
     V = model_json["config"]["vocab_size"]
 
+    enc_ids, offs = read_encoded(cache, keys["enc"], "test")
+    seqs = [enc_ids[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
     variants = {"opset17": [], "opset20": ["--opset", "20"], "external": ["--external-data"]}
     rng = np.random.default_rng(5)
     batches = [random_batch(rng, B, L, V) for B in (1, 7) for L in (9, 128)]
@@ -213,23 +253,13 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [
                 worst[name] = max(worst.get(name, 0.0), diff)
         if name == "opset17":
             # argmax agreement on the test set: every unit of the corpus, batched by 7
-            enc_ids, offs = read_encoded(cache, keys["enc"], "test")
-            seqs = [enc_ids[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
             check("test set has sequences (%d)" % len(seqs), len(seqs) >= 20)
             agree = total = 0
-            for i in range(0, len(seqs), 7):
-                chunk = seqs[i:i + 7]
-                L = max(len(q) for q in chunk)
-                ids = np.zeros((len(chunk), L), dtype=np.int64)
-                mask = np.zeros_like(ids)
-                for b, q in enumerate(chunk):
-                    ids[b, :len(q)] = q
-                    mask[b, :len(q)] = 1
-                types = np.zeros_like(ids)
+            for ids, types, mask in test_batches(seqs):
                 ref = flow_logits(cache, ft, ids, types, mask)
                 got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
                 agree += int((ref.argmax(1) == got.argmax(1)).sum())
-                total += len(chunk)
+                total += len(ids)
             check("argmax agreement %d/%d" % (agree, total), total and agree >= 0.995 * total)
             print("argmax agreement on the test set: %d/%d" % (agree, total))
 
@@ -259,6 +289,53 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [
                           np.abs(p - q).max() < 1e-4)
 
     print("max |logit diff| vs flow per variant: " + ", ".join("%s %.2e" % kv for kv in worst.items()))
+
+    # quantized models: flow's own int8 / 4-bit weights (round to nearest of
+    # every encoder Linear, tests/tools/onnx_quant_tool) against ONNX Runtime
+    # running their export; bounds of the quantization tests: relative logit
+    # MSE < 1e-3 (int8), < 0.05 (4-bit); argmax agreement >= 99.5%.
+    qvariants = [("int8", "17", ("", "MatMulInteger"), 1e-3), ("int8", "20", ("", "MatMulInteger"), 1e-3),
+                 ("u4g32", "17", ("com.microsoft", "MatMulNBits"), 0.05),
+                 ("u4g64s", "20", ("com.microsoft", "MatMulNBits"), 0.05)]
+    for spec, opset, op, bound in qvariants:
+        name = "%s-opset%s" % (spec, opset)
+        d = os.path.join(T, name)
+        run([QTOOL, cache, ft, spec, "export", d, opset])
+        path = os.path.join(d, "model.onnx")
+        try:
+            onnx.checker.check_model(path, full_check=True)
+        except Exception as ex:  # noqa: BLE001
+            check("%s: onnx.checker: %s" % (name, ex), False)
+        m = onnx.load(path)
+        nq = sum(1 for n in m.graph.node if ((n.domain or ""), n.op_type) == op)
+        check("%s: %d %s nodes for 4 Linears x 2 layers" % (name, nq, op[1]), nq == 8)
+        fp32_mm = [n for n in m.graph.node if n.op_type == "MatMul" and any(".weight.T" in i for i in n.input)]
+        check("%s: only pooler and classifier stay fp32 MatMul (%d)" % (name, len(fp32_mm)), len(fp32_mm) == 2)
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        check("%s: config precision %s" % (name, cfg["precision"]),
+              cfg["precision"] == ("int8" if spec == "int8" else "uint4-g" + spec[3:5]))
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        worst = 0.0
+        for ids, types, mask in batches:
+            ref = quant_logits(cache, ft, spec, ids, types, mask)
+            got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+            if check("%s: logits shape %s" % (name, got.shape), got.shape == ref.shape):
+                worst = max(worst, relative_mse(got, ref))
+        check("%s: relative logit MSE vs flow's quantized forward %.2e < %g" % (name, worst, bound), worst < bound)
+        agree = total = 0
+        fl_vs_fp32 = []
+        for ids, types, mask in test_batches(seqs):
+            ref = quant_logits(cache, ft, spec, ids, types, mask)
+            got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+            agree += int((ref.argmax(1) == got.argmax(1)).sum())
+            total += len(ids)
+            fl_vs_fp32.append(relative_mse(ref, flow_logits(cache, ft, ids, types, mask)))
+        check("%s: argmax agreement %d/%d" % (name, agree, total), total and agree >= 0.995 * total)
+        print("%s: ORT vs flow quantized: relative MSE %.2e, argmax %d/%d (flow quantized vs fp32: %.2e)"
+              % (name, worst, agree, total, max(fl_vs_fp32)))
+    r = run([QTOOL, cache, ft, "nf4g32", "export", os.path.join(T, "nf4")], expect=None)
+    check("nf4: refused with a reason (%d, %r)" % (r.returncode, r.stderr.strip()),
+          r.returncode != 0 and "no ONNX operator runs 4-bit" in r.stderr)
 
     # same artifact, same options -> same bytes
     again = os.path.join(T, "again")
