@@ -77,14 +77,30 @@ def run(args, stdin=None, expect=0):
     return r
 
 
-def flow_logits(cache, key, ids, types, mask):
-    """flow's forward on one padded batch (int arrays [B, T])."""
-    B, T = ids.shape
-    lines = ["%d %d" % (B, T)]
-    for a in (ids, types, mask):
-        lines += [" ".join(str(int(v)) for v in row) for row in a]
-    out = run([TOOL, cache, key], "\n".join(lines) + "\n").stdout
-    return np.array([[float(x) for x in l.split()] for l in out.splitlines()], dtype=np.float64)
+def tool_logits(args, batches):
+    """logits of a tool (clf_logits_tool / onnx_quant_tool logits) for a list
+    of padded batches (ids, types, mask), in one run: a list of [B, C]."""
+    lines = []
+    for ids, types, mask in batches:
+        lines.append("%d %d" % ids.shape)
+        for a in (ids, types, mask):
+            lines += [" ".join(str(int(v)) for v in row) for row in a]
+    rows = [[float(x) for x in l.split()] for l in run(args, "\n".join(lines) + "\n").stdout.splitlines()]
+    out, k = [], 0
+    for ids, _, _ in batches:
+        out.append(np.array(rows[k:k + len(ids)], dtype=np.float64))
+        k += len(ids)
+    return out
+
+
+def flow_logits(cache, key, batches):
+    """flow's fp32 forward (tests/tools/clf_logits_tool)."""
+    return tool_logits([TOOL, cache, key], batches)
+
+
+def quant_logits(cache, key, spec, batches):
+    """flow's quantized forward (tests/tools/onnx_quant_tool)."""
+    return tool_logits([QTOOL, cache, key, spec, "logits"], batches)
 
 
 def random_batch(rng, B, T, V):
@@ -131,6 +147,7 @@ def relative_mse(got, ref):
 
 def test_batches(seqs):
     """the test split's sequences in padded batches of 7"""
+    out = []
     for i in range(0, len(seqs), 7):
         chunk = seqs[i:i + 7]
         L = max(len(q) for q in chunk)
@@ -139,17 +156,8 @@ def test_batches(seqs):
         for b, q in enumerate(chunk):
             ids[b, :len(q)] = q
             mask[b, :len(q)] = 1
-        yield ids, np.zeros_like(ids), mask
-
-
-def quant_logits(cache, key, spec, ids, types, mask):
-    """flow's quantized forward (tests/tools/onnx_quant_tool) on one batch."""
-    B, T = ids.shape
-    lines = ["%d %d" % (B, T)]
-    for a in (ids, types, mask):
-        lines += [" ".join(str(int(v)) for v in row) for row in a]
-    out = run([QTOOL, cache, key, spec, "logits"], "\n".join(lines) + "\n").stdout
-    return np.array([[float(x) for x in l.split()] for l in out.splitlines()], dtype=np.float64)
+        out.append((ids, np.zeros_like(ids), mask))
+    return out
 
 
 def ops_of(model):
@@ -203,10 +211,12 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [
 
     enc_ids, offs = read_encoded(cache, keys["enc"], "test")
     seqs = [enc_ids[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
+    tb = test_batches(seqs)
+    tb_ref = flow_logits(cache, ft, tb)
     variants = {"opset17": [], "opset20": ["--opset", "20"], "external": ["--external-data"]}
     rng = np.random.default_rng(5)
     batches = [random_batch(rng, B, L, V) for B in (1, 7) for L in (9, 128)]
-    refs = [flow_logits(cache, ft, *b) for b in batches]
+    refs = flow_logits(cache, ft, batches)
     worst = {}
     print("flow logits: max |.| %.3f, spread over rows %.3f" % (max(np.abs(r).max() for r in refs),
                                                               max(np.ptp(r, axis=0).max() for r in refs if len(r) > 1)))
@@ -255,8 +265,7 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [
             # argmax agreement on the test set: every unit of the corpus, batched by 7
             check("test set has sequences (%d)" % len(seqs), len(seqs) >= 20)
             agree = total = 0
-            for ids, types, mask in test_batches(seqs):
-                ref = flow_logits(cache, ft, ids, types, mask)
+            for (ids, types, mask), ref in zip(tb, tb_ref):
                 got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
                 agree += int((ref.argmax(1) == got.argmax(1)).sum())
                 total += len(ids)
@@ -316,20 +325,18 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [
               cfg["precision"] == ("int8" if spec == "int8" else "uint4-g" + spec[3:5]))
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         worst = 0.0
-        for ids, types, mask in batches:
-            ref = quant_logits(cache, ft, spec, ids, types, mask)
+        for (ids, types, mask), ref in zip(batches, quant_logits(cache, ft, spec, batches)):
             got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
             if check("%s: logits shape %s" % (name, got.shape), got.shape == ref.shape):
                 worst = max(worst, relative_mse(got, ref))
         check("%s: relative logit MSE vs flow's quantized forward %.2e < %g" % (name, worst, bound), worst < bound)
         agree = total = 0
         fl_vs_fp32 = []
-        for ids, types, mask in test_batches(seqs):
-            ref = quant_logits(cache, ft, spec, ids, types, mask)
+        for (ids, types, mask), ref, fp in zip(tb, quant_logits(cache, ft, spec, tb), tb_ref):
             got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
             agree += int((ref.argmax(1) == got.argmax(1)).sum())
             total += len(ids)
-            fl_vs_fp32.append(relative_mse(ref, flow_logits(cache, ft, ids, types, mask)))
+            fl_vs_fp32.append(relative_mse(ref, fp))
         check("%s: argmax agreement %d/%d" % (name, agree, total), total and agree >= 0.995 * total)
         print("%s: ORT vs flow quantized: relative MSE %.2e, argmax %d/%d (flow quantized vs fp32: %.2e)"
               % (name, worst, agree, total, max(fl_vs_fp32)))
