@@ -13,6 +13,7 @@
     X(exec) \
     X(finetune) \
     X(pretrain) \
+    X(report) \
     X(source) \
     X(split) \
     X(terms) \

@@ -244,6 +244,10 @@ void clf_free(clf_model *m);
 const char *clf_kind(const clf_model *m);
 int clf_nlabels(const clf_model *m);
 const char *clf_label(const clf_model *m, int i);
+/* Weights the model computes with (tfidf-linear: idf + W + b; bert: the
+ * tensor table), counted as logical values whatever their stored width
+ * (clf_size.c). */
+uint64_t clf_param_count(const clf_model *m);
 /* Applies the model's cleaning to raw text; returns a malloc'd string
  * (copy of the input when the model has no cleaning settings). */
 char *clf_clean(const clf_model *m, const char *text, size_t len, size_t *outlen);
