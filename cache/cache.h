@@ -186,6 +186,21 @@ int store_record_build(flow_store *s, const char *graph_id, const char *node,
 /* The most recent n keys built for the node, newest first. */
 int store_last_builds(flow_store *s, const char *graph_id, const char *node,
                       flow_hash *keys, int max, int *n, flow_err *err);
+/* The same with the time each key was recorded (unix milliseconds; t_ms
+ * may be NULL). */
+int store_node_history(flow_store *s, const char *graph_id, const char *node,
+                       flow_hash *keys, int64_t *t_ms, int max, int *n, flow_err *err);
+/* Build marks, so that readers can tell which history entries the most
+ * recent build of a graph wrote (`flow metrics diff GRAPH`): a build passes
+ * the same int (0 at its start) to every call; the first call that really
+ * writes an entry (the node's newest key changes) records, in the same
+ * transaction and just before it, an entry of a unique key under the
+ * pseudo-node STORE_BUILD_MARK (no graph node can have that name) and sets
+ * *marked.  A null build writes nothing.  Entries at or after the newest
+ * mark's time were written by the most recent build that changed anything. */
+#define STORE_BUILD_MARK "\x01build"
+int store_record_build_marked(flow_store *s, const char *graph_id, const char *node,
+                              const flow_hash *key, int *marked, flow_err *err);
 
 /* ---- stat cache: path -> (size, mtime_ns, inode, content hash) ------ */
 /* Puts are buffered in the flow_store (get sees them at once) and written

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HIST_MAGIC 0x49484C46u      /* "FLHI" */
@@ -43,23 +44,34 @@ static void text_key(flow_buf *b, const char *a, const char *c)
 
 /* ---- history ------------------------------------------------------------- */
 
+/* value: u32 magic, u32 version, u32 n, then n x (hash[16], u64 time):
+ * version 2 times are unix milliseconds, version 1 (read only) seconds. */
 typedef struct hist_entry { flow_hash key; int64_t t; } hist_entry;
 
 static int hist_decode(const MDB_val *v, hist_entry *e, int max)
 {
     const unsigned char *p = v->mv_data;
-    if (v->mv_size < 12 || get_u32(p) != HIST_MAGIC || get_u32(p + 4) != 1) return 0;
+    if (v->mv_size < 12 || get_u32(p) != HIST_MAGIC) return 0;
+    uint32_t ver = get_u32(p + 4);
+    if (ver != 1 && ver != 2) return 0;
     uint32_t n = get_u32(p + 8);
     if (v->mv_size != 12 + (size_t)n * 24) return 0;
     int k = 0;
     for (uint32_t i = 0; i < n && k < max; i++, k++) {
         memcpy(e[k].key.b, p + 12 + 24 * i, 16);
-        e[k].t = (int64_t)get_u64(p + 12 + 24 * i + 16);
+        e[k].t = (int64_t)get_u64(p + 12 + 24 * i + 16) * (ver == 1 ? 1000 : 1);
     }
     return k;
 }
 
-typedef struct hist_ctx { flow_buf *k; const flow_hash *key; } hist_ctx;
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct hist_ctx { flow_buf *k; const flow_hash *key; int64_t t; } hist_ctx;
 
 static int record_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
 {
@@ -69,7 +81,7 @@ static int record_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
     hist_entry e[HIST_KEEP + 1];
     int n = 1;
     e[0].key = *c->key;
-    e[0].t = store_now();
+    e[0].t = c->t;
     int rc = mdb_get(txn, s->dbi[DB_HISTORY], &k, &v);
     if (rc == 0) {
         hist_entry old[HIST_KEEP];
@@ -81,7 +93,7 @@ static int record_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
     }
     unsigned char buf[12 + 24 * HIST_KEEP];
     put_u32(buf, HIST_MAGIC);
-    put_u32(buf + 4, 1);
+    put_u32(buf + 4, 2);
     put_u32(buf + 8, (uint32_t)n);
     for (int i = 0; i < n; i++) {
         memcpy(buf + 12 + 24 * i, e[i].key.b, 16);
@@ -92,8 +104,25 @@ static int record_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
     return mdb_put(txn, s->dbi[DB_HISTORY], &k, &v, 0);
 }
 
+/* Both history writes of store_record_build_marked in one transaction:
+ * the build mark (when asked for) before the node's entry. */
+typedef struct mark_ctx { hist_ctx mark, node; int with_mark; } mark_ctx;
+
+static int record_marked_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
+{
+    mark_ctx *m = arg;
+    int rc = m->with_mark ? record_fn(s, txn, &m->mark, err) : 0;
+    return rc ? rc : record_fn(s, txn, &m->node, err);
+}
+
 int store_record_build(flow_store *s, const char *graph_id, const char *node,
                        const flow_hash *key, flow_err *err)
+{
+    return store_record_build_marked(s, graph_id, node, key, NULL, err);
+}
+
+int store_record_build_marked(flow_store *s, const char *graph_id, const char *node,
+                              const flow_hash *key, int *marked, flow_err *err)
 {
     flow_buf k;
     buf_init(&k);
@@ -114,14 +143,40 @@ int store_record_build(flow_store *s, const char *graph_id, const char *node,
             return 0;
         }
     }
-    hist_ctx c = { &k, key };
-    int rc = store_write(s, "recording node history", record_fn, &c, 1, err);
+    mark_ctx c;
+    memset(&c, 0, sizeof c);
+    c.node.k = &k;
+    c.node.key = key;
+    c.node.t = now_ms();
+    flow_buf mk;
+    buf_init(&mk);
+    flow_hash mark;
+    if (marked && !*marked) {
+        /* a key no build can repeat: graph, time, process */
+        text_key(&mk, graph_id, STORE_BUILD_MARK);
+        char id[128];
+        int idn = snprintf(id, sizeof id, "%s/%lld/%ld", graph_id, (long long)c.node.t, (long)getpid());
+        mark = flow_hash_bytes(id, (size_t)idn);
+        c.mark.k = &mk;
+        c.mark.key = &mark;
+        c.mark.t = c.node.t;
+        c.with_mark = 1;
+    }
+    int rc = store_write(s, "recording node history", record_marked_fn, &c, 1, err);
+    if (rc == 0 && c.with_mark) *marked = 1;
     buf_release(&k);
+    buf_release(&mk);
     return rc;
 }
 
 int store_last_builds(flow_store *s, const char *graph_id, const char *node,
                       flow_hash *keys, int max, int *n, flow_err *err)
+{
+    return store_node_history(s, graph_id, node, keys, NULL, max, n, err);
+}
+
+int store_node_history(flow_store *s, const char *graph_id, const char *node,
+                       flow_hash *keys, int64_t *t_ms, int max, int *n, flow_err *err)
 {
     *n = 0;
     flow_buf k;
@@ -135,7 +190,10 @@ int store_last_builds(flow_store *s, const char *graph_id, const char *node,
     if (rc == 0) {
         hist_entry e[HIST_KEEP];
         int m = hist_decode(&v, e, HIST_KEEP);
-        for (int i = 0; i < m && i < max; i++) keys[(*n)++] = e[i].key;
+        for (int i = 0; i < m && i < max; i++) {
+            if (t_ms) t_ms[*n] = e[i].t;
+            keys[(*n)++] = e[i].key;
+        }
     }
     store_txn_end(s, txn);
     buf_release(&k);

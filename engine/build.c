@@ -105,6 +105,7 @@ typedef struct sched {
     idle_worker *idle; int nidle;   /* workers waiting for another node */
     build_result *res;
     int failed_any;
+    int history_marked;         /* this build's mark is in the history (records.c) */
     double t0;
     flow_hash *roots; size_t nroots;   /* the live set last written */
     int roots_written, roots_warned;
@@ -316,7 +317,7 @@ static int resolve_gpus(sched *S, int i, flow_err *err)
 static void record(sched *S, int i)
 {
     flow_err e = {0};
-    if (store_record_build(S->s, S->g->id, node_name(S, i), &S->keys[i], &e) != 0) {
+    if (store_record_build_marked(S->s, S->g->id, node_name(S, i), &S->keys[i], &S->history_marked, &e) != 0) {
         char m[1200];
         snprintf(m, sizeof m, "warning: node '%s': history not recorded: %s",
                  node_name(S, i), e.msg);

@@ -26,6 +26,9 @@ int cmd_verify(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+/* reports: the report stage's table and page, metrics across builds */
+int cmd_report(int argc, char **argv);
+int cmd_metrics(int argc, char **argv);
 
 /* Options common to the read-only commands, parsed by cli_parse. */
 typedef struct cli_args {

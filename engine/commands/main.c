@@ -38,6 +38,12 @@ static const command commands[] = {
       "accuracy and macro-F1 of a classifier on a labelled folder DIR/<label>/*", cmd_eval },
     { "export", "HASH --format hf|onnx -o DIR [--opset N] [--external-data] [--cache DIR]",
       "write a bert model as a HuggingFace folder (config, safetensors, tokenizer), or a classifier as ONNX (model.onnx, tokenizer.json, config.json)", cmd_export },
+    /* reports and metrics (read the cache, run nothing) */
+    { "report", "[GRAPH] [--open [-o FILE]] [--set ...] [--cache DIR]",
+      "print the last report's table (--open: write its HTML page to a file and print the path)", cmd_report },
+    { "metrics", "GRAPH [--json] | diff HASH_A HASH_B [--json] | diff GRAPH [--json]",
+      "every node's metrics from the cache; diff: changed metrics (old, new, delta) between two "
+      "artifacts, or between the graph's last build and the one before", cmd_metrics },
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
