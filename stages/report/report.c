@@ -302,9 +302,14 @@ static int eval_gates(flow_ctx *c, rp_report *r)
     } else {
         double drop = t->m.accuracy > 0 ? (t->m.accuracy - f->m.accuracy) / t->m.accuracy : 0;
         gate_bounds(g, "accuracy_drop", drop, NAN, maxd);
-        snprintf(g->detail, sizeof g->detail, "final model '%s' accuracy %.4f vs the teacher's "
-                 "%.4f: a relative drop of %.2f%%; the gate allows %.2f%%", f->name, f->m.accuracy,
-                 t->m.accuracy, 100 * drop, 100 * maxd);
+        if (drop >= 0)
+            snprintf(g->detail, sizeof g->detail, "final model '%s' accuracy %.4f vs the teacher's "
+                     "%.4f: a relative drop of %.2f%%; the gate allows %.2f%%", f->name, f->m.accuracy,
+                     t->m.accuracy, 100 * drop, 100 * maxd);
+        else
+            snprintf(g->detail, sizeof g->detail, "final model '%s' accuracy %.4f vs the teacher's "
+                     "%.4f: no drop (%.2f%% better); the gate allows a drop of %.2f%%", f->name,
+                     f->m.accuracy, t->m.accuracy, -100 * drop, 100 * maxd);
         if (g->status == GATE_FAIL) {
             size_t l = strlen(g->detail);
             snprintf(g->detail + l, sizeof g->detail - l, ": %.2f points over", 100 * (drop - maxd));
