@@ -436,6 +436,12 @@ static int report_run(flow_ctx *c)
         char name[128];
         input_node(c, "models", i, name, sizeof name);
         if (has_t && !strcmp(name, r.v[0].name)) { last_row = 0; continue; }
+        for (int j = has_t; j < r.nv; j++)
+            if (!strcmp(name, r.v[j].name)) {
+                rc = flow_ctx_fail(c, FLOW_E_INPUT, "input 'models': node '%s' is bound twice; "
+                                   "list each model once", name);
+                goto out;
+            }
         if ((rc = score_model(c, "models", i, &te, &r, &capcls, &r.v[r.nv], &sc[r.nv], timing))) goto out;
         last_row = r.nv++;
     }
