@@ -101,6 +101,19 @@ int store_writer_new(flow_store *s, store_writer **out, flow_err *err);
 int store_part_begin(store_writer *w, const char *name, int kind /* FLOW_PART_* */, flow_err *err);
 int store_part_write(store_writer *w, const void *data, size_t len, flow_err *err);
 int store_part_end(store_writer *w, flow_err *err);
+/* Or several at once (a stage streaming text and units side by side): open
+ * gives the part's index for append/patch/close; at most
+ * STORE_MAX_OPEN_PARTS open at a time (begin/write/end count as one).
+ * Memory: two 2 MiB buffers per open part plus the pipeline's, whatever
+ * the part sizes.  patch overwrites bytes already appended within the
+ * part's first chunk (offset + len <= min(size, 2 MiB)): a header whose
+ * counts are known only at the end.  The commit closes parts left open. */
+#define STORE_MAX_OPEN_PARTS 8
+int store_part_open(store_writer *w, const char *name, int kind, int *part, flow_err *err);
+int store_part_append(store_writer *w, int part, const void *data, size_t len, flow_err *err);
+int store_part_patch(store_writer *w, int part, uint64_t offset, const void *data, size_t len,
+                     flow_err *err);
+int store_part_close(store_writer *w, int part, flow_err *err);
 /* Publishes the artifact under key atomically (replacing an older one with
  * the same key).  meta_json: the metadata object; log: the stage's log. */
 int store_writer_commit(store_writer *w, const flow_hash *key,

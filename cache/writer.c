@@ -7,8 +7,11 @@
  * the next one.  Compressed chunks are written in batches, each batch one
  * write transaction committed without fsync; nothing is visible until
  * store_writer_commit writes the manifest (with the last chunks) in one
- * synced write transaction.  At most NJOBS buffers exist, so memory stays
- * at ~NJOBS x 4 MiB whatever the part size.
+ * synced write transaction.  Several parts may be open at once, each with
+ * its own filling buffer; a part's first full chunk is held back until
+ * the part closes (store_part_patch may still rewrite a header in it).
+ * At most PIPELINE chunks are in flight, so memory stays at about
+ * (2 x open parts + PIPELINE + BATCH) x 4 MiB whatever the part sizes.
  *
  * Float parts: the first chunk(s) of a FLOW_PART_F32 part are compressed
  * both plain and 4-byte-shuffled; the smaller wins and fixes the codec for
@@ -18,7 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NJOBS 8
+#define PIPELINE 6              /* chunks compressing or waiting to be stored, at most */
+/* Buffers: each open part holds its filling chunk and its held first chunk
+ * (see store_part_patch), plus the pipeline. */
+#define NJOBS (2 * STORE_MAX_OPEN_PARTS + PIPELINE + 2)
 #define BATCH 4                 /* ready chunks per write transaction */
 #define TOUCH_AGE 60            /* refresh a deduplicated chunk older than this (s) */
 
@@ -40,6 +46,11 @@ typedef struct wpart {
     uint64_t size;
     chunk_ref *chunks;
     uint32_t n, cap;
+    int open;
+    int f32_mode;               /* CHUNK_* mode for this part */
+    struct wjob *cur;           /* being filled */
+    struct wjob *first;         /* its first chunk, full, held until the part ends
+                                 * so that a header in it can still be patched */
 } wpart;
 
 struct store_writer {
@@ -47,10 +58,9 @@ struct store_writer {
     store_pool *pool;
     wpart *parts;
     int nparts, capparts;
-    int in_part;
-    int f32_mode;               /* CHUNK_* mode for the current part */
+    int nopen;                  /* parts open now */
+    int legacy;                 /* part of store_part_begin/write/end, -1 if none */
     wjob jobs[NJOBS];
-    wjob *cur;                  /* being filled */
     wjob *fifo[NJOBS];          /* in flight, submission order */
     int fhead, fcount;
     wjob *ready[NJOBS];
@@ -94,6 +104,7 @@ int store_writer_new(flow_store *s, store_writer **out, flow_err *err)
         return flow_fail(err, FLOW_E_USAGE, "cache %s was opened read-only; cannot write an artifact", s->dir);
     store_writer *w = xcalloc(1, sizeof *w);
     w->s = s;
+    w->legacy = -1;
     w->pool = store_get_pool(s);
     for (int i = 0; i < NJOBS; i++) {
         w->jobs[i].s = s;
@@ -148,9 +159,9 @@ static int collect_one(store_writer *w, int block)
     else if (!pool_is_done(w->pool, &j->pj)) return 0;
     w->fhead = (w->fhead + 1) % NJOBS;
     w->fcount--;
-    if (j->mode == CHUNK_F32_TRY && j->part == w->nparts - 1 && w->in_part &&
-        w->f32_mode == CHUNK_F32_TRY)
-        w->f32_mode = j->codec == CODEC_SHUF4_PLANES ? CHUNK_F32_SHUF : CHUNK_F32_PLAIN;
+    wpart *p = &w->parts[j->part];
+    if (j->mode == CHUNK_F32_TRY && p->open && p->f32_mode == CHUNK_F32_TRY)
+        p->f32_mode = j->codec == CODEC_SHUF4_PLANES ? CHUNK_F32_SHUF : CHUNK_F32_PLAIN;
     j->state = J_READY;
     w->ready[w->nready++] = j;
     return 1;
@@ -160,6 +171,7 @@ static int get_job(store_writer *w, wjob **out, flow_err *err)
 {
     for (;;) {
         while (collect_one(w, 0)) {}
+        while (w->fcount >= PIPELINE) collect_one(w, 1);   /* bounds memory */
         if (w->nready >= BATCH) {
             int rc = flush_ready(w, err);
             if (rc) return rc;
@@ -242,21 +254,14 @@ static int touch_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)
     return rc;
 }
 
-/* The current buffer is complete: hash it, record it in the part, and
- * compress it unless it is already stored. */
-static int submit_cur(store_writer *w, flow_err *err)
+/* Chunk j of part pi is complete: hash it, record it as chunk idx of the
+ * part, and compress it unless it is already stored. */
+static int submit_job(store_writer *w, int pi, wjob *j, uint32_t idx, flow_err *err)
 {
-    wjob *j = w->cur;
-    w->cur = NULL;
-    wpart *p = &w->parts[w->nparts - 1];
+    wpart *p = &w->parts[pi];
     j->h = flow_hash_bytes(j->raw, j->len);
-    if (p->n == p->cap) {
-        p->cap = p->cap ? p->cap * 2 : 4;
-        p->chunks = xrealloc(p->chunks, p->cap * sizeof *p->chunks);
-    }
-    p->chunks[p->n].h = j->h;
-    p->chunks[p->n].len = (uint32_t)j->len;
-    p->n++;
+    p->chunks[idx].h = j->h;
+    p->chunks[idx].len = (uint32_t)j->len;
     int added;
     hset_put(&w->seen, &j->h, &added);
     if (!added) { j->state = J_FREE; return 0; }
@@ -274,9 +279,9 @@ static int submit_cur(store_writer *w, flow_err *err)
         return 0;
     }
     j->replace = st == 2;
-    j->mode = p->kind == FLOW_PART_F32 ? w->f32_mode : CHUNK_BYTES;
+    j->mode = p->kind == FLOW_PART_F32 ? p->f32_mode : CHUNK_BYTES;
     if (j->mode == CHUNK_F32_TRY && !j->out2) j->out2 = xmalloc(chunk_bound(STORE_CHUNK_SIZE));
-    j->part = w->nparts - 1;
+    j->part = pi;
     j->created = store_now();
     j->state = J_INFLIGHT;
     w->fifo[(w->fhead + w->fcount) % NJOBS] = j;
@@ -285,14 +290,35 @@ static int submit_cur(store_writer *w, flow_err *err)
     return 0;
 }
 
+/* The part's filling buffer is complete (or the part ends): appends it as
+ * the next chunk.  The part's first full chunk is held back instead (its
+ * slot reserved) until the part ends. */
+static int submit_cur(store_writer *w, int pi, int ending, flow_err *err)
+{
+    wpart *p = &w->parts[pi];
+    wjob *j = p->cur;
+    p->cur = NULL;
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 4;
+        p->chunks = xrealloc(p->chunks, p->cap * sizeof *p->chunks);
+    }
+    uint32_t idx = p->n++;
+    if (idx == 0 && !ending) {
+        p->first = j;
+        p->chunks[0].len = (uint32_t)j->len;
+        return 0;
+    }
+    return submit_job(w, pi, j, idx, err);
+}
+
 /* ---- parts ---------------------------------------------------------------- */
 
-int store_part_begin(store_writer *w, const char *name, int kind, flow_err *err)
+int store_part_open(store_writer *w, const char *name, int kind, int *part, flow_err *err)
 {
     if (w->failed) return fail_saved(w, err);
-    if (w->in_part)
-        return flow_fail(err, FLOW_E_USAGE, "cache: part '%s' begun while part '%s' is open",
-                         name, w->parts[w->nparts - 1].name);
+    if (w->nopen >= STORE_MAX_OPEN_PARTS)
+        return flow_fail(err, FLOW_E_USAGE, "cache: part '%s' would be the %dth open part "
+                         "(at most %d at once)", name, w->nopen + 1, STORE_MAX_OPEN_PARTS);
     size_t nl = name ? strlen(name) : 0;
     if (nl == 0 || nl > 4000)
         return flow_fail(err, FLOW_E_USAGE, "cache: part name '%s' must have 1..4000 bytes",
@@ -303,55 +329,110 @@ int store_part_begin(store_writer *w, const char *name, int kind, flow_err *err)
         w->capparts = w->capparts ? 2 * w->capparts : 8;
         w->parts = xrealloc(w->parts, (size_t)w->capparts * sizeof *w->parts);
     }
-    wpart *p = &w->parts[w->nparts++];
+    wpart *p = &w->parts[w->nparts];
     memset(p, 0, sizeof *p);
     p->name = xstrdup(name);
     p->kind = kind;
-    w->in_part = 1;
-    w->f32_mode = kind == FLOW_PART_F32 ? CHUNK_F32_TRY : CHUNK_BYTES;
+    p->open = 1;
+    p->f32_mode = kind == FLOW_PART_F32 ? CHUNK_F32_TRY : CHUNK_BYTES;
+    *part = w->nparts++;
+    w->nopen++;
     return 0;
+}
+
+static wpart *open_part(store_writer *w, int part, const char *what)
+{
+    if (part < 0 || part >= w->nparts || !w->parts[part].open)
+        FLOW_BUG("cache: %s on part %d, which is not open", what, part);
+    return &w->parts[part];
+}
+
+int store_part_append(store_writer *w, int part, const void *data, size_t len, flow_err *err)
+{
+    if (w->failed) return fail_saved(w, err);
+    wpart *p = open_part(w, part, "store_part_append");
+    const char *d = data;
+    p->size += len;
+    while (len) {
+        if (!p->cur) {
+            int rc = get_job(w, &p->cur, err);
+            if (rc) return rc;
+        }
+        wjob *j = p->cur;
+        size_t n = STORE_CHUNK_SIZE - j->len;
+        if (n > len) n = len;
+        memcpy(j->raw + j->len, d, n);
+        j->len += n;
+        d += n;
+        len -= n;
+        if (j->len == STORE_CHUNK_SIZE) {
+            int rc = submit_cur(w, part, 0, err);
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
+int store_part_patch(store_writer *w, int part, uint64_t offset, const void *data, size_t len,
+                     flow_err *err)
+{
+    if (w->failed) return fail_saved(w, err);
+    wpart *p = open_part(w, part, "store_part_patch");
+    wjob *j = p->first ? p->first : p->n == 0 ? p->cur : NULL;
+    if (!j || offset > j->len || len > j->len - offset)
+        return flow_fail(err, FLOW_E_USAGE, "cache: part '%s': patch of %zu bytes at offset %llu "
+                         "is outside its first %zu bytes written", p->name, len,
+                         (unsigned long long)offset, j ? j->len : 0);
+    memcpy(j->raw + offset, data, len);
+    return 0;
+}
+
+int store_part_close(store_writer *w, int part, flow_err *err)
+{
+    if (w->failed) return fail_saved(w, err);
+    wpart *p = open_part(w, part, "store_part_close");
+    if (p->cur) {
+        if (p->cur->len) {
+            int rc = submit_cur(w, part, 1, err);
+            if (rc) return rc;
+        } else {
+            p->cur->state = J_FREE;
+            p->cur = NULL;
+        }
+    }
+    if (p->first) {
+        wjob *j = p->first;
+        p->first = NULL;
+        int rc = submit_job(w, part, j, 0, err);
+        if (rc) return rc;
+    }
+    p->open = 0;
+    w->nopen--;
+    if (w->legacy == part) w->legacy = -1;
+    return 0;
+}
+
+int store_part_begin(store_writer *w, const char *name, int kind, flow_err *err)
+{
+    if (w->failed) return fail_saved(w, err);
+    if (w->legacy >= 0)
+        return flow_fail(err, FLOW_E_USAGE, "cache: part '%s' begun while part '%s' is open",
+                         name, w->parts[w->legacy].name);
+    return store_part_open(w, name, kind, &w->legacy, err);
 }
 
 int store_part_write(store_writer *w, const void *data, size_t len, flow_err *err)
 {
     if (w->failed) return fail_saved(w, err);
-    if (!w->in_part) return flow_fail(err, FLOW_E_USAGE, "cache: store_part_write outside a part");
-    const char *d = data;
-    w->parts[w->nparts - 1].size += len;
-    while (len) {
-        if (!w->cur) {
-            int rc = get_job(w, &w->cur, err);
-            if (rc) return rc;
-        }
-        size_t n = STORE_CHUNK_SIZE - w->cur->len;
-        if (n > len) n = len;
-        memcpy(w->cur->raw + w->cur->len, d, n);
-        w->cur->len += n;
-        d += n;
-        len -= n;
-        if (w->cur->len == STORE_CHUNK_SIZE) {
-            int rc = submit_cur(w, err);
-            if (rc) return rc;
-        }
-    }
-    return 0;
+    if (w->legacy < 0) return flow_fail(err, FLOW_E_USAGE, "cache: store_part_write outside a part");
+    return store_part_append(w, w->legacy, data, len, err);
 }
 
 int store_part_end(store_writer *w, flow_err *err)
 {
     if (w->failed) return fail_saved(w, err);
-    if (!w->in_part) return flow_fail(err, FLOW_E_USAGE, "cache: store_part_end without a part");
-    if (w->cur) {
-        if (w->cur->len) {
-            int rc = submit_cur(w, err);
-            if (rc) return rc;
-        } else {
-            w->cur->state = J_FREE;
-            w->cur = NULL;
-        }
-    }
-    w->in_part = 0;
-    return 0;
+    if (w->legacy < 0) return flow_fail(err, FLOW_E_USAGE, "cache: store_part_end without a part");
+    return store_part_close(w, w->legacy, err);
 }
 
 static int drain(store_writer *w)
@@ -461,10 +542,11 @@ int store_writer_commit(store_writer *w, const flow_hash *key,
                         flow_err *err)
 {
     if (w->failed) return fail_saved(w, err);
-    if (w->in_part) {
-        int rc = store_part_end(w, err);
-        if (rc) return rc;
-    }
+    for (int i = 0; i < w->nparts; i++)
+        if (w->parts[i].open) {
+            int rc = store_part_close(w, i, err);
+            if (rc) return rc;
+        }
     drain(w);
     char hex[33];
     flow_hash_hex(key, hex);

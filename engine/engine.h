@@ -79,6 +79,13 @@ typedef struct flow_resources {
                              * them to its command); for any other stage a
                              * GPU request is an error before anything runs
                              * (or, with device = auto, a CPU run that says so) */
+    /* Default memory budget in MB of a stage that bounds its memory by
+     * one (clean, encode, bpe: flow_memory_budget); a node may override it
+     * with the reserved setting `memory_mb = N`.  0: the stage takes no
+     * budget, and `memory_mb` on its nodes is an error.  Like threads it
+     * is not in the key: a stage that takes it must give the same bytes
+     * for every budget (its tests show it). */
+    int memory_mb;
 } flow_resources;
 
 typedef struct flow_stage {
@@ -161,9 +168,15 @@ const char *flow_in_meta(flow_ctx *c, const char *port, int idx);
  * kind tells the store how to compress: FLOW_PART_BYTES or FLOW_PART_F32
  * (base.h). */
 int flow_out_write(flow_ctx *c, const char *part, int kind, const void *data, size_t len);
+/* Streams: up to 8 open at once (text and units side by side), each with
+ * bounded memory (two 2 MiB buffers) whatever the part's size; a part
+ * written whole with flow_out_write may come between.  patch rewrites
+ * bytes already written within the part's first 2 MiB: a header whose
+ * counts are known only at the end. */
 typedef struct flow_out_stream flow_out_stream;
 int flow_out_open(flow_ctx *c, const char *part, int kind, flow_out_stream **out);
 int flow_out_stream_write(flow_out_stream *s, const void *data, size_t len);
+int flow_out_stream_patch(flow_out_stream *s, uint64_t offset, const void *data, size_t len);
 int flow_out_stream_close(flow_out_stream *s);   /* finishes the part */
 
 /* Log: goes to the node's stored log (and, with -v, the terminal). */
@@ -188,6 +201,9 @@ int flow_ctx_fail(flow_ctx *c, int code, const char *fmt, ...)
 
 /* Resources granted. */
 int flow_threads(flow_ctx *c);
+/* The node's memory budget in bytes (`memory_mb`, else the stage's
+ * default); FLOW_BUG for a stage whose res.memory_mb is 0. */
+size_t flow_memory_budget(flow_ctx *c);
 int flow_gpu_count(flow_ctx *c);
 int flow_gpu_id(flow_ctx *c, int i);   /* CUDA device ordinal */
 

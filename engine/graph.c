@@ -379,12 +379,22 @@ static int reserved(resolver *r, const ast_entry *e, graph_node *nd)
         return fail_at(r, e, v->line, v->col, "node '%s': threads = %s is invalid; expected an "
                        "integer 1..4096", nd->name, v->s ? v->s : "[...]");
     }
+    if (strcmp(e->key, "memory_mb") == 0) {
+        if (nd->stage->res.memory_mb == 0)
+            return fail_at(r, e, v->line, v->col, "node '%s': stage '%s' takes no memory budget "
+                           "(memory_mb is for the stages that stream: clean, encode, bpe); remove it",
+                           nd->name, nd->stage->name);
+        if (v->kind == AST_INT && v->i >= 1 && v->i <= (1 << 22)) { nd->memory_mb = (int)v->i; return 0; }
+        return fail_at(r, e, v->line, v->col, "node '%s': memory_mb = %s is invalid; expected an "
+                       "integer 1..4194304 (megabytes)", nd->name, v->s ? v->s : "[...]");
+    }
     return 1;   /* not reserved */
 }
 
 static int is_reserved(const char *k)
 {
-    return !strcmp(k, "gpus") || !strcmp(k, "device") || !strcmp(k, "threads");
+    return !strcmp(k, "gpus") || !strcmp(k, "device") || !strcmp(k, "threads") ||
+           !strcmp(k, "memory_mb");
 }
 
 static int param_index(const flow_stage *st, const char *name)
@@ -522,9 +532,10 @@ static int resolve_block(resolver *r, int bi)
                 buf_printf(&list, "%s%s", list.len ? ", " : "", st->params[k].name);
             }
             rc = fail_at(r, e, e->line, e->col, "node '%s': stage '%s' has no parameter or input "
-                         "'%s'%s%s%s; expected one of: %s (or gpus, device, threads)", nd->name,
+                         "'%s'%s%s%s; expected one of: %s (or gpus, device, threads%s)", nd->name,
                          st->name, e->key, best ? " (did you mean '" : "", best ? best : "",
-                         best ? "'?)" : "", list.len ? list.data : "(none)");
+                         best ? "'?)" : "", list.len ? list.data : "(none)",
+                         st->res.memory_mb ? ", memory_mb" : "");
             buf_release(&list);
         }
     }

@@ -55,6 +55,7 @@ typedef struct graph_node {
     int device_auto;        /* `device = auto`: CPU fallback allowed */
     int device_gpu;         /* `device = gpu` was written (for messages) */
     int threads;            /* `threads = N`, 0 = stage default */
+    int memory_mb;          /* `memory_mb = N`, 0 = stage default */
 } graph_node;
 
 typedef struct flow_graph {

@@ -45,6 +45,9 @@ typedef struct metric {
 
 struct flow_out_stream {
     flow_ctx *c;
+    int open;
+    int part;               /* the writer's part index */
+    char name[512];
 };
 
 struct flow_in_stream {
@@ -61,9 +64,7 @@ struct worker_state {
     /* part names written, for uniqueness: open addressing on their hash
      * (a source node writes one part per file, 500k of them) */
     char **outs; size_t nouts, capouts;
-    struct flow_out_stream stream;
-    int stream_open;
-    char stream_part[512];
+    struct flow_out_stream streams[STORE_MAX_OPEN_PARTS];   /* open output streams */
     int out_failed;         /* a store write failed: the node fails */
     double start;
     double run_s;           /* time inside the stage's run function */
@@ -163,6 +164,14 @@ int flow_ctx_fail(flow_ctx *c, int code, const char *fmt, ...)
 
 int flow_threads(flow_ctx *c) { return c->threads > 0 ? c->threads : 1; }
 int flow_gpu_count(flow_ctx *c) { return c->ngpus; }
+
+size_t flow_memory_budget(flow_ctx *c)
+{
+    const graph_node *nd = &c->g->nodes[c->node];
+    if (!nd->stage->res.memory_mb)
+        FLOW_BUG("stage '%s' asks for a memory budget but declares none", nd->stage->name);
+    return (size_t)(nd->memory_mb ? nd->memory_mb : nd->stage->res.memory_mb) << 20;
+}
 
 int flow_gpu_id(flow_ctx *c, int i)
 {
@@ -420,9 +429,6 @@ static int check_part_name(flow_ctx *c, const char *part)
     struct worker_state *ws = c->ws;
     if (outs_has(ws, part))
         return ctx_fail(c, FLOW_E_STAGE, "output part '%s' written twice", part);
-    if (ws->stream_open)
-        return ctx_fail(c, FLOW_E_STAGE, "output part '%s' begun while part '%s' is "
-                        "still open (close the stream first)", part, ws->stream_part);
     outs_add(ws, xstrdup(part));
     return 0;
 }
@@ -449,36 +455,48 @@ int flow_out_write(flow_ctx *c, const char *part, int kind, const void *data, si
 int flow_out_open(flow_ctx *c, const char *part, int kind, flow_out_stream **out)
 {
     if (!c->ws) FLOW_BUG("flow_out_open outside a worker");
+    struct worker_state *ws = c->ws;
+    flow_out_stream *st = NULL;
+    for (int i = 0; i < STORE_MAX_OPEN_PARTS && !st; i++)
+        if (!ws->streams[i].open) st = &ws->streams[i];
+    if (!st)
+        return ctx_fail(c, FLOW_E_STAGE, "output part '%s' opened while %d streams are open "
+                        "(at most %d at once)", part, STORE_MAX_OPEN_PARTS, STORE_MAX_OPEN_PARTS);
     int rc = check_part_name(c, part);
     if (rc) return rc;
     flow_err e = {0};
-    if ((rc = store_part_begin(c->writer, part, kind, &e))) return out_err(c, rc, part, &e);
-    struct worker_state *ws = c->ws;
-    ws->stream_open = 1;
-    snprintf(ws->stream_part, sizeof ws->stream_part, "%s", part);
-    ws->stream.c = c;
-    *out = &ws->stream;
+    if ((rc = store_part_open(c->writer, part, kind, &st->part, &e))) return out_err(c, rc, part, &e);
+    st->c = c;
+    st->open = 1;
+    snprintf(st->name, sizeof st->name, "%s", part);
+    *out = st;
     return 0;
 }
 
 int flow_out_stream_write(flow_out_stream *s, const void *data, size_t len)
 {
-    flow_ctx *c = s->c;
-    if (!c->ws->stream_open) FLOW_BUG("write to a closed output stream");
+    if (!s->open) FLOW_BUG("write to a closed output stream");
     if (!len) return 0;
     flow_err e = {0};
-    int rc = store_part_write(c->writer, data, len, &e);
-    return rc ? out_err(c, rc, c->ws->stream_part, &e) : 0;
+    int rc = store_part_append(s->c->writer, s->part, data, len, &e);
+    return rc ? out_err(s->c, rc, s->name, &e) : 0;
+}
+
+int flow_out_stream_patch(flow_out_stream *s, uint64_t offset, const void *data, size_t len)
+{
+    if (!s->open) FLOW_BUG("patch of a closed output stream");
+    flow_err e = {0};
+    int rc = store_part_patch(s->c->writer, s->part, offset, data, len, &e);
+    return rc ? out_err(s->c, rc, s->name, &e) : 0;
 }
 
 int flow_out_stream_close(flow_out_stream *s)
 {
-    flow_ctx *c = s->c;
-    if (!c->ws->stream_open) FLOW_BUG("output stream closed twice");
-    c->ws->stream_open = 0;
+    if (!s->open) FLOW_BUG("output stream closed twice");
+    s->open = 0;
     flow_err e = {0};
-    int rc = store_part_end(c->writer, &e);
-    return rc ? out_err(c, rc, c->ws->stream_part, &e) : 0;
+    int rc = store_part_close(s->c->writer, s->part, &e);
+    return rc ? out_err(s->c, rc, s->name, &e) : 0;
 }
 
 /* ---- log, metrics, report, progress ------------------------------------ */
@@ -805,9 +823,10 @@ static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jo
     int rc = st->run(&c);
     ws.run_s = sched_now() - run0;
 
-    if (rc == 0 && ws.stream_open)
-        rc = ctx_fail(&c, FLOW_E_STAGE, "stage '%s' returned with output part '%s' still "
-                      "open", st->name, ws.stream_part);
+    for (int i = 0; i < STORE_MAX_OPEN_PARTS && rc == 0; i++)
+        if (ws.streams[i].open)
+            rc = ctx_fail(&c, FLOW_E_STAGE, "stage '%s' returned with output part '%s' still "
+                          "open", st->name, ws.streams[i].name);
     if (rc == 0 && (ws.out_failed || c.err.code))
         rc = c.err.code ? c.err.code : FLOW_E_STAGE;   /* a swallowed write error */
     if (rc != 0) {

@@ -78,6 +78,12 @@ typedef struct flow_corpus {
  * and returns FLOW_E_CORRUPT. */
 int corpus_parse(flow_corpus *c, char *text, size_t text_len, char *units, size_t units_len,
                  char *labels, size_t labels_len, flow_err *err);
+/* One units line (NUL-terminated, without its '\n'), split in place into
+ * label, group and doc, with the label's id in c->labels (-1 when empty):
+ * what corpus_parse does per line, for readers that stream the units
+ * (encode).  FLOW_E_CORRUPT naming line lineno. */
+int corpus_unit_parse(const flow_corpus *c, char *line, size_t lineno, const char **label,
+                      const char **group, const char **doc, int *label_id, flow_err *err);
 /* Reads prefix+"text", prefix+"units", prefix+"labels" (prefix "" or
  * "train/"...) of input port[idx] and parses them; on failure fails the
  * node through flow_ctx_fail and returns its code. */
@@ -98,6 +104,22 @@ int corpus_format_check(const char *json, size_t len, const char *what, flow_err
  * (so text-only consumers such as bpe also accept any `text` part).
  * corpus_read calls it. */
 int corpus_check(flow_ctx *ctx, const char *port, int idx, const char *prefix);
+
+/* ---- an input part as lines, streamed (stages/text/line_stream.c) ------
+ * block: the next whole lines, about want bytes (at least one line; a
+ * final line without '\n' counts), *n = 0 at the end; line: the next
+ * line, NUL-terminated in place without its '\n', *got = 0 at the end.
+ * Pointers stay valid until the next call.  Errors are the stage API's. */
+typedef struct line_stream {
+    flow_in_stream *in;
+    char *buf;
+    size_t len, pos, cap;
+    int eof;
+} line_stream;
+int line_stream_open(flow_ctx *c, const char *port, int idx, const char *part, line_stream *ls);
+int line_stream_block(line_stream *ls, size_t want, char **block, size_t *n);
+int line_stream_line(line_stream *ls, char **line, int *got);
+void line_stream_close(line_stream *ls);
 /* Writes prefix+"corpus.json" (producers: clean, split). */
 int corpus_write_format(flow_ctx *ctx, const char *prefix);
 

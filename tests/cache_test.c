@@ -239,6 +239,109 @@ static int count_cb(const store_artifact *a, void *arg)
     return 0;
 }
 
+/* Several parts open at once, appended in turns, one patched at the start
+ * after 5 MiB were written (its first chunk is held until it closes); the
+ * artifact equals one written part by part; many parts read through one
+ * handle, found by bisection. */
+static void test_open_parts(const char *root)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/open", root);
+    flow_err err;
+    flow_store *s;
+    store_options o = opts(0);
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    if (!s) return;
+    size_t na = (5u << 20) + 77, nb = (3u << 20) + 1;
+    char *a = malloc(na), *b = malloc(nb);
+    fill_random(a, na);
+    for (size_t i = 0; i < nb; i++) b[i] = "units\tline\n"[i % 11];
+    const char head[] = "HEADER: 123456";
+    store_writer *w;
+    CHECK_OK(store_writer_new(s, &w, &err), err);
+    int pa = -1, pb = -1;
+    CHECK_OK(store_part_open(w, "a", FLOW_PART_BYTES, &pa, &err), err);
+    CHECK_OK(store_part_open(w, "b", FLOW_PART_BYTES, &pb, &err), err);
+    CHECK_OK(store_part_append(w, pa, "HEADER: ??????", 14, &err), err);
+    for (size_t at = 14, bt = 0; at < na || bt < nb;) {
+        size_t k = 700001;
+        if (at < na) {
+            size_t m = na - at < k ? na - at : k;
+            CHECK_OK(store_part_append(w, pa, a + at, m, &err), err);
+            at += m;
+        }
+        if (bt < nb) {
+            size_t m = nb - bt < k / 3 ? nb - bt : k / 3;
+            CHECK_OK(store_part_append(w, pb, b + bt, m, &err), err);
+            bt += m;
+        }
+    }
+    /* a part written whole while the two streams are open */
+    CHECK_OK(store_part_begin(w, "c", FLOW_PART_BYTES, &err), err);
+    CHECK_OK(store_part_write(w, "ccc", 3, &err), err);
+    CHECK_OK(store_part_end(w, &err), err);
+    CHECK_OK(store_part_patch(w, pa, 8, head + 8, 6, &err), err);
+    CHECK(store_part_patch(w, pa, (2u << 20) - 2, "xxxx", 4, &err) == FLOW_E_USAGE);
+    CHECK_OK(store_part_close(w, pb, &err), err);
+    CHECK_OK(store_part_close(w, pa, &err), err);
+    flow_hash k1 = key_of("open-parts");
+    CHECK_OK(store_writer_commit(w, &k1, "{}", "", 0, &err), err);
+    store_writer_free(w);
+    memcpy(a, head, 14);
+    CHECK(part_equals(s, &k1, "a", a, na));
+    CHECK(part_equals(s, &k1, "b", b, nb));
+    CHECK(part_equals(s, &k1, "c", "ccc", 3));
+    /* the same bytes part by part: the same artifact content */
+    const char *names[] = { "a", "b", "c", NULL };
+    const char *data[] = { a, b, "ccc" };
+    size_t lens[] = { na, nb, 3 };
+    flow_hash k2 = key_of("one-by-one");
+    CHECK_OK(put_art(s, &k2, names, NULL, data, lens, "{}", "", &err), err);
+    store_artifact *x = NULL, *y = NULL;
+    CHECK_OK(store_get(s, &k1, &x, &err), err);
+    CHECK_OK(store_get(s, &k2, &y, &err), err);
+    if (x && y) CHECK(flow_hash_eq(&x->content, &y->content));
+    store_artifact_free(x);
+    store_artifact_free(y);
+    /* 3000 small parts through one handle */
+    CHECK_OK(store_writer_new(s, &w, &err), err);
+    char nm[64], val[64];
+    for (int i = 2999; i >= 0; i--) {
+        snprintf(nm, sizeof nm, "doc/%05d.md", i);
+        snprintf(val, sizeof val, "text %d", i);
+        CHECK_OK(store_part_begin(w, nm, FLOW_PART_BYTES, &err), err);
+        CHECK_OK(store_part_write(w, val, strlen(val), &err), err);
+        CHECK_OK(store_part_end(w, &err), err);
+    }
+    flow_hash k3 = key_of("many-parts");
+    CHECK_OK(store_writer_commit(w, &k3, "{}", "", 0, &err), err);
+    store_writer_free(w);
+    store_handle *h = NULL;
+    CHECK_OK(store_handle_open(s, &k3, &h, &err), err);
+    if (h) {
+        const store_artifact *art = store_handle_artifact(h);
+        CHECK(art->nparts == 3000);
+        int ok = 1;
+        for (int i = 0; i < 3000; i++) {
+            snprintf(nm, sizeof nm, "doc/%05d.md", i);
+            snprintf(val, sizeof val, "text %d", i);
+            int pi = store_part_find(art, nm);
+            char *d = NULL;
+            size_t len = 0;
+            if (pi != i || store_handle_read(h, pi, &d, &len, &err) || len != strlen(val) ||
+                memcmp(d, val, len))
+                ok = 0;
+            free(d);
+        }
+        CHECK(ok);
+        CHECK(store_part_find(art, "doc/3000.md") < 0 && store_part_find(art, "") < 0);
+        store_handle_free(h);
+    }
+    free(a);
+    free(b);
+    store_close(s);
+}
+
 static void test_dedup_and_gc(const char *root)
 {
     char dir[4096];
@@ -1020,6 +1123,7 @@ int main(void)
 {
     char *root = test_tmpdir("cache");
     test_roundtrip(root);
+    test_open_parts(root);
     test_dedup_and_gc(root);
     test_gc_reuse(root);
     test_corruption(root);

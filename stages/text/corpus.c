@@ -64,6 +64,26 @@ static int find_label(const flow_corpus *c, const char *name)
     return -1;
 }
 
+int corpus_unit_parse(const flow_corpus *c, char *ul, size_t lineno, const char **label,
+                      const char **group, const char **doc, int *label_id, flow_err *err)
+{
+    char *t1 = strchr(ul, '\t');
+    char *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
+    if (!t1 || !t2 || strchr(t2 + 1, '\t'))
+        return flow_fail(err, FLOW_E_CORRUPT,
+                         "corpus part units line %zu: expected 3 tab-separated fields label \\t group \\t doc",
+                         lineno);
+    *t1 = 0, *t2 = 0;
+    *label = ul, *group = t1 + 1, *doc = t2 + 1;
+    if (*ul == 0) {
+        *label_id = -1;
+    } else if ((*label_id = find_label(c, ul)) < 0) {
+        return flow_fail(err, FLOW_E_CORRUPT, "corpus part units line %zu: label '%s' is not in part labels",
+                         lineno, ul);
+    }
+    return 0;
+}
+
 int corpus_parse(flow_corpus *c, char *text, size_t text_len, char *units, size_t units_len,
                  char *labels, size_t labels_len, flow_err *err)
 {
@@ -131,23 +151,9 @@ int corpus_parse(flow_corpus *c, char *text, size_t text_len, char *units, size_
         size_t ulen = ue ? (size_t)(ue - ul) : units_len - up;
         ul[ulen] = 0;   /* the '\n' or, for a final unterminated line, the NUL byte past it */
         up += ulen + 1;
-        char *t1 = strchr(ul, '\t');
-        char *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
-        if (!t1 || !t2 || strchr(t2 + 1, '\t')) {
-            flow_fail(err, FLOW_E_CORRUPT,
-                      "corpus part units line %zu: expected 3 tab-separated fields label \\t group \\t doc",
-                      i + 1);
+        if (corpus_unit_parse(c, ul, i + 1, &c->label[i], &c->group[i], &c->doc[i], &c->label_id[i],
+                              err))
             goto fail;
-        }
-        *t1 = 0, *t2 = 0;
-        c->label[i] = ul, c->group[i] = t1 + 1, c->doc[i] = t2 + 1;
-        if (*ul == 0) {
-            c->label_id[i] = -1;
-        } else if ((c->label_id[i] = find_label(c, ul)) < 0) {
-            flow_fail(err, FLOW_E_CORRUPT, "corpus part units line %zu: label '%s' is not in part labels",
-                      i + 1, ul);
-            goto fail;
-        }
     }
     return 0;
 fail:

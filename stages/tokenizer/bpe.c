@@ -50,6 +50,64 @@ static void bpe_progress(void *arg, int done, int total, int64_t count)
                   (long long)count);
 }
 
+/* Streams every text input through the word counter in blocks of an
+ * eighth of the memory budget, then trains.  The count table must fit:
+ * when it and the merge state it implies (about as much again) would not
+ * fit beside a text block, the node stops with an error saying so (and
+ * what to do), instead of swapping or being killed for memory later. */
+static int count_texts(flow_ctx *c, const tok_terms *terms, const tok_train_opts *o,
+                       tok_tokenizer **t, tok_train_stats *st)
+{
+    size_t budget = flow_memory_budget(c);
+    tok_counter *k;
+    flow_err err = {0};
+    int rc = tok_counter_new(terms, o, &k, &err);
+    if (rc)
+        return flow_ctx_fail(c, rc, "%s", err.msg);
+    int nt = flow_in_count(c, "text");
+    for (int i = 0; i < nt && !rc; i++) {
+        if (!flow_in_has(c, "text", i, "text")) {
+            rc = flow_ctx_fail(c, FLOW_E_INPUT, "text input %d has no part `text`; bind a "
+                               "corpus (clean node) or one split (e.g. split.train)", i);
+            break;
+        }
+        if ((rc = corpus_check(c, "text", i, "")) != 0)
+            break;
+        line_stream ls;
+        if ((rc = line_stream_open(c, "text", i, "text", &ls)) != 0)
+            break;
+        char *block;
+        size_t n;
+        while (!(rc = line_stream_block(&ls, budget / 8, &block, &n)) && n) {
+            tok_counter_add(k, block, n);
+            size_t need = 2 * tok_counter_memory(k);
+            if (need > budget - budget / 8) {
+                rc = flow_ctx_fail(c, FLOW_E_NOMEM, "the word-count table holds %llu distinct "
+                                   "words in %zu MB; with the merge state that needs about %zu MB, "
+                                   "more than memory_mb = %zu leaves beside a text block; "
+                                   "raise memory_mb, or train on less or cleaner text "
+                                   "(e.g. split.train only; a corpus with many distinct long "
+                                   "tokens such as numbers or identifiers)",
+                                   (unsigned long long)tok_counter_distinct(k),
+                                   tok_counter_memory(k) >> 20, need >> 20, budget >> 20);
+                break;
+            }
+            flow_progress(c, -1, "counted %llu distinct words",
+                          (unsigned long long)tok_counter_distinct(k));
+        }
+        line_stream_close(&ls);
+    }
+    if (!rc) {
+        flow_log(c, "word counts: %llu distinct words, %zu MB (budget %zu MB)",
+                 (unsigned long long)tok_counter_distinct(k), tok_counter_memory(k) >> 20, budget >> 20);
+        rc = tok_train_counted(k, terms, o, t, st, &err);
+        if (rc)
+            rc = flow_ctx_fail(c, rc, "%s", err.msg);
+    }
+    tok_counter_free(k);
+    return rc;
+}
+
 static int bpe_run(flow_ctx *c)
 {
     tok_train_opts o = {
@@ -72,35 +130,10 @@ static int bpe_run(flow_ctx *c)
     if (terms.too_long)
         flow_log(c, "skipped %d forced terms longer than max_token_chars %d (first: %s)",
                  terms.too_long, o.max_token_chars, terms.too_long_example);
-    int nt = flow_in_count(c, "text");
-    tok_text *texts = xcalloc(nt ? nt : 1, sizeof *texts);
-    char **bufs = xcalloc(nt ? nt : 1, sizeof *bufs);
-    for (int i = 0; i < nt && !rc; i++) {
-        if (!flow_in_has(c, "text", i, "text")) {
-            rc = flow_ctx_fail(c, FLOW_E_INPUT, "text input %d has no part `text`; bind a "
-                               "corpus (clean node) or one split (e.g. split.train)", i);
-            break;
-        }
-        if ((rc = corpus_check(c, "text", i, "")) != 0)
-            break;
-        rc = flow_in_read(c, "text", i, "text", &bufs[i], &texts[i].n);
-        if (rc)
-            rc = flow_ctx_fail(c, rc, "cannot read part text of text input %d", i);
-        texts[i].s = bufs[i];
-    }
     tok_tokenizer *t = NULL;
     tok_train_stats st;
     memset(&st, 0, sizeof st);
-    if (!rc) {
-        flow_err err = {0};
-        rc = tok_train(texts, nt, &terms, &o, &t, &st, &err);
-        if (rc)
-            rc = flow_ctx_fail(c, rc, "%s", err.msg);
-    }
-    for (int i = 0; i < nt; i++)
-        free(bufs[i]);
-    free(bufs);
-    free(texts);
+    rc = count_texts(c, &terms, &o, &t, &st);
     if (!rc) {
         flow_buf b;
         buf_init(&b);
@@ -165,6 +198,6 @@ const flow_stage stage_bpe = {
     .params = bpe_params, .nparams = sizeof bpe_params / sizeof *bpe_params,
     .inputs = bpe_inputs, .ninputs = sizeof bpe_inputs / sizeof *bpe_inputs,
     .outputs = bpe_outputs, .noutputs = sizeof bpe_outputs / sizeof *bpe_outputs,
-    .res = {.threads = 0},
+    .res = {.threads = 0, .memory_mb = 512},
     .run = bpe_run,
 };

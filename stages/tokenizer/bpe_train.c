@@ -48,7 +48,8 @@ typedef struct wtable {
 
 static void wt_grow(wtable *t);
 
-static void wt_add(wtable *t, const char *s, uint32_t len, uint64_t hv, uint64_t count)
+/* Adds count to word s (inserting it, key pointer as given); returns its entry. */
+static wentry *wt_add(wtable *t, const char *s, uint32_t len, uint64_t hv, uint64_t count)
 {
     if ((t->n + 1) * 10 > t->cap * 7)
         wt_grow(t);
@@ -59,11 +60,11 @@ static void wt_add(wtable *t, const char *s, uint32_t len, uint64_t hv, uint64_t
         if (!e->h) {
             *e = (wentry){s, len, h, count};
             t->n++;
-            return;
+            return e;
         }
         if (e->h == h && e->len == len && memcmp(e->s, s, len) == 0) {
             e->count += count;
-            return;
+            return e;
         }
     }
 }
@@ -310,20 +311,29 @@ void tok_train_stats_release(tok_train_stats *s)
     s->char_count = NULL;
 }
 
-int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
-              const tok_train_opts *o, tok_tokenizer **out, tok_train_stats *st,
-              flow_err *err)
+static const char *const specials[TOK_NSPECIAL] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+
+/* The streaming word counter: the word table owns its keys (copied into
+ * an arena of 1 MiB blocks), so each block of text can go once counted. */
+#define ARENA_BLOCK (1u << 20)
+struct tok_counter {
+    tok_matcher *m;
+    int nforced, threads;
+    wtable words;
+    char **blocks;
+    size_t nblocks, used;       /* bytes used in the last block */
+    size_t arena_bytes;
+    uint64_t *forced_counts;
+    uint64_t npieces, bytes;
+    double t0;
+};
+
+int tok_counter_new(const tok_terms *terms, const tok_train_opts *o, tok_counter **out,
+                    flow_err *err)
 {
     *out = NULL;
-    memset(st, 0, sizeof *st);
-    double t0 = now_s();
     int nforced = terms ? terms->n : 0;
-    int threads = o->threads > 0 ? o->threads : 1;
-    if (threads > 64)
-        threads = 64;
-
     /* forced matcher: specials too, as in encoding (value = id) */
-    static const char *const specials[TOK_NSPECIAL] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
     tok_matcher *m = tok_matcher_new();
     for (int i = 0; i < TOK_NSPECIAL; i++)
         tok_matcher_add(m, specials[i], strlen(specials[i]), i);
@@ -333,42 +343,95 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
             return flow_fail(err, FLOW_E_PARAM, "forced term '%s' is a special token name; "
                              "remove it from the term list", terms->s[i]);
         }
+    tok_counter *k = xcalloc(1, sizeof *k);
+    k->m = m;
+    k->nforced = nforced;
+    k->threads = o->threads > 0 ? o->threads : 1;
+    if (k->threads > 64)
+        k->threads = 64;
+    k->forced_counts = xcalloc(TOK_NSPECIAL + nforced, sizeof *k->forced_counts);
+    k->t0 = now_s();
+    *out = k;
+    return 0;
+}
 
-    /* chunks of ~1 MB cut at line ends */
-    size_t total = 0;
-    for (int i = 0; i < ntexts; i++)
-        total += texts[i].n;
-    if (total == 0) {
-        tok_matcher_free(m);
-        return flow_fail(err, FLOW_E_INPUT, "no training text (all text inputs are empty)");
+static const char *arena_copy(tok_counter *k, const char *s, uint32_t len)
+{
+    if (!k->nblocks || k->used + len > ARENA_BLOCK) {
+        size_t sz = len > ARENA_BLOCK ? len : ARENA_BLOCK;
+        k->blocks = xrealloc(k->blocks, (k->nblocks + 1) * sizeof *k->blocks);
+        k->blocks[k->nblocks++] = xmalloc(sz);
+        k->arena_bytes += sz;
+        k->used = 0;
     }
-    size_t target = total / ((size_t)threads * 16) + 1;
+    char *d = k->blocks[k->nblocks - 1] + k->used;
+    memcpy(d, s, len);
+    k->used += len;
+    return d;
+}
+
+static void arena_free(tok_counter *k)
+{
+    for (size_t i = 0; i < k->nblocks; i++)
+        free(k->blocks[i]);
+    free(k->blocks);
+    k->blocks = NULL;
+    k->nblocks = k->used = k->arena_bytes = 0;
+}
+
+void tok_counter_free(tok_counter *k)
+{
+    if (!k)
+        return;
+    if (k->m)
+        tok_matcher_free(k->m);
+    free(k->words.e);
+    arena_free(k);
+    free(k->forced_counts);
+    free(k);
+}
+
+size_t tok_counter_memory(const tok_counter *k)
+{
+    return k->words.cap * sizeof(wentry) + k->arena_bytes;
+}
+
+uint64_t tok_counter_distinct(const tok_counter *k) { return k->words.n; }
+
+void tok_counter_add(tok_counter *k, const char *text, size_t n)
+{
+    if (n == 0)
+        return;
+    k->bytes += n;
+    int threads = k->threads;
+    /* chunks cut at line ends */
+    size_t target = n / ((size_t)threads * 16) + 1;
     if (target < (1 << 16))
         target = 1 << 16;
     chunk *chunks = NULL;
     int nchunks = 0, capchunks = 0;
-    for (int i = 0; i < ntexts; i++) {
-        const char *s = texts[i].s, *end = s + texts[i].n;
-        while (s < end) {
-            const char *e = s + target < end ? s + target : end;
-            if (e < end) {
-                const char *nl = memchr(e, '\n', (size_t)(end - e));
-                e = nl ? nl + 1 : end;
-            }
-            if (nchunks == capchunks) {
-                capchunks = capchunks ? capchunks * 2 : 64;
-                chunks = xrealloc(chunks, capchunks * sizeof *chunks);
-            }
-            chunks[nchunks++] = (chunk){s, (size_t)(e - s)};
-            s = e;
+    const char *s = text, *end = text + n;
+    while (s < end) {
+        const char *e = s + target < end ? s + target : end;
+        if (e < end) {
+            const char *nl = memchr(e, '\n', (size_t)(end - e));
+            e = nl ? nl + 1 : end;
         }
+        if (nchunks == capchunks) {
+            capchunks = capchunks ? capchunks * 2 : 64;
+            chunks = xrealloc(chunks, capchunks * sizeof *chunks);
+        }
+        chunks[nchunks++] = (chunk){s, (size_t)(e - s)};
+        s = e;
     }
-    count_job job = {chunks, nchunks, 0, m, nforced};
+    if (threads > nchunks)
+        threads = nchunks;
+    count_job job = {chunks, nchunks, 0, k->m, k->nforced};
     count_thread *ct = xcalloc(threads, sizeof *ct);
     pthread_t *tid = xmalloc(threads * sizeof *tid);
     for (int i = 0; i < threads; i++) {
         ct[i].job = &job;
-        ct[i].forced_counts = xcalloc(TOK_NSPECIAL + nforced, sizeof(uint64_t));
+        ct[i].forced_counts = xcalloc(TOK_NSPECIAL + k->nforced, sizeof(uint64_t));
         if (i > 0 && pthread_create(&tid[i], NULL, count_main, &ct[i]) != 0)
             FLOW_BUG("bpe: pthread_create failed");
     }
@@ -377,24 +440,59 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
         pthread_join(tid[i], NULL);
     free(tid);
     free(chunks);
-    wtable words = ct[0].words;
-    st->words = ct[0].npieces;
-    for (int j = 0; j < TOK_NSPECIAL + nforced; j++)
-        st->forced_occurrences += ct[0].forced_counts[j];
-    for (int i = 1; i < threads; i++) {
-        for (size_t k = 0; k < ct[i].words.cap; k++) {
-            wentry *e = &ct[i].words.e[k];
-            if (e->h)
-                wt_add(&words, e->s, e->len, XXH3_64bits(e->s, e->len), e->count);
+    /* merge into the counter's table, copying new keys out of the text */
+    for (int i = 0; i < threads; i++) {
+        for (size_t q = 0; q < ct[i].words.cap; q++) {
+            wentry *e = &ct[i].words.e[q];
+            if (!e->h)
+                continue;
+            size_t before = k->words.n;
+            wentry *d = wt_add(&k->words, e->s, e->len, XXH3_64bits(e->s, e->len), e->count);
+            if (k->words.n > before)
+                d->s = arena_copy(k, e->s, e->len);
         }
         free(ct[i].words.e);
-        st->words += ct[i].npieces;
-        for (int j = 0; j < TOK_NSPECIAL + nforced; j++)
-            st->forced_occurrences += ct[i].forced_counts[j];
-    }
-    for (int i = 0; i < threads; i++)
+        k->npieces += ct[i].npieces;
+        for (int j = 0; j < TOK_NSPECIAL + k->nforced; j++)
+            k->forced_counts[j] += ct[i].forced_counts[j];
         free(ct[i].forced_counts);
+    }
     free(ct);
+}
+
+int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
+              const tok_train_opts *o, tok_tokenizer **out, tok_train_stats *st,
+              flow_err *err)
+{
+    *out = NULL;
+    memset(st, 0, sizeof *st);
+    tok_counter *k;
+    int rc = tok_counter_new(terms, o, &k, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < ntexts; i++)
+        tok_counter_add(k, texts[i].s, texts[i].n);
+    rc = tok_train_counted(k, terms, o, out, st, err);
+    tok_counter_free(k);
+    return rc;
+}
+
+int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_opts *o,
+                      tok_tokenizer **out, tok_train_stats *st, flow_err *err)
+{
+    *out = NULL;
+    memset(st, 0, sizeof *st);
+    if (k->bytes == 0)
+        return flow_fail(err, FLOW_E_INPUT, "no training text (all text inputs are empty)");
+    double t0 = k->t0;
+    int nforced = k->nforced;
+    tok_matcher *m = k->m;
+    k->m = NULL;
+    wtable words = k->words;
+    memset(&k->words, 0, sizeof k->words);
+    st->words = k->npieces;
+    for (int j = 0; j < TOK_NSPECIAL + nforced; j++)
+        st->forced_occurrences += k->forced_counts[j];
     st->unique_words = words.n;
 
     /* character frequencies */
@@ -471,6 +569,7 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
     if (o->vocab_size < base) {
         free(chars);
         free(words.e);
+        arena_free(k);
         tok_matcher_free(m);
         if (o->byte_fallback)
             return flow_fail(err, FLOW_E_PARAM, "vocab_size %d is below specials %d + forced "
@@ -572,6 +671,7 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
     if (nsym > UINT32_MAX - 4)
         FLOW_BUG("bpe: %zu symbols exceed the 32-bit word index", nsym);
     free(words.e);
+    arena_free(k);      /* the words are symbols now */
     free(amkey);
     free(amval);
     st->seconds_count = now_s() - t0;

@@ -151,7 +151,7 @@ void tok_batch_release(tok_batch *b)
 }
 
 /* ---- ENCODED part writers --------------------------------------------------- */
-static void header(flow_buf *out, const char magic[8], uint32_t aux, uint64_t count)
+void tok_write_header(flow_buf *out, const char magic[8], uint32_t aux, uint64_t count)
 {
     uint32_t ver = 1;
     buf_add(out, magic, 8);
@@ -164,7 +164,12 @@ int tok_ids_width(int vocab_size) { return vocab_size <= 65536 ? 2 : 4; }
 
 void tok_write_ids(flow_buf *out, const uint32_t *ids, uint64_t n, int width)
 {
-    header(out, "FLOWIDS\0", (uint32_t)width, n);
+    tok_write_header(out, "FLOWIDS\0", (uint32_t)width, n);
+    tok_write_ids_payload(out, ids, n, width);
+}
+
+void tok_write_ids_payload(flow_buf *out, const uint32_t *ids, uint64_t n, int width)
+{
     if (width == 4) {
         buf_add(out, ids, n * 4);
         return;
@@ -183,12 +188,12 @@ void tok_write_ids(flow_buf *out, const uint32_t *ids, uint64_t n, int width)
 
 void tok_write_offsets(flow_buf *out, const uint64_t *offsets, uint64_t nseq)
 {
-    header(out, "FLOWOFF\0", 0, nseq + 1);
+    tok_write_header(out, "FLOWOFF\0", 0, nseq + 1);
     buf_add(out, offsets, (nseq + 1) * 8);
 }
 
 void tok_write_i32(flow_buf *out, const char magic[8], const int32_t *v, uint64_t n)
 {
-    header(out, magic, 0, n);
+    tok_write_header(out, magic, 0, n);
     buf_add(out, v, n * 4);
 }

@@ -168,6 +168,12 @@ void tok_write_ids(flow_buf *out, const uint32_t *ids, uint64_t n, int width);
 void tok_write_offsets(flow_buf *out, const uint64_t *offsets, uint64_t nseq);
 /* labels ("FLOWLAB\0") and groups ("FLOWGRP\0"): n i32 values */
 void tok_write_i32(flow_buf *out, const char magic[8], const int32_t *v, uint64_t n);
+/* The pieces, for writers that stream: the 24-byte header (magic, u32
+ * version 1, u32 aux = id width or 0, u64 count; the count at byte 16),
+ * and the ids without a header. */
+#define TOK_HEADER_BYTES 24
+void tok_write_header(flow_buf *out, const char magic[8], uint32_t aux, uint64_t count);
+void tok_write_ids_payload(flow_buf *out, const uint32_t *ids, uint64_t n, int width);
 
 /* ---- training (bpe_train.c) -------------------------------------------------- */
 typedef struct tok_train_opts {
@@ -207,6 +213,24 @@ typedef struct tok_text { const char *s; size_t n; } tok_text;
 int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
               const tok_train_opts *o, tok_tokenizer **out, tok_train_stats *st,
               flow_err *err);
+/* The same in steps, for text streamed in blocks: a counter holds only the
+ * word-count table (distinct pre-tokens with their counts, keys copied into
+ * its own arena), so memory grows with distinct words, not with bytes.
+ * add: whole lines (a block may end without '\n'); the text may be reused
+ * once add returns.  memory: the bytes the table and its keys hold (the
+ * merges then need about as much again for the symbol pool and pair
+ * index).  train_counted: as tok_train from the counted words (the counter
+ * is spent: free it after).  The result is the same as tok_train on the
+ * concatenation, whatever the blocks. */
+typedef struct tok_counter tok_counter;
+int tok_counter_new(const tok_terms *terms, const tok_train_opts *o, tok_counter **out,
+                    flow_err *err);
+void tok_counter_add(tok_counter *k, const char *text, size_t n);
+size_t tok_counter_memory(const tok_counter *k);
+uint64_t tok_counter_distinct(const tok_counter *k);
+int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_opts *o,
+                      tok_tokenizer **out, tok_train_stats *st, flow_err *err);
+void tok_counter_free(tok_counter *k);
 
 /* Builds a tokenizer from its parts (used by the trainer and tok_load):
  * takes ownership of nothing; copies.  tokens[i] for every id; merges as

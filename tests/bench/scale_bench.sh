@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# scale_bench.sh — cost against corpus size, in bytes and in files (issue 15).
+#
+# Generates distinct legal-style text (gen_corpus.py: every article
+# different) in two families:
+#   bytes: 1x, 8x, 64x the shared legal corpus (laws + extra, ~26 MB), with
+#          the shared corpus's folder layout and file sizes;
+#   files: 10k, 100k, 500k one-article files (8 label folders).
+# For each size: source -> clean -> split -> bpe -> encode cold, then the
+# null build; per node wall time, CPU, MB/s, files/s and peak RSS, and the
+# targets: time per MB and per file at the largest size <= 1.5x the
+# smallest's, peak RSS of every text node < 1 GB at 64x, null build of the
+# 500k-file graph < 3 s; `flow ls`, `flow show` and `flow gc` on the 500k
+# source artifact < 2 s.
+#
+# Usage: tests/bench/scale_bench.sh [BUILD_DIR] [SIZES...]
+#   SIZES: b1 b8 b64 f10k f100k f500k (default: all).  Disk: ~3x the input
+#   per size (input, cache, page cache); the 64x set is ~1.7 GB of input.
+# Environment: SCALE_TMP (default $TMPDIR or /tmp), SCALE_J (default 2).
+set -eu
+B=$(cd "${1:-build}" && pwd)
+shift || true
+SIZES=${*:-b1 b8 b64 f10k f100k f500k}
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+L=$SRC/../shared/data/legal
+J=${SCALE_J:-2}
+T=$(mktemp -d "${SCALE_TMP:-${TMPDIR:-/tmp}}/flow-scale-bench-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+echo "scale_bench: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), -j$J"
+RESULTS=$T/results.tsv
+: > "$RESULTS"
+
+run_size() {    # run_size NAME DIR
+    local name=$1 dir=$2
+    local files bytes
+    files=$(find "$dir" -type f | wc -l)
+    bytes=$(du -sb "$dir" | cut -f1)
+    cat > "$T/$name.graph" <<EOF
+src = source { path = "$dir"  labels = folders }
+cl = clean { input = src }
+sp = split { corpus = cl  ratios = [0.8, 0.1, 0.1] }
+tok = bpe { text = sp.train  vocab_size = 8000 }
+enc = encode { corpus = sp  tokenizer = tok }
+EOF
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$B/flow" build "$T/$name.graph" --cache "$T/c_$name" -j"$J" --json > "$T/$name.cold" 2> "$T/$name.err" \
+        || { echo "$name: build failed: $(tail -3 "$T/$name.err")"; return 1; }
+    t1=$(date +%s.%N)
+    "$B/flow" build "$T/$name.graph" --cache "$T/c_$name" -j"$J" --json > "$T/$name.null" 2>&1
+    local t2
+    t2=$(date +%s.%N)
+    local srckey
+    srckey=$(python3 -c '
+import json, sys
+for l in open(sys.argv[1]):
+    e = json.loads(l)
+    if e.get("event") == "finished" and e["node"] == "src": print(e["key"])' "$T/$name.cold")
+    local ls_s show_s gc_s
+    ls_s=$( { /usr/bin/time -f %e "$B/flow" ls --cache "$T/c_$name" > /dev/null; } 2>&1 | tail -1)
+    show_s=$( { /usr/bin/time -f %e "$B/flow" show "$srckey" --cache "$T/c_$name" > /dev/null; } 2>&1 | tail -1)
+    gc_s=$( { /usr/bin/time -f %e "$B/flow" gc "$T/$name.graph" --cache "$T/c_$name" > /dev/null; } 2>&1 | tail -1)
+    python3 - "$name" "$files" "$bytes" "$t0" "$t1" "$t2" "$T/$name.cold" "$ls_s" "$show_s" "$gc_s" >> "$RESULTS" <<'PY'
+import json, sys
+name, files, nbytes, t0, t1, t2, ev, ls_s, show_s, gc_s = sys.argv[1:]
+files, nbytes = int(files), int(nbytes)
+nodes = {}
+for l in open(ev):
+    e = json.loads(l)
+    if e.get("event") == "finished":
+        nodes[e["node"]] = e
+row = {"name": name, "files": files, "mb": nbytes / 1e6, "cold": float(t1) - float(t0),
+       "null": float(t2) - float(t1), "ls": float(ls_s), "show": float(show_s), "gc": float(gc_s),
+       "nodes": {k: {"wall": v["duration_s"], "cpu": v.get("cpu_s", 0), "rss_mb": v.get("peak_rss_kb", 0) / 1024}
+                 for k, v in nodes.items()}}
+print(json.dumps(row))
+PY
+    tail -1 "$RESULTS" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+print("%-6s %8d files %8.1f MB  cold %7.1f s  null %5.2f s  ls %4.2f s  show %4.2f s  gc %4.2f s" %
+      (r["name"], r["files"], r["mb"], r["cold"], r["null"], r["ls"], r["show"], r["gc"]))
+for k, v in r["nodes"].items():
+    print("    %-4s wall %7.2f s  cpu %7.2f s  %7.1f MB/s  %9.0f files/s  peak %6.0f MB" %
+          (k, v["wall"], v["cpu"], r["mb"] / max(v["wall"], 1e-3), r["files"] / max(v["wall"], 1e-3), v["rss_mb"]))'
+    rm -rf "$T/c_$name"
+}
+
+for s in $SIZES; do
+    case $s in
+        b*) f=${s#b}; d=$T/in_$s
+            python3 "$SRC/tests/bench/gen_corpus.py" bytes "$d" "$f" "$L" ;;
+        f*) n=${s#f}; n=${n%k}000; d=$T/in_$s
+            python3 "$SRC/tests/bench/gen_corpus.py" files "$d" "$n" ;;
+        *) echo "unknown size $s"; exit 2 ;;
+    esac
+    run_size "$s" "$d"
+    rm -rf "$d"
+done
+
+echo "---- targets"
+python3 - "$RESULTS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def family(p):
+    return sorted((r for r in rows if r["name"].startswith(p)), key=lambda r: r["files"])
+ok = True
+for p, unit, key in (("b", "MB", "mb"), ("f", "file", "files")):
+    fam = family(p)
+    if len(fam) < 2:
+        continue
+    lo, hi = fam[0], fam[-1]
+    for node in lo["nodes"]:
+        a = lo["nodes"][node]["wall"] / lo[key]
+        b = hi["nodes"][node]["wall"] / hi[key]
+        if lo["nodes"][node]["wall"] < 0.2:
+            print("  %s: %-4s time per %s %s -> %s: too fast at %s to compare (%.2f s)" %
+                  (p, node, unit, lo["name"], hi["name"], lo["name"], lo["nodes"][node]["wall"]))
+            continue
+        ratio = b / a
+        good = ratio <= 1.5
+        ok &= good
+        print("  %s: %-4s time per %s at %s / at %s = %.2f (target <= 1.5) %s" %
+              (p, node, unit, hi["name"], lo["name"], ratio, "ok" if good else "MISSED"))
+for r in rows:
+    if r["name"] == "b64":
+        for node, v in r["nodes"].items():
+            good = v["rss_mb"] < 1024
+            ok &= good
+            print("  b64: %-4s peak RSS %.0f MB (target < 1024) %s" % (node, v["rss_mb"], "ok" if good else "MISSED"))
+    if r["name"] == "f500k":
+        good = r["null"] < 3
+        ok &= good
+        print("  f500k: null build %.2f s (target < 3) %s" % (r["null"], "ok" if good else "MISSED"))
+        for k in ("ls", "show", "gc"):
+            good = r[k] < 2
+            ok &= good
+            print("  f500k: flow %s %.2f s (target < 2) %s" % (k, r[k], "ok" if good else "MISSED"))
+sys.exit(0 if ok else 1)
+PY

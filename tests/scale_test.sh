@@ -1,0 +1,106 @@
+#!/bin/bash
+# scale_test.sh — the cheap version of tests/bench/scale_bench.sh (issue 15):
+# a return of a quadratic cost in the number of files fails the suite.
+#
+# Builds source -> clean -> split -> bpe -> encode on 2,000 and on 16,000
+# generated one-article files (tests/bench/gen_corpus.py, every article
+# distinct) and fits the growth exponent of the CPU time of each node
+# (log(cpu16k / cpu2k) / log(8)): linear gives about 1.0, quadratic 2.0,
+# so machine noise cannot decide it; every node must stay below 1.5.
+# Nodes whose 2k CPU time is under 0.05 s are too fast to fit and are
+# checked on their 16k time only (< 2 s).  Then:
+#  - the null build of the 16k graph takes < 1.5 s;
+#  - clean and encode with memory_mb = 1 and bpe with 16 (many batches, with
+#    duplicates across batch boundaries) give the same bytes as with the
+#    default budget.
+set -u
+FLOW=${FLOW_RELEASE:-${FLOW:?FLOW must point at the flow binary}}
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
+T=$(mktemp -d "${TMPDIR:-/tmp}/flow-scale-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+fail=0
+
+graph() {   # graph DIR MEM TOKMEM -> the pipeline graph on stdout
+    cat <<EOF
+src = source { path = "$1"  labels = folders }
+cl = clean { input = src  memory_mb = $2 }
+sp = split { corpus = cl  ratios = [0.8, 0.1, 0.1] }
+tok = bpe { text = sp.train  vocab_size = 2000  memory_mb = $3 }
+enc = encode { corpus = sp  tokenizer = tok  memory_mb = $2 }
+EOF
+}
+cpu_of() {  # cpu_of EVENTS -> "node cpu_s rss_kb" lines
+    python3 - "$1" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e.get("event") == "finished":
+        print(e["node"], e.get("cpu_s", 0), e.get("peak_rss_kb", 0), e["status"], e["key"])
+PY
+}
+
+for n in 2000 16000; do
+    python3 "$SRC/tests/bench/gen_corpus.py" files "$T/f$n" $n
+    # 40 files copied into the last label folder: duplicate units that the
+    # batches of memory_mb = 1 see in a later batch than their first copy
+    for i in $(seq 0 39); do cp "$T/f$n/label_0/doc_$(printf %07d $((i * 8))).md" "$T/f$n/label_7/dup_$i.md"; done
+    graph "$T/f$n" 512 512 > "$T/g$n.graph"
+    if ! "$FLOW" build "$T/g$n.graph" --cache "$T/c$n" -j2 --json > "$T/e$n" 2> "$T/err$n"; then
+        echo "FAIL: build of $n files failed: $(tail -3 "$T/err$n")"
+        exit 1
+    fi
+    cpu_of "$T/e$n" > "$T/cpu$n"
+done
+echo "node   cpu 2k  cpu 16k  exponent"
+while read -r node c2 r2 s2 k2; do
+    read -r _ c16 r16 s16 k16 < <(grep "^$node " "$T/cpu16000")
+    python3 - "$node" "$c2" "$c16" <<'PY' || fail=1
+import math, sys
+node, a, b = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+if a < 0.05:
+    print("%-6s %7.3f %8.3f  (too fast to fit)" % (node, a, b))
+    sys.exit(0 if b < 2.0 else 1)
+x = math.log(max(b, 1e-6) / a) / math.log(8)
+print("%-6s %7.3f %8.3f  %5.2f%s" % (node, a, b, x, "" if x < 1.5 else "  FAIL: superlinear"))
+sys.exit(0 if x < 1.5 else 1)
+PY
+done < "$T/cpu2000"
+
+# null build
+start=$(date +%s.%N)
+"$FLOW" build "$T/g16000.graph" --cache "$T/c16000" -j2 --json > "$T/null" 2>&1
+end=$(date +%s.%N)
+null=$(python3 -c "print(round($end - $start, 3))")
+ran=$(grep -c '"status":"ran"' "$T/null")
+echo "null build of 16,000 files: ${null}s, $ran nodes ran"
+python3 -c "import sys; sys.exit(0 if $null < 1.5 else 1)" || { echo "FAIL: null build ${null}s >= 1.5s"; fail=1; }
+[ "$ran" = 0 ] || { echo "FAIL: the null build ran $ran nodes"; fail=1; }
+
+# the memory budget sizes batches, never the bytes (and it is not in the key):
+# clean and encode with 1 MB (batches of 256 KB / 128 KB), bpe with 16 MB
+# (blocks of 2 MB of the ~4 MB training text)
+graph "$T/f16000" 1 16 > "$T/m1.graph"
+"$FLOW" build "$T/m1.graph" --cache "$T/m1" -j2 --json > "$T/em1" 2>&1 || { echo "FAIL: memory_mb = 1 build: $(grep -o "\"error\":\"[^\"]*" "$T/em1" | head -3)"; fail=1; }
+cpu_of "$T/em1" > "$T/cpum1"
+for node in cl tok enc; do
+    k512=$(grep "^$node " "$T/cpu16000" | cut -d' ' -f5)
+    k1=$(grep "^$node " "$T/cpum1" | cut -d' ' -f5)
+    [ "$k512" = "$k1" ] || { echo "FAIL: $node: memory_mb changed the key"; fail=1; }
+done
+ck=$(grep "^cl " "$T/cpu16000" | cut -d' ' -f5)
+tk=$(grep "^tok " "$T/cpu16000" | cut -d' ' -f5)
+ek=$(grep "^enc " "$T/cpu16000" | cut -d' ' -f5)
+for p in "$ck text" "$ck units" "$ck labels" "$tk vocab.txt" "$tk merges.txt" "$tk tokenizer.bin" \
+         "$ek train/ids" "$ek train/offsets" "$ek train/labels" "$ek train/groups" "$ek test/ids" \
+         "$ek dev/group_names"; do
+    set -- $p
+    a=$("$FLOW" cat "$1" "$2" --cache "$T/c16000" | md5sum)
+    b=$("$FLOW" cat "$1" "$2" --cache "$T/m1" | md5sum)
+    [ "$a" = "$b" ] || { echo "FAIL: part $2 of $1 differs between memory_mb = 512 and 1"; fail=1; }
+done
+dups=$("$FLOW" show "$ck" --cache "$T/m1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["duplicates"])')
+[ "$dups" = 40 ] || { echo "FAIL: clean with memory_mb = 1 found $dups duplicates, want 40"; fail=1; }
+
+[ $fail = 0 ] && echo "scale_test: ok"
+exit $fail
