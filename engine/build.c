@@ -11,8 +11,8 @@
  * of its stage's known ones in this graph, else 1 s) from
  * the node to the end of the build — ties broken by topological position,
  * so the order is deterministic.  Resources: -j CPU slots (a node gets
- * exactly min(wanted, -j) and starts when that many are free, because
- * kernels are bit-identical only for a given thread count) and whole GPUs
+ * exactly min(wanted, -j) and starts when that many are free: a node keeps
+ * its thread count for its whole run, see threads_wanted) and whole GPUs
  * (a node wanting K starts when K are free and gets their ordinals).
  *
  * Failures (error, crash, signal, OOM kill) fail only that node: its
@@ -547,8 +547,12 @@ static void to_prog_node(const sched *S, int i, prog_node *pn)
 
 /* The CPU slots node i gets: its `threads` setting, else its stage's
  * default, 0 meaning all -j slots.  Always exactly this many, never what
- * happens to be free: kernels are bit-identical only for the same thread
- * count, and a node's artifact must not depend on what else was running. */
+ * happens to be free.  Not for the bytes (every stage gives the same bytes
+ * for any thread count, tests/threads_legal_slow_test.sh) but for speed: a
+ * node's thread count is fixed when it starts, so a long training node
+ * started on the one slot that happened to be free would stay
+ * single-threaded after the others free up; waiting for its slots costs at
+ * most the rest of what is running. */
 static int threads_wanted(const sched *S, int i)
 {
     const graph_node *gn = &S->g->nodes[i];

@@ -53,6 +53,8 @@ struct bert_acts {
     float *dqkv;                        /* [N,3H] */
     float *dbig;                        /* [N, max(I, C)] */
     float *att_scratch;
+    size_t att_scratch_n;               /* floats: attention_scratch(max_T) at
+                                         * the thread count of the last growth */
 };
 
 /* ------------------------------------------------------------------ */
@@ -149,6 +151,7 @@ static int cpu_alloc(bert_model *m, flow_err *e)
                          bytes / 1048576.0, m->max_B, m->max_T);
     }
     (void)V;
+    A->att_scratch_n = AS;
     A->wte = need_off(m, "bert.embeddings.word_embeddings.weight");
     A->wpe = need_off(m, "bert.embeddings.position_embeddings.weight");
     A->wtt = need_off(m, "bert.embeddings.token_type_embeddings.weight");
@@ -224,6 +227,24 @@ static uint64_t site_key(const bert_model *m, uint64_t site)
     return dropout_key(m->dropout_seed, m->acts->counter, site);
 }
 
+/* Attention keeps one scratch slice per OpenMP thread; bert_set_threads
+ * may raise the thread count after the model was allocated. */
+static int att_scratch_fit(bert_model *m, flow_err *e)
+{
+    struct bert_acts *A = m->acts;
+    size_t need = attention_scratch(m->max_T);
+    if (need <= A->att_scratch_n)
+        return 0;
+    float *p = NULL;
+    if (posix_memalign((void **)&p, 64, need * sizeof(float)))
+        return flow_fail(e, FLOW_E_NOMEM, "model: cannot allocate %.1f MiB of attention scratch "
+                         "for %d threads", need * 4.0 / 1048576.0, omp_get_max_threads());
+    free(A->att_scratch);
+    A->att_scratch = p;
+    A->att_scratch_n = need;
+    return 0;
+}
+
 /* dst[M,H] = src[rows[i]] */
 static void gather_rows(float *dst, const float *src, const int32_t *rows, int M, int H)
 {
@@ -246,6 +267,8 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
     int rc = 0;
 
     A->valid = 0;
+    if (att_scratch_fit(m, e))
+        return FLOW_E_NOMEM;
     A->B = B; A->T = T; A->head = head; A->train = train;
     A->counter = m->fwd_counter;
     if (train)
@@ -408,6 +431,8 @@ static int cpu_backward(bert_model *m, float scale, flow_err *e)
         return flow_fail(e, FLOW_E_PARAM, "backward: no forward pass to differentiate");
     if (A->head == BERT_HEAD_CLASSIFY && !A->has_labels)
         return flow_fail(e, FLOW_E_PARAM, "backward: the last classification forward had no labels");
+    if (att_scratch_fit(m, e))
+        return FLOW_E_NOMEM;
 
     memset(A->dx, 0, (size_t)N * H * sizeof(float));
     if (A->head == BERT_HEAD_MLM) {

@@ -174,9 +174,33 @@ static void fill_bias(float *C, int ldc, const float *bias, int r0, int r1, int 
         memcpy(C + (size_t)r * ldc + c0, bias + c0, (size_t)(c1 - c0) * sizeof(float));
 }
 
+/* The output is cut into blocks by its shape alone, never by the thread
+ * count: every block is the same sgemm call (same shapes, so the same
+ * OpenBLAS kernels and edge kernels) whichever thread runs it, and C is
+ * bit-identical for any number of threads.  Blocks run along the longer side
+ * of C, at least GEMM_MIN_BLOCK wide (each call repacks the other operand, so
+ * narrower blocks cost packing time), at most GEMM_MAX_BLOCKS of them (enough
+ * to balance 2, 3, 4 or 8 threads), starting on multiples of 16 (aligned
+ * panels).  Products under GEMM_SPLIT_FLOPS multiply-adds are one call. */
+#define GEMM_MIN_BLOCK 64
+#define GEMM_MAX_BLOCKS 32
+#define GEMM_SPLIT_FLOPS 1e6
+
+static int gemm_nblocks(int len)
+{
+    int nb = len / GEMM_MIN_BLOCK;
+    return nb < 1 ? 1 : nb > GEMM_MAX_BLOCKS ? GEMM_MAX_BLOCKS : nb;
+}
+
+/* first index of block b of nb over [0, len) */
+static int gemm_block_start(int b, int nb, int len)
+{
+    return b >= nb ? len : (int)((int64_t)b * len / nb) & ~15;
+}
+
 /* gemm with an optional row bias: C = bias (broadcast over rows) + op(A)op(B)
- * when bias != NULL (beta is then ignored); each thread fills and
- * multiplies its own block, in one parallel region. */
+ * when bias != NULL (beta is then ignored); each block is filled and
+ * multiplied by the thread that owns it, in one parallel region. */
 static void gemm_bias(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc, const float *bias)
 {
@@ -192,34 +216,29 @@ static void gemm_bias(int ta, int tb, int M, int N, int K, float alpha, const fl
                 C[(size_t)i * ldc + j] = bias ? bias[j] : beta == 0 ? 0 : beta * C[(size_t)i * ldc + j];
         return;
     }
-    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (openblas_get_num_threads() != 1)
         openblas_set_num_threads(1);    /* OpenMP owns the cores */
-    int splitM = M >= 32 * nt, splitN = !splitM && N >= 32 * nt;
-    if (nt <= 1 || (double)M * N * K < 1e6 || (!splitM && !splitN)) {
+    int by_rows = M >= N, len = by_rows ? M : N;
+    int nb = (double)M * N * K < GEMM_SPLIT_FLOPS ? 1 : gemm_nblocks(len);
+    if (nb == 1) {
         fill_bias(C, ldc, bias, 0, M, 0, N);
         cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    int len = splitM ? M : N;
-    #pragma omp parallel num_threads(nt)
-    {
-        int i = omp_get_thread_num(), n = omp_get_num_threads();
-        /* blocks rounded to 16 rows/cols so kernels see aligned panels */
-        int per = ((len + n - 1) / n + 15) / 16 * 16;
-        int s = i * per, e = s + per < len ? s + per : len;
-        if (s < e) {
-            if (splitM) {
-                const float *a = ta ? A + s : A + (size_t)s * lda;
-                fill_bias(C, ldc, bias, s, e, 0, N);
-                cblas_sgemm(CblasRowMajor, TA, TB, e - s, N, K, alpha, a, lda, B, ldb,
-                            beta, C + (size_t)s * ldc, ldc);
-            } else {
-                const float *b = tb ? B + (size_t)s * ldb : B + s;
-                fill_bias(C, ldc, bias, 0, M, s, e);
-                cblas_sgemm(CblasRowMajor, TA, TB, M, e - s, K, alpha, A, lda, b, ldb,
-                            beta, C + s, ldc);
-            }
+    /* inside another parallel region this runs the same blocks serially */
+    #pragma omp parallel for schedule(static)
+    for (int b = 0; b < nb; b++) {
+        int s = gemm_block_start(b, nb, len), e = gemm_block_start(b + 1, nb, len);
+        if (by_rows) {
+            const float *a = ta ? A + s : A + (size_t)s * lda;
+            fill_bias(C, ldc, bias, s, e, 0, N);
+            cblas_sgemm(CblasRowMajor, TA, TB, e - s, N, K, alpha, a, lda, B, ldb,
+                        beta, C + (size_t)s * ldc, ldc);
+        } else {
+            const float *bm = tb ? B + (size_t)s * ldb : B + s;
+            fill_bias(C, ldc, bias, 0, M, s, e);
+            cblas_sgemm(CblasRowMajor, TA, TB, M, e - s, K, alpha, A, lda, bm, ldb,
+                        beta, C + s, ldc);
         }
     }
 }
@@ -405,25 +424,27 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
     }
 }
 
+/* Rows per block of layernorm_backward's dg/db partials: the blocks are
+ * fixed by N alone and their partials summed in block order, so dg and db
+ * do not depend on the thread count. */
+#define LN_BWD_ROWS 64
+
 void layernorm_backward(float *dinp, float *dg, float *db, const float *dout,
                         const float *inp, const float *g, const float *mean,
                         const float *rstd, int N, int C)
 {
-    int nt = omp_get_max_threads();
-    /* per-thread partial dg|db over fixed row blocks, summed in thread order */
-    float *part = calloc((size_t)nt * 2 * C, sizeof(float));
+    int nblk = (N + LN_BWD_ROWS - 1) / LN_BWD_ROWS;
+    float *part = calloc((size_t)(nblk ? nblk : 1) * 2 * C, sizeof(float));   /* [nblk][dg|db] */
     if (!part)
         abort();
-    #pragma omp parallel num_threads(nt)
-    {
-        int i = omp_get_thread_num(), n = omp_get_num_threads();
-        int per = (N + n - 1) / n, n0 = i * per, n1 = n0 + per < N ? n0 + per : N;
-        float *pg = part + (size_t)i * 2 * C;
-        if (n0 < n1)
-            ln_bwd_rows(dinp, pg, pg + C, dout, inp, g, mean, rstd, n0, n1, C);
+    #pragma omp parallel for schedule(static)
+    for (int k = 0; k < nblk; k++) {
+        int n0 = k * LN_BWD_ROWS, n1 = n0 + LN_BWD_ROWS < N ? n0 + LN_BWD_ROWS : N;
+        float *pg = part + (size_t)k * 2 * C;
+        ln_bwd_rows(dinp, pg, pg + C, dout, inp, g, mean, rstd, n0, n1, C);
     }
-    for (int t = 0; t < nt; t++) {
-        const float *pg = part + (size_t)t * 2 * C, *pb = pg + C;
+    for (int k = 0; k < nblk; k++) {
+        const float *pg = part + (size_t)k * 2 * C, *pb = pg + C;
         for (int c = 0; c < C; c++) {
             dg[c] += pg[c];
             db[c] += pb[c];

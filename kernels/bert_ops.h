@@ -7,8 +7,9 @@
  *   - input gradients are WRITTEN unless the op says "acc".
  * Everything runs on OpenMP threads; OpenBLAS itself is kept single-threaded
  * (bert_set_threads) and gemm() splits the output across threads, so the
- * two thread pools never fight over the cores.  All reductions use a fixed
- * partition, so results are bit-identical for a fixed thread count.
+ * two thread pools never fight over the cores.  Work is cut into blocks
+ * fixed by the shapes alone and reductions combine them in block order, so
+ * results are bit-identical for any thread count.
  */
 #ifndef FLOW_BERT_OPS_H
 #define FLOW_BERT_OPS_H
@@ -20,7 +21,8 @@
 
 /* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, row-major (cblas
  * conventions: ta/tb nonzero = transposed, lda/ldb/ldc row strides); the
- * output is split in blocks over the OpenMP threads. */
+ * output is cut into blocks by its shape alone (bert_ops.c: gemm_bias),
+ * which the OpenMP threads share out. */
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc);
 

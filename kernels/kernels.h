@@ -65,11 +65,14 @@
  * head is simply not in the classifier's table.
  *
  * ---- determinism and threads --------------------------------------------
- * Results are bit-identical for the same seed, inputs and thread count.
- * Dropout uses a counter-based hash RNG keyed by (dropout seed, forward call
+ * Results are bit-identical for the same seed and inputs, whatever the
+ * thread count (tests/kernels_threads_test.c: 1, 2, 3, 8).  Dropout uses a counter-based hash RNG keyed by (dropout seed, forward call
  * counter, site, element index), so masks do not depend on scheduling and
- * backward regenerates them instead of storing them.  Reductions over rows
- * use a fixed partition into chunks combined in a fixed order.  To resume a
+ * backward regenerates them instead of storing them.  Work is cut into
+ * blocks whose size depends on the shapes only, never on the thread count:
+ * each GEMM block is the same sgemm call (so OpenBLAS uses the same kernels
+ * and edge kernels) whichever thread runs it, and reductions (LayerNorm
+ * dg/db, grad norm) sum fixed blocks' partials in block order.  To resume a
  * run bit-exactly, a checkpoint must keep params, adam_m, adam_v, adam_t,
  * dropout_seed and fwd_counter.
  *

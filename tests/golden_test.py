@@ -22,8 +22,8 @@ Regenerating the table, deliberately (never in CI):
 
 (or `FLOW_GOLDEN_UPDATE=1 FLOW=build/flow python3 tests/golden_test.py`).
 It rewrites the table and prints which rows changed; commit it together
-with the version bump.  Part bytes of the training stages depend on the
-thread count (`-j 2` here) until issue 9 section 1 lands.
+with the version bump.  Part bytes do not depend on the thread count
+(`-j 2` here; tests/threads_legal_slow_test.sh checks 1, 2 and 3).
 """
 import hashlib
 import json

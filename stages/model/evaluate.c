@@ -271,7 +271,8 @@ out_classes:
 
 const flow_stage stage_evaluate = {
     .name = "evaluate",
-    .version = 2,   /* 2: BERT inference numerics (vectorised exp/GELU/LayerNorm), length-sorted batches, threads */
+    .version = 3,   /* 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any
+                     * thread count); 2: BERT inference numerics (vectorised exp/GELU/LayerNorm), length-sorted batches, threads */
     .help = "scores classifier artifacts on a labelled corpus and reports them side by side",
     .params = evaluate_params, .nparams = sizeof evaluate_params / sizeof evaluate_params[0],
     .inputs = evaluate_inputs, .ninputs = sizeof evaluate_inputs / sizeof evaluate_inputs[0],

@@ -471,7 +471,8 @@ out_labels:
 
 const flow_stage stage_finetune = {
     .name = "finetune",
-    .version = 2,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf) */
+    .version = 3,   /* 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any
+                     * thread count); 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf) */
     .help = "sequence classification from a pretrained BERT (or random init), best dev macro-F1 kept",
     .params = finetune_params, .nparams = sizeof finetune_params / sizeof finetune_params[0],
     .inputs = finetune_inputs, .ninputs = sizeof finetune_inputs / sizeof finetune_inputs[0],

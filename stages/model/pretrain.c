@@ -15,9 +15,9 @@
  * accumulation over grad_accum micro-batches, epochs or max_steps.  The
  * data order of every step is a function of (seed, step), so the state to
  * resume is the model, the AdamW moments, the step, the dropout counter
- * and the loss curve: saved every checkpoint_every steps.  For a fixed
- * thread count the result is bit-identical whether or not the run was
- * interrupted.
+ * and the loss curve: saved every checkpoint_every steps.  The result is
+ * bit-identical whether or not the run was interrupted, and for any thread
+ * count (a checkpoint written on 2 threads may resume on 1).
  *
  * Output: a model artifact of kind "bert-mlm" (classifier.h) and
  * loss_curve.tsv ("step \t loss \t lr \t grad_norm" per optimizer step). */
@@ -534,7 +534,8 @@ out:
 
 const flow_stage stage_pretrain = {
     .name = "pretrain",
-    .version = 2,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf) */
+    .version = 3,   /* 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any
+                     * thread count); 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf) */
     .help = "masked-LM pre-training of a BERT on encoded units (resumable, deterministic)",
     .params = pretrain_params, .nparams = sizeof pretrain_params / sizeof pretrain_params[0],
     .inputs = pretrain_inputs, .ninputs = sizeof pretrain_inputs / sizeof pretrain_inputs[0],
