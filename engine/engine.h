@@ -217,7 +217,8 @@ int flow_checkpoint_load(flow_ctx *c, char **data, size_t *len);
 int flow_file_hash(flow_ctx *c, const char *path, flow_hash *out);
 
 /* Test hooks are not part of this API and not in the `flow` binary: the
- * training stages' kill-at-step hook (FLOW_TEST_KILL_AT) is linked only into
- * the test binary flow_testhooks (tests/hooks/, stages/model/trainer.h). */
+ * training stages' kill-at-step hook (FLOW_TEST_KILL_AT) and the worker's
+ * after-commit hook (FLOW_TEST_DROP_AFTER_COMMIT, internal.h) are linked
+ * only into the test binary flow_testhooks (tests/hooks/). */
 
 #endif

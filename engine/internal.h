@@ -214,4 +214,10 @@ typedef struct build_result {
 int build_run(flow_graph *g, flow_store *s, const build_options *opt,
               build_result *res, flow_err *err);
 
+/* Called by the worker right after it committed node `node`'s artifact
+ * under key, when the program defines it (a weak reference: `flow` does
+ * not; the test binary flow_testhooks does, tests/hooks/drop_after_commit.c,
+ * to delete the artifact as a foreign process could). */
+void flow_test_commit_hook(flow_store *s, const flow_hash *key, const char *node) __attribute__((weak));
+
 #endif

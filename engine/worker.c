@@ -851,6 +851,7 @@ static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jo
     }
     /* the artifact is there: the checkpoint has served its purpose */
     store_checkpoint_drop(c.store, &c.key, &e);
+    if (flow_test_commit_hook) flow_test_commit_hook(c.store, &c.key, n->name);
     int reuse = end - ws.start < REUSE_MAX_S && c.ngpus == 0 && rss_kb < REUSE_MAX_RSS_KB &&
                 jobs_done + 1 < REUSE_MAX_JOBS;
     flow_buf m;

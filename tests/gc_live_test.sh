@@ -11,6 +11,8 @@
 #      cache verifies.
 #   C. a build killed with kill -9 while it runs: the next gc ignores and
 #      deletes its live set and leases, and collects its variant artifacts.
+#   D. an artifact deleted right after its commit: the node fails saying
+#      so (no SIGKILL, no out-of-memory guess).
 # Needs $FLOW (set by ctest) and python3.
 set -u
 FLOW=${FLOW:-}
@@ -53,7 +55,7 @@ s = split { corpus = c  ratios = [0.6, 0.2, 0.2]  seed = 3 }
 t = terms { corpus = s.train  min_freq = 3  top_k = 5 }
 tok = bpe { text = [s.train]  terms = [t]  vocab_size = 300 }
 enc = encode { corpus = s  tokenizer = tok  max_len = 32 }
-pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  terms = t
+pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok
                 hidden = 96  layers = 2  heads = 2  intermediate = 384  max_len = 32
                 batch = 8  max_steps = 30  checkpoint_every = 4  dev_max = 50  lr = 0.001 }
 ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 8  max_steps = 24
@@ -176,6 +178,31 @@ check "gc after kill -9 deletes its records: $(cat "$T/k.gc2")" grep -q "record.
 check "gc after kill -9 collects the variant's split" [ "$(count "$K")" = 2 ]
 "$FLOW" verify --cache "$K" > /dev/null 2>&1
 check "the cache verifies after kill -9 and gc" [ $? = 0 ]
+
+# ---- D. an artifact deleted right after its commit is reported as such ----------
+# flow_testhooks deletes it in the worker (FLOW_TEST_DROP_AFTER_COMMIT), as a
+# process ignoring the live set could: a quick node (its worker is reused)
+# and a slow one (its worker exits) fail with what happened, never with a
+# kill and an out-of-memory guess.
+HOOKED=${FLOW_BUILD:-}/flow_testhooks
+if [ -x "$HOOKED" ]; then
+    echo hi > "$T/a.txt"
+    cat > "$T/h.graph" <<EOF
+a = source { path = "$T/a.txt" }
+quick = exec { in = [a]  command = "cat {in.a}/* > {out}/q"  outputs = ["q"] }
+slow = exec { in = [a]  command = "sleep 1.2; cat {in.a}/* > {out}/s"  outputs = ["s"] }
+EOF
+    for node in quick slow; do
+        FLOW_TEST_DROP_AFTER_COMMIT=$node "$HOOKED" build "$T/h.graph" --cache "$T/h-$node" -j 2 > "$T/h.out" 2>&1
+        hrc=$?
+        check "$node: a build whose artifact vanished after the commit fails (exit $hrc)" [ $hrc = 1 ]
+        check "$node: the error says the committed artifact was deleted: $(grep error "$T/h.out")" \
+            grep -q "node '$node': its artifact .* was committed, then deleted" "$T/h.out"
+        check "$node: no kill and no out-of-memory guess" bash -c "! grep -qi 'signal\|out of memory' '$T/h.out'"
+    done
+else
+    echo "note: $HOOKED not built; the after-commit check is skipped"
+fi
 
 [ $fail = 0 ] && echo "gc_live_test: all checks passed"
 exit $fail

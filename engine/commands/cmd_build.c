@@ -27,21 +27,22 @@ static int parse_gpus(const char *v, build_options *o)
 }
 
 /* Closes the store, then gives the space back when the build left a third
- * or more of data.mdb free (the checkpoints a training node released on
- * commit; LMDB only reuses such pages) and no other process has the cache
- * open (store_compact skips otherwise). */
+ * or more of data.mdb, and at least 1 MiB, free (typically the checkpoints
+ * a training node released; LMDB only reuses such pages) and no other
+ * process has the cache open (store_compact skips otherwise). */
 static void compact_after_build(flow_store *s, const char *dir, int json)
 {
     uint64_t free_b = 0, file_b = 0;
     flow_err err;
-    int worth = store_free_space(s, &free_b, &file_b, &err) == 0 && file_b && free_b * 3 >= file_b;
+    int worth = store_free_space(s, &free_b, &file_b, &err) == 0 && free_b >= (1u << 20) &&
+                free_b * 3 >= file_b;
     store_close(s);
     store_compact_stats cs;
     if (!worth || store_compact(dir, 33, &cs, &err) != 0 || !cs.compacted || json) return;
     char before[16], after[16];
     cli_human_size(cs.file_before, before);
     cli_human_size(cs.file_after, after);
-    printf("flow: compacted the cache: data.mdb %s -> %s (space freed by checkpoints)\n", before, after);
+    printf("flow: compacted the cache: data.mdb %s -> %s (free pages given back)\n", before, after);
 }
 
 int cmd_build(int argc, char **argv)
