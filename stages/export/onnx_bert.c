@@ -6,10 +6,11 @@
  *   embeddings
  *     e   = Gather(word, input_ids) + Slice(position, 0..T) + Gather(type, token_type_ids)
  *     x   = LayerNormalization(e, axis -1, epsilon 1e-12)          [B, T, H]
- *     bias = Unsqueeze((1 - Cast(attention_mask)) * lowest float, [1, 2])
+ *     bias = Unsqueeze(Where(Cast(attention_mask, bool), 0, lowest float), [1, 2])
  *                                                                [B, 1, 1, T]
  *     (padded keys get the lowest float, so softmax gives them exactly 0
- *     as flow's masked softmax does; transformers uses the same constant)
+ *     as flow's masked softmax does; Where rather than transformers'
+ *     (1 - mask) * lowest, which in fp16 (TensorRT) is 0 * -inf = NaN)
  *   per layer (Linears: onnx_linear.c, fp32 or the model's int8 / 4-bit)
  *     q, k, v = Split(Linear_qkv(x), [A, A, A], axis -1)          [B, T, A]
  *               (Q, K and V as one [H, 3A] matrix: one GEMM, as flow does)
@@ -121,12 +122,12 @@ static const char *mask_bias(onnx_build *b)
     onnx_scope(g, "mask");
     flow_buf a;
     buf_init(&a);
-    onnx_attr_int(&a, "to", ONNX_FLOAT);
+    onnx_attr_int(&a, "to", ONNX_BOOL);
     const char *in[1] = { "attention_mask" };
-    const char *m = onnx_node(g, "Cast", NULL, in, 1, 1, NULL, &a);
+    const char *keep = onnx_node(g, "Cast", NULL, in, 1, 1, NULL, &a);
     buf_release(&a);
-    const char *keep = onnx_op(g, "Sub", onnx_const_f32(g, 1.0f), m);
-    const char *bias = onnx_op(g, "Mul", keep, onnx_const_f32(g, -FLT_MAX));
+    const char *wh[3] = { keep, onnx_const_f32(g, 0.0f), onnx_const_f32(g, -FLT_MAX) };
+    const char *bias = onnx_node(g, "Where", NULL, wh, 3, 1, NULL, NULL);
     int64_t axes[2] = { 1, 2 };
     return onnx_op(g, "Unsqueeze", bias, onnx_const_i64(g, axes, 2));
 }
