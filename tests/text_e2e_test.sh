@@ -253,7 +253,7 @@ EOF
     echo "legal slice: units $(metric c units), train $(metric s train.units), dev $(metric s dev.units)," \
          "test $(metric s test.units), user_terms_in_top_k $(metric t user_terms_in_top_k)"
 else
-    echo "note: shared-corpus part skipped: $L/laws/刑法 not found (set FLOW_DATA)"
+    echo "SKIP-PART: text_e2e_test:shared-corpus: $L/laws/刑法 not found (set FLOW_DATA)"
 fi
 
 if [ $fail -ne 0 ]; then echo "text_e2e_test: FAILED"; exit 1; fi

@@ -88,7 +88,7 @@ print("encoded parts ok")
 try:
     from tokenizers import Tokenizer
 except ImportError:
-    print("tokenizers missing: HF cross-check skipped")
+    print("SKIP-PART: tokenizer_flow_test:hf-cross-check: python package tokenizers missing")
     sys.exit(0)
 t = Tokenizer.from_file('tokenizer.json')
 t.enable_truncation(64)
