@@ -100,6 +100,9 @@ typedef struct doc {
 
 #define BAD_KEEP 8          /* offsets remembered per document */
 #define BAD_LOG 20          /* log lines about invalid UTF-8 per node, then a count */
+/* Documents per batch at most: each costs ~2 KB of bookkeeping (its units
+ * buffers, stats) beside its bytes, which matters for one-line files. */
+#define BATCH_DOCS 8192
 
 /* Finds the invalid UTF-8 sequences of d->data (a sequence = a bad lead
  * byte and the continuation bytes after it, as text.c replaces them). */
@@ -350,7 +353,8 @@ static int load_indexes(clean_run_state *R)
 }
 
 /* Reads the documents in bounded batches (about batch_bytes of raw text
- * each; a larger document is a batch of its own), cleans each batch in
+ * and at most BATCH_DOCS documents each; a larger document is a batch of
+ * its own), cleans each batch in
  * parallel and streams it out in document order. */
 static int clean_all(clean_run_state *R)
 {
@@ -369,7 +373,7 @@ static int clean_all(clean_run_state *R)
             const char *name = flow_in_part_name(c, "input", b, k);
             if (strcmp(name, ".index") == 0) continue;
             size_t sz = (size_t)flow_in_part_size_at(c, "input", b, k);
-            if (n && bytes + sz > R->batch_bytes) {
+            if (n && (bytes + sz > R->batch_bytes || n == BATCH_DOCS)) {
                 rc = clean_batch(R, docs, n);
                 n = 0, bytes = 0;
                 flow_progress(c, (double)R->ndocs / (double)R->total_docs, "cleaned %lld/%lld documents",

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const flow_param_def bpe_params[] = {
     {"vocab_size", FLOW_P_INT, 0, "8000", 6, 1 << 24, NULL,
@@ -50,15 +51,23 @@ static void bpe_progress(void *arg, int done, int total, int64_t count)
                   (long long)count);
 }
 
+/* Physical memory of this machine (bytes), or 0 if unknown. */
+static size_t machine_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+}
+
 /* Streams every text input through the word counter in blocks of an
- * eighth of the memory budget, then trains.  The count table must fit:
- * when it and the merge state it implies (about as much again) would not
- * fit beside a text block, the node stops with an error saying so (and
- * what to do), instead of swapping or being killed for memory later. */
+ * eighth of the memory budget, then trains.  The budget bounds the text
+ * held at once; the word table and the merge state grow with distinct
+ * words and must fit in memory (nothing spills to disk): when their
+ * estimate passes 7/8 of this machine's memory the node stops with an
+ * error saying so and what to do, instead of swapping or being killed. */
 static int count_texts(flow_ctx *c, const tok_terms *terms, const tok_train_opts *o,
                        tok_tokenizer **t, tok_train_stats *st)
 {
-    size_t budget = flow_memory_budget(c);
+    size_t budget = flow_memory_budget(c), ram = machine_memory();
     tok_counter *k;
     flow_err err = {0};
     int rc = tok_counter_new(terms, o, &k, &err);
@@ -80,16 +89,16 @@ static int count_texts(flow_ctx *c, const tok_terms *terms, const tok_train_opts
         size_t n;
         while (!(rc = line_stream_block(&ls, budget / 8, &block, &n)) && n) {
             tok_counter_add(k, block, n);
-            size_t need = 2 * tok_counter_memory(k);
-            if (need > budget - budget / 8) {
+            size_t need = tok_counter_train_estimate(k);
+            if (ram && need > ram - ram / 8) {
                 rc = flow_ctx_fail(c, FLOW_E_NOMEM, "the word-count table holds %llu distinct "
-                                   "words in %zu MB; with the merge state that needs about %zu MB, "
-                                   "more than memory_mb = %zu leaves beside a text block; "
-                                   "raise memory_mb, or train on less or cleaner text "
-                                   "(e.g. split.train only; a corpus with many distinct long "
-                                   "tokens such as numbers or identifiers)",
+                                   "words (%zu MB); training from it needs about %zu MB, more "
+                                   "than this machine's %zu MB of memory allow; train on less or "
+                                   "cleaner text (e.g. split.train only; text with many distinct "
+                                   "long tokens such as numbers or identifiers inflates the "
+                                   "table), or on a machine with more memory",
                                    (unsigned long long)tok_counter_distinct(k),
-                                   tok_counter_memory(k) >> 20, need >> 20, budget >> 20);
+                                   tok_counter_memory(k) >> 20, need >> 20, ram >> 20);
                 break;
             }
             flow_progress(c, -1, "counted %llu distinct words",
@@ -98,8 +107,9 @@ static int count_texts(flow_ctx *c, const tok_terms *terms, const tok_train_opts
         line_stream_close(&ls);
     }
     if (!rc) {
-        flow_log(c, "word counts: %llu distinct words, %zu MB (budget %zu MB)",
-                 (unsigned long long)tok_counter_distinct(k), tok_counter_memory(k) >> 20, budget >> 20);
+        flow_log(c, "word counts: %llu distinct words, %zu MB; training needs about %zu MB "
+                 "(text blocks of %zu MB)", (unsigned long long)tok_counter_distinct(k),
+                 tok_counter_memory(k) >> 20, tok_counter_train_estimate(k) >> 20, (budget / 8) >> 20);
         rc = tok_train_counted(k, terms, o, t, st, &err);
         if (rc)
             rc = flow_ctx_fail(c, rc, "%s", err.msg);

@@ -323,6 +323,7 @@ struct tok_counter {
     char **blocks;
     size_t nblocks, used;       /* bytes used in the last block */
     size_t arena_bytes;
+    uint64_t key_bytes;         /* bytes of all distinct words */
     uint64_t *forced_counts;
     uint64_t npieces, bytes;
     double t0;
@@ -367,6 +368,7 @@ static const char *arena_copy(tok_counter *k, const char *s, uint32_t len)
     char *d = k->blocks[k->nblocks - 1] + k->used;
     memcpy(d, s, len);
     k->used += len;
+    k->key_bytes += len;
     return d;
 }
 
@@ -397,6 +399,15 @@ size_t tok_counter_memory(const tok_counter *k)
 }
 
 uint64_t tok_counter_distinct(const tok_counter *k) { return k->words.n; }
+
+/* The merge state per distinct word: its symbol record (4 bytes per
+ * character, 12 of header) and a pair id per position (4), an occurrence
+ * per pair it holds (4) and its share of the pair table (~48 per distinct
+ * pair, at most one per position); characters <= bytes. */
+size_t tok_counter_train_estimate(const tok_counter *k)
+{
+    return tok_counter_memory(k) + (size_t)(20 * k->key_bytes + 32 * k->words.n);
+}
 
 void tok_counter_add(tok_counter *k, const char *text, size_t n)
 {

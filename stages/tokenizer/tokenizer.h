@@ -217,9 +217,7 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
  * word-count table (distinct pre-tokens with their counts, keys copied into
  * its own arena), so memory grows with distinct words, not with bytes.
  * add: whole lines (a block may end without '\n'); the text may be reused
- * once add returns.  memory: the bytes the table and its keys hold (the
- * merges then need about as much again for the symbol pool and pair
- * index).  train_counted: as tok_train from the counted words (the counter
+ * once add returns.  memory: the bytes the table and its keys hold.  train_counted: as tok_train from the counted words (the counter
  * is spent: free it after).  The result is the same as tok_train on the
  * concatenation, whatever the blocks. */
 typedef struct tok_counter tok_counter;
@@ -227,6 +225,9 @@ int tok_counter_new(const tok_terms *terms, const tok_train_opts *o, tok_counter
                     flow_err *err);
 void tok_counter_add(tok_counter *k, const char *text, size_t n);
 size_t tok_counter_memory(const tok_counter *k);
+/* An upper estimate of the peak memory of training from this table (the
+ * table, then symbol records, pair index and occurrence lists). */
+size_t tok_counter_train_estimate(const tok_counter *k);
 uint64_t tok_counter_distinct(const tok_counter *k);
 int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_opts *o,
                       tok_tokenizer **out, tok_train_stats *st, flow_err *err);

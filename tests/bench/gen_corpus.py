@@ -4,8 +4,9 @@
     gen_corpus.py files OUT N [--labels K] [--seed S]
         N one-article files OUT/label_k/doc_i.md (K label folders, default 8)
     gen_corpus.py bytes OUT FACTOR REF [--seed S]
-        FACTOR times the files of the reference folder REF (same relative
-        layout and the same file sizes), every article different
+        FACTOR times the files in the folders of the reference folder REF
+        (same relative layout and file sizes; files directly in REF are
+        left out), every article different
 
 Text: Markdown files with a title line, an INFO END header and articles
 "第N条 ..." made of words drawn (seeded) from a fixed vocabulary of legal
@@ -94,7 +95,8 @@ def main():
             if nm.startswith("."):
                 continue
             p = os.path.join(root, nm)
-            files.append((os.path.relpath(p, ref), os.path.getsize(p)))
+            if root != ref:     # top-level files (README, term lists) are not documents
+                files.append((os.path.relpath(p, ref), os.path.getsize(p)))
     for copy in range(factor):
         for rel, size in files:
             top, _, rest = rel.partition(os.sep)

@@ -45,7 +45,7 @@ EOF
     local t0 t1
     t0=$(date +%s.%N)
     "$B/flow" build "$T/$name.graph" --cache "$T/c_$name" -j"$J" --json > "$T/$name.cold" 2> "$T/$name.err" \
-        || { echo "$name: build failed: $(tail -3 "$T/$name.err")"; return 1; }
+        || { echo "$name: build failed: $(grep -o '"error":"[^"]*' "$T/$name.cold" | head -3) $(tail -3 "$T/$name.err")"; return 1; }
     t1=$(date +%s.%N)
     "$B/flow" build "$T/$name.graph" --cache "$T/c_$name" -j"$J" --json > "$T/$name.null" 2>&1
     local t2
