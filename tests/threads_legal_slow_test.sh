@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # threads_legal_slow_test.sh — same key, same bytes, whatever the thread
 # count.  Builds a small variant of graphs/legal.graph (the real corpus from
-# $FLOW_DATA/legal; pretrain 30 steps, finetune 20, a 2-epoch baseline) into
-# fresh caches:
+# $FLOW_DATA/legal; pretrain 30 steps, finetune 20, a 2-epoch baseline, the
+# report without timings; the rest as in the graph) into fresh caches:
 #   A  -j 1                          every node on 1 thread
 #   B  -j 2                          multi-threaded nodes on 2
 #   C  -j 3, threads = 3 everywhere  every node on 3
 #   D  pretrain killed at step 15 while on 2 threads, resumed on 1 from its
 #      step-10 checkpoint; finetune likewise; the rest on 1 thread
 # and checks that every node has the same key and every part the same bytes
-# (XXH3-128 of the bytes read back, tests/tools/parts_digest.c) in all four,
+# (XXH3-128 of the bytes read back, tests/tools/parts_digest.c) in all four
+# (but the report's volatile parts, which it lists itself: host and date),
 # and that the nodes really ran on the thread counts asked for.  With
 # FLOW_TEST_THREADS8=1 a fifth build (-j 8, threads = 8) is compared too.
 # Uses $FLOW_RELEASE when set (faster), else $FLOW; the kill runs use
@@ -48,11 +49,12 @@ check() {   # check "what" CONDITION...
 # the small variant: training lengths given by max_steps, so the graph's
 # `epochs` lines go (a graph may not set both); paths come from --set
 sed '/^ *epochs *=/d' "$SRC/graphs/legal.graph" > "$T/legal-small.graph"
-NODES="laws extra terms_list laws_clean extra_clean laws_split terms tok encoded tok_coverage pretrain finetune baseline evaluate"
+NODES=$(sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\) *= *[a-z-]* *{.*/\1/p' "$T/legal-small.graph" | tr '\n' ' ')
+NNODES=$(echo $NODES | wc -w)
 SETS=(--set "laws.path=\"$legal/laws\"" --set "extra.path=\"$legal/extra\"" --set "terms_list.path=\"$legal/terms.txt\""
       --set pretrain.max_steps=30 --set pretrain.checkpoint_every=10 --set pretrain.dev_max=64
       --set finetune.max_steps=20 --set finetune.checkpoint_every=10 --set finetune.eval_every=10
-      --set baseline.epochs=2)
+      --set baseline.epochs=2 --set report.timing_units=0)
 threads_everywhere() {  # threads_everywhere N: --set NODE.threads=N for every node
     for n in $NODES; do printf -- '--set\n%s.threads=%s\n' "$n" "$1"; done
 }
@@ -62,9 +64,15 @@ build() {   # build RUN CACHE [ARGS...]: into cache $T/CACHE, events in $T/RUN.e
     { "${BIN:-$FLOW_BIN}" build "$T/legal-small.graph" --cache "$T/$cache" --json "${SETS[@]}" "$@" \
         > "$T/$run.events" 2> "$T/$run.stderr"; } 2>/dev/null
 }
-digest() {  # digest NAME: node key part size hash (threads column dropped) in $T/NAME.digest
+digest() {  # digest NAME: node key part size hash (threads column dropped) in $T/NAME.digest,
+            # without the parts the report node's report.json lists as volatile (host, date)
     "$DIGEST" "$T/$1" > "$T/$1.full" || { echo "FAIL: parts_digest $1"; fail=1; }
-    cut -f1,2,4,5,6 "$T/$1.full" > "$T/$1.digest"
+    local rk vol
+    rk=$(awk -F'\t' '$1 == "report" { print $2; exit }' "$T/$1.full")
+    vol=$([ -n "$rk" ] && "$FLOW_BIN" cat "$rk" report.json --cache "$T/$1" |
+          python3 -c 'import json, sys; print(" ".join(json.load(sys.stdin)["volatile_parts"]))')
+    awk -F'\t' -v vol=" $vol " 'BEGIN { OFS = "\t" }
+        !($1 == "report" && index(vol, " " $4 " ")) { print $1, $2, $4, $5, $6 }' "$T/$1.full" > "$T/$1.digest"
 }
 threads_of() {  # threads_of NAME NODE: the thread count NODE's run recorded
     awk -F'\t' -v n="$2" '$1 == n { print $3; exit }' "$T/$1.full"
@@ -93,7 +101,7 @@ for r in $runs; do digest "$r"; done
 for n in $NODES; do
     check "A has node $n" grep -q "^$n	" "$T/A.digest"
 done
-check "A holds one artifact per node" test "$(cut -f1,2 "$T/A.digest" | sort -u | wc -l)" -eq 14
+check "A holds one artifact per node" test "$(cut -f1,2 "$T/A.digest" | sort -u | wc -l)" -eq "$NNODES"
 compare() {  # compare RUN: prints what differs from build A, per node; fails if anything does
     python3 - "$T/A.digest" "$T/$1.digest" "$1" <<'EOF'
 import sys
@@ -125,7 +133,7 @@ for r in $runs; do
 done
 
 # the thread counts really were 1, 2, 3 (and 8)
-for n in laws_clean tok encoded pretrain finetune evaluate; do
+for n in laws_clean tok encoded pretrain finetune evaluate report; do
     check "A: $n ran on 1 thread" test "$(threads_of A $n)" = 1
     check "B: $n ran on 2 threads" test "$(threads_of B $n)" = 2
     check "C: $n ran on 3 threads" test "$(threads_of C $n)" = 3
