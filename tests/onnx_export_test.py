@@ -249,6 +249,8 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [
         check("%s: config labels" % name, cfg["labels"] == labels and cfg["id2label"]["0"] == labels[0])
         check("%s: config max_length" % name, cfg["max_length"] == 48 and cfg["max_position_embeddings"] == 128)
         check("%s: tokenizer.json" % name, os.path.exists(os.path.join(d, "tokenizer.json")))
+        check("%s: clean.json is the model's" % name, cfg["cleaning"] == "clean.json" and
+              open(os.path.join(d, "clean.json"), "rb").read() == read_part(cache, ft, "clean.json"))
 
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         for (ids, types, mask), ref in zip(batches, refs):
@@ -347,7 +349,7 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [
     # same artifact, same options -> same bytes
     again = os.path.join(T, "again")
     run([FLOW, "export", ft, "--format", "onnx", "-o", again, "--cache", cache])
-    for f in ("model.onnx", "config.json", "tokenizer.json"):
+    for f in ("model.onnx", "config.json", "tokenizer.json", "clean.json"):
         check("export is deterministic: %s" % f,
               open(os.path.join(again, f), "rb").read() == open(os.path.join(T, "opset17", f), "rb").read())
 

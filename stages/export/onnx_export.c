@@ -56,7 +56,7 @@ static void config_json(flow_buf *b, const clf_model *m, const onnx_export_info 
                "  \"pad_token_id\": %d,\n  \"cls_token_id\": %d,\n  \"sep_token_id\": %d,\n"
                "  \"cleaning\": %s\n}\n",
                m->bert->max_len, c->max_len, TOK_PAD, TOK_CLS, TOK_SEP,
-               m->has_clean ? "\"flow clean.json settings of the training corpus; `flow cat HASH clean.json`\"" : "null");
+               m->has_clean ? "\"clean.json\"" : "null");
 }
 
 static int check_request(const clf_model *m, int opset, flow_err *e)
@@ -119,6 +119,11 @@ int onnx_export(clf_model *m, const bert_qmodel *q, const char *dir,
     if (!rc) {
         tok_export_hf_json(m->bert->tok, &buf);
         rc = write_small(dir, "tokenizer.json", &buf, e);
+    }
+    if (!rc && m->has_clean) {
+        /* the text cleaning flow applies before tokenizing (stages/text/text.h) */
+        flow_buf cj = { .data = m->clean_json, .len = m->clean_len, .cap = m->clean_len };
+        rc = write_small(dir, "clean.json", &cj, e);
     }
     if (!rc) {
         buf.len = 0;

@@ -7,12 +7,16 @@
  *   model.onnx.data  the initializers, only with --external-data or when the
  *                 model would pass protobuf's 2 GB limit
  *   tokenizer.json  the tokenizer (HuggingFace tokenizers' format)
+ *   clean.json    the text cleaning flow applies to raw text before
+ *                 tokenizing (the training corpus' settings), when the
+ *                 model has one
  *   config.json   {"format":"flow-onnx","version":1, kind, precision (fp32,
  *                 int8, uint4-gG; the encoder Linears' format),
  *                 opset, labels, id2label, max_length (ids per sequence flow
  *                 uses, [CLS] and [SEP] included), max_position_embeddings
  *                 (the longest sequence the model accepts), input and output
- *                 names, special token ids, source artifact}
+ *                 names, special token ids, source artifact,
+ *                 cleaning: "clean.json" or null}
  * Files in this folder: onnx_pb.c (protobuf wire writer), onnx_graph.c (a
  * graph under construction and its ModelProto writer), onnx_linear.c (a
  * Linear layer per weight format), onnx_bert.c (the BERT classifier graph),
