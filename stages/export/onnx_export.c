@@ -59,6 +59,19 @@ static void config_json(flow_buf *b, const clf_model *m, const onnx_export_info 
                m->has_clean ? "\"clean.json\"" : "null");
 }
 
+static int check_opset(int opset, flow_err *e)
+{
+    if (opset < ONNX_OPSET_MIN)
+        return flow_fail(e, FLOW_E_PARAM,
+                         "--opset %d is below what the model needs: LayerNormalization is an ONNX "
+                         "operator from opset %d; use --opset %d..%d",
+                         opset, ONNX_OPSET_MIN, ONNX_OPSET_MIN, ONNX_OPSET_MAX);
+    if (opset > ONNX_OPSET_MAX)
+        return flow_fail(e, FLOW_E_PARAM, "--opset %d: this flow writes opsets %d..%d", opset,
+                         ONNX_OPSET_MIN, ONNX_OPSET_MAX);
+    return 0;
+}
+
 static int check_request(const clf_model *m, int opset, flow_err *e)
 {
     if (m->kind != CLF_BERT)
@@ -71,15 +84,43 @@ static int check_request(const clf_model *m, int opset, flow_err *e)
                          "%s is a %s model (a masked LM without a classification head); --format onnx "
                          "exports sequence classifiers: export a finetune node, or use --format hf",
                          m->what, clf_kind(m));
-    if (opset < ONNX_OPSET_MIN)
-        return flow_fail(e, FLOW_E_PARAM,
-                         "--opset %d is below what the model needs: LayerNormalization is an ONNX "
-                         "operator from opset %d; use --opset %d..%d",
-                         opset, ONNX_OPSET_MIN, ONNX_OPSET_MIN, ONNX_OPSET_MAX);
-    if (opset > ONNX_OPSET_MAX)
-        return flow_fail(e, FLOW_E_PARAM, "--opset %d: this flow writes opsets %d..%d", opset,
-                         ONNX_OPSET_MIN, ONNX_OPSET_MAX);
-    return 0;
+    return check_opset(opset, e);
+}
+
+/* Builds and writes model.onnx; metadata names the kind and source. */
+static int write_model(const bert_model *bm, const bert_qmodel *q, const char *kind, const char *dir,
+                       const onnx_export_opts *o, onnx_export_info *info, flow_err *e)
+{
+    int opset = o->opset ? o->opset : ONNX_OPSET_DEFAULT;
+    int rc = check_opset(opset, e);
+    if (rc) return rc;
+    memset(info, 0, sizeof *info);
+    info->opset = opset;
+    onnx_graph g;
+    onnx_graph_init(&g, opset);
+    onnx_build b = { .g = &g, .m = bm, .q = q, .e = e };
+    rc = onnx_bert_classifier(&b);
+    if (!rc) rc = b.rc;
+    if (b.n_int8 && b.n_uint4) snprintf(info->precision, sizeof info->precision, "int8+uint4-g%d", b.group);
+    else if (b.n_uint4) snprintf(info->precision, sizeof info->precision, "uint4-g%d", b.group);
+    else snprintf(info->precision, sizeof info->precision, "%s", b.n_int8 ? "int8" : "fp32");
+    if (!rc) {
+        onnx_meta(&g, "flow.kind", kind);
+        onnx_meta(&g, "flow.precision", info->precision);
+        if (o->source) onnx_meta(&g, "flow.source", o->source);
+        info->nodes = g.nnodes;
+        info->initializers = g.ninits;
+        info->weight_bytes = onnx_init_bytes(&g);
+        rc = onnx_graph_write(&g, dir, "model.onnx", o->external, &info->external, e);
+    }
+    onnx_graph_release(&g);
+    return rc;
+}
+
+int onnx_export_model(const bert_model *m, const bert_qmodel *q, const char *dir,
+                      const onnx_export_opts *o, onnx_export_info *info, flow_err *e)
+{
+    return write_model(m, q, "bert-cls", dir, o, info, e);
 }
 
 int onnx_export(clf_model *m, const bert_qmodel *q, const char *dir,
@@ -89,37 +130,18 @@ int onnx_export(clf_model *m, const bert_qmodel *q, const char *dir,
     int rc = check_request(m, opset, e);
     if (rc) return rc;
     if ((rc = bert_sync_to_host(m->bert->model, e))) return rc;
-    memset(info, 0, sizeof *info);
-    info->opset = opset;
-    onnx_graph g;
-    onnx_graph_init(&g, opset);
-    onnx_build b = { .g = &g, .m = m->bert->model, .q = q, .e = e };
-    rc = onnx_bert_classifier(&b);
-    if (!rc) rc = b.rc;
-    if (b.n_int8 && b.n_uint4) snprintf(info->precision, sizeof info->precision, "int8+uint4-g%d", b.group);
-    else if (b.n_uint4) snprintf(info->precision, sizeof info->precision, "uint4-g%d", b.group);
-    else snprintf(info->precision, sizeof info->precision, "%s", b.n_int8 ? "int8" : "fp32");
-    if (rc) {
-        char msg[sizeof e->msg];
-        snprintf(msg, sizeof msg, "%s", e->msg);
-        flow_fail(e, rc, "%s: %s", m->what, msg);
+    if ((rc = write_model(m->bert->model, q, clf_kind(m), dir, o, info, e))) {
+        if (rc != FLOW_E_IO) {
+            char msg[sizeof e->msg];
+            snprintf(msg, sizeof msg, "%s", e->msg);
+            flow_fail(e, rc, "%s: %s", m->what, msg);
+        }
+        return rc;
     }
-    if (!rc) {
-        onnx_meta(&g, "flow.kind", clf_kind(m));
-        onnx_meta(&g, "flow.precision", info->precision);
-        if (o->source) onnx_meta(&g, "flow.source", o->source);
-        info->nodes = g.nnodes;
-        info->initializers = g.ninits;
-        info->weight_bytes = onnx_init_bytes(&g);
-        rc = onnx_graph_write(&g, dir, "model.onnx", o->external, &info->external, e);
-    }
-    onnx_graph_release(&g);
     flow_buf buf;
     buf_init(&buf);
-    if (!rc) {
-        tok_export_hf_json(m->bert->tok, &buf);
-        rc = write_small(dir, "tokenizer.json", &buf, e);
-    }
+    tok_export_hf_json(m->bert->tok, &buf);
+    rc = write_small(dir, "tokenizer.json", &buf, e);
     if (!rc && m->has_clean) {
         /* the text cleaning flow applies before tokenizing (stages/text/text.h) */
         flow_buf cj = { .data = m->clean_json, .len = m->clean_len, .cap = m->clean_len };

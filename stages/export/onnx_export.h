@@ -56,4 +56,12 @@ struct bert_qmodel;
 int onnx_export(clf_model *m, const struct bert_qmodel *q, const char *dir,
                 const onnx_export_opts *o, onnx_export_info *info, flow_err *e);
 
+struct bert_model;
+/* Only dir/model.onnx (and its .data), for a bare classifier model (mode
+ * with CLASSIFY) with q's quantized Linears: benchmarks of models that are
+ * not artifacts (tests/bench/quant_model_bench.c).  Checks the opset like
+ * onnx_export. */
+int onnx_export_model(const struct bert_model *m, const struct bert_qmodel *q, const char *dir,
+                      const onnx_export_opts *o, onnx_export_info *info, flow_err *e);
+
 #endif

@@ -8,9 +8,15 @@
  *
  * usage: quant_model_bench [threads] [seconds] [batches, e.g. 1,32] [layers] [profile]
  * (profile: one profiled forward per variant and batch, op table printed)
+ * With QBENCH_ONNX_DIR set, the three variants are also exported there as
+ * DIR/<name>/model.onnx (stages/export, the same weights and scales) for
+ * quant_model_bench.py --flow-onnx DIR: ONNX Runtime on flow's own models.
  */
 #include "kernels/kernels.h"
 #include "kernels/quant/quant.h"
+#include "stages/export/onnx_export.h"
+
+#include <sys/stat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +75,15 @@ int main(int argc, char **argv)
     for (int i = 0; i < maxB * T; i++) ids[i] = 5 + rand() % (c.vocab_size - 5);
     bert_qmodel *variants[3] = { NULL, q8, q4 };
     const char *names[3] = { "flow-fp32", "flow-int8", "flow-uint4-g64" };
+    const char *onnx_dir = getenv("QBENCH_ONNX_DIR");
+    for (int v = 0; onnx_dir && v < 3; v++) {
+        char d[4096];
+        snprintf(d, sizeof d, "%s/%s", onnx_dir, names[v]);
+        mkdir(d, 0777);
+        onnx_export_opts o = { 0 };
+        onnx_export_info info;
+        if (onnx_export_model(m, variants[v], d, &o, &info, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    }
     for (const char *p = batches; p && *p;) {
         int B = atoi(p);
         bert_batch b = { 0 };

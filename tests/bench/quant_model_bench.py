@@ -6,7 +6,9 @@ hidden 768, 6 layers, 12 heads, FFN 3072, seq 128 by default, random
 weights from a seed, or an HF export given with --hf DIR) as
   torch fp32, torch.ao.quantization.quantize_dynamic (int8 Linear),
   onnxruntime fp32 and onnxruntime's dynamic int8 quantization of the same
-  model (exported with torch.onnx, opset 17),
+  model (exported with torch.onnx, opset 17), and with --flow-onnx DIR
+  onnxruntime running flow's own fp32 / int8 / 4-bit ONNX exports
+  (flow export --format onnx; the weights quant_model_bench.c measured),
 with the same threads and inputs, and prints one line per measurement:
   peer <name> batch <B> seq <T> threads <n> ms_per_batch <x> seq_per_s <y>
 Batch 1 is reported as latency, batch 32 as throughput (best of the
@@ -28,6 +30,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--peers", default="torch,torch-int8,ort,ort-int8")
+    ap.add_argument("--flow-onnx", help="folder of flow's own ONNX exports (quant_model_bench.c with "
+                                        "QBENCH_ONNX_DIR): onnxruntime runs them as peers onnxruntime-flow-*")
     a = ap.parse_args()
     try:
         import numpy as np
@@ -88,6 +92,16 @@ def main():
             for name, path in (("ort", fp32), ("ort-int8", int8)):
                 if name in peers:
                     ort_sessions[name] = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    flow_onnx = {}
+    if a.flow_onnx:
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = a.threads
+        so.inter_op_num_threads = 1
+        for name in ("flow-fp32", "flow-int8", "flow-uint4-g64"):
+            path = os.path.join(a.flow_onnx, name, "model.onnx")
+            if os.path.exists(path):
+                flow_onnx["onnxruntime-" + name] = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     for B in [int(x) for x in a.batches.split(",")]:
         ids = rng.integers(5, V, size=(B, a.seq), dtype=np.int64)
         mask = np.ones((B, a.seq), dtype=np.int64)
@@ -97,6 +111,9 @@ def main():
                 report("torch-fp32", B, timeit(lambda: model(input_ids=tid, attention_mask=tmask)))
             if qmodel is not None:
                 report("torch-dynamic-int8", B, timeit(lambda: qmodel(input_ids=tid, attention_mask=tmask)))
+        for name, sess in flow_onnx.items():
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            report(name, B, timeit(lambda: sess.run(None, feed)))
         for name, sess in ort_sessions.items():
             feed = {"input_ids": ids, "attention_mask": mask}
             report("onnxruntime-fp32" if name == "ort" else "onnxruntime-dynamic-int8", B,

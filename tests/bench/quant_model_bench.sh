@@ -3,7 +3,10 @@
 # against PyTorch (fp32, quantize_dynamic int8) and onnxruntime (fp32,
 # dynamic int8 quantization), same threads, batch 1 latency and batch 32
 # throughput, reference config (hidden 768, 6 layers, 12 heads, seq 128,
-# random weights).  Ratios are computed from the lines of this one run.
+# random weights), and onnxruntime running flow's own ONNX exports of the
+# same fp32 / int8 / 4-bit models (stages/export: MatMulInteger with flow's
+# per-row activation scales, MatMulNBits with flow's 4-bit codes).
+# Ratios are computed from the lines of this one run.
 #   tests/bench/quant_model_bench.sh [build-dir] [threads] [seconds] [batches]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,10 +16,11 @@ secs=${3:-3}
 batches=${4:-1,32}
 export OMP_WAIT_POLICY=passive
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+onnx=$(mktemp -d)
+trap 'rm -rf "$out" "$onnx"' EXIT
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
-"$build/quant_model_bench" "$threads" "$secs" "$batches" | tee -a "$out"
-python3 "$here/quant_model_bench.py" --threads "$threads" --seconds "$secs" --batches "$batches" 2>/dev/null \
+QBENCH_ONNX_DIR="$onnx" "$build/quant_model_bench" "$threads" "$secs" "$batches" | tee -a "$out"
+python3 "$here/quant_model_bench.py" --threads "$threads" --seconds "$secs" --batches "$batches" --flow-onnx "$onnx" 2>/dev/null \
   | grep '^peer' | tee -a "$out" || echo "python peers skipped"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$out" <<'PY'
@@ -34,7 +38,8 @@ for B in sorted({b for _, b in rows}):
             print(f"  {name:28s} {ms:9.2f} ms")
     for q in ("flow-int8", "flow-uint4-g64"):
         if (q, B) in rows:
-            for peer in ("flow-fp32", "torch-dynamic-int8", "onnxruntime-dynamic-int8", "torch-fp32", "onnxruntime-fp32"):
+            for peer in ("flow-fp32", "torch-dynamic-int8", "onnxruntime-dynamic-int8", "onnxruntime-" + q,
+                         "torch-fp32", "onnxruntime-fp32"):
                 if (peer, B) in rows:
                     print(f"  {q} vs {peer}: {rows[(peer, B)] / rows[(q, B)]:.2f}x")
 PY
