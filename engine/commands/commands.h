@@ -29,6 +29,8 @@ int cmd_export(int argc, char **argv);
 /* reports: the report stage's table and page, metrics across builds */
 int cmd_report(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
+/* memory planner: parameter/FLOP table and per-device memory plan */
+int cmd_plan(int argc, char **argv);
 
 /* Options common to the read-only commands, parsed by cli_parse. */
 typedef struct cli_args {

@@ -44,6 +44,8 @@ static const command commands[] = {
     { "metrics", "GRAPH [--json] | diff HASH_A HASH_B [--json] | diff GRAPH [--json]",
       "every node's metrics from the cache; diff: changed metrics (old, new, delta) between two "
       "artifacts, or between the graph's last build and the one before", cmd_metrics },
+    { "plan", "GRAPH [--set ...] [--gpu-mem 8GiB] [--gpus N] [--precision fp32|bf16|fp16]",
+      "per training node: parameters and FLOPs per module, memory per device, and a batch/recomputation plan that fits --gpu-mem", cmd_plan },
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
