@@ -40,7 +40,7 @@ static void check_params(const plan_request *r)
         if (!strcmp(m[k].name, "mlm_head")) mlm_row = k;
         if (!strcmp(m[k].name, "cls_head")) cls_row = k;
     }
-    size_t *want = calloc((size_t)n, sizeof *want);
+    size_t *want = calloc(n > 0 ? (size_t)n : 1, sizeof *want);
     for (int k = 0; k < nt; k++) {
         int row = module_of(t[k].name, r->cfg.layers, mlm_row, cls_row);
         CHECK_MSG(row >= 0, "tensor %s has no module row", t[k].name);
