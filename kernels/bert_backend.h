@@ -18,13 +18,19 @@ typedef struct bert_backend_ops {
     /* Arguments already validated by bert_forward / bert_backward. */
     int (*forward)(bert_model *m, const bert_batch *b, int head, int train,
                    bert_output *out, flow_err *e);
-    int (*backward)(bert_model *m, float loss_scale, flow_err *e);
+    /* dlogits NULL: from the forward's own loss, times loss_scale; else the
+     * given gradient at the logits.  dhidden: NULL or L+1 entries (each
+     * NULL or [B*T,H]) added at the hidden states. */
+    int (*backward)(bert_model *m, float loss_scale, const float *dlogits,
+                    const float *const *dhidden, flow_err *e);
     void (*zero_grad)(bert_model *m);
     double (*grad_sumsq)(bert_model *m);
     void (*scale_grads)(bert_model *m, float f);
     void (*adamw)(bert_model *m, const bert_adamw *hp, float lr);
     int (*sync_to_host)(bert_model *m, flow_err *e);
     int (*sync_to_device)(bert_model *m, flow_err *e);
+    /* Host pointer to hidden state `layer` of the last forward. */
+    const float *(*hidden)(const bert_model *m, int layer);
 } bert_backend_ops;
 
 extern const bert_backend_ops bert_cpu_ops;

@@ -17,8 +17,7 @@ void bert_config_default(bert_config *c)
     c->vocab_size = 8000;
     c->hidden = 768;
     c->layers = 6;
-    c->heads = 12;
-    c->intermediate = 3072;
+    bert_config_uniform(c, 12, 3072, NULL);
     c->max_len = 512;
     c->type_vocab = 2;
     c->num_labels = 2;
@@ -27,21 +26,56 @@ void bert_config_default(bert_config *c)
     c->mode = BERT_MODE_MLM;
 }
 
+int bert_config_uniform(bert_config *c, int heads, int intermediate, flow_err *e)
+{
+    if (c->layers < 1 || c->layers > BERT_MAX_LAYERS)
+        return flow_fail(e, FLOW_E_PARAM, "model config: layers is %d, must be in [1, %d]",
+                         c->layers, BERT_MAX_LAYERS);
+    if (heads <= 0 || c->hidden <= 0 || c->hidden % heads != 0)
+        return flow_fail(e, FLOW_E_PARAM,
+                         "model config: hidden %d is not a multiple of heads %d", c->hidden, heads);
+    c->head_size = c->hidden / heads;
+    for (int l = 0; l < BERT_MAX_LAYERS; l++) {     /* every entry: layers may change later */
+        c->heads[l] = heads;
+        c->ffn[l] = intermediate;
+    }
+    return 0;
+}
+
+int bert_config_is_uniform(const bert_config *c)
+{
+    for (int l = 1; l < c->layers; l++)
+        if (c->heads[l] != c->heads[0] || c->ffn[l] != c->ffn[0])
+            return 0;
+    return c->heads[0] * c->head_size == c->hidden;
+}
+
 int bert_config_validate(const bert_config *c, flow_err *e)
 {
     struct { const char *name; int v; } pos[] = {
         {"vocab_size", c->vocab_size}, {"hidden", c->hidden}, {"layers", c->layers},
-        {"heads", c->heads}, {"intermediate", c->intermediate},
-        {"max_len", c->max_len}, {"type_vocab", c->type_vocab},
+        {"head_size", c->head_size}, {"max_len", c->max_len}, {"type_vocab", c->type_vocab},
     };
     for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
         if (pos[i].v <= 0)
             return flow_fail(e, FLOW_E_PARAM, "model config: %s is %d, must be positive",
                              pos[i].name, pos[i].v);
-    if (c->hidden % c->heads != 0)
-        return flow_fail(e, FLOW_E_PARAM,
-                         "model config: hidden %d is not a multiple of heads %d",
-                         c->hidden, c->heads);
+    if (c->layers > BERT_MAX_LAYERS)
+        return flow_fail(e, FLOW_E_PARAM, "model config: %d layers, at most %d", c->layers,
+                         BERT_MAX_LAYERS);
+    double total = 0, H = c->hidden;
+    for (int l = 0; l < c->layers; l++) {
+        if (c->heads[l] < 1)
+            return flow_fail(e, FLOW_E_PARAM, "model config: layer %d has %d attention heads, needs at least 1",
+                             l, c->heads[l]);
+        if (c->ffn[l] < 1)
+            return flow_fail(e, FLOW_E_PARAM, "model config: layer %d has FFN width %d, needs at least 1",
+                             l, c->ffn[l]);
+        double A = (double)c->heads[l] * c->head_size, I = c->ffn[l];
+        if (A > 1e6)
+            return flow_fail(e, FLOW_E_PARAM, "model config: layer %d attention width %.0f is too large", l, A);
+        total += 4 * A * H + 2 * H * I + 3 * A + 6 * H + I;
+    }
     if (c->mode < BERT_MODE_MLM || c->mode > BERT_MODE_BOTH)
         return flow_fail(e, FLOW_E_PARAM, "model config: mode %d is not 1 (mlm), 2 (classify) or 3 (both)",
                          c->mode);
@@ -56,9 +90,7 @@ int bert_config_validate(const bert_config *c, flow_err *e)
                          (double)c->attn_dropout);
     /* keep every index computation in range: the largest tensor and the
      * whole buffer must fit comfortably */
-    double total = 0, H = c->hidden, I = c->intermediate;
     total += ((double)c->vocab_size + c->max_len + c->type_vocab + 2) * H;
-    total += (double)c->layers * (4 * H * H + 2 * H * I + 9 * H + I);
     total += 2 * H * H + (double)c->vocab_size + (double)c->num_labels * (H + 1) + 4 * H;
     if (total > 4e9 || (double)c->vocab_size * H > 2e9)
         return flow_fail(e, FLOW_E_PARAM,
@@ -87,7 +119,7 @@ static void add(bert_tensor *t, int *n, size_t *off, int decay, int r, int cols,
 static int build_table(const bert_config *c, bert_tensor *t, size_t *total)
 {
     bert_tensor scratch;
-    int n = 0, H = c->hidden, I = c->intermediate;
+    int n = 0, H = c->hidden;
     size_t off = 0;
     /* With t == NULL every add writes into scratch: count only. */
 #define ADD(decay, r, cols, fmt, l) do { \
@@ -100,13 +132,14 @@ static int build_table(const bert_config *c, bert_tensor *t, size_t *total)
     ADD(0, H, 0, "bert.embeddings.LayerNorm.weight", 0);
     ADD(0, H, 0, "bert.embeddings.LayerNorm.bias", 0);
     for (int l = 0; l < c->layers; l++) {
-        ADD(1, H, H, "bert.encoder.layer.%d.attention.self.query.weight", l);
-        ADD(1, H, H, "bert.encoder.layer.%d.attention.self.key.weight", l);
-        ADD(1, H, H, "bert.encoder.layer.%d.attention.self.value.weight", l);
-        ADD(0, H, 0, "bert.encoder.layer.%d.attention.self.query.bias", l);
-        ADD(0, H, 0, "bert.encoder.layer.%d.attention.self.key.bias", l);
-        ADD(0, H, 0, "bert.encoder.layer.%d.attention.self.value.bias", l);
-        ADD(1, H, H, "bert.encoder.layer.%d.attention.output.dense.weight", l);
+        int A = bert_attn_width(c, l), I = c->ffn[l];
+        ADD(1, A, H, "bert.encoder.layer.%d.attention.self.query.weight", l);
+        ADD(1, A, H, "bert.encoder.layer.%d.attention.self.key.weight", l);
+        ADD(1, A, H, "bert.encoder.layer.%d.attention.self.value.weight", l);
+        ADD(0, A, 0, "bert.encoder.layer.%d.attention.self.query.bias", l);
+        ADD(0, A, 0, "bert.encoder.layer.%d.attention.self.key.bias", l);
+        ADD(0, A, 0, "bert.encoder.layer.%d.attention.self.value.bias", l);
+        ADD(1, H, A, "bert.encoder.layer.%d.attention.output.dense.weight", l);
         ADD(0, H, 0, "bert.encoder.layer.%d.attention.output.dense.bias", l);
         ADD(0, H, 0, "bert.encoder.layer.%d.attention.output.LayerNorm.weight", l);
         ADD(0, H, 0, "bert.encoder.layer.%d.attention.output.LayerNorm.bias", l);

@@ -13,9 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Parameter offsets of one encoder layer (floats into the flat buffers). */
+/* One encoder layer: its shape, parameter offsets (floats into the flat
+ * buffers) and activation offsets (floats into the per-layer buffers qkv,
+ * probs, ctx, fc1, whose slots differ in width from layer to layer). */
 typedef struct layer_off {
+    int nh, A, I;               /* heads, attention width nh*d, FFN width */
     size_t qkv_w, qkv_b, o_w, o_b, ln1_g, ln1_b, i_w, i_b, o2_w, o2_b, ln2_g, ln2_b;
+    size_t act_qkv, act_probs, act_ctx, act_fc1;
 } layer_off;
 
 struct bert_acts {
@@ -31,15 +35,17 @@ struct bert_acts {
     int32_t *ids, *types, *mask, *rows, *targets, *clabels;
     float *cw;
 
-    /* stored activations; per-layer slots are max_N (*width) apart */
+    /* stored activations; per-layer slots sized for max_N = max_B*max_T
+     * (widths per layer: layer_off.act_*) */
     float *emb, *emb_mean, *emb_rstd;   /* [N,H], [N], [N] */
     float *x;                           /* [(L+1), N, H] layer inputs/outputs */
-    float *qkv;                         /* [L, N, 3H] */
-    float *probs;                       /* [L, B, nh, T, T] */
-    float *ctx, *res1, *a, *res2;       /* [L, N, H] */
+    float *qkv;                         /* per layer [N, 3A_l] */
+    float *probs;                       /* per layer [B, nh_l, T, T] */
+    float *ctx;                         /* per layer [N, A_l] */
+    float *res1, *a, *res2;             /* [L, N, H] */
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;   /* [L, N] */
-    float *fc1;                         /* [L, N, I] pre-GELU; GELU(fc1) is
-                                         * recomputed in backward (saves L*N*I) */
+    float *fc1;                         /* per layer [N, I_l] pre-GELU; GELU(fc1)
+                                         * is recomputed in backward */
     /* MLM head over M <= N rows */
     float *h_sel, *t, *g, *ln, *ln_mean, *ln_rstd;      /* [N,H] / [N] */
     float *logits, *dlogits, *lse;      /* [cap,V], [cap,V], [N]: logits rows */
@@ -47,11 +53,12 @@ struct bert_acts {
     /* classification head */
     float *cls_in, *pooled, *pooled_d, *clogits, *clse; /* [B,H] / [B,C] / [B] */
 
-    /* scratch */
-    float *tmp;                         /* [N, max(H,I)] */
-    float *dx, *dres, *da, *dctx;       /* [N,H] */
-    float *dqkv;                        /* [N,3H] */
-    float *dbig;                        /* [N, max(I, C)] */
+    /* scratch (Am, Im: the widest layer's attention and FFN width) */
+    float *tmp;                         /* [N, max(H,Im)] */
+    float *dx, *dres, *da;              /* [N,H] */
+    float *dctx;                        /* [N,Am] */
+    float *dqkv;                        /* [N,3Am] */
+    float *dbig;                        /* [N, max(Im, C)] */
     float *att_scratch;
     size_t att_scratch_n;               /* floats: attention_scratch(max_T) at
                                          * the thread count of the last growth */
@@ -63,24 +70,42 @@ struct bert_acts {
 /* One list describes every float buffer: count, then allocation. */
 #define BUFS(X) \
     X(emb, N * H) X(emb_mean, N) X(emb_rstd, N) \
-    X(x, (L + 1) * N * H) X(qkv, L * N * 3 * H) X(probs, L * B * nh * T * T) \
-    X(ctx, L * N * H) X(res1, L * N * H) X(a, L * N * H) X(res2, L * N * H) \
+    X(x, (L + 1) * N * H) X(qkv, N * 3 * SA) X(probs, B * SNH * T * T) \
+    X(ctx, N * SA) X(res1, L * N * H) X(a, L * N * H) X(res2, L * N * H) \
     X(ln1_mean, L * N) X(ln1_rstd, L * N) X(ln2_mean, L * N) X(ln2_rstd, L * N) \
-    X(fc1, L * N * I) \
+    X(fc1, N * SI) \
     X(h_sel, mlm * N * H) X(t, mlm * N * H) X(g, mlm * N * H) X(ln, mlm * N * H) \
     X(ln_mean, mlm * N) X(ln_rstd, mlm * N) \
     X(lse, mlm * N) \
     X(cls_in, cl * B * H) X(pooled, cl * B * H) X(pooled_d, cl * B * H) \
     X(clogits, cl * B * C) X(clse, cl * B) \
-    X(tmp, N * WI) X(dx, N * H) X(dres, N * H) X(da, N * H) X(dctx, N * H) \
-    X(dqkv, N * 3 * H) X(dbig, N * WB) X(att_scratch, AS)
+    X(tmp, N * WI) X(dx, N * H) X(dres, N * H) X(da, N * H) X(dctx, N * Am) \
+    X(dqkv, N * 3 * Am) X(dbig, N * WB) X(att_scratch, AS)
+
+/* Sums and maxima of the per-layer widths. */
+typedef struct layer_sums { size_t SA, SNH, SI, Am, Im; } layer_sums;
+
+static layer_sums sum_layers(const bert_config *c)
+{
+    layer_sums s = { 0, 0, 0, 0, 0 };
+    for (int l = 0; l < c->layers; l++) {
+        size_t A = (size_t)bert_attn_width(c, l), I = (size_t)c->ffn[l];
+        s.SA += A;
+        s.SNH += (size_t)c->heads[l];
+        s.SI += I;
+        s.Am = A > s.Am ? A : s.Am;
+        s.Im = I > s.Im ? I : s.Im;
+    }
+    return s;
+}
 
 #define SIZES_DECL(c, B_, T_) \
+    layer_sums ls_ = sum_layers(c); \
     size_t B = (size_t)(B_), T = (size_t)(T_), N = B * T, H = (size_t)(c)->hidden, \
-           L = (size_t)(c)->layers, nh = (size_t)(c)->heads, I = (size_t)(c)->intermediate, \
+           L = (size_t)(c)->layers, SA = ls_.SA, SNH = ls_.SNH, SI = ls_.SI, Am = ls_.Am, \
            V = (size_t)(c)->vocab_size, C = (size_t)(c)->num_labels, \
            mlm = ((c)->mode & BERT_MODE_MLM) ? 1 : 0, cl = ((c)->mode & BERT_MODE_CLASSIFY) ? 1 : 0, \
-           WI = I > H ? I : H, WB = I > C ? I : C, AS = attention_scratch((int)T)
+           WI = ls_.Im > H ? ls_.Im : H, WB = ls_.Im > C ? ls_.Im : C, AS = attention_scratch((int)T)
 
 size_t bert_cpu_acts_bytes(const bert_config *c, int B_, int T_)
 {
@@ -141,6 +166,7 @@ static int cpu_alloc(bert_model *m, flow_err *e)
     A->clabels = calloc(B, sizeof(int32_t));
     A->cw = calloc(C, sizeof(float));
     A->lay = calloc(L, sizeof(layer_off));
+    gemm_threads_setup();
     if (fail || !A->ids || !A->types || !A->mask || !A->rows || !A->targets || !A->clabels
         || !A->cw || !A->lay) {
         size_t bytes = bert_cpu_acts_bytes(c, m->max_B, m->max_T);
@@ -150,7 +176,7 @@ static int cpu_alloc(bert_model *m, flow_err *e)
                          "use a smaller batch or sequence length",
                          bytes / 1048576.0, m->max_B, m->max_T);
     }
-    (void)V;
+    (void)V; (void)SA; (void)SNH; (void)SI;
     A->att_scratch_n = AS;
     A->wte = need_off(m, "bert.embeddings.word_embeddings.weight");
     A->wpe = need_off(m, "bert.embeddings.position_embeddings.weight");
@@ -160,7 +186,20 @@ static int cpu_alloc(bert_model *m, flow_err *e)
     char nm[128];
 #define LOFF(field, suffix) \
     (snprintf(nm, sizeof nm, "bert.encoder.layer.%zu.%s", l, suffix), A->lay[l].field = need_off(m, nm))
+    size_t aq = 0, ap = 0, ac = 0, af = 0;
     for (size_t l = 0; l < L; l++) {
+        layer_off *o = &A->lay[l];
+        o->nh = c->heads[l];
+        o->A = bert_attn_width(c, (int)l);
+        o->I = c->ffn[l];
+        o->act_qkv = aq;
+        o->act_probs = ap;
+        o->act_ctx = ac;
+        o->act_fc1 = af;
+        aq += N * 3 * (size_t)o->A;
+        ap += B * (size_t)o->nh * T * T;
+        ac += N * (size_t)o->A;
+        af += N * (size_t)o->I;
         LOFF(qkv_w, "attention.self.query.weight");
         LOFF(qkv_b, "attention.self.query.bias");
         LOFF(o_w, "attention.output.dense.weight");
@@ -253,16 +292,178 @@ static void gather_rows(float *dst, const float *src, const int32_t *rows, int M
         memcpy(dst + (size_t)i * H, src + (size_t)rows[i] * H, (size_t)H * sizeof(float));
 }
 
+/* Per-layer activation pointers of layer l. */
+typedef struct layer_acts {
+    float *x, *xo, *qkv, *probs, *ctx, *res1, *a, *res2, *fc1, *ln1_mean, *ln1_rstd,
+          *ln2_mean, *ln2_rstd;
+} layer_acts;
+
+static layer_acts layer_view(const bert_model *m, int l)
+{
+    struct bert_acts *A = m->acts;
+    const layer_off *o = &A->lay[l];
+    size_t mN = (size_t)m->max_B * m->max_T, H = (size_t)m->cfg.hidden;
+    layer_acts v = {
+        .x = A->x + l * mN * H, .xo = A->x + (l + 1) * mN * H,
+        .qkv = A->qkv + o->act_qkv, .probs = A->probs + o->act_probs, .ctx = A->ctx + o->act_ctx,
+        .res1 = A->res1 + l * mN * H, .a = A->a + l * mN * H, .res2 = A->res2 + l * mN * H,
+        .fc1 = A->fc1 + o->act_fc1,
+        .ln1_mean = A->ln1_mean + l * mN, .ln1_rstd = A->ln1_rstd + l * mN,
+        .ln2_mean = A->ln2_mean + l * mN, .ln2_rstd = A->ln2_rstd + l * mN,
+    };
+    return v;
+}
+
+/* x_{l+1} = encoder layer l (x_l), for the batch of the current forward;
+ * the four Linears go through enc_linear (the quantized hook, if any). */
+static int layer_forward(bert_model *m, int l, const int32_t *mask, int train, float ph, float pa,
+                         flow_err *e)
+{
+    struct bert_acts *A = m->acts;
+    const layer_off *o = &A->lay[l];
+    const float *P = m->params;
+    int B = A->B, T = A->T, N = B * T, H = m->cfg.hidden, Aw = o->A, I = o->I;
+    layer_acts v = layer_view(m, l);
+    float *gel = A->dbig;   /* scratch in forward */
+    int rc = 0;
+    PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * 3 * Aw,
+         rc = enc_linear(m, train, l, BERT_LIN_QKV, v.qkv, v.x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * Aw, e));
+    if (rc) return rc;
+    PROF(BERT_OP_ATTENTION, 1, 4.0 * B * T * T * Aw,
+         attention_forward(v.ctx, v.probs, v.qkv, mask, B, T, o->nh, m->cfg.head_size, pa,
+                           site_key(m, SITE_ATT(l)), A->att_scratch));
+    PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * Aw,
+         rc = enc_linear(m, train, l, BERT_LIN_ATTN_OUT, A->tmp, v.ctx, P + o->o_w, P + o->o_b, N, Aw, H, e));
+    if (rc) return rc;
+    PROF(BERT_OP_RESIDUAL, 1, 0,
+         residual_dropout_forward(v.res1, v.x, A->tmp, (size_t)N * H, ph, site_key(m, SITE_AOUT(l))));
+    PROF(BERT_OP_LAYERNORM, 1, 0,
+         layernorm_forward(v.a, v.ln1_mean, v.ln1_rstd, v.res1, P + o->ln1_g, P + o->ln1_b, N, H));
+    PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * I,
+         rc = enc_linear(m, train, l, BERT_LIN_FFN_IN, v.fc1, v.a, P + o->i_w, P + o->i_b, N, H, I, e));
+    if (rc) return rc;
+    PROF(BERT_OP_GELU, 1, 0, gelu_forward(gel, v.fc1, (size_t)N * I));
+    PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * I,
+         rc = enc_linear(m, train, l, BERT_LIN_FFN_OUT, A->tmp, gel, P + o->o2_w, P + o->o2_b, N, I, H, e));
+    if (rc) return rc;
+    PROF(BERT_OP_RESIDUAL, 1, 0,
+         residual_dropout_forward(v.res2, v.a, A->tmp, (size_t)N * H, ph, site_key(m, SITE_FOUT(l))));
+    PROF(BERT_OP_LAYERNORM, 1, 0,
+         layernorm_forward(v.xo, v.ln2_mean, v.ln2_rstd, v.res2, P + o->ln2_g, P + o->ln2_b, N, H));
+    return 0;
+}
+
+/* Grows the MLM logits (and their gradient) to hold M rows. */
+static int mlm_logits_reserve(bert_model *m, int M, flow_err *e)
+{
+    struct bert_acts *A = m->acts;
+    size_t mN = (size_t)m->max_B * m->max_T, V = (size_t)m->cfg.vocab_size;
+    if ((size_t)M <= A->logits_cap)
+        return 0;
+    /* the MLM logits and their gradient only need M rows (~15% of B*T when
+     * pretraining): grown here, never shrunk */
+    size_t rows = (size_t)M + (size_t)M / 4;
+    rows = rows < mN ? rows : mN;
+    free(A->logits);
+    free(A->dlogits);
+    A->logits = A->dlogits = NULL;
+    A->logits_cap = 0;
+    if (posix_memalign((void **)&A->logits, 64, rows * V * sizeof(float))
+        || posix_memalign((void **)&A->dlogits, 64, rows * V * sizeof(float))) {
+        free(A->logits);
+        A->logits = NULL;
+        A->dlogits = NULL;
+        return flow_fail(e, FLOW_E_NOMEM, "forward: cannot allocate %.1f MiB of MLM logits "
+                         "for %d labelled positions", 2.0 * rows * V * 4 / 1048576.0, M);
+    }
+    A->logits_cap = rows;
+    return 0;
+}
+
+/* MLM head on the labelled rows of the final hidden states. */
+static int mlm_head_forward(bert_model *m, const bert_batch *bt, bert_output *out, flow_err *e)
+{
+    struct bert_acts *A = m->acts;
+    const float *P = m->params;
+    int N = A->B * A->T, H = m->cfg.hidden, V = m->cfg.vocab_size;
+    const float *hL = A->x + (size_t)m->cfg.layers * m->max_B * m->max_T * H;
+    int M = 0;
+    for (int n = 0; n < N; n++)
+        if (bt->mlm_labels[n] != BERT_IGNORE_INDEX) {
+            A->rows[M] = n;
+            A->targets[M] = bt->mlm_labels[n];
+            M++;
+        }
+    A->M = M;
+    int rc = mlm_logits_reserve(m, M, e);
+    if (rc)
+        return rc;
+    double loss = 0;
+    long correct = 0;
+    if (M > 0) {
+        PROF(BERT_OP_OTHER, 1, 0, gather_rows(A->h_sel, hL, A->rows, M, H));
+        PROF(BERT_OP_MATMUL, 1, 2.0 * M * H * H,
+             linear_forward(A->t, A->h_sel, P + A->mt_w, P + A->mt_b, M, H, H));
+        PROF(BERT_OP_GELU, 1, 0, gelu_forward(A->g, A->t, (size_t)M * H));
+        PROF(BERT_OP_LAYERNORM, 1, 0,
+             layernorm_forward(A->ln, A->ln_mean, A->ln_rstd, A->g, P + A->mln_g, P + A->mln_b, M, H));
+        PROF(BERT_OP_MATMUL, 1, 2.0 * M * H * V,
+             linear_forward(A->logits, A->ln, P + A->wte, P + A->mbias, M, H, V));
+        PROF(BERT_OP_XENT, 1, 0,
+             loss = xent_forward(A->lse, A->logits, A->targets, NULL, M, V, &correct));
+    }
+    out->loss = (float)loss;
+    out->n_targets = M;
+    out->n_correct = correct;
+    out->logits = A->logits;
+    out->rows = A->rows;
+    return 0;
+}
+
+/* Pooler + classifier on the [CLS] rows. */
+static void cls_head_forward(bert_model *m, const bert_batch *bt, float ph, bert_output *out)
+{
+    struct bert_acts *A = m->acts;
+    const float *P = m->params;
+    int B = A->B, T = A->T, H = m->cfg.hidden, C = m->cfg.num_labels;
+    const float *hL = A->x + (size_t)m->cfg.layers * m->max_B * m->max_T * H;
+    PROF(BERT_OP_OTHER, 1, 0, {
+        for (int b = 0; b < B; b++)
+            memcpy(A->cls_in + (size_t)b * H, hL + (size_t)b * T * H, (size_t)H * sizeof(float));
+    });
+    PROF(BERT_OP_MATMUL, 1, 2.0 * B * H * H,
+         linear_forward(A->pooled, A->cls_in, P + A->pool_w, P + A->pool_b, B, H, H));
+    PROF(BERT_OP_TANH, 1, 0, tanh_forward(A->pooled, A->pooled, (size_t)B * H));
+    PROF(BERT_OP_DROPOUT, 1, 0,
+         dropout_forward(A->pooled_d, A->pooled, (size_t)B * H, ph, site_key(m, SITE_POOL)));
+    PROF(BERT_OP_MATMUL, 1, 2.0 * B * H * C,
+         linear_forward(A->clogits, A->pooled_d, P + A->cls_w, P + A->cls_b, B, H, C));
+    A->has_labels = bt->labels != NULL;
+    A->has_cw = bt->class_weights != NULL;
+    if (A->has_cw)
+        memcpy(A->cw, bt->class_weights, (size_t)C * sizeof(float));
+    if (A->has_labels) {
+        memcpy(A->clabels, bt->labels, (size_t)B * sizeof(int32_t));
+        long correct = 0;
+        double loss = 0;
+        PROF(BERT_OP_XENT, 1, 0,
+             loss = xent_forward(A->clse, A->clogits, A->clabels, A->has_cw ? A->cw : NULL,
+                                 B, C, &correct));
+        out->loss = (float)loss;
+        out->n_targets = B;
+        out->n_correct = correct;
+    }
+    out->logits = A->clogits;
+    out->rows = NULL;
+}
+
 static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
                        bert_output *out, flow_err *e)
 {
     struct bert_acts *A = m->acts;
     const bert_config *c = &m->cfg;
     const float *P = m->params;
-    int B = bt->B, T = bt->T, N = B * T, H = c->hidden, I = c->intermediate;
-    int nh = c->heads, V = c->vocab_size, C = c->num_labels;
-    size_t mN = (size_t)m->max_B * m->max_T;
-    size_t probs_slot = (size_t)m->max_B * nh * m->max_T * m->max_T;
+    int B = bt->B, T = bt->T, N = B * T, H = c->hidden;
     float ph = train ? c->hidden_dropout : 0.0f, pa = train ? c->attn_dropout : 0.0f;
     int rc = 0;
 
@@ -290,122 +491,17 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
          layernorm_forward(A->x, A->emb_mean, A->emb_rstd, A->emb, P + A->eln_g, P + A->eln_b, N, H));
     PROF(BERT_OP_DROPOUT, 1, 0,
          dropout_forward(A->x, A->x, (size_t)N * H, ph, site_key(m, SITE_EMB)));
-
-    for (int l = 0; l < c->layers; l++) {
-        const layer_off *o = &A->lay[l];
-        float *x = A->x + l * mN * H, *xo = A->x + (l + 1) * mN * H;
-        float *qkv = A->qkv + l * mN * 3 * H, *probs = A->probs + l * probs_slot;
-        float *ctx = A->ctx + l * mN * H, *res1 = A->res1 + l * mN * H;
-        float *a = A->a + l * mN * H, *res2 = A->res2 + l * mN * H;
-        float *fc1 = A->fc1 + l * mN * I, *gel = A->dbig;  /* scratch in forward */
-        PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * 3 * H,
-             rc = enc_linear(m, train, l, BERT_LIN_QKV, qkv, x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * H, e));
-        if (rc) return rc;
-        PROF(BERT_OP_ATTENTION, 1, 4.0 * B * T * T * H,
-             attention_forward(ctx, probs, qkv, mask, B, T, H, nh, pa, site_key(m, SITE_ATT(l)),
-                               A->att_scratch));
-        PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * H,
-             rc = enc_linear(m, train, l, BERT_LIN_ATTN_OUT, A->tmp, ctx, P + o->o_w, P + o->o_b, N, H, H, e));
-        if (rc) return rc;
-        PROF(BERT_OP_RESIDUAL, 1, 0,
-             residual_dropout_forward(res1, x, A->tmp, (size_t)N * H, ph, site_key(m, SITE_AOUT(l))));
-        PROF(BERT_OP_LAYERNORM, 1, 0,
-             layernorm_forward(a, A->ln1_mean + l * mN, A->ln1_rstd + l * mN, res1,
-                               P + o->ln1_g, P + o->ln1_b, N, H));
-        PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * I,
-             rc = enc_linear(m, train, l, BERT_LIN_FFN_IN, fc1, a, P + o->i_w, P + o->i_b, N, H, I, e));
-        if (rc) return rc;
-        PROF(BERT_OP_GELU, 1, 0, gelu_forward(gel, fc1, (size_t)N * I));
-        PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * I,
-             rc = enc_linear(m, train, l, BERT_LIN_FFN_OUT, A->tmp, gel, P + o->o2_w, P + o->o2_b, N, I, H, e));
-        if (rc) return rc;
-        PROF(BERT_OP_RESIDUAL, 1, 0,
-             residual_dropout_forward(res2, a, A->tmp, (size_t)N * H, ph, site_key(m, SITE_FOUT(l))));
-        PROF(BERT_OP_LAYERNORM, 1, 0,
-             layernorm_forward(xo, A->ln2_mean + l * mN, A->ln2_rstd + l * mN, res2,
-                               P + o->ln2_g, P + o->ln2_b, N, H));
-    }
-    const float *hL = A->x + (size_t)c->layers * mN * H;
+    for (int l = 0; l < c->layers; l++)
+        if ((rc = layer_forward(m, l, mask, train, ph, pa, e)))
+            return rc;
 
     memset(out, 0, sizeof *out);
     if (head == BERT_HEAD_MLM) {
-        /* gather the labelled rows: the head runs on M rows, not N */
-        int M = 0;
-        for (int n = 0; n < N; n++)
-            if (bt->mlm_labels[n] != BERT_IGNORE_INDEX) {
-                A->rows[M] = n;
-                A->targets[M] = bt->mlm_labels[n];
-                M++;
-            }
-        A->M = M;
-        if ((size_t)M > A->logits_cap) {
-            /* the MLM logits and their gradient only need M rows (~15% of
-             * B*T when pretraining): grown here, never shrunk */
-            size_t rows = (size_t)M + (size_t)M / 4;
-            rows = rows < mN ? rows : mN;
-            free(A->logits);
-            free(A->dlogits);
-            A->logits = A->dlogits = NULL;
-            A->logits_cap = 0;
-            if (posix_memalign((void **)&A->logits, 64, rows * V * sizeof(float))
-                || posix_memalign((void **)&A->dlogits, 64, rows * V * sizeof(float))) {
-                free(A->logits);
-                A->logits = NULL;
-                A->dlogits = NULL;
-                return flow_fail(e, FLOW_E_NOMEM, "forward: cannot allocate %.1f MiB of MLM logits "
-                                 "for %d labelled positions", 2.0 * rows * V * 4 / 1048576.0, M);
-            }
-            A->logits_cap = rows;
-        }
-        double loss = 0;
-        long correct = 0;
-        if (M > 0) {
-            PROF(BERT_OP_OTHER, 1, 0, gather_rows(A->h_sel, hL, A->rows, M, H));
-            PROF(BERT_OP_MATMUL, 1, 2.0 * M * H * H,
-                 linear_forward(A->t, A->h_sel, P + A->mt_w, P + A->mt_b, M, H, H));
-            PROF(BERT_OP_GELU, 1, 0, gelu_forward(A->g, A->t, (size_t)M * H));
-            PROF(BERT_OP_LAYERNORM, 1, 0,
-                 layernorm_forward(A->ln, A->ln_mean, A->ln_rstd, A->g, P + A->mln_g,
-                                   P + A->mln_b, M, H));
-            PROF(BERT_OP_MATMUL, 1, 2.0 * M * H * V,
-                 linear_forward(A->logits, A->ln, P + A->wte, P + A->mbias, M, H, V));
-            PROF(BERT_OP_XENT, 1, 0,
-                 loss = xent_forward(A->lse, A->logits, A->targets, NULL, M, V, &correct));
-        }
-        out->loss = (float)loss;
-        out->n_targets = M;
-        out->n_correct = correct;
-        out->logits = A->logits;
-        out->rows = A->rows;
+        int rc = mlm_head_forward(m, bt, out, e);
+        if (rc)
+            return rc;
     } else {
-        PROF(BERT_OP_OTHER, 1, 0, {
-            for (int b = 0; b < B; b++)
-                memcpy(A->cls_in + (size_t)b * H, hL + (size_t)b * T * H, (size_t)H * sizeof(float));
-        });
-        PROF(BERT_OP_MATMUL, 1, 2.0 * B * H * H,
-             linear_forward(A->pooled, A->cls_in, P + A->pool_w, P + A->pool_b, B, H, H));
-        PROF(BERT_OP_TANH, 1, 0, tanh_forward(A->pooled, A->pooled, (size_t)B * H));
-        PROF(BERT_OP_DROPOUT, 1, 0,
-             dropout_forward(A->pooled_d, A->pooled, (size_t)B * H, ph, site_key(m, SITE_POOL)));
-        PROF(BERT_OP_MATMUL, 1, 2.0 * B * H * C,
-             linear_forward(A->clogits, A->pooled_d, P + A->cls_w, P + A->cls_b, B, H, C));
-        A->has_labels = bt->labels != NULL;
-        A->has_cw = bt->class_weights != NULL;
-        if (A->has_cw)
-            memcpy(A->cw, bt->class_weights, (size_t)C * sizeof(float));
-        if (A->has_labels) {
-            memcpy(A->clabels, bt->labels, (size_t)B * sizeof(int32_t));
-            long correct = 0;
-            double loss = 0;
-            PROF(BERT_OP_XENT, 1, 0,
-                 loss = xent_forward(A->clse, A->clogits, A->clabels, A->has_cw ? A->cw : NULL,
-                                     B, C, &correct));
-            out->loss = (float)loss;
-            out->n_targets = B;
-            out->n_correct = correct;
-        }
-        out->logits = A->clogits;
-        out->rows = NULL;
+        cls_head_forward(m, bt, ph, out);
     }
     A->valid = 1;
     return 0;
@@ -414,113 +510,150 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
 /* ------------------------------------------------------------------ */
 /* backward                                                            */
 
-static int cpu_backward(bert_model *m, float scale, flow_err *e)
+/* dx[N,H] = gradient at the final hidden states, from the MLM head given
+ * dlogits [M,V] (A->dlogits; computed from the loss when ext is NULL). */
+static void mlm_head_backward(bert_model *m, const float *ext, float scale)
+{
+    struct bert_acts *A = m->acts;
+    const float *P = m->params;
+    float *G = m->grads;
+    int M = A->M, H = m->cfg.hidden, V = m->cfg.vocab_size;
+    if (M == 0)
+        return;
+    const float *dl = A->dlogits;
+    if (ext)
+        dl = ext;
+    else
+        PROF(BERT_OP_XENT, 0, 0,
+             xent_backward(A->dlogits, A->logits, A->lse, A->targets, NULL, M, V, scale));
+    /* decoder tied to the word embeddings: dwte += dlogits^T ln */
+    PROF(BERT_OP_MATMUL, 0, 4.0 * M * H * V,
+         linear_backward(A->dres, G + A->wte, G + A->mbias, dl, A->ln, P + A->wte, M, H, V, 0));
+    PROF(BERT_OP_LAYERNORM, 0, 0,
+         layernorm_backward(A->da, G + A->mln_g, G + A->mln_b, A->dres, A->g, P + A->mln_g,
+                            A->ln_mean, A->ln_rstd, M, H));
+    PROF(BERT_OP_GELU, 0, 0, gelu_backward(A->da, A->t, A->da, (size_t)M * H));
+    PROF(BERT_OP_MATMUL, 0, 4.0 * M * H * H,
+         linear_backward(A->dres, G + A->mt_w, G + A->mt_b, A->da, A->h_sel, P + A->mt_w, M, H, H, 0));
+    PROF(BERT_OP_OTHER, 0, 0, {
+        for (int i = 0; i < M; i++) {
+            float *d = A->dx + (size_t)A->rows[i] * H;
+            const float *s = A->dres + (size_t)i * H;
+            for (int k = 0; k < H; k++)
+                d[k] += s[k];
+        }
+    });
+}
+
+/* dx = gradient at the final hidden states from the classifier, given
+ * dlogits [B,C] (from the loss when ext is NULL). */
+static void cls_head_backward(bert_model *m, const float *ext, float scale)
+{
+    struct bert_acts *A = m->acts;
+    const float *P = m->params;
+    float *G = m->grads;
+    int B = A->B, T = A->T, H = m->cfg.hidden, C = m->cfg.num_labels;
+    float ph = A->train ? m->cfg.hidden_dropout : 0.0f;
+    const float *dcl = ext;
+    if (!ext) {
+        PROF(BERT_OP_XENT, 0, 0,
+             xent_backward(A->dbig, A->clogits, A->clse, A->clabels, A->has_cw ? A->cw : NULL, B, C, scale));
+        dcl = A->dbig;  /* [B,C] */
+    }
+    PROF(BERT_OP_MATMUL, 0, 4.0 * B * H * C,
+         linear_backward(A->da, G + A->cls_w, G + A->cls_b, dcl, A->pooled_d, P + A->cls_w, B, H, C, 0));
+    PROF(BERT_OP_DROPOUT, 0, 0,
+         dropout_backward(A->da, A->da, (size_t)B * H, ph, site_key(m, SITE_POOL)));
+    PROF(BERT_OP_TANH, 0, 0, tanh_backward(A->da, A->pooled, A->da, (size_t)B * H));
+    PROF(BERT_OP_MATMUL, 0, 4.0 * B * H * H,
+         linear_backward(A->dres, G + A->pool_w, G + A->pool_b, A->da, A->cls_in, P + A->pool_w, B, H, H, 0));
+    for (int b = 0; b < B; b++) {
+        float *d = A->dx + (size_t)b * T * H;
+        const float *s = A->dres + (size_t)b * H;
+        for (int k = 0; k < H; k++)
+            d[k] += s[k];
+    }
+}
+
+/* dx: gradient at x_{l+1} on entry, at x_l on return. */
+static void layer_backward(bert_model *m, int l)
+{
+    struct bert_acts *A = m->acts;
+    const layer_off *o = &A->lay[l];
+    const float *P = m->params;
+    float *G = m->grads;
+    int B = A->B, T = A->T, N = B * T, H = m->cfg.hidden, Aw = o->A, I = o->I;
+    float ph = A->train ? m->cfg.hidden_dropout : 0.0f, pa = A->train ? m->cfg.attn_dropout : 0.0f;
+    layer_acts v = layer_view(m, l);
+    float *gel = A->tmp;
+    size_t NH = (size_t)N * H;
+    /* x' = LN2(res2), res2 = a + drop(gel W2^T + b2) */
+    PROF(BERT_OP_LAYERNORM, 0, 0,
+         layernorm_backward(A->dres, G + o->ln2_g, G + o->ln2_b, A->dx, v.res2, P + o->ln2_g,
+                            v.ln2_mean, v.ln2_rstd, N, H));
+    PROF(BERT_OP_RESIDUAL, 0, 0, memcpy(A->da, A->dres, NH * sizeof(float)));
+    PROF(BERT_OP_DROPOUT, 0, 0, dropout_backward(A->dres, A->dres, NH, ph, site_key(m, SITE_FOUT(l))));
+    PROF(BERT_OP_GELU, 0, 0, gelu_forward(gel, v.fc1, (size_t)N * I));
+    PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * I,
+         linear_backward(A->dbig, G + o->o2_w, G + o->o2_b, A->dres, gel, P + o->o2_w, N, I, H, 0));
+    PROF(BERT_OP_GELU, 0, 0, gelu_backward(A->dbig, v.fc1, A->dbig, (size_t)N * I));
+    PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * I,
+         linear_backward(A->da, G + o->i_w, G + o->i_b, A->dbig, v.a, P + o->i_w, N, H, I, 1));
+    /* a = LN1(res1), res1 = x + drop(ctx Wo^T + bo) */
+    PROF(BERT_OP_LAYERNORM, 0, 0,
+         layernorm_backward(A->dres, G + o->ln1_g, G + o->ln1_b, A->da, v.res1, P + o->ln1_g,
+                            v.ln1_mean, v.ln1_rstd, N, H));
+    PROF(BERT_OP_RESIDUAL, 0, 0, memcpy(A->dx, A->dres, NH * sizeof(float)));
+    PROF(BERT_OP_DROPOUT, 0, 0, dropout_backward(A->dres, A->dres, NH, ph, site_key(m, SITE_AOUT(l))));
+    PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * Aw,
+         linear_backward(A->dctx, G + o->o_w, G + o->o_b, A->dres, v.ctx, P + o->o_w, N, Aw, H, 0));
+    PROF(BERT_OP_ATTENTION, 0, 8.0 * B * T * T * Aw,
+         attention_backward(A->dqkv, A->dctx, v.qkv, v.probs, B, T, o->nh, m->cfg.head_size, pa,
+                            site_key(m, SITE_ATT(l)), A->att_scratch));
+    PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * 3 * Aw,
+         linear_backward(A->dx, G + o->qkv_w, G + o->qkv_b, A->dqkv, v.x, P + o->qkv_w, N, H, 3 * Aw, 1));
+}
+
+/* dx += dh (an external gradient at a hidden state; dh may be NULL). */
+static void add_hidden_grad(bert_model *m, const float *dh)
+{
+    if (!dh)
+        return;
+    struct bert_acts *A = m->acts;
+    size_t n = (size_t)A->B * A->T * m->cfg.hidden;
+    float *dx = A->dx;
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += dh[i];
+}
+
+static int cpu_backward(bert_model *m, float scale, const float *dlogits,
+                        const float *const *dhidden, flow_err *e)
 {
     struct bert_acts *A = m->acts;
     const bert_config *c = &m->cfg;
     const float *P = m->params;
     float *G = m->grads;
-    int B = A->B, T = A->T, N = B * T, H = c->hidden, I = c->intermediate;
-    int nh = c->heads, V = c->vocab_size, C = c->num_labels;
-    size_t mN = (size_t)m->max_B * m->max_T;
-    size_t probs_slot = (size_t)m->max_B * nh * m->max_T * m->max_T;
-    float ph = A->train ? c->hidden_dropout : 0.0f, pa = A->train ? c->attn_dropout : 0.0f;
-    const float *hL = A->x + (size_t)c->layers * mN * H;
+    int N = A->B * A->T, H = c->hidden;
+    float ph = A->train ? c->hidden_dropout : 0.0f;
 
     if (!A->valid)
         return flow_fail(e, FLOW_E_PARAM, "backward: no forward pass to differentiate");
-    if (A->head == BERT_HEAD_CLASSIFY && !A->has_labels)
+    if (A->head == BERT_HEAD_CLASSIFY && !A->has_labels && !dlogits)
         return flow_fail(e, FLOW_E_PARAM, "backward: the last classification forward had no labels");
     if (att_scratch_fit(m, e))
         return FLOW_E_NOMEM;
 
     memset(A->dx, 0, (size_t)N * H * sizeof(float));
-    if (A->head == BERT_HEAD_MLM) {
-        int M = A->M;
-        if (M > 0) {
-            PROF(BERT_OP_XENT, 0, 0,
-                 xent_backward(A->dlogits, A->logits, A->lse, A->targets, NULL, M, V, scale));
-            /* decoder tied to the word embeddings: dwte += dlogits^T ln */
-            PROF(BERT_OP_MATMUL, 0, 4.0 * M * H * V,
-                 linear_backward(A->dres, G + A->wte, G + A->mbias, A->dlogits, A->ln,
-                                 P + A->wte, M, H, V, 0));
-            PROF(BERT_OP_LAYERNORM, 0, 0,
-                 layernorm_backward(A->da, G + A->mln_g, G + A->mln_b, A->dres, A->g,
-                                    P + A->mln_g, A->ln_mean, A->ln_rstd, M, H));
-            PROF(BERT_OP_GELU, 0, 0, gelu_backward(A->da, A->t, A->da, (size_t)M * H));
-            PROF(BERT_OP_MATMUL, 0, 4.0 * M * H * H,
-                 linear_backward(A->dres, G + A->mt_w, G + A->mt_b, A->da, A->h_sel,
-                                 P + A->mt_w, M, H, H, 0));
-            PROF(BERT_OP_OTHER, 0, 0, {
-                for (int i = 0; i < M; i++) {
-                    float *d = A->dx + (size_t)A->rows[i] * H;
-                    const float *s = A->dres + (size_t)i * H;
-                    for (int k = 0; k < H; k++)
-                        d[k] += s[k];
-                }
-            });
-        }
-    } else {
-        float *dcl = A->dbig;   /* [B,C] */
-        PROF(BERT_OP_XENT, 0, 0,
-             xent_backward(dcl, A->clogits, A->clse, A->clabels, A->has_cw ? A->cw : NULL, B, C, scale));
-        PROF(BERT_OP_MATMUL, 0, 4.0 * B * H * C,
-             linear_backward(A->da, G + A->cls_w, G + A->cls_b, dcl, A->pooled_d, P + A->cls_w,
-                             B, H, C, 0));
-        PROF(BERT_OP_DROPOUT, 0, 0,
-             dropout_backward(A->da, A->da, (size_t)B * H, ph, site_key(m, SITE_POOL)));
-        PROF(BERT_OP_TANH, 0, 0, tanh_backward(A->da, A->pooled, A->da, (size_t)B * H));
-        PROF(BERT_OP_MATMUL, 0, 4.0 * B * H * H,
-             linear_backward(A->dres, G + A->pool_w, G + A->pool_b, A->da, A->cls_in,
-                             P + A->pool_w, B, H, H, 0));
-        for (int b = 0; b < B; b++) {
-            float *d = A->dx + (size_t)b * T * H;
-            const float *s = A->dres + (size_t)b * H;
-            for (int k = 0; k < H; k++)
-                d[k] += s[k];
-        }
-    }
-    (void)hL;
-
+    if (A->head == BERT_HEAD_MLM)
+        mlm_head_backward(m, dlogits, scale);
+    else
+        cls_head_backward(m, dlogits, scale);
     for (int l = c->layers - 1; l >= 0; l--) {
-        const layer_off *o = &A->lay[l];
-        float *x = A->x + l * mN * H;
-        float *qkv = A->qkv + l * mN * 3 * H, *probs = A->probs + l * probs_slot;
-        float *ctx = A->ctx + l * mN * H, *res1 = A->res1 + l * mN * H;
-        float *a = A->a + l * mN * H, *res2 = A->res2 + l * mN * H;
-        float *fc1 = A->fc1 + l * mN * I, *gel = A->tmp;
-        size_t NH = (size_t)N * H;
-        /* x' = LN2(res2), res2 = a + drop(gel W2^T + b2) */
-        PROF(BERT_OP_LAYERNORM, 0, 0,
-             layernorm_backward(A->dres, G + o->ln2_g, G + o->ln2_b, A->dx, res2, P + o->ln2_g,
-                                A->ln2_mean + l * mN, A->ln2_rstd + l * mN, N, H));
-        PROF(BERT_OP_RESIDUAL, 0, 0, memcpy(A->da, A->dres, NH * sizeof(float)));
-        PROF(BERT_OP_DROPOUT, 0, 0,
-             dropout_backward(A->dres, A->dres, NH, ph, site_key(m, SITE_FOUT(l))));
-        PROF(BERT_OP_GELU, 0, 0, gelu_forward(gel, fc1, (size_t)N * I));
-        PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * I,
-             linear_backward(A->dbig, G + o->o2_w, G + o->o2_b, A->dres, gel, P + o->o2_w,
-                             N, I, H, 0));
-        PROF(BERT_OP_GELU, 0, 0, gelu_backward(A->dbig, fc1, A->dbig, (size_t)N * I));
-        PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * I,
-             linear_backward(A->da, G + o->i_w, G + o->i_b, A->dbig, a, P + o->i_w, N, H, I, 1));
-        /* a = LN1(res1), res1 = x + drop(ctx Wo^T + bo) */
-        PROF(BERT_OP_LAYERNORM, 0, 0,
-             layernorm_backward(A->dres, G + o->ln1_g, G + o->ln1_b, A->da, res1, P + o->ln1_g,
-                                A->ln1_mean + l * mN, A->ln1_rstd + l * mN, N, H));
-        PROF(BERT_OP_RESIDUAL, 0, 0, memcpy(A->dx, A->dres, NH * sizeof(float)));
-        PROF(BERT_OP_DROPOUT, 0, 0,
-             dropout_backward(A->dres, A->dres, NH, ph, site_key(m, SITE_AOUT(l))));
-        PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * H,
-             linear_backward(A->dctx, G + o->o_w, G + o->o_b, A->dres, ctx, P + o->o_w,
-                             N, H, H, 0));
-        PROF(BERT_OP_ATTENTION, 0, 8.0 * B * T * T * H,
-             attention_backward(A->dqkv, A->dctx, qkv, probs, B, T, H, nh, pa,
-                                site_key(m, SITE_ATT(l)), A->att_scratch));
-        PROF(BERT_OP_MATMUL, 0, 4.0 * N * H * 3 * H,
-             linear_backward(A->dx, G + o->qkv_w, G + o->qkv_b, A->dqkv, x, P + o->qkv_w,
-                             N, H, 3 * H, 1));
+        add_hidden_grad(m, dhidden ? dhidden[l + 1] : NULL);
+        layer_backward(m, l);
     }
+    add_hidden_grad(m, dhidden ? dhidden[0] : NULL);
     /* x0 = drop(LN(emb)) */
     PROF(BERT_OP_DROPOUT, 0, 0,
          dropout_backward(A->dx, A->dx, (size_t)N * H, ph, site_key(m, SITE_EMB)));
@@ -529,8 +662,13 @@ static int cpu_backward(bert_model *m, float scale, flow_err *e)
                             A->emb_mean, A->emb_rstd, N, H));
     PROF(BERT_OP_EMBED, 0, 0,
          embedding_backward(G + A->wte, G + A->wpe, G + A->wtt, A->dres, A->ids,
-                            A->has_types ? A->types : NULL, B, T, H, 0));
+                            A->has_types ? A->types : NULL, A->B, A->T, H, 0));
     return 0;
+}
+
+static const float *cpu_hidden(const bert_model *m, int layer)
+{
+    return m->acts->x + (size_t)layer * m->max_B * m->max_T * m->cfg.hidden;
 }
 
 static int cpu_sync(bert_model *m, flow_err *e)
@@ -551,4 +689,5 @@ const bert_backend_ops bert_cpu_ops = {
     .adamw = bert_cpu_adamw,
     .sync_to_host = cpu_sync,
     .sync_to_device = cpu_sync,
+    .hidden = cpu_hidden,
 };

@@ -3,21 +3,23 @@
  * checks in front of the backend's forward/backward (bert_backend.h).
  */
 #include "bert_backend.h"
+#include "bert_ops.h"
 
-#include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const bert_backend_ops *backend_ops(bert_backend be)
+const bert_device bert_device_cpu = { -1, 0 };
+
+/* The backend serving a device, or NULL when this build has none. */
+static const bert_backend_ops *backend_ops(const bert_device *dev, bert_backend *be)
 {
-    switch (be) {
-    case BERT_BACKEND_CPU:
+    if (dev->gpu < 0) {
+        *be = BERT_ON_CPU;
         return &bert_cpu_ops;
-    default:
-        return NULL;
     }
+    *be = BERT_ON_CUDA;
+    return NULL;    /* no CUDA backend yet (kernels/cuda/) */
 }
 
 size_t bert_model_bytes(const bert_config *c, int max_B, int max_T)
@@ -25,7 +27,7 @@ size_t bert_model_bytes(const bert_config *c, int max_B, int max_T)
     return 4 * bert_param_count(c) * sizeof(float) + bert_cpu_acts_bytes(c, max_B, max_T);
 }
 
-int bert_model_new(const bert_config *c, int max_B, int max_T, bert_backend be,
+int bert_model_new(const bert_config *c, int max_B, int max_T, const bert_device *dev,
                    bert_model **out, flow_err *e)
 {
     *out = NULL;
@@ -36,13 +38,21 @@ int bert_model_new(const bert_config *c, int max_B, int max_T, bert_backend be,
         return flow_fail(e, FLOW_E_PARAM,
                          "model: batch %d x %d is invalid (need batch >= 1, 1 <= seq <= max_len %d)",
                          max_B, max_T, c->max_len);
-    if ((double)max_B * max_T * c->heads * max_T * c->layers > 4e9)
+    double heads = 0;
+    for (int l = 0; l < c->layers; l++)
+        heads += c->heads[l];
+    if ((double)max_B * max_T * heads * max_T > 4e9)
         return flow_fail(e, FLOW_E_PARAM, "model: batch %d x %d needs too much attention memory",
                          max_B, max_T);
-    const bert_backend_ops *ops = backend_ops(be);
+    if (!dev)
+        return flow_fail(e, FLOW_E_PARAM, "model: no device given (the stage's tr_device, or &bert_device_cpu)");
+    bert_backend be;
+    const bert_backend_ops *ops = backend_ops(dev, &be);
     if (!ops)
-        return flow_fail(e, FLOW_E_PARAM, "backend %s is not available in this build",
-                         be == BERT_BACKEND_CUDA ? "cuda" : "(unknown)");
+        return flow_fail(e, FLOW_E_PARAM, "model: GPU %d was granted but the cuda backend is not "
+                         "available in this build (run on the CPU: no gpus for this node)", dev->gpu);
+    if (dev->threads > 0)
+        bert_set_threads(dev->threads);
     bert_model *m = calloc(1, sizeof *m);
     if (!m)
         return flow_fail(e, FLOW_E_NOMEM, "model: out of memory");
@@ -72,8 +82,6 @@ int bert_model_new(const bert_config *c, int max_B, int max_T, bert_backend be,
         bert_model_free(m);
         return rc;
     }
-    if (openblas_get_num_threads() != 1)
-        openblas_set_num_threads(1);
     *out = m;
     return 0;
 }
@@ -112,7 +120,7 @@ static int ends_with(const char *s, const char *suf)
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
-void bert_init(bert_model *m, uint64_t seed)
+int bert_init(bert_model *m, uint64_t seed, flow_err *e)
 {
     uint64_t s = seed * 0x2545F4914F6CDD1DULL + 0x1234567ULL;
     for (int i = 0; i < m->ntensors; i++) {
@@ -140,6 +148,7 @@ void bert_init(bert_model *m, uint64_t seed)
     memset(m->grads, 0, m->nparams * sizeof(float));
     memset(m->adam_m, 0, m->nparams * sizeof(float));
     memset(m->adam_v, 0, m->nparams * sizeof(float));
+    return bert_sync_to_device(m, e);
 }
 
 const bert_tensor *bert_find_tensor(const bert_model *m, const char *name)
@@ -193,7 +202,7 @@ int bert_load_by_name(bert_model *m, const bert_config *src_cfg, const float *sr
     if (encoder == 0)
         return flow_fail(e, FLOW_E_PARAM, "load: no encoder tensor matched%s%s",
                          mismatch[0] ? "; first mismatch: " : "", mismatch);
-    return 0;
+    return bert_sync_to_device(m, e);
 }
 
 int bert_sync_to_host(bert_model *m, flow_err *e)
@@ -204,19 +213,6 @@ int bert_sync_to_host(bert_model *m, flow_err *e)
 int bert_sync_to_device(bert_model *m, flow_err *e)
 {
     return m->ops->sync_to_device(m, e);
-}
-
-void bert_set_threads(int n)
-{
-    if (n <= 0)
-        n = omp_get_num_procs();
-    omp_set_num_threads(n);
-    openblas_set_num_threads(1);    /* gemm() splits work over OpenMP threads */
-}
-
-int bert_get_threads(void)
-{
-    return omp_get_max_threads();
 }
 
 void bert_set_linear_hook(bert_model *m, bert_linear_fn fn, void *arg)
@@ -277,5 +273,27 @@ int bert_forward(bert_model *m, const bert_batch *b, int head, int train,
 int bert_backward(bert_model *m, float loss_scale, flow_err *e)
 {
     /* the backend rejects a backward without a preceding forward */
-    return m->ops->backward(m, loss_scale, e);
+    return m->ops->backward(m, loss_scale, NULL, NULL, e);
+}
+
+int bert_backward_ext(bert_model *m, const float *dlogits, const float *const *dhidden, flow_err *e)
+{
+    if (!dlogits)
+        return flow_fail(e, FLOW_E_PARAM, "backward: no logit gradient given");
+    return m->ops->backward(m, 1.0f, dlogits, dhidden, e);
+}
+
+double bert_soft_target_loss(const float *student, const float *teacher, int rows, int n,
+                             float temperature, float scale, float *dstudent)
+{
+    if (dstudent)
+        soft_target_backward(dstudent, student, teacher, rows, n, temperature, scale);
+    return soft_target_forward(student, teacher, rows, n, temperature);
+}
+
+const float *bert_hidden_states(const bert_model *m, int layer)
+{
+    if (!m->acts || layer < 0 || layer > m->cfg.layers)
+        return NULL;
+    return m->ops->hidden(m, layer);
 }

@@ -7,6 +7,7 @@
  * (relative error ~1e-7, below fp32 rounding of the surrounding sums).
  */
 #include "bert_ops.h"
+#include "kernels.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -241,6 +242,25 @@ static void gemm_bias(int ta, int tb, int M, int N, int K, float alpha, const fl
                         beta, C + s, ldc);
         }
     }
+}
+
+void gemm_threads_setup(void)
+{
+    if (openblas_get_num_threads() != 1)
+        openblas_set_num_threads(1);    /* OpenMP owns the cores */
+}
+
+void bert_set_threads(int n)
+{
+    if (n <= 0)
+        n = omp_get_num_procs();
+    omp_set_num_threads(n);
+    openblas_set_num_threads(1);    /* gemm() splits work over OpenMP threads */
+}
+
+int bert_get_threads(void)
+{
+    return omp_get_max_threads();
 }
 
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
@@ -552,10 +572,10 @@ size_t attention_scratch(int T)
 }
 
 void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                       int B, int T, int H, int nh, float p_drop, uint64_t key,
+                       int B, int T, int nh, int d, float p_drop, uint64_t key,
                        float *scratch)
 {
-    int d = H / nh, ld = 3 * H;
+    int H = nh * d, ld = 3 * H;     /* H: the attention width A here */
     float scale = 1.0f / sqrtf((float)d);
     #pragma omp parallel
     {
@@ -605,10 +625,10 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
 }
 
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,
-                        const float *probs, int B, int T, int H, int nh,
+                        const float *probs, int B, int T, int nh, int d,
                         float p_drop, uint64_t key, float *scratch)
 {
-    int d = H / nh, ld = 3 * H;
+    int H = nh * d, ld = 3 * H;     /* H: the attention width A here */
     float scale = 1.0f / sqrtf((float)d);
     #pragma omp parallel
     {
@@ -765,4 +785,68 @@ void xent_backward(float *dlogits, const float *logits, const float *lse,
             d[v] *= f;
         d[targets[m]] -= f;
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* soft targets (distillation)                                         */
+
+/* p[n] = softmax(x[n] / T) in double; returns log-sum-exp of x/T. */
+static double soft_row(double *p, const float *x, int n, float T)
+{
+    double mx = -INFINITY;
+    for (int j = 0; j < n; j++)
+        mx = x[j] / (double)T > mx ? x[j] / (double)T : mx;
+    double sum = 0;
+    for (int j = 0; j < n; j++) {
+        p[j] = exp(x[j] / (double)T - mx);
+        sum += p[j];
+    }
+    for (int j = 0; j < n; j++)
+        p[j] /= sum;
+    return mx + log(sum);
+}
+
+double soft_target_forward(const float *s, const float *t, int M, int V, float T)
+{
+    double *kl = malloc(((size_t)M + 1) * sizeof(double));
+    int nt = omp_get_max_threads();
+    double *scr = malloc((size_t)nt * 2 * (size_t)V * sizeof(double));
+    if (!kl || !scr)
+        abort();
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int m = 0; m < M; m++) {
+        double *ps = scr + (size_t)omp_get_thread_num() * 2 * V, *pt = ps + V;
+        const float *sr = s + (size_t)m * V, *tr = t + (size_t)m * V;
+        double ls = soft_row(ps, sr, V, T), lt = soft_row(pt, tr, V, T), acc = 0;
+        for (int j = 0; j < V; j++)
+            if (pt[j] > 0)
+                acc += pt[j] * ((tr[j] / (double)T - lt) - (sr[j] / (double)T - ls));
+        kl[m] = acc;
+    }
+    double sum = 0;
+    for (int m = 0; m < M; m++)     /* fixed order */
+        sum += kl[m];
+    free(kl);
+    free(scr);
+    return M > 0 ? (double)T * T * sum / M : 0.0;
+}
+
+void soft_target_backward(float *ds, const float *s, const float *t, int M, int V, float T,
+                          float scale)
+{
+    int nt = omp_get_max_threads();
+    double *scr = malloc((size_t)nt * 2 * (size_t)V * sizeof(double) + 1);
+    if (!scr)
+        abort();
+    double f = M > 0 ? (double)scale * T / M : 0.0;
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int m = 0; m < M; m++) {
+        double *ps = scr + (size_t)omp_get_thread_num() * 2 * V, *pt = ps + V;
+        soft_row(ps, s + (size_t)m * V, V, T);
+        soft_row(pt, t + (size_t)m * V, V, T);
+        float *d = ds + (size_t)m * V;
+        for (int j = 0; j < V; j++)
+            d[j] = (float)(f * (ps[j] - pt[j]));
+    }
+    free(scr);
 }

@@ -23,6 +23,8 @@
  * conventions: ta/tb nonzero = transposed, lda/ldb/ldc row strides); the
  * output is cut into blocks by its shape alone (bert_ops.c: gemm_bias),
  * which the OpenMP threads share out. */
+/* Keeps OpenBLAS single-threaded (called when a CPU model is created). */
+void gemm_threads_setup(void);
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc);
 
@@ -56,18 +58,19 @@ void layernorm_backward(float *dinp, float *dg, float *db, const float *dout,
                         const float *rstd, int N, int C);
 
 /* ---- attention -------------------------------------------------------- */
-/* qkv[B*T, 3H] holds Q | K | V per row (heads split H = nh*d).
+/* nh heads of size d; A = nh*d is the attention width.
+ * qkv[B*T, 3A] holds Q | K | V per row (head h is columns h*d .. h*d+d).
  * probs[B,nh,T,T] = softmax(Q K^T / sqrt(d) with padded keys (mask[b,j] == 0)
- * excluded); ctx[B*T,H] = dropout(probs) V.  mask may be NULL.  Dropout of
+ * excluded); ctx[B*T,A] = dropout(probs) V.  mask may be NULL.  Dropout of
  * the probabilities uses (key, index in probs).  scratch: attention_scratch
  * floats. */
 size_t attention_scratch(int T);
 void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                       int B, int T, int H, int nh, float p_drop, uint64_t key,
+                       int B, int T, int nh, int d, float p_drop, uint64_t key,
                        float *scratch);
-/* dqkv[B*T,3H] written. */
+/* dqkv[B*T,3A] written. */
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,
-                        const float *probs, int B, int T, int H, int nh,
+                        const float *probs, int B, int T, int nh, int d,
                         float p_drop, uint64_t key, float *scratch);
 
 /* ---- pointwise -------------------------------------------------------- */
@@ -107,5 +110,15 @@ double xent_forward(float *lse, const float *logits, const int32_t *targets,
 /* dlogits[M,V] = scale * w[y] (softmax - onehot) / sum w[y]   (written) */
 void xent_backward(float *dlogits, const float *logits, const float *lse,
                    const int32_t *targets, const float *w, int M, int V, float scale);
+
+/* ---- soft targets (distillation) ------------------------------------ */
+/* student s[M,V], teacher t[M,V] logits, temperature T > 0:
+ *   loss = T^2 / M * sum_m KL(softmax(t_m/T) || softmax(s_m/T))
+ * (Hinton et al.; the T^2 keeps gradient scales independent of T).  Row
+ * terms in double, summed in row order. */
+double soft_target_forward(const float *s, const float *t, int M, int V, float T);
+/* ds[M,V] = scale * T / M * (softmax(s/T) - softmax(t/T))   (written) */
+void soft_target_backward(float *ds, const float *s, const float *t, int M, int V, float T,
+                          float scale);
 
 #endif

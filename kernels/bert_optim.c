@@ -204,8 +204,11 @@ void bert_profile_print(const bert_model *m, FILE *f)
 
 double bert_train_flops(const bert_config *c, int B, int T, int head, long n_mlm)
 {
-    double N = (double)B * T, H = c->hidden, I = c->intermediate;
-    double fwd = c->layers * (2 * N * H * (4 * H + 2 * I) + 4.0 * B * T * T * H);
+    double N = (double)B * T, H = c->hidden, fwd = 0;
+    for (int l = 0; l < c->layers; l++) {
+        double A = bert_attn_width(c, l), I = c->ffn[l];
+        fwd += 2 * N * H * (4 * A + 2 * I) + 4.0 * B * T * T * A;
+    }
     if (head == BERT_HEAD_MLM)
         fwd += 2.0 * n_mlm * H * (H + c->vocab_size);
     else

@@ -9,12 +9,13 @@
  *
  * ---- architecture ------------------------------------------------------
  *   x0   = Dropout(LayerNorm(word[ids] + position[t] + token_type[type]))
- *   per layer l (post-LN):
- *     q,k,v = x Wq^T+bq, x Wk^T+bk, x Wv^T+bv       [B,T,H] (heads split H=nh*d)
- *     P     = softmax(q k^T / sqrt(d) + mask)       [B,nh,T,T], padded keys -> 0
- *     ctx   = Dropout_attn(P) v                     [B,T,H]
- *     a     = LayerNorm(x + Dropout(ctx Wo^T + bo))
- *     x'    = LayerNorm(a + Dropout(GELU(a Wi^T + bi) Wo2^T + bo2))   GELU = erf form
+ *   per layer l (post-LN), with nh_l heads of size d (A_l = nh_l d, equal
+ *   to H in an unpruned BERT) and FFN width I_l:
+ *     q,k,v = x Wq^T+bq, x Wk^T+bk, x Wv^T+bv       [B,T,A_l] (heads split A_l=nh_l*d)
+ *     P     = softmax(q k^T / sqrt(d) + mask)       [B,nh_l,T,T], padded keys -> 0
+ *     ctx   = Dropout_attn(P) v                     [B,T,A_l]
+ *     a     = LayerNorm(x + Dropout(ctx Wo^T + bo))          Wo [H, A_l]
+ *     x'    = LayerNorm(a + Dropout(GELU(a Wi^T + bi) Wo2^T + bo2))   Wi [I_l, H], GELU = erf form
  *   MLM head (rows whose label != -100 only, see bert_forward):
  *     logits = LayerNorm(GELU(h Wt^T + bt)) word^T + cls.predictions.bias  [M,V]
  *   classification head:
@@ -36,13 +37,13 @@
  *   bert.embeddings.token_type_embeddings.weight  [type_vocab, H]
  *   bert.embeddings.LayerNorm.weight / .bias      [H]
  *   for each layer i, prefix bert.encoder.layer.i.:
- *     attention.self.query.weight, .key.weight, .value.weight   [H, H] each,
- *         contiguous (one [3H, H] block: Q, K, V are one sgemm)
- *     attention.self.query.bias, .key.bias, .value.bias         [H] each, contiguous
- *     attention.output.dense.weight [H, H], .bias [H]
+ *     attention.self.query.weight, .key.weight, .value.weight   [A_i, H] each,
+ *         contiguous (one [3A_i, H] block: Q, K, V are one sgemm)
+ *     attention.self.query.bias, .key.bias, .value.bias         [A_i] each, contiguous
+ *     attention.output.dense.weight [H, A_i], .bias [H]
  *     attention.output.LayerNorm.weight, .bias                  [H]
- *     intermediate.dense.weight [I, H], .bias [I]
- *     output.dense.weight [H, I], .bias [H]
+ *     intermediate.dense.weight [I_i, H], .bias [I_i]
+ *     output.dense.weight [H, I_i], .bias [H]
  *     output.LayerNorm.weight, .bias                            [H]
  *   mode has MLM:
  *     cls.predictions.transform.dense.weight [H, H], .bias [H]
@@ -83,16 +84,17 @@
  * spinning OpenMP threads then cost up to 3x per step.
  *
  * Memory (bert_model_bytes): 4 flat buffers of bert_param_count floats plus
- * activations ~ L*B*T*(7H + I) + L*B*nh*T*T floats (+ B*T*V for MLM logits
+ * activations ~ sum_l B*T*(4H + 4A_l + I_l) + B*nh_l*T*T floats (+ B*T*V for MLM logits
  * and their gradient), all sized for max_B x max_T at creation.
  *
  * ---- backends ----------------------------------------------------------
- * bert_model_new takes a bert_backend; only BERT_BACKEND_CPU is implemented
- * now.  m->params etc. are the HOST copies: on a device backend call
- * bert_sync_to_host() before reading them and bert_sync_to_device() after
- * writing them (both are no-ops on the CPU), so stages never need to know
- * where the model runs.  A backend is a table of function pointers
- * (bert_backend_ops, internal to kernels/); stages call the bert_* wrappers.
+ * bert_model_new takes the bert_device the stage was granted and picks the
+ * backend serving it; only the CPU backend (kernels/cpu/) exists now, so a
+ * granted GPU is an error, never a silent CPU run.  m->params etc. are the
+ * HOST copies: see bert_sync_to_host / bert_sync_to_device for who syncs
+ * when (both are no-ops on the CPU), so stages never need to know where the
+ * model runs.  A backend is a table of function pointers (bert_backend_ops,
+ * internal to kernels/); stages call the bert_* wrappers.
  *
  * Conventions: functions returning int give 0 or a negative FLOW_E_* code
  * with e filled (e may be NULL); _new/_free allocate, _free(NULL) is a no-op.
@@ -111,12 +113,17 @@
 /* Which heads exist (bit set). */
 enum { BERT_MODE_MLM = 1, BERT_MODE_CLASSIFY = 2, BERT_MODE_BOTH = 3 };
 
+#define BERT_MAX_LAYERS 64
+
 typedef struct bert_config {
     int vocab_size;         /* V: word embedding rows (tokenizer vocab) */
     int hidden;             /* H */
-    int layers;             /* L */
-    int heads;              /* nh; H % nh must be 0 */
-    int intermediate;       /* I: FFN width */
+    int layers;             /* L <= BERT_MAX_LAYERS */
+    int head_size;          /* d: width of every attention head */
+    int heads[BERT_MAX_LAYERS];  /* nh_l >= 1: heads of layer l; its attention
+                             * width is A_l = nh_l * d (equal to H only in an
+                             * unpruned model) */
+    int ffn[BERT_MAX_LAYERS];    /* I_l >= 1: FFN width of layer l */
     int max_len;            /* position embedding rows; T <= max_len */
     int type_vocab;         /* token type rows (2 like BERT) */
     int num_labels;         /* C: classifier outputs (CLASSIFY mode; >= 1) */
@@ -125,14 +132,30 @@ typedef struct bert_config {
     int mode;               /* BERT_MODE_* */
 } bert_config;
 
-/* Fills the reference config: V 8000, H 768, L 6, nh 12, I 3072, max_len
- * 512, type_vocab 2, num_labels 2, dropout 0.1/0.1, mode MLM. */
+/* Fills the reference config: V 8000, H 768, L 6, 12 heads of 64, FFN 3072
+ * in every layer, max_len 512, type_vocab 2, num_labels 2, dropout
+ * 0.1/0.1, mode MLM.  Entries of heads/ffn beyond L are ignored. */
 void bert_config_default(bert_config *c);
 
-/* Checks every field (positive sizes, H % heads == 0, dropout in [0,1),
- * mode 1..3, num_labels >= 1 when CLASSIFY, total size fits).  Returns 0 or
- * FLOW_E_PARAM with a message naming the field and its value, e.g.
- * "hidden 100 is not a multiple of heads 12". */
+/* The unpruned BERT shape for c->hidden: every layer (all BERT_MAX_LAYERS
+ * entries, so c->layers may still change) gets `heads` heads of
+ * hidden/heads and FFN width `intermediate`.  FLOW_E_PARAM
+ * "model config: hidden 100 is not a multiple of heads 12" when it does not
+ * divide, or when layers is outside [1, BERT_MAX_LAYERS]. */
+int bert_config_uniform(bert_config *c, int heads, int intermediate, flow_err *e);
+
+/* Attention width A_l = heads[l] * head_size. */
+static inline int bert_attn_width(const bert_config *c, int l) { return c->heads[l] * c->head_size; }
+
+/* 1 when every layer has the same heads and FFN width and heads x head_size
+ * = hidden (the shape transformers' BertConfig describes). */
+int bert_config_is_uniform(const bert_config *c);
+
+/* Checks every field (positive sizes, layers <= BERT_MAX_LAYERS, heads and
+ * FFN width >= 1 in every layer, dropout in [0,1), mode 1..3, num_labels
+ * >= 1 when CLASSIFY, total size fits).  Returns 0 or FLOW_E_PARAM with a
+ * message naming the field and its value, e.g. "model config: layer 2 has
+ * 0 attention heads". */
 int bert_config_validate(const bert_config *c, flow_err *e);
 
 /* ------------------------------------------------------------------ */
@@ -158,7 +181,20 @@ int bert_tensor_table(const bert_config *c, bert_tensor **out, int *n, flow_err 
 /* ------------------------------------------------------------------ */
 /* The model.                                                          */
 
-typedef enum bert_backend { BERT_BACKEND_CPU = 0, BERT_BACKEND_CUDA = 1 } bert_backend;
+/* The backend a model runs on (m->backend; chosen by bert_model_new from
+ * the device, never named by callers). */
+typedef enum bert_backend { BERT_ON_CPU = 0, BERT_ON_CUDA = 1 } bert_backend;
+
+/* Where a model runs: the device a stage was granted by the engine (a stage
+ * fills it from flow_gpu_count / flow_gpu_id / flow_threads, see
+ * stages/model/trainer.h model_device) and the threads for host work.
+ * bert_model_new picks the backend from it; no caller names a backend. */
+typedef struct bert_device {
+    int gpu;                /* CUDA device ordinal, or -1: the CPU */
+    int threads;            /* CPU threads (process-wide, bert_set_threads);
+                             * <= 0: leave the current setting */
+} bert_device;
+extern const bert_device bert_device_cpu;   /* { -1, 0 } */
 
 /* Op kinds timed by the profiler. */
 enum {
@@ -207,12 +243,14 @@ typedef struct bert_model {
 } bert_model;
 
 /* Allocates a model for config c (validated) with activation space for
- * batches up to max_B sequences of max_T tokens (max_T <= c->max_len).
+ * batches up to max_B sequences of max_T tokens (max_T <= c->max_len), on
+ * the backend serving dev (the CPU for gpu = -1, CUDA for a GPU).
  * params/grads/moments are zeroed; call bert_init or load weights next.
- * Returns 0 and *out, or FLOW_E_PARAM (bad config or sizes, or a backend not
- * built into this binary: "backend cuda is not available in this build") /
- * FLOW_E_NOMEM (message gives the bytes needed). */
-int bert_model_new(const bert_config *c, int max_B, int max_T, bert_backend be,
+ * Returns 0 and *out, or FLOW_E_PARAM (bad config or sizes, or a device no
+ * backend of this binary serves: "GPU 0 was granted but the cuda backend
+ * is not available in this build") / FLOW_E_NOMEM (message gives the bytes
+ * needed). */
+int bert_model_new(const bert_config *c, int max_B, int max_T, const bert_device *dev,
                    bert_model **out, flow_err *e);
 void bert_model_free(bert_model *m);
 
@@ -223,8 +261,8 @@ size_t bert_model_bytes(const bert_config *c, int max_B, int max_T);
 /* HF initialisation, seeded (deterministic): Linear and embedding weights
  * ~ N(0, 0.02), biases 0, LayerNorm weight 1 bias 0, word embedding row
  * TOK_PAD (0) zeroed (padding_idx).  Also sets dropout_seed from seed, resets
- * adam moments, adam_t and fwd_counter. */
-void bert_init(bert_model *m, uint64_t seed);
+ * adam moments, adam_t and fwd_counter, then syncs to the device. */
+int bert_init(bert_model *m, uint64_t seed, flow_err *e);
 
 /* Finds a tensor by HF name; NULL if absent in this model's mode. */
 const bert_tensor *bert_find_tensor(const bert_model *m, const char *name);
@@ -240,11 +278,19 @@ float *bert_param_ptr(bert_model *m, const char *name);
 int bert_load_by_name(bert_model *m, const bert_config *src_cfg, const float *src,
                       size_t src_n, int *copied, flow_err *e);
 
-/* Host <-> device copies of params/grads/moments; no-ops on the CPU. */
+/* Host <-> device copies of params, adam_m, adam_v (and adam_t,
+ * dropout_seed, fwd_counter); no-ops on the CPU.  The rule: the device copy
+ * is the truth while training.  Whoever WRITES the host copy calls
+ * bert_sync_to_device afterwards (bert_init and bert_load_by_name do it
+ * themselves; so must a checkpoint restore or any direct write through
+ * bert_param_ptr); whoever READS it (checkpoint save, best-weights copy,
+ * artifact writing, export) calls bert_sync_to_host first.  grads are
+ * device-only during training (bert_grad_norm reads them there). */
 int bert_sync_to_host(bert_model *m, flow_err *e);
 int bert_sync_to_device(bert_model *m, flow_err *e);
 
-/* Threads used by OpenMP loops and OpenBLAS (process-wide). n <= 0: all cores. */
+/* Threads of the CPU backend (OpenMP loops; OpenBLAS is kept at 1 and
+ * gemm splits work itself), process-wide. n <= 0: all cores. */
 void bert_set_threads(int n);
 int bert_get_threads(void);
 
@@ -302,6 +348,30 @@ int bert_forward(bert_model *m, const bert_batch *b, int head, int train,
  * another forward).  loss_scale = 1 for one batch; 1/k for k accumulated
  * micro-batches.  Returns FLOW_E_PARAM when no forward precedes it. */
 int bert_backward(bert_model *m, float loss_scale, flow_err *e);
+
+/* Backward from gradients an objective computed outside the model
+ * (distillation): dlogits is d(objective)/d(out->logits) of the last
+ * forward, in its layout ([n_targets, V] labelled rows for MLM, [B, C] for
+ * CLASSIFY; a classification forward needs no labels for this), already
+ * scaled for accumulation.  dhidden is NULL or L+1 pointers, each NULL or
+ * [B*T, H]: gradients at bert_hidden_states(m, l) (hidden-state MSE).  The
+ * forward's own loss is not differentiated.  Accumulates into m->grads. */
+int bert_backward_ext(bert_model *m, const float *dlogits, const float *const *dhidden, flow_err *e);
+
+/* Hidden states of the last forward, [B*T, H] row-major (host memory,
+ * valid until the next forward): layer 0 is the embedding output (after
+ * LayerNorm and dropout), layer l in 1..L the output of encoder layer l.
+ * NULL for a layer outside [0, L]. */
+const float *bert_hidden_states(const bert_model *m, int layer);
+
+/* Soft-target (distillation) loss and its gradient on rows of logits:
+ *   loss = T^2 / rows * sum_r KL(softmax(teacher_r / T) || softmax(student_r / T))
+ *   dstudent[rows, n] = scale * T / rows * (softmax(student/T) - softmax(teacher/T))
+ * (written; NULL: loss only).  temperature > 0.  Deterministic for any
+ * thread count (row terms in double, summed in row order).  Feed dstudent
+ * (plus any other term) to bert_backward_ext. */
+double bert_soft_target_loss(const float *student, const float *teacher, int rows, int n,
+                             float temperature, float scale, float *dstudent);
 
 /* Sets grads to 0. */
 void bert_zero_grad(bert_model *m);

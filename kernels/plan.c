@@ -70,11 +70,12 @@ static int plan_check(const plan_request *r, flow_err *e)
     return 0;
 }
 
-/* Floats of one encoder layer, in tensor-table order (kernels.h). */
-static size_t layer_params(const bert_config *c)
+/* Floats of encoder layer l, in tensor-table order (kernels.h): attention
+ * width A = heads x head size, FFN width I. */
+static size_t layer_params(const bert_config *c, int l)
 {
-    size_t H = (size_t)c->hidden, I = (size_t)c->intermediate;
-    return 3 * H * H + 3 * H + H * H + H + 2 * H + I * H + I + H * I + H + 2 * H;
+    size_t H = (size_t)c->hidden, A = (size_t)bert_attn_width(c, l), I = (size_t)c->ffn[l];
+    return 3 * A * H + 3 * A + H * A + H + 2 * H + I * H + I + H * I + H + 2 * H;
 }
 
 int plan_modules(const plan_request *r, int B, plan_module **out, int *n, flow_err *e)
@@ -83,7 +84,7 @@ int plan_modules(const plan_request *r, int B, plan_module **out, int *n, flow_e
     if (rc) return rc;
     const bert_config *c = &r->cfg;
     size_t H = (size_t)c->hidden, V = (size_t)c->vocab_size, C = (size_t)c->num_labels;
-    double N = (double)B * r->seq, T = r->seq, Hd = (double)H, I = c->intermediate;
+    double N = (double)B * r->seq, T = r->seq, Hd = (double)H;
     int count = 1 + c->layers + 1;
     plan_module *m = xcalloc((size_t)count, sizeof *m);
     snprintf(m[0].name, sizeof m[0].name, "embeddings");
@@ -92,10 +93,11 @@ int plan_modules(const plan_request *r, int B, plan_module **out, int *n, flow_e
     for (int l = 0; l < c->layers; l++) {
         plan_module *x = &m[1 + l];
         snprintf(x->name, sizeof x->name, "layer.%d", l);
-        x->params = layer_params(c);
-        /* QKV [N,H]x[H,3H], out [N,H]x[H,H], FFN 2x [N,H]x[H,I];
-         * scores and P.v: 2 x B*nh*T*T*d = 2*B*T*T*H mult-adds */
-        x->flops = 3 * (2 * N * Hd * (4 * Hd + 2 * I) + 4.0 * B * T * T * Hd);
+        x->params = layer_params(c, l);
+        /* QKV [N,H]x[H,3A], out [N,A]x[A,H], FFN 2x [N,H]x[H,I];
+         * scores and P.v: 2 x B*nh*T*T*d = 2*B*T*T*A mult-adds */
+        double A = bert_attn_width(c, l), I = c->ffn[l];
+        x->flops = 3 * (2 * N * Hd * (4 * A + 2 * I) + 4.0 * B * T * T * A);
     }
     plan_module *h = &m[count - 1];
     if (r->head == BERT_HEAD_MLM) {
@@ -135,16 +137,16 @@ int plan_modules(const plan_request *r, int B, plan_module **out, int *n, flow_e
  *   dropout mask [N,H], LN1 input [N,H] + stats [N]x2, a [N,H] (FFN-in
  *   input), GELU input [N,I], GELU output [N,I] (FFN-out input), dropout
  *   mask [N,H], LN2 input [N,H] + stats. */
-static double layer_acts(const plan_request *r, int B, double a)
+static double layer_acts(const plan_request *r, int l, int B, double a)
 {
     const bert_config *c = &r->cfg;
-    double N = (double)B * r->seq, H = c->hidden, I = c->intermediate;
-    double TT = (double)B * c->heads * r->seq * r->seq;
+    double N = (double)B * r->seq, H = c->hidden, A = bert_attn_width(c, l), I = c->ffn[l];
+    double TT = (double)B * c->heads[l] * r->seq * r->seq;
     double hid_mask = c->hidden_dropout > 0 ? N * H : 0;
-    double bytes = a * N * H * 4                     /* x, q, k, v */
+    double bytes = a * N * H + a * N * A * 3         /* x, q, k, v */
                  + a * TT                            /* P */
                  + (c->attn_dropout > 0 ? TT + a * TT : 0)   /* mask, dropped P */
-                 + a * N * H                         /* ctx */
+                 + a * N * A                         /* ctx */
                  + hid_mask + a * N * H + 8 * N      /* dropout mask, LN1 input, stats */
                  + a * N * H                         /* a */
                  + 2 * a * N * I                     /* GELU input, output */
@@ -172,11 +174,15 @@ uint64_t plan_activations(const plan_request *r, int B, int recompute)
         /* h[:,0], pooled (tanh output), dropout mask [B,H], logits [B,C] fp32 */
         head = a * B * H * 2 + (c->hidden_dropout > 0 ? B * H : 0) + 4.0 * B * c->num_labels;
     }
-    double layers = recompute
-        /* per-layer checkpoints: each layer's input, plus one layer's full
-         * set while it is recomputed for its backward */
-        ? c->layers * a * N * H + layer_acts(r, B, a)
-        : c->layers * layer_acts(r, B, a);
+    /* per-layer checkpoints when recomputing: each layer's input, plus the
+     * largest layer's full set while it is recomputed for its backward */
+    double all = 0, widest = 0;
+    for (int l = 0; l < c->layers; l++) {
+        double x = layer_acts(r, l, B, a);
+        all += x;
+        widest = x > widest ? x : widest;
+    }
+    double layers = recompute ? c->layers * a * N * H + widest : all;
     return (uint64_t)llround(emb + layers + out + head);
 }
 
@@ -195,9 +201,15 @@ void plan_memory_estimate(const plan_request *r, int B, int recompute, plan_memo
      * ([N, max(3H, I)] each), dP of one layer [B,nh,T,T] fp32; 32 MiB of
      * cuBLAS(Lt) workspace */
     double N = (double)B * r->seq;
-    double wide = c->intermediate > 3 * c->hidden ? c->intermediate : 3 * c->hidden;
+    double wide = 0, nh = 0;
+    for (int l = 0; l < c->layers; l++) {
+        double w = c->ffn[l] > 3 * bert_attn_width(c, l) ? c->ffn[l] : 3 * bert_attn_width(c, l);
+        wide = w > wide ? w : wide;
+        nh = c->heads[l] > nh ? c->heads[l] : nh;
+    }
+    wide = wide > c->hidden ? wide : c->hidden;
     m->workspace = (uint64_t)llround(2 * (double)e * N * wide
-                                     + 4.0 * B * c->heads * r->seq * r->seq) + (32u << 20);
+                                     + 4.0 * B * nh * r->seq * r->seq) + (32u << 20);
     m->nccl = r->gpus > 1 ? 2 * (25u << 20) : 0;
     m->total = m->params + m->grads + m->master + m->moments + m->acts + m->workspace + m->nccl;
 }

@@ -16,12 +16,13 @@ static bert_model *small_model(void)
 {
     bert_config c;
     bert_config_default(&c);
-    c.vocab_size = 120; c.hidden = 64; c.layers = 2; c.heads = 4; c.intermediate = 128;
+    c.vocab_size = 120; c.hidden = 64; c.layers = 2;
+    bert_config_uniform(&c, 4, 128, NULL);
     c.max_len = 32; c.num_labels = 5; c.mode = BERT_MODE_CLASSIFY;
     bert_model *m = NULL;
     flow_err e;
-    if (bert_model_new(&c, B, T, BERT_BACKEND_CPU, &m, &e)) { fprintf(stderr, "%s\n", e.msg); exit(1); }
-    bert_init(m, 7);
+    if (bert_model_new(&c, B, T, &bert_device_cpu, &m, &e)) { fprintf(stderr, "%s\n", e.msg); exit(1); }
+    bert_init(m, 7, NULL);
     /* Larger-than-init weights so that the logits spread (argmax is meaningful). */
     for (size_t i = 0; i < m->nparams; i++) m->params[i] *= 3.0f;
     return m;

@@ -9,6 +9,8 @@ into BertForMaskedLM / BertForSequenceClassification with the same config,
 runs the same batch, and compares logits, loss and EVERY gradient (1e-4,
 relative to each tensor's scale).  It also checks that our tensor table
 names exactly the model's parameters (apart from the tied decoder aliases).
+Each head runs twice: the plain shape, and a shrunk one (unequal heads and
+FFN widths per layer, the torch model's Linear modules resized to match).
 Exit 77 when torch/transformers are missing.
 """
 import os
@@ -49,13 +51,35 @@ def close(name, ours, ref, tol=TOL):
     return err / scale
 
 
-def run(tool, mode, seed):
+def shrink(model, layers):
+    """Gives each encoder layer its own attention width (heads x head size)
+    and FFN width, as a pruned model has: the Linear modules are replaced
+    by ones of the layer's shape (transformers' attention splits heads with
+    view(..., -1, head_size), so it follows the module's width)."""
+    H = model.config.hidden_size
+    for l, (heads, ffn, d) in enumerate(layers):
+        layer = model.bert.encoder.layer[l]
+        att = layer.attention
+        for nm in ("query", "key", "value"):
+            setattr(att.self, nm, torch.nn.Linear(H, heads * d))
+        att.self.num_attention_heads = heads
+        att.self.all_head_size = heads * d
+        att.output.dense = torch.nn.Linear(heads * d, H)
+        layer.intermediate.dense = torch.nn.Linear(H, ffn)
+        layer.output.dense = torch.nn.Linear(ffn, H)
+
+
+def run(tool, mode, seed, shrunk=False):
     d = tempfile.mkdtemp(prefix=f"flow-bert-{mode}-")
-    subprocess.run([tool, d, mode, str(seed)], check=True)
-    cfg = {}
+    subprocess.run([tool, d, mode, str(seed)] + (["shrunk"] if shrunk else []), check=True)
+    cfg, layers = {}, []
     for line in open(os.path.join(d, "config.txt")):
-        k, v = line.split()
-        cfg[k] = v if k == "mode" else int(v)
+        k, *v = line.split()
+        if k == "layer":
+            layers.append((int(v[1]), int(v[2])))
+        else:
+            cfg[k] = v[0] if k == "mode" else int(v[0])
+    mode_name = mode + (" shrunk" if shrunk else "")
     tensors = []
     for line in open(os.path.join(d, "tensors.txt")):
         name, off, numel, s0, s1 = line.split()
@@ -67,15 +91,19 @@ def run(tool, mode, seed):
     params, grads = arr("params.f32", np.float32), arr("grads.f32", np.float32)
     B, T = cfg["B"], cfg["T"]
     hf = BertConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden"],
-                    num_hidden_layers=cfg["layers"], num_attention_heads=cfg["heads"],
-                    intermediate_size=cfg["intermediate"], hidden_act="gelu",
+                    num_hidden_layers=cfg["layers"],
+                    num_attention_heads=cfg["hidden"] // cfg["head_size"],
+                    intermediate_size=max(f for _, f in layers), hidden_act="gelu",
                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                     max_position_embeddings=cfg["max_len"], type_vocab_size=cfg["type_vocab"],
                     layer_norm_eps=1e-12, pad_token_id=0, num_labels=cfg["num_labels"],
                     tie_word_embeddings=True)
     torch.manual_seed(0)
     model = (BertForMaskedLM if mode == "mlm" else BertForSequenceClassification)(hf)
+    if shrunk:
+        shrink(model, [(h, f, cfg["head_size"]) for h, f in layers])
     model.eval()  # dropout is 0 anyway; eval keeps it deterministic
+    mode, plain_mode = mode_name, mode
 
     pnames = dict(model.named_parameters(remove_duplicate=True))
     ours_names = {t[0] for t in tensors}
@@ -89,7 +117,7 @@ def run(tool, mode, seed):
                 fail(f"{mode}: {name} shape {tuple(p.shape)} vs ours {(s0, s1)}")
                 continue
             p.copy_(torch.from_numpy(params[off:off + numel].copy()).reshape(p.shape))
-    if mode == "mlm":
+    if plain_mode == "mlm":
         dec = model.cls.predictions.decoder
         if dec.weight.data_ptr() != model.bert.embeddings.word_embeddings.weight.data_ptr():
             fail("mlm: decoder weight is not tied to the word embeddings in torch")
@@ -100,7 +128,7 @@ def run(tool, mode, seed):
     logits_ours = arr("logits.f32", np.float32)
     loss_ours = float(arr("loss.f32", np.float32)[0])
     model.zero_grad()
-    if mode == "mlm":
+    if plain_mode == "mlm":
         mlm_labels = torch.from_numpy(arr("mlm_labels.i32", np.int32).astype(np.int64)).reshape(B, T)
         out = model(input_ids=ids, token_type_ids=types, attention_mask=mask, labels=mlm_labels)
         loss = out.loss
@@ -135,6 +163,7 @@ def main():
     torch.set_default_dtype(torch.float32)
     for mode in ("mlm", "cls"):
         run(tool, mode, 11)
+        run(tool, mode, 12, shrunk=True)
     if failures:
         print(f"bert_torch_test: {failures} failures")
         return 1

@@ -133,8 +133,8 @@ static void test_layernorm(void)
 struct att { int B, T, H, nh; float p; int32_t *mask; float *qkv, *ctx, *probs, *r, *scr; };
 static double att_loss(void *p)
 {
-    struct att *c = p;
-    attention_forward(c->ctx, c->probs, c->qkv, c->mask, c->B, c->T, c->H, c->nh, c->p, 77, c->scr);
+    struct att *c = p;   /* H: the attention width nh * d */
+    attention_forward(c->ctx, c->probs, c->qkv, c->mask, c->B, c->T, c->nh, c->H / c->nh, c->p, 77, c->scr);
     return dot(c->ctx, c->r, (size_t)c->B * c->T * c->H);
 }
 static void test_attention(float p)
@@ -154,7 +154,7 @@ static void test_attention(float p)
         rs += c.probs[j];
     CHECK(fabs(rs - 1) < 1e-5);
     CHECK(c.probs[3] == 0 && c.probs[4] == 0);
-    attention_backward(dq, c.r, c.qkv, c.probs, c.B, c.T, c.H, c.nh, c.p, 77, c.scr);
+    attention_backward(dq, c.r, c.qkv, c.probs, c.B, c.T, c.nh, c.H / c.nh, c.p, 77, c.scr);
     grad_check(p > 0 ? "attention+dropout.dqkv" : "attention.dqkv", att_loss, &c, c.qkv, dq,
                n3, 1000, 1e-2f, 2e-3, 1e-2);
     /* padded keys get no gradient through K and V */
@@ -320,13 +320,54 @@ static void test_xent(void)
     free(c.logits); free(c.lse); free(d);
 }
 
+/* ---- soft targets ------------------------------------------------------- */
+struct st { int M, V; float T; float *s, *t; };
+static double st_loss(void *p)
+{
+    struct st *c = p;
+    return bert_soft_target_loss(c->s, c->t, c->M, c->V, c->T, 1.0f, NULL);
+}
+static void test_soft_targets(void)
+{
+    for (int k = 0; k < 2; k++) {
+        struct st c = {4, 7, k ? 2.5f : 1.0f, fvec(28, 3), fvec(28, 3)};
+        float *d = fvec(28, 0);
+        double l = bert_soft_target_loss(c.s, c.t, c.M, c.V, c.T, 1.0f, d);
+        CHECK(l > 0 && l == st_loss(&c));
+        grad_check(k ? "soft targets T=2.5" : "soft targets T=1", st_loss, &c, c.s, d, 28, 28, 1e-3f, 1e-3, 1e-2);
+        /* student == teacher: zero loss and zero gradient */
+        double z = bert_soft_target_loss(c.t, c.t, c.M, c.V, c.T, 1.0f, d);
+        double dmax = 0;
+        for (int i = 0; i < 28; i++)
+            dmax = fmax(dmax, fabs(d[i]));
+        CHECK(fabs(z) < 1e-12 && dmax < 1e-7);
+        free(c.s); free(c.t); free(d);
+    }
+}
+
 /* ---- whole model -------------------------------------------------------- */
 static bert_config tiny_config(int mode)
 {
     bert_config c;
     bert_config_default(&c);
-    c.vocab_size = 23; c.hidden = 12; c.layers = 2; c.heads = 3; c.intermediate = 20;
+    c.vocab_size = 23; c.hidden = 12; c.layers = 2;
+    bert_config_uniform(&c, 3, 20, NULL);
     c.max_len = 10; c.num_labels = 3; c.mode = mode;
+    return c;
+}
+
+/* A shrunk model: heads of 4, unequal heads and FFN widths per layer
+ * (attention width 12, 4 and 8 against hidden 12). */
+static bert_config shrunk_config(int mode)
+{
+    bert_config c = tiny_config(mode);
+    c.layers = 3;
+    c.head_size = 4;
+    int heads[3] = {3, 1, 2}, ffn[3] = {20, 7, 13};
+    for (int l = 0; l < 3; l++) {
+        c.heads[l] = heads[l];
+        c.ffn[l] = ffn[l];
+    }
     return c;
 }
 
@@ -342,15 +383,15 @@ static double model_loss(void *p)
     return o.loss;
 }
 
-static void test_model_grads(int head)
+static void test_model_grads(int head, int shrunk)
 {
-    bert_config cfg = tiny_config(BERT_MODE_BOTH);
+    bert_config cfg = shrunk ? shrunk_config(BERT_MODE_BOTH) : tiny_config(BERT_MODE_BOTH);
     bert_model *m = NULL;
     flow_err e;
-    CHECK_OK(bert_model_new(&cfg, 3, 7, BERT_BACKEND_CPU, &m, &e), e);
+    CHECK_OK(bert_model_new(&cfg, 3, 7, &bert_device_cpu, &m, &e), e);
     if (!m)
         return;
-    bert_init(m, 7);
+    bert_init(m, 7, NULL);
     /* perturb every tensor so LayerNorm weights, biases etc. are not trivial */
     for (size_t i = 0; i < m->nparams; i++)
         m->params[i] += 0.1f * frand();
@@ -375,7 +416,8 @@ static void test_model_grads(int head)
         int head_cls = strncmp(tt->name, "classifier", 10) == 0 || strstr(tt->name, "pooler");
         if ((head == BERT_HEAD_MLM && head_cls) || (head == BERT_HEAD_CLASSIFY && head_mlm))
             continue;
-        snprintf(what, sizeof what, "%s %s", head == BERT_HEAD_MLM ? "mlm" : "cls", tt->name);
+        snprintf(what, sizeof what, "%s%s %s", shrunk ? "shrunk " : "", head == BERT_HEAD_MLM ? "mlm" : "cls",
+                 tt->name);
         /* word embedding row 0 is the padding row: like nn.Embedding's
          * padding_idx it gets no lookup gradient (torch test checks it) */
         size_t skip = strstr(tt->name, "word_embeddings") ? (size_t)cfg.hidden : 0;
@@ -385,15 +427,90 @@ static void test_model_grads(int head)
     bert_model_free(m);
 }
 
+/* Backward from external gradients: the classifier's own cross-entropy
+ * given as dlogits reproduces bert_backward, and a gradient at a hidden
+ * state matches finite differences of <r, hidden_l>. */
+struct hctx { bert_model *m; bert_batch b; int layer; const float *r; uint64_t counter; };
+static double hidden_loss(void *p)
+{
+    struct hctx *c = p;
+    bert_output o;
+    flow_err e;
+    c->m->fwd_counter = c->counter;
+    if (bert_forward(c->m, &c->b, BERT_HEAD_CLASSIFY, 1, &o, &e))
+        FLOW_BUG("%s", e.msg);
+    return dot(bert_hidden_states(c->m, c->layer), c->r, (size_t)c->b.B * c->b.T * c->m->cfg.hidden);
+}
+static void test_backward_ext(void)
+{
+    bert_config cfg = shrunk_config(BERT_MODE_CLASSIFY);
+    bert_model *m = NULL;
+    flow_err e;
+    CHECK_OK(bert_model_new(&cfg, 2, 5, &bert_device_cpu, &m, &e), e);
+    if (!m)
+        return;
+    CHECK_OK(bert_init(m, 11, &e), e);
+    int B = 2, T = 5, C = cfg.num_labels, H = cfg.hidden;
+    int32_t ids[10] = {2, 7, 8, 9, 3, 2, 11, 12, 3, 0}, mask[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 0};
+    int32_t labels[2] = {1, 2};
+    bert_batch b = {B, T, ids, NULL, mask, NULL, labels, NULL};
+    bert_output o;
+    m->fwd_counter = 3;
+    bert_zero_grad(m);
+    CHECK_OK(bert_forward(m, &b, BERT_HEAD_CLASSIFY, 1, &o, &e), e);
+    CHECK_OK(bert_backward(m, 1.0f, &e), e);
+    float *g1 = malloc(m->nparams * sizeof *g1), dl[6];
+    memcpy(g1, m->grads, m->nparams * sizeof *g1);
+    for (int r = 0; r < B; r++) {   /* d mean CE / d logits = (softmax - onehot) / B */
+        double mx = -1e30, z = 0;
+        for (int k = 0; k < C; k++) mx = fmax(mx, o.logits[r * C + k]);
+        for (int k = 0; k < C; k++) z += exp(o.logits[r * C + k] - mx);
+        for (int k = 0; k < C; k++)
+            dl[r * C + k] = (float)((exp(o.logits[r * C + k] - mx) / z - (k == labels[r])) / B);
+    }
+    bert_zero_grad(m);
+    m->fwd_counter = 3;
+    bert_batch nolab = b;
+    nolab.labels = NULL;            /* external gradients need no labels */
+    CHECK_OK(bert_forward(m, &nolab, BERT_HEAD_CLASSIFY, 1, &o, &e), e);
+    CHECK(bert_backward(m, 1.0f, &e) == FLOW_E_PARAM);
+    CHECK_OK(bert_backward_ext(m, dl, NULL, &e), e);
+    double err = 0, scale = 0;
+    for (size_t i = 0; i < m->nparams; i++) {
+        err = fmax(err, fabs(m->grads[i] - g1[i]));
+        scale = fmax(scale, fabs(g1[i]));
+    }
+    CHECK_MSG(err <= 1e-5 * scale, "backward_ext vs backward: max diff %.3g (scale %.3g)", err, scale);
+    CHECK(bert_hidden_states(m, -1) == NULL && bert_hidden_states(m, cfg.layers + 1) == NULL);
+    /* a gradient at hidden state 2 (output of layer 1) only */
+    float *r = fvec((size_t)B * T * H, 1), zero[6] = {0};
+    const float *dh[4] = {NULL, NULL, r, NULL};
+    struct hctx c = {m, nolab, 2, r, 3};
+    bert_zero_grad(m);
+    hidden_loss(&c);
+    CHECK_OK(bert_backward_ext(m, zero, dh, &e), e);
+    const bert_tensor *t = bert_find_tensor(m, "bert.encoder.layer.1.attention.self.query.weight");
+    const bert_tensor *t2 = bert_find_tensor(m, "bert.encoder.layer.2.intermediate.dense.weight");
+    grad_check("hidden-state gradient", hidden_loss, &c, m->params + t->offset, m->grads + t->offset,
+               t->numel, 24, 3e-3f, 3e-4, 3e-2);
+    int untouched = 1;
+    for (size_t i = 0; i < t2->numel; i++)
+        untouched &= m->grads[t2->offset + i] == 0;
+    CHECK(untouched);   /* layer 2 comes after hidden state 2 */
+    free(r);
+    free(g1);
+    bert_model_free(m);
+}
+
 /* ---- determinism -------------------------------------------------------- */
 static void run_steps(float *losses, float *final_param, int steps)
 {
     bert_config cfg = tiny_config(BERT_MODE_MLM);
     bert_model *m = NULL;
     flow_err e;
-    if (bert_model_new(&cfg, 4, 8, BERT_BACKEND_CPU, &m, &e))
+    if (bert_model_new(&cfg, 4, 8, &bert_device_cpu, &m, &e))
         FLOW_BUG("%s", e.msg);
-    bert_init(m, 1234);
+    bert_init(m, 1234, NULL);
     int32_t ids[32], mlm[32];
     for (int i = 0; i < 32; i++) {
         ids[i] = 5 + (i * 11) % 18;
@@ -427,14 +544,15 @@ static void test_determinism(void)
 static void test_overfit(void)
 {
     bert_config cfg = tiny_config(BERT_MODE_CLASSIFY);
-    cfg.hidden = 32; cfg.heads = 4; cfg.intermediate = 64; cfg.num_labels = 4;
+    cfg.hidden = 32; cfg.num_labels = 4;
+    bert_config_uniform(&cfg, 4, 64, NULL);
     cfg.hidden_dropout = cfg.attn_dropout = 0;     /* memorising, not generalising */
     bert_model *m = NULL;
     flow_err e;
-    CHECK_OK(bert_model_new(&cfg, 8, 6, BERT_BACKEND_CPU, &m, &e), e);
+    CHECK_OK(bert_model_new(&cfg, 8, 6, &bert_device_cpu, &m, &e), e);
     if (!m)
         return;
-    bert_init(m, 3);
+    bert_init(m, 3, NULL);
     /* 8 sequences, label = a function of the tokens at positions 1..2 */
     int32_t ids[48], labels[8], mask[48];
     for (int b = 0; b < 8; b++) {
@@ -467,10 +585,10 @@ static void test_adamw(void)
     bert_config cfg = tiny_config(BERT_MODE_MLM);
     bert_model *m = NULL;
     flow_err e;
-    CHECK_OK(bert_model_new(&cfg, 1, 4, BERT_BACKEND_CPU, &m, &e), e);
+    CHECK_OK(bert_model_new(&cfg, 1, 4, &bert_device_cpu, &m, &e), e);
     if (!m)
         return;
-    bert_init(m, 5);
+    bert_init(m, 5, NULL);
     const bert_tensor *w = bert_find_tensor(m, "bert.encoder.layer.1.intermediate.dense.weight");
     const bert_tensor *bb = bert_find_tensor(m, "bert.encoder.layer.1.intermediate.dense.bias");
     CHECK(w && w->decay == 1 && bb && bb->decay == 0);
@@ -524,7 +642,7 @@ static void test_config(void)
     bert_config_default(&c);
     CHECK_OK(bert_config_validate(&c, &e), e);
     c.hidden = 100;
-    CHECK(bert_config_validate(&c, &e) == FLOW_E_PARAM);
+    CHECK(bert_config_uniform(&c, 12, 3072, &e) == FLOW_E_PARAM);
     CHECK_CONTAINS(e.msg, "hidden 100 is not a multiple of heads 12");
     bert_config_default(&c);
     c.hidden_dropout = 1.0f;
@@ -547,15 +665,32 @@ static void test_config(void)
     CHECK(t[6].offset == t[5].offset + H * H && t[8].offset == t[5].offset + 3 * H * H);
     CHECK(t[n - 1].offset + t[n - 1].numel == want);
     free(t);
+    /* per-layer shapes: layer 1 of the shrunk config has 1 head of 4 and FFN 7 */
+    bert_config sc = shrunk_config(BERT_MODE_MLM);
+    CHECK_OK(bert_config_validate(&sc, &e), e);
+    CHECK(!bert_config_is_uniform(&sc) && bert_config_is_uniform(&c));
+    CHECK_OK(bert_tensor_table(&sc, &t, &n, &e), e);
+    CHECK_STREQ(t[5 + 16].name, "bert.encoder.layer.1.attention.self.query.weight");
+    CHECK(t[5 + 16].shape[0] == 4 && t[5 + 16].shape[1] == 12);
+    CHECK(t[5 + 16 + 6].shape[0] == 12 && t[5 + 16 + 6].shape[1] == 4);     /* output.dense [H, A] */
+    CHECK(t[5 + 16 + 10].shape[0] == 7 && t[5 + 16 + 14 - 2].shape[1] == 7);
+    size_t sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += t[i].numel;
+    CHECK(sum == bert_param_count(&sc));
+    free(t);
+    sc.heads[2] = 0;
+    CHECK(bert_config_validate(&sc, &e) == FLOW_E_PARAM);
+    CHECK_CONTAINS(e.msg, "layer 2 has 0 attention heads");
 
     /* classifier from an MLM checkpoint */
     bert_config mc = tiny_config(BERT_MODE_MLM), cc = tiny_config(BERT_MODE_CLASSIFY);
     bert_model *mm = NULL, *cm = NULL;
-    CHECK_OK(bert_model_new(&mc, 1, 4, BERT_BACKEND_CPU, &mm, &e), e);
-    CHECK_OK(bert_model_new(&cc, 1, 4, BERT_BACKEND_CPU, &cm, &e), e);
+    CHECK_OK(bert_model_new(&mc, 1, 4, &bert_device_cpu, &mm, &e), e);
+    CHECK_OK(bert_model_new(&cc, 1, 4, &bert_device_cpu, &cm, &e), e);
     if (mm && cm) {
-        bert_init(mm, 1);
-        bert_init(cm, 2);
+        bert_init(mm, 1, NULL);
+        bert_init(cm, 2, NULL);
         int copied = 0;
         CHECK_OK(bert_load_by_name(cm, &mc, mm->params, mm->nparams, &copied, &e), e);
         CHECK(copied == 5 + 2 * 16);
@@ -575,13 +710,14 @@ static void test_config(void)
         b.B = 2;
         CHECK(bert_forward(cm, &b, BERT_HEAD_CLASSIFY, 0, &o, &e) == FLOW_E_PARAM);
         bert_model *fresh = NULL;
-        CHECK_OK(bert_model_new(&cc, 1, 4, BERT_BACKEND_CPU, &fresh, &e), e);
+        CHECK_OK(bert_model_new(&cc, 1, 4, &bert_device_cpu, &fresh, &e), e);
         CHECK(fresh && bert_backward(fresh, 1, &e) == FLOW_E_PARAM);
         bert_model_free(fresh);
     }
     bert_model *bad = NULL;
-    CHECK(bert_model_new(&mc, 1, 11, BERT_BACKEND_CPU, &bad, &e) == FLOW_E_PARAM && !bad);
-    CHECK(bert_model_new(&mc, 1, 4, BERT_BACKEND_CUDA, &bad, &e) == FLOW_E_PARAM && !bad);
+    CHECK(bert_model_new(&mc, 1, 11, &bert_device_cpu, &bad, &e) == FLOW_E_PARAM && !bad);
+    bert_device gpu0 = { 0, 0 };
+    CHECK(bert_model_new(&mc, 1, 4, &gpu0, &bad, &e) == FLOW_E_PARAM && !bad);
     CHECK_CONTAINS(e.msg, "cuda");
     bert_model_free(mm);
     bert_model_free(cm);
@@ -608,8 +744,12 @@ int main(void)
      * machine (the threaded paths are covered by the op tests above and
      * the determinism test below) */
     bert_set_threads(1);
-    TIMED(test_model_grads(BERT_HEAD_MLM));
-    TIMED(test_model_grads(BERT_HEAD_CLASSIFY));
+    TIMED(test_soft_targets());
+    TIMED(test_model_grads(BERT_HEAD_MLM, 0));
+    TIMED(test_model_grads(BERT_HEAD_CLASSIFY, 0));
+    TIMED(test_model_grads(BERT_HEAD_MLM, 1));
+    TIMED(test_model_grads(BERT_HEAD_CLASSIFY, 1));
+    TIMED(test_backward_ext());
     TIMED(test_overfit());
     bert_set_threads(2);
     TIMED(test_determinism());

@@ -56,14 +56,14 @@ static void run(const shape *s, int alloc_threads, int threads, trace *tr)
     bert_set_threads(alloc_threads);
     bert_config cfg;
     bert_config_default(&cfg);
-    cfg.vocab_size = s->V; cfg.hidden = s->H; cfg.layers = s->L; cfg.heads = s->nh;
-    cfg.intermediate = s->I; cfg.max_len = s->T; cfg.num_labels = s->C;
+    cfg.vocab_size = s->V; cfg.hidden = s->H; cfg.layers = s->L;
+    bert_config_uniform(&cfg, s->nh, s->I, NULL);
+    cfg.max_len = s->T; cfg.num_labels = s->C;
     cfg.mode = BERT_MODE_BOTH;
     bert_model *m = NULL;
     flow_err e;
-    if (bert_model_new(&cfg, s->B, s->T, BERT_BACKEND_CPU, &m, &e))
+    if (bert_model_new(&cfg, s->B, s->T, &bert_device_cpu, &m, &e) || bert_init(m, 99, &e))
         FLOW_BUG("%s", e.msg);
-    bert_init(m, 99);
     bert_set_threads(threads);
     int N = s->B * s->T;
     int32_t *ids = malloc(N * sizeof *ids), *types = malloc(N * sizeof *types);

@@ -81,8 +81,9 @@ static void test_params(void)
     plan_request r = ref_request();
     check_params(&r);
     /* odd sizes, both heads, classifier planned */
-    r.cfg.vocab_size = 1237; r.cfg.hidden = 96; r.cfg.layers = 3; r.cfg.heads = 3;
-    r.cfg.intermediate = 200; r.cfg.max_len = 77; r.cfg.type_vocab = 3; r.cfg.num_labels = 5;
+    r.cfg.vocab_size = 1237; r.cfg.hidden = 96; r.cfg.layers = 3;
+    bert_config_uniform(&r.cfg, 3, 200, NULL);
+    r.cfg.max_len = 77; r.cfg.type_vocab = 3; r.cfg.num_labels = 5;
     r.cfg.mode = BERT_MODE_BOTH;
     r.head = BERT_HEAD_CLASSIFY;
     r.seq = 60;

@@ -114,7 +114,7 @@ static void config_json(flow_buf *b, const clf_model *m)
                cls ? "BertForSequenceClassification" : "BertForMaskedLM");
     buf_printf(b, "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  \"num_hidden_layers\": %d,\n"
                "  \"num_attention_heads\": %d,\n  \"intermediate_size\": %d,\n  \"hidden_act\": \"gelu\",\n"
-               "  \"hidden_dropout_prob\": ", c->vocab_size, c->hidden, c->layers, c->heads, c->intermediate);
+               "  \"hidden_dropout_prob\": ", c->vocab_size, c->hidden, c->layers, c->hidden / c->head_size, c->ffn[0]);
     buf_json_num(b, c->hidden_dropout);
     buf_adds(b, ",\n  \"attention_probs_dropout_prob\": ");
     buf_json_num(b, c->attn_dropout);

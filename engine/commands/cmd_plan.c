@@ -90,8 +90,9 @@ static int request_of(const flow_graph *g, int i, plan_request *r, char *note, s
     if ((rc = vocab_of(g, arch, &r->cfg.vocab_size, e))) return rc;
     r->cfg.hidden = (int)pint(arch, "hidden");
     r->cfg.layers = (int)pint(arch, "layers");
-    r->cfg.heads = (int)pint(arch, "heads");
-    r->cfg.intermediate = (int)pint(arch, "intermediate");
+    flow_err shape = { 0 };
+    if (bert_config_uniform(&r->cfg, (int)pint(arch, "heads"), (int)pint(arch, "intermediate"), &shape))
+        return flow_fail(e, FLOW_E_GRAPH, "node '%s': %s", nd->name, shape.msg);
     r->cfg.max_len = (int)pint(arch, arch == nd && param(nd, "model_max_len") ? "model_max_len" : "max_len");
     r->cfg.hidden_dropout = r->cfg.attn_dropout = (float)param(nd, "dropout")->f;
     r->batch = (int)pint(nd, "batch");
@@ -162,7 +163,7 @@ static int plan_node(const flow_graph *g, int i, const plan_request *base, flow_
     const bert_config *c = &r.cfg;
     buf_printf(b, "node '%s' (%s, line %d): %s head, V %d H %d L %d heads %d I %d, seq %d, %s, %d GPU%s\n",
                nd->name, nd->stage->name, nd->line, r.head == BERT_HEAD_MLM ? "MLM" : "classifier",
-               c->vocab_size, c->hidden, c->layers, c->heads, c->intermediate, r.seq,
+               c->vocab_size, c->hidden, c->layers, c->heads[0], c->ffn[0], r.seq,
                plan_precision_name(r.prec), r.gpus, r.gpus > 1 ? "s" : "");
     if (note[0]) buf_printf(b, "  note: %s\n", note);
     buf_printf(b, "  %-12s %14s %16s   (micro-batch %d; MLM rows = mask_prob x seq)\n", "module", "params",

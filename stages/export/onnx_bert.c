@@ -38,8 +38,7 @@
  * give (the attention width A is the query weight's rows, d = A / heads). */
 static int layer_heads(const bert_config *c, int l)
 {
-    (void)l;
-    return c->heads;
+    return c->heads[l];
 }
 
 static const char *layernorm(onnx_build *b, const char *x, const char *prefix, int H)

@@ -45,7 +45,7 @@ int clf_bert_load(clf_model *m, part_source *src, flow_err *err)
     if (tok_vocab_size(cb->tok) != cb->cfg.vocab_size)
         return flow_fail(err, FLOW_E_CORRUPT, "%s: tokenizer has %d tokens but the model's vocab_size is %d",
                          m->what, tok_vocab_size(cb->tok), cb->cfg.vocab_size);
-    if ((rc = bert_model_new(&cb->cfg, CLF_BATCH, cb->max_len, BERT_BACKEND_CPU, &cb->model, err))) return rc;
+    if ((rc = bert_model_new(&cb->cfg, CLF_BATCH, cb->max_len, &bert_device_cpu, &cb->model, err))) return rc;
     bert_model *bm = cb->model;
     for (int i = 0; i < bm->ntensors; i++) {
         const float *p;

@@ -21,7 +21,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static const flow_param_def finetune_params[] = {
     { "epochs", FLOW_P_INT, 0, "3", 1, 10000, NULL, "passes over train (when max_steps = 0)" },
@@ -179,256 +178,146 @@ static int load_base(flow_ctx *c, bert_model *m, const bert_config *bc, const wt
     return rc;
 }
 
-static double now_s(void)
+/* ---- the classification objective (tr_objective) ----------------------- */
+typedef struct ft_objective {
+    flow_ctx *c;
+    ft_data tr, dv;
+    int batch;
+    int *lens;                  /* [batch] */
+    float *cw;                  /* [C] class weights or NULL */
+    tr_batch devb;
+} ft_objective;
+
+static int ft_fill(void *self, tr_batch *b, const uint32_t *seq, size_t n, long epoch, bert_batch *bb)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
+    ft_objective *f = self;
+    (void)epoch;
+    fill(b, &f->tr, seq, n, f->lens);
+    *bb = (bert_batch){ .B = b->B, .T = b->T, .ids = b->ids, .attn_mask = b->mask, .labels = b->labels,
+                        .class_weights = f->cw };
+    return 1;
 }
 
-/* Checkpoint extra: f64 best score, i64 best step, u64 curve len, u64 dev
- * curve len, the two curves, then the best params. */
-static void pack_extra(flow_buf *x, double best, long best_step, const flow_buf *curve,
-                       const flow_buf *devc, const float *bestp, size_t np)
+static int ft_evaluate(void *self, bert_model *m, double *score, flow_buf *curve, flow_buf *log)
 {
-    int64_t bs = best_step;
-    uint64_t cl = curve->len, dl = devc->len;
-    buf_add(x, &best, 8);
-    buf_add(x, &bs, 8);
-    buf_add(x, &cl, 8);
-    buf_add(x, &dl, 8);
-    buf_add(x, curve->data, cl);
-    buf_add(x, devc->data, dl);
-    buf_add(x, bestp, np * sizeof(float));
-}
-
-static int unpack_extra(const char *x, size_t len, double *best, long *best_step, flow_buf *curve,
-                        flow_buf *devc, float *bestp, size_t np)
-{
-    if (len < 32) return -1;
-    int64_t bs;
-    uint64_t cl, dl;
-    memcpy(best, x, 8);
-    memcpy(&bs, x + 8, 8);
-    memcpy(&cl, x + 16, 8);
-    memcpy(&dl, x + 24, 8);
-    if (len != 32 + cl + dl + np * sizeof(float)) return -1;
-    *best_step = (long)bs;
-    buf_add(curve, x + 32, cl);
-    buf_add(devc, x + 32 + cl, dl);
-    memcpy(bestp, x + 32 + cl + dl, np * sizeof(float));
+    ft_objective *f = self;
+    clf_metrics mt;
+    int rc = dev_score(f->c, m, &f->dv, f->batch, &f->devb, f->lens, &mt);
+    if (rc) return rc;
+    *score = mt.macro_f1;
+    buf_printf(curve, "%.6f\t%.6f\n", mt.accuracy, mt.macro_f1);
+    buf_printf(log, "accuracy %.4f macro-F1 %.4f", mt.accuracy, mt.macro_f1);
+    metrics_release(&mt);
     return 0;
 }
 
-static int finetune_run(flow_ctx *c)
+static void ft_objective_release(ft_objective *f)
 {
-    int rc = 0;
-    flow_err err = { 0 };
-    int has_base = flow_in_count(c, "base") > 0;
-    const char *tok_port = has_base ? "base" : "tokenizer";
-    if (!has_base && flow_in_count(c, "tokenizer") == 0)
-        return flow_ctx_fail(c, FLOW_E_PARAM, "bind 'base' (a pretrained model) or, for a random init, 'tokenizer' (the bpe node)");
+    ft_release(&f->tr);
+    ft_release(&f->dv);
+    free(f->lens);
+    free(f->cw);
+    tr_batch_release(&f->devb);
+}
 
-    /* label names */
+/* Label names of the train input into *labels[*n] (caller frees). */
+static int read_labels(flow_ctx *c, char ***labels, int *n)
+{
     char *names = NULL;
     size_t nlen;
+    *labels = NULL;
+    *n = 0;
     if (!flow_in_has(c, "train", 0, "label_names"))
         return flow_ctx_fail(c, FLOW_E_INPUT, "input 'train' has no label_names part: bind an encoded labelled split (encode.train)");
-    if ((rc = flow_in_read(c, "train", 0, "label_names", &names, &nlen))) return rc;
-    int C = 0;
-    char **labels = xmalloc((nlen + 2) * sizeof *labels);
+    int rc = flow_in_read(c, "train", 0, "label_names", &names, &nlen);
+    if (rc) return rc;
+    *labels = xmalloc((nlen + 2) * sizeof **labels);
     for (char *p = names; p < names + nlen;) {
         char *nl = memchr(p, '\n', (size_t)(names + nlen - p));
         size_t l = nl ? (size_t)(nl - p) : (size_t)(names + nlen - p);
-        labels[C] = xmalloc(l + 1);
-        memcpy(labels[C], p, l);
-        labels[C++][l] = 0;
+        (*labels)[*n] = xmalloc(l + 1);
+        memcpy((*labels)[*n], p, l);
+        (*labels)[(*n)++][l] = 0;
         p += l + 1;
     }
     free(names);
+    return 0;
+}
 
-    /* the model: base config or parameters */
-    bert_config cfg;
-    bert_config_default(&cfg);
-    wts_file bw;
-    wts_init(&bw);
-    json_value *bj = NULL;
-    if (has_base) {
-        char *mj, *wd;
-        size_t ml, wl;
-        if ((rc = flow_in_read(c, "base", 0, "model.json", &mj, &ml))) {
-            rc = flow_ctx_fail(c, rc, "input 'base' is not a model artifact (no model.json)");
-            goto out_labels;
-        }
-        rc = json_parse(mj, ml, "input 'base': model.json", &bj, &err);
-        free(mj);
-        if (!rc) rc = bert_config_parse(json_get(bj, "config"), &cfg, "input 'base'", &err);
-        if (rc) { rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out_labels; }
-        if ((rc = flow_in_read(c, "base", 0, "weights", &wd, &wl))) goto out_labels;
-        if ((rc = wts_parse(&bw, wd, wl, "input 'base': weights", &err))) { rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out_labels; }
-    } else {
+/* The base artifact's config and weights, or (base unbound) the config
+ * of a random init from the parameters. */
+static int base_config(flow_ctx *c, int has_base, bert_config *cfg, wts_file *bw)
+{
+    flow_err err = { 0 };
+    bert_config_default(cfg);
+    if (!has_base) {
         tok_tokenizer *tok;
-        if ((rc = tok_load_input(c, "tokenizer", 0, &tok))) goto out_labels;
-        cfg.vocab_size = tok_vocab_size(tok);
+        int rc = tok_load_input(c, "tokenizer", 0, &tok);
+        if (rc) return rc;
+        cfg->vocab_size = tok_vocab_size(tok);
         tok_free(tok);
-        cfg.hidden = (int)flow_param_int(c, "hidden");
-        cfg.layers = (int)flow_param_int(c, "layers");
-        cfg.heads = (int)flow_param_int(c, "heads");
-        cfg.intermediate = (int)flow_param_int(c, "intermediate");
-        cfg.max_len = (int)flow_param_int(c, "model_max_len");
+        cfg->hidden = (int)flow_param_int(c, "hidden");
+        cfg->layers = (int)flow_param_int(c, "layers");
+        cfg->max_len = (int)flow_param_int(c, "model_max_len");
+        if (bert_config_uniform(cfg, (int)flow_param_int(c, "heads"), (int)flow_param_int(c, "intermediate"), &err))
+            return flow_ctx_fail(c, FLOW_E_PARAM, "%s", err.msg);
+        return 0;
     }
-    bert_config base_cfg = cfg;
-    cfg.mode = BERT_MODE_CLASSIFY;
-    cfg.num_labels = C;
-    cfg.hidden_dropout = cfg.attn_dropout = (float)flow_param_float(c, "dropout");
-    if (bert_config_validate(&cfg, &err)) { rc = flow_ctx_fail(c, FLOW_E_PARAM, "%s", err.msg); goto out_labels; }
-    int T = (int)flow_param_int(c, "max_len");
-    if (T <= 0 || T > cfg.max_len) T = cfg.max_len;
+    char *mj, *wd;
+    size_t ml, wl;
+    json_value *bj = NULL;
+    int rc = flow_in_read(c, "base", 0, "model.json", &mj, &ml);
+    if (rc) return flow_ctx_fail(c, rc, "input 'base' is not a model artifact (no model.json)");
+    rc = json_parse(mj, ml, "input 'base': model.json", &bj, &err);
+    free(mj);
+    if (!rc) rc = bert_config_parse(json_get(bj, "config"), cfg, "input 'base'", &err);
+    json_free(bj);
+    if (rc) return flow_ctx_fail(c, rc, "%s", err.msg);
+    if ((rc = flow_in_read(c, "base", 0, "weights", &wd, &wl))) return rc;
+    if ((rc = wts_parse(bw, wd, wl, "input 'base': weights", &err))) return flow_ctx_fail(c, rc, "%s", err.msg);
+    return 0;
+}
 
-    const int batch = (int)flow_param_int(c, "batch"), accum = (int)flow_param_int(c, "grad_accum");
-    const uint64_t seed = (uint64_t)flow_param_int(c, "seed");
-    const long ckpt_every = (long)flow_param_int(c, "checkpoint_every");
-    const long eval_every = (long)flow_param_int(c, "eval_every");
-    const float peak = (float)flow_param_float(c, "lr"), clip = (float)flow_param_float(c, "max_grad_norm");
-    const bert_adamw hp = { 0.9f, 0.999f, 1e-8f, (float)flow_param_float(c, "weight_decay") };
-
-    ft_data tr, dv;
-    memset(&tr, 0, sizeof tr);
-    memset(&dv, 0, sizeof dv);
-    bert_model *m = NULL;
-    tr_batch b;
-    memset(&b, 0, sizeof b);
-    tr_epoch ep;
-    memset(&ep, 0, sizeof ep);
-    int *lens = xmalloc((size_t)batch * sizeof *lens);
-    float *cw = NULL, *bestp = NULL;
-    flow_buf curve, devc;
-    buf_init(&curve);
-    buf_init(&devc);
-    if ((rc = ft_load(c, "train", cfg.vocab_size, C, &tr)) || (rc = ft_load(c, "dev", cfg.vocab_size, C, &dv))) goto out;
-    if (tr.nusable == 0 || dv.nusable == 0) {
-        rc = flow_ctx_fail(c, FLOW_E_INPUT, "need labelled sequences in train and dev (have %zu and %zu)", tr.nusable, dv.nusable);
-        goto out;
-    }
+/* Train and dev data, class weights. */
+static int ft_setup(flow_ctx *c, const bert_config *cfg, int T, ft_objective *f)
+{
+    int C = cfg->num_labels, rc;
+    f->c = c;
+    f->batch = (int)flow_param_int(c, "batch");
+    f->lens = xmalloc((size_t)f->batch * sizeof *f->lens);
+    tr_batch_init(&f->devb, f->batch, T);
+    if ((rc = ft_load(c, "train", cfg->vocab_size, C, &f->tr)) || (rc = ft_load(c, "dev", cfg->vocab_size, C, &f->dv)))
+        return rc;
+    if (f->tr.nusable == 0 || f->dv.nusable == 0)
+        return flow_ctx_fail(c, FLOW_E_INPUT, "need labelled sequences in train and dev (have %zu and %zu)",
+                             f->tr.nusable, f->dv.nusable);
     if (strcmp(flow_param_str(c, "class_weights"), "balanced") == 0) {
-        cw = xcalloc((size_t)C, sizeof *cw);
-        for (size_t i = 0; i < tr.nusable; i++) cw[tr.v.label[tr.usable[i]]] += 1;
-        for (int k = 0; k < C; k++) cw[k] = cw[k] > 0 ? (float)((double)tr.nusable / ((double)C * cw[k])) : 0.0f;
+        f->cw = xcalloc((size_t)C, sizeof *f->cw);
+        for (size_t i = 0; i < f->tr.nusable; i++) f->cw[f->tr.v.label[f->tr.usable[i]]] += 1;
+        for (int k = 0; k < C; k++)
+            f->cw[k] = f->cw[k] > 0 ? (float)((double)f->tr.nusable / ((double)C * f->cw[k])) : 0.0f;
     }
-    bert_set_threads(flow_threads(c));
-    if ((rc = bert_model_new(&cfg, batch, T, BERT_BACKEND_CPU, &m, &err))) { rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out; }
-    bert_init(m, seed);
-    if (has_base && (rc = load_base(c, m, &base_cfg, &bw))) goto out;
-    if (flow_param_bool(c, "profile")) bert_profile_enable(m, 1);
-    tr_batch_init(&b, batch, T);
-    bestp = xmalloc(m->nparams * sizeof *bestp);
-    memcpy(bestp, m->params, m->nparams * sizeof *bestp);
+    return 0;
+}
 
-    const size_t nb = (tr.nusable + (size_t)batch - 1) / (size_t)batch;
-    const long steps_per_epoch = (long)((nb + (size_t)accum - 1) / (size_t)accum);
-    const long max_steps = (long)flow_param_int(c, "max_steps");
-    const long total = max_steps > 0 ? max_steps : steps_per_epoch * (long)flow_param_int(c, "epochs");
-    const long warmup = (long)(flow_param_float(c, "warmup_ratio") * total + 0.5);
-    flow_log(c, "model: %zu parameters, %d classes, T %d; train %zu, dev %zu sequences; %ld steps (%ld per epoch), %s init",
-             m->nparams, C, T, tr.nusable, dv.nusable, total, steps_per_epoch, has_base ? "pretrained" : "random");
-
-    long step = 0, best_step = -1;
-    double best = -1;
-    char *extra = NULL;
-    size_t extra_len = 0;
-    rc = tr_ckpt_load(c, TR_CKPT_FINETUNE, &step, m, &extra, &extra_len);
-    if (rc == 0) {
-        int bad = unpack_extra(extra, extra_len, &best, &best_step, &curve, &devc, bestp, m->nparams);
-        free(extra);
-        if (bad) { rc = flow_ctx_fail(c, FLOW_E_CORRUPT, "the checkpoint's finetune state is damaged"); goto out; }
-        flow_log(c, "resumed from the checkpoint at step %ld/%ld", step, total);
-    } else if (rc != FLOW_E_NOTFOUND) {
-        goto out;
-    }
-    rc = 0;
-
-    double t0 = now_s(), win = 0;
-    long tokens = 0, nwin = 0, cur_epoch = -1;
-    for (; step < total; step++) {
-        long epoch = step / steps_per_epoch, j = step % steps_per_epoch;
-        if (epoch != cur_epoch) {
-            tr_epoch_release(&ep);
-            tr_epoch_build(&ep, tr.usable, tr.nusable, tr.len, batch, tr_seed(seed, 0xF17E, (uint64_t)epoch), 1);
-            cur_epoch = epoch;
-        }
-        size_t k0 = (size_t)j * (size_t)accum, k1 = k0 + (size_t)accum < nb ? k0 + (size_t)accum : nb;
-        double step_loss = 0;
-        bert_zero_grad(m);
-        for (size_t k = k0; k < k1; k++) {
-            fill(&b, &tr, ep.seq + ep.start[k], ep.count[k], lens);
-            bert_batch bb = { .B = b.B, .T = b.T, .ids = b.ids, .attn_mask = b.mask, .labels = b.labels, .class_weights = cw };
-            bert_output o;
-            if ((rc = bert_forward(m, &bb, BERT_HEAD_CLASSIFY, 1, &o, &err)) ||
-                (rc = bert_backward(m, 1.0f / (float)(k1 - k0), &err))) {
-                rc = flow_ctx_fail(c, rc, "step %ld: %s", step, err.msg);
-                goto out;
-            }
-            step_loss += o.loss / (double)(k1 - k0);
-            tokens += b.tokens;
-        }
-        if (!isfinite(step_loss)) {
-            rc = flow_ctx_fail(c, FLOW_E_STAGE, "step %ld: loss is %g (diverged); lower lr (now %g)", step, step_loss, (double)peak);
-            goto out;
-        }
-        float gn = bert_clip_grad_norm(m, clip);
-        float lr = bert_lr_linear(peak, step, warmup, total);
-        bert_adamw_step(m, &hp, lr);
-        win += step_loss;
-        nwin++;
-        buf_printf(&curve, "%ld\t%.6f\t%.6g\t%.4f\n", step + 1, step_loss, (double)lr, (double)gn);
-        double el = now_s() - t0;
-        flow_progress(c, (double)(step + 1) / total, "step %ld/%ld  loss %.3f  %.1fk tok/s  best dev F1 %.3f",
-                      step + 1, total, win / nwin, el > 0 ? tokens / el / 1000 : 0.0, best < 0 ? 0 : best);
-        int end_epoch = (step + 1) % steps_per_epoch == 0 || step + 1 == total;
-        if (end_epoch || (eval_every > 0 && (step + 1) % eval_every == 0)) {
-            clf_metrics mt;
-            if ((rc = dev_score(c, m, &dv, batch, &b, lens, &mt))) goto out;
-            flow_log(c, "step %ld (epoch %.2f): train loss %.4f, dev accuracy %.4f macro-F1 %.4f%s", step + 1,
-                     (double)(step + 1) / steps_per_epoch, win / nwin, mt.accuracy, mt.macro_f1,
-                     mt.macro_f1 > best ? "  (best)" : "");
-            buf_printf(&devc, "%ld\t%.6f\t%.6f\n", step + 1, mt.accuracy, mt.macro_f1);
-            if (mt.macro_f1 > best) {
-                best = mt.macro_f1;
-                best_step = step + 1;
-                if ((rc = bert_sync_to_host(m, &err))) { metrics_release(&mt); rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out; }
-                memcpy(bestp, m->params, m->nparams * sizeof *bestp);
-            }
-            metrics_release(&mt);
-            win = 0;
-            nwin = 0;
-        }
-        if (ckpt_every > 0 && (step + 1) % ckpt_every == 0 && step + 1 < total) {
-            flow_buf x;
-            buf_init(&x);
-            pack_extra(&x, best, best_step, &curve, &devc, bestp, m->nparams);
-            if (!(rc = bert_sync_to_host(m, &err))) rc = tr_ckpt_save(c, TR_CKPT_FINETUNE, step + 1, m, x.data, x.len);
-            else rc = flow_ctx_fail(c, rc, "%s", err.msg);
-            buf_release(&x);
-            if (rc) goto out;
-        }
-        tr_test_kill("finetune", step + 1);
-    }
-    /* the best weights are the model */
-    memcpy(m->params, bestp, m->nparams * sizeof *bestp);
-    if ((rc = bert_sync_to_device(m, &err))) { rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out; }
+/* Final dev score of the kept weights, metrics, report and the artifact. */
+static int ft_finish(flow_ctx *c, bert_model *m, ft_objective *f, const tr_result *r, int has_base,
+                     char *const *labels, int T)
+{
     clf_metrics fin;
-    if ((rc = dev_score(c, m, &dv, batch, &b, &lens[0], &fin))) goto out;
+    int rc = dev_score(c, m, &f->dv, f->batch, &f->devb, f->lens, &fin);
+    if (rc) return rc;
+    const char *init = has_base ? "pretrained" : "random";
     flow_metric(c, "dev.accuracy", fin.accuracy);
     flow_metric(c, "dev.macro_f1", fin.macro_f1);
-    flow_metric(c, "best_step", (double)best_step);
-    flow_metric(c, "steps", (double)total);
-    double secs = now_s() - t0;
-    if (secs > 0 && tokens > 0) flow_metric(c, "tok_per_s", tokens / secs);
+    flow_metric(c, "best_step", (double)r->best_step);
+    flow_metric(c, "steps", (double)r->total);
+    if (r->seconds > 0 && r->tokens_here > 0) flow_metric(c, "tok_per_s", r->tokens_here / r->seconds);
     flow_buf rep, training;
     buf_init(&rep);
     buf_init(&training);
     buf_printf(&rep, "finetune (%s init): %ld steps, best dev macro-F1 %.4f (accuracy %.4f) at step %ld\n",
-               has_base ? "pretrained" : "random", total, fin.macro_f1, fin.accuracy, best_step);
+               init, r->total, fin.macro_f1, fin.accuracy, r->best_step);
     if (flow_param_bool(c, "profile")) {
         char *pt = tr_profile_text(m);
         flow_log(c, "%s", pt);
@@ -437,33 +326,70 @@ static int finetune_run(flow_ctx *c)
     }
     flow_report(c, rep.data);
     buf_printf(&training, "{\"init\":\"%s\",\"steps\":%ld,\"best_step\":%ld,\"train_sequences\":%zu,\"dev_accuracy\":",
-               has_base ? "pretrained" : "random", total, best_step, tr.nusable);
+               init, r->total, r->best_step, f->tr.nusable);
     buf_json_num(&training, fin.accuracy);
     buf_adds(&training, ",\"dev_macro_f1\":");
     buf_json_num(&training, fin.macro_f1);
     buf_printf(&training, ",\"max_len\":%d}", T);
     metrics_release(&fin);
-    rc = bert_artifact_write(c, m, "bert-cls", labels, C, training.data);
-    if (!rc) rc = artifact_copy_tokenizer(c, tok_port);
+    rc = bert_artifact_write(c, m, "bert-cls", labels, m->cfg.num_labels, training.data);
+    if (!rc) rc = artifact_copy_tokenizer(c, has_base ? "base" : "tokenizer");
     if (!rc) rc = artifact_copy_clean(c, flow_in_count(c, "clean") > 0 ? "clean" : (has_base ? "base" : "clean"));
-    if (!rc) rc = flow_out_write(c, "loss_curve.tsv", FLOW_PART_BYTES, curve.data, curve.len);
-    if (!rc) rc = flow_out_write(c, "dev_curve.tsv", FLOW_PART_BYTES, devc.data, devc.len);
+    if (!rc) rc = flow_out_write(c, "loss_curve.tsv", FLOW_PART_BYTES, r->curve.data, r->curve.len);
+    if (!rc) rc = flow_out_write(c, "dev_curve.tsv", FLOW_PART_BYTES, r->dev_curve.data, r->dev_curve.len);
     buf_release(&rep);
     buf_release(&training);
+    return rc;
+}
+
+static int finetune_run(flow_ctx *c)
+{
+    int has_base = flow_in_count(c, "base") > 0, C = 0, rc;
+    if (!has_base && flow_in_count(c, "tokenizer") == 0)
+        return flow_ctx_fail(c, FLOW_E_PARAM, "bind 'base' (a pretrained model) or, for a random init, 'tokenizer' (the bpe node)");
+    char **labels = NULL;
+    bert_config cfg, base_cfg;
+    wts_file bw;
+    wts_init(&bw);
+    ft_objective f;
+    memset(&f, 0, sizeof f);
+    bert_model *m = NULL;
+    tr_result res;
+    memset(&res, 0, sizeof res);
+    flow_err err = { 0 };
+    if ((rc = read_labels(c, &labels, &C)) || (rc = base_config(c, has_base, &cfg, &bw))) goto out;
+    base_cfg = cfg;
+    cfg.mode = BERT_MODE_CLASSIFY;
+    cfg.num_labels = C;
+    cfg.hidden_dropout = cfg.attn_dropout = (float)flow_param_float(c, "dropout");
+    if (bert_config_validate(&cfg, &err)) { rc = flow_ctx_fail(c, FLOW_E_PARAM, "%s", err.msg); goto out; }
+    int T = (int)flow_param_int(c, "max_len");
+    if (T <= 0 || T > cfg.max_len) T = cfg.max_len;
+    if ((rc = ft_setup(c, &cfg, T, &f))) goto out;
+    bert_device dev = tr_device(c);
+    if ((rc = bert_model_new(&cfg, f.batch, T, &dev, &m, &err)) || (rc = bert_init(m, (uint64_t)flow_param_int(c, "seed"), &err))) {
+        rc = flow_ctx_fail(c, rc, "%s", err.msg);
+        goto out;
+    }
+    if (has_base && (rc = load_base(c, m, &base_cfg, &bw))) goto out;
+    if (flow_param_bool(c, "profile")) bert_profile_enable(m, 1);
+    tr_options opt;
+    tr_options_from_params(c, &opt);
+    opt.eval_each_epoch = 1;
+    opt.keep_best = 1;
+    tr_objective obj = {
+        .stage = "finetune", .ckpt_tag = TR_CKPT_FINETUNE, .head = BERT_HEAD_CLASSIFY,
+        .usable = f.tr.usable, .nusable = f.tr.nusable, .len = f.tr.len, .order_tag = 0xF17E,
+        .fill = ft_fill, .evaluate = ft_evaluate, .self = &f,
+    };
+    flow_log(c, "model: %zu parameters, %d classes, T %d; train %zu, dev %zu sequences, %s init",
+             m->nparams, C, T, f.tr.nusable, f.dv.nusable, has_base ? "pretrained" : "random");
+    if (!(rc = tr_train(c, m, &obj, &opt, &res))) rc = ft_finish(c, m, &f, &res, has_base, labels, T);
 out:
-    tr_epoch_release(&ep);
-    tr_batch_release(&b);
+    tr_result_release(&res);
     bert_model_free(m);
-    ft_release(&tr);
-    ft_release(&dv);
-    free(lens);
-    free(cw);
-    free(bestp);
-    buf_release(&curve);
-    buf_release(&devc);
-out_labels:
+    ft_objective_release(&f);
     wts_release(&bw);
-    json_free(bj);
     for (int k = 0; k < C; k++) free(labels[k]);
     free(labels);
     return rc;
@@ -471,8 +397,9 @@ out_labels:
 
 const flow_stage stage_finetune = {
     .name = "finetune",
-    .version = 3,   /* 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any
-                     * thread count); 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf) */
+    .version = 4,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
+                     * 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any thread count);
+                     * 4: model.json config with per-layer heads and FFN widths */
     .help = "sequence classification from a pretrained BERT (or random init), best dev macro-F1 kept",
     .params = finetune_params, .nparams = sizeof finetune_params / sizeof finetune_params[0],
     .inputs = finetune_inputs, .ninputs = sizeof finetune_inputs / sizeof finetune_inputs[0],

@@ -28,14 +28,29 @@ void model_json_write(flow_buf *out, const char *kind, const char *config_json,
 
 void bert_config_json(const bert_config *c, flow_buf *out)
 {
-    buf_printf(out, "{\"vocab_size\":%d,\"hidden\":%d,\"layers\":%d,\"heads\":%d,\"intermediate\":%d,"
-               "\"max_len\":%d,\"type_vocab\":%d,\"num_labels\":%d,\"hidden_dropout\":",
-               c->vocab_size, c->hidden, c->layers, c->heads, c->intermediate, c->max_len,
-               c->type_vocab, c->num_labels);
+    buf_printf(out, "{\"vocab_size\":%d,\"hidden\":%d,\"layers\":%d,\"head_size\":%d,\"layer_heads\":[",
+               c->vocab_size, c->hidden, c->layers, c->head_size);
+    for (int l = 0; l < c->layers; l++) buf_printf(out, l ? ",%d" : "%d", c->heads[l]);
+    buf_adds(out, "],\"layer_ffn\":[");
+    for (int l = 0; l < c->layers; l++) buf_printf(out, l ? ",%d" : "%d", c->ffn[l]);
+    buf_printf(out, "],\"max_len\":%d,\"type_vocab\":%d,\"num_labels\":%d,\"hidden_dropout\":",
+               c->max_len, c->type_vocab, c->num_labels);
     buf_json_num(out, c->hidden_dropout);
     buf_adds(out, ",\"attn_dropout\":");
     buf_json_num(out, c->attn_dropout);
     buf_printf(out, ",\"mode\":%d}", c->mode);
+}
+
+/* One per-layer array of model.json's config into v[0..layers). */
+static int layer_array(const json_value *cfg, const char *key, int layers, int *v, const char *what,
+                       flow_err *err)
+{
+    const json_value *a = json_get(cfg, key);
+    if (json_typeof(a) != JSON_ARR || json_len(a) != layers)
+        return flow_fail(err, FLOW_E_CORRUPT, "%s: model.json config needs \"%s\", an array of %d numbers (one per layer)",
+                         what, key, layers);
+    for (int l = 0; l < layers; l++) v[l] = (int)json_num(json_at(a, l), 0);
+    return 0;
 }
 
 int bert_config_parse(const json_value *cfg, bert_config *c, const char *what, flow_err *err)
@@ -46,8 +61,13 @@ int bert_config_parse(const json_value *cfg, bert_config *c, const char *what, f
     c->vocab_size = (int)json_num(json_get(cfg, "vocab_size"), 0);
     c->hidden = (int)json_num(json_get(cfg, "hidden"), 0);
     c->layers = (int)json_num(json_get(cfg, "layers"), 0);
-    c->heads = (int)json_num(json_get(cfg, "heads"), 0);
-    c->intermediate = (int)json_num(json_get(cfg, "intermediate"), 0);
+    c->head_size = (int)json_num(json_get(cfg, "head_size"), 0);
+    if (c->layers < 1 || c->layers > BERT_MAX_LAYERS)
+        return flow_fail(err, FLOW_E_CORRUPT, "%s: model.json config has %d layers (1..%d)", what, c->layers,
+                         BERT_MAX_LAYERS);
+    int rc = layer_array(cfg, "layer_heads", c->layers, c->heads, what, err);
+    if (!rc) rc = layer_array(cfg, "layer_ffn", c->layers, c->ffn, what, err);
+    if (rc) return rc;
     c->max_len = (int)json_num(json_get(cfg, "max_len"), 0);
     c->type_vocab = (int)json_num(json_get(cfg, "type_vocab"), 2);
     c->num_labels = (int)json_num(json_get(cfg, "num_labels"), 1);

@@ -28,7 +28,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static const flow_param_def pretrain_params[] = {
     { "hidden", FLOW_P_INT, 0, "256", 8, 4096, NULL, "hidden size H" },
@@ -301,11 +300,141 @@ static int dev_eval(flow_ctx *c, bert_model *m, const pt_data *dev, size_t dev_m
     return rc;
 }
 
-static double now_s(void)
+/* ---- the masked-LM objective (tr_objective) ---------------------------- */
+typedef struct pt_objective {
+    flow_ctx *c;
+    pt_data tr, dv;
+    int has_dev, batch;
+    size_t dev_max;
+    uint64_t seed;
+    mask_ctx mc;
+    term_set terms;
+    int *lens;                  /* [batch] */
+    tr_batch devb;
+    dev_result dres;            /* the last dev evaluation */
+} pt_objective;
+
+static int pt_fill(void *self, tr_batch *b, const uint32_t *seq, size_t n, long epoch, bert_batch *bb)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
+    pt_objective *p = self;
+    long nt = fill_batch(b, &p->tr, seq, n, &p->mc, p->seed, 0x5EED0000ull + (uint64_t)epoch, p->lens);
+    *bb = (bert_batch){ .B = b->B, .T = b->T, .ids = b->ids, .attn_mask = b->mask, .mlm_labels = b->mlm };
+    return nt > 0;
+}
+
+static int pt_evaluate(void *self, bert_model *m, double *score, flow_buf *curve, flow_buf *log)
+{
+    pt_objective *p = self;
+    int rc = dev_eval(p->c, m, &p->dv, p->dev_max, p->batch, &p->mc, p->seed, &p->devb, p->lens, &p->dres);
+    if (rc) return rc;
+    *score = -p->dres.loss;
+    buf_printf(curve, "%.6f\t%.6f\n", p->dres.loss, p->dres.acc);
+    buf_printf(log, "loss %.4f  MLM accuracy %.4f  perplexity %.2f", p->dres.loss, p->dres.acc, p->dres.ppl);
+    return 0;
+}
+
+static void pt_release(pt_objective *p)
+{
+    free(p->mc.ustart);
+    free(p->mc.ulen);
+    free(p->mc.uord);
+    free(p->lens);
+    tr_batch_release(&p->devb);
+    terms_free(&p->terms);
+    data_release(&p->tr);
+    data_release(&p->dv);
+}
+
+/* Data, masking and whole-term spans for config cfg. */
+static int pt_setup(flow_ctx *c, const tok_tokenizer *tok, const bert_config *cfg, pt_objective *p)
+{
+    memset(p, 0, sizeof *p);
+    p->c = c;
+    p->batch = (int)flow_param_int(c, "batch");
+    p->seed = (uint64_t)flow_param_int(c, "seed");
+    p->dev_max = (size_t)flow_param_int(c, "dev_max");
+    p->has_dev = flow_in_count(c, "dev") > 0;
+    p->lens = xmalloc((size_t)p->batch * sizeof *p->lens);
+    p->mc = (mask_ctx){ .prob = flow_param_float(c, "mask_prob"), .vocab = cfg->vocab_size };
+    p->mc.ustart = xmalloc((size_t)cfg->max_len * sizeof(int));
+    p->mc.ulen = xmalloc((size_t)cfg->max_len * sizeof(int));
+    p->mc.uord = xmalloc((size_t)cfg->max_len * sizeof(int));
+    tr_batch_init(&p->devb, p->batch, cfg->max_len);
+    int rc;
+    if ((rc = data_load(c, "train", cfg->vocab_size, &p->tr))) return rc;
+    if (p->has_dev && (rc = data_load(c, "dev", cfg->vocab_size, &p->dv))) return rc;
+    if (p->tr.nusable == 0)
+        return flow_ctx_fail(c, FLOW_E_INPUT, "input 'train': no sequence has a token besides [CLS]/[SEP] (%zu sequences)", p->tr.v.n);
+    if (flow_param_bool(c, "whole_term")) {
+        if (flow_in_count(c, "terms") > 0 && (rc = terms_load(c, tok, &p->terms))) return rc;
+        p->mc.terms = &p->terms;
+        flow_log(c, "whole-term masking: %d multi-token terms (+%d forced terms, single ids)", p->terms.n, tok_nforced(tok));
+    }
+    return 0;
+}
+
+/* The model config from the parameters and the tokenizer. */
+static int pt_config(flow_ctx *c, const tok_tokenizer *tok, bert_config *cfg)
+{
+    bert_config_default(cfg);
+    cfg->vocab_size = tok_vocab_size(tok);
+    cfg->hidden = (int)flow_param_int(c, "hidden");
+    cfg->layers = (int)flow_param_int(c, "layers");
+    cfg->max_len = (int)flow_param_int(c, "max_len");
+    cfg->hidden_dropout = cfg->attn_dropout = (float)flow_param_float(c, "dropout");
+    cfg->num_labels = 2;
+    cfg->mode = BERT_MODE_MLM;
+    flow_err err = { 0 };
+    if (bert_config_uniform(cfg, (int)flow_param_int(c, "heads"), (int)flow_param_int(c, "intermediate"), &err) ||
+        bert_config_validate(cfg, &err))
+        return flow_ctx_fail(c, FLOW_E_PARAM, "%s", err.msg);
+    return 0;
+}
+
+/* Metrics, report, model.json summary and the artifact's parts. */
+static int pt_finish(flow_ctx *c, bert_model *m, const pt_objective *p, const tr_result *r)
+{
+    flow_buf rep, training;
+    buf_init(&rep);
+    buf_init(&training);
+    buf_printf(&rep, "pretrain: %ld steps, %zu parameters, final train loss %.4f", r->total, m->nparams, (double)r->last_loss);
+    buf_printf(&training, "{\"steps\":%ld,\"train_sequences\":%zu,\"tokens_seen\":%ld,\"final_train_loss\":",
+               r->total, p->tr.nusable, r->tokens);
+    buf_json_num(&training, r->last_loss);
+    flow_metric(c, "train.loss", r->last_loss);
+    flow_metric(c, "steps", (double)r->total);
+    flow_metric(c, "parameters", (double)m->nparams);
+    if (r->seconds > 0 && r->tokens_here > 0) flow_metric(c, "tok_per_s", r->tokens_here / r->seconds);
+    if (p->has_dev) {
+        const dev_result *d = &p->dres;
+        flow_metric(c, "dev.loss", d->loss);
+        flow_metric(c, "dev.mlm_accuracy", d->acc);
+        flow_metric(c, "dev.perplexity", d->ppl);
+        buf_printf(&rep, "; dev loss %.4f, MLM accuracy %.4f, perplexity %.2f (%ld targets)",
+                   d->loss, d->acc, d->ppl, d->targets);
+        buf_adds(&training, ",\"dev_loss\":");
+        buf_json_num(&training, d->loss);
+        buf_adds(&training, ",\"dev_mlm_accuracy\":");
+        buf_json_num(&training, d->acc);
+        buf_adds(&training, ",\"dev_perplexity\":");
+        buf_json_num(&training, d->ppl);
+    }
+    buf_addc(&rep, '\n');
+    buf_addc(&training, '}');
+    flow_log(c, "%s", rep.data);
+    if (flow_param_bool(c, "profile")) {
+        char *pt = tr_profile_text(m);
+        flow_log(c, "%s", pt);
+        buf_adds(&rep, pt);
+        free(pt);
+    }
+    flow_report(c, rep.data);
+    int rc = bert_artifact_write(c, m, "bert-mlm", NULL, 0, training.data);
+    if (!rc) rc = artifact_copy_tokenizer(c, "tokenizer");
+    if (!rc) rc = flow_out_write(c, "loss_curve.tsv", FLOW_PART_BYTES, r->curve.data, r->curve.len);
+    buf_release(&rep);
+    buf_release(&training);
+    return rc;
 }
 
 static int pretrain_run(flow_ctx *c)
@@ -314,228 +443,45 @@ static int pretrain_run(flow_ctx *c)
     tok_tokenizer *tok = NULL;
     if ((rc = tok_load_input(c, "tokenizer", 0, &tok))) return rc;
     bert_config cfg;
-    bert_config_default(&cfg);
-    cfg.vocab_size = tok_vocab_size(tok);
-    cfg.hidden = (int)flow_param_int(c, "hidden");
-    cfg.layers = (int)flow_param_int(c, "layers");
-    cfg.heads = (int)flow_param_int(c, "heads");
-    cfg.intermediate = (int)flow_param_int(c, "intermediate");
-    cfg.max_len = (int)flow_param_int(c, "max_len");
-    cfg.hidden_dropout = cfg.attn_dropout = (float)flow_param_float(c, "dropout");
-    cfg.num_labels = 2;
-    cfg.mode = BERT_MODE_MLM;
-    const int batch = (int)flow_param_int(c, "batch"), accum = (int)flow_param_int(c, "grad_accum");
-    const uint64_t seed = (uint64_t)flow_param_int(c, "seed");
-    const long ckpt_every = (long)flow_param_int(c, "checkpoint_every");
-    const long eval_every = (long)flow_param_int(c, "eval_every");
-    const float peak = (float)flow_param_float(c, "lr"), clip = (float)flow_param_float(c, "max_grad_norm");
-    const bert_adamw hp = { 0.9f, 0.999f, 1e-8f, (float)flow_param_float(c, "weight_decay") };
-    const int profile = flow_param_bool(c, "profile");
-    flow_err err = { 0 };
-    if (bert_config_validate(&cfg, &err)) { tok_free(tok); return flow_ctx_fail(c, FLOW_E_PARAM, "%s", err.msg); }
-
-    pt_data tr, dv;
-    memset(&dv, 0, sizeof dv);
-    int has_dev = flow_in_count(c, "dev") > 0;
-    term_set terms;
-    memset(&terms, 0, sizeof terms);
+    pt_objective p;
+    memset(&p, 0, sizeof p);
     bert_model *m = NULL;
-    tr_batch b;
-    memset(&b, 0, sizeof b);
-    int *lens = xmalloc((size_t)batch * sizeof *lens);
-    flow_buf curve;
-    buf_init(&curve);
-    mask_ctx mc = { .prob = flow_param_float(c, "mask_prob"), .vocab = cfg.vocab_size };
-    mc.ustart = xmalloc((size_t)cfg.max_len * sizeof(int));
-    mc.ulen = xmalloc((size_t)cfg.max_len * sizeof(int));
-    mc.uord = xmalloc((size_t)cfg.max_len * sizeof(int));
-    tr_epoch ep;
-    memset(&ep, 0, sizeof ep);
-
-    if ((rc = data_load(c, "train", cfg.vocab_size, &tr))) goto out;
-    if (has_dev && (rc = data_load(c, "dev", cfg.vocab_size, &dv))) goto out;
-    if (tr.nusable == 0) {
-        rc = flow_ctx_fail(c, FLOW_E_INPUT, "input 'train': no sequence has a token besides [CLS]/[SEP] (%zu sequences)", tr.v.n);
-        goto out;
-    }
-    if (flow_param_bool(c, "whole_term")) {
-        if (flow_in_count(c, "terms") > 0 && (rc = terms_load(c, tok, &terms))) goto out;
-        mc.terms = &terms;
-        flow_log(c, "whole-term masking: %d multi-token terms (+%d forced terms, single ids)", terms.n, tok_nforced(tok));
-    }
-    bert_set_threads(flow_threads(c));
-    if ((rc = bert_model_new(&cfg, batch, cfg.max_len, BERT_BACKEND_CPU, &m, &err))) {
+    tr_result res;
+    memset(&res, 0, sizeof res);
+    flow_err err = { 0 };
+    if ((rc = pt_config(c, tok, &cfg)) || (rc = pt_setup(c, tok, &cfg, &p))) goto out;
+    bert_device dev = tr_device(c);
+    if ((rc = bert_model_new(&cfg, p.batch, cfg.max_len, &dev, &m, &err)) ||
+        (rc = bert_init(m, p.seed, &err))) {
         rc = flow_ctx_fail(c, rc, "%s", err.msg);
         goto out;
     }
-    bert_init(m, seed);
-    if (profile) bert_profile_enable(m, 1);
-    tr_batch_init(&b, batch, cfg.max_len);
-
-    const size_t nb = (tr.nusable + (size_t)batch - 1) / (size_t)batch;
-    const long steps_per_epoch = (long)((nb + (size_t)accum - 1) / (size_t)accum);
-    const long max_steps = (long)flow_param_int(c, "max_steps");
-    const long total = max_steps > 0 ? max_steps : steps_per_epoch * (long)flow_param_int(c, "epochs");
-    const long warmup = (long)(flow_param_float(c, "warmup_ratio") * total + 0.5);
+    if (flow_param_bool(c, "profile")) bert_profile_enable(m, 1);
+    tr_options opt;
+    tr_options_from_params(c, &opt);
+    opt.log_every = 100;
+    tr_objective obj = {
+        .stage = "pretrain", .ckpt_tag = TR_CKPT_PRETRAIN, .head = BERT_HEAD_MLM,
+        .usable = p.tr.usable, .nusable = p.tr.nusable, .len = p.tr.len, .order_tag = 0xE90C,
+        .fill = pt_fill, .evaluate = p.has_dev ? pt_evaluate : NULL, .self = &p,
+    };
     flow_log(c, "model: %zu parameters (V %d H %d L %d heads %d I %d max_len %d); train %zu sequences (%llu tokens), "
-             "%zu batches of %d, %ld steps (%ld per epoch), warmup %ld, %d threads",
-             m->nparams, cfg.vocab_size, cfg.hidden, cfg.layers, cfg.heads, cfg.intermediate, cfg.max_len,
-             tr.nusable, (unsigned long long)tr.v.nids, nb, batch, total, steps_per_epoch, warmup, flow_threads(c));
-
-    long step = 0;
-    char *extra = NULL;
-    size_t extra_len = 0;
-    rc = tr_ckpt_load(c, TR_CKPT_PRETRAIN, &step, m, &extra, &extra_len);
-    long tokens = 0;   /* tokens seen, kept across resumes (it is in model.json) */
-    if (rc == 0) {
-        if (extra_len < 8) {
-            free(extra);
-            rc = flow_ctx_fail(c, FLOW_E_CORRUPT, "the checkpoint's pretrain state is damaged");
-            goto out;
-        }
-        int64_t tk;
-        memcpy(&tk, extra, 8);
-        tokens = (long)tk;
-        buf_add(&curve, extra + 8, extra_len - 8);
-        free(extra);
-        flow_log(c, "resumed from the checkpoint at step %ld/%ld", step, total);
-    } else if (rc != FLOW_E_NOTFOUND) {
-        goto out;
-    }
-    rc = 0;
-
-    double t0 = now_s(), loss_window = 0;
-    long tokens_start = tokens, window_n = 0, cur_epoch = -1;
-    float last_loss = 0;
-    dev_result dres = { 0 };
-    for (; step < total; step++) {
-        long epoch = step / steps_per_epoch, j = step % steps_per_epoch;
-        if (epoch != cur_epoch) {
-            tr_epoch_release(&ep);
-            tr_epoch_build(&ep, tr.usable, tr.nusable, tr.len, batch, tr_seed(seed, 0xE90C, (uint64_t)epoch), 1);
-            cur_epoch = epoch;
-        }
-        size_t k0 = (size_t)j * (size_t)accum, k1 = k0 + (size_t)accum < nb ? k0 + (size_t)accum : nb;
-        double step_loss = 0;
-        bert_zero_grad(m);
-        for (size_t k = k0; k < k1; k++) {
-            long nt = fill_batch(&b, &tr, ep.seq + ep.start[k], ep.count[k], &mc, seed, 0x5EED0000ull + (uint64_t)epoch, lens);
-            if (nt == 0) continue;
-            bert_batch bb = { .B = b.B, .T = b.T, .ids = b.ids, .attn_mask = b.mask, .mlm_labels = b.mlm };
-            bert_output o;
-            if ((rc = bert_forward(m, &bb, BERT_HEAD_MLM, 1, &o, &err)) ||
-                (rc = bert_backward(m, 1.0f / (float)(k1 - k0), &err))) {
-                rc = flow_ctx_fail(c, rc, "step %ld: %s", step, err.msg);
-                goto out;
-            }
-            step_loss += o.loss / (double)(k1 - k0);
-            tokens += b.tokens;
-        }
-        if (!isfinite(step_loss)) {
-            rc = flow_ctx_fail(c, FLOW_E_STAGE, "step %ld: loss is %g (diverged); lower lr (now %g) or raise warmup_ratio",
-                               step, step_loss, (double)peak);
-            goto out;
-        }
-        float gn = bert_clip_grad_norm(m, clip);
-        float lr = bert_lr_linear(peak, step, warmup, total);
-        bert_adamw_step(m, &hp, lr);
-        last_loss = (float)step_loss;
-        loss_window += step_loss;
-        window_n++;
-        buf_printf(&curve, "%ld\t%.6f\t%.6g\t%.4f\n", step + 1, step_loss, (double)lr, (double)gn);
-        double el = now_s() - t0;
-        flow_progress(c, (double)(step + 1) / total, "step %ld/%ld  loss %.3f  %.1fk tok/s",
-                      step + 1, total, loss_window / window_n, el > 0 ? (tokens - tokens_start) / el / 1000 : 0.0);
-        if ((step + 1) % 100 == 0 || step + 1 == total) {
-            flow_log(c, "step %ld/%ld  loss %.4f  lr %.3g  grad norm %.3f  %.0f tok/s",
-                     step + 1, total, loss_window / window_n, (double)lr, (double)gn, el > 0 ? (tokens - tokens_start) / el : 0.0);
-            loss_window = 0;
-            window_n = 0;
-        }
-        if (has_dev && eval_every > 0 && (step + 1) % eval_every == 0 && step + 1 < total) {
-            if ((rc = dev_eval(c, m, &dv, (size_t)flow_param_int(c, "dev_max"), batch, &mc, seed, &b, lens, &dres))) goto out;
-            flow_log(c, "step %ld: dev loss %.4f  MLM accuracy %.4f  perplexity %.2f", step + 1, dres.loss, dres.acc, dres.ppl);
-        }
-        if (ckpt_every > 0 && (step + 1) % ckpt_every == 0 && step + 1 < total) {
-            if ((rc = bert_sync_to_host(m, &err))) { rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out; }
-            flow_buf x;
-            buf_init(&x);
-            int64_t tk = tokens;
-            buf_add(&x, &tk, 8);
-            buf_add(&x, curve.data, curve.len);
-            rc = tr_ckpt_save(c, TR_CKPT_PRETRAIN, step + 1, m, x.data, x.len);
-            buf_release(&x);
-            if (rc) goto out;
-        }
-        tr_test_kill("pretrain", step + 1);
-    }
-    double secs = now_s() - t0;
-    if ((rc = bert_sync_to_host(m, &err))) { rc = flow_ctx_fail(c, rc, "%s", err.msg); goto out; }
-
-    flow_buf rep, training;
-    buf_init(&rep);
-    buf_init(&training);
-    buf_printf(&rep, "pretrain: %ld steps, %zu parameters, final train loss %.4f", total, m->nparams, (double)last_loss);
-    buf_printf(&training, "{\"steps\":%ld,\"train_sequences\":%zu,\"tokens_seen\":%ld,\"final_train_loss\":",
-               total, tr.nusable, tokens);
-    buf_json_num(&training, last_loss);
-    flow_metric(c, "train.loss", last_loss);
-    flow_metric(c, "steps", (double)total);
-    flow_metric(c, "parameters", (double)m->nparams);
-    if (secs > 0 && tokens > tokens_start) flow_metric(c, "tok_per_s", (tokens - tokens_start) / secs);
-    if (has_dev) {
-        if ((rc = dev_eval(c, m, &dv, (size_t)flow_param_int(c, "dev_max"), batch, &mc, seed, &b, lens, &dres))) {
-            buf_release(&rep);
-            buf_release(&training);
-            goto out;
-        }
-        flow_metric(c, "dev.loss", dres.loss);
-        flow_metric(c, "dev.mlm_accuracy", dres.acc);
-        flow_metric(c, "dev.perplexity", dres.ppl);
-        buf_printf(&rep, "; dev loss %.4f, MLM accuracy %.4f, perplexity %.2f (%ld targets)",
-                   dres.loss, dres.acc, dres.ppl, dres.targets);
-        buf_adds(&training, ",\"dev_loss\":");
-        buf_json_num(&training, dres.loss);
-        buf_adds(&training, ",\"dev_mlm_accuracy\":");
-        buf_json_num(&training, dres.acc);
-        buf_adds(&training, ",\"dev_perplexity\":");
-        buf_json_num(&training, dres.ppl);
-    }
-    buf_addc(&rep, '\n');
-    buf_addc(&training, '}');
-    flow_log(c, "%s", rep.data);
-    if (profile) {
-        char *pt = tr_profile_text(m);
-        flow_log(c, "%s", pt);
-        buf_adds(&rep, pt);
-        free(pt);
-    }
-    flow_report(c, rep.data);
-    rc = bert_artifact_write(c, m, "bert-mlm", NULL, 0, training.data);
-    if (!rc) rc = artifact_copy_tokenizer(c, "tokenizer");
-    if (!rc) rc = flow_out_write(c, "loss_curve.tsv", FLOW_PART_BYTES, curve.data, curve.len);
-    buf_release(&rep);
-    buf_release(&training);
+             "batches of %d, %d threads", m->nparams, cfg.vocab_size, cfg.hidden, cfg.layers, cfg.heads[0],
+             cfg.ffn[0], cfg.max_len, p.tr.nusable, (unsigned long long)p.tr.v.nids, p.batch, flow_threads(c));
+    if (!(rc = tr_train(c, m, &obj, &opt, &res))) rc = pt_finish(c, m, &p, &res);
 out:
-    tr_epoch_release(&ep);
-    free(mc.ustart);
-    free(mc.ulen);
-    free(mc.uord);
-    buf_release(&curve);
-    free(lens);
-    tr_batch_release(&b);
+    tr_result_release(&res);
     bert_model_free(m);
-    terms_free(&terms);
-    data_release(&tr);
-    data_release(&dv);
+    pt_release(&p);
     tok_free(tok);
     return rc;
 }
 
 const flow_stage stage_pretrain = {
     .name = "pretrain",
-    .version = 3,   /* 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any
-                     * thread count); 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf) */
+    .version = 4,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
+                     * 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any thread count);
+                     * 4: model.json config with per-layer heads and FFN widths */
     .help = "masked-LM pre-training of a BERT on encoded units (resumable, deterministic)",
     .params = pretrain_params, .nparams = sizeof pretrain_params / sizeof pretrain_params[0],
     .inputs = pretrain_inputs, .ninputs = sizeof pretrain_inputs / sizeof pretrain_inputs[0],

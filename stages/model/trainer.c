@@ -7,6 +7,12 @@
 #include <string.h>
 #include <unistd.h>
 
+bert_device tr_device(flow_ctx *c)
+{
+    bert_device d = { flow_gpu_count(c) > 0 ? flow_gpu_id(c, 0) : -1, flow_threads(c) };
+    return d;
+}
+
 uint64_t tr_rng_next(uint64_t *s) { return splitmix64_next(s); }
 
 uint64_t tr_seed(uint64_t a, uint64_t b, uint64_t c)
@@ -127,7 +133,7 @@ int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, const voi
     char *p = xmalloc(len);
     memset(p, 0, CKPT_HEADER);
     memcpy(p, CKPT_MAGIC, 8);
-    uint32_t ver = 1, t = (uint32_t)tag;
+    uint32_t ver = 2, t = (uint32_t)tag;
     uint64_t st = (uint64_t)step, n = np, fc = m->fwd_counter, ds = m->dropout_seed, el = extra_len;
     int64_t at = m->adam_t;
     memcpy(p + 8, &ver, 4);
@@ -167,7 +173,7 @@ int tr_ckpt_load(flow_ctx *c, int tag, long *step, bert_model *m, char **extra, 
     memcpy(&fc, p + 40, 8);
     memcpy(&ds, p + 48, 8);
     memcpy(&el, p + 56, 8);
-    if (ver != 1 || t != (uint32_t)tag || n != m->nparams || el > len ||
+    if (ver != 2 || t != (uint32_t)tag || n != m->nparams || el > len ||
         len != CKPT_HEADER + el + 3 * n * sizeof(float))
         goto bad;
     const char *q = p + CKPT_HEADER;
@@ -189,7 +195,7 @@ int tr_ckpt_load(flow_ctx *c, int tag, long *step, bert_model *m, char **extra, 
     return 0;
 bad:
     free(p);
-    return flow_ctx_fail(c, FLOW_E_CORRUPT, "the checkpoint of this node (%zu bytes) is not a valid FLOWCKPT v1 for this model; "
+    return flow_ctx_fail(c, FLOW_E_CORRUPT, "the checkpoint of this node (%zu bytes) is not a valid FLOWCKPT v2 for this model; "
                          "remove it with a rebuild after `flow gc`", len);
 }
 

@@ -4,13 +4,14 @@
  * with padding, and the resumable checkpoint of a model + AdamW state.
  * Internal to the stages library.
  *
- * ---- checkpoint (flow_checkpoint_save payload), "FLOWCKPT" version 1 ----
- *   bytes 0..7  magic "FLOWCKPT"; u32 version = 1; u32 stage tag
+ * ---- checkpoint (flow_checkpoint_save payload), "FLOWCKPT" version 2 ----
+ *   bytes 0..7  magic "FLOWCKPT"; u32 version = 2; u32 stage tag
  *               (1 pretrain, 2 finetune)
  *   u64 step (optimizer steps done), u64 nparams, i64 adam_t,
  *   u64 fwd_counter (dropout RNG counter), u64 dropout_seed,
- *   u64 extra bytes E, E bytes stage-specific state (loss curve so far,
- *   best dev score...), then params, adam_m, adam_v (nparams f32 each).
+ *   u64 extra bytes E, E bytes of the training loop's state (train_loop.c:
+ *   tokens, best score and step, loss and dev curves so far, the best
+ *   weights), then params, adam_m, adam_v (nparams f32 each).
  * The node key names the checkpoint, so config and data are the same as
  * when it was written; nparams is checked anyway.
  */
@@ -19,6 +20,11 @@
 
 #include "classifier.h"
 #include "kernels/kernels.h"
+
+/* The device this node was granted by the engine: its first GPU when it
+ * has any, else the CPU; with the node's thread count.  bert_model_new picks
+ * the backend from it, so no stage names one. */
+bert_device tr_device(flow_ctx *c);
 
 /* splitmix64 step, and a seed from several words (counter-based: the same
  * words always give the same stream). */
@@ -79,5 +85,86 @@ void tr_test_kill(const char *stage, long step);
 
 /* Captures bert_profile_print into a string (caller frees). */
 char *tr_profile_text(const bert_model *m);
+
+/* ---- the training loop (train_loop.c) -----------------------------------
+ * One loop for every training stage: epochs of length-bucketed batches,
+ * micro-batching with gradient accumulation, global-norm clipping, linear
+ * warmup/decay, AdamW, the loss curve, dev evaluation (optionally keeping
+ * the best weights), resumable checkpoints and the kill test hook.  The
+ * stage supplies the data and the objective; everything else is here, so
+ * a resumed run is bit-identical to an uninterrupted one for every stage.
+ *
+ * Per optimizer step s (0-based) of epoch e = s / steps_per_epoch:
+ *   the epoch order is tr_epoch_build(usable, len, batch,
+ *   tr_seed(seed, order_tag, e), shuffle); micro-batches j*accum ..
+ *   (j+1)*accum-1 of it (j = s % steps_per_epoch, the last step of an
+ *   epoch may have fewer); each is filled by obj->fill, run forward
+ *   (train = 1) and backward with loss scale 1/(micro-batches of the step);
+ *   then clip, lr = bert_lr_linear(lr, s, warmup, total), AdamW.
+ * loss_curve: "step \t loss \t lr \t grad_norm\n" per step (step 1-based).
+ * Evaluation after step s+1 when eval_every divides it, at each epoch end
+ * when eval_each_epoch, and after the last step; dev_curve gets
+ * "step \t <obj->evaluate's text>" each time.  keep_best: the weights of the
+ * best score (> strictly, the first best wins) are restored at the end. */
+
+typedef struct tr_objective {
+    const char *stage;          /* "pretrain", "finetune": hook and messages */
+    int ckpt_tag;               /* TR_CKPT_*: a checkpoint of another stage is refused */
+    int head;                   /* BERT_HEAD_* run by forward */
+    /* the training sequences */
+    const uint32_t *usable; size_t nusable;
+    const uint32_t *len;        /* [any sequence index] its length */
+    uint64_t order_tag;         /* mixed into each epoch's order seed */
+    /* Fills b (tr_batch_row / tr_batch_finish) with train sequences
+     * seq[0..n) of epoch `epoch` and *bb from it.  Returns 0 when the
+     * micro-batch has nothing to learn (it is skipped), 1 otherwise. */
+    int (*fill)(void *self, tr_batch *b, const uint32_t *seq, size_t n, long epoch,
+                bert_batch *bb);
+    /* Optional objective computed outside the model (distillation): given
+     * the forward's output, returns the loss and calls bert_backward_ext
+     * with its gradients times scale.  NULL: the model's own loss and
+     * bert_backward(m, scale). */
+    int (*backward)(void *self, bert_model *m, const bert_batch *bb, const bert_output *o,
+                    float scale, double *loss, flow_err *e);
+    /* Dev evaluation (NULL = none): *score, higher is better; appends a
+     * dev_curve text ("acc \t f1\n") to curve and a log phrase to log.
+     * Returns 0 or the node failure. */
+    int (*evaluate)(void *self, bert_model *m, double *score, flow_buf *curve, flow_buf *log);
+    void *self;
+} tr_objective;
+
+typedef struct tr_options {
+    int batch, accum;           /* sequences per micro-batch, micro-batches per step */
+    long epochs, max_steps;     /* max_steps > 0 overrides epochs */
+    float lr, warmup_ratio, max_grad_norm;
+    bert_adamw adamw;
+    uint64_t seed;              /* order seed (with order_tag) */
+    long checkpoint_every, eval_every;  /* 0 = never (eval: see above) */
+    int eval_each_epoch, keep_best;
+    int log_every;              /* a log line every N steps (0 = at evaluations) */
+} tr_options;
+
+/* Reads the options every training stage shares from its parameters
+ * (batch, grad_accum, epochs, max_steps, lr, warmup_ratio, weight_decay,
+ * max_grad_norm, seed, checkpoint_every, eval_every). */
+void tr_options_from_params(flow_ctx *c, tr_options *o);
+
+typedef struct tr_result {
+    long total, steps_per_epoch, warmup;
+    long best_step;             /* step of the best evaluation, -1 if none */
+    double best_score;
+    float last_loss;            /* the last step's loss */
+    long tokens;                /* train tokens over the whole run (resumes included) */
+    long tokens_here;           /* ... in this process (for tok/s) */
+    double seconds;             /* wall time of the steps run here */
+    flow_buf curve, dev_curve;
+} tr_result;
+
+/* Trains m (created and initialised by the stage) with obj.  On return
+ * (0) m holds the final weights (the best ones with keep_best), synced to
+ * the host.  Returns 0 or the node failure. */
+int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_options *opt,
+             tr_result *res);
+void tr_result_release(tr_result *r);
 
 #endif

@@ -14,8 +14,9 @@ int main(int argc, char **argv)
     bert_config_default(&c);
     c.hidden = argc > 1 ? atoi(argv[1]) : 256;
     c.layers = argc > 2 ? atoi(argv[2]) : 4;
-    c.heads = argc > 3 ? atoi(argv[3]) : 4;
-    c.intermediate = argc > 4 ? atoi(argv[4]) : 1024;
+    int heads = argc > 3 ? atoi(argv[3]) : 4, inter = argc > 4 ? atoi(argv[4]) : 1024;
+    flow_err e;
+    if (bert_config_uniform(&c, heads, inter, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
     c.vocab_size = argc > 5 ? atoi(argv[5]) : 8000;
     int B = argc > 6 ? atoi(argv[6]) : 32, T = argc > 7 ? atoi(argv[7]) : 128;
     bert_set_threads(argc > 8 ? atoi(argv[8]) : 2);
@@ -23,9 +24,8 @@ int main(int argc, char **argv)
     c.mode = BERT_MODE_BOTH;
     c.num_labels = 7;
     bert_model *m;
-    flow_err e;
-    if (bert_model_new(&c, B, T, BERT_BACKEND_CPU, &m, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
-    bert_init(m, 1);
+    if (bert_model_new(&c, B, T, &bert_device_cpu, &m, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    bert_init(m, 1, NULL);
     int32_t *ids = malloc(sizeof(int32_t) * B * T), *lab = malloc(sizeof(int32_t) * B * T), cl[4096];
     for (int i = 0; i < B * T; i++) { ids[i] = 5 + rand() % (c.vocab_size - 5); lab[i] = (rand() % 100 < 15) ? ids[i] : -100; }
     for (int i = 0; i < B; i++) cl[i] = i % 7;

@@ -56,8 +56,7 @@ int main(int argc, char **argv)
     c.layers = layers; c.num_labels = 7; c.mode = BERT_MODE_CLASSIFY;
     bert_model *m;
     flow_err e;
-    if (bert_model_new(&c, maxB, T, BERT_BACKEND_CPU, &m, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
-    bert_init(m, 1);
+    if (bert_model_new(&c, maxB, T, &bert_device_cpu, &m, &e) || bert_init(m, 1, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
     bert_qspec s8 = { 8, 0, 1, 0, 0, 0.01, 0 }, s4 = { 4, 64, 0, 0, 0, 0.01, 0 };
     bert_qmodel *q8 = bert_qmodel_new(c.layers), *q4 = bert_qmodel_new(c.layers);
     for (int l = 0; l < c.layers; l++)

@@ -44,7 +44,8 @@ int main(int argc, char **argv)
 {
     bert_config c;
     bert_config_default(&c);
-    c.hidden = 256; c.layers = 4; c.heads = 4; c.intermediate = 1024; c.vocab_size = 8000;
+    c.hidden = 256; c.layers = 4; c.vocab_size = 8000;
+    int heads = 4, inter = 1024;
     int T = 128, B = 8, steps = 5, threads = 2, profile = 0;
     double mask_frac = 0.15;
     for (int i = 1; i < argc; i++) {
@@ -52,8 +53,8 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--profile")) { profile = 1; continue; }
         if (!strcmp(a, "--hidden")) c.hidden = atoi(v);
         else if (!strcmp(a, "--layers")) c.layers = atoi(v);
-        else if (!strcmp(a, "--heads")) c.heads = atoi(v);
-        else if (!strcmp(a, "--inter")) c.intermediate = atoi(v);
+        else if (!strcmp(a, "--heads")) heads = atoi(v);
+        else if (!strcmp(a, "--inter")) inter = atoi(v);
         else if (!strcmp(a, "--vocab")) c.vocab_size = atoi(v);
         else if (!strcmp(a, "--seq")) T = atoi(v);
         else if (!strcmp(a, "--batch")) B = atoi(v);
@@ -67,11 +68,11 @@ int main(int argc, char **argv)
     double peak = sgemm_peak();
     bert_model *m;
     flow_err e;
-    if (bert_model_new(&c, B, T, BERT_BACKEND_CPU, &m, &e)) {
+    if (bert_config_uniform(&c, heads, inter, &e) || bert_model_new(&c, B, T, &bert_device_cpu, &m, &e)) {
         fprintf(stderr, "train_step: %s\n", e.msg);
         return 1;
     }
-    bert_init(m, 1);
+    bert_init(m, 1, NULL);
     int32_t *ids = malloc(sizeof(int32_t) * B * T), *lab = malloc(sizeof(int32_t) * B * T);
     uint64_t s = 12345;
     long n_mlm = 0;
@@ -109,7 +110,7 @@ int main(int argc, char **argv)
     if (profile)
         bert_profile_print(m, stdout);
     printf("config H=%d L=%d heads=%d I=%d V=%d B=%d T=%d threads=%d mlm_rows=%ld params=%zu\n",
-           c.hidden, c.layers, c.heads, c.intermediate, c.vocab_size, B, T, threads, n_mlm,
+           c.hidden, c.layers, heads, inter, c.vocab_size, B, T, threads, n_mlm,
            m->nparams);
     printf("step mean %.1f ms best %.1f ms; %.1f GFLOP/step\n", 1e3 * mean, 1e3 * best, flops / 1e9);
     printf("RESULT tokens_per_s=%.0f best_tokens_per_s=%.0f gflops=%.1f best_gflops=%.1f "

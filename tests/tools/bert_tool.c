@@ -2,11 +2,15 @@
  * files, for tests/bert_torch_test.py to rebuild the same model in PyTorch
  * (transformers) and compare logits, loss and every gradient.
  *
- *   bert_tool OUTDIR mlm|cls [SEED]
+ *   bert_tool OUTDIR mlm|cls [SEED] [shrunk]
+ *
+ * shrunk: 3 layers with unequal heads (4, 1, 3 heads of 8; hidden 32) and
+ * FFN widths (64, 24, 40), the shape of a pruned model.
  *
  * Writes into OUTDIR (little-endian raw arrays):
- *   config.txt   key value lines (vocab_size hidden layers heads intermediate
- *                max_len type_vocab num_labels B T)
+ *   config.txt   key value lines (vocab_size hidden layers head_size
+ *                max_len type_vocab num_labels B T mode), then
+ *                "layer L HEADS FFN" per layer
  *   tensors.txt  name offset numel shape0 shape1, one tensor a line
  *   params.f32   flat parameters;  grads.f32  flat gradients (loss_scale 1)
  *   ids.i32 types.i32 mask.i32 [B,T]; mlm_labels.i32 [B,T]; labels.i32 [B];
@@ -42,22 +46,34 @@ int main(int argc, char **argv)
     const char *dir = argv[1];
     int mlm = strcmp(argv[2], "mlm") == 0;
     uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : 1;
+    int shrunk = argc > 4 && strcmp(argv[4], "shrunk") == 0;
     bert_set_threads(2);
 
     bert_config c;
     bert_config_default(&c);
-    c.vocab_size = 50; c.hidden = 32; c.layers = 2; c.heads = 4; c.intermediate = 64;
+    c.vocab_size = 50; c.hidden = 32; c.layers = shrunk ? 3 : 2;
+    bert_config_uniform(&c, 4, 64, NULL);
+    if (shrunk) {
+        int heads[3] = {4, 1, 3}, ffn[3] = {64, 24, 40};
+        for (int l = 0; l < 3; l++) {
+            c.heads[l] = heads[l];
+            c.ffn[l] = ffn[l];
+        }
+    }
     c.max_len = 16; c.type_vocab = 2; c.num_labels = 3;
     c.hidden_dropout = c.attn_dropout = 0;
     c.mode = mlm ? BERT_MODE_MLM : BERT_MODE_CLASSIFY;
     enum { B = 3, T = 10 };
     bert_model *m;
     flow_err e;
-    if (bert_model_new(&c, B, T, BERT_BACKEND_CPU, &m, &e)) {
+    if (bert_model_new(&c, B, T, &bert_device_cpu, &m, &e)) {
         fprintf(stderr, "bert_tool: %s\n", e.msg);
         return 1;
     }
-    bert_init(m, seed);
+    if (bert_init(m, seed, &e)) {
+        fprintf(stderr, "bert_tool: %s\n", e.msg);
+        return 1;
+    }
     /* non-trivial LayerNorm and bias values so every gradient is exercised */
     uint64_t s = seed * 2654435761ULL + 7;
     for (int i = 0; i < m->ntensors; i++) {
@@ -96,10 +112,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "bert_tool: cannot write '%s': %s\n", path, strerror(errno));
         return 1;
     }
-    fprintf(f, "vocab_size %d\nhidden %d\nlayers %d\nheads %d\nintermediate %d\nmax_len %d\n"
+    fprintf(f, "vocab_size %d\nhidden %d\nlayers %d\nhead_size %d\nmax_len %d\n"
             "type_vocab %d\nnum_labels %d\nB %d\nT %d\nmode %s\n", c.vocab_size, c.hidden,
-            c.layers, c.heads, c.intermediate, c.max_len, c.type_vocab, c.num_labels, B, T,
-            argv[2]);
+            c.layers, c.head_size, c.max_len, c.type_vocab, c.num_labels, B, T, argv[2]);
+    for (int l = 0; l < c.layers; l++)
+        fprintf(f, "layer %d %d %d\n", l, c.heads[l], c.ffn[l]);
     fclose(f);
     snprintf(path, sizeof path, "%s/tensors.txt", dir);
     f = fopen(path, "w");

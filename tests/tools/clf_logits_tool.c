@@ -51,7 +51,7 @@ int main(int argc, char **argv)
         if (B < 1 || T < 1 || read_ints(ids, n) || read_ints(types, n) || read_ints(mask, n)) {
             fprintf(stderr, "bad batch input\n");
             rc = 1;
-        } else if (bert_model_new(&bm->cfg, B, T, BERT_BACKEND_CPU, &w, &err)) {
+        } else if (bert_model_new(&bm->cfg, B, T, &bert_device_cpu, &w, &err)) {
             fprintf(stderr, "%s\n", err.msg);
             rc = 1;
         } else {

@@ -87,7 +87,7 @@ static int read_ints(int32_t *dst, size_t n)
 static int forward(const bert_model *bm, bert_qmodel *q, const bert_batch *b, float *logits, flow_err *e)
 {
     bert_model *w = NULL;
-    int rc = bert_model_new(&bm->cfg, b->B, b->T, BERT_BACKEND_CPU, &w, e);
+    int rc = bert_model_new(&bm->cfg, b->B, b->T, &bert_device_cpu, &w, e);
     if (rc) return rc;
     memcpy(w->params, bm->params, bm->nparams * sizeof(float));
     bert_qmodel_attach(w, q);
@@ -125,7 +125,7 @@ static int run_time(const bert_model *bm, bert_qmodel *q, const char *spec, int 
     bert_set_threads(threads);
     if (q) bert_qmodel_set_threads(q, threads);
     bert_model *w = NULL;
-    int rc = bert_model_new(&bm->cfg, B, T, BERT_BACKEND_CPU, &w, e);
+    int rc = bert_model_new(&bm->cfg, B, T, &bert_device_cpu, &w, e);
     if (rc) return rc;
     memcpy(w->params, bm->params, bm->nparams * sizeof(float));
     bert_qmodel_attach(w, q);
