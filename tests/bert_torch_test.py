@@ -69,6 +69,22 @@ def shrink(model, layers):
         layer.output.dense = torch.nn.Linear(ffn, H)
 
 
+def check_export(d, plain_mode, mode, ids, types, mask, logits_ours):
+    """The tool's model exported for transformers (hf/, as `flow export`
+    writes it; a shrunk model zero-padded to one shape) loads with
+    from_pretrained and gives our logits."""
+    cls = BertForMaskedLM if plain_mode == "mlm" else BertForSequenceClassification
+    hf = cls.from_pretrained(os.path.join(d, "hf")).eval()
+    with torch.no_grad():
+        out = hf(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+    if plain_mode == "mlm":
+        rows = torch.from_numpy(np.fromfile(os.path.join(d, "rows.i32"), dtype=np.int32).astype(np.int64))
+        ref = out.reshape(ids.numel(), -1)[rows].numpy()
+    else:
+        ref = out.numpy()
+    close(f"{mode} exported logits", logits_ours.reshape(ref.shape), ref)
+
+
 def run(tool, mode, seed, shrunk=False):
     d = tempfile.mkdtemp(prefix=f"flow-bert-{mode}-")
     subprocess.run([tool, d, mode, str(seed)] + (["shrunk"] if shrunk else []), check=True)
@@ -142,6 +158,7 @@ def run(tool, mode, seed, shrunk=False):
         loss = F.cross_entropy(out.logits, labels, weight=w)
         close(f"{mode} logits", logits_ours.reshape(B, -1), out.logits.detach().numpy())
     close(f"{mode} loss", [loss_ours], [loss.item()])
+    check_export(d, plain_mode, mode, ids, types, mask, logits_ours)
     loss.backward()
     worst = 0.0
     for name, off, numel, s0, s1 in tensors:

@@ -8,7 +8,12 @@ AutoModelForSequenceClassification / AutoModelForMaskedLM and checks:
   - the label names survive (config.id2label);
   - HF probabilities equal `flow classify --all` within 1e-4 on raw lines;
   - HF logits equal flow's (tests/tools/train_model_tool) within 1e-4 for
-    the classifier and for every MLM position.
+    the classifier and for every MLM position;
+  - the artifacts' `weights` part (`flow cat HASH weights`) opens with the
+    `safetensors` package: metadata format pt, F32 tensors whose names are
+    exactly transformers' parameters (the tied decoder aliases excepted),
+    every tensor equal, bit for bit, to the one transformers loaded from
+    the export.
 Exit 77 (skip) when torch/transformers are missing or $FLOW is not set.
 """
 import json
@@ -24,6 +29,7 @@ try:
     import torch
     import transformers
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+    from safetensors import safe_open
 except ImportError as e:  # pragma: no cover
     print("skip: %s" % e)
     sys.exit(77)
@@ -131,6 +137,29 @@ ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 
             hf = model(**enc).logits[0].numpy()
         check("classifier logits of %r: max diff %.2e" % (text, np.abs(hf - ours).max()), np.abs(hf - ours).max() < 1e-4)
 
+    # ---- the weights part is safetensors -------------------------------------
+    def check_weights(key, hf_model, what):
+        path = os.path.join(T, "%s.safetensors" % what)
+        run([FLOW, "cat", key, "weights", "-o", path, "--cache", cache])
+        with safe_open(path, framework="np") as f:
+            check("%s weights metadata %r" % (what, f.metadata()), f.metadata() == {"format": "pt"})
+            names = set(f.keys())
+            state = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
+            aliases = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+            want = set(state) - aliases
+            check("%s weights name the model's parameters (missing %s, extra %s)"
+                  % (what, sorted(want - names)[:3], sorted(names - want)[:3]), names == want)
+            for name in sorted(names & want):
+                t = f.get_tensor(name)
+                check("%s tensor %s: dtype %s" % (what, name, t.dtype), t.dtype == np.float32)
+                check("%s tensor %s: shape %s vs %s" % (what, name, t.shape, state[name].shape),
+                      t.shape == state[name].shape)
+                if t.shape == state[name].shape:
+                    check("%s tensor %s equals the exported one" % (what, name), np.array_equal(t, state[name]))
+        return len(names)
+
+    n_ft = check_weights(keys["ft"], model, "finetune")
+
     # ---- masked LM -----------------------------------------------------------
     tok2 = AutoTokenizer.from_pretrained(pt_dir)
     mlm = AutoModelForMaskedLM.from_pretrained(pt_dir).eval()
@@ -146,6 +175,8 @@ ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 
         if hf.shape == ours.shape:
             d = np.abs(hf - ours).max()
             check("MLM logits of %r: max diff %.2e" % (text, d), d < 1e-4)
+    n_pt = check_weights(keys["pt"], mlm, "pretrain")
+    print("weights: %d (finetune) and %d (pretrain) tensors read with safetensors" % (n_ft, n_pt))
 finally:
     shutil.rmtree(T, ignore_errors=True)
 

@@ -6,10 +6,10 @@
  * with AutoModelForSequenceClassification (bert-cls) or
  * AutoModelForMaskedLM (bert-mlm) and AutoTokenizer:
  *   config.json              BertConfig (+ id2label / label2id)
- *   model.safetensors        written here: u64 little-endian header length,
- *                            JSON header {name: {dtype F32, shape,
- *                            data_offsets}}, padded with spaces to 8 bytes,
- *                            then the raw little-endian float32 data
+ *   model.safetensors        the artifact's tensors (stages/model/safetensors.h)
+ *                            copied, plus the tied aliases; a shrunk model
+ *                            is zero-padded to transformers' one shape
+ *                            (hf_config below)
  *   tokenizer.json           the tokenizer (tokenizers' format)
  *   tokenizer_config.json    PreTrainedTokenizerFast with the BERT specials
  *   special_tokens_map.json
@@ -42,63 +42,88 @@ static int write_file(const char *dir, const char *name, const void *data, size_
     return 0;
 }
 
-typedef struct st_entry { const char *name; const float *data; int ndim; int64_t shape[2]; size_t n; } st_entry;
-
-static void st_add(st_entry *e, int *n, const char *name, const float *data, int ndim, int s0, int s1, size_t numel)
+/* transformers' BertConfig describes one head count and one FFN width for
+ * every layer, with heads x head size = hidden (and transformers 5 no
+ * longer loads `pruned_heads`).  A shrunk model (pruned heads, narrower
+ * FFNs) is therefore written in that full shape with zeros: a padded head
+ * has zero query/key/value weights and biases (its attention is uniform
+ * over zero values, so its context is 0) and zero columns in the output
+ * dense; a padded FFN neuron has zero input weights and bias (GELU(0) = 0)
+ * and zero columns in the output dense.  The exported model computes
+ * exactly the same function.  *full receives that config. */
+static int hf_config(const bert_config *c, const char *hash, bert_config *full)
 {
-    e[*n].name = name;
-    e[*n].data = data;
-    e[*n].ndim = ndim;
-    e[*n].shape[0] = s0;
-    e[*n].shape[1] = s1;
-    e[*n].n = numel;
-    (*n)++;
+    *full = *c;
+    if (c->hidden % c->head_size != 0)
+        return cli_usage_error("export: %s has attention heads of %d, which do not divide hidden %d; "
+                               "transformers' BERT needs heads x head size = hidden", hash, c->head_size, c->hidden);
+    int nh = c->hidden / c->head_size, ffn = 0;
+    for (int l = 0; l < c->layers; l++) {
+        if (c->heads[l] > nh)
+            return cli_usage_error("export: layer %d of %s has %d heads of %d, wider than hidden %d; "
+                                   "transformers' BERT cannot hold it", l, hash, c->heads[l], c->head_size, c->hidden);
+        ffn = c->ffn[l] > ffn ? c->ffn[l] : ffn;
+    }
+    for (int l = 0; l < c->layers; l++) {
+        full->heads[l] = nh;
+        full->ffn[l] = ffn;
+    }
+    return 0;
 }
 
-static int write_safetensors(const char *dir, const bert_model *bm)
+/* A [R, Cc] copy of src [r, cols] in its top-left corner, zeros elsewhere. */
+static float *pad_matrix(const float *src, int r, int cols, int R, int Cc)
 {
-    st_entry *e = xmalloc((size_t)(bm->ntensors + 2) * sizeof *e);
-    int n = 0;
-    for (int i = 0; i < bm->ntensors; i++) {
-        const bert_tensor *t = &bm->tensors[i];
-        st_add(e, &n, t->name, bm->params + t->offset, t->ndim, t->shape[0], t->shape[1], t->numel);
+    float *d = xcalloc((size_t)R * (size_t)Cc, sizeof *d);
+    for (int i = 0; i < r; i++) memcpy(d + (size_t)i * Cc, src + (size_t)i * cols, (size_t)cols * sizeof *d);
+    return d;
+}
+
+static int file_write(void *arg, const void *p, size_t n)
+{
+    return fwrite(p, 1, n, arg) == n ? 0 : FLOW_E_IO;
+}
+
+/* model.safetensors: every tensor of the model (padded to full shape where
+ * the model is shrunk) plus the tied decoder aliases. */
+static int write_safetensors(const char *dir, const bert_model *bm, const bert_config *full)
+{
+    bert_tensor *ft;
+    int fn;
+    flow_err err = { 0 };
+    if (bert_tensor_table(full, &ft, &fn, &err) || fn != bm->ntensors) FLOW_BUG("export table: %s", err.msg);
+    st_file st;
+    st_init(&st);
+    st_set_meta(&st, "format", "pt");
+    float **pads = xcalloc((size_t)fn + 1, sizeof *pads);
+    for (int i = 0; i < fn; i++) {
+        const bert_tensor *t = &bm->tensors[i], *f = &ft[i];
+        const float *data = bm->params + t->offset;
+        if (t->shape[0] != f->shape[0] || t->shape[1] != f->shape[1])
+            data = pads[i] = pad_matrix(data, t->shape[0], t->shape[1], f->shape[0], f->shape[1]);
+        int64_t shape[2] = { f->shape[0], f->shape[1] };
+        st_add(&st, f->name, ST_F32, f->ndim, shape, data);
     }
     if (bm->cfg.mode & BERT_MODE_MLM) {
         const bert_tensor *w = bert_find_tensor(bm, "bert.embeddings.word_embeddings.weight");
         const bert_tensor *b = bert_find_tensor(bm, "cls.predictions.bias");
         if (!w || !b) FLOW_BUG("MLM model without embeddings or decoder bias");
-        st_add(e, &n, "cls.predictions.decoder.weight", bm->params + w->offset, 2, w->shape[0], w->shape[1], w->numel);
-        st_add(e, &n, "cls.predictions.decoder.bias", bm->params + b->offset, 1, b->shape[0], 1, b->numel);
+        int64_t ws[2] = { w->shape[0], w->shape[1] }, bs[1] = { b->shape[0] };
+        st_add(&st, "cls.predictions.decoder.weight", ST_F32, 2, ws, bm->params + w->offset);
+        st_add(&st, "cls.predictions.decoder.bias", ST_F32, 1, bs, bm->params + b->offset);
     }
-    flow_buf h;
-    buf_init(&h);
-    buf_adds(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        buf_addc(&h, ',');
-        buf_json_str(&h, e[i].name, strlen(e[i].name));
-        buf_adds(&h, ":{\"dtype\":\"F32\",\"shape\":[");
-        if (e[i].ndim == 1) buf_printf(&h, "%lld", (long long)e[i].shape[0]);
-        else buf_printf(&h, "%lld,%lld", (long long)e[i].shape[0], (long long)e[i].shape[1]);
-        buf_printf(&h, "],\"data_offsets\":[%zu,%zu]}", off, off + e[i].n * sizeof(float));
-        off += e[i].n * sizeof(float);
-    }
-    buf_addc(&h, '}');
-    while (h.len % 8) buf_addc(&h, ' ');
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
-    if (!f) { free(e); buf_release(&h); return cli_usage_error("export: cannot write '%s': %s", tmp, strerror(errno)); }
-    uint64_t hl = h.len;
-    unsigned char le[8];
-    for (int k = 0; k < 8; k++) le[k] = (unsigned char)(hl >> (8 * k));
-    int ok = fwrite(le, 1, 8, f) == 8 && fwrite(h.data, 1, h.len, f) == h.len;
+    int ok = f != NULL;
     /* float32 data: this flow only runs on little-endian hosts (x86-64, arm64) */
-    for (int i = 0; i < n && ok; i++) ok = fwrite(e[i].data, sizeof(float), e[i].n, f) == e[i].n;
-    ok &= fclose(f) == 0;
-    free(e);
-    buf_release(&h);
+    if (ok) ok = st_write_stream(&st, file_write, f) == 0;
+    if (f) ok &= fclose(f) == 0;
+    for (int i = 0; i < fn; i++) free(pads[i]);
+    free(pads);
+    free(ft);
+    st_release(&st);
     if (!ok || rename(tmp, path) != 0) {
         remove(tmp);
         return cli_usage_error("export: cannot write '%s': %s", path, strerror(errno));
@@ -106,15 +131,14 @@ static int write_safetensors(const char *dir, const bert_model *bm)
     return 0;
 }
 
-static void config_json(flow_buf *b, const clf_model *m)
+static void config_json(flow_buf *b, const bert_config *c, char *const *labels, int nlabels)
 {
-    const bert_config *c = &m->bert->cfg;
     int cls = (c->mode & BERT_MODE_CLASSIFY) != 0;
     buf_printf(b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"bert\",\n",
                cls ? "BertForSequenceClassification" : "BertForMaskedLM");
     buf_printf(b, "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  \"num_hidden_layers\": %d,\n"
                "  \"num_attention_heads\": %d,\n  \"intermediate_size\": %d,\n  \"hidden_act\": \"gelu\",\n"
-               "  \"hidden_dropout_prob\": ", c->vocab_size, c->hidden, c->layers, c->hidden / c->head_size, c->ffn[0]);
+               "  \"hidden_dropout_prob\": ", c->vocab_size, c->hidden, c->layers, c->heads[0], c->ffn[0]);
     buf_json_num(b, c->hidden_dropout);
     buf_adds(b, ",\n  \"attention_probs_dropout_prob\": ");
     buf_json_num(b, c->attn_dropout);
@@ -124,14 +148,14 @@ static void config_json(flow_buf *b, const clf_model *m)
                c->max_len, c->type_vocab, TOK_PAD);
     if (cls) {
         buf_adds(b, ",\n  \"id2label\": {");
-        for (int k = 0; k < m->nlabels; k++) {
+        for (int k = 0; k < nlabels; k++) {
             buf_printf(b, "%s\"%d\": ", k ? ", " : "", k);
-            buf_json_str(b, m->labels[k], strlen(m->labels[k]));
+            buf_json_str(b, labels[k], strlen(labels[k]));
         }
         buf_adds(b, "},\n  \"label2id\": {");
-        for (int k = 0; k < m->nlabels; k++) {
+        for (int k = 0; k < nlabels; k++) {
             buf_adds(b, k ? ", " : "");
-            buf_json_str(b, m->labels[k], strlen(m->labels[k]));
+            buf_json_str(b, labels[k], strlen(labels[k]));
             buf_printf(b, ": %d", k);
         }
         buf_adds(b, "}");
@@ -164,6 +188,21 @@ static int export_onnx(cmd_model *cm, const cli_args *a, int opset, int external
     return 0;
 }
 
+int hf_export_bert(const char *dir, bert_model *bm, char *const *labels, int nlabels, const char *what)
+{
+    bert_config full;
+    flow_err err = { 0 };
+    int rc = hf_config(&bm->cfg, what, &full);
+    if (rc) return rc;
+    if ((rc = bert_sync_to_host(bm, &err))) return cli_fail(&err);
+    flow_buf b;
+    buf_init(&b);
+    config_json(&b, &full, labels, nlabels);
+    rc = write_file(dir, "config.json", b.data, b.len);
+    buf_release(&b);
+    return rc ? rc : write_safetensors(dir, bm, &full);
+}
+
 static int export_hf(cmd_model *cm, const cli_args *a)
 {
     clf_model *m = cm->model;
@@ -171,14 +210,9 @@ static int export_hf(cmd_model *cm, const cli_args *a)
     if (!m->bert)
         return cli_usage_error("export: artifact %s is a %s model; --format hf exports bert-cls and bert-mlm models", a->pos[0], clf_kind(m));
     if ((rc = make_dir(a->out))) return rc;
-    flow_err err = { 0 };
-    if ((rc = bert_sync_to_host(m->bert->model, &err))) return cli_fail(&err);
     flow_buf b;
     buf_init(&b);
-    config_json(&b, m);
-    rc = write_file(a->out, "config.json", b.data, b.len);
-    buf_release(&b);
-    if (!rc) rc = write_safetensors(a->out, m->bert->model);
+    rc = hf_export_bert(a->out, m->bert->model, m->labels, m->nlabels, a->pos[0]);
     if (!rc) {
         tok_export_hf_json(m->bert->tok, &b);
         rc = write_file(a->out, "tokenizer.json", b.data, b.len);

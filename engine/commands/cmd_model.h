@@ -25,4 +25,12 @@ void cmd_model_close(cmd_model *cm);
  * gets the value.  -1 when the value is missing. */
 int cmd_take_flag(int *argc, char **argv, const char *name, int has_value, const char **value);
 
+/* Writes config.json and model.safetensors of a bert model for
+ * transformers into dir (which exists): the tensors copied, the tied
+ * aliases added, a shrunk model zero-padded to transformers' one shape
+ * (cmd_export.c).  labels: id2label (NULL/0 for an MLM).  what names the
+ * model in messages.  Returns 0 or an exit code (message printed). */
+struct bert_model;
+int hf_export_bert(const char *dir, struct bert_model *bm, char *const *labels, int nlabels, const char *what);
+
 #endif

@@ -37,7 +37,7 @@ static const flow_input_def baseline_inputs[] = {
 
 static const flow_output_def baseline_outputs[] = {
     { "model.json", "kind tfidf-linear, config, labels, training summary" },
-    { "weights", "FLOWWTS tensors idf [D], W [C, D], b [C]" },
+    { "weights", "safetensors: idf [D], W [C, D], b [C]" },
     { "clean.json", "cleaning settings applied to raw text before featurizing (when known)" },
 };
 
@@ -254,14 +254,15 @@ static int baseline_run(flow_ctx *c)
     model_json_write(&mj, "tfidf-linear", config.data, tr.labels, C, training.data);
     rc = flow_out_write(c, "model.json", FLOW_PART_BYTES, mj.data, mj.len);
     if (!rc) {
-        wts_file w;
-        wts_init(&w);
+        st_file w;
+        st_init(&w);
+        st_set_meta(&w, "format", "pt");
         int64_t dD[1] = { (int64_t)D }, dW[2] = { C, (int64_t)D }, dB[1] = { C };
-        wts_add(&w, "idf", 1, dD, idf);
-        wts_add(&w, "W", 2, dW, s.best.W);
-        wts_add(&w, "b", 1, dB, s.best.b);
-        rc = wts_write(&w, c, "weights");
-        wts_release(&w);
+        st_add(&w, "idf", ST_F32, 1, dD, idf);
+        st_add(&w, "W", ST_F32, 2, dW, s.best.W);
+        st_add(&w, "b", ST_F32, 1, dB, s.best.b);
+        rc = st_write(&w, c, "weights");
+        st_release(&w);
     }
     /* cleaning settings: from the clean node, else passed along by the split */
     if (!rc) {
@@ -298,7 +299,7 @@ out:
 
 const flow_stage stage_baseline = {
     .name = "baseline",
-    .version = 1,
+    .version = 2,   /* 2: weights in safetensors, model.json version 2 */
     .help = "char n-gram TF-IDF + linear classifier (logreg or SVM), selected on dev: the floor",
     .params = baseline_params, .nparams = sizeof baseline_params / sizeof baseline_params[0],
     .inputs = baseline_inputs, .ninputs = sizeof baseline_inputs / sizeof baseline_inputs[0],

@@ -21,7 +21,7 @@ void clf_free(clf_model *m)
     free(m->labels);
     free(m->clean_json);
     clf_clean_free(m);
-    wts_release(&m->w);
+    st_release(&m->w);
     clf_bert_free(m);
     json_free(m->json);
     free(m);
@@ -38,11 +38,11 @@ static int load_tfidf(clf_model *m, flow_err *err)
         m->tc.hash_bits < 8 || m->tc.hash_bits > 28)
         return flow_fail(err, FLOW_E_CORRUPT, "%s: model.json has an invalid tfidf config (ngram %d..%d, hash_bits %d)",
                          m->what, m->tc.ngram_min, m->tc.ngram_max, m->tc.hash_bits);
-    uint64_t D = 1ull << m->tc.hash_bits, C = (uint64_t)m->nlabels;
+    int64_t D = (int64_t)1 << m->tc.hash_bits, C = m->nlabels, sD[1] = { D }, sW[2] = { C, D }, sB[1] = { C };
     int rc;
-    if ((rc = wts_get(&m->w, "idf", D, &m->idf, m->what, err)) ||
-        (rc = wts_get(&m->w, "W", C * D, &m->W, m->what, err)) ||
-        (rc = wts_get(&m->w, "b", C, &m->b, m->what, err)))
+    if ((rc = st_get_f32(&m->w, "idf", 1, sD, &m->idf, m->what, err)) ||
+        (rc = st_get_f32(&m->w, "W", 2, sW, &m->W, m->what, err)) ||
+        (rc = st_get_f32(&m->w, "b", 1, sB, &m->b, m->what, err)))
         return rc;
     return 0;
 }
@@ -65,17 +65,7 @@ int clf_load(part_source *src, clf_model **out, flow_err *err)
     rc = json_parse(data, len, what, &m->json, err);
     free(data);
     if (rc) goto fail;
-    const char *fmt = json_str(json_get(m->json, "format"), "");
-    int64_t ver = (int64_t)json_num(json_get(m->json, "version"), -1);
-    if (strcmp(fmt, FLOW_MODEL_FORMAT) != 0) {
-        rc = flow_fail(err, FLOW_E_CORRUPT, "%s: model.json format is '%s', expected '%s'", m->what, fmt, FLOW_MODEL_FORMAT);
-        goto fail;
-    }
-    if (ver != FLOW_MODEL_VERSION) {
-        rc = flow_fail(err, FLOW_E_CORRUPT, "%s: model format version %lld is %s than this flow's %d; rebuild the model",
-                       m->what, (long long)ver, ver > FLOW_MODEL_VERSION ? "newer" : "older", FLOW_MODEL_VERSION);
-        goto fail;
-    }
+    if ((rc = model_json_check(m->json, m->what, err))) goto fail;
     snprintf(m->kind_name, sizeof m->kind_name, "%s", json_str(json_get(m->json, "kind"), "?"));
     const json_value *labels = json_get(m->json, "labels");
     if (json_typeof(labels) == JSON_ARR) {
@@ -89,7 +79,7 @@ int clf_load(part_source *src, clf_model **out, flow_err *err)
     rc = src->read(src->arg, "weights", &data, &len, err);
     if (rc) goto fail;
     snprintf(what, sizeof what, "%s: weights", m->what);
-    if ((rc = wts_parse(&m->w, data, len, what, err))) goto fail;
+    if ((rc = st_parse(&m->w, data, len, what, err))) goto fail;
 
     if (strcmp(m->kind_name, "tfidf-linear") == 0) {
         m->kind = CLF_TFIDF;

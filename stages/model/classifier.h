@@ -4,41 +4,38 @@
  * the stages baseline, pretrain, finetune, evaluate and by the commands
  * classify, eval and export.
  *
- * ---- classifier / model artifact (format "flow-model", version 1) ------
+ * ---- classifier / model artifact (format "flow-model", version 2) ------
  * A model artifact is self-contained: everything needed to go from raw
  * text to label probabilities lives in its parts.
- *   model.json   {"format":"flow-model","version":1,
+ *   model.json   {"format":"flow-model","version":2,
  *                 "kind":"tfidf-linear" | "bert-cls" | "bert-mlm",
  *                 "config":{...kind specific...},
  *                 "labels":["...", ...]          (classifiers only)
  *                 "training":{...summary: data sizes, dev scores...}}
- *   weights      FLOW_PART_F32, the "FLOWWTS" tensor file below.
+ *   weights      FLOW_PART_F32, a safetensors file (below).
  *   clean.json   the cleaning settings of the corpus the model was
  *                trained on (copied from the clean node; applied to raw
  *                text before featurizing).  Absent: text is used as is.
  *   tokenizer/... (bert kinds) the tokenizer parts copied from the bpe node.
  *
- * ---- "FLOWWTS" tensor file (the `weights` part) -------------------------
- *   bytes 0..7   magic "FLOWWTS\0"
- *   u32          version = 1
- *   u32          tensor count T
- *   u64          data offset D (multiple of 64): where the floats begin
- *   T entries    u32 name length L, L bytes of name (UTF-8, no NUL),
- *                u32 ndim (1..8), ndim x u64 dims, u64 offset (in floats
- *                from D), u64 count (= product of dims)
- *   zero padding up to D, then the float32 little-endian data.
- * Names follow HuggingFace BERT ("bert.encoder.layer.0.attention.self.
- * query.weight") for bert kinds; tfidf-linear uses "idf" [D], "W" [C, D],
- * "b" [C].
+ * The `weights` part is a safetensors file (safetensors.h): F32 tensors
+ * under their HuggingFace names in PyTorch layout for bert kinds
+ * ("bert.encoder.layer.0.attention.self.query.weight" [A_0, H]; the tied
+ * MLM decoder aliases are not stored, export adds them); tfidf-linear uses
+ * "idf" [D], "W" [C, D], "b" [C].  Metadata: "format": "pt" (and, for
+ * quantized models, the scheme of their integer tensors).  Version 1
+ * artifacts (FLOWWTS weights, one head count and FFN width for all layers)
+ * are refused with a message to rebuild them.
  */
 #ifndef FLOW_CLASSIFIER_H
 #define FLOW_CLASSIFIER_H
 
 #include "stages/stages.h"
 #include "cache/cache.h"
+#include "stages/model/safetensors.h"
 
 #define FLOW_MODEL_FORMAT "flow-model"
-#define FLOW_MODEL_VERSION 1
+#define FLOW_MODEL_VERSION 2
 
 /* ---- where an artifact's parts come from ------------------------------ */
 /* A model can be read from a stage input (flow_ctx) or straight from the
@@ -70,36 +67,9 @@ void part_source_release(part_source *ps);
 int part_source_copy(part_source *ps, flow_ctx *out, const char *from_prefix,
                      const char *to_prefix, flow_err *err);
 
-/* ---- FLOWWTS tensor files -------------------------------------------- */
-#define WTS_MAXDIM 8
-typedef struct wts_tensor {
-    char *name;
-    int ndim;
-    int64_t dims[WTS_MAXDIM];
-    uint64_t offset, count;     /* in floats */
-    const float *ptr;           /* writer: source data; reader: into data */
-} wts_tensor;
-
-typedef struct wts_file {
-    int n, cap;
-    wts_tensor *t;
-    char *raw;                  /* reader: the whole part (owned) */
-    const float *data;          /* reader: start of the float data */
-} wts_file;
-
-void wts_init(wts_file *w);
-void wts_release(wts_file *w);
-/* Writer: registers a tensor (data must stay valid until serialized). */
-void wts_add(wts_file *w, const char *name, int ndim, const int64_t *dims, const float *data);
-void wts_serialize(const wts_file *w, flow_buf *out);
-void wts_header(const wts_file *w, flow_buf *out);   /* header + table + padding */
-int wts_write(const wts_file *w, flow_ctx *c, const char *part);
-/* Reader: takes ownership of raw (malloc'd), validates everything. */
-int wts_parse(wts_file *w, char *raw, size_t len, const char *what, flow_err *err);
-const wts_tensor *wts_find(const wts_file *w, const char *name);
-/* The tensor's data, checking it holds exactly count floats. */
-int wts_get(const wts_file *w, const char *name, uint64_t count, const float **out,
-            const char *what, flow_err *err);
+/* ---- weights ---------------------------------------------------------- */
+/* Streams a safetensors file into an output part (FLOW_PART_F32). */
+int st_write(st_file *f, flow_ctx *c, const char *part);
 
 /* ---- metrics ---------------------------------------------------------- */
 typedef struct clf_metrics {
@@ -216,6 +186,9 @@ void softmax_inplace(float *v, int n);
 struct bert_config;
 struct bert_model;
 
+/* model.json's format and version: FLOW_E_CORRUPT with "rebuild the
+ * model" for an artifact of another version. */
+int model_json_check(const json_value *j, const char *what, flow_err *err);
 /* The config object of model.json for bert kinds. */
 void bert_config_json(const struct bert_config *c, flow_buf *out);
 /* Parses it back (validated with bert_config_validate). */

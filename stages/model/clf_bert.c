@@ -48,11 +48,13 @@ int clf_bert_load(clf_model *m, part_source *src, flow_err *err)
     if ((rc = bert_model_new(&cb->cfg, CLF_BATCH, cb->max_len, &bert_device_cpu, &cb->model, err))) return rc;
     bert_model *bm = cb->model;
     for (int i = 0; i < bm->ntensors; i++) {
+        const bert_tensor *t = &bm->tensors[i];
         const float *p;
-        if ((rc = wts_get(&m->w, bm->tensors[i].name, bm->tensors[i].numel, &p, m->what, err))) return rc;
-        memcpy(bm->params + bm->tensors[i].offset, p, bm->tensors[i].numel * sizeof(float));
+        int64_t shape[2] = { t->shape[0], t->shape[1] };
+        if ((rc = st_get_f32(&m->w, t->name, t->ndim, shape, &p, m->what, err))) return rc;
+        memcpy(bm->params + t->offset, p, t->numel * sizeof(float));
     }
-    return bert_sync_to_device(bm, err);
+    return bert_sync_to_device(bm, err);   /* the host copy was written */
 }
 
 int clf_bert_encode(const clf_model *m, const char *text, size_t len, int32_t *ids)

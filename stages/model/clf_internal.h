@@ -22,7 +22,7 @@ struct clf_model {
     char *clean_json; size_t clean_len;
     int has_clean;
     void *clean_opts;           /* text_opts, owned (clf_clean.c) */
-    wts_file w;
+    st_file w;                  /* the weights part */
     /* tfidf-linear: pointers into w */
     tfidf_config tc;
     const float *idf, *W, *b;

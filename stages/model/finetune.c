@@ -56,7 +56,7 @@ static const flow_input_def finetune_inputs[] = {
 
 static const flow_output_def finetune_outputs[] = {
     { "model.json", "kind bert-cls, config, labels, training summary" },
-    { "weights", "FLOWWTS, HuggingFace tensor names" },
+    { "weights", "safetensors, HuggingFace tensor names" },
     { "tokenizer", "the tokenizer parts" },
     { "clean.json", "cleaning settings (when known)" },
     { "loss_curve.tsv", "step, loss, lr, grad_norm per optimizer step" },
@@ -152,7 +152,7 @@ static int dev_score(flow_ctx *c, bert_model *m, const ft_data *dev, int batch, 
 }
 
 /* Copies the base artifact's weights into m (matching names and shapes). */
-static int load_base(flow_ctx *c, bert_model *m, const bert_config *bc, const wts_file *w)
+static int load_base(flow_ctx *c, bert_model *m, const bert_config *bc, const st_file *w)
 {
     bert_tensor *tab;
     int nt;
@@ -162,12 +162,12 @@ static int load_base(flow_ctx *c, bert_model *m, const bert_config *bc, const wt
     float *src = xcalloc(n, sizeof *src);
     int rc = 0;
     for (int i = 0; i < nt && !rc; i++) {
-        const wts_tensor *t = wts_find(w, tab[i].name);
-        if (!t || t->count != tab[i].numel)
-            rc = flow_ctx_fail(c, FLOW_E_INPUT, "input 'base': tensor '%s' is %s in the weights",
-                               tab[i].name, t ? "of another size" : "missing");
+        const float *p;
+        int64_t shape[2] = { tab[i].shape[0], tab[i].shape[1] };
+        if ((rc = st_get_f32(w, tab[i].name, tab[i].ndim, shape, &p, "input 'base'", &err)))
+            rc = flow_ctx_fail(c, FLOW_E_INPUT, "%s", err.msg);
         else
-            memcpy(src + tab[i].offset, t->ptr, tab[i].numel * sizeof(float));
+            memcpy(src + tab[i].offset, p, tab[i].numel * sizeof(float));
     }
     int copied = 0;
     if (!rc && (rc = bert_load_by_name(m, bc, src, n, &copied, &err)))
@@ -246,7 +246,7 @@ static int read_labels(flow_ctx *c, char ***labels, int *n)
 
 /* The base artifact's config and weights, or (base unbound) the config
  * of a random init from the parameters. */
-static int base_config(flow_ctx *c, int has_base, bert_config *cfg, wts_file *bw)
+static int base_config(flow_ctx *c, int has_base, bert_config *cfg, st_file *bw)
 {
     flow_err err = { 0 };
     bert_config_default(cfg);
@@ -270,11 +270,12 @@ static int base_config(flow_ctx *c, int has_base, bert_config *cfg, wts_file *bw
     if (rc) return flow_ctx_fail(c, rc, "input 'base' is not a model artifact (no model.json)");
     rc = json_parse(mj, ml, "input 'base': model.json", &bj, &err);
     free(mj);
+    if (!rc) rc = model_json_check(bj, "input 'base'", &err);
     if (!rc) rc = bert_config_parse(json_get(bj, "config"), cfg, "input 'base'", &err);
     json_free(bj);
     if (rc) return flow_ctx_fail(c, rc, "%s", err.msg);
     if ((rc = flow_in_read(c, "base", 0, "weights", &wd, &wl))) return rc;
-    if ((rc = wts_parse(bw, wd, wl, "input 'base': weights", &err))) return flow_ctx_fail(c, rc, "%s", err.msg);
+    if ((rc = st_parse(bw, wd, wl, "input 'base': weights", &err))) return flow_ctx_fail(c, rc, "%s", err.msg);
     return 0;
 }
 
@@ -349,8 +350,8 @@ static int finetune_run(flow_ctx *c)
         return flow_ctx_fail(c, FLOW_E_PARAM, "bind 'base' (a pretrained model) or, for a random init, 'tokenizer' (the bpe node)");
     char **labels = NULL;
     bert_config cfg, base_cfg;
-    wts_file bw;
-    wts_init(&bw);
+    st_file bw;
+    st_init(&bw);
     ft_objective f;
     memset(&f, 0, sizeof f);
     bert_model *m = NULL;
@@ -389,7 +390,7 @@ out:
     tr_result_release(&res);
     bert_model_free(m);
     ft_objective_release(&f);
-    wts_release(&bw);
+    st_release(&bw);
     for (int k = 0; k < C; k++) free(labels[k]);
     free(labels);
     return rc;
@@ -397,9 +398,10 @@ out:
 
 const flow_stage stage_finetune = {
     .name = "finetune",
-    .version = 4,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
+    .version = 5,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
                      * 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any thread count);
-                     * 4: model.json config with per-layer heads and FFN widths */
+                     * 4: model.json config with per-layer heads and FFN widths;
+                     * 5: weights in safetensors (model.json version 2) */
     .help = "sequence classification from a pretrained BERT (or random init), best dev macro-F1 kept",
     .params = finetune_params, .nparams = sizeof finetune_params / sizeof finetune_params[0],
     .inputs = finetune_inputs, .ninputs = sizeof finetune_inputs / sizeof finetune_inputs[0],

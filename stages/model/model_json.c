@@ -26,6 +26,23 @@ void model_json_write(flow_buf *out, const char *kind, const char *config_json,
     buf_printf(out, ",\"training\":%s}\n", training_json ? training_json : "{}");
 }
 
+int model_json_check(const json_value *j, const char *what, flow_err *err)
+{
+    const char *fmt = json_str(json_get(j, "format"), "");
+    int64_t ver = (int64_t)json_num(json_get(j, "version"), -1);
+    if (strcmp(fmt, FLOW_MODEL_FORMAT) != 0)
+        return flow_fail(err, FLOW_E_CORRUPT, "%s: model.json format is '%s', expected '%s'", what, fmt,
+                         FLOW_MODEL_FORMAT);
+    if (ver < FLOW_MODEL_VERSION)
+        return flow_fail(err, FLOW_E_CORRUPT, "%s: model format version %lld is older than this flow's %d "
+                         "(weights in FLOWWTS, not safetensors); rebuild the model with this flow "
+                         "(flow build re-runs its node)", what, (long long)ver, FLOW_MODEL_VERSION);
+    if (ver > FLOW_MODEL_VERSION)
+        return flow_fail(err, FLOW_E_CORRUPT, "%s: model format version %lld is newer than this flow's %d; "
+                         "use a newer flow or rebuild the model", what, (long long)ver, FLOW_MODEL_VERSION);
+    return 0;
+}
+
 void bert_config_json(const bert_config *c, flow_buf *out)
 {
     buf_printf(out, "{\"vocab_size\":%d,\"hidden\":%d,\"layers\":%d,\"head_size\":%d,\"layer_heads\":[",

@@ -21,15 +21,16 @@ int bert_artifact_write(flow_ctx *c, const bert_model *m, const char *kind,
     buf_release(&cfg);
     buf_release(&mj);
     if (rc) return rc;
-    wts_file w;
-    wts_init(&w);
+    st_file w;
+    st_init(&w);
+    st_set_meta(&w, "format", "pt");
     for (int i = 0; i < m->ntensors; i++) {
         const bert_tensor *t = &m->tensors[i];
         int64_t dims[2] = { t->shape[0], t->shape[1] };
-        wts_add(&w, t->name, t->ndim, dims, m->params + t->offset);
+        st_add(&w, t->name, ST_F32, t->ndim, dims, m->params + t->offset);
     }
-    rc = wts_write(&w, c, "weights");
-    wts_release(&w);
+    rc = st_write(&w, c, "weights");
+    st_release(&w);
     return rc;
 }
 

@@ -125,20 +125,19 @@ int part_source_copy(part_source *ps, flow_ctx *out, const char *from_prefix,
     return copied;
 }
 
-/* Streams a FLOWWTS file into an output part: the header, then each
- * tensor straight from its source buffer (no copy of the whole model). */
-int wts_write(const wts_file *w, flow_ctx *c, const char *part)
+static int out_stream_write(void *arg, const void *p, size_t n)
 {
-    flow_buf h;
-    buf_init(&h);
-    wts_header(w, &h);
+    return flow_out_stream_write(arg, p, n);
+}
+
+/* Streams a safetensors file into an output part: the header, then each
+ * tensor straight from its source buffer (no copy of the whole model). */
+int st_write(st_file *w, flow_ctx *c, const char *part)
+{
     flow_out_stream *s;
     int rc = flow_out_open(c, part, FLOW_PART_F32, &s);
-    if (rc) { buf_release(&h); return rc; }
-    rc = flow_out_stream_write(s, h.data, h.len);
-    buf_release(&h);
-    for (int i = 0; !rc && i < w->n; i++)
-        rc = flow_out_stream_write(s, w->t[i].ptr, w->t[i].count * sizeof(float));
+    if (rc) return rc;
+    rc = st_write_stream(w, out_stream_write, s);
     int rc2 = flow_out_stream_close(s);
     return rc ? rc : rc2;
 }

@@ -68,7 +68,7 @@ static const flow_applies_def pretrain_applies[] = {
 
 static const flow_output_def pretrain_outputs[] = {
     { "model.json", "kind bert-mlm, bert config, training summary" },
-    { "weights", "FLOWWTS, HuggingFace tensor names" },
+    { "weights", "safetensors, HuggingFace tensor names" },
     { "tokenizer", "the tokenizer parts" },
     { "loss_curve.tsv", "step, loss, lr, grad_norm per optimizer step" },
 };
@@ -479,9 +479,10 @@ out:
 
 const flow_stage stage_pretrain = {
     .name = "pretrain",
-    .version = 4,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
+    .version = 5,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
                      * 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any thread count);
-                     * 4: model.json config with per-layer heads and FFN widths */
+                     * 4: model.json config with per-layer heads and FFN widths;
+                     * 5: weights in safetensors (model.json version 2) */
     .help = "masked-LM pre-training of a BERT on encoded units (resumable, deterministic)",
     .params = pretrain_params, .nparams = sizeof pretrain_params / sizeof pretrain_params[0],
     .inputs = pretrain_inputs, .ninputs = sizeof pretrain_inputs / sizeof pretrain_inputs[0],

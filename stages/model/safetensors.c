@@ -136,14 +136,30 @@ void st_header(st_file *f, flow_buf *out)
     buf_release(&h);
 }
 
+int st_write_stream(st_file *f, int (*write)(void *arg, const void *p, size_t n), void *arg)
+{
+    flow_buf h;
+    buf_init(&h);
+    st_header(f, &h);
+    int rc = write(arg, h.data, h.len);
+    buf_release(&h);
+    static const size_t sizes[] = { 8, 4, 2, 1 };
+    for (size_t s = 0; !rc && s < sizeof sizes / sizeof sizes[0]; s++)
+        for (int i = 0; !rc && i < f->n; i++)
+            if (st_dtype_size(f->t[i].dtype) == sizes[s] && f->t[i].end > f->t[i].begin)
+                rc = write(arg, f->t[i].data, f->t[i].end - f->t[i].begin);
+    return rc;
+}
+
+static int to_buf(void *arg, const void *p, size_t n)
+{
+    buf_add(arg, p, n);
+    return 0;
+}
+
 void st_serialize(st_file *f, flow_buf *out)
 {
-    st_header(f, out);
-    static const size_t sizes[] = { 8, 4, 2, 1 };
-    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
-        for (int i = 0; i < f->n; i++)
-            if (st_dtype_size(f->t[i].dtype) == sizes[s])
-                buf_add(out, f->t[i].data, f->t[i].end - f->t[i].begin);
+    st_write_stream(f, to_buf, out);
 }
 
 /* ---- reader ------------------------------------------------------------ */

@@ -81,6 +81,10 @@ void st_set_meta(st_file *f, const char *key, const char *value);
 void st_header(st_file *f, flow_buf *out);
 /* Header then data. */
 void st_serialize(st_file *f, flow_buf *out);
+/* The same, streamed through write(arg, bytes, n) (0 or a negative code,
+ * which stops it): the header, then each tensor straight from its source,
+ * so a model is never copied whole.  Returns 0 or write's code. */
+int st_write_stream(st_file *f, int (*write)(void *arg, const void *p, size_t n), void *arg);
 
 /* ---- reader ---------------------------------------------------------- */
 /* Takes ownership of raw (malloc'd, len bytes) and validates the file;

@@ -17,9 +17,13 @@
  *   class_weights.f32 [C]
  *   logits.f32   MLM: [M,V] rows listed in rows.i32; cls: [B,C]
  *   loss.f32     one float
+ *   hf/          the model as `flow export --format hf` writes it
+ *                (config.json, model.safetensors; a shrunk model padded)
  * Dropout is off (the comparison is deterministic); exit 0 or 1.
  */
 #include "kernels/kernels.h"
+#include "engine/commands/cmd_model.h"
+#include <sys/stat.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -136,6 +140,10 @@ int main(int argc, char **argv)
         | dump(dir, "class_weights.f32", cw, sizeof cw)
         | dump(dir, "logits.f32", o.logits, nl * 4) | dump(dir, "loss.f32", &o.loss, 4)
         | dump(dir, "rows.i32", mlm ? o.rows : labels, mlm ? (size_t)o.n_targets * 4 : 0);
+    snprintf(path, sizeof path, "%s/hf", dir);
+    char *names[3] = { "L0", "L1", "L2" };
+    if (!rc && (mkdir(path, 0777) != 0 || hf_export_bert(path, m, mlm ? NULL : names, mlm ? 0 : 3, "bert_tool")))
+        rc = 1;
     bert_model_free(m);
     return rc ? 1 : 0;
 }
