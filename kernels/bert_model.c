@@ -3,7 +3,6 @@
  * checks in front of the backend's forward/backward (bert_backend.h).
  */
 #include "bert_backend.h"
-#include "bert_ops.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -281,14 +280,6 @@ int bert_backward_ext(bert_model *m, const float *dlogits, const float *const *d
     if (!dlogits)
         return flow_fail(e, FLOW_E_PARAM, "backward: no logit gradient given");
     return m->ops->backward(m, 1.0f, dlogits, dhidden, e);
-}
-
-double bert_soft_target_loss(const float *student, const float *teacher, int rows, int n,
-                             float temperature, float scale, float *dstudent)
-{
-    if (dstudent)
-        soft_target_backward(dstudent, student, teacher, rows, n, temperature, scale);
-    return soft_target_forward(student, teacher, rows, n, temperature);
 }
 
 const float *bert_hidden_states(const bert_model *m, int layer)

@@ -4,7 +4,7 @@
  * (BertForMaskedLM / BertForSequenceClassification), in fp32, with forward
  * and backward passes written by hand (llm.c style: every op's forward beside
  * its backward, all parameters in one flat buffer).  The CPU implementation
- * (OpenBLAS sgemm + OpenMP) is the reference every later backend (CUDA) is
+ * (kernels/cpu/: OpenBLAS sgemm + OpenMP) is the reference every later backend (CUDA) is
  * tested against.  Stages (pretrain, finetune, export) use only this header.
  *
  * ---- architecture ------------------------------------------------------

@@ -10,7 +10,7 @@
  *  - config validation messages, tensor table, loading by name.
  */
 #include "kernels/kernels.h"
-#include "kernels/bert_ops.h"
+#include "kernels/cpu/bert_ops.h"
 #include "test.h"
 
 #include <math.h>

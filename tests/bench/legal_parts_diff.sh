@@ -12,9 +12,11 @@
 # Environment: WORK (default: a fresh mktemp folder, kept), JOBS (-j, 2),
 # REUSE=1 compares the two builds already in WORK without rebuilding;
 # REUSE_BEFORE=1 rebuilds only the "after" side.
-# Output: one line per node (same / DIFF with the differing parts), and a
-# table of the differing parts; exit 0 when all parts are identical, 1 when
-# some differ (the caller judges whether each difference is deliberate).
+# Output: one line per node (same / DIFF with the differing parts; for a
+# differing `weights` part, weights_compare.py says whether the tensors
+# are the same in another format); exit 0 when all parts are identical, 1
+# when some differ (the caller judges whether each difference is
+# deliberate).
 set -euo pipefail
 A=${1:?usage: legal_parts_diff.sh FLOW_BEFORE FLOW_AFTER [GRAPH] [-- ARGS]}
 B=${2:?usage: legal_parts_diff.sh FLOW_BEFORE FLOW_AFTER [GRAPH] [-- ARGS]}
@@ -83,6 +85,12 @@ while read -r node key; do
     else
         printf '%-14s %-8s %s(%s)\n' "$node" DIFF "$d" "$same_key"
         status=1
+        if [[ " $d " == *" weights "* ]]; then      # same tensors in another format?
+            "$A" cat "$key" weights --cache "$WORK/before" -o "$WORK/$node.weights.before"
+            "$B" cat "$kb" weights --cache "$WORK/after" -o "$WORK/$node.weights.after"
+            printf '%-14s          weights: %s\n' "" "$(python3 "$(dirname "$0")/weights_compare.py" \
+                "$WORK/$node.weights.before" "$WORK/$node.weights.after" | tail -1)"
+        fi
     fi
 done < "$WORK/before.keys"
 exit $status

@@ -14,7 +14,7 @@
  * and best step) peak_gflops=... share=... (GFLOP/s / peak)
  */
 #include "kernels/kernels.h"
-#include "kernels/bert_ops.h"
+#include "kernels/cpu/bert_ops.h"
 
 #include <omp.h>
 #include <stdlib.h>

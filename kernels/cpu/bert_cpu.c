@@ -5,7 +5,7 @@
  * model's max_B x max_T; dropout masks are not stored: backward regenerates
  * them from the counter-based keys of the forward call.
  */
-#include "bert_backend.h"
+#include "kernels/bert_backend.h"
 #include "bert_ops.h"
 
 #include <math.h>

@@ -7,7 +7,7 @@
  * (relative error ~1e-7, below fp32 rounding of the surrounding sums).
  */
 #include "bert_ops.h"
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -849,4 +849,13 @@ void soft_target_backward(float *ds, const float *s, const float *t, int M, int 
             d[j] = (float)(f * (ps[j] - pt[j]));
     }
     free(scr);
+}
+
+/* The public soft-target loss (kernels.h): host math on host logits. */
+double bert_soft_target_loss(const float *student, const float *teacher, int rows, int n,
+                             float temperature, float scale, float *dstudent)
+{
+    if (dstudent)
+        soft_target_backward(dstudent, student, teacher, rows, n, temperature, scale);
+    return soft_target_forward(student, teacher, rows, n, temperature);
 }
