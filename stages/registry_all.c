@@ -11,12 +11,14 @@
     X(encode) \
     X(evaluate) \
     X(exec) \
+    X(extend_vocab) \
     X(finetune) \
     X(pretrain) \
     X(report) \
     X(source) \
     X(split) \
     X(terms) \
+    X(trim_vocab) \
     X(wordcount) \
 
 #define DECLARE(name) extern const flow_stage stage_##name;
