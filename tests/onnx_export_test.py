@@ -17,6 +17,16 @@ external data, and checks for each:
   - raw text -> tokenizer.json (tokenizers) -> ONNX Runtime gives the
     probabilities of `flow classify --all` within 1e-4 (config.json's
     max_length truncation included).
+Other shapes: the trim-vocab and extend-vocab artifacts of the model
+export through `flow export` (word embeddings of their vocabulary size,
+their tokenizer.json) with ONNX Runtime logits within 1e-4 of flow's; a
+pruned shape cut from the model (onnx_quant_tool SPEC+pruned: layers of 2
+and 3 heads, FFN widths 64 and 43) exports in fp32 and int8 with per-layer
+widths and matching logits.  The above-2-GB path: flow_testhooks with
+FLOW_TEST_ONNX_INLINE_LIMIT=100000 writes model.onnx.data without
+--external-data (every large initializer external), ONNX Runtime loads it
+with matching logits; a limit above the model keeps it inline, and `flow`
+itself ignores the variable.
 Quantized models (until quantized artifacts exist: flow's bert_qmodel, RTN
 of every encoder Linear, through tests/tools/onnx_quant_tool): int8 (opset
 17 and 20: ReduceMax's two forms) and 4-bit (g32 asymmetric, g64
@@ -164,6 +174,33 @@ def ops_of(model):
     return {(n.domain or "", n.op_type) for n in model.graph.node}
 
 
+def checker(name, path):
+    try:
+        onnx.checker.check_model(path, full_check=True)
+    except Exception as ex:  # noqa: BLE001 - report any checker failure
+        check("%s: onnx.checker: %s" % (name, ex), False)
+
+
+def ort_vs_flow(name, path, batches, refs, bound=1e-4):
+    """ONNX Runtime's logits of model path against flow's refs (one per
+    batch): max |diff| <= bound x max(1, max |ref|); returns the worst diff."""
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for (ids, types, mask), ref in zip(batches, refs):
+        got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+        if check("%s: logits shape %s at batch %d seq %d" % (name, got.shape, *ids.shape), got.shape == ref.shape):
+            diff = float(np.abs(got - ref).max())
+            check("%s: batch %d seq %d: max logit diff %.2e" % (name, ids.shape[0], ids.shape[1], diff),
+                  diff <= bound * max(1.0, np.abs(ref).max()))
+            worst = max(worst, diff)
+    return worst
+
+
+def initializer_dims(path):
+    m = onnx.load(path, load_external_data=False)
+    return {t.name: list(t.dims) for t in m.graph.initializer}
+
+
 T = tempfile.mkdtemp(prefix="flow-onnx-export-")
 try:
     random.seed(11)
@@ -193,7 +230,12 @@ pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  hidden = 64  
 ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 8  max_steps = 60  lr = 0.005
                 max_len = 48 }
 base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [1e-4]  epochs = 2 }
-""" % T)
+trim = trim-vocab { model = ft  corpus = s.test  coverage = 0.98  tokenizer = tok }
+newterms = source { path = "%s/new_terms.txt" }
+ext = extend-vocab { model = ft  terms = [newterms] }
+""" % (T, T))
+    with open(os.path.join(T, "new_terms.txt"), "w") as f:
+        f.write("税收财政预算\n判处徒刑\n婚姻家庭继承\n")
     cache = os.path.join(T, "cache")
     out = run([FLOW, "build", graph, "--cache", cache, "--json", "-j", "2"]).stdout
     keys = {}
@@ -300,6 +342,91 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [
                           np.abs(p - q).max() < 1e-4)
 
     print("max |logit diff| vs flow per variant: " + ", ".join("%s %.2e" % kv for kv in worst.items()))
+
+    # trimmed and extended vocabularies (trim-vocab, extend-vocab artifacts
+    # through `flow export`): other word-embedding shapes, same graph
+    for node in ("trim", "ext"):
+        key = keys[node]
+        nV = json.loads(run([FLOW, "cat", key, "model.json", "--cache", cache]).stdout)["config"]["vocab_size"]
+        check("%s: vocabulary changed (%d -> %d)" % (node, V, nV), nV < V if node == "trim" else nV > V)
+        d = os.path.join(T, node)
+        run([FLOW, "export", key, "--format", "onnx", "-o", d, "--cache", cache])
+        path = os.path.join(d, "model.onnx")
+        checker(node, path)
+        dims = initializer_dims(path)
+        check("%s: word embeddings [%d, 64] (%s)" % (node, nV, dims.get("bert.embeddings.word_embeddings.weight")),
+              dims.get("bert.embeddings.word_embeddings.weight") == [nV, 64])
+        vb = [random_batch(np.random.default_rng(6), B, L, nV) for B in (1, 7) for L in (9, 128)]
+        w = ort_vs_flow(node, path, vb, flow_logits(cache, key, vb))
+        from_tok = None
+        try:
+            from tokenizers import Tokenizer
+            from_tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json")).get_vocab_size()
+        except ImportError:
+            pass
+        if from_tok is not None:
+            check("%s: tokenizer.json has the model's %d tokens (%d)" % (node, nV, from_tok), from_tok == nV)
+        print("%s (vocab %d): max |logit diff| vs flow %.2e" % (node, nV, w))
+
+    # a pruned shape (tests/tools/onnx_quant_tool SPEC+pruned: layers with
+    # 2 and 3 heads, FFN widths 64 and 43, cut from the trained model), fp32
+    # and int8: the attention and FFN widths come from the tensors
+    for spec, bound in (("fp32+pruned", 1e-4), ("int8+pruned", None)):
+        d = os.path.join(T, spec)
+        run([QTOOL, cache, ft, spec, "export", d])
+        path = os.path.join(d, "model.onnx")
+        checker(spec, path)
+        dims = initializer_dims(path)
+        if spec.startswith("fp32"):
+            widths = [(dims.get("bert.encoder.layer.%d.attention.self.qkv.weight.T" % l, [0, 0])[1],
+                       dims.get("bert.encoder.layer.%d.intermediate.dense.weight.T" % l, [0, 0])[1]) for l in (0, 1)]
+        else:
+            widths = [(dims.get("bert.encoder.layer.%d.attention.self.qkv.int8.T" % l, [0, 0])[1],
+                       dims.get("bert.encoder.layer.%d.intermediate.dense.int8.T" % l, [0, 0])[1]) for l in (0, 1)]
+        check("%s: per-layer (3A, FFN) %s == [(96, 64), (144, 43)]" % (spec, widths), widths == [(96, 64), (144, 43)])
+        refs_p = quant_logits(cache, ft, spec, batches)
+        if bound:
+            w = ort_vs_flow(spec, path, batches, refs_p, bound)
+        else:
+            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            w = 0.0
+            for (ids, types, mask), ref in zip(batches, refs_p):
+                got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+                if check("%s: logits shape" % spec, got.shape == ref.shape):
+                    w = max(w, relative_mse(got, ref))
+            check("%s: relative logit MSE vs flow's %.2e < 1e-3" % (spec, w), w < 1e-3)
+        print("%s: ORT vs flow %.2e" % (spec, w))
+
+    # the above-2-GB path on a small model: flow_testhooks with
+    # FLOW_TEST_ONNX_INLINE_LIMIT (tests/hooks/onnx_inline_limit.c) takes
+    # the size limit as 100 kB, so without --external-data the initializers
+    # go to model.onnx.data, which ONNX Runtime loads; a limit above the
+    # model's size keeps them inline
+    hooks = os.path.join(BUILD, "flow_testhooks")
+    if check("flow_testhooks built", os.access(hooks, os.X_OK)):
+        for limit, want in (("100000", True), ("100000000", False)):
+            d = os.path.join(T, "limit" + limit)
+            env = dict(os.environ, FLOW_TEST_ONNX_INLINE_LIMIT=limit)
+            r = subprocess.run([hooks, "export", ft, "--format", "onnx", "-o", d, "--cache", cache],
+                               capture_output=True, text=True, env=env)
+            check("limit %s: export ok (%s)" % (limit, r.stderr.strip()[-300:]), r.returncode == 0)
+            path = os.path.join(d, "model.onnx")
+            has = os.path.exists(path + ".data")
+            check("limit %s: model.onnx.data %s (%s)" % (limit, "written" if want else "absent", r.stderr.strip()),
+                  has == want and (("in model.onnx.data" in r.stderr) == want))
+            m = onnx.load(path, load_external_data=False)
+            ext = [t.name for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+            big = [t.name for t in m.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL and
+                   len(t.raw_data) >= 1024]
+            check("limit %s: %d external, %d large inline initializers" % (limit, len(ext), len(big)),
+                  (len(ext) > 10 and not big) if want else (not ext and len(big) > 10))
+            checker("limit " + limit, path)
+            ort_vs_flow("limit " + limit, path, batches, refs)
+    d = os.path.join(T, "nohook")
+    subprocess.run([FLOW, "export", ft, "--format", "onnx", "-o", d, "--cache", cache], capture_output=True,
+                   env=dict(os.environ, FLOW_TEST_ONNX_INLINE_LIMIT="100000"))
+    check("flow itself has no hook: its export stays inline",
+          os.path.exists(os.path.join(d, "model.onnx")) and not os.path.exists(os.path.join(d, "model.onnx.data")))
 
     # quantized models: flow's own int8 / 4-bit weights (round to nearest of
     # every encoder Linear, tests/tools/onnx_quant_tool) against ONNX Runtime

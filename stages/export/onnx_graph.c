@@ -362,7 +362,10 @@ int onnx_graph_write(const onnx_graph *g, const char *dir, const char *file, int
     uint64_t inline_size = g->nodes.len + g->inputs.len + g->outputs.len + g->meta.len;
     for (int i = 0; i < g->ninits; i++)
         inline_size += g->inits[i].nbytes + 256 + strlen(g->inits[i].name);
-    int ext = external || inline_size > ONNX_INLINE_LIMIT;
+    uint64_t limit = ONNX_INLINE_LIMIT;
+    uint64_t test_limit = flow_test_onnx_inline_limit ? flow_test_onnx_inline_limit() : 0;
+    if (test_limit) limit = test_limit;
+    int ext = external || inline_size > limit;
     if (used_external) *used_external = ext;
     uint64_t *off = xcalloc((size_t)g->ninits + 1, sizeof *off);
     int rc = 0;

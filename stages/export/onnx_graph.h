@@ -112,4 +112,11 @@ uint64_t onnx_init_bytes(const onnx_graph *g);
 int onnx_graph_write(const onnx_graph *g, const char *dir, const char *file, int external,
                      int *used_external, flow_err *e);
 
+/* Test hook: when the program defines it (a weak reference: `flow` does
+ * not; the test binary flow_testhooks does, tests/hooks/onnx_inline_limit.c,
+ * from FLOW_TEST_ONNX_INLINE_LIMIT) and it returns a nonzero byte count,
+ * that count replaces the 2 GB limit, so the path a model above 2 GB takes
+ * is tested on a small one. */
+uint64_t flow_test_onnx_inline_limit(void) __attribute__((weak));
+
 #endif

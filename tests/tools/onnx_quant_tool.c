@@ -8,7 +8,13 @@
  * SPEC: fp32, int8, u4gG (asymmetric 4-bit, group G), u4gGs (symmetric),
  * nf4gG.  Every encoder Linear of the stored fp32 classifier HASH is
  * quantized by round to nearest (kernels.h bert_qmodel_quantize).
- * export: writes the ONNX folder (stages/export) with those weights.
+ * SPEC+pruned (e.g. fp32+pruned, int8+pruned): first the shape of a pruned
+ * model, cut from HASH's trained weights: layer l keeps the heads h with
+ * h % (l + 2) != 1 and the FFN neurons j with j % (l + 2) == 0 (4 heads,
+ * FFN 128: layer 0 2 heads and 64 neurons, layer 1 3 heads and 43), so
+ * layers have unequal attention and FFN widths, as the prune stage makes.
+ * export: writes the ONNX folder (stages/export) with those weights (a
+ * pruned model, which is no artifact: model.onnx only).
  * logits: batches as clf_logits_tool ("B T", B lines of ids, of token
  *   types, of mask); prints B lines of logits of flow's quantized forward.
  * time: best-of wall time of flow's forward on B x T random ids (every
@@ -28,8 +34,14 @@ static const char *const lin_part[BERT_LIN_COUNT][3] = {
     { "attention.output.dense" }, { "intermediate.dense" }, { "output.dense" },
 };
 
-static int parse_spec(const char *s, bert_qspec *q, int *fp32)
+static int parse_spec(const char *spec, bert_qspec *q, int *fp32, int *pruned)
 {
+    char s[64];
+    snprintf(s, sizeof s, "%s", spec);
+    char *plus = strchr(s, '+');
+    *pruned = plus && strcmp(plus, "+pruned") == 0;
+    if (plus && !*pruned) return -1;
+    if (plus) *plus = 0;
     memset(q, 0, sizeof *q);
     *fp32 = strcmp(s, "fp32") == 0;
     if (*fp32) return 0;
@@ -38,6 +50,56 @@ static int parse_spec(const char *s, bert_qspec *q, int *fp32)
     if (sscanf(s, "u4g%d%c", &q->group, &sym) >= 1) { q->bits = 4; q->sym = sym == 's'; return 0; }
     if (sscanf(s, "nf4g%d", &q->group) == 1) { q->bits = 4; q->nf4 = 1; return 0; }
     return -1;
+}
+
+/* Kept heads and FFN neurons of layer l of the pruned shape (top). */
+static int keep_head(int l, int h) { return h % (l + 2) != 1; }
+static int keep_neuron(int l, int j) { return j % (l + 2) == 0; }
+
+/* Index map of kept rows of a dimension of n: heads of d rows (d > 0) or
+ * single neurons (d = 0); returns the kept count. */
+static int kept_index(int l, int n, int d, int *idx)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (d ? keep_head(l, i / d) : keep_neuron(l, i)) idx[k++] = i;
+    return k;
+}
+
+/* The pruned shape of bm (top) with its weights: query/key/value rows and
+ * attention output columns of the kept heads, intermediate rows and output
+ * columns of the kept neurons; every other tensor as it is. */
+static bert_model *prune(const bert_model *bm, flow_err *e)
+{
+    bert_config c = bm->cfg;
+    int *idx = malloc(sizeof(int) * 65536);
+    for (int l = 0; l < c.layers; l++) {
+        c.heads[l] = kept_index(l, bm->cfg.heads[l], 1, idx);
+        c.ffn[l] = kept_index(l, bm->cfg.ffn[l], 0, idx);
+    }
+    bert_model *p = NULL;
+    if (bert_model_new(&c, 1, c.max_len, &bert_device_cpu, &p, e)) { free(idx); return NULL; }
+    int *cols = malloc(sizeof(int) * 65536);
+    for (int i = 0; i < p->ntensors; i++) {
+        const bert_tensor *t = &p->tensors[i], *o = bert_find_tensor(bm, t->name);
+        if (!o) { fprintf(stderr, "no tensor %s\n", t->name); exit(1); }
+        int l = -1, R = t->shape[0], C = t->ndim == 2 ? t->shape[1] : 1;
+        char part[80] = "";
+        sscanf(t->name, "bert.encoder.layer.%d.%79s", &l, part);
+        for (int r = 0; r < R; r++) idx[r] = r;
+        for (int k = 0; k < C; k++) cols[k] = k;
+        if (strstr(part, "attention.self.")) kept_index(l, o->shape[0], c.head_size, idx);
+        if (strcmp(part, "attention.output.dense.weight") == 0) kept_index(l, o->shape[1], c.head_size, cols);
+        if (strstr(part, "intermediate.dense.")) kept_index(l, o->shape[0], 0, idx);
+        if (strcmp(part, "output.dense.weight") == 0) kept_index(l, o->shape[1], 0, cols);
+        int OC = o->ndim == 2 ? o->shape[1] : 1;
+        for (int r = 0; r < R; r++)
+            for (int k = 0; k < C; k++)
+                p->params[t->offset + (size_t)r * C + k] = bm->params[o->offset + (size_t)idx[r] * OC + cols[k]];
+    }
+    free(idx);
+    free(cols);
+    return p;
 }
 
 /* Quantizes every encoder Linear of bm (QKV as one [3A, H] block). */
@@ -161,8 +223,8 @@ int main(int argc, char **argv)
         return 2;
     }
     bert_qspec spec;
-    int fp32;
-    if (parse_spec(argv[3], &spec, &fp32)) { fprintf(stderr, "bad SPEC '%s'\n", argv[3]); return 2; }
+    int fp32, pruned;
+    if (parse_spec(argv[3], &spec, &fp32, &pruned)) { fprintf(stderr, "bad SPEC '%s'\n", argv[3]); return 2; }
     flow_err err = { 0 };
     flow_store *s;
     store_options so;
@@ -178,13 +240,15 @@ int main(int argc, char **argv)
     bert_model *bm = m->bert ? m->bert->model : NULL;
     if (!bm || !(bm->cfg.mode & BERT_MODE_CLASSIFY)) { fprintf(stderr, "not a bert classifier\n"); return 1; }
     bert_qmodel *q = NULL;
+    bert_model *cut = NULL;
     int rc = bert_sync_to_host(bm, &err);
+    if (!rc && pruned && !(bm = cut = prune(bm, &err))) rc = err.code ? err.code : FLOW_E_NOMEM;
     if (!rc && !fp32 && !(q = quantize(bm, &spec, &err))) rc = err.code ? err.code : FLOW_E_NOMEM;
     if (!rc && strcmp(argv[4], "export") == 0 && argc >= 6) {
         onnx_export_opts o = { .opset = argc > 6 ? atoi(argv[6]) : 0, .source = argv[2] };
         onnx_export_info info;
         mkdir(argv[5], 0777);
-        rc = onnx_export(m, q, argv[5], &o, &info, &err);
+        rc = cut ? onnx_export_model(cut, q, argv[5], &o, &info, &err) : onnx_export(m, q, argv[5], &o, &info, &err);
         if (!rc) fprintf(stderr, "exported %s as %s, opset %d\n", argv[2], info.precision, info.opset);
     } else if (!rc && strcmp(argv[4], "logits") == 0) {
         rc = run_logits(bm, q, &err);
@@ -196,6 +260,7 @@ int main(int argc, char **argv)
     }
     if (rc && rc != 2) fprintf(stderr, "%s\n", err.msg);
     bert_qmodel_free(q);
+    bert_model_free(cut);
     clf_free(m);
     part_source_release(&src);
     store_close(s);
