@@ -86,6 +86,12 @@ typedef struct flow_resources {
      * is not in the key: a stage that takes it must give the same bytes
      * for every budget (its tests show it). */
     int memory_mb;
+    /* The stage trains with data-parallel workers (stages/model/trainer.h):
+     * a node may set the reserved `workers = K` (K model replicas, each
+     * taking micro-batches of every optimizer step).  Not in the key: such
+     * a stage gives the same bytes for every K (tests/train_dp_test.sh).
+     * For any other stage `workers` is an error. */
+    int data_parallel;
 } flow_resources;
 
 typedef struct flow_stage {
@@ -206,6 +212,11 @@ int flow_threads(flow_ctx *c);
 size_t flow_memory_budget(flow_ctx *c);
 int flow_gpu_count(flow_ctx *c);
 int flow_gpu_id(flow_ctx *c, int i);   /* CUDA device ordinal */
+/* Data-parallel workers of the node (`workers = K`; 1 when not set). */
+int flow_workers(flow_ctx *c);
+/* The node's key in hex (32 characters and a NUL), e.g. to name a
+ * rendezvous shared by the processes that train the same node. */
+void flow_node_key_hex(flow_ctx *c, char hex[33]);
 
 /* Checkpoints: intermediate state keyed by the node key, kept until the
  * node's artifact is committed.  load returns FLOW_E_NOTFOUND if none. */

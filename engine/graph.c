@@ -379,6 +379,15 @@ static int reserved(resolver *r, const ast_entry *e, graph_node *nd)
         return fail_at(r, e, v->line, v->col, "node '%s': threads = %s is invalid; expected an "
                        "integer 1..4096", nd->name, v->s ? v->s : "[...]");
     }
+    if (strcmp(e->key, "workers") == 0) {
+        if (!nd->stage->res.data_parallel)
+            return fail_at(r, e, v->line, v->col, "node '%s': stage '%s' does not train with "
+                           "data-parallel workers (workers is for pretrain and finetune); remove it",
+                           nd->name, nd->stage->name);
+        if (v->kind == AST_INT && v->i >= 1 && v->i <= 64) { nd->workers = (int)v->i; return 0; }
+        return fail_at(r, e, v->line, v->col, "node '%s': workers = %s is invalid; expected an "
+                       "integer 1..64", nd->name, v->s ? v->s : "[...]");
+    }
     if (strcmp(e->key, "memory_mb") == 0) {
         if (nd->stage->res.memory_mb == 0)
             return fail_at(r, e, v->line, v->col, "node '%s': stage '%s' takes no memory budget "
@@ -394,7 +403,7 @@ static int reserved(resolver *r, const ast_entry *e, graph_node *nd)
 static int is_reserved(const char *k)
 {
     return !strcmp(k, "gpus") || !strcmp(k, "device") || !strcmp(k, "threads") ||
-           !strcmp(k, "memory_mb");
+           !strcmp(k, "memory_mb") || !strcmp(k, "workers");
 }
 
 static int param_index(const flow_stage *st, const char *name)

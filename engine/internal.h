@@ -56,6 +56,7 @@ typedef struct graph_node {
     int device_gpu;         /* `device = gpu` was written (for messages) */
     int threads;            /* `threads = N`, 0 = stage default */
     int memory_mb;          /* `memory_mb = N`, 0 = stage default */
+    int workers;            /* `workers = K` data-parallel workers, 0 = 1 */
 } graph_node;
 
 typedef struct flow_graph {

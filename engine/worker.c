@@ -165,6 +165,14 @@ int flow_ctx_fail(flow_ctx *c, int code, const char *fmt, ...)
 int flow_threads(flow_ctx *c) { return c->threads > 0 ? c->threads : 1; }
 int flow_gpu_count(flow_ctx *c) { return c->ngpus; }
 
+int flow_workers(flow_ctx *c)
+{
+    int k = c->g ? c->g->nodes[c->node].workers : 0;
+    return k > 0 ? k : 1;
+}
+
+void flow_node_key_hex(flow_ctx *c, char hex[33]) { flow_hash_hex(&c->key, hex); }
+
 size_t flow_memory_budget(flow_ctx *c)
 {
     const graph_node *nd = &c->g->nodes[c->node];

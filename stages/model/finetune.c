@@ -398,15 +398,19 @@ out:
 
 const flow_stage stage_finetune = {
     .name = "finetune",
-    .version = 5,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
+    .version = 6,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
                      * 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any thread count);
                      * 4: model.json config with per-layer heads and FFN widths;
-                     * 5: weights in safetensors (model.json version 2) */
+                     * 5: weights in safetensors (model.json version 2);
+                     * 6: a step's micro-batch gradients computed apart and summed in micro-batch
+                     *    order (the data-parallel reducer: workers = K gives the same bytes), the
+                     *    dropout counter of micro-batch k of a step is its start + k (changes bytes
+                     *    with grad_accum > 1 only) */
     .help = "sequence classification from a pretrained BERT (or random init), best dev macro-F1 kept",
     .params = finetune_params, .nparams = sizeof finetune_params / sizeof finetune_params[0],
     .inputs = finetune_inputs, .ninputs = sizeof finetune_inputs / sizeof finetune_inputs[0],
     .outputs = finetune_outputs, .noutputs = sizeof finetune_outputs / sizeof finetune_outputs[0],
     .applies = finetune_applies, .napplies = sizeof finetune_applies / sizeof finetune_applies[0],
-    .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0 },
+    .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0, .data_parallel = 1 },
     .run = finetune_run,
 };

@@ -48,7 +48,7 @@ typedef struct loop {
     size_t nbatches;            /* micro-batches per epoch */
     tr_epoch ep;
     long cur_epoch;
-    tr_batch b;
+    tr_dp *dp;                  /* the data-parallel workers (one by default) */
     float *best;                /* keep_best: the best weights so far */
     double t0, win;             /* loss window for logs */
     long nwin;
@@ -123,7 +123,8 @@ static int checkpoint(loop *L, long done)
     return rc;
 }
 
-/* Forward/backward over the micro-batches of step s; *loss = their mean. */
+/* Forward/backward over the micro-batches of step s, spread over the
+ * data-parallel workers (train_dp.c); *loss = their mean. */
 static int micro_batches(loop *L, long s, double *loss)
 {
     const tr_objective *obj = L->obj;
@@ -137,26 +138,11 @@ static int micro_batches(loop *L, long s, double *loss)
     }
     size_t k0 = (size_t)j * (size_t)o->accum;
     size_t k1 = k0 + (size_t)o->accum < L->nbatches ? k0 + (size_t)o->accum : L->nbatches;
-    float scale = 1.0f / (float)(k1 - k0);
-    flow_err err = { 0 };
-    *loss = 0;
-    bert_zero_grad(L->m);
-    for (size_t k = k0; k < k1; k++) {
-        bert_batch bb;
-        if (!obj->fill(obj->self, &L->b, L->ep.seq + L->ep.start[k], L->ep.count[k], epoch, &bb)) continue;
-        bert_output out;
-        double l = 0;
-        int rc = bert_forward(L->m, &bb, obj->head, 1, &out, &err);
-        if (!rc && obj->backward) rc = obj->backward(obj->self, L->m, &bb, &out, scale, &l, &err);
-        else if (!rc) {
-            rc = bert_backward(L->m, scale, &err);
-            l = out.loss;
-        }
-        if (rc) return flow_ctx_fail(L->c, rc, "step %ld: %s", s, err.msg);
-        *loss += l / (double)(k1 - k0);
-        L->res->tokens += L->b.tokens;
-        L->res->tokens_here += L->b.tokens;
-    }
+    long tokens = 0;
+    int rc = tr_dp_step(L->dp, obj, &L->ep, k0, k1, epoch, s, loss, &tokens);
+    if (rc) return rc;
+    L->res->tokens += tokens;
+    L->res->tokens_here += tokens;
     if (!isfinite(*loss))
         return flow_ctx_fail(L->c, FLOW_E_STAGE, "step %ld: loss is %g (diverged); lower lr (now %g) or raise warmup_ratio",
                              s, *loss, (double)o->lr);
@@ -255,8 +241,9 @@ int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_optio
         memcpy(L.best, m->params, m->nparams * sizeof *L.best);
     }
     long step = 0;
-    int rc = resume(&L, &step);
-    tr_batch_init(&L.b, opt->batch, m->max_T);
+    int rc = tr_dp_new(c, m, opt->batch, obj->backward != NULL, &L.dp);
+    if (!rc) rc = resume(&L, &step);
+    if (!rc) rc = tr_dp_agree(L.dp, step);
     L.t0 = now_s();
     for (; !rc && step < res->total; step++) {
         double loss;
@@ -275,7 +262,7 @@ int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_optio
         rc = flow_ctx_fail(c, FLOW_E_STAGE, "%s", err.msg);
     }
     tr_epoch_release(&L.ep);
-    tr_batch_release(&L.b);
+    tr_dp_free(L.dp);
     free(L.best);
     return rc;
 }

@@ -99,7 +99,10 @@ char *tr_profile_text(const bert_model *m);
  *   tr_seed(seed, order_tag, e), shuffle); micro-batches j*accum ..
  *   (j+1)*accum-1 of it (j = s % steps_per_epoch, the last step of an
  *   epoch may have fewer); each is filled by obj->fill, run forward
- *   (train = 1) and backward with loss scale 1/(micro-batches of the step);
+ *   (train = 1, dropout counter = the step's first + its index in the step)
+ *   and backward with loss scale 1/(micro-batches of the step) into zeroed
+ *   gradients, spread over the data-parallel workers (train_dp.c), and the
+ *   micro-batch gradients are summed in micro-batch order (kernels/dp.h);
  *   then clip, lr = bert_lr_linear(lr, s, warmup, total), AdamW.
  * loss_curve: "step \t loss \t lr \t grad_norm\n" per step (step 1-based).
  * Evaluation after step s+1 when eval_every divides it, at each epoch end
@@ -166,5 +169,24 @@ typedef struct tr_result {
 int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_options *opt,
              tr_result *res);
 void tr_result_release(tr_result *r);
+
+/* ---- data-parallel workers (train_dp.c) ----------------------------------
+ * How the micro-batches of a step are spread over the node's workers
+ * (`workers = K` threads) and processes (kernels/dp.h environment) and
+ * summed in a fixed order: see train_dp.c.  tr_train is the only user. */
+typedef struct tr_dp tr_dp;
+/* Replicas of m for the node's workers, the process group from the
+ * environment; has_ext_backward: the objective has its own backward. */
+int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp **out);
+void tr_dp_free(tr_dp *d);
+/* Global workers (local workers x processes). */
+int tr_dp_world(const tr_dp *d);
+/* Fails unless every process starts (resumes) at the same step. */
+int tr_dp_agree(tr_dp *d, long step);
+/* Forward/backward of micro-batches k0..k1 of epoch order ep (epoch
+ * `epoch`, step s), their summed gradient left in the model's grads,
+ * *loss their mean loss, *tokens their real tokens (all processes). */
+int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0, size_t k1,
+               long epoch, long s, double *loss, long *tokens);
 
 #endif

@@ -1,0 +1,267 @@
+/* train_dp.c — the data-parallel side of the training loop (trainer.h,
+ * tr_dp_*): the node's K local workers (threads, each with its own model
+ * replica, sharing the parameters) and the other processes of the
+ * node's dp_group (kernels/dp.h), taking the micro-batches of every
+ * optimizer step round-robin, with gradients summed by the fixed-order
+ * reducer.  One worker in one process runs the same code: the bytes are
+ * the same for every K and every process count (dp.h says why).
+ *
+ * Per step s with micro-batches k0..k1 (n = k1 - k0) and W = K * world
+ * global workers, round r gives micro-batch k0 + r*W + g to global worker
+ * g = w * world + rank.  Micro-batch k runs its forward with dropout
+ * counter fwd_counter(step start) + (k - k0), skipped or not, so its masks
+ * do not depend on who runs it; the step advances the counter by n.  The
+ * loss is sum over present k, in k order, of loss_k / n; tokens are summed
+ * over all workers of all ranks.
+ *
+ * Only the CPU backend runs local replicas (they alias the first model's
+ * parameters: forwards only read them, and the optimizer runs between
+ * rounds).  A GPU model with workers > 1 is refused until the CUDA
+ * backend's replicas exist. */
+#include "trainer.h"
+#include "kernels/dp.h"
+
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DP_LOCAL_MAX 64
+
+typedef struct dp_job {
+    bert_model *m;
+    bert_batch bb;
+    int head;
+    int present;
+    uint64_t counter;
+    float scale;
+    int threads;
+    double loss;
+    int rc;
+    flow_err err;
+} dp_job;
+
+/* what each worker tells every rank after a round */
+typedef struct dp_info {
+    int32_t present, failed;
+    int64_t tokens;
+    double loss;
+} dp_info;
+
+struct tr_dp {
+    flow_ctx *c;
+    bert_model *m;                      /* worker 0's model: the node's */
+    int nlocal, world, rank, threads;
+    bert_model *rep[DP_LOCAL_MAX];      /* rep[0] = m */
+    float *own_params[DP_LOCAL_MAX];    /* replicas' own buffers, restored before free */
+    tr_batch b[DP_LOCAL_MAX];
+    dp_job job[DP_LOCAL_MAX];
+    dp_group *g;
+    dp_reducer red;
+    dp_info *info;                      /* [world * nlocal] */
+    int *present;                       /* [nlocal * world] */
+};
+
+int tr_dp_world(const tr_dp *d) { return d->world * d->nlocal; }
+
+void tr_dp_free(tr_dp *d)
+{
+    if (!d) return;
+    for (int w = 1; w < d->nlocal; w++)
+        if (d->rep[w]) {
+            d->rep[w]->params = d->own_params[w];
+            bert_model_free(d->rep[w]);
+        }
+    for (int w = 0; w < d->nlocal; w++) tr_batch_release(&d->b[w]);
+    dp_reducer_release(&d->red);
+    dp_group_free(d->g);
+    free(d->info);
+    free(d->present);
+    free(d);
+}
+
+int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp **out)
+{
+    *out = NULL;
+    tr_dp *d = xcalloc(1, sizeof *d);
+    d->c = c;
+    d->m = m;
+    d->nlocal = flow_workers(c);
+    d->threads = flow_threads(c);
+    flow_err err = { 0 };
+    char hex[33];
+    flow_node_key_hex(c, hex);
+    int rc = 0;
+    if (d->nlocal > 1 && m->backend != BERT_ON_CPU)
+        rc = flow_ctx_fail(c, FLOW_E_PARAM, "workers = %d: local data-parallel replicas run on the CPU "
+                           "backend only; on GPUs one worker per granted device is not implemented yet "
+                           "(remove workers, or train on the CPU)", d->nlocal);
+    else if (d->nlocal > 1 && has_ext_backward)
+        rc = flow_ctx_fail(c, FLOW_E_PARAM, "workers = %d: an objective with its own backward "
+                           "(distillation) shares its teacher between workers; use workers = 1", d->nlocal);
+    if (!rc && (rc = dp_group_from_env(hex, &d->g, &err)))
+        rc = flow_ctx_fail(c, rc, "%s", err.msg);
+    d->world = dp_world(d->g);
+    d->rank = dp_rank(d->g);
+    if (!rc && d->world > 1 && m->backend != BERT_ON_CPU)
+        rc = flow_ctx_fail(c, FLOW_E_PARAM, "%d data-parallel processes: gradients go through the CPU "
+                           "reducer only; the NCCL path for GPUs is not implemented yet", d->world);
+    d->rep[0] = m;
+    for (int w = 1; !rc && w < d->nlocal; w++) {
+        if ((rc = bert_model_new(&m->cfg, m->max_B, m->max_T, &bert_device_cpu, &d->rep[w], &err))) {
+            rc = flow_ctx_fail(c, rc, "workers = %d: replica %d: %s", d->nlocal, w, err.msg);
+            break;
+        }
+        d->own_params[w] = d->rep[w]->params;
+        d->rep[w]->params = m->params;
+    }
+    for (int w = 0; w < d->nlocal; w++) tr_batch_init(&d->b[w], batch, m->max_T);
+    if (!rc && (rc = dp_reducer_init(&d->red, d->g, m->nparams, &err)))
+        rc = flow_ctx_fail(c, rc, "%s", err.msg);
+    if (rc) {
+        tr_dp_free(d);
+        return rc;
+    }
+    d->info = xcalloc((size_t)d->world * (size_t)d->nlocal, sizeof *d->info);
+    d->present = xcalloc((size_t)d->world * (size_t)d->nlocal, sizeof *d->present);
+    if (d->world > 1 || d->nlocal > 1)
+        flow_log(c, "data-parallel: %d worker%s per process x %d process%s (rank %d), %d thread%s each",
+                 d->nlocal, d->nlocal == 1 ? "" : "s", d->world, d->world == 1 ? "" : "es", d->rank,
+                 d->threads / d->nlocal > 1 ? d->threads / d->nlocal : 1,
+                 d->threads / d->nlocal > 1 ? "s" : "");
+    *out = d;
+    return 0;
+}
+
+int tr_dp_agree(tr_dp *d, long step)
+{
+    if (d->world == 1) return 0;
+    int64_t mine[2] = { step, d->nlocal }, *all = xcalloc((size_t)d->world * 2, sizeof *all);
+    flow_err err = { 0 };
+    int rc = dp_allgather(d->g, mine, sizeof mine, all, &err);
+    if (rc) rc = flow_ctx_fail(d->c, rc, "%s", err.msg);
+    for (int q = 0; !rc && q < d->world; q++)
+        if (all[2 * q + 1] != d->nlocal)
+            rc = flow_ctx_fail(d->c, FLOW_E_PARAM, "data-parallel: rank %d has workers = %lld, this rank "
+                               "(%d) workers = %d: give every rank the same graph", q,
+                               (long long)all[2 * q + 1], d->rank, d->nlocal);
+        else if (all[2 * q] != step)
+            rc = flow_ctx_fail(d->c, FLOW_E_STAGE, "data-parallel: rank %d starts at step %lld, this rank "
+                               "(%d) at step %ld: every rank needs the same checkpoint (same cache state)",
+                               q, (long long)all[2 * q], d->rank, step);
+    free(all);
+    return rc;
+}
+
+static void *run_job(void *arg)
+{
+    dp_job *j = arg;
+    omp_set_num_threads(j->threads);
+    bert_model *m = j->m;
+    j->loss = 0;
+    j->rc = 0;
+    if (!j->present) return NULL;
+    bert_zero_grad(m);
+    m->fwd_counter = j->counter;
+    bert_output out;
+    j->rc = bert_forward(m, &j->bb, j->head, 1, &out, &j->err);
+    if (!j->rc) j->rc = bert_backward(m, j->scale, &j->err);
+    j->loss = out.loss;
+    return NULL;
+}
+
+/* Runs the local jobs of a round: worker 0 on this thread, the others on
+ * their own threads (each with its share of the node's threads). */
+static void run_round(tr_dp *d, const tr_objective *obj)
+{
+    int tpw = d->threads / d->nlocal > 1 ? d->threads / d->nlocal : 1;
+    pthread_t th[DP_LOCAL_MAX];
+    int started[DP_LOCAL_MAX] = { 0 };
+    for (int w = 0; w < d->nlocal; w++) {
+        d->job[w].threads = tpw;
+        d->rep[w]->dropout_seed = d->m->dropout_seed;
+    }
+    if (obj->backward) {    /* one local worker (tr_dp_new): the stage's own backward */
+        dp_job *j = &d->job[0];
+        j->rc = 0;
+        j->loss = 0;
+        if (j->present) {
+            bert_output out;
+            bert_zero_grad(d->m);
+            d->m->fwd_counter = j->counter;
+            j->rc = bert_forward(d->m, &j->bb, obj->head, 1, &out, &j->err);
+            if (!j->rc) j->rc = obj->backward(obj->self, d->m, &j->bb, &out, j->scale, &j->loss, &j->err);
+        }
+        return;
+    }
+    for (int w = 1; w < d->nlocal; w++)
+        started[w] = pthread_create(&th[w], NULL, run_job, &d->job[w]) == 0;
+    int outer = omp_get_max_threads();
+    run_job(&d->job[0]);
+    omp_set_num_threads(outer);
+    for (int w = 1; w < d->nlocal; w++) {
+        if (started[w]) pthread_join(th[w], NULL);
+        else run_job(&d->job[w]);   /* no thread to be had: run it here, same result */
+    }
+    omp_set_num_threads(outer);
+}
+
+int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0, size_t k1,
+               long epoch, long s, double *loss, long *tokens)
+{
+    size_t n = k1 - k0, W = (size_t)d->nlocal * (size_t)d->world;
+    float scale = 1.0f / (float)n;
+    uint64_t base = d->m->fwd_counter;
+    flow_err err = { 0 };
+    *loss = 0;
+    *tokens = 0;
+    dp_reducer_begin(&d->red);
+    for (size_t r0 = k0; r0 < k1; r0 += W) {
+        dp_info mine[DP_LOCAL_MAX];
+        for (int w = 0; w < d->nlocal; w++) {
+            size_t k = r0 + (size_t)w * (size_t)d->world + (size_t)d->rank;
+            dp_job *j = &d->job[w];
+            j->m = d->rep[w];
+            j->scale = scale;
+            j->head = obj->head;
+            j->counter = base + (k - k0);
+            j->present = k < k1 && obj->fill(obj->self, &d->b[w], ep->seq + ep->start[k], ep->count[k],
+                                             epoch, &j->bb);
+        }
+        run_round(d, obj);
+        int failed_here = -1;
+        for (int w = 0; w < d->nlocal; w++) {
+            dp_job *j = &d->job[w];
+            mine[w] = (dp_info){ j->present, j->rc != 0, j->present ? d->b[w].tokens : 0, j->loss };
+            if (j->rc && failed_here < 0) failed_here = w;
+        }
+        int rc = d->world > 1 ? dp_allgather(d->g, mine, (size_t)d->nlocal * sizeof *mine, d->info, &err) : 0;
+        if (rc) return flow_ctx_fail(d->c, rc, "step %ld: %s", s, err.msg);
+        if (d->world == 1) memcpy(d->info, mine, (size_t)d->nlocal * sizeof *mine);
+        if (failed_here >= 0)
+            return flow_ctx_fail(d->c, d->job[failed_here].rc, "step %ld: %s", s, d->job[failed_here].err.msg);
+        for (int q = 0; q < d->world; q++)
+            for (int w = 0; w < d->nlocal; w++)
+                if (d->info[q * d->nlocal + w].failed)
+                    return flow_ctx_fail(d->c, FLOW_E_STAGE, "step %ld: data-parallel rank %d failed "
+                                         "(see its log)", s, q);
+        const float *grads[DP_LOCAL_MAX];
+        for (int w = 0; w < d->nlocal; w++) {
+            grads[w] = d->rep[w]->grads;
+            for (int q = 0; q < d->world; q++)
+                d->present[w * d->world + q] = d->info[q * d->nlocal + w].present;
+        }
+        if ((rc = dp_reducer_add(&d->red, grads, d->present, d->nlocal, &err)))
+            return flow_ctx_fail(d->c, rc, "step %ld: %s", s, err.msg);
+        for (size_t g = 0; g < W && r0 + g < k1; g++) {     /* micro-batch order */
+            const dp_info *x = &d->info[(g % (size_t)d->world) * (size_t)d->nlocal + g / (size_t)d->world];
+            if (!x->present) continue;
+            *loss += x->loss / (double)n;
+            *tokens += (long)x->tokens;
+        }
+    }
+    int rc = dp_reducer_end(&d->red, d->m->grads, &err);
+    if (rc) return flow_ctx_fail(d->c, rc, "step %ld: %s", s, err.msg);
+    d->m->fwd_counter = base + n;
+    return 0;
+}
