@@ -8,6 +8,7 @@
     X(clean) \
     X(concat) \
     X(coverage) \
+    X(distill) \
     X(encode) \
     X(evaluate) \
     X(exec) \

@@ -14,8 +14,7 @@
  * Output: a model artifact of kind "bert-cls" (classifier.h): model.json
  * (config, labels, training summary), weights, tokenizer/..., clean.json,
  * plus loss_curve.tsv and dev_curve.tsv ("step \t accuracy \t macro_f1"). */
-#include "clf_internal.h"
-#include "trainer.h"
+#include "cls_train.h"
 #include "stages/tokenizer/tokenizer.h"
 
 #include <math.h>
@@ -75,113 +74,10 @@ static const flow_applies_def finetune_applies[] = {
     { "epochs", "max_steps", "0", "max_steps > 0 sets the length of training" },
 };
 
-typedef struct ft_data {
-    enc_view v;
-    uint32_t *len, *usable;
-    size_t nusable;
-} ft_data;
-
-static int ft_load(flow_ctx *c, const char *port, int vocab, int nlabels, ft_data *d)
-{
-    memset(d, 0, sizeof *d);
-    int rc = encv_read(c, port, 0, &d->v);
-    if (rc) return rc;
-    if (!d->v.label)
-        return flow_ctx_fail(c, FLOW_E_INPUT, "input '%s' has no labels part: bind a labelled encoded split (encode.train)", port);
-    for (uint64_t i = 0; i < d->v.nids; i++)
-        if (d->v.ids[i] < 0 || d->v.ids[i] >= vocab)
-            return flow_ctx_fail(c, FLOW_E_INPUT, "input '%s': token id %d is outside the model's vocabulary of %d (another tokenizer?)",
-                                 port, d->v.ids[i], vocab);
-    d->len = xmalloc((d->v.n ? d->v.n : 1) * sizeof *d->len);
-    d->usable = xmalloc((d->v.n ? d->v.n : 1) * sizeof *d->usable);
-    for (size_t i = 0; i < d->v.n; i++) {
-        d->len[i] = (uint32_t)(d->v.off[i + 1] - d->v.off[i]);
-        if (d->v.label[i] >= nlabels)
-            return flow_ctx_fail(c, FLOW_E_INPUT, "input '%s': sequence %zu has label id %d but there are %d label names",
-                                 port, i, d->v.label[i], nlabels);
-        if (d->v.label[i] >= 0 && d->len[i] >= 2) d->usable[d->nusable++] = (uint32_t)i;
-    }
-    return 0;
-}
-
-static void ft_release(ft_data *d)
-{
-    encv_release(&d->v);
-    free(d->len);
-    free(d->usable);
-}
-
-static void fill(tr_batch *b, const ft_data *d, const uint32_t *seq, size_t n, int *lens)
-{
-    for (size_t r = 0; r < n; r++) {
-        lens[r] = tr_batch_row(b, (int)r, d->v.ids + d->v.off[seq[r]], (int)d->len[seq[r]]);
-        b->labels[r] = d->v.label[seq[r]];
-    }
-    tr_batch_finish(b, (int)n, lens);
-}
-
-static int dev_score(flow_ctx *c, bert_model *m, const ft_data *dev, int batch, tr_batch *b,
-                     int *lens, clf_metrics *out)
-{
-    tr_epoch e;
-    tr_epoch_build(&e, dev->usable, dev->nusable, dev->len, batch, 0, 0);
-    int *gold = xmalloc((dev->nusable + 1) * sizeof *gold), *pred = xmalloc((dev->nusable + 1) * sizeof *pred);
-    size_t k = 0;
-    int rc = 0, C = m->cfg.num_labels;
-    flow_err err = { 0 };
-    for (size_t q = 0; q < e.nbatches && !rc; q++) {
-        fill(b, dev, e.seq + e.start[q], e.count[q], lens);
-        bert_batch bb = { .B = b->B, .T = b->T, .ids = b->ids, .attn_mask = b->mask };
-        bert_output o;
-        if ((rc = bert_forward(m, &bb, BERT_HEAD_CLASSIFY, 0, &o, &err))) {
-            rc = flow_ctx_fail(c, rc, "dev evaluation: %s", err.msg);
-            break;
-        }
-        for (int r = 0; r < b->B; r++, k++) {
-            int best = 0;
-            for (int j = 1; j < C; j++) if (o.logits[(size_t)r * C + j] > o.logits[(size_t)r * C + best]) best = j;
-            pred[k] = best;
-            gold[k] = b->labels[r];
-        }
-    }
-    if (!rc) metrics_compute(out, gold, pred, k, C);
-    tr_epoch_release(&e);
-    free(gold);
-    free(pred);
-    return rc;
-}
-
-/* Copies the base artifact's weights into m (matching names and shapes). */
-static int load_base(flow_ctx *c, bert_model *m, const bert_config *bc, const st_file *w)
-{
-    bert_tensor *tab;
-    int nt;
-    flow_err err = { 0 };
-    if (bert_tensor_table(bc, &tab, &nt, &err)) return flow_ctx_fail(c, FLOW_E_INPUT, "input 'base': %s", err.msg);
-    size_t n = bert_param_count(bc);
-    float *src = xcalloc(n, sizeof *src);
-    int rc = 0;
-    for (int i = 0; i < nt && !rc; i++) {
-        const float *p;
-        int64_t shape[2] = { tab[i].shape[0], tab[i].shape[1] };
-        if ((rc = st_get_f32(w, tab[i].name, tab[i].ndim, shape, &p, "input 'base'", &err)))
-            rc = flow_ctx_fail(c, FLOW_E_INPUT, "%s", err.msg);
-        else
-            memcpy(src + tab[i].offset, p, tab[i].numel * sizeof(float));
-    }
-    int copied = 0;
-    if (!rc && (rc = bert_load_by_name(m, bc, src, n, &copied, &err)))
-        rc = flow_ctx_fail(c, rc, "input 'base': %s", err.msg);
-    if (!rc) flow_log(c, "initialised %d of %d tensors from base", copied, m->ntensors);
-    free(src);
-    free(tab);
-    return rc;
-}
-
 /* ---- the classification objective (tr_objective) ----------------------- */
 typedef struct ft_objective {
     flow_ctx *c;
-    ft_data tr, dv;
+    cls_data tr, dv;
     int batch;
     int *lens;                  /* [batch] */
     float *cw;                  /* [C] class weights or NULL */
@@ -192,7 +88,7 @@ static int ft_fill(void *self, tr_batch *b, const uint32_t *seq, size_t n, long 
 {
     ft_objective *f = self;
     (void)epoch;
-    fill(b, &f->tr, seq, n, f->lens);
+    cls_fill(b, &f->tr, seq, n, f->lens);
     *bb = (bert_batch){ .B = b->B, .T = b->T, .ids = b->ids, .attn_mask = b->mask, .labels = b->labels,
                         .class_weights = f->cw };
     return 1;
@@ -202,7 +98,7 @@ static int ft_evaluate(void *self, bert_model *m, double *score, flow_buf *curve
 {
     ft_objective *f = self;
     clf_metrics mt;
-    int rc = dev_score(f->c, m, &f->dv, f->batch, &f->devb, f->lens, &mt);
+    int rc = cls_dev_score(f->c, m, &f->dv, f->batch, &f->devb, f->lens, &mt);
     if (rc) return rc;
     *score = mt.macro_f1;
     buf_printf(curve, "%.6f\t%.6f\n", mt.accuracy, mt.macro_f1);
@@ -213,35 +109,11 @@ static int ft_evaluate(void *self, bert_model *m, double *score, flow_buf *curve
 
 static void ft_objective_release(ft_objective *f)
 {
-    ft_release(&f->tr);
-    ft_release(&f->dv);
+    cls_data_release(&f->tr);
+    cls_data_release(&f->dv);
     free(f->lens);
     free(f->cw);
     tr_batch_release(&f->devb);
-}
-
-/* Label names of the train input into *labels[*n] (caller frees). */
-static int read_labels(flow_ctx *c, char ***labels, int *n)
-{
-    char *names = NULL;
-    size_t nlen;
-    *labels = NULL;
-    *n = 0;
-    if (!flow_in_has(c, "train", 0, "label_names"))
-        return flow_ctx_fail(c, FLOW_E_INPUT, "input 'train' has no label_names part: bind an encoded labelled split (encode.train)");
-    int rc = flow_in_read(c, "train", 0, "label_names", &names, &nlen);
-    if (rc) return rc;
-    *labels = xmalloc((nlen + 2) * sizeof **labels);
-    for (char *p = names; p < names + nlen;) {
-        char *nl = memchr(p, '\n', (size_t)(names + nlen - p));
-        size_t l = nl ? (size_t)(nl - p) : (size_t)(names + nlen - p);
-        (*labels)[*n] = xmalloc(l + 1);
-        memcpy((*labels)[*n], p, l);
-        (*labels)[(*n)++][l] = 0;
-        p += l + 1;
-    }
-    free(names);
-    return 0;
 }
 
 /* The base artifact's config and weights, or (base unbound) the config
@@ -263,20 +135,7 @@ static int base_config(flow_ctx *c, int has_base, bert_config *cfg, st_file *bw)
             return flow_ctx_fail(c, FLOW_E_PARAM, "%s", err.msg);
         return 0;
     }
-    char *mj, *wd;
-    size_t ml, wl;
-    json_value *bj = NULL;
-    int rc = flow_in_read(c, "base", 0, "model.json", &mj, &ml);
-    if (rc) return flow_ctx_fail(c, rc, "input 'base' is not a model artifact (no model.json)");
-    rc = json_parse(mj, ml, "input 'base': model.json", &bj, &err);
-    free(mj);
-    if (!rc) rc = model_json_check(bj, "input 'base'", &err);
-    if (!rc) rc = bert_config_parse(json_get(bj, "config"), cfg, "input 'base'", &err);
-    json_free(bj);
-    if (rc) return flow_ctx_fail(c, rc, "%s", err.msg);
-    if ((rc = flow_in_read(c, "base", 0, "weights", &wd, &wl))) return rc;
-    if ((rc = st_parse(bw, wd, wl, "input 'base': weights", &err))) return flow_ctx_fail(c, rc, "%s", err.msg);
-    return 0;
+    return cls_artifact_config(c, "base", cfg, bw, NULL);
 }
 
 /* Train and dev data, class weights. */
@@ -287,7 +146,8 @@ static int ft_setup(flow_ctx *c, const bert_config *cfg, int T, ft_objective *f)
     f->batch = (int)flow_param_int(c, "batch");
     f->lens = xmalloc((size_t)f->batch * sizeof *f->lens);
     tr_batch_init(&f->devb, f->batch, T);
-    if ((rc = ft_load(c, "train", cfg->vocab_size, C, &f->tr)) || (rc = ft_load(c, "dev", cfg->vocab_size, C, &f->dv)))
+    if ((rc = cls_data_load(c, "train", 0, cfg->vocab_size, C, 1, &f->tr)) ||
+        (rc = cls_data_load(c, "dev", 0, cfg->vocab_size, C, 1, &f->dv)))
         return rc;
     if (f->tr.nusable == 0 || f->dv.nusable == 0)
         return flow_ctx_fail(c, FLOW_E_INPUT, "need labelled sequences in train and dev (have %zu and %zu)",
@@ -306,7 +166,7 @@ static int ft_finish(flow_ctx *c, bert_model *m, ft_objective *f, const tr_resul
                      char *const *labels, int T)
 {
     clf_metrics fin;
-    int rc = dev_score(c, m, &f->dv, f->batch, &f->devb, f->lens, &fin);
+    int rc = cls_dev_score(c, m, &f->dv, f->batch, &f->devb, f->lens, &fin);
     if (rc) return rc;
     const char *init = has_base ? "pretrained" : "random";
     flow_metric(c, "dev.accuracy", fin.accuracy);
@@ -358,7 +218,7 @@ static int finetune_run(flow_ctx *c)
     tr_result res;
     memset(&res, 0, sizeof res);
     flow_err err = { 0 };
-    if ((rc = read_labels(c, &labels, &C)) || (rc = base_config(c, has_base, &cfg, &bw))) goto out;
+    if ((rc = cls_read_labels(c, "train", &labels, &C)) || (rc = base_config(c, has_base, &cfg, &bw))) goto out;
     base_cfg = cfg;
     cfg.mode = BERT_MODE_CLASSIFY;
     cfg.num_labels = C;
@@ -372,7 +232,7 @@ static int finetune_run(flow_ctx *c)
         rc = flow_ctx_fail(c, rc, "%s", err.msg);
         goto out;
     }
-    if (has_base && (rc = load_base(c, m, &base_cfg, &bw))) goto out;
+    if (has_base && (rc = cls_artifact_load(c, "base", m, &base_cfg, &bw, NULL))) goto out;
     if (flow_param_bool(c, "profile")) bert_profile_enable(m, 1);
     tr_options opt;
     tr_options_from_params(c, &opt);
@@ -391,8 +251,7 @@ out:
     bert_model_free(m);
     ft_objective_release(&f);
     st_release(&bw);
-    for (int k = 0; k < C; k++) free(labels[k]);
-    free(labels);
+    cls_labels_free(labels, C);
     return rc;
 }
 

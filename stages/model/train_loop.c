@@ -70,12 +70,20 @@ static void pack_state(const loop *L, flow_buf *x)
     buf_add(x, r->curve.data, cl);
     buf_add(x, r->dev_curve.data, dl);
     if (L->best) buf_add(x, L->best, L->m->nparams * sizeof(float));
+    const tr_aux *a = L->obj->aux;
+    if (a) {
+        buf_add(x, a->params, a->n * sizeof(float));
+        buf_add(x, a->adam_m, a->n * sizeof(float));
+        buf_add(x, a->adam_v, a->n * sizeof(float));
+    }
 }
 
 static int unpack_state(loop *L, const char *x, size_t len)
 {
     tr_result *r = L->res;
     size_t np = L->best ? L->m->nparams * sizeof(float) : 0;
+    const tr_aux *a = L->obj->aux;
+    size_t na = a ? a->n * sizeof(float) : 0;
     int64_t tk, bs;
     uint64_t cl, dl;
     if (len < 40) return -1;
@@ -84,12 +92,18 @@ static int unpack_state(loop *L, const char *x, size_t len)
     memcpy(&bs, x + 16, 8);
     memcpy(&cl, x + 24, 8);
     memcpy(&dl, x + 32, 8);
-    if (cl > len || dl > len || len != 40 + cl + dl + np) return -1;
+    if (cl > len || dl > len || len != 40 + cl + dl + np + 3 * na) return -1;
     r->tokens = (long)tk;
     r->best_step = (long)bs;
     buf_add(&r->curve, x + 40, cl);
     buf_add(&r->dev_curve, x + 40 + cl, dl);
     if (L->best) memcpy(L->best, x + 40 + cl + dl, np);
+    if (a) {
+        const char *q = x + 40 + cl + dl + np;
+        memcpy(a->params, q, na);
+        memcpy(a->adam_m, q + na, na);
+        memcpy(a->adam_v, q + 2 * na, na);
+    }
     return 0;
 }
 
@@ -139,6 +153,7 @@ static int micro_batches(loop *L, long s, double *loss)
     size_t k0 = (size_t)j * (size_t)o->accum;
     size_t k1 = k0 + (size_t)o->accum < L->nbatches ? k0 + (size_t)o->accum : L->nbatches;
     long tokens = 0;
+    if (obj->aux) memset(obj->aux->grads, 0, obj->aux->n * sizeof(float));   /* the hook adds to them */
     int rc = tr_dp_step(L->dp, obj, &L->ep, k0, k1, epoch, s, loss, &tokens);
     if (rc) return rc;
     L->res->tokens += tokens;
@@ -213,6 +228,27 @@ static int after_step(loop *L, long s, double loss, float lr, float gn)
     return rc;
 }
 
+/* The aux group's step after the model's (adam_t already incremented):
+ * its own clipping, then torch AdamW in double, element by element. */
+static void aux_step(const tr_aux *a, const tr_options *o, float lr, long t)
+{
+    double ss = 0;
+    for (size_t i = 0; i < a->n; i++) ss += (double)a->grads[i] * a->grads[i];
+    double f = 1.0, norm = sqrt(ss);
+    if (o->max_grad_norm > 0 && o->max_grad_norm / (norm + 1e-6) < 1.0) f = o->max_grad_norm / (norm + 1e-6);
+    double b1 = o->adamw.beta1, b2 = o->adamw.beta2, bc1 = 1.0 - pow(b1, (double)t),
+           bc2 = sqrt(1.0 - pow(b2, (double)t));
+    for (size_t i = 0; i < a->n; i++) {
+        double g = a->grads[i] * f;
+        double mi = b1 * a->adam_m[i] + (1.0 - b1) * g, vi = b2 * a->adam_v[i] + (1.0 - b2) * g * g;
+        a->adam_m[i] = (float)mi;
+        a->adam_v[i] = (float)vi;
+        double p = a->params[i];
+        if (a->decay[i]) p *= 1.0 - (double)lr * o->adamw.weight_decay;
+        a->params[i] = (float)(p - (double)lr / bc1 * mi / (sqrt(vi) / bc2 + o->adamw.eps));
+    }
+}
+
 static void plan(loop *L)
 {
     const tr_options *o = L->opt;
@@ -244,6 +280,10 @@ int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_optio
     int rc = tr_dp_new(c, m, opt->batch, obj->backward != NULL, &L.dp);
     if (!rc) rc = resume(&L, &step);
     if (!rc) rc = tr_dp_agree(L.dp, step);
+    if (!rc && obj->aux && tr_dp_world(L.dp) > 1)
+        rc = flow_ctx_fail(c, FLOW_E_PARAM, "%s: its extra trainable parameters (the hidden-state projection) are "
+                           "not reduced across %d data-parallel processes yet; run one process", obj->stage,
+                           tr_dp_world(L.dp));
     L.t0 = now_s();
     for (; !rc && step < res->total; step++) {
         double loss;
@@ -251,6 +291,7 @@ int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_optio
         float gn = bert_clip_grad_norm(m, opt->max_grad_norm);
         float lr = bert_lr_linear(opt->lr, step, res->warmup, res->total);
         bert_adamw_step(m, &opt->adamw, lr);
+        if (obj->aux) aux_step(obj->aux, opt, lr, m->adam_t);
         rc = after_step(&L, step, loss, lr, gn);
     }
     res->seconds = now_s() - L.t0;

@@ -1,4 +1,5 @@
-/* trainer.h — pieces shared by the training stages pretrain and finetune:
+/* trainer.h — pieces shared by the training stages (pretrain, finetune,
+ * distill):
  * a counter-based RNG (so any step's randomness can be recomputed after a
  * resume), the per-epoch data order with length bucketing, batch assembly
  * with padding, and the resumable checkpoint of a model + AdamW state.
@@ -67,6 +68,7 @@ void tr_batch_finish(tr_batch *b, int B, const int *lens);
 /* Checkpoints. */
 #define TR_CKPT_PRETRAIN 1
 #define TR_CKPT_FINETUNE 2
+#define TR_CKPT_DISTILL 3
 int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, const void *extra, size_t extra_len);
 /* Returns 0 and fills (step, model state, *extra malloc'd) when a
  * checkpoint exists; FLOW_E_NOTFOUND when none; another code (with the
@@ -110,6 +112,22 @@ char *tr_profile_text(const bert_model *m);
  * "step \t <obj->evaluate's text>" each time.  keep_best: the weights of the
  * best score (> strictly, the first best wins) are restored at the end. */
 
+/* Trainable parameters outside the model (distillation's hidden-state
+ * projection): n floats in each of params, grads, adam_m, adam_v, owned by
+ * the stage; decay[i] = 1 where AdamW weight decay applies.  The loop
+ * zeroes grads with the model's before each step, clips them by their
+ * own global norm (same max_grad_norm; the model's norm is not mixed in,
+ * so a stage without aux trains exactly as before), steps them with
+ * AdamW at the model's lr and adam_t (scalar, in a fixed order), and
+ * saves params and moments in every checkpoint after the loop's state.
+ * One data-parallel process only: a group of several is refused (their
+ * aux gradients are not reduced yet). */
+typedef struct tr_aux {
+    size_t n;
+    float *params, *grads, *adam_m, *adam_v;
+    const uint8_t *decay;
+} tr_aux;
+
 typedef struct tr_objective {
     const char *stage;          /* "pretrain", "finetune": hook and messages */
     int ckpt_tag;               /* TR_CKPT_*: a checkpoint of another stage is refused */
@@ -134,6 +152,7 @@ typedef struct tr_objective {
      * Returns 0 or the node failure. */
     int (*evaluate)(void *self, bert_model *m, double *score, flow_buf *curve, flow_buf *log);
     void *self;
+    tr_aux *aux;                /* NULL: the model's parameters only */
 } tr_objective;
 
 typedef struct tr_options {
