@@ -32,6 +32,11 @@
  * many tensors were copied.  Teacher and student must share the
  * tokenizer (same tokenizer.bin bytes), or the node fails at start.
  *
+ * Cost: the bert teacher runs in eval mode on every micro-batch when
+ * beta > 0 (its hidden states are needed); with beta = 0 its logits are
+ * computed once over all sequences at the start instead (one pass, then
+ * a table of C floats per sequence).
+ *
  * Training is the shared loop (trainer.h tr_train): AdamW, warmup/decay,
  * clipping, accumulation, best dev macro-F1 kept, checkpoints that also
  * hold the projection and its moments (tr_aux), so a killed build resumes
@@ -462,6 +467,8 @@ typedef struct dst_objective {
     int32_t *labels;            /* [batch] its labels (-1: unlabelled) */
     float *cw;                  /* [C] or NULL */
     float *dlogits, *tlogits;   /* [batch * C] */
+    float *tcache;              /* beta = 0: the bert teacher's logits [total, C], else NULL */
+    float *blogits;             /* [batch * C] the batch's rows of tcache */
     float **dhidden;            /* [Ls + 1] of [batch * T * Hs] (beta > 0) */
     float **mix_in;             /* [K] member logits of the batch */
     tr_batch devb;
@@ -469,10 +476,9 @@ typedef struct dst_objective {
     long nsum;
 } dst_objective;
 
-static int dst_fill(void *self, tr_batch *b, const uint32_t *seq, size_t n, long epoch, bert_batch *bb)
+/* Rows seq[0..n) of the pool into b; their labels and indices into f. */
+static void fill_rows(dst_objective *f, tr_batch *b, const uint32_t *seq, size_t n)
 {
-    dst_objective *f = self;
-    (void)epoch;
     for (size_t r = 0; r < n; r++) {
         size_t i;
         int v = pool_find(&f->p, seq[r], &i);
@@ -482,8 +488,42 @@ static int dst_fill(void *self, tr_batch *b, const uint32_t *seq, size_t n, long
         f->rows[r] = seq[r];
     }
     tr_batch_finish(b, (int)n, f->lens);
+}
+
+static int dst_fill(void *self, tr_batch *b, const uint32_t *seq, size_t n, long epoch, bert_batch *bb)
+{
+    dst_objective *f = self;
+    (void)epoch;
+    fill_rows(f, b, seq, n);
     *bb = (bert_batch){ .B = b->B, .T = b->T, .ids = b->ids, .attn_mask = b->mask };
     return 1;
+}
+
+/* beta = 0: the teacher's logits never change, so it runs once over the
+ * pool (eval mode, batches of the pool in length order) instead of once
+ * per micro-batch; f->tcache [total, C]. */
+static int teacher_cache(dst_objective *f)
+{
+    tr_epoch e;
+    tr_epoch_build(&e, f->p.usable, f->p.nusable, f->p.len, f->batch, 0, 0);
+    size_t total = f->p.base[f->p.nviews];
+    f->tcache = xmalloc((total ? total : 1) * (size_t)f->C * sizeof *f->tcache);
+    flow_err err = { 0 };
+    int rc = 0;
+    for (size_t q = 0; q < e.nbatches && !rc; q++) {
+        fill_rows(f, &f->devb, e.seq + e.start[q], e.count[q]);
+        bert_batch bb = { .B = f->devb.B, .T = f->devb.T, .ids = f->devb.ids, .attn_mask = f->devb.mask };
+        bert_output o;
+        if ((rc = bert_forward(f->t.m, &bb, BERT_HEAD_CLASSIFY, 0, &o, &err))) {
+            rc = flow_ctx_fail(f->c, rc, "teacher: %s", err.msg);
+            break;
+        }
+        for (int r = 0; r < bb.B; r++)
+            memcpy(f->tcache + (size_t)f->rows[r] * f->C, o.logits + (size_t)r * f->C, (size_t)f->C * sizeof(float));
+        flow_progress(f->c, -1, "teacher soft labels: %zu/%zu batches", q + 1, e.nbatches);
+    }
+    tr_epoch_release(&e);
+    return rc;
 }
 
 /* The teachers' soft labels of the batch as logits (f->tlogits or the bert teacher's). */
@@ -503,13 +543,19 @@ static int dst_backward(void *self, bert_model *m, const bert_batch *bb, const b
                         double *loss, flow_err *e)
 {
     dst_objective *f = self;
-    bert_output to;
-    int rc = bert_forward(f->t.m, bb, BERT_HEAD_CLASSIFY, 0, &to, e);
-    if (rc) return rc;
-    const float *sh[BERT_MAX_LAYERS + 1] = { 0 }, *th[BERT_MAX_LAYERS + 1] = { 0 };
+    const float *sh[BERT_MAX_LAYERS + 1] = { 0 }, *th[BERT_MAX_LAYERS + 1] = { 0 }, *tl = f->blogits;
+    if (f->tcache) {
+        for (int r = 0; r < bb->B; r++)
+            memcpy(f->blogits + (size_t)r * f->C, f->tcache + (size_t)f->rows[r] * f->C, (size_t)f->C * sizeof(float));
+    } else {
+        bert_output to;
+        int rc = bert_forward(f->t.m, bb, BERT_HEAD_CLASSIFY, 0, &to, e);
+        if (rc) return rc;
+        tl = to.logits;
+        for (int l = 0; l <= f->spec.Lt; l++) th[l] = bert_hidden_states(f->t.m, l);
+    }
     for (int l = 0; l <= f->spec.Ls; l++) sh[l] = bert_hidden_states(m, l);
-    for (int l = 0; l <= f->spec.Lt; l++) th[l] = bert_hidden_states(f->t.m, l);
-    distill_batch db = { .B = bb->B, .T = bb->T, .s_logits = o->logits, .t_logits = soft_labels(f, to.logits, bb->B),
+    distill_batch db = { .B = bb->B, .T = bb->T, .s_logits = o->logits, .t_logits = soft_labels(f, tl, bb->B),
                          .labels = f->labels, .mask = bb->attn_mask, .s_hidden = sh, .t_hidden = th };
     distill_terms terms;
     *loss = distill_loss(&f->spec, &db, f->aux.params, scale, f->dlogits, f->dhidden, f->aux.grads, &terms);
@@ -545,7 +591,7 @@ static void dst_release(dst_objective *f)
     free(f->aux.params); free(f->aux.grads); free(f->aux.adam_m); free(f->aux.adam_v);
     free(f->decay);
     free(f->lens); free(f->rows); free(f->labels); free(f->cw);
-    free(f->dlogits); free(f->tlogits);
+    free(f->dlogits); free(f->tlogits); free(f->tcache); free(f->blogits);
     for (int l = 0; f->dhidden && l <= f->spec.Ls; l++) free(f->dhidden[l]);
     free(f->dhidden);
     for (int k = 1; f->mix_in && k < f->t.K; k++) free(f->mix_in[k]);
@@ -566,6 +612,7 @@ static void dst_setup(flow_ctx *c, dst_objective *f, const bert_model *s, int K)
     f->labels = xmalloc((size_t)B * sizeof *f->labels);
     f->dlogits = xmalloc((size_t)B * C * sizeof *f->dlogits);
     f->tlogits = xmalloc((size_t)B * C * sizeof *f->tlogits);
+    f->blogits = xmalloc((size_t)B * C * sizeof *f->blogits);
     tr_batch_init(&f->devb, B, f->T);
     if (strcmp(flow_param_str(c, "class_weights"), "balanced") == 0) {
         const cls_data *tr = &f->p.views[0];
@@ -670,6 +717,7 @@ static int distill_run(flow_ctx *c)
     }
     if ((rc = student_make(c, &f.t, C, f.batch, f.T, labels, &m, &init))) goto out;
     dst_setup(c, &f, m, f.t.K);
+    if (f.spec.beta == 0 && (rc = teacher_cache(&f))) goto out;
     if (flow_param_bool(c, "profile")) bert_profile_enable(m, 1);
     tr_options opt;
     tr_options_from_params(c, &opt);
@@ -698,7 +746,7 @@ out:
 
 const flow_stage stage_distill = {
     .name = "distill",
-    .version = 1,
+    .version = 2,   /* 2: with beta = 0 the teacher's logits are computed once over the pool, in length order */
     .help = "knowledge distillation of a bert classifier (soft targets, labels, hidden states; unlabelled text; ensembles)",
     .params = distill_params, .nparams = sizeof distill_params / sizeof distill_params[0],
     .inputs = distill_inputs, .ninputs = sizeof distill_inputs / sizeof distill_inputs[0],
