@@ -15,6 +15,7 @@
     X(extend_vocab) \
     X(finetune) \
     X(pretrain) \
+    X(prune) \
     X(report) \
     X(source) \
     X(split) \

@@ -45,8 +45,8 @@ int vocab_model_read(flow_ctx *c, const char *port, vocab_model *m)
     if (!rc) rc = model_json_check(m->json, what, &err);
     const char *kind = json_str(json_get(m->json, "kind"), "");
     if (!rc && strcmp(kind, "bert-mlm") && strcmp(kind, "bert-cls"))
-        rc = flow_fail(&err, FLOW_E_INPUT, "%s is a '%s' model; only bert models have a "
-                       "vocabulary to edit", what, kind);
+        rc = flow_fail(&err, FLOW_E_INPUT, "%s is a '%s' model; only bert models can be "
+                       "edited", what, kind);
     if (!rc) rc = bert_config_parse(json_get(m->json, "config"), &m->cfg, what, &err);
     if (rc) return flow_ctx_fail(c, rc, "%s", err.msg);
     if ((rc = read_part(c, port, "weights", &data, &len))) return rc;

@@ -14,7 +14,7 @@
  * Output: a model artifact of kind "bert-cls" (classifier.h): model.json
  * (config, labels, training summary), weights, tokenizer/..., clean.json,
  * plus loss_curve.tsv and dev_curve.tsv ("step \t accuracy \t macro_f1"). */
-#include "cls_train.h"
+#include "cls_objective.h"
 #include "stages/tokenizer/tokenizer.h"
 
 #include <math.h>
@@ -74,48 +74,6 @@ static const flow_applies_def finetune_applies[] = {
     { "epochs", "max_steps", "0", "max_steps > 0 sets the length of training" },
 };
 
-/* ---- the classification objective (tr_objective) ----------------------- */
-typedef struct ft_objective {
-    flow_ctx *c;
-    cls_data tr, dv;
-    int batch;
-    int *lens;                  /* [batch] */
-    float *cw;                  /* [C] class weights or NULL */
-    tr_batch devb;
-} ft_objective;
-
-static int ft_fill(void *self, tr_batch *b, const uint32_t *seq, size_t n, long epoch, bert_batch *bb)
-{
-    ft_objective *f = self;
-    (void)epoch;
-    cls_fill(b, &f->tr, seq, n, f->lens);
-    *bb = (bert_batch){ .B = b->B, .T = b->T, .ids = b->ids, .attn_mask = b->mask, .labels = b->labels,
-                        .class_weights = f->cw };
-    return 1;
-}
-
-static int ft_evaluate(void *self, bert_model *m, double *score, flow_buf *curve, flow_buf *log)
-{
-    ft_objective *f = self;
-    clf_metrics mt;
-    int rc = cls_dev_score(f->c, m, &f->dv, f->batch, &f->devb, f->lens, &mt);
-    if (rc) return rc;
-    *score = mt.macro_f1;
-    buf_printf(curve, "%.6f\t%.6f\n", mt.accuracy, mt.macro_f1);
-    buf_printf(log, "accuracy %.4f macro-F1 %.4f", mt.accuracy, mt.macro_f1);
-    metrics_release(&mt);
-    return 0;
-}
-
-static void ft_objective_release(ft_objective *f)
-{
-    cls_data_release(&f->tr);
-    cls_data_release(&f->dv);
-    free(f->lens);
-    free(f->cw);
-    tr_batch_release(&f->devb);
-}
-
 /* The base artifact's config and weights, or (base unbound) the config
  * of a random init from the parameters. */
 static int base_config(flow_ctx *c, int has_base, bert_config *cfg, st_file *bw)
@@ -139,34 +97,28 @@ static int base_config(flow_ctx *c, int has_base, bert_config *cfg, st_file *bw)
 }
 
 /* Train and dev data, class weights. */
-static int ft_setup(flow_ctx *c, const bert_config *cfg, int T, ft_objective *f)
+static int ft_setup(flow_ctx *c, const bert_config *cfg, int T, cls_objective *f)
 {
     int C = cfg->num_labels, rc;
-    f->c = c;
-    f->batch = (int)flow_param_int(c, "batch");
-    f->lens = xmalloc((size_t)f->batch * sizeof *f->lens);
-    tr_batch_init(&f->devb, f->batch, T);
-    if ((rc = cls_data_load(c, "train", 0, cfg->vocab_size, C, 1, &f->tr)) ||
-        (rc = cls_data_load(c, "dev", 0, cfg->vocab_size, C, 1, &f->dv)))
+    cls_data tr, dv;
+    memset(&tr, 0, sizeof tr);
+    memset(&dv, 0, sizeof dv);
+    if ((rc = cls_data_load(c, "train", 0, cfg->vocab_size, C, 1, &tr)) ||
+        (rc = cls_data_load(c, "dev", 0, cfg->vocab_size, C, 1, &dv))) {
+        cls_data_release(&tr);
+        cls_data_release(&dv);
         return rc;
-    if (f->tr.nusable == 0 || f->dv.nusable == 0)
-        return flow_ctx_fail(c, FLOW_E_INPUT, "need labelled sequences in train and dev (have %zu and %zu)",
-                             f->tr.nusable, f->dv.nusable);
-    if (strcmp(flow_param_str(c, "class_weights"), "balanced") == 0) {
-        f->cw = xcalloc((size_t)C, sizeof *f->cw);
-        for (size_t i = 0; i < f->tr.nusable; i++) f->cw[f->tr.v.label[f->tr.usable[i]]] += 1;
-        for (int k = 0; k < C; k++)
-            f->cw[k] = f->cw[k] > 0 ? (float)((double)f->tr.nusable / ((double)C * f->cw[k])) : 0.0f;
     }
-    return 0;
+    return cls_objective_init(c, f, &tr, &dv, C, (int)flow_param_int(c, "batch"), T,
+                              strcmp(flow_param_str(c, "class_weights"), "balanced") == 0);
 }
 
 /* Final dev score of the kept weights, metrics, report and the artifact. */
-static int ft_finish(flow_ctx *c, bert_model *m, ft_objective *f, const tr_result *r, int has_base,
+static int ft_finish(flow_ctx *c, bert_model *m, cls_objective *f, const tr_result *r, int has_base,
                      char *const *labels, int T)
 {
     clf_metrics fin;
-    int rc = cls_dev_score(c, m, &f->dv, f->batch, &f->devb, f->lens, &fin);
+    int rc = cls_objective_dev(f, m, &fin);
     if (rc) return rc;
     const char *init = has_base ? "pretrained" : "random";
     flow_metric(c, "dev.accuracy", fin.accuracy);
@@ -212,7 +164,7 @@ static int finetune_run(flow_ctx *c)
     bert_config cfg, base_cfg;
     st_file bw;
     st_init(&bw);
-    ft_objective f;
+    cls_objective f;
     memset(&f, 0, sizeof f);
     bert_model *m = NULL;
     tr_result res;
@@ -238,18 +190,14 @@ static int finetune_run(flow_ctx *c)
     tr_options_from_params(c, &opt);
     opt.eval_each_epoch = 1;
     opt.keep_best = 1;
-    tr_objective obj = {
-        .stage = "finetune", .ckpt_tag = TR_CKPT_FINETUNE, .head = BERT_HEAD_CLASSIFY,
-        .usable = f.tr.usable, .nusable = f.tr.nusable, .len = f.tr.len, .order_tag = 0xF17E,
-        .fill = ft_fill, .evaluate = ft_evaluate, .self = &f,
-    };
+    tr_objective obj = cls_objective_bind(&f, "finetune", TR_CKPT_FINETUNE);
     flow_log(c, "model: %zu parameters, %d classes, T %d; train %zu, dev %zu sequences, %s init",
              m->nparams, C, T, f.tr.nusable, f.dv.nusable, has_base ? "pretrained" : "random");
     if (!(rc = tr_train(c, m, &obj, &opt, &res))) rc = ft_finish(c, m, &f, &res, has_base, labels, T);
 out:
     tr_result_release(&res);
     bert_model_free(m);
-    ft_objective_release(&f);
+    cls_objective_release(&f);
     st_release(&bw);
     cls_labels_free(labels, C);
     return rc;

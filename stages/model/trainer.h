@@ -69,6 +69,7 @@ void tr_batch_finish(tr_batch *b, int B, const int *lens);
 #define TR_CKPT_PRETRAIN 1
 #define TR_CKPT_FINETUNE 2
 #define TR_CKPT_DISTILL 3
+#define TR_CKPT_PRUNE 4         /* prune's recovery fine-tune */
 int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, const void *extra, size_t extra_len);
 /* Returns 0 and fills (step, model state, *extra malloc'd) when a
  * checkpoint exists; FLOW_E_NOTFOUND when none; another code (with the
