@@ -374,5 +374,14 @@ printf 's = source { path = "data"  labels = folders }\nt = bpe { text = [s] }\n
 expect 2 "$FLOW" build ign2.graph --cache gcache --set f.hidden=512
 contains "--set f.hidden: error: node 'f': parameter 'hidden' is used only when input 'base' is unbound"
 
+# ---- an unknown option: exit 2 naming it, for every command in `flow --help`
+# (under the sanitizer build a leak on that path fails the exit code too)
+cmds=$("$FLOW" --help 2>&1 | sed -n '/^commands:/,/^$/s/^  \([a-z]*\) .*/\1/p')
+[ "$(echo $cmds | wc -w)" -ge 15 ] || fail "flow --help lists too few commands: $cmds"
+for c in $cmds; do
+    expect 2 "$FLOW" "$c" --no-such-option
+    contains "unknown option '--no-such-option'"
+done
+
 if [ $fails -ne 0 ]; then echo "engine_e2e_test: $fails failure(s)"; exit 1; fi
 echo "engine_e2e_test: all checks passed"

@@ -276,12 +276,8 @@ static int allows(const char *allowed, const char *name)
     return 0;
 }
 
-int cli_parse(int argc, char **argv, const char *allowed, cli_args *a)
+static int cli_parse_into(int argc, char **argv, const char *allowed, cli_args *a)
 {
-    memset(a, 0, sizeof *a);
-    a->keep_last = -1;
-    a->pos = xcalloc((size_t)argc + 1, sizeof *a->pos);
-    a->sets = xcalloc((size_t)argc + 1, sizeof *a->sets);
     for (int i = 1; i < argc; i++) {
         const char *v, *arg = argv[i];
         int miss;
@@ -314,6 +310,19 @@ int cli_parse(int argc, char **argv, const char *allowed, cli_args *a)
         }
     }
     return 0;
+}
+
+/* On a usage error the arguments are released here, so a caller may simply
+ * return the code (releasing them again is harmless). */
+int cli_parse(int argc, char **argv, const char *allowed, cli_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->keep_last = -1;
+    a->pos = xcalloc((size_t)argc + 1, sizeof *a->pos);
+    a->sets = xcalloc((size_t)argc + 1, sizeof *a->sets);
+    int rc = cli_parse_into(argc, argv, allowed, a);
+    if (rc) cli_args_release(a);
+    return rc;
 }
 
 void cli_args_release(cli_args *a)
