@@ -18,11 +18,21 @@ if ! "$CC" -fsanitize=fuzzer "$T/probe.c" -o "$T/probe" 2> "$T/probe.err"; then
     cat "$T/probe.err" | head -3
     exit 77
 fi
-XXH=$(grep -m1 '^XXHASH_INCLUDE:' "${FLOW_BUILD:-$SRC/build}/CMakeCache.txt" 2>/dev/null | cut -d= -f2)
+BUILD=${FLOW_BUILD:-$SRC/build}
+XXH=$(grep -m1 '^XXHASH_INCLUDE:' "$BUILD/CMakeCache.txt" 2>/dev/null | cut -d= -f2)
+CFLAGS="-std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wextra -Werror -I$SRC ${XXH:+-I$XXH}"
+# The flow sources the fuzzer needs: the closure of what parse_fuzz.c calls
+# over the built libraries' objects (tests/tools/link_closure.py), so a file
+# that moves or splits is followed without editing this script.
+if ! "$CC" -c $CFLAGS "$SRC/tests/fuzz/parse_fuzz.c" -o "$T/parse_fuzz.o" 2> "$T/build.err" ||
+   ! python3 "$SRC/tests/tools/link_closure.py" "$BUILD" "$T/parse_fuzz.o" > "$T/sources" 2>> "$T/build.err" ||
+   ! [ -s "$T/sources" ]; then
+    echo "fuzz_test: finding the fuzzer's sources in $BUILD failed:"; cat "$T/build.err"; exit 1
+fi
+mapfile -t FSRC < <(sed "s|^|$SRC/|" "$T/sources")
+echo "fuzz_test: sources: $(tr '\n' ' ' < "$T/sources")"
 if ! "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wextra -Werror \
-        -I"$SRC" ${XXH:+-I"$XXH"} "$SRC/tests/fuzz/parse_fuzz.c" "$SRC/engine/parse.c" \
-        "$SRC/engine/graph.c" "$SRC/engine/registry.c" "$SRC"/engine/base/*.c \
+        $CFLAGS "$SRC/tests/fuzz/parse_fuzz.c" "${FSRC[@]}" \
         -o "$T/parse_fuzz" 2> "$T/build.err"; then
     echo "fuzz_test: building the fuzzer failed:"; cat "$T/build.err"; exit 1
 fi
