@@ -102,6 +102,14 @@ typedef struct flow_stage {
     const flow_input_def *inputs; int ninputs;
     const flow_output_def *outputs; int noutputs;  /* 0 outputs = free-form parts */
     const flow_applies_def *applies; int napplies;  /* conditional params/inputs */
+    /* Parameters left out of the node key, space-separated names, e.g.
+     * "checkpoint_every profile": they change how the node runs (checkpoint
+     * spacing, profiling) but never its output bytes, so changing one
+     * reruns nothing and `flow why`/`flow status` do not list it; a cached
+     * node keeps its artifact, log included.  Only for parameters whose
+     * byte invariance is tested.  registry_add refuses an undeclared name.
+     * NULL = every parameter is in the key. */
+    const char *not_in_key;
     flow_resources res;
     /* Runs the node in a worker process.  Returns 0, or a negative code with
      * flow_ctx_fail() having set the message. */

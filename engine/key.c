@@ -6,7 +6,8 @@
  *
  *   "flowkey" 0x00, u32 encoding version (1)
  *   'S' str(stage name) u32(stage version)
- *   for each parameter, sorted by name (bytewise), defaults applied:
+ *   for each parameter, sorted by name (bytewise), defaults applied,
+ *   except those the stage lists in not_in_key (engine.h):
  *       'P' str(name) value
  *   'E' 0x00                       no key_extra
  *   'E' 0x01 hash[16]              the stage's key_extra digest
@@ -84,6 +85,16 @@ static void put_value(enc *e, const graph_value *v)
     }
 }
 
+/* Whether parameter k enters the key: not named in the stage's not_in_key. */
+static int param_in_key(const flow_stage *st, int k)
+{
+    const char *name = st->params[k].name, *w = st->not_in_key;
+    size_t n = strlen(name);
+    for (; w && (w = strstr(w, name)); w += n)
+        if ((w == st->not_in_key || w[-1] == ' ') && (w[n] == 0 || w[n] == ' ')) return 0;
+    return 1;
+}
+
 /* Parameter indices sorted by name (insertion sort: stages have few). */
 static void sorted_params(const flow_stage *st, int *order)
 {
@@ -112,6 +123,7 @@ flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content
     int *order = st->nparams <= 64 ? order_buf : xmalloc((size_t)st->nparams * sizeof *order);
     sorted_params(st, order);
     for (int k = 0; k < st->nparams; k++) {
+        if (!param_in_key(st, order[k])) continue;
         put(&e, "P", 1);
         put_str(&e, st->params[order[k]].name);
         put_value(&e, &nd->params[order[k]]);
@@ -170,6 +182,7 @@ void node_key_describe(const flow_graph *g, int node, const flow_hash *input_con
     int *order = st->nparams <= 64 ? order_buf : xmalloc((size_t)st->nparams * sizeof *order);
     sorted_params(st, order);
     for (int k = 0; k < st->nparams; k++) {
+        if (!param_in_key(st, order[k])) continue;
         buf_printf(out, "param.%s = ", st->params[order[k]].name);
         describe_value(out, &nd->params[order[k]]);
         buf_addc(out, '\n');

@@ -23,6 +23,13 @@ void registry_free(flow_registry *r)
 void registry_add(flow_registry *r, const flow_stage *s)
 {
     if (registry_find(r, s->name)) FLOW_BUG("stage '%s' registered twice", s->name);
+    for (const char *w = s->not_in_key; w && *w;) {
+        size_t n = strcspn(w, " ");
+        int k = 0;
+        while (k < s->nparams && !(strlen(s->params[k].name) == n && !strncmp(s->params[k].name, w, n))) k++;
+        if (k == s->nparams) FLOW_BUG("stage '%s': not_in_key names '%.*s', which is no parameter", s->name, (int)n, w);
+        w += n + strspn(w + n, " ");
+    }
     if (r->n == r->cap) {
         r->cap = r->cap ? 2 * r->cap : 16;
         r->stages = xrealloc(r->stages, (size_t)r->cap * sizeof *r->stages);

@@ -147,6 +147,55 @@ static void test_invariance(void)
     CHECK(!eq(base, key0(&stage_k2, "x = k { alpha = 2  beta = s  gamma = 1 }\n")));
 }
 
+/* A parameter the stage lists in not_in_key changes neither the key nor
+ * its description; the same stage without the list is keyed by it. */
+static const flow_param_def nk_params[] = {
+    { .name = "alpha", .type = FLOW_P_INT, .def = "1", .min = 1, .max = 0 },
+    { .name = "every", .type = FLOW_P_INT, .def = "200", .min = 1, .max = 0 },
+    { .name = "ever", .type = FLOW_P_INT, .def = "5", .min = 1, .max = 0 },
+};
+static const flow_stage stage_nk = {
+    .name = "k", .version = 1, .params = nk_params, .nparams = 3,
+    .inputs = k_inputs, .ninputs = 1, .run = run_nothing, .not_in_key = "every",
+};
+static const flow_stage stage_nk_keyed = {
+    .name = "k", .version = 1, .params = nk_params, .nparams = 3,
+    .inputs = k_inputs, .ninputs = 1, .run = run_nothing,
+};
+
+static void describe0(const flow_stage *k, const char *text, flow_buf *out)
+{
+    flow_graph *g = load(k, text, NULL, 0);
+    if (!g) { test_failures++; return; }
+    node_key_describe(g, 0, NULL, NULL, out);
+    graph_free(g);
+}
+
+static void test_not_in_key(void)
+{
+    const char *a = "x = k { alpha = 2 }\n", *b = "x = k { alpha = 2  every = 7 }\n";
+    flow_hash base = key0(&stage_nk, a);
+    CHECK_MSG(eq(base, key0(&stage_nk, b)), "a not_in_key parameter changed the key");
+    CHECK_MSG(!eq(key0(&stage_nk_keyed, a), key0(&stage_nk_keyed, b)), "a keyed parameter did not change the key");
+    CHECK_MSG(!eq(base, key0(&stage_nk, "x = k { alpha = 3  every = 7 }\n")), "alpha stopped mattering");
+    /* a name that is a prefix of a listed one stays in the key */
+    CHECK_MSG(!eq(base, key0(&stage_nk, "x = k { alpha = 2  ever = 6 }\n")), "'ever' left the key with 'every'");
+    flow_buf d1, d2;
+    buf_init(&d1);
+    buf_init(&d2);
+    describe0(&stage_nk, a, &d1);
+    describe0(&stage_nk, b, &d2);
+    CHECK(d1.data && d2.data);
+    if (d1.data && d2.data) {
+        CHECK_STREQ(d1.data, d2.data);
+        CHECK(strstr(d1.data, "param.every ") == NULL);
+        CHECK_CONTAINS(d1.data, "param.alpha = 2\n");
+        CHECK_CONTAINS(d1.data, "param.ever = 5\n");
+    }
+    buf_release(&d1);
+    buf_release(&d2);
+}
+
 /* Simulated builds into a real store: every node's artifact has one part
  * "out" whose bytes are its key (so a changed key changes its output) or,
  * for nodes listed in same_bytes, a constant (an output that does not
@@ -313,6 +362,7 @@ int main(void)
     dir = test_tmpdir("key");
     test_golden_and_processes();
     test_invariance();
+    test_not_in_key();
     test_propagation();
     test_extra_and_refs();
     char cmd[4200];

@@ -29,7 +29,8 @@ check() {   # check "what" CONDITION...
 D=$T/tree
 python3 "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/gen_laws.py" "$D" 11
 
-graph() {   # graph FILE SEED
+graph() {   # graph FILE SEED [PT_CHECKPOINT_EVERY FT_CHECKPOINT_EVERY PROFILE]
+    local ckpt_pt=${3:-5} ckpt_ft=${4:-7} profile=${5:-true}
     cat > "$1" <<EOF
 docs = source { path = "$D"  labels = folders }
 c = clean { input = docs }
@@ -39,9 +40,9 @@ tok = bpe { text = [s.train]  terms = [t]  vocab_size = 200 }
 enc = encode { corpus = s  tokenizer = tok  max_len = 32 }
 pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  terms = t  whole_term = true
                 hidden = 32  layers = 1  heads = 2  intermediate = 64  max_len = 32  dropout = 0.1
-                batch = 8  max_steps = 24  checkpoint_every = 5  dev_max = 50  lr = 0.001  seed = $2  profile = true }
+                batch = 8  max_steps = 24  checkpoint_every = $ckpt_pt  dev_max = 50  lr = 0.001  seed = $2  profile = $profile }
 ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 8  max_steps = 30
-                lr = 0.003  checkpoint_every = 7  eval_every = 10  class_weights = balanced }
+                lr = 0.003  checkpoint_every = $ckpt_ft  eval_every = 10  class_weights = balanced  profile = $profile }
 base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  hash_bits = 14 }
 ev = evaluate { models = [base, ft]  test = s.test }
 EOF
@@ -121,9 +122,19 @@ check "finetune weights equal (A uninterrupted, B resumed)" cmp -s "$T/ft.A" "$T
 check "finetune loss curves equal" cmp -s "$T/ftcurve.A" "$T/ftcurve.B"
 
 # ---- 3. determinism: same seed -> same curve; another seed -> another ----
-build "$T/a.graph" "$T/C" "$T/ec" pt
-part "$T/C" "$PT" loss_curve.tsv "$T/curve.C"
+# The fresh build also changes checkpoint_every (none for pretrain, every 3
+# steps for finetune) and profile: they are FLOW_PARAM_NOT_IN_KEY, so the
+# keys stay and so must every byte.
+graph "$T/c.graph" 5 0 3 false
+build "$T/c.graph" "$T/C" "$T/ec" pt ft
+check "checkpoint_every and profile are not in the pretrain key" test "$(key "$T/ec" pt)" = "$PT"
+check "checkpoint_every and profile are not in the finetune key" test "$(key "$T/ec" ft)" = "$FT"
+part "$T/C" "$PT" loss_curve.tsv "$T/curve.C"; part "$T/C" "$PT" weights "$T/pt.C"
+part "$T/C" "$FT" loss_curve.tsv "$T/ftcurve.C"; part "$T/C" "$FT" weights "$T/ft.C"
 check "fresh build, same seed: identical loss curve bytes" cmp -s "$T/curve.C" "$T/curve.B"
+check "other checkpoint_every/profile: identical pretrain weights" cmp -s "$T/pt.C" "$T/pt.B"
+check "other checkpoint_every/profile: identical finetune weights" cmp -s "$T/ft.C" "$T/ft.B"
+check "other checkpoint_every/profile: identical finetune loss curve" cmp -s "$T/ftcurve.C" "$T/ftcurve.B"
 graph "$T/b.graph" 6
 build "$T/b.graph" "$T/C" "$T/ec2" pt
 P2=$(key "$T/ec2" pt)

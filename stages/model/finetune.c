@@ -34,7 +34,7 @@ static const flow_param_def finetune_params[] = {
     { "class_weights", FLOW_P_STRING, 0, "none", 0, -1, "none|balanced", "cross-entropy class weights" },
     { "max_len", FLOW_P_INT, 0, "0", 0, 4096, NULL, "cut sequences to this many ids (0 = the model's max_len)" },
     { "seed", FLOW_P_INT, 0, "1", 0, 1e15, NULL, "head initialisation, order and dropout seed" },
-    { "checkpoint_every", FLOW_P_INT, 0, "200", 0, 1e9, NULL, "steps between resumable checkpoints (0 = none)" },
+    { "checkpoint_every", FLOW_P_INT, 0, "200", 0, 1e9, NULL, "steps between resumable checkpoints (0 = none); not in the key" },
     { "eval_every", FLOW_P_INT, 0, "0", 0, 1e9, NULL, "steps between dev evaluations besides each epoch end (0 = epochs only)" },
     /* architecture, used only when base is unbound */
     { "hidden", FLOW_P_INT, 0, "256", 8, 4096, NULL, "hidden size (random init only)" },
@@ -42,7 +42,7 @@ static const flow_param_def finetune_params[] = {
     { "heads", FLOW_P_INT, 0, "4", 1, 64, NULL, "attention heads (random init only)" },
     { "intermediate", FLOW_P_INT, 0, "1024", 8, 16384, NULL, "FFN width (random init only)" },
     { "model_max_len", FLOW_P_INT, 0, "128", 8, 4096, NULL, "position embeddings (random init only)" },
-    { "profile", FLOW_P_BOOL, 0, "false", 0, -1, NULL, "print the kernels profiler table" },
+    { "profile", FLOW_P_BOOL, 0, "false", 0, -1, NULL, "print the kernels profiler table; not in the key" },
 };
 
 static const flow_input_def finetune_inputs[] = {
@@ -218,6 +218,7 @@ const flow_stage stage_finetune = {
     .inputs = finetune_inputs, .ninputs = sizeof finetune_inputs / sizeof finetune_inputs[0],
     .outputs = finetune_outputs, .noutputs = sizeof finetune_outputs / sizeof finetune_outputs[0],
     .applies = finetune_applies, .napplies = sizeof finetune_applies / sizeof finetune_applies[0],
+    .not_in_key = "checkpoint_every profile",   /* same bytes (tests/train_e2e_test.sh) */
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0, .data_parallel = 1 },
     .run = finetune_run,
 };

@@ -47,10 +47,10 @@ static const flow_param_def pretrain_params[] = {
     { "mask_prob", FLOW_P_FLOAT, 0, "0.15", 0.01, 0.9, NULL, "share of tokens to predict" },
     { "whole_term", FLOW_P_BOOL, 0, "false", 0, -1, NULL, "mask mined terms' token spans as one unit" },
     { "seed", FLOW_P_INT, 0, "1", 0, 1e15, NULL, "initialisation, order, masking and dropout seed" },
-    { "checkpoint_every", FLOW_P_INT, 0, "200", 0, 1e9, NULL, "steps between resumable checkpoints (0 = none)" },
+    { "checkpoint_every", FLOW_P_INT, 0, "200", 0, 1e9, NULL, "steps between resumable checkpoints (0 = none); not in the key" },
     { "eval_every", FLOW_P_INT, 0, "0", 0, 1e9, NULL, "steps between dev evaluations (0 = at the end only)" },
     { "dev_max", FLOW_P_INT, 0, "2000", 1, 1e9, NULL, "dev sequences evaluated at most" },
-    { "profile", FLOW_P_BOOL, 0, "false", 0, -1, NULL, "print the kernels profiler table to the log and report" },
+    { "profile", FLOW_P_BOOL, 0, "false", 0, -1, NULL, "print the kernels profiler table to the log and report; not in the key" },
 };
 
 static const flow_input_def pretrain_inputs[] = {
@@ -492,6 +492,7 @@ const flow_stage stage_pretrain = {
     .inputs = pretrain_inputs, .ninputs = sizeof pretrain_inputs / sizeof pretrain_inputs[0],
     .outputs = pretrain_outputs, .noutputs = sizeof pretrain_outputs / sizeof pretrain_outputs[0],
     .applies = pretrain_applies, .napplies = sizeof pretrain_applies / sizeof pretrain_applies[0],
+    .not_in_key = "checkpoint_every profile",   /* same bytes (tests/train_e2e_test.sh) */
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0, .data_parallel = 1 },
     .run = pretrain_run,
 };
