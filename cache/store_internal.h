@@ -97,6 +97,8 @@ store_pool *store_get_pool(flow_store *s);   /* creates pool + contexts once */
  * LMDB environment) or -1 when the lock file cannot be opened. */
 int store_lock_shared(const char *dir, int readonly);
 
+/* Reads the environment's current map size into s->map_size (txn.c). */
+void store_refresh_map_size(flow_store *s);
 /* A read transaction (takes resize_lock shared; adopts a map grown by
  * another process).  End it with store_txn_end. */
 int store_txn_read(flow_store *s, MDB_txn **txn, flow_err *err);
@@ -224,7 +226,10 @@ int store_log_decode(const void *val, size_t vlen, char **log, size_t *len);
 int store_load_manifest(flow_store *s, const flow_hash *key, manifest *m, int want_chunks,
                         flow_err *err);
 
-/* Decodes a checkpoint record (checkpoint.c); 0 or FLOW_E_CORRUPT. */
+/* Appends the checkpoint record of a len-byte checkpoint stored as
+ * chunks[0..n) to rec (checkpoint_record.c). */
+void checkpoint_encode(flow_buf *rec, uint64_t len, const chunk_ref *chunks, uint32_t n);
+/* Decodes a checkpoint record (checkpoint_record.c); 0 or FLOW_E_CORRUPT. */
 int checkpoint_decode(const void *val, size_t vlen, uint64_t *size, chunk_ref **chunks,
                       uint32_t *n);
 /* In write txn: deletes the chunks of checkpoint record `old` (of node

@@ -169,6 +169,17 @@ static int build_table(const bert_config *c, bert_tensor *t, size_t *total)
     return n;
 }
 
+/* Here, beside the table it searches, rather than in bert_model.c: the
+ * backends (kernels/cpu/) look tensors up, and bert_model.c picks the
+ * backend, so the lookup sits below both. */
+const bert_tensor *bert_find_tensor(const bert_model *m, const char *name)
+{
+    for (int i = 0; i < m->ntensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0)
+            return &m->tensors[i];
+    return NULL;
+}
+
 size_t bert_param_count(const bert_config *c)
 {
     size_t total = 0;

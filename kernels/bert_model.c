@@ -150,14 +150,6 @@ int bert_init(bert_model *m, uint64_t seed, flow_err *e)
     return bert_sync_to_device(m, e);
 }
 
-const bert_tensor *bert_find_tensor(const bert_model *m, const char *name)
-{
-    for (int i = 0; i < m->ntensors; i++)
-        if (strcmp(m->tensors[i].name, name) == 0)
-            return &m->tensors[i];
-    return NULL;
-}
-
 float *bert_param_ptr(bert_model *m, const char *name)
 {
     const bert_tensor *t = bert_find_tensor(m, name);
