@@ -488,30 +488,42 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
     return rc;
 }
 
-int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_opts *o,
-                      tok_tokenizer **out, tok_train_stats *st, flow_err *err)
-{
-    *out = NULL;
-    memset(st, 0, sizeof *st);
-    if (k->bytes == 0)
-        return flow_fail(err, FLOW_E_INPUT, "no training text (all text inputs are empty)");
-    double t0 = k->t0;
-    int nforced = k->nforced;
-    tok_matcher *m = k->m;
-    k->m = NULL;
-    wtable words = k->words;
-    memset(&k->words, 0, sizeof k->words);
-    st->words = k->npieces;
-    for (int j = 0; j < TOK_NSPECIAL + nforced; j++)
-        st->forced_occurrences += k->forced_counts[j];
-    st->unique_words = words.n;
+/* ---- training from the counted words, step by step ----------------------- */
 
-    /* character frequencies */
+/* Grows the character hash table (cp -> count; cused marks a slot). */
+static void ctab_grow(cent **ctab, uint8_t **cused, size_t *ccap)
+{
+    cent *ot = *ctab;
+    uint8_t *ou = *cused;
+    size_t oc = *ccap, cap = oc * 2;
+    cent *t = xcalloc(cap, sizeof *t);
+    uint8_t *u = xcalloc(cap, 1);
+    for (size_t j = 0; j < oc; j++)
+        if (ou[j]) {
+            size_t q = mix64(ot[j].cp) & (cap - 1);
+            while (u[q])
+                q = (q + 1) & (cap - 1);
+            t[q] = ot[j];
+            u[q] = 1;
+        }
+    free(ot);
+    free(ou);
+    *ctab = t;
+    *cused = u;
+    *ccap = cap;
+}
+
+/* Character frequencies over the word table, most frequent first
+ * (cent_cmp: count desc, code point asc); an invalid byte counts towards
+ * chars_total but is no character.  Fills st's chars_total,
+ * distinct_chars, char_cp and char_count; *nc = number of characters. */
+static cent *char_frequencies(const wtable *words, tok_train_stats *st, size_t *nc)
+{
     size_t ccap = 1 << 12, cn = 0;
-    cent *ctab = xcalloc(ccap, sizeof *ctab);   /* key cp+1 stored as cp, count 0 = empty */
+    cent *ctab = xcalloc(ccap, sizeof *ctab);
     uint8_t *cused = xcalloc(ccap, 1);
-    for (size_t k = 0; k < words.cap; k++) {
-        wentry *e = &words.e[k];
+    for (size_t w = 0; w < words->cap; w++) {
+        const wentry *e = &words->e[w];
         if (!e->h)
             continue;
         for (uint32_t i = 0; i < e->len;) {
@@ -521,24 +533,8 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
                 st->chars_total += e->count;
                 continue;
             }
-            if ((cn + 1) * 2 > ccap) {
-                cent *ot = ctab;
-                uint8_t *ou = cused;
-                size_t oc = ccap;
-                ccap *= 2;
-                ctab = xcalloc(ccap, sizeof *ctab);
-                cused = xcalloc(ccap, 1);
-                for (size_t j = 0; j < oc; j++)
-                    if (ou[j]) {
-                        size_t q = mix64(ot[j].cp) & (ccap - 1);
-                        while (cused[q])
-                            q = (q + 1) & (ccap - 1);
-                        ctab[q] = ot[j];
-                        cused[q] = 1;
-                    }
-                free(ot);
-                free(ou);
-            }
+            if ((cn + 1) * 2 > ccap)
+                ctab_grow(&ctab, &cused, &ccap);
             size_t q = mix64(cp) & (ccap - 1);
             while (cused[q] && ctab[q].cp != cp)
                 q = (q + 1) & (ccap - 1);
@@ -552,20 +548,31 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
         }
     }
     cent *chars = xmalloc((cn ? cn : 1) * sizeof *chars);
-    size_t nc = 0;
+    size_t n = 0;
     for (size_t j = 0; j < ccap; j++)
         if (cused[j])
-            chars[nc++] = ctab[j];
+            chars[n++] = ctab[j];
     free(ctab);
     free(cused);
-    qsort(chars, nc, sizeof *chars, cent_cmp);
-    st->distinct_chars = (int)nc;
-    st->char_cp = xmalloc((nc ? nc : 1) * sizeof *st->char_cp);
-    st->char_count = xmalloc((nc ? nc : 1) * sizeof *st->char_count);
-    for (size_t j = 0; j < nc; j++) {
+    qsort(chars, n, sizeof *chars, cent_cmp);
+    st->distinct_chars = (int)n;
+    st->char_cp = xmalloc((n ? n : 1) * sizeof *st->char_cp);
+    st->char_count = xmalloc((n ? n : 1) * sizeof *st->char_count);
+    for (size_t j = 0; j < n; j++) {
         st->char_cp[j] = chars[j].cp;
         st->char_count[j] = chars[j].count;
     }
+    *nc = n;
+    return chars;
+}
+
+/* The alphabet: the most frequent characters that cover
+ * character_coverage of all occurrences (every one at coverage 1).
+ * Returns their number; fills st's alphabet, chars_kept and
+ * coverage_cut_count. */
+static size_t alphabet_size(const cent *chars, size_t nc, const tok_train_opts *o,
+                            tok_train_stats *st)
+{
     size_t nalpha = 0;
     uint64_t cum = 0;
     double want = o->character_coverage * (double)st->chars_total;
@@ -576,74 +583,139 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
     st->alphabet = (int)nalpha;
     st->chars_kept = cum;
     st->coverage_cut_count = nalpha ? (uint32_t)chars[nalpha - 1].count : 0;
-    int base = TOK_NSPECIAL + nforced + (int)nalpha + (o->byte_fallback ? 256 : 0);
-    if (o->vocab_size < base) {
-        free(chars);
-        free(words.e);
-        arena_free(k);
-        tok_matcher_free(m);
-        if (o->byte_fallback)
-            return flow_fail(err, FLOW_E_PARAM, "vocab_size %d is below specials %d + forced "
-                             "terms %d + alphabet %zu + byte tokens 256 = %d; raise vocab_size "
-                             "or lower character_coverage", o->vocab_size, TOK_NSPECIAL,
-                             nforced, nalpha, base);
-        return flow_fail(err, FLOW_E_PARAM, "vocab_size %d is below specials %d + forced "
-                         "terms %d + alphabet %zu = %d; raise vocab_size or lower "
-                         "character_coverage", o->vocab_size, TOK_NSPECIAL, nforced, nalpha, base);
-    }
+    return nalpha;
+}
 
-    /* token table: texts in a pool */
-    int cap_tokens = o->vocab_size;
-    char **toks = xmalloc(cap_tokens * sizeof *toks);
-    size_t *tlen = xmalloc(cap_tokens * sizeof *tlen);
-    int *tchars = xmalloc(cap_tokens * sizeof *tchars);
-    int ntok = 0;
-    for (int i = 0; i < TOK_NSPECIAL; i++) {
-        toks[ntok] = xstrdup(specials[i]); tlen[ntok] = strlen(specials[i]); tchars[ntok++] = 1;
-    }
-    for (int i = 0; i < nforced; i++) {
-        toks[ntok] = xstrdup(terms->s[i]); tlen[ntok] = terms->len[i]; tchars[ntok++] = 1;
-    }
-    /* character -> symbol id: a small open-addressing map */
-    size_t amcap = 16;
-    while (amcap < nalpha * 2 + 2)
-        amcap *= 2;
-    uint32_t *amkey = xcalloc(amcap, sizeof *amkey);    /* cp+1 */
-    uint32_t *amval = xmalloc(amcap * sizeof *amval);
+static int vocab_too_small(const tok_train_opts *o, int nforced, size_t nalpha, int base,
+                           flow_err *err)
+{
+    if (o->byte_fallback)
+        return flow_fail(err, FLOW_E_PARAM, "vocab_size %d is below specials %d + forced "
+                         "terms %d + alphabet %zu + byte tokens 256 = %d; raise vocab_size "
+                         "or lower character_coverage", o->vocab_size, TOK_NSPECIAL,
+                         nforced, nalpha, base);
+    return flow_fail(err, FLOW_E_PARAM, "vocab_size %d is below specials %d + forced "
+                     "terms %d + alphabet %zu = %d; raise vocab_size or lower "
+                     "character_coverage", o->vocab_size, TOK_NSPECIAL, nforced, nalpha, base);
+}
+
+/* The token table as it grows: text, byte length, characters per token
+ * (merges stop at max_token_chars).  Room for cap tokens. */
+typedef struct tokens {
+    char **s;
+    size_t *len;
+    int *chars;
+    int n;
+} tokens;
+
+static void tokens_init(tokens *t, int cap)
+{
+    t->s = xmalloc(cap * sizeof *t->s);
+    t->len = xmalloc(cap * sizeof *t->len);
+    t->chars = xmalloc(cap * sizeof *t->chars);
+    t->n = 0;
+}
+
+/* Appends a token; takes s. */
+static uint32_t tokens_add(tokens *t, char *s, size_t len, int chars)
+{
+    t->s[t->n] = s;
+    t->len[t->n] = len;
+    t->chars[t->n] = chars;
+    return (uint32_t)t->n++;
+}
+
+static void tokens_release(tokens *t)
+{
+    for (int i = 0; i < t->n; i++)
+        free(t->s[i]);
+    free(t->s);
+    free(t->len);
+    free(t->chars);
+}
+
+/* character -> symbol id: a small open-addressing map, key cp + 1 (0 = empty) */
+typedef struct alpha_map {
+    uint32_t *key, *val;
+    size_t cap;
+} alpha_map;
+
+static void alpha_map_init(alpha_map *am, size_t nalpha)
+{
+    am->cap = 16;
+    while (am->cap < nalpha * 2 + 2)
+        am->cap *= 2;
+    am->key = xcalloc(am->cap, sizeof *am->key);
+    am->val = xmalloc(am->cap * sizeof *am->val);
+}
+
+static void alpha_map_put(alpha_map *am, uint32_t cp, uint32_t id)
+{
+    size_t q = mix64(cp) & (am->cap - 1);
+    while (am->key[q])
+        q = (q + 1) & (am->cap - 1);
+    am->key[q] = cp + 1;
+    am->val[q] = id;
+}
+
+/* The symbol id of character cp, or -1 when it is outside the alphabet. */
+static int32_t alpha_map_get(const alpha_map *am, uint32_t cp)
+{
+    size_t q = mix64(cp) & (am->cap - 1);
+    while (am->key[q] && am->key[q] != cp + 1)
+        q = (q + 1) & (am->cap - 1);
+    return am->key[q] ? (int32_t)am->val[q] : -1;
+}
+
+static void alpha_map_release(alpha_map *am)
+{
+    free(am->key);
+    free(am->val);
+}
+
+/* The vocabulary before any merge, in id order: specials, forced terms,
+ * the alphabet (each character mapped to its id in am), then the 256
+ * byte tokens <0xNN> with byte_fallback.  Returns the id of byte 0, or -1
+ * without byte_fallback. */
+static int initial_vocab(tokens *t, alpha_map *am, const tok_terms *terms, int nforced,
+                         const cent *chars, size_t nalpha, int byte_fallback)
+{
+    for (int i = 0; i < TOK_NSPECIAL; i++)
+        tokens_add(t, xstrdup(specials[i]), strlen(specials[i]), 1);
+    for (int i = 0; i < nforced; i++)
+        tokens_add(t, xstrdup(terms->s[i]), terms->len[i], 1);
+    alpha_map_init(am, nalpha);
     for (size_t j = 0; j < nalpha; j++) {
         char u[4];
-        int k = utf8_encode(chars[j].cp, u);
-        toks[ntok] = xmalloc(k + 1);
-        memcpy(toks[ntok], u, k);
-        toks[ntok][k] = 0;
-        tlen[ntok] = (size_t)k;
-        tchars[ntok] = 1;
-        size_t q = mix64(chars[j].cp) & (amcap - 1);
-        while (amkey[q])
-            q = (q + 1) & (amcap - 1);
-        amkey[q] = chars[j].cp + 1;
-        amval[q] = (uint32_t)ntok++;
+        int n = utf8_encode(chars[j].cp, u);
+        char *c = xmalloc(n + 1);
+        memcpy(c, u, n);
+        c[n] = 0;
+        alpha_map_put(am, chars[j].cp, tokens_add(t, c, (size_t)n, 1));
     }
-    free(chars);
-    int byte_base = -1;
-    if (o->byte_fallback) {
-        byte_base = ntok;
-        for (int b = 0; b < 256; b++) {
-            toks[ntok] = xmalloc(8);
-            snprintf(toks[ntok], 8, "<0x%02X>", b);
-            tlen[ntok] = 6;
-            tchars[ntok++] = 1;
-        }
+    if (!byte_fallback)
+        return -1;
+    int byte_base = t->n;
+    for (int b = 0; b < 256; b++) {
+        char *c = xmalloc(8);
+        snprintf(c, 8, "<0x%02X>", b);
+        tokens_add(t, c, 6, 1);
     }
+    return byte_base;
+}
 
-    /* training words, split at characters outside the alphabet, as records
-     * in one pool so that a merge touches one cache region per word:
-     *   pool[w] = current length, pool[w+1..w+2] = count (u64),
-     *   pool[w+3 ..] = symbols;  a word is named by its offset w. */
+/* The training words, split at characters outside the alphabet (pieces
+ * of fewer than 2 symbols are dropped: nothing to merge), as records in
+ * one pool so that a merge touches one cache region per word:
+ *   sym[w] = current length, sym[w+1..w+2] = count (u64),
+ *   sym[w+3 ..] = symbols;  a word is named by its offset w.
+ * *nsym = the pool's length. */
+static uint32_t *word_records(const wtable *words, const alpha_map *am, size_t *nsym_out)
+{
     size_t symcap = 1 << 20, nsym = 0;
     uint32_t *sym = xmalloc(symcap * sizeof *sym);
-    for (size_t k = 0; k < words.cap; k++) {
-        wentry *e = &words.e[k];
+    for (size_t x = 0; x < words->cap; x++) {
+        const wentry *e = &words->e[x];
         if (!e->h)
             continue;
         size_t start = nsym;
@@ -652,13 +724,8 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
             uint32_t cp = 0;
             if (i < e->len) {
                 i += (uint32_t)tok_next_char(e->s + i, e->len - i, &cp);
-                if (cp != 0xFFFFFFFFu) {
-                    size_t q = mix64(cp) & (amcap - 1);
-                    while (amkey[q] && amkey[q] != cp + 1)
-                        q = (q + 1) & (amcap - 1);
-                    if (amkey[q])
-                        id = (int32_t)amval[q];
-                }
+                if (cp != 0xFFFFFFFFu)
+                    id = alpha_map_get(am, cp);
             } else
                 i++;    /* end of word: flush */
             if (nsym + 4 > symcap) {
@@ -681,27 +748,29 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
     }
     if (nsym > UINT32_MAX - 4)
         FLOW_BUG("bpe: %zu symbols exceed the 32-bit word index", nsym);
-    free(words.e);
-    arena_free(k);      /* the words are symbols now */
-    free(amkey);
-    free(amval);
-    st->seconds_count = now_s() - t0;
+    *nsym_out = nsym;
+    return sym;
+}
 
-    /* initial pair counts and occurrence index (CSR pool) */
-    trainer T = {0};
-    T.cappairs = 1 << 16;
-    T.pairs = xmalloc(T.cappairs * sizeof *T.pairs);
-    T.pcap = 1 << 17;
-    T.pkey = xcalloc(T.pcap, sizeof *T.pkey);
-    T.pval = xmalloc(T.pcap * sizeof *T.pval);
+/* The initial pair counts over the word records and each pair's
+ * occurrence list (word offsets, once per word), all lists in one CSR
+ * pool, which is returned (the caller frees it after the pairs). */
+static uint32_t *trainer_init(trainer *T, const uint32_t *sym, size_t nsym)
+{
+    memset(T, 0, sizeof *T);
+    T->cappairs = 1 << 16;
+    T->pairs = xmalloc(T->cappairs * sizeof *T->pairs);
+    T->pcap = 1 << 17;
+    T->pkey = xcalloc(T->pcap, sizeof *T->pkey);
+    T->pval = xmalloc(T->pcap * sizeof *T->pval);
     uint32_t *pos_pid = xmalloc((nsym ? nsym : 1) * sizeof *pos_pid);
     for (size_t w = 0; w < nsym; w += 3 + sym[w]) {
         const uint32_t *s = sym + w + 3;
         uint64_t cnt;
         memcpy(&cnt, sym + w + 1, 8);
         for (uint32_t i = 0; i + 1 < sym[w]; i++) {
-            uint32_t id = pair_id(&T, s[i], s[i + 1], 1);
-            pair *p = &T.pairs[id];
+            uint32_t id = pair_id(T, s[i], s[i + 1], 1);
+            pair *p = &T->pairs[id];
             p->count += (int64_t)cnt;
             if (p->last_w != (uint32_t)w) {
                 p->last_w = (uint32_t)w;
@@ -711,46 +780,102 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
         }
     }
     size_t npool = 0;
-    for (size_t i = 0; i < T.npairs; i++)
-        npool += T.pairs[i].nocc;
+    for (size_t i = 0; i < T->npairs; i++)
+        npool += T->pairs[i].nocc;
     uint32_t *pool = xmalloc((npool ? npool : 1) * sizeof *pool);
     npool = 0;
-    for (size_t i = 0; i < T.npairs; i++) {
-        T.pairs[i].occ = pool + npool;
-        npool += T.pairs[i].nocc;
-        T.pairs[i].nocc = 0;
-        T.pairs[i].last_w = UINT32_MAX;
+    for (size_t i = 0; i < T->npairs; i++) {
+        T->pairs[i].occ = pool + npool;
+        npool += T->pairs[i].nocc;
+        T->pairs[i].nocc = 0;
+        T->pairs[i].last_w = UINT32_MAX;
     }
     for (size_t w = 0; w < nsym; w += 3 + sym[w])
         for (uint32_t i = 0; i + 1 < sym[w]; i++) {
-            pair *p = &T.pairs[pos_pid[w + 3 + i]];
+            pair *p = &T->pairs[pos_pid[w + 3 + i]];
             if (p->last_w != (uint32_t)w) {
                 p->last_w = (uint32_t)w;
                 p->occ[p->nocc++] = (uint32_t)w;
             }
         }
     free(pos_pid);
-    heap H = {0};
-    H.cap = T.npairs ? T.npairs : 1;
-    H.e = xmalloc(H.cap * sizeof *H.e);
-    for (size_t i = 0; i < T.npairs; i++)
-        H.e[H.n++] = (hent){T.pairs[i].count, T.pairs[i].a, T.pairs[i].b, (uint32_t)i};
-    for (size_t i = H.n / 2; i-- > 0;)
-        sift_down(&H, i);
+    return pool;
+}
 
-    /* merge loop */
-    int want_merges = o->vocab_size - ntok;
-    uint32_t *mg = xmalloc((size_t)(want_merges ? want_merges : 1) * 3 * sizeof *mg);
+static void trainer_release(trainer *T)
+{
+    for (size_t i = 0; i < T->npairs; i++)
+        if (T->pairs[i].cap)
+            free(T->pairs[i].occ);
+    free(T->pairs);
+    free(T->pkey);
+    free(T->pval);
+    free(T->touched);
+}
+
+/* A heap of every pair, heapified in place. */
+static void heap_of_pairs(heap *H, const trainer *T)
+{
+    memset(H, 0, sizeof *H);
+    H->cap = T->npairs ? T->npairs : 1;
+    H->e = xmalloc(H->cap * sizeof *H->e);
+    for (size_t i = 0; i < T->npairs; i++)
+        H->e[H->n++] = (hent){T->pairs[i].count, T->pairs[i].a, T->pairs[i].b, (uint32_t)i};
+    for (size_t i = H->n / 2; i-- > 0;)
+        sift_down(H, i);
+}
+
+/* Rewrites (a, b) as nt in the words of occ[0..nocc) (stale entries just
+ * do not match), moving the counts of the neighbouring pairs from (x, a)
+ * and (b, y) to (x, nt) and (nt, y); the pairs whose count rose are
+ * listed in T->touched. */
+static void merge_in_words(trainer *T, uint32_t *sym, const uint32_t *occ, uint32_t nocc,
+                           uint32_t a, uint32_t b, uint32_t nt)
+{
+    T->ntouched = 0;
+    for (uint32_t oi = 0; oi < nocc; oi++) {
+        uint32_t w = occ[oi];
+        if (oi + 8 < nocc)     /* words are scattered: fetch ahead */
+            __builtin_prefetch(sym + occ[oi + 8]);
+        uint32_t *s = sym + w + 3;
+        uint32_t n = sym[w], k = 0, i = 0;
+        int64_t c;
+        memcpy(&c, sym + w + 1, 8);
+        while (i < n) {
+            if (i + 1 < n && s[i] == a && s[i + 1] == b) {
+                if (k > 0) {
+                    pair_dec(T, s[k - 1], a, c);
+                    pair_inc(T, s[k - 1], nt, c, w);
+                }
+                if (i + 2 < n) {
+                    pair_dec(T, b, s[i + 2], c);
+                    pair_inc(T, nt, s[i + 2], c, w);
+                }
+                s[k++] = nt;
+                i += 2;
+            } else
+                s[k++] = s[i++];
+        }
+        sym[w] = k;
+    }
+}
+
+/* The merge loop: takes the best pair off the heap (stale entries are
+ * pushed back with their true count, pairs over max_token_chars banned)
+ * until want_merges merges or min_frequency; each merge appends its token
+ * to t and (a, b, new id) to mg.  Returns the number of merges. */
+static int merge_loop(trainer *T, heap *H, uint32_t *sym, tokens *t, uint32_t *mg,
+                      int want_merges, const tok_train_opts *o, tok_train_stats *st)
+{
     int nmerges = 0;
-    double t1 = now_s();
-    while (nmerges < want_merges && H.n) {
-        hent top = heap_pop(&H);
-        pair *p = &T.pairs[top.pid];
+    while (nmerges < want_merges && H->n) {
+        hent top = heap_pop(H);
+        pair *p = &T->pairs[top.pid];
         if (p->banned)
             continue;
         if (p->count != top.count) {
             if (p->count > 0)
-                heap_push(&H, (hent){p->count, p->a, p->b, top.pid});
+                heap_push(H, (hent){p->count, p->a, p->b, top.pid});
             continue;
         }
         if (top.count < o->min_frequency || top.count <= 0) {
@@ -758,86 +883,100 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
             break;
         }
         uint32_t a = p->a, b = p->b;
-        if (tchars[a] + tchars[b] > o->max_token_chars) {
+        if (t->chars[a] + t->chars[b] > o->max_token_chars) {
             p->banned = 1;
             continue;
         }
-        uint32_t nt = (uint32_t)ntok;
-        toks[ntok] = xmalloc(tlen[a] + tlen[b] + 1);
-        memcpy(toks[ntok], toks[a], tlen[a]);
-        memcpy(toks[ntok] + tlen[a], toks[b], tlen[b]);
-        toks[ntok][tlen[a] + tlen[b]] = 0;
-        tlen[ntok] = tlen[a] + tlen[b];
-        tchars[ntok] = tchars[a] + tchars[b];
-        ntok++;
+        size_t len = t->len[a] + t->len[b];
+        char *text = xmalloc(len + 1);
+        memcpy(text, t->s[a], t->len[a]);
+        memcpy(text + t->len[a], t->s[b], t->len[b]);
+        text[len] = 0;
+        uint32_t nt = tokens_add(t, text, len, t->chars[a] + t->chars[b]);
         mg[3 * nmerges] = a;
         mg[3 * nmerges + 1] = b;
         mg[3 * nmerges + 2] = nt;
         nmerges++;
-        /* detach the occurrence list: pair_inc may grow T.pairs */
+        /* detach the occurrence list: pair_inc may grow T->pairs */
         uint32_t *occ = p->occ, nocc = p->nocc;
         int owned = p->cap != 0;
         p->occ = NULL;
         p->nocc = p->cap = 0;
         p->count = 0;
-        T.ntouched = 0;
-        for (uint32_t oi = 0; oi < nocc; oi++) {
-            uint32_t w = occ[oi];
-            if (oi + 8 < nocc)     /* words are scattered: fetch ahead */
-                __builtin_prefetch(sym + occ[oi + 8]);
-            uint32_t *s = sym + w + 3;
-            uint32_t n = sym[w], k = 0, i = 0;
-            int64_t c;
-            memcpy(&c, sym + w + 1, 8);
-            while (i < n) {
-                if (i + 1 < n && s[i] == a && s[i + 1] == b) {
-                    if (k > 0) {
-                        pair_dec(&T, s[k - 1], a, c);
-                        pair_inc(&T, s[k - 1], nt, c, w);
-                    }
-                    if (i + 2 < n) {
-                        pair_dec(&T, b, s[i + 2], c);
-                        pair_inc(&T, nt, s[i + 2], c, w);
-                    }
-                    s[k++] = nt;
-                    i += 2;
-                } else
-                    s[k++] = s[i++];
-            }
-            sym[w] = k;
-        }
+        merge_in_words(T, sym, occ, nocc, a, b, nt);
         if (owned)
             free(occ);
-        T.pairs[top.pid].count = 0;
-        for (size_t i = 0; i < T.ntouched; i++) {
-            pair *q = &T.pairs[T.touched[i]];
+        T->pairs[top.pid].count = 0;
+        for (size_t i = 0; i < T->ntouched; i++) {
+            pair *q = &T->pairs[T->touched[i]];
             if (q->count > 0)
-                heap_push(&H, (hent){q->count, q->a, q->b, T.touched[i]});
+                heap_push(H, (hent){q->count, q->a, q->b, T->touched[i]});
         }
         if (o->progress && (nmerges & 255) == 0)
             o->progress(o->progress_arg, nmerges, want_merges, top.count);
     }
+    return nmerges;
+}
+
+int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_opts *o,
+                      tok_tokenizer **out, tok_train_stats *st, flow_err *err)
+{
+    *out = NULL;
+    memset(st, 0, sizeof *st);
+    if (k->bytes == 0)
+        return flow_fail(err, FLOW_E_INPUT, "no training text (all text inputs are empty)");
+    int nforced = k->nforced;
+    tok_matcher *m = k->m;
+    k->m = NULL;
+    wtable words = k->words;
+    memset(&k->words, 0, sizeof k->words);
+    st->words = k->npieces;
+    for (int j = 0; j < TOK_NSPECIAL + nforced; j++)
+        st->forced_occurrences += k->forced_counts[j];
+    st->unique_words = words.n;
+
+    size_t nc;
+    cent *chars = char_frequencies(&words, st, &nc);
+    size_t nalpha = alphabet_size(chars, nc, o, st);
+    int base = TOK_NSPECIAL + nforced + (int)nalpha + (o->byte_fallback ? 256 : 0);
+    if (o->vocab_size < base) {
+        free(chars);
+        free(words.e);
+        arena_free(k);
+        tok_matcher_free(m);
+        return vocab_too_small(o, nforced, nalpha, base, err);
+    }
+    tokens t;
+    tokens_init(&t, o->vocab_size);
+    alpha_map am;
+    int byte_base = initial_vocab(&t, &am, terms, nforced, chars, nalpha, o->byte_fallback);
+    free(chars);
+    size_t nsym;
+    uint32_t *sym = word_records(&words, &am, &nsym);
+    free(words.e);
+    arena_free(k);      /* the words are symbols now */
+    alpha_map_release(&am);
+    st->seconds_count = now_s() - k->t0;
+
+    trainer T;
+    uint32_t *pool = trainer_init(&T, sym, nsym);
+    heap H;
+    heap_of_pairs(&H, &T);
+    int want_merges = o->vocab_size - t.n;
+    uint32_t *mg = xmalloc((size_t)(want_merges ? want_merges : 1) * 3 * sizeof *mg);
+    double t1 = now_s();
+    int nmerges = merge_loop(&T, &H, sym, &t, mg, want_merges, o, st);
     st->merges = nmerges;
     st->seconds_merge = now_s() - t1;
-    for (size_t i = 0; i < T.npairs; i++)
-        if (T.pairs[i].cap)
-            free(T.pairs[i].occ);
+    trainer_release(&T);
     free(pool);
-    free(T.pairs);
-    free(T.pkey);
-    free(T.pval);
-    free(T.touched);
     free(H.e);
     free(sym);
     tok_matcher_free(m);
 
-    int rc = tok_build(out, ntok, (const char *const *)toks, tlen, nforced, (int)nalpha,
+    int rc = tok_build(out, t.n, (const char *const *)t.s, t.len, nforced, (int)nalpha,
                        byte_base, o->max_token_chars, nmerges, mg, err);
-    for (int i = 0; i < ntok; i++)
-        free(toks[i]);
-    free(toks);
-    free(tlen);
-    free(tchars);
+    tokens_release(&t);
     free(mg);
     return rc;
 }
