@@ -1097,6 +1097,237 @@ static long ncpus(void)
     return n > 0 ? n : 1;
 }
 
+/* Critical path: a wanted node's priority is its own estimate plus the
+ * longest chain of wanted nodes after it.  Sets deps_left and the first
+ * state, and pos[i] = node i's place in topological order.  Returns the
+ * number of wanted nodes. */
+static int plan_priorities(sched *S, int *pos)
+{
+    const flow_graph *g = S->g;
+    int total = 0;
+    for (int k = 0; k < g->n; k++) pos[g->topo[k]] = k;
+    for (int k = g->n - 1; k >= 0; k--) {
+        int i = g->topo[k];
+        bnode *n = &S->b[i];
+        if (!n->want) continue;
+        total++;
+        double best = 0;
+        for (int u = 0; u < g->nodes[i].nusers; u++) {
+            const bnode *x = &S->b[g->nodes[i].users[u]];
+            if (x->want && x->prio > best) best = x->prio;
+        }
+        n->prio = n->est + best;
+        n->deps_left = g->nodes[i].ndeps;
+        n->state = n->deps_left ? S_WAIT : S_READY;
+    }
+    return total;
+}
+
+/* The build's signal handling: SIGINT, SIGTERM and SIGCHLD wake the event
+ * loop through sig_pipe; SIGPIPE is ignored, so that a worker that died
+ * while idle does not kill us when we write to it. */
+typedef struct saved_signals {
+    struct sigaction intr, term, chld, pipe;
+} saved_signals;
+
+static int signals_install(saved_signals *old, flow_err *err)
+{
+    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        return flow_fail(err, FLOW_E_IO, "cannot create a pipe: %s", strerror(errno));
+    sig_stop = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, &old->intr);
+    sigaction(SIGTERM, &sa, &old->term);
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, &old->chld);
+    struct sigaction ign;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGPIPE, &ign, &old->pipe);
+    return 0;
+}
+
+static void signals_restore(const saved_signals *old)
+{
+    sigaction(SIGINT, &old->intr, NULL);
+    sigaction(SIGTERM, &old->term, NULL);
+    sigaction(SIGCHLD, &old->chld, NULL);
+    sigaction(SIGPIPE, &old->pipe, NULL);
+    close(sig_pipe[0]);
+    close(sig_pipe[1]);
+    sig_pipe[0] = sig_pipe[1] = -1;
+}
+
+/* The event loop's buffers: launch order, the poll set (the signal pipe,
+ * then each running node's message and output pipes, with the node of
+ * each) and the live display's rows. */
+typedef struct loop_bufs {
+    int *order;
+    struct pollfd *pfd;
+    int *pfd_node;
+    const prog_node **live;
+    prog_node *live_buf;
+} loop_bufs;
+
+/* Waits for worker output, exits, signals or the next timer (retry: when
+ * a node held back for resources is tried again, 0 = none) and drains
+ * what arrived.  -1 when poll failed (err set, the build is stopped). */
+static int wait_and_drain(sched *S, loop_bufs *L, double retry, prog_mode mode, flow_err *err)
+{
+    int np = 0;
+    L->pfd[np].fd = sig_pipe[0];
+    L->pfd[np].events = POLLIN;
+    L->pfd_node[np++] = -1;
+    for (int i = 0; i < S->g->n; i++)
+        if (S->b[i].state == S_RUN) {
+            L->pfd[np].fd = S->b[i].msg_fd;
+            L->pfd[np].events = POLLIN;
+            L->pfd_node[np++] = i;
+            L->pfd[np].fd = S->b[i].out_fd;
+            L->pfd[np].events = POLLIN;
+            L->pfd_node[np++] = i;
+        }
+    double now = sched_now();
+    double wake = now + (mode == PROG_LIVE ? 0.25 : 1.0);
+    if (retry && retry < wake) wake = retry;
+    int timeout = (int)((wake - now) * 1000) + 1;
+    if (timeout < 0) timeout = 0;
+    int pr = poll(L->pfd, (nfds_t)np, timeout);
+    if (pr < 0 && errno != EINTR) {
+        flow_fail(err, FLOW_E_IO, "poll: %s", strerror(errno));
+        sig_stop = 1;
+        return -1;
+    }
+    if (pr > 0 && (L->pfd[0].revents & POLLIN)) {
+        char tmp[64];
+        while (read(sig_pipe[0], tmp, sizeof tmp) > 0) {}
+    }
+    for (int k = 1; pr > 0 && k < np; k++)
+        if (L->pfd[k].revents & (POLLIN | POLLHUP)) drain(S, L->pfd_node[k]);
+    return 0;
+}
+
+/* Finishes the running nodes whose worker exited, or reported a result
+ * it stays alive after (a reused worker). */
+static void reap_finished(sched *S)
+{
+    for (int i = 0; i < S->g->n; i++) {
+        bnode *n = &S->b[i];
+        if (n->state != S_RUN) continue;
+        if (n->done_msg && n->reuse) {
+            complete_reused(S, i);
+            if (n->state != S_RUN) continue;
+        }
+        int st;
+        struct rusage ru;
+        pid_t r = wait4(n->pid, &st, WNOHANG, &ru);
+        if (r == n->pid) finish(S, i, st, &ru);
+    }
+}
+
+static void show_live(sched *S, loop_bufs *L)
+{
+    int nl = 0;
+    for (int i = 0; i < S->g->n; i++)
+        if (S->b[i].state == S_RUN) {
+            to_prog_node(S, i, &L->live_buf[nl]);
+            L->live[nl] = &L->live_buf[nl];
+            nl++;
+        }
+    prog_tick(S->p, L->live, nl);
+}
+
+/* Launches what is ready, waits, reaps, renews the leases and the live
+ * roots, until nothing runs or waits, or a signal stops the build.
+ * Returns 1 when interrupted. */
+static int event_loop(sched *S, int *pos, prog_mode mode, flow_err *err)
+{
+    int n = S->g->n;
+    loop_bufs L = {
+        xmalloc((size_t)n * sizeof *L.order),
+        xmalloc((size_t)(2 * n + 1) * sizeof *L.pfd),
+        xmalloc((size_t)(2 * n + 1) * sizeof *L.pfd_node),
+        xmalloc((size_t)n * sizeof *L.live + 1),
+        xmalloc((size_t)n * sizeof *L.live_buf + 1),
+    };
+    int interrupted = 0;
+    for (;;) {
+        if (sig_stop) {
+            interrupted = 1;
+            stop_all(S);
+            break;
+        }
+        double retry = launch(S, L.order, pos);
+        int running = count_running(S);
+        if (running == 0 && retry == 0) break;
+        if (wait_and_drain(S, &L, retry, mode, err) < 0) continue;
+        reap_finished(S);
+        reap_idle(S, 0);
+        renew_leases(S);
+        sync_roots(S);
+        if (mode == PROG_LIVE) show_live(S, &L);
+    }
+    free(L.live);
+    free(L.live_buf);
+    free(L.pfd);
+    free(L.pfd_node);
+    free(L.order);
+    return interrupted;
+}
+
+/* After the loop: idle workers asked to exit and reaped, the live roots
+ * dropped, whatever never started (fail-fast, interrupt) skipped, the
+ * reports of the nodes that ran or were cached printed in graph order
+ * (not with --json), and the summary. */
+static void wind_down(sched *S, int interrupted)
+{
+    const flow_graph *g = S->g;
+    reap_idle(S, 1);
+    if (S->roots_written) {
+        flow_err e = {0};
+        store_roots_drop(S->s, &e);     /* a failure leaves a record gc drops when we are gone */
+    }
+    free(S->roots);
+    for (int k = 0; k < g->n; k++) {
+        int i = g->topo[k];
+        bnode *n = &S->b[i];
+        if (n->want && (n->state == S_WAIT || n->state == S_READY))
+            skip_node(S, i, interrupted ? "interrupted" : "an earlier node failed (--fail-fast)");
+    }
+    S->res->seconds = sched_now() - S->t0;
+    if (!S->opt->json)
+        for (int k = 0; k < g->n; k++) {
+            bnode *n = &S->b[g->topo[k]];
+            if (!n->report.len) continue;
+            char head[300];
+            snprintf(head, sizeof head, "\n== %s ==", node_name(S, g->topo[k]));
+            prog_message(S->p, head);
+            prog_message(S->p, n->report.data);
+        }
+    prog_summary(S->p, S->res, interrupted);
+}
+
+static void sched_release(sched *S)
+{
+    for (int i = 0; i < S->g->n; i++) {
+        bnode *n = &S->b[i];
+        free(n->desc);
+        buf_release(&n->in);
+        buf_release(&n->err);
+        buf_release(&n->metrics);
+        buf_release(&n->report);
+        buf_release(&n->tail);
+    }
+    free(S->b);
+    free(S->keys);
+    free(S->idle);
+}
+
 int build_run(flow_graph *g, flow_store *s, const build_options *opt,
               build_result *res, flow_err *err)
 {
@@ -1128,24 +1359,9 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
         free(S.keys);
         return rc;
     }
-    /* critical path: priority = own estimate + the longest chain after it */
     estimate_all(&S);
-    int *pos = xmalloc((size_t)g->n * sizeof *pos), total = 0;
-    for (int k = 0; k < g->n; k++) pos[g->topo[k]] = k;
-    for (int k = g->n - 1; k >= 0; k--) {
-        int i = g->topo[k];
-        bnode *n = &S.b[i];
-        if (!n->want) continue;
-        total++;
-        double best = 0;
-        for (int u = 0; u < g->nodes[i].nusers; u++) {
-            const bnode *x = &S.b[g->nodes[i].users[u]];
-            if (x->want && x->prio > best) best = x->prio;
-        }
-        n->prio = n->est + best;
-        n->deps_left = g->nodes[i].ndeps;
-        n->state = n->deps_left ? S_WAIT : S_READY;
-    }
+    int *pos = xmalloc((size_t)g->n * sizeof *pos);
+    int total = plan_priorities(&S, pos);
     prog_mode mode = opt->json ? PROG_JSON : opt->live ? PROG_LIVE : PROG_PLAIN;
     S.p = prog_new(mode, stdout, total);
     for (int i = 0; i < g->n; i++)
@@ -1154,161 +1370,23 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
             free(S.b[i].cpu_note);
             S.b[i].cpu_note = NULL;
         }
-
-    /* signals */
-    struct sigaction sa, old_int, old_term, old_chld;
-    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    saved_signals old;
+    if ((rc = signals_install(&old, err))) {
         prog_free(S.p);
         free(pos);
         free(S.b);
         free(S.keys);
-        return flow_fail(err, FLOW_E_IO, "cannot create a pipe: %s", strerror(errno));
+        return rc;
     }
-    sig_stop = 0;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-    sigaction(SIGCHLD, &sa, &old_chld);
-    /* a worker that died while idle must not kill us when we write to it */
-    struct sigaction ign, old_pipe;
-    memset(&ign, 0, sizeof ign);
-    ign.sa_handler = SIG_IGN;
-    sigemptyset(&ign.sa_mask);
-    sigaction(SIGPIPE, &ign, &old_pipe);
-
-    int *order = xmalloc((size_t)g->n * sizeof *order);
-    struct pollfd *pfd = xmalloc((size_t)(2 * g->n + 1) * sizeof *pfd);
-    int *pfd_node = xmalloc((size_t)(2 * g->n + 1) * sizeof *pfd_node);
-    const prog_node **live = xmalloc((size_t)g->n * sizeof *live + 1);
-    prog_node *live_buf = xmalloc((size_t)g->n * sizeof *live_buf + 1);
-    int interrupted = 0;
-    for (;;) {
-        if (sig_stop) {
-            interrupted = 1;
-            stop_all(&S);
-            break;
-        }
-        double retry = launch(&S, order, pos);
-        int running = count_running(&S);
-        if (running == 0 && retry == 0) break;
-        /* wait for worker output, exits, signals, or the next timer */
-        int np = 0;
-        pfd[np].fd = sig_pipe[0];
-        pfd[np].events = POLLIN;
-        pfd_node[np++] = -1;
-        for (int i = 0; i < g->n; i++)
-            if (S.b[i].state == S_RUN) {
-                pfd[np].fd = S.b[i].msg_fd;
-                pfd[np].events = POLLIN;
-                pfd_node[np++] = i;
-                pfd[np].fd = S.b[i].out_fd;
-                pfd[np].events = POLLIN;
-                pfd_node[np++] = i;
-            }
-        double now = sched_now();
-        double wake = now + (mode == PROG_LIVE ? 0.25 : 1.0);
-        if (retry && retry < wake) wake = retry;
-        int timeout = (int)((wake - now) * 1000) + 1;
-        if (timeout < 0) timeout = 0;
-        int pr = poll(pfd, (nfds_t)np, timeout);
-        if (pr < 0 && errno != EINTR) {
-            flow_fail(err, FLOW_E_IO, "poll: %s", strerror(errno));
-            sig_stop = 1;
-            continue;
-        }
-        if (pr > 0 && (pfd[0].revents & POLLIN)) {
-            char tmp[64];
-            while (read(sig_pipe[0], tmp, sizeof tmp) > 0) {}
-        }
-        for (int k = 1; pr > 0 && k < np; k++)
-            if (pfd[k].revents & (POLLIN | POLLHUP)) drain(&S, pfd_node[k]);
-        /* reap */
-        for (int i = 0; i < g->n; i++) {
-            bnode *n = &S.b[i];
-            if (n->state != S_RUN) continue;
-            if (n->done_msg && n->reuse) {
-                complete_reused(&S, i);
-                if (n->state != S_RUN) continue;
-            }
-            int st;
-            struct rusage ru;
-            pid_t r = wait4(n->pid, &st, WNOHANG, &ru);
-            if (r == n->pid) finish(&S, i, st, &ru);
-        }
-        reap_idle(&S, 0);
-        renew_leases(&S);
-        sync_roots(&S);
-        if (mode == PROG_LIVE) {
-            int nl = 0;
-            for (int i = 0; i < g->n; i++)
-                if (S.b[i].state == S_RUN) {
-                    to_prog_node(&S, i, &live_buf[nl]);
-                    live[nl] = &live_buf[nl];
-                    nl++;
-                }
-            prog_tick(S.p, live, nl);
-        }
-    }
-    reap_idle(&S, 1);
-    if (S.roots_written) {
-        flow_err e = {0};
-        store_roots_drop(s, &e);     /* a failure leaves a record gc drops when we are gone */
-    }
-    free(S.roots);
-    /* whatever never started (fail-fast, interrupt) is skipped */
-    for (int k = 0; k < g->n; k++) {
-        int i = g->topo[k];
-        bnode *n = &S.b[i];
-        if (n->want && (n->state == S_WAIT || n->state == S_READY))
-            skip_node(&S, i, interrupted ? "interrupted" : "an earlier node failed (--fail-fast)");
-    }
-    res->seconds = sched_now() - S.t0;
-    /* reports of the nodes that ran or were cached, in graph order */
-    if (!opt->json)
-        for (int k = 0; k < g->n; k++) {
-            bnode *n = &S.b[g->topo[k]];
-            if (!n->report.len) continue;
-            char head[300];
-            snprintf(head, sizeof head, "\n== %s ==", node_name(&S, g->topo[k]));
-            prog_message(S.p, head);
-            prog_message(S.p, n->report.data);
-        }
-    prog_summary(S.p, res, interrupted);
-
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    sigaction(SIGCHLD, &old_chld, NULL);
-    sigaction(SIGPIPE, &old_pipe, NULL);
-    close(sig_pipe[0]);
-    close(sig_pipe[1]);
-    sig_pipe[0] = sig_pipe[1] = -1;
-
+    int interrupted = event_loop(&S, pos, mode, err);
+    wind_down(&S, interrupted);
+    signals_restore(&old);
     prog_free(S.p);
     /* back to full durability; this flushes what the build (and its
      * workers, which share the data file) committed */
     int sync_rc = store_set_sync_mode(s, STORE_SYNC_FULL, &serr);
-    for (int i = 0; i < g->n; i++) {
-        bnode *n = &S.b[i];
-        free(n->desc);
-        buf_release(&n->in);
-        buf_release(&n->err);
-        buf_release(&n->metrics);
-        buf_release(&n->report);
-        buf_release(&n->tail);
-    }
-    free(live);
-    free(live_buf);
-    free(pfd);
-    free(pfd_node);
-    free(order);
     free(pos);
-    free(S.b);
-    free(S.keys);
-    free(S.idle);
+    sched_release(&S);
     if (interrupted)
         return flow_fail(err, FLOW_E_INTERRUPTED, "interrupted: running nodes were stopped "
                          "and nothing partial was stored; run the build again to resume");
