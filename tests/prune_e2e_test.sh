@@ -8,7 +8,8 @@
 # agree with the shapes), and at least one head and neuron per layer;
 # flow classify, flow eval and an evaluate node accept them; the recovery
 # fine-tune writes its curves; a second prune of a pruned model works;
-# one thread gives the same bytes as two;
+# one thread gives the same bytes as two; a recovery killed (-9) mid-run
+# resumes to the same bytes;
 # bad parameters fail at graph load (exit 2) or node start (exit 1)
 # naming the node.
 # Needs $FLOW (set by ctest), python3 with numpy and safetensors.
@@ -39,7 +40,8 @@ keep = prune { model = ft  dev = s.dev }
 keep8 = prune { model = ft  dev = s.dev  heads = 8  ffn_ratio = 1.0  scope = global }
 half = prune { model = ft  dev = s.dev  head_ratio = 0.5  ffn_ratio = 0.5 }
 lay = prune { model = ft  calibration = s.train  dev = s.dev  heads = 1  ffn = 20  scope = layer  rounds = 2 }
-rec = prune { model = ft  dev = s.dev  train = s.train  head_ratio = 0.5  ffn_ratio = 0.5  max_steps = 6  batch = 8  lr = 0.001 }
+rec = prune { model = ft  dev = s.dev  train = s.train  head_ratio = 0.5  ffn_ratio = 0.5  max_steps = 6  batch = 8  lr = 0.001
+              checkpoint_every = 2 }
 again = prune { model = half  dev = s.dev  heads = 2  ffn = 10  rounds = 1 }
 ev = evaluate { models = [ft, half, lay, rec]  test = s.test }
 EOF
@@ -123,6 +125,9 @@ for k, (th, tf, per) in want.items():
     if m.get("params_before") != shapes(base)[2]: fail("%s: params_before %s" % (k, m.get("params_before")))
     for l in range(2):
         if m.get("layer.%d.heads" % l) != h[l] or m.get("layer.%d.ffn" % l) != f[l]: fail("%s: per-layer metrics" % k)
+        hb, fb = shapes(base)[:2]
+        if m.get("layer.%d.heads_before" % l) != hb[l] or m.get("layer.%d.ffn_before" % l) != fb[l]:
+            fail("%s: per-layer metrics before" % k)
     if "dev.pruned.macro_f1" not in m or "dev.input.macro_f1" not in m: fail("%s: dev metrics missing" % k)
     edit = model(k)[0]["training"]["edit"]
     if edit["heads_after"] != h or edit["ffn_before"] != shapes(base)[1]: fail("%s: training.edit %s" % (k, edit))
@@ -153,6 +158,24 @@ for p in weights model.json; do
     "$FLOW" cat "$K_half" "$p" --cache "$T/C1" -o "$T/one" 2>/dev/null
     check "half on 1 thread: $p equals the 2-thread build's" cmp -s "$T/one" "$T/m/half/$p"
 done
+
+# ---- the recovery fine-tune resumes to the same bytes after kill -9 (flow_testhooks)
+HOOKED=${FLOW_BUILD:-$(dirname "$FLOW")}/flow_testhooks
+if [ -x "$HOOKED" ]; then
+    FLOW_TEST_KILL_AT=prune:3 "$HOOKED" build "$T/g.graph" rec --cache "$T/CK" -j 2 > "$T/kill" 2>&1
+    check "the build dies at prune step 3" test $? -ne 0
+    "$FLOW" build "$T/g.graph" rec --cache "$T/CK" -j 2 > "$T/resume" 2>&1
+    check "the resumed build succeeds ($(tail -2 "$T/resume"))" test $? = 0
+    "$FLOW" log "$K_rec" --cache "$T/CK" > "$T/rec.log" 2>&1
+    check "rec resumed from its step-2 checkpoint" grep -q "resumed from the checkpoint at step 2" "$T/rec.log"
+    for p in weights model.json loss_curve.tsv dev_curve.tsv; do
+        "$FLOW" cat "$K_rec" "$p" --cache "$T/CK" -o "$T/r1" 2>/dev/null
+        "$FLOW" cat "$K_rec" "$p" --cache "$T/C" -o "$T/r2" 2>/dev/null
+        check "rec after kill -9 and resume: $p equals the uninterrupted build's" cmp -s "$T/r1" "$T/r2"
+    done
+else
+    echo "FAIL: $HOOKED is not built"; fail=1
+fi
 
 # ---- bad parameters
 bad() {  # bad NAME EXIT PATTERN BLOCK

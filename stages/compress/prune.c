@@ -348,8 +348,12 @@ static void summarize(prune_run *P, const bert_config *in, const char *dev_text,
         buf_printf(&rep, "  %5d  %2d -> %-2d  %5d -> %d\n", l, in->heads[l], o->heads[l], in->ffn[l], o->ffn[l]);
         snprintf(key, sizeof key, "layer.%d.heads", l);
         flow_metric(c, key, o->heads[l]);
+        snprintf(key, sizeof key, "layer.%d.heads_before", l);
+        flow_metric(c, key, in->heads[l]);
         snprintf(key, sizeof key, "layer.%d.ffn", l);
         flow_metric(c, key, o->ffn[l]);
+        snprintf(key, sizeof key, "layer.%d.ffn_before", l);
+        flow_metric(c, key, in->ffn[l]);
     }
     size_t pb = bert_param_count(in), pa = bert_param_count(o);
     buf_printf(&rep, "  total  %ld -> %ld  %ld -> %ld; parameters %zu -> %zu (%.1f%%)\n", hb, ha, fb, fa, pb, pa,
