@@ -34,7 +34,8 @@ typedef struct flow_param_def {
     const char *def;        /* default as graph-literal text; NULL = required */
     double min, max;        /* inclusive range for INT/FLOAT (and list
                              * elements); min > max means unbounded */
-    const char *choices;    /* for STRING: "a|b|c", NULL = free text */
+    const char *choices;    /* for STRING: "a|b|c", NULL = free text; for
+                             * INT: the allowed values "4|8" (NULL = range) */
     const char *help;
 } flow_param_def;
 

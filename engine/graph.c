@@ -172,6 +172,20 @@ static int fail_at(resolver *r, const ast_entry *e, int line, int col, const cha
 }
 
 /* Converts one scalar (or list) value to type t for parameter d. */
+/* An INT parameter may list its allowed values in choices ("4|8"). */
+static int int_among(const char *choices, long long v)
+{
+    for (const char *c = choices; *c;) {
+        char *end;
+        long long x = strtoll(c, &end, 10);
+        if (end != c && x == v) return 1;
+        c = strchr(c, '|');
+        if (!c) break;
+        c++;
+    }
+    return 0;
+}
+
 static int convert(resolver *r, const ast_entry *e, const ast_value *v, const flow_param_def *d,
                    flow_ptype t, const char *node, graph_value *out)
 {
@@ -204,6 +218,9 @@ static int convert(resolver *r, const ast_entry *e, const ast_value *v, const fl
         if (ranged && ((double)v->i < d->min || (double)v->i > d->max))
             return fail_at(r, e, v->line, v->col, "node '%s': %s = %lld is out of range; expected "
                            "%.17g..%.17g", node, d->name, (long long)v->i, d->min, d->max);
+        if (d->choices && !int_among(d->choices, v->i))
+            return fail_at(r, e, v->line, v->col, "node '%s': %s = %lld is not allowed; expected one of %s",
+                           node, d->name, (long long)v->i, d->choices);
         out->i = v->i;
         return 0;
     case FLOW_P_FLOAT:

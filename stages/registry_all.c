@@ -16,6 +16,7 @@
     X(finetune) \
     X(pretrain) \
     X(prune) \
+    X(quantize) \
     X(report) \
     X(source) \
     X(split) \

@@ -5,6 +5,7 @@
  * softmax gives the probabilities. */
 #include "clf_internal.h"
 #include "clf_bert.h"
+#include "stages/model/qartifact.h"
 #include "stages/tokenizer/tokenizer.h"
 
 #include <stdlib.h>
@@ -16,6 +17,7 @@ void clf_bert_free(clf_model *m)
 {
     if (!m || !m->bert) return;
     bert_model_free(m->bert->model);
+    bert_qmodel_free(m->bert->qmodel);
     tok_free(m->bert->tok);
     free(m->bert);
     m->bert = NULL;
@@ -47,12 +49,20 @@ int clf_bert_load(clf_model *m, part_source *src, flow_err *err)
                          m->what, tok_vocab_size(cb->tok), cb->cfg.vocab_size);
     if ((rc = bert_model_new(&cb->cfg, CLF_BATCH, cb->max_len, &bert_device_cpu, &cb->model, err))) return rc;
     bert_model *bm = cb->model;
+    int quantized = st_meta(&m->w, "quantization") != NULL;
     for (int i = 0; i < bm->ntensors; i++) {
         const bert_tensor *t = &bm->tensors[i];
         const float *p;
+        if (quantized && qart_is_quantized(&m->w, t->name)) continue;   /* qart_load reads it */
         int64_t shape[2] = { t->shape[0], t->shape[1] };
         if ((rc = st_get_f32(&m->w, t->name, t->ndim, shape, &p, m->what, err))) return rc;
         memcpy(bm->params + t->offset, p, t->numel * sizeof(float));
+    }
+    if (quantized) {
+        /* integer kernels for the encoder Linears; FLOW_QUANT_PATH errors surface here */
+        if ((rc = quant_path_from_env(err))) return rc;
+        if ((rc = qart_load(&m->w, &cb->cfg, &cb->qmodel, NULL, m->what, err))) return rc;
+        bert_qmodel_attach(bm, cb->qmodel);
     }
     return bert_sync_to_device(bm, err);   /* the host copy was written */
 }

@@ -13,6 +13,7 @@ struct clf_bert {
     int max_len;                /* ids per sequence at prediction (fine-tuning length) */
     struct tok_tokenizer *tok;
     bert_model *model;
+    bert_qmodel *qmodel;        /* quantized encoder Linears (attached), or NULL */
 };
 
 /* [CLS] tokens [SEP] of text, cut to max_len; ids has room for max_len.

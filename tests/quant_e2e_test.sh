@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# quant_e2e_test.sh — the quantize stage through `flow build` on generated
+# data (3 classes with their own vocabularies): finetune, then int8 (RTN),
+# 4-bit GPTQ g32 with calibration, and a keep-everything-fp32 policy, all in
+# evaluate.  Checks: the policy-none model classifies exactly like its fp32
+# model; int8 and 4-bit agree with fp32 on most units and report bits per
+# weight and bytes (flow show); every FLOW_QUANT_PATH the CPU has gives the
+# same output, an unknown one is an error; impossible parameters fail at
+# graph load (bits, calibration_sequences, group) or at node start (a group
+# that does not divide a width, GPTQ without calibration), naming the node;
+# editing the group reruns only that quantize node and what reads it.
+set -u
+FLOW=${FLOW:-}
+if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
+command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
+T=$(mktemp -d "${TMPDIR:-/tmp}/flow-quant-e2e-XXXXXX")
+trap '[ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
+fail=0
+check() { local what=$1; shift; if "$@"; then :; else echo "FAIL: $what"; fail=1; fi; }
+
+D=$T/tree
+python3 - "$D" <<'EOF'
+import os, random, sys
+random.seed(11)
+root = sys.argv[1]
+common = "的和或者应当依法规定本法国家人员"
+classes = {"甲类": "税收财政预算银行货币价格审计统计会计金融",
+           "乙类": "刑罚犯罪判处徒刑拘役罚金没收自首缓刑剥夺",
+           "丙类": "婚姻家庭继承收养合同物权抵押债务赔偿侵权"}
+num = "一二三四五六七八九十"
+for lab, chars in classes.items():
+    os.makedirs(os.path.join(root, lab), exist_ok=True)
+    for k in range(6):
+        with open(os.path.join(root, lab, "%s法%d.md" % (lab, k)), "w") as f:
+            f.write("# %s法%d\n\n<!-- INFO END -->\n\n" % (lab, k))
+            for i in range(8):
+                n = random.randint(12, 40)
+                s = "".join(random.choice(chars) if random.random() < 0.7 else random.choice(common) for _ in range(n))
+                f.write("第%s条 %s。\n\n" % (num[i], s))
+EOF
+graph() {   # graph FILE Q4_GROUP [EXTRA NODE TEXT]
+    cat > "$1" <<EOF
+docs = source { path = "$D"  labels = folders }
+c = clean { input = docs }
+s = split { corpus = c  ratios = [0.6, 0.2, 0.2]  seed = 3 }
+tok = bpe { text = [s.train]  vocab_size = 200 }
+enc = encode { corpus = s  tokenizer = tok  max_len = 32 }
+ft = finetune { train = enc.train  dev = enc.dev  tokenizer = tok  clean = c  hidden = 64  layers = 2  heads = 2
+                intermediate = 128  max_len = 32  batch = 8  max_steps = 150  lr = 0.003  eval_every = 50 }
+q8 = quantize { model = ft  bits = 8  method = rtn }
+q4 = quantize { model = ft  calibration = s.train  bits = 4  group = $2  method = gptq  calibration_sequences = 40 }
+qnone = quantize { model = ft  policy = none  method = rtn }
+ev = evaluate { models = [ft, q8, q4, qnone]  test = s.test }
+$3
+EOF
+}
+graph "$T/a.graph" 32 ""
+"$FLOW" build "$T/a.graph" --cache "$T/C" --json -j 2 > "$T/eb" 2> "$T/eb.err"
+rc=$?
+check "build succeeds (rc $rc: $(tail -3 "$T/eb.err"))" test $rc -eq 0
+key() { python3 - "$1" "$2" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("event") == "finished" and e.get("node") == sys.argv[2]: print(e["key"])
+EOF
+}
+FT=$(key "$T/eb" ft); Q8=$(key "$T/eb" q8); Q4=$(key "$T/eb" q4); QN=$(key "$T/eb" qnone)
+check "all quantize nodes built" test -n "$Q8" -a -n "$Q4" -a -n "$QN"
+# Units of the test split as input lines.
+"$FLOW" cat "$(key "$T/eb" s)" test/text --cache "$T/C" > "$T/units" 2>/dev/null
+check "test units exist" test -s "$T/units"
+for m in FT Q8 Q4 QN; do
+  "$FLOW" classify "${!m}" --cache "$T/C" --all < "$T/units" > "$T/cls.$m" 2> "$T/cls.$m.err"
+  check "classify with $m ($(head -c 300 "$T/cls.$m.err"))" test -s "$T/cls.$m"
+done
+check "policy none classifies exactly like fp32" cmp -s "$T/cls.FT" "$T/cls.QN"
+agree() { paste "$1" "$2" | awk -F'\t' '{ n++; if ($1 == $(NF/2+1)) a++ } END { print a / n }'; }
+a8=$(agree <(cut -f1 "$T/cls.FT") <(cut -f1 "$T/cls.Q8")); a4=$(agree <(cut -f1 "$T/cls.FT") <(cut -f1 "$T/cls.Q4"))
+echo "top-1 agreement with fp32: int8 $a8, 4-bit GPTQ g32 $a4; fp32 predicts $(cut -f1 "$T/cls.FT" | sort -u | wc -l) distinct labels"
+check "int8 agrees with fp32 on >= 90% ($a8)" python3 -c "import sys; sys.exit(0 if $a8 >= 0.9 else 1)"
+check "4-bit agrees with fp32 on >= 70% ($a4)" python3 -c "import sys; sys.exit(0 if $a4 >= 0.7 else 1)"
+check "int8 output differs from fp32 somewhere (really quantized)" test "$(cmp -s "$T/cls.FT" "$T/cls.Q8"; echo $?)" = 1
+"$FLOW" show "$Q4" --cache "$T/C" > "$T/show4" 2>&1
+check "flow show: scheme" grep -q "quant.scheme.*uint4" "$T/show4"
+check "flow show: bits per weight" grep -q "quant.bits_per_weight" "$T/show4"
+check "flow show: bytes" grep -q "quant.encoder_linear_bytes" "$T/show4"
+bpw=$(grep -m1 '"quant.bits_per_weight"' "$T/show4" | sed 's/.*: *//; s/,.*//')
+check "4-bit g32 bits/weight in (4.5, 5.5) ($bpw)" python3 -c "import sys; sys.exit(0 if 4.5 < float('$bpw') < 5.5 else 1)"
+# Every path this CPU has gives the same classification; a bogus one is an error.
+for p in scalar avx2 avxvnni avx512vnni; do
+  FLOW_QUANT_PATH=$p "$FLOW" classify "$Q4" --cache "$T/C" --all < "$T/units" > "$T/cls.p" 2> "$T/cls.p.err"
+  if [ $? -eq 0 ]; then check "path $p gives the same output" cmp -s "$T/cls.p" "$T/cls.Q4"
+  else check "path $p refused with a message" grep -q "cannot run here" "$T/cls.p.err"; fi
+done
+FLOW_QUANT_PATH=bogus "$FLOW" classify "$Q4" --cache "$T/C" < "$T/units" > /dev/null 2> "$T/bogus.err"
+check "unknown FLOW_QUANT_PATH is an error" grep -q "FLOW_QUANT_PATH" "$T/bogus.err"
+"$FLOW" eval "$Q8" --cache "$T/C" --test "$(key "$T/eb" s)" > "$T/eval8" 2>&1 || true
+# Impossible parameters at graph load (exit 2, node named, nothing built).
+bad() {  # bad WHAT NODE-TEXT PATTERN
+  graph "$T/bad.graph" 32 "$2"
+  "$FLOW" build "$T/bad.graph" --cache "$T/C" > "$T/bad.out" 2>&1; local rc=$?
+  check "$1: exit 2 ($rc)" test $rc = 2
+  check "$1: message ($(head -c 300 "$T/bad.out"))" grep -q "$3" "$T/bad.out"
+}
+bad "bits 5" "qx = quantize { model = ft  bits = 5 }" "node 'qx': bits = 5 is not allowed"
+bad "calibration 0" "qx = quantize { model = ft  calibration = s.train  calibration_sequences = 0 }" "node 'qx': calibration_sequences = 0 is out of range"
+bad "group 48" "qx = quantize { model = ft  bits = 4  group = 48 }" "node 'qx': group = 48 is not allowed"
+# At node start: group 128 does not divide hidden 64; GPTQ without calibration.
+graph "$T/b.graph" 32 "qx = quantize { model = ft  bits = 4  group = 128  method = rtn }"
+"$FLOW" build "$T/b.graph" --cache "$T/C" > "$T/b.out" 2>&1
+check "group 128 fails at node start naming node and width ($(grep -m1 error "$T/b.out"))" grep -q "qx.*group 128 does not divide the input width 64" "$T/b.out"
+graph "$T/b.graph" 32 "qx = quantize { model = ft  bits = 4 }"
+"$FLOW" build "$T/b.graph" --cache "$T/C" > "$T/b.out" 2>&1
+check "gptq without calibration fails naming the input" grep -q "qx.*needs the calibration input" "$T/b.out"
+# Editing the group reruns only q4 and evaluate.
+graph "$T/a.graph" 64 ""
+"$FLOW" build "$T/a.graph" --cache "$T/C" --json -j 2 > "$T/eb2" 2> "$T/eb2.err"
+ran=$(python3 - "$T/eb2" <<'EOF'
+import json, sys
+ran = []
+for line in open(sys.argv[1]):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("event") == "finished" and e.get("status") == "ran": ran.append(e["node"])
+print(" ".join(sorted(ran)))
+EOF
+)
+check "group edit reran only q4 and ev (ran: $ran)" test "$ran" = "ev q4"
+exit $fail
