@@ -6,6 +6,10 @@
  * The artifact runs on the integer kernels in evaluate, flow classify and
  * flow eval (stages/model/clf_bert.c); its format is in qartifact.h.
  *
+ * Bytes: RTN output depends only on the model; GPTQ's also on the
+ * calibration Hessians, which come from the fp32 forward and so follow its
+ * thread-count rule (bit-identical for the same threads; issue 9 §1).
+ *
  * Checks before any work: bits and group at graph load (their choices),
  * then at node start, once the model is known, that the group divides
  * every Linear's input width and that GPTQ has calibration data.
