@@ -96,7 +96,11 @@ for p in scalar avx2 avxvnni avx512vnni; do
 done
 FLOW_QUANT_PATH=bogus "$FLOW" classify "$Q4" --cache "$T/C" < "$T/units" > /dev/null 2> "$T/bogus.err"
 check "unknown FLOW_QUANT_PATH is an error" grep -q "FLOW_QUANT_PATH" "$T/bogus.err"
-"$FLOW" eval "$Q8" --cache "$T/C" --test "$(key "$T/eb" s)" > "$T/eval8" 2>&1 || true
+"$FLOW" eval "$Q8" "$D" --cache "$T/C" > "$T/eval8" 2>&1
+check "flow eval runs the int8 model ($(head -c 200 "$T/eval8"))" grep -qi "accuracy" "$T/eval8"
+"$FLOW" eval "$QN" "$D" --cache "$T/C" > "$T/evalN" 2>&1
+"$FLOW" eval "$FT" "$D" --cache "$T/C" > "$T/evalF" 2>&1
+check "flow eval: policy none = fp32" test "$(grep -i accuracy "$T/evalN")" = "$(grep -i accuracy "$T/evalF")"
 # Impossible parameters at graph load (exit 2, node named, nothing built).
 bad() {  # bad WHAT NODE-TEXT PATTERN
   graph "$T/bad.graph" 32 "$2"
