@@ -1,0 +1,138 @@
+/* cuda_ops.h — the CUDA twins of the BERT ops of kernels/cpu/bert_ops.h
+ * (library flow_cuda, built only where nvcc exists; FLOW_HAVE_CUDA).
+ *
+ * STATUS, honestly: these kernels compile (sm_86 and sm_90 SASS, -Werror)
+ * and tests/cuda_ops_gpu_test.c compares each with its CPU twin on fresh
+ * random inputs, but as of this writing they have NEVER RUN ON A GPU (the
+ * development machine has none; tests/gpu/check.sh is the script to run
+ * on one).  They are not yet wired into a bert_backend_ops table, so a
+ * training node granted a GPU still fails with "the cuda backend is not
+ * available" (kernels/bert_model.c) instead of silently running on the CPU,
+ * and the `flow` binary does not link them (CMakeLists.txt says why).
+ *
+ * Conventions: every pointer is device memory; ops run asynchronously on
+ * the context's stream (one per context; the hot path never synchronises
+ * or allocates: cudaMalloc happens in cuda_alloc only, cuBLASLt
+ * descriptors and layouts are created once per GEMM shape and cached, one
+ * workspace per context).  Shapes are row-major like the CPU ops.
+ * Parameter gradients ACCUMULATE (+=), input gradients are written unless
+ * an op says acc — as in bert_ops.h.  Reductions over rows (LayerNorm
+ * dg/db, bias gradients, the gradient norm) sum fixed blocks in a fixed
+ * order, so they are deterministic run to run (not bitwise equal to the
+ * CPU: the tests use tolerances).  Functions returning int give 0 or a
+ * negative FLOW_E_* with e filled.
+ */
+#ifndef FLOW_CUDA_OPS_H
+#define FLOW_CUDA_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include "engine/base/base.h"
+
+/* Devices, counted in a short-lived child process so that the caller (the
+ * scheduler, before it forks workers) never holds a CUDA context; -1 when
+ * the runtime fails.  flow_cuda_device_count (build.c's weak reference)
+ * returns it in a binary that links flow_cuda; `flow` does not yet (see
+ * CMakeLists.txt: the start-up cost of cuBLAS). */
+int cuda_device_count_forked(void);
+int flow_cuda_device_count(void);
+/* Name, compute capability and memory of device dev (in this process). */
+int cuda_device_info(int dev, char *name, size_t name_len, int *major, int *minor,
+                     size_t *mem_bytes, flow_err *e);
+
+typedef struct cuda_ctx cuda_ctx;
+/* Binds device dev to this thread and creates a stream, a cuBLAS and a
+ * cuBLASLt handle and the GEMM workspace. */
+int cuda_ctx_new(int dev, cuda_ctx **out, flow_err *e);
+void cuda_ctx_free(cuda_ctx *c);
+int cuda_sync(cuda_ctx *c, flow_err *e);    /* waits for the stream; reports async errors */
+
+int cuda_alloc(cuda_ctx *c, void **p, size_t bytes, flow_err *e);
+void cuda_free(void *p);
+int cuda_upload(cuda_ctx *c, void *dst, const void *src, size_t bytes, flow_err *e);
+int cuda_download(cuda_ctx *c, void *dst, const void *src, size_t bytes, flow_err *e);
+int cuda_memset0(cuda_ctx *c, void *p, size_t bytes, flow_err *e);
+
+/* ---- GEMMs (cuBLASLt) ------------------------------------------------- */
+/* out[N,OC] = inp[N,IC] W[OC,IC]^T + b[OC] (b may be NULL; cuBLASLt's BIAS
+ * epilogue); with gelu, pre[N,OC] receives the pre-activation and out =
+ * GELU(pre) by cuda_gelu_forward (erf form: cuBLASLt's GELU epilogues are
+ * the tanh approximation, which the CPU twin and HF BERT are not). */
+int cuda_linear_forward(cuda_ctx *c, float *out, float *pre, const float *inp, const float *W,
+                        const float *b, int N, int IC, int OC, int gelu, flow_err *e);
+/* dinp[N,IC] = dout W (acc: +=; NULL: skipped); dW[OC,IC] += dout^T inp;
+ * db[OC] += column sums of dout (NULL: skipped; the BGRADB epilogue). */
+int cuda_linear_backward(cuda_ctx *c, float *dinp, float *dW, float *db, const float *dout,
+                         const float *inp, const float *W, int N, int IC, int OC, int acc,
+                         flow_err *e);
+
+/* ---- LayerNorm, GELU, dropout, residual --------------------------------- */
+void cuda_layernorm_forward(cuda_ctx *c, float *out, float *mean, float *rstd, const float *inp,
+                            const float *g, const float *b, int N, int C);
+/* dinp written; dg, db += (fixed 64-row blocks summed in block order;
+ * scratch: cuda_layernorm_scratch(N, C) floats) */
+size_t cuda_layernorm_scratch(int N, int C);
+void cuda_layernorm_backward(cuda_ctx *c, float *dinp, float *dg, float *db, const float *dout,
+                             const float *inp, const float *g, const float *mean,
+                             const float *rstd, int N, int C, float *scratch);
+void cuda_gelu_forward(cuda_ctx *c, float *out, const float *inp, size_t n);
+void cuda_gelu_backward(cuda_ctx *c, float *dinp, const float *inp, const float *dout, size_t n);
+/* same mask as the CPU's dropout_keep(key, i, p) */
+void cuda_dropout_forward(cuda_ctx *c, float *out, const float *inp, size_t n, float p, uint64_t key);
+void cuda_dropout_backward(cuda_ctx *c, float *dinp, const float *dout, size_t n, float p, uint64_t key);
+void cuda_residual_forward(cuda_ctx *c, float *out, const float *a, const float *b, size_t n);
+
+/* ---- attention (cuBLAS strided-batched GEMMs + a fused masked softmax) ----
+ * Not a flash-attention kernel: P [B,nh,T,T] is materialised in global
+ * memory (the CPU layout), which the backward reads.  qkv[B*T,3A] = Q|K|V,
+ * ctx[B*T,A]; scratch: cuda_attention_scratch(B, T, nh, d) floats. */
+size_t cuda_attention_scratch(int B, int T, int nh, int d);
+int cuda_attention_forward(cuda_ctx *c, float *ctx, float *probs, const float *qkv,
+                           const int32_t *mask, int B, int T, int nh, int d, float p_drop,
+                           uint64_t key, float *scratch, flow_err *e);
+int cuda_attention_backward(cuda_ctx *c, float *dqkv, const float *dctx, const float *qkv,
+                            const float *probs, int B, int T, int nh, int d, float p_drop,
+                            uint64_t key, float *scratch, flow_err *e);
+
+/* ---- losses -------------------------------------------------------------- */
+/* logits[M,V], targets[M]; w[V] or NULL.  lse[M] saved; rowloss[M] =
+ * w[y] * nll and rowcorrect[M] (argmax == y) written for the host to sum
+ * in row order; wsum[1] = sum w[y] (device). */
+void cuda_xent_forward(cuda_ctx *c, float *lse, float *rowloss, int32_t *rowcorrect, float *wsum,
+                       const float *logits, const int32_t *targets, const float *w, int M, int V);
+/* dlogits = scale * w[y] (softmax - onehot) / wsum  (wsum on the device) */
+void cuda_xent_backward(cuda_ctx *c, float *dlogits, const float *logits, const float *lse,
+                        const int32_t *targets, const float *w, const float *wsum, int M, int V,
+                        float scale);
+
+/* ---- optimizer and the gradient norm ---------------------------------------- */
+/* sum of squares of g[n] into *out (device double): fixed 65536-element
+ * chunks, partials summed in chunk order by one block; scratch:
+ * cuda_sumsq_scratch(n) doubles */
+size_t cuda_sumsq_scratch(size_t n);
+void cuda_sumsq(cuda_ctx *c, double *out, const float *g, size_t n, double *scratch);
+/* g *= min(1, max_norm / (sqrt(*sumsq) + 1e-6)) on the device (no host sync) */
+void cuda_clip(cuda_ctx *c, float *g, size_t n, const double *sumsq, float max_norm);
+/* AdamW over one tensor (bert_adamw semantics; step = adam_t after ++) */
+void cuda_adamw(cuda_ctx *c, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                float beta1, float beta2, float eps, float weight_decay, int decay, long step);
+
+/* ---- NCCL (cuda_nccl.cu; FLOW_HAVE_NCCL) -------------------------------------- */
+struct dp_group;
+typedef struct cuda_nccl cuda_nccl;
+/* One rank per process: rank 0's ncclUniqueId goes to every rank through
+ * the dp_group (file/TCP rendezvous, kernels/dp.h); NULL group: a world of 1. */
+int cuda_nccl_new(cuda_ctx *c, struct dp_group *g, cuda_nccl **out, flow_err *e);
+void cuda_nccl_free(cuda_nccl *n);
+/* In-place sum of g[n] over the ranks, in buckets of bucket floats,
+ * enqueued on the context's stream. */
+int cuda_nccl_allreduce(cuda_nccl *nc, float *g, size_t n, size_t bucket, flow_err *e);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
