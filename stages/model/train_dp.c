@@ -14,6 +14,12 @@
  * loss is sum over present k, in k order, of loss_k / n; tokens are summed
  * over all workers of all ranks.
  *
+ * Memory per extra local worker: a model's gradients, activations and (unused:
+ * bert_model_new allocates them) AdamW moments; per process the reducer's
+ * sum (a 1/world slice of the gradient) and, with several processes, one
+ * gradient-sized receive buffer.  Every process keeps the full AdamW state
+ * and runs the same update (no ZeRO sharding yet).
+ *
  * Only the CPU backend runs local replicas (they alias the first model's
  * parameters: forwards only read them, and the optimizer runs between
  * rounds).  A GPU model with workers > 1 is refused until the CUDA

@@ -178,7 +178,7 @@ typedef struct tr_result {
     double best_score;
     float last_loss;            /* the last step's loss */
     long tokens;                /* train tokens over the whole run (resumes included) */
-    long tokens_here;           /* ... in this process (for tok/s) */
+    long tokens_here;           /* ... in this run, all data-parallel workers (for tok/s) */
     double seconds;             /* wall time of the steps run here */
     flow_buf curve, dev_curve;
 } tr_result;
