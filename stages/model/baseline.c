@@ -117,154 +117,183 @@ static void add_metrics(flow_ctx *c, const char *prefix, const clf_metrics *m)
     flow_metric(c, name, (double)m->n);
 }
 
-static int baseline_run(flow_ctx *c)
+/* One run of the stage: its parameters, the splits, features, the chosen
+ * model; everything owned here is released by bl_release. */
+typedef struct bl_run {
+    flow_ctx *c;
+    tfidf_config tc;
+    int loss, epochs, min_df, balanced, nl2;
+    uint64_t seed;
+    corpus_view tr, dv, te;
+    int has_dev, has_test, C;
+    size_t ntrain, D;
+    int64_t *count;             /* labelled train units per class */
+    float *idf, *cw;            /* cw: balanced class weights, or NULL */
+    sp_mat xtr, xdv, xte;
+    sel_state s;
+} bl_run;
+
+static int bl_params(bl_run *B)
 {
-    tfidf_config tc = {
+    flow_ctx *c = B->c;
+    B->tc = (tfidf_config){
         .ngram_min = (int)flow_param_int(c, "ngram_min"),
         .ngram_max = (int)flow_param_int(c, "ngram_max"),
         .hash_bits = (int)flow_param_int(c, "hash_bits"),
         .sublinear_tf = flow_param_bool(c, "sublinear_tf"),
     };
-    if (tc.ngram_max < tc.ngram_min)
-        return flow_ctx_fail(c, FLOW_E_PARAM, "ngram_max %d is below ngram_min %d", tc.ngram_max, tc.ngram_min);
-    int loss = strcmp(flow_param_str(c, "loss"), "svm") == 0 ? LOSS_HINGE : LOSS_LOG;
-    int epochs = (int)flow_param_int(c, "epochs");
-    int min_df = (int)flow_param_int(c, "min_df");
-    uint64_t seed = (uint64_t)flow_param_int(c, "seed");
-    int balanced = strcmp(flow_param_str(c, "class_weight"), "balanced") == 0;
-    int nl2 = flow_param_list_len(c, "l2");
-    if (nl2 < 1) return flow_ctx_fail(c, FLOW_E_PARAM, "l2 must list at least one strength");
+    if (B->tc.ngram_max < B->tc.ngram_min)
+        return flow_ctx_fail(c, FLOW_E_PARAM, "ngram_max %d is below ngram_min %d", B->tc.ngram_max, B->tc.ngram_min);
+    B->loss = strcmp(flow_param_str(c, "loss"), "svm") == 0 ? LOSS_HINGE : LOSS_LOG;
+    B->epochs = (int)flow_param_int(c, "epochs");
+    B->min_df = (int)flow_param_int(c, "min_df");
+    B->seed = (uint64_t)flow_param_int(c, "seed");
+    B->balanced = strcmp(flow_param_str(c, "class_weight"), "balanced") == 0;
+    B->nl2 = flow_param_list_len(c, "l2");
+    if (B->nl2 < 1) return flow_ctx_fail(c, FLOW_E_PARAM, "l2 must list at least one strength");
+    return 0;
+}
 
-    int rc = 0;
-    corpus_view tr, dv, te;
-    memset(&dv, 0, sizeof dv);
-    memset(&te, 0, sizeof te);
-    int has_dev = flow_in_count(c, "dev") > 0, has_test = flow_in_count(c, "test") > 0;
-    if ((rc = cview_read(c, "train", 0, &tr))) return rc;
-    if (has_dev && (rc = cview_read(c, "dev", 0, &dv))) goto out;
-    if (has_test && (rc = cview_read(c, "test", 0, &te))) goto out;
-    if (tr.nlabels < 2) {
-        rc = flow_ctx_fail(c, FLOW_E_INPUT, "input 'train': a classifier needs at least 2 labels, the corpus has %d (is it a labelled split?)",
-                           tr.nlabels);
-        goto out;
-    }
-    if (has_dev && (rc = remap_labels(c, "dev", &dv, tr.labels, tr.nlabels))) goto out;
-    if (has_test && (rc = remap_labels(c, "test", &te, tr.labels, tr.nlabels))) goto out;
-    const int C = tr.nlabels;
-    size_t ntrain = 0;
-    int64_t *count = xcalloc((size_t)C, sizeof *count);
-    for (size_t i = 0; i < tr.n; i++) if (tr.label[i] >= 0) { ntrain++; count[tr.label[i]]++; }
-    if (ntrain == 0) {
-        free(count);
-        rc = flow_ctx_fail(c, FLOW_E_INPUT, "input 'train': no labelled units");
-        goto out;
-    }
-    flow_log(c, "train %zu labelled units, %d classes; dev %zu; test %zu", ntrain, C, dv.n, te.n);
+/* Reads train (and dev, test when bound) with dev/test labels mapped onto
+ * train's; counts the labelled train units per class. */
+static int bl_read(bl_run *B)
+{
+    flow_ctx *c = B->c;
+    int rc;
+    B->has_dev = flow_in_count(c, "dev") > 0;
+    B->has_test = flow_in_count(c, "test") > 0;
+    if ((rc = cview_read(c, "train", 0, &B->tr))) return rc;
+    if (B->has_dev && (rc = cview_read(c, "dev", 0, &B->dv))) return rc;
+    if (B->has_test && (rc = cview_read(c, "test", 0, &B->te))) return rc;
+    if (B->tr.nlabels < 2)
+        return flow_ctx_fail(c, FLOW_E_INPUT, "input 'train': a classifier needs at least 2 labels, the corpus has %d (is it a labelled split?)",
+                             B->tr.nlabels);
+    if (B->has_dev && (rc = remap_labels(c, "dev", &B->dv, B->tr.labels, B->tr.nlabels))) return rc;
+    if (B->has_test && (rc = remap_labels(c, "test", &B->te, B->tr.labels, B->tr.nlabels))) return rc;
+    B->C = B->tr.nlabels;
+    B->count = xcalloc((size_t)B->C, sizeof *B->count);
+    for (size_t i = 0; i < B->tr.n; i++)
+        if (B->tr.label[i] >= 0) { B->ntrain++; B->count[B->tr.label[i]]++; }
+    if (B->ntrain == 0) return flow_ctx_fail(c, FLOW_E_INPUT, "input 'train': no labelled units");
+    flow_log(c, "train %zu labelled units, %d classes; dev %zu; test %zu", B->ntrain, B->C, B->dv.n, B->te.n);
+    return 0;
+}
 
-    /* features */
-    size_t D = (size_t)1 << tc.hash_bits;
-    float *idf = xmalloc(D * sizeof *idf);
-    sp_mat xtr, xdv, xte;
-    memset(&xdv, 0, sizeof xdv);
-    memset(&xte, 0, sizeof xte);
+/* TF-IDF: idf fitted on train (min_df), every split transformed. */
+static void bl_features(bl_run *B)
+{
+    flow_ctx *c = B->c;
+    B->D = (size_t)1 << B->tc.hash_bits;
+    B->idf = xmalloc(B->D * sizeof *B->idf);
     flow_progress(c, 0.0, "featurizing");
-    tfidf_counts(&tc, tr.text, tr.len, tr.n, &xtr);
-    tfidf_fit_idf(&tc, &xtr, min_df, idf);
-    tfidf_transform(&tc, idf, &xtr);
-    if (has_dev) featurize(&tc, idf, &dv, &xdv);
-    if (has_test) featurize(&tc, idf, &te, &xte);
+    tfidf_counts(&B->tc, B->tr.text, B->tr.len, B->tr.n, &B->xtr);
+    tfidf_fit_idf(&B->tc, &B->xtr, B->min_df, B->idf);
+    tfidf_transform(&B->tc, B->idf, &B->xtr);
+    if (B->has_dev) featurize(&B->tc, B->idf, &B->dv, &B->xdv);
+    if (B->has_test) featurize(&B->tc, B->idf, &B->te, &B->xte);
     size_t kept = 0;
-    for (size_t j = 0; j < D; j++) kept += idf[j] > 0;
+    for (size_t j = 0; j < B->D; j++) kept += B->idf[j] > 0;
     flow_log(c, "features: %zu of %zu buckets used (min_df %d), %zu non-zeros in train",
-             kept, D, min_df, xtr.nnz);
+             kept, B->D, B->min_df, B->xtr.nnz);
     flow_metric(c, "features", (double)kept);
+}
 
-    float *cw = NULL;
-    if (balanced) {
-        cw = xmalloc((size_t)C * sizeof *cw);
-        for (int k = 0; k < C; k++)
-            cw[k] = count[k] ? (float)((double)ntrain / ((double)C * (double)count[k])) : 0.0f;
+/* One model per l2 strength; on_epoch keeps the best epoch of all (by dev
+ * accuracy or macro-F1) in B->s. */
+static void bl_select(bl_run *B)
+{
+    flow_ctx *c = B->c;
+    if (B->balanced) {
+        B->cw = xmalloc((size_t)B->C * sizeof *B->cw);
+        for (int k = 0; k < B->C; k++)
+            B->cw[k] = B->count[k] ? (float)((double)B->ntrain / ((double)B->C * (double)B->count[k])) : 0.0f;
     }
-
-    sel_state s;
-    memset(&s, 0, sizeof s);
-    s.c = c;
-    s.dev = has_dev ? &xdv : NULL;
-    s.dev_y = dv.label;
-    s.pred = xmalloc((dv.n + te.n + 1) * sizeof *s.pred);
-    s.use_acc = strcmp(flow_param_str(c, "select"), "accuracy") == 0;
-    s.best_score = -1;
-    s.nruns = nl2;
-    s.epochs = epochs;
-    linear_init(&s.best, C, D);
-    for (int r = 0; r < nl2; r++) {
+    sel_state *s = &B->s;
+    s->c = c;
+    s->dev = B->has_dev ? &B->xdv : NULL;
+    s->dev_y = B->dv.label;
+    s->pred = xmalloc((B->dv.n + B->te.n + 1) * sizeof *s->pred);
+    s->use_acc = strcmp(flow_param_str(c, "select"), "accuracy") == 0;
+    s->best_score = -1;
+    s->nruns = B->nl2;
+    s->epochs = B->epochs;
+    linear_init(&s->best, B->C, B->D);
+    for (int r = 0; r < B->nl2; r++) {
         linear_model m;
-        linear_init(&m, C, D);
-        s.run = r;
-        s.l2 = flow_param_list_float(c, "l2", r);
-        linear_opts o = { .loss = loss, .l2 = s.l2, .epochs = epochs, .seed = seed,
-                          .class_weight = cw, .on_epoch = on_epoch, .arg = &s };
-        linear_train(&m, &xtr, tr.label, &o);
+        linear_init(&m, B->C, B->D);
+        s->run = r;
+        s->l2 = flow_param_list_float(c, "l2", r);
+        linear_opts o = { .loss = B->loss, .l2 = s->l2, .epochs = B->epochs, .seed = B->seed,
+                          .class_weight = B->cw, .on_epoch = on_epoch, .arg = s };
+        linear_train(&m, &B->xtr, B->tr.label, &o);
         linear_release(&m);
     }
-    flow_log(c, "selected l2 %g, epoch %d", s.best_l2, s.best_epoch);
-    flow_metric(c, "selected.l2", s.best_l2);
-    flow_metric(c, "selected.epoch", s.best_epoch);
+    flow_log(c, "selected l2 %g, epoch %d", s->best_l2, s->best_epoch);
+    flow_metric(c, "selected.l2", s->best_l2);
+    flow_metric(c, "selected.epoch", s->best_epoch);
+}
 
-    flow_buf report, training, config;
-    buf_init(&report);
-    buf_init(&training);
-    buf_init(&config);
-    buf_printf(&report, "baseline (char %d-%d-gram TF-IDF, %s, l2 %g, epoch %d)\n",
-               tc.ngram_min, tc.ngram_max, loss == LOSS_LOG ? "logreg" : "svm", s.best_l2, s.best_epoch);
-    buf_printf(&training, "{\"train_units\":%zu,\"selected_l2\":", ntrain);
-    buf_json_num(&training, s.best_l2);
-    buf_printf(&training, ",\"selected_epoch\":%d", s.best_epoch);
-    if (has_dev) {
-        add_metrics(c, "dev", &s.best_dev);
-        buf_printf(&report, "  dev   accuracy %.4f  macro-F1 %.4f  (%lld units)\n",
-                   s.best_dev.accuracy, s.best_dev.macro_f1, (long long)s.best_dev.n);
-        buf_adds(&training, ",\"dev_accuracy\":");
-        buf_json_num(&training, s.best_dev.accuracy);
-        buf_adds(&training, ",\"dev_macro_f1\":");
-        buf_json_num(&training, s.best_dev.macro_f1);
+/* The report and the training summary (JSON): selection, dev and test
+ * metrics (the test split scored with the chosen model). */
+static void bl_summary(bl_run *B, flow_buf *report, flow_buf *training)
+{
+    flow_ctx *c = B->c;
+    const sel_state *s = &B->s;
+    buf_printf(report, "baseline (char %d-%d-gram TF-IDF, %s, l2 %g, epoch %d)\n",
+               B->tc.ngram_min, B->tc.ngram_max, B->loss == LOSS_LOG ? "logreg" : "svm", s->best_l2, s->best_epoch);
+    buf_printf(training, "{\"train_units\":%zu,\"selected_l2\":", B->ntrain);
+    buf_json_num(training, s->best_l2);
+    buf_printf(training, ",\"selected_epoch\":%d", s->best_epoch);
+    if (B->has_dev) {
+        add_metrics(c, "dev", &s->best_dev);
+        buf_printf(report, "  dev   accuracy %.4f  macro-F1 %.4f  (%lld units)\n",
+                   s->best_dev.accuracy, s->best_dev.macro_f1, (long long)s->best_dev.n);
+        buf_adds(training, ",\"dev_accuracy\":");
+        buf_json_num(training, s->best_dev.accuracy);
+        buf_adds(training, ",\"dev_macro_f1\":");
+        buf_json_num(training, s->best_dev.macro_f1);
     }
-    if (has_test) {
+    if (B->has_test) {
         clf_metrics mt;
-        linear_predict(&s.best, &xte, s.pred);
-        metrics_compute(&mt, te.label, s.pred, te.n, C);
+        linear_predict(&s->best, &B->xte, s->pred);
+        metrics_compute(&mt, B->te.label, s->pred, B->te.n, B->C);
         add_metrics(c, "test", &mt);
-        buf_printf(&report, "  test  accuracy %.4f  macro-F1 %.4f  (%lld units)\n",
+        buf_printf(report, "  test  accuracy %.4f  macro-F1 %.4f  (%lld units)\n",
                    mt.accuracy, mt.macro_f1, (long long)mt.n);
-        buf_adds(&training, ",\"test_accuracy\":");
-        buf_json_num(&training, mt.accuracy);
-        buf_adds(&training, ",\"test_macro_f1\":");
-        buf_json_num(&training, mt.macro_f1);
+        buf_adds(training, ",\"test_accuracy\":");
+        buf_json_num(training, mt.accuracy);
+        buf_adds(training, ",\"test_macro_f1\":");
+        buf_json_num(training, mt.macro_f1);
         metrics_release(&mt);
     }
-    buf_addc(&training, '}');
-    flow_report(c, report.data);
+    buf_addc(training, '}');
+}
+
+/* The artifact: model.json, weights (safetensors: idf, W, b) and the
+ * cleaning settings (from the clean node, else passed along by the split). */
+static int bl_write(bl_run *B, const char *training)
+{
+    flow_ctx *c = B->c;
+    flow_buf config, mj;
+    buf_init(&config);
+    buf_init(&mj);
     buf_printf(&config, "{\"ngram_min\":%d,\"ngram_max\":%d,\"hash_bits\":%d,\"sublinear_tf\":%s,"
                "\"min_df\":%d,\"loss\":\"%s\",\"class_weight\":\"%s\"}",
-               tc.ngram_min, tc.ngram_max, tc.hash_bits, tc.sublinear_tf ? "true" : "false",
-               min_df, loss == LOSS_LOG ? "logreg" : "svm", balanced ? "balanced" : "none");
-
-    flow_buf mj;
-    buf_init(&mj);
-    model_json_write(&mj, "tfidf-linear", config.data, tr.labels, C, training.data);
-    rc = flow_out_write(c, "model.json", FLOW_PART_BYTES, mj.data, mj.len);
+               B->tc.ngram_min, B->tc.ngram_max, B->tc.hash_bits, B->tc.sublinear_tf ? "true" : "false",
+               B->min_df, B->loss == LOSS_LOG ? "logreg" : "svm", B->balanced ? "balanced" : "none");
+    model_json_write(&mj, "tfidf-linear", config.data, B->tr.labels, B->C, training);
+    int rc = flow_out_write(c, "model.json", FLOW_PART_BYTES, mj.data, mj.len);
     if (!rc) {
         st_file w;
         st_init(&w);
         st_set_meta(&w, "format", "pt");
-        int64_t dD[1] = { (int64_t)D }, dW[2] = { C, (int64_t)D }, dB[1] = { C };
-        st_add(&w, "idf", ST_F32, 1, dD, idf);
-        st_add(&w, "W", ST_F32, 2, dW, s.best.W);
-        st_add(&w, "b", ST_F32, 1, dB, s.best.b);
+        int64_t dD[1] = { (int64_t)B->D }, dW[2] = { B->C, (int64_t)B->D }, dB[1] = { B->C };
+        st_add(&w, "idf", ST_F32, 1, dD, B->idf);
+        st_add(&w, "W", ST_F32, 2, dW, B->s.best.W);
+        st_add(&w, "b", ST_F32, 1, dB, B->s.best.b);
         rc = st_write(&w, c, "weights");
         st_release(&w);
     }
-    /* cleaning settings: from the clean node, else passed along by the split */
     if (!rc) {
         const char *port = flow_in_count(c, "clean") > 0 ? "clean" : "train";
         if (flow_in_has(c, port, 0, "clean.json")) {
@@ -278,22 +307,46 @@ static int baseline_run(flow_ctx *c)
         }
     }
     buf_release(&mj);
-    buf_release(&report);
-    buf_release(&training);
     buf_release(&config);
-    linear_release(&s.best);
-    metrics_release(&s.best_dev);
-    free(s.pred);
-    free(cw);
-    free(count);
-    free(idf);
-    sp_release(&xtr);
-    sp_release(&xdv);
-    sp_release(&xte);
-out:
-    cview_release(&tr);
-    cview_release(&dv);
-    cview_release(&te);
+    return rc;
+}
+
+static void bl_release(bl_run *B)
+{
+    linear_release(&B->s.best);
+    metrics_release(&B->s.best_dev);
+    free(B->s.pred);
+    free(B->cw);
+    free(B->count);
+    free(B->idf);
+    sp_release(&B->xtr);
+    sp_release(&B->xdv);
+    sp_release(&B->xte);
+    cview_release(&B->tr);
+    cview_release(&B->dv);
+    cview_release(&B->te);
+}
+
+static int baseline_run(flow_ctx *c)
+{
+    bl_run B;
+    memset(&B, 0, sizeof B);
+    B.c = c;
+    int rc = bl_params(&B);
+    if (rc) return rc;
+    if (!(rc = bl_read(&B))) {
+        bl_features(&B);
+        bl_select(&B);
+        flow_buf report, training;
+        buf_init(&report);
+        buf_init(&training);
+        bl_summary(&B, &report, &training);
+        flow_report(c, report.data);
+        rc = bl_write(&B, training.data);
+        buf_release(&report);
+        buf_release(&training);
+    }
+    bl_release(&B);
     return rc;
 }
 
