@@ -750,6 +750,118 @@ enum { REUSE_MAX_JOBS = 1000 };
 #define REUSE_MAX_S 1.0
 #define REUSE_MAX_RSS_KB (512L * 1024)
 
+/* The parts of input artifact a that reference ref shows the stage, by
+ * the names it sees ("" for the output itself, the rest below it; every
+ * part without an output).  Kept sorted, so find_part can bisect. */
+static void input_view(const graph_node *n, const graph_ref *ref, const store_artifact *a,
+                       in_view *v)
+{
+    v->part = xcalloc((size_t)a->nparts + 1, sizeof *v->part);
+    v->vis = xcalloc((size_t)a->nparts + 1, sizeof *v->vis);
+    size_t ol = ref->output ? strlen(ref->output) : 0;
+    for (int k = 0; k < a->nparts; k++) {
+        const char *name = a->parts[k].name;
+        if (!ref->output) {
+            v->vis[v->n] = name;
+        } else if (strncmp(name, ref->output, ol) == 0 && name[ol] == 0) {
+            v->vis[v->n] = name + ol;           /* the output itself: "" */
+        } else if (strncmp(name, ref->output, ol) == 0 && name[ol] == '/') {
+            v->vis[v->n] = name + ol + 1;
+        } else {
+            continue;
+        }
+        /* the artifact's names are sorted and the view keeps a
+         * sorted run of them minus a common prefix: still sorted,
+         * so find_part can bisect */
+        if (v->n && strcmp(v->vis[v->n - 1], v->vis[v->n]) >= 0)
+            FLOW_BUG("input view of '%s' is not sorted at '%s'", n->name, name);
+        v->part[v->n++] = k;
+    }
+}
+
+/* Opens every input artifact of the node (once each) and its view; a
+ * failure is sent as the node's error and the worker exits. */
+static void open_inputs(const worker_spec *sp, flow_ctx *c, struct worker_state *ws, int msg_fd)
+{
+    const graph_node *n = &sp->g->nodes[sp->node];
+    const flow_stage *st = n->stage;
+    flow_err e = {0};
+    char msg[sizeof e.msg + 128];
+    c->in_h = xcalloc((size_t)st->ninputs + 1, sizeof *c->in_h);
+    c->in_art = xcalloc((size_t)st->ninputs + 1, sizeof *c->in_art);
+    ws->views = xcalloc((size_t)st->ninputs + 1, sizeof *ws->views);
+    ws->in_names = xcalloc((size_t)st->ninputs + 1, sizeof *ws->in_names);
+    for (int p = 0; p < st->ninputs; p++) {
+        const graph_binding *bd = &n->inputs[p];
+        c->in_h[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **c->in_h);
+        c->in_art[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **c->in_art);
+        ws->views[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **ws->views);
+        ws->in_names[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **ws->in_names);
+        for (int r = 0; r < bd->nrefs; r++) {
+            const graph_ref *ref = &bd->refs[r];
+            if (store_handle_open(c->store, &sp->keys[ref->node], &c->in_h[p][r], &e)) {
+                snprintf(msg, sizeof msg, "node '%s': input '%s' from node '%s': %s",
+                         n->name, st->inputs[p].name, sp->g->nodes[ref->node].name, e.msg);
+                child_fail(msg_fd, msg);
+            }
+            const store_artifact *a = c->in_art[p][r] = store_handle_artifact(c->in_h[p][r]);
+            input_view(n, ref, a, &ws->views[p][r]);
+        }
+    }
+}
+
+/* After the stage returned: an output stream left open or a swallowed
+ * write error fails it too; a failure is sent and the worker exits. */
+static void check_run(flow_ctx *c, struct worker_state *ws, const graph_node *n, int rc, int msg_fd)
+{
+    const flow_stage *st = n->stage;
+    for (int i = 0; i < STORE_MAX_OPEN_PARTS && rc == 0; i++)
+        if (ws->streams[i].open)
+            rc = ctx_fail(c, FLOW_E_STAGE, "stage '%s' returned with output part '%s' still "
+                          "open", st->name, ws->streams[i].name);
+    if (rc == 0 && (ws->out_failed || c->err.code))
+        rc = c->err.code ? c->err.code : FLOW_E_STAGE;   /* a swallowed write error */
+    if (rc != 0) {
+        if (c->err.code == 0)
+            snprintf(c->err.msg, sizeof c->err.msg, "node '%s': stage '%s' failed (code %d) "
+                     "without a message", n->name, st->name, rc);
+        child_fail(msg_fd, c->err.msg);
+    }
+}
+
+/* Frees what run_node built for the node (a failed node never gets here). */
+static void node_state_release(flow_ctx *c, struct worker_state *ws, const graph_node *n)
+{
+    const flow_stage *st = n->stage;
+    store_writer_free(c->writer);
+    for (int p = 0; p < st->ninputs; p++) {
+        for (int r = 0; r < n->inputs[p].nrefs; r++) {
+            store_handle_free(c->in_h[p][r]);
+            free(ws->views[p][r].part);
+            free(ws->views[p][r].vis);
+            free((char *)ws->in_names[p][r]);
+        }
+        free(c->in_art[p]);
+        free(c->in_h[p]);
+        free(ws->views[p]);
+        free(ws->in_names[p]);
+    }
+    free(c->in_art);
+    free(c->in_h);
+    free(ws->views);
+    free(ws->in_names);
+    for (int i = 0; i < ws->nm; i++) {
+        free(ws->m[i].name);
+        free(ws->m[i].json);
+    }
+    free(ws->m);
+    for (size_t i = 0; i < ws->capouts; i++) free(ws->outs[i]);
+    free(ws->outs);
+    buf_release(&c->log);
+    buf_release(&c->metrics);
+    buf_release(&c->report);
+}
+
 /* Runs one node with an open store.  On failure sends the error and exits;
  * on success sends M/R/D and returns whether this worker may be reused. */
 static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jobs_done)
@@ -779,49 +891,7 @@ static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jo
 
     flow_err e = {0};
     char msg[sizeof e.msg + 128];
-    /* inputs */
-    c.in_h = xcalloc((size_t)st->ninputs + 1, sizeof *c.in_h);
-    c.in_art = xcalloc((size_t)st->ninputs + 1, sizeof *c.in_art);
-    ws.views = xcalloc((size_t)st->ninputs + 1, sizeof *ws.views);
-    ws.in_names = xcalloc((size_t)st->ninputs + 1, sizeof *ws.in_names);
-    for (int p = 0; p < st->ninputs; p++) {
-        const graph_binding *bd = &n->inputs[p];
-        c.in_h[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **c.in_h);
-        c.in_art[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **c.in_art);
-        ws.views[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **ws.views);
-        ws.in_names[p] = xcalloc((size_t)bd->nrefs + 1, sizeof **ws.in_names);
-        for (int r = 0; r < bd->nrefs; r++) {
-            const graph_ref *ref = &bd->refs[r];
-            if (store_handle_open(c.store, &sp->keys[ref->node], &c.in_h[p][r], &e)) {
-                snprintf(msg, sizeof msg, "node '%s': input '%s' from node '%s': %s",
-                         n->name, st->inputs[p].name, sp->g->nodes[ref->node].name, e.msg);
-                child_fail(msg_fd, msg);
-            }
-            const store_artifact *a = c.in_art[p][r] = store_handle_artifact(c.in_h[p][r]);
-            in_view *v = &ws.views[p][r];
-            v->part = xcalloc((size_t)a->nparts + 1, sizeof *v->part);
-            v->vis = xcalloc((size_t)a->nparts + 1, sizeof *v->vis);
-            size_t ol = ref->output ? strlen(ref->output) : 0;
-            for (int k = 0; k < a->nparts; k++) {
-                const char *name = a->parts[k].name;
-                if (!ref->output) {
-                    v->vis[v->n] = name;
-                } else if (strncmp(name, ref->output, ol) == 0 && name[ol] == 0) {
-                    v->vis[v->n] = name + ol;           /* the output itself: "" */
-                } else if (strncmp(name, ref->output, ol) == 0 && name[ol] == '/') {
-                    v->vis[v->n] = name + ol + 1;
-                } else {
-                    continue;
-                }
-                /* the artifact's names are sorted and the view keeps a
-                 * sorted run of them minus a common prefix: still sorted,
-                 * so find_part can bisect */
-                if (v->n && strcmp(v->vis[v->n - 1], v->vis[v->n]) >= 0)
-                    FLOW_BUG("input view of '%s' is not sorted at '%s'", n->name, name);
-                v->part[v->n++] = k;
-            }
-        }
-    }
+    open_inputs(sp, &c, &ws, msg_fd);
     if (store_writer_new(c.store, &c.writer, &e)) {
         snprintf(msg, sizeof msg, "node '%s': %s", n->name, e.msg);
         child_fail(msg_fd, msg);
@@ -830,19 +900,7 @@ static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jo
     double run0 = sched_now();
     int rc = st->run(&c);
     ws.run_s = sched_now() - run0;
-
-    for (int i = 0; i < STORE_MAX_OPEN_PARTS && rc == 0; i++)
-        if (ws.streams[i].open)
-            rc = ctx_fail(&c, FLOW_E_STAGE, "stage '%s' returned with output part '%s' still "
-                          "open", st->name, ws.streams[i].name);
-    if (rc == 0 && (ws.out_failed || c.err.code))
-        rc = c.err.code ? c.err.code : FLOW_E_STAGE;   /* a swallowed write error */
-    if (rc != 0) {
-        if (c.err.code == 0)
-            snprintf(c.err.msg, sizeof c.err.msg, "node '%s': stage '%s' failed (code %d) "
-                     "without a message", n->name, st->name, rc);
-        child_fail(msg_fd, c.err.msg);
-    }
+    check_run(&c, &ws, n, rc, msg_fd);
 
     usage u1;
     usage_now(&u1);
@@ -873,34 +931,7 @@ static int run_node(const worker_spec *sp, flow_store *store, int msg_fd, int jo
              ws.run_s, reuse);
     wmsg_send(msg_fd, WMSG_DONE, done, strlen(done));
 
-    /* clean up for the next node (a failed node never gets here) */
-    store_writer_free(c.writer);
-    for (int p = 0; p < st->ninputs; p++) {
-        for (int r = 0; r < n->inputs[p].nrefs; r++) {
-            store_handle_free(c.in_h[p][r]);
-            free(ws.views[p][r].part);
-            free(ws.views[p][r].vis);
-            free((char *)ws.in_names[p][r]);
-        }
-        free(c.in_art[p]);
-        free(c.in_h[p]);
-        free(ws.views[p]);
-        free(ws.in_names[p]);
-    }
-    free(c.in_art);
-    free(c.in_h);
-    free(ws.views);
-    free(ws.in_names);
-    for (int i = 0; i < ws.nm; i++) {
-        free(ws.m[i].name);
-        free(ws.m[i].json);
-    }
-    free(ws.m);
-    for (size_t i = 0; i < ws.capouts; i++) free(ws.outs[i]);
-    free(ws.outs);
-    buf_release(&c.log);
-    buf_release(&c.metrics);
-    buf_release(&c.report);
+    node_state_release(&c, &ws, n);
     buf_release(&meta);
     buf_release(&m);
     return reuse;
