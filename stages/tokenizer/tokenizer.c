@@ -151,20 +151,14 @@ static int bad(flow_err *err, const char *fmt, int a, int b)
     return flow_fail(err, FLOW_E_CORRUPT, "tokenizer: %s", msg);
 }
 
-int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
-              const size_t *toklens, int nforced, int nalphabet, int byte_base,
-              int max_token_chars, int nmerges, const uint32_t *merges, flow_err *err)
+/* tok_build in steps; each returns 0 or a FLOW_E_CORRUPT naming what is
+ * wrong, and tok_build frees the half-built tokenizer. */
+
+/* The token texts in one pool (off/len per id). */
+static int build_pool(tok_tokenizer *t, const char *const *tokens, const size_t *toklens,
+                      flow_err *err)
 {
-    *out = NULL;
-    if (nvocab < TOK_NSPECIAL || nforced < 0 || nalphabet < 0 || nmerges < 0 ||
-        TOK_NSPECIAL + nforced + nalphabet + (byte_base >= 0 ? 256 : 0) + nmerges != nvocab)
-        return bad(err, "inconsistent section sizes (vocabulary %d, merges %d)", nvocab, nmerges);
-    if (byte_base >= 0 && byte_base != TOK_NSPECIAL + nforced + nalphabet)
-        return bad(err, "byte tokens at id %d, expected after the alphabet (%d)",
-                   byte_base, TOK_NSPECIAL + nforced + nalphabet);
-    tok_tokenizer *t = xcalloc(1, sizeof *t);
-    t->nvocab = nvocab; t->nforced = nforced; t->nalpha = nalphabet;
-    t->byte_base = byte_base; t->max_token_chars = max_token_chars; t->nmerges = nmerges;
+    int nvocab = t->nvocab;
     size_t total = 0;
     for (int i = 0; i < nvocab; i++)
         total += toklens[i];
@@ -173,25 +167,26 @@ int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
     t->len = xmalloc(nvocab * sizeof *t->len);
     total = 0;
     for (int i = 0; i < nvocab; i++) {
-        if (toklens[i] == 0 || toklens[i] > 0xFFFFFF) {
-            tok_free(t);
+        if (toklens[i] == 0 || toklens[i] > 0xFFFFFF)
             return bad(err, "token %d has length %d", i, (int)toklens[i]);
-        }
         memcpy(t->pool + total, tokens[i], toklens[i]);
         t->off[i] = (uint32_t)total;
         t->len[i] = (uint32_t)toklens[i];
         total += toklens[i];
     }
-    /* text -> id */
-    t->hcap = pow2_above((size_t)nvocab);
+    return 0;
+}
+
+/* text -> id (every text once) */
+static int build_text_index(tok_tokenizer *t, flow_err *err)
+{
+    t->hcap = pow2_above((size_t)t->nvocab);
     t->hkey = xcalloc(t->hcap, sizeof *t->hkey);
     t->hval = xmalloc(t->hcap * sizeof *t->hval);
-    for (int i = 0; i < nvocab; i++) {
+    for (int i = 0; i < t->nvocab; i++) {
         int dup = tok_token_id(t, t->pool + t->off[i], t->len[i]);
-        if (dup >= 0) {
-            tok_free(t);
+        if (dup >= 0)
             return bad(err, "token %d repeats token %d", i, dup);
-        }
         uint64_t k = text_hash(t->pool + t->off[i], t->len[i]);
         size_t j = mix64(k) & (t->hcap - 1);
         while (t->hkey[j])
@@ -199,7 +194,15 @@ int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
         t->hkey[j] = k;
         t->hval[j] = i;
     }
-    /* specials and forced terms -> matcher; characters -> lookup */
+    return 0;
+}
+
+/* Specials (checked against their texts) and forced terms (valid UTF-8)
+ * into the matcher; characters (one each) into the lookup: a direct table
+ * for the BMP, a hash for the supplementary planes. */
+static int build_char_index(tok_tokenizer *t, flow_err *err)
+{
+    int nforced = t->nforced, nalphabet = t->nalpha;
     t->m = tok_matcher_new();
     t->bmp = xmalloc(65536 * sizeof *t->bmp);
     memset(t->bmp, 0xFF, 65536 * sizeof *t->bmp);
@@ -209,18 +212,13 @@ int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
         const char *s = t->pool + t->off[i];
         uint32_t cp;
         if (i < TOK_NSPECIAL && (t->len[i] != strlen(special_text[i]) ||
-                                 memcmp(s, special_text[i], t->len[i]))) {
-            tok_free(t);
+                                 memcmp(s, special_text[i], t->len[i])))
             return bad(err, "id %d is not the special token expected there (%d)", i, i);
-        }
         if (i < TOK_NSPECIAL + nforced) {
-            if (utf8_first_invalid((const unsigned char *)s, t->len[i]) >= 0) {
-                tok_free(t);
+            if (utf8_first_invalid((const unsigned char *)s, t->len[i]) >= 0)
                 return bad(err, "forced term %d (of %d) is not valid UTF-8", i, nforced);
-            }
             tok_matcher_add(t->m, s, t->len[i], i);
         } else if (!single_char(s, t->len[i], &cp)) {
-            tok_free(t);
             return bad(err, "alphabet token %d (of %d) is not one character", i, nalphabet);
         }
         if (i >= TOK_NSPECIAL && single_char(s, t->len[i], &cp) && cp > 0xFFFF)
@@ -246,37 +244,45 @@ int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
             t->sval[j] = i;
         }
     }
+    return 0;
+}
+
+static int check_byte_tokens(const tok_tokenizer *t, flow_err *err)
+{
+    int byte_base = t->byte_base;
     if (byte_base >= 0)
         for (int b = 0; b < 256; b++) {
             char want[8];
             snprintf(want, sizeof want, "<0x%02X>", b);
-            if (t->len[byte_base + b] != 6 || memcmp(t->pool + t->off[byte_base + b], want, 6)) {
-                tok_free(t);
+            if (t->len[byte_base + b] != 6 || memcmp(t->pool + t->off[byte_base + b], want, 6))
                 return bad(err, "byte token %d is not <0x%02X>", byte_base + b, b);
-            }
         }
-    /* merges */
+    return 0;
+}
+
+/* The merges in rank order: merge i makes token first_merged + i from
+ * two earlier non-forced tokens whose texts it concatenates; each pair
+ * once.  Indexed pair -> (rank, result). */
+static int build_merges(tok_tokenizer *t, const uint32_t *merges, flow_err *err)
+{
+    int nmerges = t->nmerges, nforced = t->nforced;
     t->merges = xmalloc((size_t)(nmerges ? nmerges : 1) * 3 * sizeof *t->merges);
     t->pcap = pow2_above((size_t)nmerges);
     t->pkey = xcalloc(t->pcap, sizeof *t->pkey);
     t->prank = xmalloc(t->pcap * sizeof *t->prank);
     t->pres = xmalloc(t->pcap * sizeof *t->pres);
-    int first_merged = nvocab - nmerges;
+    int first_merged = t->nvocab - nmerges;
     for (int i = 0; i < nmerges; i++) {
         uint32_t a = merges[3 * i], b = merges[3 * i + 1], r = merges[3 * i + 2];
         if (r != (uint32_t)(first_merged + i) || a >= r || b >= r ||
             (int)a < TOK_NSPECIAL + nforced || (int)b < TOK_NSPECIAL + nforced ||
             t->len[a] + t->len[b] != t->len[r] ||
             memcmp(t->pool + t->off[a], t->pool + t->off[r], t->len[a]) ||
-            memcmp(t->pool + t->off[b], t->pool + t->off[r] + t->len[a], t->len[b])) {
-            tok_free(t);
+            memcmp(t->pool + t->off[b], t->pool + t->off[r] + t->len[a], t->len[b]))
             return bad(err, "merge %d (result id %d) is inconsistent", i, (int)r);
-        }
         uint32_t dummy;
-        if (pair_lookup(t, a, b, &dummy) >= 0) {
-            tok_free(t);
+        if (pair_lookup(t, a, b, &dummy) >= 0)
             return bad(err, "merge %d (result id %d) repeats an earlier pair", i, (int)r);
-        }
         memcpy(t->merges + 3 * i, merges + 3 * i, 3 * sizeof *merges);
         uint64_t k = (((uint64_t)a << 32) | b) + 1;
         size_t j = mix64(k) & (t->pcap - 1);
@@ -285,6 +291,32 @@ int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
         t->pkey[j] = k;
         t->prank[j] = (uint32_t)i;
         t->pres[j] = r;
+    }
+    return 0;
+}
+
+int tok_build(tok_tokenizer **out, int nvocab, const char *const *tokens,
+              const size_t *toklens, int nforced, int nalphabet, int byte_base,
+              int max_token_chars, int nmerges, const uint32_t *merges, flow_err *err)
+{
+    *out = NULL;
+    if (nvocab < TOK_NSPECIAL || nforced < 0 || nalphabet < 0 || nmerges < 0 ||
+        TOK_NSPECIAL + nforced + nalphabet + (byte_base >= 0 ? 256 : 0) + nmerges != nvocab)
+        return bad(err, "inconsistent section sizes (vocabulary %d, merges %d)", nvocab, nmerges);
+    if (byte_base >= 0 && byte_base != TOK_NSPECIAL + nforced + nalphabet)
+        return bad(err, "byte tokens at id %d, expected after the alphabet (%d)",
+                   byte_base, TOK_NSPECIAL + nforced + nalphabet);
+    tok_tokenizer *t = xcalloc(1, sizeof *t);
+    t->nvocab = nvocab; t->nforced = nforced; t->nalpha = nalphabet;
+    t->byte_base = byte_base; t->max_token_chars = max_token_chars; t->nmerges = nmerges;
+    int rc = build_pool(t, tokens, toklens, err);
+    if (!rc) rc = build_text_index(t, err);
+    if (!rc) rc = build_char_index(t, err);
+    if (!rc) rc = check_byte_tokens(t, err);
+    if (!rc) rc = build_merges(t, merges, err);
+    if (rc) {
+        tok_free(t);
+        return rc;
     }
     *out = t;
     return 0;
