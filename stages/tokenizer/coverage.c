@@ -237,6 +237,111 @@ static void cover_unit(const tok_tokenizer *t, const tok_matcher *forced, const 
 
 static double pct(uint64_t a, uint64_t b) { return b ? 100.0 * (double)a / (double)b : 100.0; }
 
+/* Walks the corpus text unit by unit (one per line) through cover_unit;
+ * the forced matcher is filled from the tokenizer's forced terms. */
+static void cover_text(flow_ctx *c, const tok_tokenizer *t, tok_matcher *forced,
+                       const tok_matcher *mined, const cmap *base, int nbase,
+                       const char *text, size_t len, cov *r)
+{
+    for (int i = TOK_NSPECIAL; i < TOK_NSPECIAL + tok_nforced(t); i++) {
+        size_t n;
+        const char *s = tok_token(t, i, &n);
+        tok_matcher_add(forced, s, n, i);
+    }
+    tok_out o;
+    tok_out_init(&o);
+    o.want_starts = 1;
+    int32_t *tok_at = NULL;
+    uint8_t *in_forced = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(text + i, '\n', len - i);
+        size_t e = nl ? (size_t)(nl - text) : len;
+        cover_unit(t, forced, mined, base, nbase, text + i, e - i, &o,
+                   &tok_at, &in_forced, &cap, r);
+        i = e + 1;
+        if ((r->units & 1023) == 0)
+            flow_progress(c, (double)i / (double)len, "%llu units", (unsigned long long)r->units);
+    }
+    free(tok_at);
+    free(in_forced);
+    tok_out_release(&o);
+}
+
+/* What the counts come to, for the bpe tokenizer and the character
+ * baseline of the same vocabulary size. */
+typedef struct cov_summary {
+    double coverage, base_cov;
+    uint64_t used, base_used;   /* vocabulary entries used */
+} cov_summary;
+
+static cov_summary summarize(const tok_tokenizer *t, const cov *r, int V, int nbase)
+{
+    cov_summary m;
+    m.coverage = tok_byte_fallback(t) ? 1.0 : 1.0 - (double)r->unk_chars / (double)(r->chars ? r->chars : 1);
+    m.base_cov = (double)r->base_chars_in / (double)(r->chars ? r->chars : 1);
+    m.used = m.base_used = 0;
+    for (int i = 0; i < V; i++)
+        m.used += r->used[i];
+    for (int i = 0; i <= nbase; i++)
+        m.base_used += r->base_used[i];
+    return m;
+}
+
+/* report.txt: one row per figure, bpe beside the character baseline. */
+static void coverage_report(const tok_tokenizer *t, const cov *r, const cov_summary *m, int V,
+                            int nmined, flow_buf *b)
+{
+    buf_printf(b, "tokenizer coverage on %llu units, %llu characters (vocabulary %d, %d forced terms%s)\n",
+               (unsigned long long)r->units, (unsigned long long)r->chars, V, tok_nforced(t),
+               tok_byte_fallback(t) ? ", byte fallback" : "");
+    buf_printf(b, "  %-44s %12s %14s\n", "", "bpe", "char baseline");
+    buf_printf(b, "  %-44s %11.3f%% %13.3f%%\n", "character coverage", 100 * m->coverage, 100 * m->base_cov);
+    buf_printf(b, "  %-44s %11.3f%% %13s\n", "characters outside the alphabet",
+               pct(r->outside_chars, r->chars), "");
+    buf_printf(b, "  %-44s %12.3f %14.3f\n", "characters per token",
+               r->tokens ? (double)r->chars / (double)r->tokens : 0.0, 1.0);
+    char label[96];
+    snprintf(label, sizeof label, "forced-term integrity (%llu occurrences)",
+             (unsigned long long)r->forced_occ);
+    buf_printf(b, "  %-44s %11.2f%% %13.2f%%\n", label, pct(r->forced_intact, r->forced_occ),
+               pct(r->forced_single_char, r->forced_occ));
+    if (r->forced_shadowed)
+        buf_printf(b, "  %-44s %12llu\n", "  shadowed by a longer/earlier forced term",
+                   (unsigned long long)r->forced_shadowed);
+    if (nmined) {
+        snprintf(label, sizeof label, "mined-term integrity (%d terms, %llu occ.)", nmined,
+                 (unsigned long long)r->mined_occ);
+        buf_printf(b, "  %-44s %11.2f%% %13.2f%%\n", label, pct(r->mined_intact, r->mined_occ),
+                   pct(r->mined_single_char, r->mined_occ));
+    }
+    buf_printf(b, "  %-44s %11.2f%% %13.2f%%\n", "vocabulary utilisation",
+               pct(m->used, (uint64_t)V), pct(m->base_used, (uint64_t)V));
+}
+
+static void coverage_metrics(flow_ctx *c, const cov *r, const cov_summary *m, int V, int nmined)
+{
+    flow_metric(c, "units", (double)r->units);
+    flow_metric(c, "chars", (double)r->chars);
+    flow_metric(c, "coverage", m->coverage);
+    flow_metric(c, "outside_alphabet", (double)r->outside_chars / (double)(r->chars ? r->chars : 1));
+    flow_metric(c, "chars_per_token", r->tokens ? (double)r->chars / (double)r->tokens : 0.0);
+    flow_metric(c, "forced.occurrences", (double)r->forced_occ);
+    flow_metric(c, "forced.shadowed", (double)r->forced_shadowed);
+    flow_metric(c, "forced.integrity", pct(r->forced_intact, r->forced_occ) / 100);
+    if (nmined) {
+        flow_metric(c, "mined.terms", nmined);
+        flow_metric(c, "mined.occurrences", (double)r->mined_occ);
+        flow_metric(c, "mined.integrity", pct(r->mined_intact, r->mined_occ) / 100);
+        flow_metric(c, "baseline.mined_integrity", pct(r->mined_single_char, r->mined_occ) / 100);
+    }
+    flow_metric(c, "utilisation", (double)m->used / V);
+    flow_metric(c, "baseline.coverage", m->base_cov);
+    flow_metric(c, "baseline.chars_per_token", 1.0);
+    flow_metric(c, "baseline.forced_integrity", pct(r->forced_single_char, r->forced_occ) / 100);
+    flow_metric(c, "baseline.utilisation", (double)m->base_used / V);
+}
+
 static int coverage_run(flow_ctx *c)
 {
     tok_tokenizer *t;
@@ -264,100 +369,29 @@ static int coverage_run(flow_ctx *c)
         rc = corpus_check(c, "corpus", 0, "");
     if (!rc && (rc = flow_in_read(c, "corpus", 0, "text", &text, &len)))
         rc = flow_ctx_fail(c, rc, "cannot read the corpus text");
+    if (!rc)
+        cover_text(c, t, forced, nmined ? mined : NULL, &base, nbase, text, len, &r);
     if (!rc) {
-        for (int i = TOK_NSPECIAL; i < TOK_NSPECIAL + tok_nforced(t); i++) {
-            size_t n;
-            const char *s = tok_token(t, i, &n);
-            tok_matcher_add(forced, s, n, i);
-        }
-        tok_out o;
-        tok_out_init(&o);
-        o.want_starts = 1;
-        int32_t *tok_at = NULL;
-        uint8_t *in_forced = NULL;
-        size_t cap = 0;
-        for (size_t i = 0; i < len;) {
-            char *nl = memchr(text + i, '\n', len - i);
-            size_t e = nl ? (size_t)(nl - text) : len;
-            cover_unit(t, forced, nmined ? mined : NULL, &base, nbase, text + i, e - i, &o,
-                       &tok_at, &in_forced, &cap, &r);
-            i = e + 1;
-            if ((r.units & 1023) == 0)
-                flow_progress(c, (double)i / (double)len, "%llu units", (unsigned long long)r.units);
-        }
-        free(tok_at);
-        free(in_forced);
-        tok_out_release(&o);
-    }
-    if (!rc) {
-        double coverage = tok_byte_fallback(t) ? 1.0 : 1.0 - (double)r.unk_chars / (double)(r.chars ? r.chars : 1);
-        double base_cov = (double)r.base_chars_in / (double)(r.chars ? r.chars : 1);
-        uint64_t used = 0, base_used = 0;
-        for (int i = 0; i < V; i++)
-            used += r.used[i];
-        for (int i = 0; i <= nbase; i++)
-            base_used += r.base_used[i];
+        cov_summary m = summarize(t, &r, V, nbase);
         flow_buf b;
         buf_init(&b);
-        buf_printf(&b, "tokenizer coverage on %llu units, %llu characters (vocabulary %d, %d forced terms%s)\n",
-                   (unsigned long long)r.units, (unsigned long long)r.chars, V, tok_nforced(t),
-                   tok_byte_fallback(t) ? ", byte fallback" : "");
-        buf_printf(&b, "  %-44s %12s %14s\n", "", "bpe", "char baseline");
-        buf_printf(&b, "  %-44s %11.3f%% %13.3f%%\n", "character coverage", 100 * coverage, 100 * base_cov);
-        buf_printf(&b, "  %-44s %11.3f%% %13s\n", "characters outside the alphabet",
-                   pct(r.outside_chars, r.chars), "");
-        buf_printf(&b, "  %-44s %12.3f %14.3f\n", "characters per token",
-                   r.tokens ? (double)r.chars / (double)r.tokens : 0.0, 1.0);
-        char label[96];
-        snprintf(label, sizeof label, "forced-term integrity (%llu occurrences)",
-                 (unsigned long long)r.forced_occ);
-        buf_printf(&b, "  %-44s %11.2f%% %13.2f%%\n", label, pct(r.forced_intact, r.forced_occ),
-                   pct(r.forced_single_char, r.forced_occ));
-        if (r.forced_shadowed)
-            buf_printf(&b, "  %-44s %12llu\n", "  shadowed by a longer/earlier forced term",
-                       (unsigned long long)r.forced_shadowed);
-        if (nmined) {
-            snprintf(label, sizeof label, "mined-term integrity (%d terms, %llu occ.)", nmined,
-                     (unsigned long long)r.mined_occ);
-            buf_printf(&b, "  %-44s %11.2f%% %13.2f%%\n", label, pct(r.mined_intact, r.mined_occ),
-                       pct(r.mined_single_char, r.mined_occ));
-        }
-        buf_printf(&b, "  %-44s %11.2f%% %13.2f%%\n", "vocabulary utilisation",
-                   pct(used, (uint64_t)V), pct(base_used, (uint64_t)V));
+        coverage_report(t, &r, &m, V, nmined, &b);
         flow_report(c, b.data);
         rc = flow_out_write(c, "report.txt", FLOW_PART_BYTES, b.data, b.len);
         buf_release(&b);
         if (rc)
             rc = flow_ctx_fail(c, rc, "cannot write report.txt");
-        flow_metric(c, "units", (double)r.units);
-        flow_metric(c, "chars", (double)r.chars);
-        flow_metric(c, "coverage", coverage);
-        flow_metric(c, "outside_alphabet", (double)r.outside_chars / (double)(r.chars ? r.chars : 1));
-        flow_metric(c, "chars_per_token", r.tokens ? (double)r.chars / (double)r.tokens : 0.0);
-        flow_metric(c, "forced.occurrences", (double)r.forced_occ);
-        flow_metric(c, "forced.shadowed", (double)r.forced_shadowed);
-        flow_metric(c, "forced.integrity", pct(r.forced_intact, r.forced_occ) / 100);
-        if (nmined) {
-            flow_metric(c, "mined.terms", nmined);
-            flow_metric(c, "mined.occurrences", (double)r.mined_occ);
-            flow_metric(c, "mined.integrity", pct(r.mined_intact, r.mined_occ) / 100);
-            flow_metric(c, "baseline.mined_integrity", pct(r.mined_single_char, r.mined_occ) / 100);
-        }
-        flow_metric(c, "utilisation", (double)used / V);
-        flow_metric(c, "baseline.coverage", base_cov);
-        flow_metric(c, "baseline.chars_per_token", 1.0);
-        flow_metric(c, "baseline.forced_integrity", pct(r.forced_single_char, r.forced_occ) / 100);
-        flow_metric(c, "baseline.utilisation", (double)base_used / V);
+        coverage_metrics(c, &r, &m, V, nmined);
         if (!rc && r.forced_broken)
             rc = flow_ctx_fail(c, FLOW_E_STAGE, "%llu of %llu forced-term occurrences are not "
                                "encoded as their single id: tokenizer bug, please report",
                                (unsigned long long)r.forced_broken,
                                (unsigned long long)(r.forced_occ));
-        if (!rc && coverage < min_cov)
+        if (!rc && m.coverage < min_cov)
             rc = flow_ctx_fail(c, FLOW_E_STAGE, "character coverage %.4f is below min_coverage "
                                "%.4f: %llu of %llu test characters map to [UNK]; raise the bpe "
                                "node's character_coverage or vocab_size, or set byte_fallback",
-                               coverage, min_cov, (unsigned long long)r.unk_chars,
+                               m.coverage, min_cov, (unsigned long long)r.unk_chars,
                                (unsigned long long)r.chars);
     }
     free(text);
