@@ -16,6 +16,137 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The user's term lists, merged in binding and part order; a term in
+ * several lists is kept once (its first place) and counted as a duplicate. */
+typedef struct user_terms {
+    term_list *lists;
+    int nlists;
+    long long dups, too_long, comments, blank;
+    char **user;            /* into lists */
+    int nuser, ucap;
+} user_terms;
+
+static void user_terms_release(user_terms *U)
+{
+    free(U->user);
+    for (int i = 0; i < U->nlists; i++) term_list_release(&U->lists[i]);
+    free(U->lists);
+}
+
+/* Appends the terms of list t not already taken. */
+static void merge_list(user_terms *U, const term_list *t)
+{
+    for (int i = 0; i < t->n; i++) {
+        int seen = 0;   /* duplicates across lists */
+        for (int j = 0; j < U->nuser && !seen; j++) seen = strcmp(U->user[j], t->term[i]) == 0;
+        if (seen) { U->dups++; continue; }
+        if (U->nuser == U->ucap) {
+            U->ucap = U->ucap ? 2 * U->ucap : 128;
+            U->user = xrealloc(U->user, (size_t)U->ucap * sizeof *U->user);
+        }
+        U->user[U->nuser++] = t->term[i];
+    }
+}
+
+/* Parses every part of every node bound to `user` (but dot-parts, such as
+ * a labelled source's .index). */
+static int read_user_terms(flow_ctx *c, int max_chars, user_terms *U)
+{
+    int rc = 0;
+    int nuser_in = flow_in_count(c, "user");
+    U->lists = xcalloc((size_t)nuser_in + 1, sizeof *U->lists);
+    for (int b = 0; b < nuser_in && !rc; b++) {
+        int np = flow_in_nparts(c, "user", b);
+        U->lists = xrealloc(U->lists, (size_t)(U->nlists + np + 1) * sizeof *U->lists);
+        for (int k = 0; k < np && !rc; k++) {
+            const char *part = flow_in_part_name(c, "user", b, k);
+            if (part[0] == '.') continue;    /* .index of a labelled source */
+            char *data;
+            size_t dl;
+            if ((rc = flow_in_read(c, "user", b, part, &data, &dl)) != 0) break;
+            flow_err e = {0, {0}};
+            term_list *t = &U->lists[U->nlists];
+            if ((rc = term_list_parse(t, data, dl, max_chars, &e)) != 0) {
+                rc = flow_ctx_fail(c, rc, "term list '%s': %s", part, e.msg);
+                break;
+            }
+            U->nlists++;
+            U->dups += t->duplicates, U->too_long += t->too_long, U->comments += t->comments, U->blank += t->blank;
+            if (t->too_long)
+                flow_log(c, "term list '%s': %d terms longer than max_chars = %d dropped (first: %s)", part,
+                         t->too_long, max_chars, t->first_too_long);
+            merge_list(U, t);
+        }
+    }
+    return rc;
+}
+
+/* How the user terms and the mined ones met, for metrics and the report. */
+typedef struct terms_tally {
+    int in_top, in_all, added;
+} terms_tally;
+
+/* ranked.tsv (the best ranked_max candidates) and terms (user terms, then
+ * the top_k mined terms not among them). */
+static int write_terms(flow_ctx *c, const user_terms *U, const mined_term *m, int nm, int top_k,
+                       int ranked_max, terms_tally *tl)
+{
+    flow_buf rk, out;
+    buf_init(&rk);
+    buf_init(&out);
+    buf_adds(&rk, "term\tscore\tfreq\tpmi\tleft_entropy\tright_entropy\n");
+    for (int i = 0; i < nm && i < ranked_max; i++)
+        buf_printf(&rk, "%s\t%.4f\t%lld\t%.4f\t%.4f\t%.4f\n", m[i].text, m[i].score, (long long)m[i].freq,
+                   m[i].pmi, m[i].left_entropy, m[i].right_entropy);
+    tl->in_top = tl->in_all = tl->added = 0;
+    for (int j = 0; j < U->nuser; j++) {
+        buf_printf(&out, "%s\n", U->user[j]);
+        for (int i = 0; i < nm; i++)
+            if (strcmp(m[i].text, U->user[j]) == 0) {
+                tl->in_all++;
+                tl->in_top += i < top_k;
+                break;
+            }
+    }
+    for (int i = 0; i < nm && tl->added < top_k; i++) {
+        int dup = 0;
+        for (int j = 0; j < U->nuser && !dup; j++) dup = strcmp(U->user[j], m[i].text) == 0;
+        if (dup) continue;
+        buf_printf(&out, "%s\n", m[i].text);
+        tl->added++;
+    }
+    int rc = flow_out_write(c, "ranked.tsv", FLOW_PART_BYTES, rk.data, rk.len);
+    if (!rc) rc = flow_out_write(c, "terms", FLOW_PART_BYTES, out.data ? out.data : "", out.len);
+    buf_release(&rk);
+    buf_release(&out);
+    return rc;
+}
+
+static void terms_summary(flow_ctx *c, const user_terms *U, const mined_term *m, int nm, int top_k,
+                          const terms_tally *tl)
+{
+    flow_metric(c, "candidates", nm);
+    flow_metric(c, "user_terms", U->nuser);
+    flow_metric(c, "user_duplicates", (double)U->dups);
+    flow_metric(c, "user_too_long", (double)U->too_long);
+    flow_metric(c, "user_comments", (double)U->comments);
+    flow_metric(c, "user_blank", (double)U->blank);
+    flow_metric(c, "user_terms_in_top_k", tl->in_top);
+    flow_metric(c, "user_terms_in_candidates", tl->in_all);
+    flow_metric(c, "top_k", top_k);
+    flow_metric(c, "mined_added", tl->added);
+    flow_metric(c, "terms", U->nuser + tl->added);
+    flow_buf rep;
+    buf_init(&rep);
+    buf_printf(&rep, "terms: %d candidates; %d user terms (%lld duplicates, %lld too long dropped); "
+               "%d of them in the top %d mined, %d among all candidates; %d mined terms added\n  top:",
+               nm, U->nuser, U->dups, U->too_long, tl->in_top, top_k, tl->in_all, tl->added);
+    for (int i = 0; i < nm && i < 20; i++) buf_printf(&rep, " %s", m[i].text);
+    buf_addc(&rep, '\n');
+    flow_report(c, rep.data);
+    buf_release(&rep);
+}
+
 static int terms_run(flow_ctx *c)
 {
     mine_opts mo;
@@ -40,45 +171,9 @@ static int terms_run(flow_ctx *c)
     if (rc) return rc;
     if ((rc = flow_in_read(c, "corpus", 0, "text", &text, &len)) != 0) return rc;
 
-    /* user term lists, merged in binding and part order */
-    int nuser_in = flow_in_count(c, "user");
-    term_list *lists = xcalloc((size_t)nuser_in + 1, sizeof *lists);
-    int nlists = 0;
-    long long dups = 0, too_long = 0, comments = 0, blank = 0;
-    char **user = NULL;
-    int nuser = 0, ucap = 0;
-    for (int b = 0; b < nuser_in && !rc; b++) {
-        int np = flow_in_nparts(c, "user", b);
-        lists = xrealloc(lists, (size_t)(nlists + np + 1) * sizeof *lists);
-        for (int k = 0; k < np && !rc; k++) {
-            const char *part = flow_in_part_name(c, "user", b, k);
-            if (part[0] == '.') continue;    /* .index of a labelled source */
-            char *data;
-            size_t dl;
-            if ((rc = flow_in_read(c, "user", b, part, &data, &dl)) != 0) break;
-            flow_err e = {0, {0}};
-            term_list *t = &lists[nlists];
-            if ((rc = term_list_parse(t, data, dl, max_chars, &e)) != 0) {
-                rc = flow_ctx_fail(c, rc, "term list '%s': %s", part, e.msg);
-                break;
-            }
-            nlists++;
-            dups += t->duplicates, too_long += t->too_long, comments += t->comments, blank += t->blank;
-            if (t->too_long)
-                flow_log(c, "term list '%s': %d terms longer than max_chars = %d dropped (first: %s)", part,
-                         t->too_long, max_chars, t->first_too_long);
-            for (int i = 0; i < t->n; i++) {
-                int seen = 0;   /* duplicates across lists */
-                for (int j = 0; j < nuser && !seen; j++) seen = strcmp(user[j], t->term[i]) == 0;
-                if (seen) { dups++; continue; }
-                if (nuser == ucap) {
-                    ucap = ucap ? 2 * ucap : 128;
-                    user = xrealloc(user, (size_t)ucap * sizeof *user);
-                }
-                user[nuser++] = t->term[i];
-            }
-        }
-    }
+    user_terms U;
+    memset(&U, 0, sizeof U);
+    rc = read_user_terms(c, max_chars, &U);
     mined_term *m = NULL;
     int nm = 0;
     if (!rc) {
@@ -91,59 +186,12 @@ static int terms_run(flow_ctx *c)
                            "min_pmi %g, min_entropy %g): is the corpus Chinese, and large enough?",
                            len, mo.min_freq, mo.min_pmi, mo.min_entropy);
     if (!rc) {
-        flow_buf rk, out;
-        buf_init(&rk);
-        buf_init(&out);
-        buf_adds(&rk, "term\tscore\tfreq\tpmi\tleft_entropy\tright_entropy\n");
-        for (int i = 0; i < nm && i < ranked_max; i++)
-            buf_printf(&rk, "%s\t%.4f\t%lld\t%.4f\t%.4f\t%.4f\n", m[i].text, m[i].score, (long long)m[i].freq,
-                       m[i].pmi, m[i].left_entropy, m[i].right_entropy);
-        int in_top = 0, in_all = 0, added = 0;
-        for (int j = 0; j < nuser; j++) {
-            buf_printf(&out, "%s\n", user[j]);
-            for (int i = 0; i < nm; i++)
-                if (strcmp(m[i].text, user[j]) == 0) {
-                    in_all++;
-                    in_top += i < top_k;
-                    break;
-                }
-        }
-        for (int i = 0; i < nm && added < top_k; i++) {
-            int dup = 0;
-            for (int j = 0; j < nuser && !dup; j++) dup = strcmp(user[j], m[i].text) == 0;
-            if (dup) continue;
-            buf_printf(&out, "%s\n", m[i].text);
-            added++;
-        }
-        rc = flow_out_write(c, "ranked.tsv", FLOW_PART_BYTES, rk.data, rk.len);
-        if (!rc) rc = flow_out_write(c, "terms", FLOW_PART_BYTES, out.data ? out.data : "", out.len);
-        flow_metric(c, "candidates", nm);
-        flow_metric(c, "user_terms", nuser);
-        flow_metric(c, "user_duplicates", (double)dups);
-        flow_metric(c, "user_too_long", (double)too_long);
-        flow_metric(c, "user_comments", (double)comments);
-        flow_metric(c, "user_blank", (double)blank);
-        flow_metric(c, "user_terms_in_top_k", in_top);
-        flow_metric(c, "user_terms_in_candidates", in_all);
-        flow_metric(c, "top_k", top_k);
-        flow_metric(c, "mined_added", added);
-        flow_metric(c, "terms", nuser + added);
-        flow_buf rep;
-        buf_init(&rep);
-        buf_printf(&rep, "terms: %d candidates; %d user terms (%lld duplicates, %lld too long dropped); "
-                   "%d of them in the top %d mined, %d among all candidates; %d mined terms added\n  top:",
-                   nm, nuser, dups, too_long, in_top, top_k, in_all, added);
-        for (int i = 0; i < nm && i < 20; i++) buf_printf(&rep, " %s", m[i].text);
-        buf_addc(&rep, '\n');
-        flow_report(c, rep.data);
-        buf_release(&rep);
-        buf_release(&rk);
-        buf_release(&out);
+        terms_tally tl;
+        rc = write_terms(c, &U, m, nm, top_k, ranked_max, &tl);
+        terms_summary(c, &U, m, nm, top_k, &tl);
     }
     free(m);
-    free(user);
-    for (int i = 0; i < nlists; i++) term_list_release(&lists[i]);
-    free(lists);
+    user_terms_release(&U);
     free(text);
     return rc;
 }
