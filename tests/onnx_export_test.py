@@ -21,23 +21,27 @@ Other shapes: the trim-vocab and extend-vocab artifacts of the model
 export through `flow export` (word embeddings of their vocabulary size,
 their tokenizer.json) with ONNX Runtime logits within 1e-4 of flow's; a
 pruned shape cut from the model (onnx_quant_tool SPEC+pruned: layers of 2
-and 3 heads, FFN widths 64 and 43) exports in fp32 and int8 with per-layer
+and 3 heads, FFN widths 128 and 86) exports in fp32 and int8 with per-layer
 widths and matching logits.  The above-2-GB path: flow_testhooks with
 FLOW_TEST_ONNX_INLINE_LIMIT=100000 writes model.onnx.data without
 --external-data (every large initializer external), ONNX Runtime loads it
 with matching logits; a limit above the model keeps it inline, and `flow`
 itself ignores the variable.
-Quantized models (until quantized artifacts exist: flow's bert_qmodel, RTN
-of every encoder Linear, through tests/tools/onnx_quant_tool): int8 (opset
-17 and 20: ReduceMax's two forms) and 4-bit (g32 asymmetric, g64
-symmetric) exports pass the checker, use MatMulInteger / MatMulNBits for
-every encoder Linear, and ONNX Runtime's logits match flow's quantized
-forward within the quantization tests' bound (relative logit MSE < 1e-3
-int8, < 0.05 4-bit) with argmax agreement >= 99.5% on the test set; NF4
-is refused.
+Quantize artifacts (quantize nodes: int8 RTN and GPTQ; 4-bit uniform
+symmetric and asymmetric at groups 32, 64, 128, RTN and GPTQ) export
+through `flow export` at opsets 17, 20 and 21, pass the checker, use
+MatMulInteger / MatMulNBits (block_size = the group) for every encoder
+Linear, hold the artifact's own codes, scales and zeros (compared with its
+weights part), and ONNX Runtime's logits match flow's quantized forward
+(clf_logits_tool on the artifact: flow's integer kernels) within the
+quantization tests' bound (relative logit MSE < 1e-3 int8, < 0.05 4-bit)
+at batch 1 and 7, sequence 9 and 128, with argmax agreement >= 99.5% on
+the test set; raw text through tokenizer.json matches `flow classify` of
+the artifact; a policy-none artifact exports as fp32.
 Also: the same export twice gives the same bytes; bad requests are usage
 errors (exit 2) with a clear message: a tfidf-linear model, a masked LM,
-an opset below 17 or above what flow writes.
+an opset below 17 or above what flow writes, an NF4 artifact, and
+`--format hf` of a quantize artifact.
 Exit 77 (skip) when onnx/onnxruntime are missing or $FLOW is not set.
 """
 import json
@@ -51,6 +55,7 @@ import tempfile
 try:
     import numpy as np
     import onnx
+    import onnx.numpy_helper
     import onnxruntime as ort
 except ImportError as e:  # pragma: no cover
     print("skip: %s" % e)
@@ -201,6 +206,14 @@ def initializer_dims(path):
     return {t.name: list(t.dims) for t in m.graph.initializer}
 
 
+try:
+    from tokenizers import Tokenizer
+except ImportError:
+    Tokenizer = None
+    print("note: tokenizers missing; end-to-end text checks skipped")
+texts = ["刑罚犯罪判处徒刑，拘役罚金没收自首。", "婚姻家庭继承", "依法规定",
+         "税收财政预算银行货币价格审计统计会计金融" * 4]
+
 T = tempfile.mkdtemp(prefix="flow-onnx-export-")
 try:
     random.seed(11)
@@ -225,14 +238,25 @@ c = clean { input = docs }
 s = split { corpus = c  ratios = [0.6, 0.2, 0.2]  seed = 3 }
 tok = bpe { text = [s.train]  vocab_size = 150 }
 enc = encode { corpus = s  tokenizer = tok  max_len = 48 }
-pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  hidden = 64  layers = 2  heads = 4
-                intermediate = 128  max_len = 128  batch = 8  max_steps = 20  lr = 0.002 }
+pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  hidden = 128  layers = 2  heads = 4
+                intermediate = 256  max_len = 128  batch = 8  max_steps = 20  lr = 0.002 }
 ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 8  max_steps = 60  lr = 0.005
                 max_len = 48 }
 base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [1e-4]  epochs = 2 }
 trim = trim-vocab { model = ft  corpus = s.test  coverage = 0.98  tokenizer = tok }
 newterms = source { path = "%s/new_terms.txt" }
 ext = extend-vocab { model = ft  terms = [newterms] }
+q8 = quantize { model = ft  bits = 8  method = rtn }
+q8g = quantize { model = ft  calibration = s.train  bits = 8  calibration_sequences = 40 }
+q4a32 = quantize { model = ft  calibration = s.train  bits = 4  group = 32  calibration_sequences = 40 }
+q4s32 = quantize { model = ft  bits = 4  group = 32  sym = true  method = rtn }
+q4a64 = quantize { model = ft  bits = 4  group = 64  method = rtn }
+q4s64 = quantize { model = ft  calibration = s.train  bits = 4  group = 64  sym = true  act_order = true
+                   calibration_sequences = 40 }
+q4a128 = quantize { model = ft  calibration = s.train  bits = 4  group = 128  calibration_sequences = 40 }
+q4s128 = quantize { model = ft  bits = 4  group = 128  sym = true  method = rtn }
+qnf4 = quantize { model = ft  bits = 4  group = 64  codebook = nf4  method = rtn }
+qnone = quantize { model = ft  policy = none  method = rtn }
 """ % (T, T))
     with open(os.path.join(T, "new_terms.txt"), "w") as f:
         f.write("税收财政预算\n判处徒刑\n婚姻家庭继承\n")
@@ -317,16 +341,9 @@ ext = extend-vocab { model = ft  terms = [newterms] }
             print("argmax agreement on the test set: %d/%d" % (agree, total))
 
             # raw text -> tokenizer.json -> ONNX Runtime == flow classify --all
-            try:
-                from tokenizers import Tokenizer
-            except ImportError:
-                Tokenizer = None
-                print("note: tokenizers missing; end-to-end text check skipped")
             if Tokenizer:
                 tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
                 tok.enable_truncation(cfg["max_length"])
-                texts = ["刑罚犯罪判处徒刑，拘役罚金没收自首。", "婚姻家庭继承", "依法规定",
-                         "税收财政预算银行货币价格审计统计会计金融" * 4]
                 fo = run([FLOW, "classify", ft, "--all", "--cache", cache], "\n".join(texts) + "\n").stdout
                 fprobs = [json.loads(l.split("\t")[2]) for l in fo.splitlines()]
                 check("classify printed one line per text", len(fprobs) == len(texts))
@@ -354,22 +371,17 @@ ext = extend-vocab { model = ft  terms = [newterms] }
         path = os.path.join(d, "model.onnx")
         checker(node, path)
         dims = initializer_dims(path)
-        check("%s: word embeddings [%d, 64] (%s)" % (node, nV, dims.get("bert.embeddings.word_embeddings.weight")),
-              dims.get("bert.embeddings.word_embeddings.weight") == [nV, 64])
+        check("%s: word embeddings [%d, 128] (%s)" % (node, nV, dims.get("bert.embeddings.word_embeddings.weight")),
+              dims.get("bert.embeddings.word_embeddings.weight") == [nV, 128])
         vb = [random_batch(np.random.default_rng(6), B, L, nV) for B in (1, 7) for L in (9, 128)]
         w = ort_vs_flow(node, path, vb, flow_logits(cache, key, vb))
-        from_tok = None
-        try:
-            from tokenizers import Tokenizer
+        if Tokenizer:
             from_tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json")).get_vocab_size()
-        except ImportError:
-            pass
-        if from_tok is not None:
             check("%s: tokenizer.json has the model's %d tokens (%d)" % (node, nV, from_tok), from_tok == nV)
         print("%s (vocab %d): max |logit diff| vs flow %.2e" % (node, nV, w))
 
     # a pruned shape (tests/tools/onnx_quant_tool SPEC+pruned: layers with
-    # 2 and 3 heads, FFN widths 64 and 43, cut from the trained model), fp32
+    # 2 and 3 heads, FFN widths 128 and 86, cut from the trained model), fp32
     # and int8: the attention and FFN widths come from the tensors
     for spec, bound in (("fp32+pruned", 1e-4), ("int8+pruned", None)):
         d = os.path.join(T, spec)
@@ -383,7 +395,7 @@ ext = extend-vocab { model = ft  terms = [newterms] }
         else:
             widths = [(dims.get("bert.encoder.layer.%d.attention.self.qkv.int8.T" % l, [0, 0])[1],
                        dims.get("bert.encoder.layer.%d.intermediate.dense.int8.T" % l, [0, 0])[1]) for l in (0, 1)]
-        check("%s: per-layer (3A, FFN) %s == [(96, 64), (144, 43)]" % (spec, widths), widths == [(96, 64), (144, 43)])
+        check("%s: per-layer (3A, FFN) %s == [(192, 128), (288, 86)]" % (spec, widths), widths == [(192, 128), (288, 86)])
         refs_p = quant_logits(cache, ft, spec, batches)
         if bound:
             w = ort_vs_flow(spec, path, batches, refs_p, bound)
@@ -428,50 +440,129 @@ ext = extend-vocab { model = ft  terms = [newterms] }
     check("flow itself has no hook: its export stays inline",
           os.path.exists(os.path.join(d, "model.onnx")) and not os.path.exists(os.path.join(d, "model.onnx.data")))
 
-    # quantized models: flow's own int8 / 4-bit weights (round to nearest of
-    # every encoder Linear, tests/tools/onnx_quant_tool) against ONNX Runtime
-    # running their export; bounds of the quantization tests: relative logit
-    # MSE < 1e-3 (int8), < 0.05 (4-bit); argmax agreement >= 99.5%.
-    qvariants = [("int8", "17", ("", "MatMulInteger"), 1e-3), ("int8", "20", ("", "MatMulInteger"), 1e-3),
-                 ("u4g32", "17", ("com.microsoft", "MatMulNBits"), 0.05),
-                 ("u4g64s", "20", ("com.microsoft", "MatMulNBits"), 0.05)]
-    for spec, opset, op, bound in qvariants:
-        name = "%s-opset%s" % (spec, opset)
+    # quantize artifacts (stages/compress/quantize.c) through `flow export`:
+    # every encoder Linear in the artifact's own codes, scales and zeros
+    # (compared tensor by tensor with its weights part), ONNX Runtime's
+    # logits against flow's quantized forward (clf_logits_tool runs the
+    # artifact on flow's integer kernels, as flow classify does) within the
+    # quantization tests' bound: relative logit MSE < 1e-3 (int8), < 0.05
+    # (4-bit); argmax agreement >= 99.5% on the test set
+    from safetensors.numpy import load as st_load
+    LIN = [("attention.self.qkv", ("attention.self.query", "attention.self.key", "attention.self.value")),
+           ("attention.output.dense", ("attention.output.dense",)),
+           ("intermediate.dense", ("intermediate.dense",)), ("output.dense", ("output.dense",))]
+
+    def artifact_linear(w, l, parts, scheme, group):
+        """codes [N, K] (ints), scales [N] or [N, G], zeros [N, G] of a
+        quantized Linear in the artifact (stages/model/qartifact.h layout)"""
+        codes, scales, zeros = [], [], []
+        for p in parts:
+            name = "bert.encoder.layer.%d.%s.weight" % (l, p)
+            c = w[name]
+            if scheme == "int8":
+                codes.append(c.astype(np.int64))
+            else:
+                N, half = c.shape
+                g2 = group // 2
+                blocks = c.reshape(N, -1, g2).astype(np.int64)
+                codes.append(np.concatenate([blocks & 15, blocks >> 4], axis=2).reshape(N, -1))
+                zeros.append(w[name + "_zero"].astype(np.int64) if name + "_zero" in w
+                             else np.full((N, (2 * half) // group), 8, dtype=np.int64))
+            scales.append(w[name + "_scale"].astype(np.float32))
+        return (np.concatenate(codes), np.concatenate(scales),
+                np.concatenate(zeros) if zeros else None)
+
+    def onnx_linear(inits, l, name, scheme, group):
+        """the same from the export's initializers (stages/export/onnx_linear.c)"""
+        pre = "bert.encoder.layer.%d.%s" % (l, name)
+        if scheme == "int8":
+            return inits[pre + ".int8.T"].T.astype(np.int64), inits[pre + ".scale"], None
+        B = inits[pre + ".uint4"].astype(np.int64)            # [N, G, g/2], code k at byte k/2, low first
+        N, G, _ = B.shape
+        codes = np.stack([B & 15, B >> 4], axis=3).reshape(N, G * group)
+        Z = inits[pre + ".zeros"].astype(np.int64).reshape(N, -1)
+        zeros = np.stack([Z & 15, Z >> 4], axis=2).reshape(N, -1)[:, :G]
+        return codes, inits[pre + ".scales"].reshape(N, G), zeros
+
+    qnodes = [("q8", "int8", 0, 17, 1e-3), ("q8", "int8", 0, 20, 1e-3), ("q8g", "int8", 0, 21, 1e-3),
+              ("q4a32", "uint4", 32, 17, 0.05), ("q4s32", "uint4", 32, 20, 0.05),
+              ("q4a64", "uint4", 64, 17, 0.05), ("q4s64", "uint4", 64, 17, 0.05),
+              ("q4a128", "uint4", 128, 17, 0.05), ("q4s128", "uint4", 128, 21, 0.05)]
+    for node, scheme, group, opset, bound in qnodes:
+        key = keys[node]
+        name = "%s-opset%d" % (node, opset)
         d = os.path.join(T, name)
-        run([QTOOL, cache, ft, spec, "export", d, opset])
+        r = run([FLOW, "export", key, "--format", "onnx", "-o", d, "--cache", cache, "--opset", str(opset)])
+        precision = "int8" if scheme == "int8" else "uint4-g%d" % group
+        check("%s: stderr names the precision (%s)" % (name, r.stderr.strip()), precision in r.stderr)
         path = os.path.join(d, "model.onnx")
-        try:
-            onnx.checker.check_model(path, full_check=True)
-        except Exception as ex:  # noqa: BLE001
-            check("%s: onnx.checker: %s" % (name, ex), False)
+        checker(name, path)
         m = onnx.load(path)
-        nq = sum(1 for n in m.graph.node if ((n.domain or ""), n.op_type) == op)
-        check("%s: %d %s nodes for 4 Linears x 2 layers" % (name, nq, op[1]), nq == 8)
+        op = ("", "MatMulInteger") if scheme == "int8" else ("com.microsoft", "MatMulNBits")
+        qn = [n for n in m.graph.node if ((n.domain or ""), n.op_type) == op]
+        check("%s: %d %s nodes for 4 Linears x 2 layers" % (name, len(qn), op[1]), len(qn) == 8)
+        if scheme != "int8":
+            bs = {a.i for n in qn for a in n.attribute if a.name == "block_size"}
+            check("%s: MatMulNBits block_size %s == group %d" % (name, bs, group), bs == {group})
         fp32_mm = [n for n in m.graph.node if n.op_type == "MatMul" and any(".weight.T" in i for i in n.input)]
         check("%s: only pooler and classifier stay fp32 MatMul (%d)" % (name, len(fp32_mm)), len(fp32_mm) == 2)
         cfg = json.load(open(os.path.join(d, "config.json")))
-        check("%s: config precision %s" % (name, cfg["precision"]),
-              cfg["precision"] == ("int8" if spec == "int8" else "uint4-g" + spec[3:5]))
+        qmeta = cfg.get("quantization") or {}
+        check("%s: config precision %s, quantization %s" % (name, cfg["precision"], qmeta),
+              cfg["precision"] == precision and qmeta.get("scheme") == scheme and
+              (scheme == "int8" or qmeta.get("group") == group))
+        # the artifact's own codes, scales and zeros, nothing requantized
+        w = st_load(read_part(cache, key, "weights"))
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+        same = True
+        for l in (0, 1):
+            for oname, parts in LIN:
+                ac, ascale, az = artifact_linear(w, l, parts, scheme, group)
+                oc, oscale, oz = onnx_linear(inits, l, oname, scheme, group)
+                ok = (ac.shape == oc.shape and (ac == oc).all() and np.array_equal(ascale, oscale) and
+                      (az is None or np.array_equal(az, oz)))
+                if not ok:
+                    check("%s: layer %d %s: codes/scales/zeros are the artifact's" % (name, l, oname), False)
+                same = same and ok
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         worst = 0.0
-        for (ids, types, mask), ref in zip(batches, quant_logits(cache, ft, spec, batches)):
+        for (ids, types, mask), ref in zip(batches, flow_logits(cache, key, batches)):
             got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
-            if check("%s: logits shape %s" % (name, got.shape), got.shape == ref.shape):
+            if check("%s: logits shape %s at batch %d seq %d" % (name, got.shape, *ids.shape), got.shape == ref.shape):
                 worst = max(worst, relative_mse(got, ref))
         check("%s: relative logit MSE vs flow's quantized forward %.2e < %g" % (name, worst, bound), worst < bound)
         agree = total = 0
-        fl_vs_fp32 = []
-        for (ids, types, mask), ref, fp in zip(tb, quant_logits(cache, ft, spec, tb), tb_ref):
+        vs_fp32 = 0.0
+        for (ids, types, mask), ref, fp in zip(tb, flow_logits(cache, key, tb), tb_ref):
             got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
             agree += int((ref.argmax(1) == got.argmax(1)).sum())
             total += len(ids)
-            fl_vs_fp32.append(relative_mse(ref, fp))
+            vs_fp32 = max(vs_fp32, relative_mse(ref, fp))
         check("%s: argmax agreement %d/%d" % (name, agree, total), total and agree >= 0.995 * total)
-        print("%s: ORT vs flow quantized: relative MSE %.2e, argmax %d/%d (flow quantized vs fp32: %.2e)"
-              % (name, worst, agree, total, max(fl_vs_fp32)))
-    r = run([QTOOL, cache, ft, "nf4g32", "export", os.path.join(T, "nf4")], expect=None)
-    check("nf4: refused with a reason (%d, %r)" % (r.returncode, r.stderr.strip()),
-          r.returncode != 0 and "no ONNX operator runs 4-bit" in r.stderr)
+        check("%s: flow's quantized model is not its fp32 model (relative MSE %.2e)" % (name, vs_fp32), vs_fp32 > 0)
+        print("%s: own codes/scales/zeros %s; ORT vs flow quantized: relative MSE %.2e, argmax %d/%d "
+              "(flow quantized vs fp32: %.2e)" % (name, "yes" if same else "NO", worst, agree, total, vs_fp32))
+        if node in ("q8", "q4a64") and opset == 17 and Tokenizer:
+            # raw text -> tokenizer.json -> ONNX Runtime == flow classify --all of the quantize artifact
+            tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+            tok.enable_truncation(cfg["max_length"])
+            fo = run([FLOW, "classify", key, "--all", "--cache", cache], "\n".join(texts) + "\n").stdout
+            for text, line in zip(texts, fo.splitlines()):
+                fp = json.loads(line.split("\t")[2])
+                ids = np.array([tok.encode(text).ids], dtype=np.int64)
+                lg = sess.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                                           "token_type_ids": np.zeros_like(ids)})[0][0]
+                p = np.exp(lg - lg.max())
+                p /= p.sum()
+                diff = np.abs(p - np.array([fp[lab] for lab in labels])).max()
+                check("%s end to end %r: max prob diff %.2e" % (name, text[:12], diff), diff < 1e-3)
+
+    # policy none: a quantize artifact with nothing quantized exports as fp32
+    d = os.path.join(T, "qnone")
+    run([FLOW, "export", keys["qnone"], "--format", "onnx", "-o", d, "--cache", cache])
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    check("qnone: precision fp32 (%s)" % cfg["precision"], cfg["precision"] == "fp32")
+    ort_vs_flow("qnone", os.path.join(d, "model.onnx"), batches, refs)
 
     # same artifact, same options -> same bytes
     again = os.path.join(T, "again")
@@ -485,12 +576,19 @@ ext = extend-vocab { model = ft  terms = [newterms] }
            ([keys["pt"]], "masked LM"),
            ([ft, "--opset", "16"], "below what the model needs"),
            ([ft, "--opset", "99"], "writes opsets 17..21"),
-           ([ft, "--opset", "x"], "not an opset number")]
+           ([ft, "--opset", "x"], "not an opset number"),
+           ([keys["qnf4"]], "no ONNX operator runs 4-bit")]
     for args, msg in bad:
         r = run([FLOW, "export"] + args[:1] + ["--format", "onnx", "-o", os.path.join(T, "bad"), "--cache", cache]
                 + args[1:], expect=None)
         check("export %s: exit %d, stderr %r" % (" ".join(args[1:]) or args[0][:8], r.returncode, r.stderr.strip()),
               r.returncode == 2 and msg in r.stderr)
+    r = run([FLOW, "export", keys["q8"], "--format", "hf", "-o", os.path.join(T, "badhf"), "--cache", cache], expect=None)
+    check("hf export of a quantize artifact refused: exit %d, %r" % (r.returncode, r.stderr.strip()),
+          r.returncode == 2 and "quantized model" in r.stderr and "--format onnx" in r.stderr)
+    r = run([FLOW, "export", keys["qnone"], "--format", "hf", "-o", os.path.join(T, "nonehf"), "--cache", cache])
+    check("hf export of a policy-none quantize artifact (nothing quantized) works",
+          os.path.exists(os.path.join(T, "nonehf", "model.safetensors")))
 finally:
     shutil.rmtree(T, ignore_errors=True)
 

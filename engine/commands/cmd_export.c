@@ -178,7 +178,7 @@ static int export_onnx(cmd_model *cm, const cli_args *a, int opset, int external
     flow_err err = { 0 };
     int rc = make_dir(a->out);
     if (rc) return rc;
-    if ((rc = onnx_export(m, NULL, a->out, &o, &info, &err))) {
+    if ((rc = onnx_export(m, a->out, &o, &info, &err))) {
         if (rc == FLOW_E_PARAM) return cli_usage_error("export: %s", err.msg);
         return cli_fail(&err);
     }
@@ -203,12 +203,28 @@ int hf_export_bert(const char *dir, bert_model *bm, char *const *labels, int nla
     return rc ? rc : write_safetensors(dir, bm, &full);
 }
 
+/* Encoder Linears a quantize artifact holds as integer codes (0 for a
+ * fp32 model or a quantize node with policy none). */
+static int quantized_linears(const struct clf_bert *cb)
+{
+    int n = 0;
+    for (int l = 0; cb->qmodel && l < cb->cfg.layers; l++)
+        for (int w = 0; w < BERT_LIN_COUNT; w++) n += bert_qmodel_get(cb->qmodel, l, w) != NULL;
+    return n;
+}
+
 static int export_hf(cmd_model *cm, const cli_args *a)
 {
     clf_model *m = cm->model;
     int rc;
     if (!m->bert)
         return cli_usage_error("export: artifact %s is a %s model; --format hf exports bert-cls and bert-mlm models", a->pos[0], clf_kind(m));
+    if (quantized_linears(m->bert))
+        /* its quantized Linears are integer codes: HF's fp32 safetensors would
+         * need them dequantized, which is another model than the one flow runs */
+        return cli_usage_error("export: artifact %s is a quantized model (its encoder Linears are int8/4-bit codes); "
+                               "--format hf writes fp32 weights: export it with --format onnx, or export the fp32 "
+                               "model it was quantized from", a->pos[0]);
     if ((rc = make_dir(a->out))) return rc;
     flow_buf b;
     buf_init(&b);

@@ -28,6 +28,16 @@ static int write_small(const char *dir, const char *name, const flow_buf *b, flo
     return 0;
 }
 
+/* config.json's "quantization": the artifact's metadata object (JSON text
+ * that qart_load parsed), or null. */
+static void quant_json(flow_buf *b, const clf_model *m)
+{
+    const char *q = m->bert->qmodel ? st_meta(&m->w, "quantization") : NULL;
+    buf_adds(b, "  \"quantization\": ");
+    buf_adds(b, q ? q : "null");
+    buf_adds(b, ",\n");
+}
+
 static void config_json(flow_buf *b, const clf_model *m, const onnx_export_info *info,
                         const onnx_export_opts *o)
 {
@@ -35,6 +45,7 @@ static void config_json(flow_buf *b, const clf_model *m, const onnx_export_info 
     buf_printf(b, "{\n  \"format\": \"flow-onnx\",\n  \"version\": 1,\n  \"model\": \"model.onnx\",\n"
                "  \"kind\": \"%s\",\n  \"precision\": \"%s\",\n  \"opset\": %d,\n",
                clf_kind(m), info->precision, info->opset);
+    quant_json(b, m);
     if (o->source) {
         buf_adds(b, "  \"source\": ");
         buf_json_str(b, o->source, strlen(o->source));
@@ -58,6 +69,7 @@ static void config_json(flow_buf *b, const clf_model *m, const onnx_export_info 
                m->bert->max_len, c->max_len, TOK_PAD, TOK_CLS, TOK_SEP,
                m->has_clean ? "\"clean.json\"" : "null");
 }
+
 
 static int check_opset(int opset, flow_err *e)
 {
@@ -123,14 +135,14 @@ int onnx_export_model(const bert_model *m, const bert_qmodel *q, const char *dir
     return write_model(m, q, "bert-cls", dir, o, info, e);
 }
 
-int onnx_export(clf_model *m, const bert_qmodel *q, const char *dir,
-                const onnx_export_opts *o, onnx_export_info *info, flow_err *e)
+int onnx_export(clf_model *m, const char *dir, const onnx_export_opts *o, onnx_export_info *info,
+                flow_err *e)
 {
     int opset = o->opset ? o->opset : ONNX_OPSET_DEFAULT;
     int rc = check_request(m, opset, e);
     if (rc) return rc;
     if ((rc = bert_sync_to_host(m->bert->model, e))) return rc;
-    if ((rc = write_model(m->bert->model, q, clf_kind(m), dir, o, info, e))) {
+    if ((rc = write_model(m->bert->model, m->bert->qmodel, clf_kind(m), dir, o, info, e))) {
         if (rc != FLOW_E_IO) {
             char msg[sizeof e->msg];
             snprintf(msg, sizeof msg, "%s", e->msg);

@@ -12,6 +12,8 @@
  *                 model has one
  *   config.json   {"format":"flow-onnx","version":1, kind, precision (fp32,
  *                 int8, uint4-gG; the encoder Linears' format),
+ *                 quantization (the artifact's "quantization" metadata,
+ *                 stages/model/qartifact.h, or null),
  *                 opset, labels, id2label, max_length (ids per sequence flow
  *                 uses, [CLS] and [SEP] included), max_position_embeddings
  *                 (the longest sequence the model accepts), input and output
@@ -48,13 +50,13 @@ typedef struct onnx_export_info {
 
 struct bert_qmodel;
 
-/* Writes the folder dir (which must exist) for classifier m, with the
- * encoder Linears that q quantizes (q NULL: all fp32) in their own int8 /
- * 4-bit formats.  FLOW_E_PARAM for a model, a format or an opset that
- * cannot be exported (message says what and what to do), FLOW_E_IO naming
- * the file. */
-int onnx_export(clf_model *m, const struct bert_qmodel *q, const char *dir,
-                const onnx_export_opts *o, onnx_export_info *info, flow_err *e);
+/* Writes the folder dir (which must exist) for classifier m: a quantize
+ * artifact's encoder Linears (m->bert->qmodel, as loaded) in their own
+ * int8 / 4-bit codes, scales and zeros, never requantized; the rest fp32.
+ * FLOW_E_PARAM for a model, a format or an opset that cannot be exported
+ * (message says what and what to do), FLOW_E_IO naming the file. */
+int onnx_export(clf_model *m, const char *dir, const onnx_export_opts *o, onnx_export_info *info,
+                flow_err *e);
 
 struct bert_model;
 /* Only dir/model.onnx (and its .data), for a bare classifier model (mode

@@ -212,7 +212,7 @@ const char *onnx_encoder_linear(onnx_build *b, const char *x, int l, int which, 
     } else {
         b->rc = flow_fail(b->e, FLOW_E_PARAM,
                           "%s is NF4 (a 4-bit code book), which no ONNX operator runs 4-bit (MatMulNBits "
-                          "is uniform); quantize with uniform 4-bit (nf4 = false) to export it",
+                          "is uniform); quantize with uniform 4-bit levels (codebook = uniform) to export it",
                           name);
         return "";
     }

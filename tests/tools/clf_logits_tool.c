@@ -7,7 +7,8 @@
  * type ids, B lines of T mask values (1 real, 0 padding); stdout: per batch
  * B lines of C logits (%.9g).  The model is created for each batch's B x T
  * (the artifact's own capacity is its fine-tuning length) with the
- * artifact's parameters. */
+ * artifact's parameters (and a quantize artifact's quantized Linears, as
+ * flow classify runs them). */
 #include "stages/model/clf_bert.h"
 #include "cache/cache.h"
 
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
             rc = 1;
         } else {
             memcpy(w->params, bm->params, bm->nparams * sizeof(float));
+            bert_qmodel_attach(w, m->bert->qmodel);   /* a quantize artifact: its integer Linears */
             bert_batch b = { .B = B, .T = T, .ids = ids, .type_ids = types, .attn_mask = mask };
             bert_output o;
             if (bert_sync_to_device(w, &err) || bert_forward(w, &b, BERT_HEAD_CLASSIFY, 0, &o, &err)) {

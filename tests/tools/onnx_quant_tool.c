@@ -1,6 +1,7 @@
-/* onnx_quant_tool.c — flow's quantized BERT classifier (bert_qmodel, RTN)
- * beside its ONNX export, for tests/onnx_export_test.py and
- * tests/bench/onnx_bench.py, until quantized model artifacts exist.
+/* onnx_quant_tool.c — flow's BERT classifier in shapes and formats that
+ * are not artifacts (round-to-nearest bert_qmodel of a fp32 artifact, a
+ * pruned shape) beside its ONNX export, for tests/onnx_export_test.py and
+ * tests/bench/onnx_bench.py.
  * usage:
  *   onnx_quant_tool CACHE HASH SPEC export DIR [OPSET]
  *   onnx_quant_tool CACHE HASH SPEC logits < batches
@@ -13,8 +14,9 @@
  * h % (l + 2) != 1 and the FFN neurons j with j % (l + 2) == 0 (4 heads,
  * FFN 128: layer 0 2 heads and 64 neurons, layer 1 3 heads and 43), so
  * layers have unequal attention and FFN widths, as the prune stage makes.
- * export: writes the ONNX folder (stages/export) with those weights (a
- * pruned model, which is no artifact: model.onnx only).
+ * export: writes the ONNX folder (stages/export) of fp32 HASH, or only
+ * DIR/model.onnx of a quantized or pruned model (not artifacts; a quantize
+ * artifact exports with `flow export`).
  * logits: batches as clf_logits_tool ("B T", B lines of ids, of token
  *   types, of mask); prints B lines of logits of flow's quantized forward.
  * time: best-of wall time of flow's forward on B x T random ids (every
@@ -239,6 +241,7 @@ int main(int argc, char **argv)
     }
     bert_model *bm = m->bert ? m->bert->model : NULL;
     if (!bm || !(bm->cfg.mode & BERT_MODE_CLASSIFY)) { fprintf(stderr, "not a bert classifier\n"); return 1; }
+    if (m->bert->qmodel) { fprintf(stderr, "%s is quantized already: give its fp32 model\n", argv[2]); return 1; }
     bert_qmodel *q = NULL;
     bert_model *cut = NULL;
     int rc = bert_sync_to_host(bm, &err);
@@ -248,7 +251,7 @@ int main(int argc, char **argv)
         onnx_export_opts o = { .opset = argc > 6 ? atoi(argv[6]) : 0, .source = argv[2] };
         onnx_export_info info;
         mkdir(argv[5], 0777);
-        rc = cut ? onnx_export_model(cut, q, argv[5], &o, &info, &err) : onnx_export(m, q, argv[5], &o, &info, &err);
+        rc = cut || q ? onnx_export_model(bm, q, argv[5], &o, &info, &err) : onnx_export(m, argv[5], &o, &info, &err);
         if (!rc) fprintf(stderr, "exported %s as %s, opset %d\n", argv[2], info.precision, info.opset);
     } else if (!rc && strcmp(argv[4], "logits") == 0) {
         rc = run_logits(bm, q, &err);
