@@ -10,8 +10,9 @@ Same model, same threads (ORT: intra_op_num_threads, inter_op 1; flow:
 OpenMP), same batch and sequence length (every token real), best of
 repeats after a warm-up; flow and ORT alternate in rounds so that load on
 a shared machine hits both.  Quantized weights: round to nearest of every
-encoder Linear (tests/tools/onnx_quant_tool) until quantized artifacts
-exist.
+encoder Linear of the fp32 artifact (tests/tools/onnx_quant_tool; the
+same formats and speed as quantize artifacts, which
+tests/bench/quant_model_bench.sh ... ref measures end to end).
 
 usage: onnx_bench.py [--build DIR] [--cache C --hash H]  [--threads 2]
                      [--batches 1,32] [--seq 128] [--seconds 3] [--rounds 2]

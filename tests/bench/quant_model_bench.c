@@ -7,14 +7,24 @@
  * quant_model_bench.sh can put them beside the peers.
  *
  * usage: quant_model_bench [threads] [seconds] [batches, e.g. 1,32] [layers] [profile]
+ *        quant_model_bench --artifacts CACHE FP32 INT8 UINT4 [threads] [seconds] [batches]
  * (profile: one profiled forward per variant and batch, op table printed)
- * With QBENCH_ONNX_DIR set, the three variants are also exported there as
- * DIR/<name>/model.onnx (stages/export, the same weights and scales) for
- * quant_model_bench.py --flow-onnx DIR: ONNX Runtime on flow's own models.
+ * --artifacts: the three variants are stored model artifacts instead (a
+ * finetune node and two quantize nodes of it, int8 and uniform 4-bit), run
+ * as flow classify runs them (their own codes and scales on the integer
+ * kernels), at their config and seq = min(128, max_position_embeddings);
+ * the 4-bit line is named flow-uint4-gG by its group.
+ * With QBENCH_ONNX_DIR set, the random-weight variants are also exported
+ * there as DIR/<name>/model.onnx (stages/export, the same weights and
+ * scales) for quant_model_bench.py --flow-onnx DIR: ONNX Runtime on flow's
+ * own models (artifacts are exported by quant_model_bench.sh with `flow
+ * export --format onnx`).
  */
 #include "kernels/kernels.h"
 #include "kernels/quant/quant.h"
 #include "stages/export/onnx_export.h"
+#include "stages/model/clf_bert.h"
+#include "cache/cache.h"
 
 #include <sys/stat.h>
 
@@ -42,38 +52,48 @@ static const float *lin_w(bert_model *m, int l, int which, int *OC, int *IC)
     return m->params + t->offset;
 }
 
-int main(int argc, char **argv)
+/* The three variants measured: a model and its quantized Linears each
+ * (random weights: one model, three bert_qmodels). */
+typedef struct bench_set {
+    bert_model *m[3];
+    bert_qmodel *q[3];
+    char names[3][48];
+    int T;
+    /* artifact mode: what keeps the loaded artifacts alive */
+    flow_store *store;
+    part_source src[3];
+    clf_model *art[3];
+    int nart;
+} bench_set;
+
+/* Random weights at the reference config (layers may be fewer): RTN int8
+ * and UINT4 g64 of every encoder Linear, exported to QBENCH_ONNX_DIR. */
+static int random_set(bench_set *bs, int layers, int maxB, int threads, flow_err *e)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 2;
-    double secs = argc > 2 ? atof(argv[2]) : 3.0;
-    const char *batches = argc > 3 ? argv[3] : "1,32";
-    int layers = argc > 4 ? atoi(argv[4]) : 6;
-    int T = 128, maxB = 1;
-    for (const char *p = batches; *p;) { int v = atoi(p); if (v > maxB) maxB = v; p = strchr(p, ','); if (!p) break; p++; }
-    bert_set_threads(threads);
     bert_config c;
     bert_config_default(&c);
     c.layers = layers; c.num_labels = 7; c.mode = BERT_MODE_CLASSIFY;
     bert_model *m;
-    flow_err e;
-    if (bert_model_new(&c, maxB, T, &bert_device_cpu, &m, &e) || bert_init(m, 1, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    bs->T = 128;
+    if (bert_model_new(&c, maxB, bs->T, &bert_device_cpu, &m, e) || bert_init(m, 1, e)) return -1;
     bert_qspec s8 = { 8, 0, 1, 0, 0, 0.01, 0 }, s4 = { 4, 64, 0, 0, 0, 0.01, 0 };
     bert_qmodel *q8 = bert_qmodel_new(c.layers), *q4 = bert_qmodel_new(c.layers);
     for (int l = 0; l < c.layers; l++)
         for (int w = 0; w < BERT_LIN_COUNT; w++) {
             int OC, IC;
             const float *W = lin_w(m, l, w, &OC, &IC);
-            if (bert_qmodel_quantize(q8, l, w, W, OC, IC, &s8, NULL, &e) ||
-                bert_qmodel_quantize(q4, l, w, W, OC, IC, &s4, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+            if (bert_qmodel_quantize(q8, l, w, W, OC, IC, &s8, NULL, e) ||
+                bert_qmodel_quantize(q4, l, w, W, OC, IC, &s4, NULL, e)) return -1;
         }
     bert_qmodel_set_threads(q8, threads);
     bert_qmodel_set_threads(q4, threads);
-    printf("flow quantized path: %s\n", quant_path_name(quant_path_active()));
-    int32_t *ids = malloc(sizeof(int32_t) * maxB * T);
-    srand(1);
-    for (int i = 0; i < maxB * T; i++) ids[i] = 5 + rand() % (c.vocab_size - 5);
-    bert_qmodel *variants[3] = { NULL, q8, q4 };
+    bert_qmodel *qs[3] = { NULL, q8, q4 };
     const char *names[3] = { "flow-fp32", "flow-int8", "flow-uint4-g64" };
+    for (int v = 0; v < 3; v++) {
+        bs->m[v] = m;
+        bs->q[v] = qs[v];
+        snprintf(bs->names[v], sizeof bs->names[v], "%s", names[v]);
+    }
     const char *onnx_dir = getenv("QBENCH_ONNX_DIR");
     for (int v = 0; onnx_dir && v < 3; v++) {
         char d[4096];
@@ -81,8 +101,99 @@ int main(int argc, char **argv)
         mkdir(d, 0777);
         onnx_export_opts o = { 0 };
         onnx_export_info info;
-        if (onnx_export_model(m, variants[v], d, &o, &info, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+        if (onnx_export_model(m, qs[v], d, &o, &info, e)) return -1;
     }
+    return 0;
+}
+
+/* The artifacts hash[0..2] of store dir (fp32, int8, uniform 4-bit), each
+ * in a model of capacity maxB x T with its own parameters and quantized
+ * Linears (as clf_load gives them to flow classify). */
+static int artifact_set(bench_set *bs, const char *dir, char **hash, int maxB, int threads, flow_err *e)
+{
+    store_options so;
+    memset(&so, 0, sizeof so);
+    if (store_open(&bs->store, dir, &so, e)) return -1;
+    static const quant_kind want[3] = { 0, QUANT_KIND_INT8, QUANT_KIND_UINT4 };
+    for (int v = 0; v < 3; v++) {
+        flow_hash key;
+        if (store_resolve(bs->store, hash[v], &key, e) || part_source_store(&bs->src[v], bs->store, &key, "", e))
+            return -1;
+        bs->nart++;
+        if (clf_load(&bs->src[v], &bs->art[v], e)) return -1;
+        clf_model *a = bs->art[v];
+        if (!a->bert || !(a->bert->cfg.mode & BERT_MODE_CLASSIFY))
+            return flow_fail(e, FLOW_E_PARAM, "%s is not a bert classifier", hash[v]);
+        const bert_model *bm = a->bert->model;
+        const quant_weight *w0 = a->bert->qmodel ? bert_qmodel_get(a->bert->qmodel, 0, BERT_LIN_QKV) : NULL;
+        if (v == 0 ? w0 != NULL : !w0 || w0->kind != want[v])
+            return flow_fail(e, FLOW_E_PARAM, "%s: expected %s", hash[v],
+                             v == 0 ? "a fp32 model" : v == 1 ? "an int8 quantize node" : "a uniform 4-bit quantize node");
+        if (v && (bm->cfg.hidden != bs->m[0]->cfg.hidden || bm->cfg.layers != bs->m[0]->cfg.layers ||
+                  bm->cfg.vocab_size != bs->m[0]->cfg.vocab_size))
+            return flow_fail(e, FLOW_E_PARAM, "%s has another shape than %s", hash[v], hash[0]);
+        bs->T = bm->cfg.max_len < 128 ? bm->cfg.max_len : 128;
+        if (bert_sync_to_host(a->bert->model, e) ||
+            bert_model_new(&bm->cfg, maxB, bs->T, &bert_device_cpu, &bs->m[v], e)) return -1;
+        memcpy(bs->m[v]->params, bm->params, bm->nparams * sizeof(float));
+        if (bert_sync_to_device(bs->m[v], e)) return -1;
+        bs->q[v] = a->bert->qmodel;
+        if (bs->q[v]) bert_qmodel_set_threads(bs->q[v], threads);
+        if (v == 2) snprintf(bs->names[v], sizeof bs->names[v], "flow-uint4-g%d", w0->group);
+        else snprintf(bs->names[v], sizeof bs->names[v], "%s", v ? "flow-int8" : "flow-fp32");
+    }
+    return 0;
+}
+
+static void bench_set_release(bench_set *bs)
+{
+    if (!bs->nart) {
+        bert_qmodel_attach(bs->m[0], NULL);
+        bert_qmodel_free(bs->q[1]);
+        bert_qmodel_free(bs->q[2]);
+        bert_model_free(bs->m[0]);
+        return;
+    }
+    for (int v = 0; v < 3; v++) {
+        if (bs->m[v]) { bert_qmodel_attach(bs->m[v], NULL); bert_model_free(bs->m[v]); }
+        clf_free(bs->art[v]);
+        if (v < bs->nart) part_source_release(&bs->src[v]);
+    }
+    store_close(bs->store);
+}
+
+int main(int argc, char **argv)
+{
+    bench_set bs;
+    memset(&bs, 0, sizeof bs);
+    char **art = NULL;
+    const char *cache = NULL;
+    if (argc > 1 && strcmp(argv[1], "--artifacts") == 0) {
+        if (argc < 6) { fprintf(stderr, "usage: %s --artifacts CACHE FP32 INT8 UINT4 [threads] [seconds] [batches]\n", argv[0]); return 2; }
+        cache = argv[2];
+        art = argv + 3;
+        argv += 5;
+        argc -= 5;
+    }
+    int threads = argc > 1 ? atoi(argv[1]) : 2;
+    double secs = argc > 2 ? atof(argv[2]) : 3.0;
+    const char *batches = argc > 3 ? argv[3] : "1,32";
+    int layers = argc > 4 ? atoi(argv[4]) : 6;
+    int maxB = 1;
+    for (const char *p = batches; *p;) { int v = atoi(p); if (v > maxB) maxB = v; p = strchr(p, ','); if (!p) break; p++; }
+    bert_set_threads(threads);
+    flow_err e = { 0 };
+    if (art ? artifact_set(&bs, cache, art, maxB, threads, &e) : random_set(&bs, layers, maxB, threads, &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        bench_set_release(&bs);
+        return 1;
+    }
+    int T = bs.T, V = bs.m[0]->cfg.vocab_size;
+    printf("flow quantized path: %s; %s, seq %d\n", quant_path_name(quant_path_active()),
+           art ? "stored artifacts" : "random weights", T);
+    int32_t *ids = malloc(sizeof(int32_t) * maxB * T);
+    srand(1);
+    for (int i = 0; i < maxB * T; i++) ids[i] = 5 + rand() % (V - 5);
     for (const char *p = batches; p && *p;) {
         int B = atoi(p);
         bert_batch b = { 0 };
@@ -90,31 +201,29 @@ int main(int argc, char **argv)
         double best[3] = { 1e30, 1e30, 1e30 }, start = now();
         for (int round = 0; round < 2 || now() - start < secs * 3; round++)
             for (int v = 0; v < 3; v++) {
-                bert_qmodel_attach(m, variants[v]);
+                bert_qmodel_attach(bs.m[v], bs.q[v]);
                 bert_output o;
                 double t0 = now();
-                if (bert_forward(m, &b, BERT_HEAD_CLASSIFY, 0, &o, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+                if (bert_forward(bs.m[v], &b, BERT_HEAD_CLASSIFY, 0, &o, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
                 double dt = now() - t0;
                 if (round > 0 && dt < best[v]) best[v] = dt;   /* round 0 warms up */
             }
-        for (int v = 0; v < 3 && argc > 5; v++) {
-            bert_qmodel_attach(m, variants[v]);
-            bert_profile_enable(m, 1);
+        for (int v = 0; v < 3 && !art && argc > 5; v++) {
+            bert_qmodel_attach(bs.m[v], bs.q[v]);
+            bert_profile_enable(bs.m[v], 1);
             bert_output o;
-            if (bert_forward(m, &b, BERT_HEAD_CLASSIFY, 0, &o, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
-            printf("profile %s batch %d (matmul GFLOP/s = integer GOP/s for the quantized variants)\n", names[v], B);
-            bert_profile_print(m, stdout);
-            bert_profile_enable(m, 0);
+            if (bert_forward(bs.m[v], &b, BERT_HEAD_CLASSIFY, 0, &o, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+            printf("profile %s batch %d (matmul GFLOP/s = integer GOP/s for the quantized variants)\n", bs.names[v], B);
+            bert_profile_print(bs.m[v], stdout);
+            bert_profile_enable(bs.m[v], 0);
         }
         for (int v = 0; v < 3; v++)
-            printf("peer %s batch %d seq %d threads %d ms_per_batch %.2f seq_per_s %.1f\n", names[v], B, T,
+            printf("peer %s batch %d seq %d threads %d ms_per_batch %.2f seq_per_s %.1f\n", bs.names[v], B, T,
                    threads, best[v] * 1e3, B / best[v]);
         p = strchr(p, ',');
         if (p) p++;
     }
-    bert_qmodel_attach(m, NULL);
-    bert_qmodel_free(q8); bert_qmodel_free(q4);
-    bert_model_free(m);
+    bench_set_release(&bs);
     free(ids);
     return 0;
 }

@@ -8,7 +8,8 @@ weights from a seed, or an HF export given with --hf DIR) as
   onnxruntime fp32 and onnxruntime's dynamic int8 quantization of the same
   model (exported with torch.onnx, opset 17), and with --flow-onnx DIR
   onnxruntime running flow's own fp32 / int8 / 4-bit ONNX exports
-  (flow export --format onnx; the weights quant_model_bench.c measured),
+  (flow export --format onnx; the weights quant_model_bench.c measured:
+  random ones, or the artifacts quant_model_bench.sh names),
 with the same threads and inputs, and prints one line per measurement:
   peer <name> batch <B> seq <T> threads <n> ms_per_batch <x> seq_per_s <y>
 Batch 1 is reported as latency, batch 32 as throughput (best of the
@@ -98,9 +99,9 @@ def main():
         so = ort.SessionOptions()
         so.intra_op_num_threads = a.threads
         so.inter_op_num_threads = 1
-        for name in ("flow-fp32", "flow-int8", "flow-uint4-g64"):
+        for name in sorted(os.listdir(a.flow_onnx)):   # flow-fp32, flow-int8, flow-uint4-gG
             path = os.path.join(a.flow_onnx, name, "model.onnx")
-            if os.path.exists(path):
+            if name.startswith("flow-") and os.path.exists(path):
                 flow_onnx["onnxruntime-" + name] = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     for B in [int(x) for x in a.batches.split(",")]:
         ids = rng.integers(5, V, size=(B, a.seq), dtype=np.int64)

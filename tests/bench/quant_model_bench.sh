@@ -2,26 +2,88 @@
 # quant_model_bench.sh — flow's fp32 / int8 / 4-bit BERT classifier forward
 # against PyTorch (fp32, quantize_dynamic int8) and onnxruntime (fp32,
 # dynamic int8 quantization), same threads, batch 1 latency and batch 32
-# throughput, reference config (hidden 768, 6 layers, 12 heads, seq 128,
-# random weights), and onnxruntime running flow's own ONNX exports of the
-# same fp32 / int8 / 4-bit models (stages/export: MatMulInteger with flow's
+# throughput, and onnxruntime running flow's own ONNX exports of the same
+# fp32 / int8 / 4-bit models (stages/export: MatMulInteger with flow's
 # per-row activation scales, MatMulNBits with flow's 4-bit codes).
 # Ratios are computed from the lines of this one run.
-#   tests/bench/quant_model_bench.sh [build-dir] [threads] [seconds] [batches]
+#   tests/bench/quant_model_bench.sh [build-dir] [threads] [seconds] [batches] [models]
+# models:
+#   random  (default) reference config (hidden 768, 6 layers, 12 heads, FFN
+#           3072, seq 128) with random weights, RTN-quantized in the bench
+#   ref     real artifacts at the reference config: a graph on the small
+#           generated law corpus (tests/tools/gen_laws.py) with a 2-step
+#           finetune, an int8 quantize node and a 4-bit g64 one (both RTN:
+#           GPTQ gives the same format and speed, and took 20 min for this
+#           shape on the loaded 2-core machine), built in $QBENCH_CACHE (kept,
+#           so a rerun is a null build) or a temporary cache; flow runs the artifacts as flow
+#           classify does, the peers run `flow export --format hf` (torch,
+#           torch.onnx) and `flow export --format onnx` of the same artifacts
+#   CACHE:FP32,INT8,UINT4  given artifacts (a finetune node and two quantize
+#           nodes of it, e.g. legal.graph's finetune, finetune_int8 and
+#           finetune_gptq4), exported the same way
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../../build}
 threads=${2:-2}
 secs=${3:-3}
 batches=${4:-1,32}
+models=${5:-random}
 export OMP_WAIT_POLICY=passive
 out=$(mktemp)
-onnx=$(mktemp -d)
-trap 'rm -rf "$out" "$onnx"' EXIT
+work=$(mktemp -d)
+onnx=$work/onnx
+mkdir -p "$onnx"
+trap 'rm -rf "$out" "$work"' EXIT
+flow=$build/flow
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
-QBENCH_ONNX_DIR="$onnx" "$build/quant_model_bench" "$threads" "$secs" "$batches" | tee -a "$out"
-python3 "$here/quant_model_bench.py" --threads "$threads" --seconds "$secs" --batches "$batches" --flow-onnx "$onnx" 2>/dev/null \
-  | grep '^peer' | tee -a "$out" || echo "python peers skipped"
+if [ "$models" = random ]; then
+    QBENCH_ONNX_DIR="$onnx" "$build/quant_model_bench" "$threads" "$secs" "$batches" | tee -a "$out"
+    pyargs=()
+else
+    if [ "$models" = ref ]; then
+        cache=${QBENCH_CACHE:-$work/cache}
+        laws=${QBENCH_CACHE:+$QBENCH_CACHE-laws}
+        laws=${laws:-$work/laws}
+        python3 "$here/../tools/gen_laws.py" "$laws" 5
+        cat > "$work/ref.graph" <<G
+docs = source { path = "$laws"  labels = folders }
+c = clean { input = docs }
+s = split { corpus = c  ratios = [0.6, 0.2, 0.2]  seed = 3 }
+tok = bpe { text = [s.train]  vocab_size = 300 }
+enc = encode { corpus = s  tokenizer = tok  max_len = 128 }
+ft = finetune { train = enc.train  dev = enc.dev  tokenizer = tok  clean = c  hidden = 768  layers = 6  heads = 12
+                intermediate = 3072  max_len = 128  batch = 4  max_steps = 2  eval_every = 2 }
+q8 = quantize { model = ft  bits = 8  method = rtn }
+q4 = quantize { model = ft  bits = 4  group = 64  method = rtn }
+G
+        echo "building the reference-config artifacts (finetune 2 steps, int8 and 4-bit g64 RTN) in $cache"
+        "$flow" build "$work/ref.graph" --cache "$cache" --json -j 2 > "$work/ev" 2> "$work/ev.err" \
+            || { tail -5 "$work/ev.err"; exit 1; }
+        keys=$(python3 - "$work/ev" <<'PY'
+import json, sys
+k = {}
+for l in open(sys.argv[1]):
+    try: e = json.loads(l)
+    except ValueError: continue
+    if e.get("event") == "finished": k[e["node"]] = e["key"]
+print(k["ft"], k["q8"], k["q4"])
+PY
+)
+        read -r fp32 int8 uint4 <<< "$keys"
+    else
+        cache=${models%%:*}
+        IFS=, read -r fp32 int8 uint4 <<< "${models#*:}"
+    fi
+    "$build/quant_model_bench" --artifacts "$cache" "$fp32" "$int8" "$uint4" "$threads" "$secs" "$batches" | tee -a "$out"
+    "$flow" export "$fp32" --format hf -o "$work/hf" --cache "$cache" 2>/dev/null
+    for pair in "flow-fp32:$fp32" "flow-int8:$int8" "$(grep -o 'flow-uint4-g[0-9]*' "$out" | head -1):$uint4"; do
+        "$flow" export "${pair#*:}" --format onnx -o "$onnx/${pair%%:*}" --cache "$cache" 2>&1 | sed 's/^/  /'
+    done
+    seq=$(sed -n 's/.*seq \([0-9]*\).*/\1/p' "$out" | head -1)
+    pyargs=(--hf "$work/hf" --seq "$seq")
+fi
+python3 "$here/quant_model_bench.py" --threads "$threads" --seconds "$secs" --batches "$batches" --flow-onnx "$onnx" \
+    "${pyargs[@]}" 2>/dev/null | grep '^peer' | tee -a "$out" || echo "python peers skipped"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$out" <<'PY'
 import sys
@@ -30,13 +92,13 @@ for line in open(sys.argv[1]):
     f = line.split()
     if f and f[0] == "peer":
         rows[(f[1], int(f[3]))] = float(f[9])
+q4 = sorted({n for n, _ in rows if n.startswith("flow-uint4-g")})
 for B in sorted({b for _, b in rows}):
-    base = rows.get(("flow-fp32", B))
     print(f"batch {B}: ms per batch (lower is better) and speed-up of flow's variants")
     for (name, b), ms in sorted(rows.items(), key=lambda kv: kv[1]):
         if b == B:
             print(f"  {name:28s} {ms:9.2f} ms")
-    for q in ("flow-int8", "flow-uint4-g64"):
+    for q in ["flow-int8"] + q4:
         if (q, B) in rows:
             for peer in ("flow-fp32", "torch-dynamic-int8", "onnxruntime-dynamic-int8", "onnxruntime-" + q,
                          "torch-fp32", "onnxruntime-fp32"):
