@@ -17,8 +17,10 @@ external data, and checks for each:
   - raw text -> tokenizer.json (tokenizers) -> ONNX Runtime gives the
     probabilities of `flow classify --all` within 1e-4 (config.json's
     max_length truncation included).
-Other shapes: the trim-vocab and extend-vocab artifacts of the model
-export through `flow export` (word embeddings of their vocabulary size,
+Other shapes: a prune artifact (global scope: layers of different head
+counts and FFN widths) and an int8 quantize node of it, and the
+trim-vocab and extend-vocab artifacts of the model export through `flow
+export` (word embeddings of their vocabulary size,
 their tokenizer.json) with ONNX Runtime logits within 1e-4 of flow's; a
 pruned shape cut from the model (onnx_quant_tool SPEC+pruned: layers of 2
 and 3 heads, FFN widths 128 and 86) exports in fp32 and int8 with per-layer
@@ -246,6 +248,8 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  l2 = [
 trim = trim-vocab { model = ft  corpus = s.test  coverage = 0.98  tokenizer = tok }
 newterms = source { path = "%s/new_terms.txt" }
 ext = extend-vocab { model = ft  terms = [newterms] }
+pr = prune { model = ft  dev = s.dev  head_ratio = 0.5  ffn_ratio = 0.4  rounds = 2 }
+qpr = quantize { model = pr  bits = 8  method = rtn }
 q8 = quantize { model = ft  bits = 8  method = rtn }
 q8g = quantize { model = ft  calibration = s.train  bits = 8  calibration_sequences = 40 }
 q4a32 = quantize { model = ft  calibration = s.train  bits = 4  group = 32  calibration_sequences = 40 }
@@ -379,6 +383,40 @@ qnone = quantize { model = ft  policy = none  method = rtn }
             from_tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json")).get_vocab_size()
             check("%s: tokenizer.json has the model's %d tokens (%d)" % (node, nV, from_tok), from_tok == nV)
         print("%s (vocab %d): max |logit diff| vs flow %.2e" % (node, nV, w))
+
+    # prune artifacts (stages/compress/prune.c, global scope: layers lose
+    # different numbers of heads and neurons) and an int8 quantize node of
+    # one, through `flow export`
+    for node, scheme in (("pr", "fp32"), ("qpr", "int8")):
+        key = keys[node]
+        pc = json.loads(run([FLOW, "cat", key, "model.json", "--cache", cache]).stdout)["config"]
+        lh, lf = pc["layer_heads"], pc["layer_ffn"]
+        check("%s: pruned (heads %s of 4, FFN %s of 256)" % (node, lh, lf),
+              sum(lh) < 8 and sum(lf) < 512 and min(lh) >= 1)
+        d = os.path.join(T, node)
+        r = run([FLOW, "export", key, "--format", "onnx", "-o", d, "--cache", cache])
+        path = os.path.join(d, "model.onnx")
+        checker(node, path)
+        dims = initializer_dims(path)
+        suffix = ".weight.T" if scheme == "fp32" else ".int8.T"
+        widths = [(dims.get("bert.encoder.layer.%d.attention.self.qkv%s" % (l, suffix), [0, 0])[1],
+                   dims.get("bert.encoder.layer.%d.intermediate.dense%s" % (l, suffix), [0, 0])[1]) for l in (0, 1)]
+        check("%s: per-layer (3A, FFN) %s from heads %s, FFN %s" % (node, widths, lh, lf),
+              widths == [(3 * 32 * lh[l], lf[l]) for l in (0, 1)])
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        check("%s: precision %s" % (node, cfg["precision"]), cfg["precision"] == scheme)
+        refs_p = flow_logits(cache, key, batches)
+        if scheme == "fp32":
+            w = ort_vs_flow(node, path, batches, refs_p)
+        else:
+            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            w = 0.0
+            for (ids, types, mask), ref in zip(batches, refs_p):
+                got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+                if check("%s: logits shape" % node, got.shape == ref.shape):
+                    w = max(w, relative_mse(got, ref))
+            check("%s: relative logit MSE vs flow's %.2e < 1e-3" % (node, w), w < 1e-3)
+        print("%s (heads %s, FFN %s): ORT vs flow %.2e" % (node, lh, lf, w))
 
     # a pruned shape (tests/tools/onnx_quant_tool SPEC+pruned: layers with
     # 2 and 3 heads, FFN widths 128 and 86, cut from the trained model), fp32
