@@ -108,13 +108,17 @@ int corpus_check(flow_ctx *ctx, const char *port, int idx, const char *prefix);
 /* ---- an input part as lines, streamed (stages/text/line_stream.c) ------
  * block: the next whole lines, about want bytes (at least one line; a
  * final line without '\n' counts), *n = 0 at the end; line: the next
- * line, NUL-terminated in place without its '\n', *got = 0 at the end.
+ * line, NUL-terminated in place without its '\n', *got = 0 at the end
+ * (line_len: its length, which counts NUL bytes inside it; newline: 0 for
+ * a final line without '\n').
  * Pointers stay valid until the next call.  Errors are the stage API's. */
 typedef struct line_stream {
     flow_in_stream *in;
     char *buf;
     size_t len, pos, cap;
     int eof;
+    size_t line_len;    /* of the last line from line_stream_line */
+    int newline;        /* 1 if that line ended with '\n' */
 } line_stream;
 int line_stream_open(flow_ctx *c, const char *port, int idx, const char *part, line_stream *ls);
 int line_stream_block(line_stream *ls, size_t want, char **block, size_t *n);

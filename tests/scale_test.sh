@@ -12,7 +12,8 @@
 #  - the null build of the 16k graph takes < 1.5 s;
 #  - clean and encode with memory_mb = 1 and bpe with 16 (many batches, with
 #    duplicates across batch boundaries) give the same bytes as with the
-#    default budget.
+#    default budget;
+#  - split streams: a 100 MB corpus is split in well under 96 MB of RSS.
 set -u
 FLOW=${FLOW_RELEASE:-${FLOW:?FLOW must point at the flow binary}}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -101,6 +102,43 @@ for p in "$ck text" "$ck units" "$ck labels" "$tk vocab.txt" "$tk merges.txt" "$
 done
 dups=$("$FLOW" show "$ck" --cache "$T/m1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["duplicates"])')
 [ "$dups" = 40 ] || { echo "FAIL: clean with memory_mb = 1 found $dups duplicates, want 40"; fail=1; }
+
+# split streams: a 100 MB corpus (96,000 units of ~1 KB, 3,000 groups,
+# made by an exec node) is split with a peak RSS well under its size
+# (holding the text whole took 231 MB; streaming takes ~60 MB of buffers)
+cat > "$T/mkcorpus.py" <<'PY'
+import random
+r = random.Random(7)
+words = ["合同", "当事人", "权利", "义务", "责任", "依法", "规定", "法院", "行政", "处罚", "赔偿", "登记"]
+base = ["".join(r.choice(words) for _ in range(170)) for _ in range(100)]
+with open("text", "w") as t, open("units", "w") as u:
+    for i in range(96000):
+        t.write("编号%d%s\n" % (i, base[i % 100]))
+        u.write("l%d\tg%d\td%d.md\n" % (i % 4, i % 3000, i % 9000))
+open("labels", "w").write("l0\nl1\nl2\nl3\n")
+open("corpus.json", "w").write('{"format":"flow-corpus","version":1}\n')
+PY
+printf 'c = exec { command = "python3 %s/mkcorpus.py"  outputs = ["text", "units", "labels", "corpus.json"] }\ns = split { corpus = c }\n' \
+    "$T" > "$T/sp.graph"
+if "$FLOW" build "$T/sp.graph" --cache "$T/csp" -j2 --json > "$T/esp" 2>&1; then
+    read -r _ _ sp_rss _ sp_key < <(cpu_of "$T/esp" | grep '^s ')
+    read -r _ _ _ _ c_key < <(cpu_of "$T/esp" | grep '^c ')
+    text_mb=$(( $("$FLOW" cat "$c_key" text --cache "$T/csp" | wc -c) / 1048576 ))
+    echo "split of a ${text_mb} MB corpus: peak RSS $((sp_rss / 1024)) MB"
+    [ "$text_mb" -ge 96 ] || { echo "FAIL: the generated corpus has only $text_mb MB"; fail=1; }
+    if grep -qa __asan_init "$FLOW"; then
+        echo "(a sanitizer build: its RSS is not the release's; set FLOW_RELEASE to check it)"
+    elif [ "$sp_rss" -ge $((96 * 1024)) ]; then
+        echo "FAIL: split's peak RSS $((sp_rss / 1024)) MB: it holds the corpus"; fail=1
+    fi
+    n=0
+    for s in train dev test; do
+        n=$((n + $("$FLOW" cat "$sp_key" $s/text --cache "$T/csp" | wc -l)))
+    done
+    [ "$n" = 96000 ] || { echo "FAIL: the splits hold $n units, want 96000"; fail=1; }
+else
+    echo "FAIL: split of the 100 MB corpus: $(grep -o "\"error\":\"[^\"]*" "$T/esp" | head -3)"; fail=1
+fi
 
 [ $fail = 0 ] && echo "scale_test: ok"
 exit $fail

@@ -82,6 +82,8 @@ int line_stream_line(line_stream *ls, char **line, int *got)
     size_t n = nl ? (size_t)(nl - s) : ls->len - ls->pos;
     s[n] = 0;   /* the '\n', or the spare byte past the end */
     ls->pos += n + (nl != NULL);
+    ls->line_len = n;
+    ls->newline = nl != NULL;
     *line = s;
     *got = 1;
     return 0;
