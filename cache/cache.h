@@ -136,6 +136,7 @@ typedef struct store_artifact {
     flow_hash content;      /* hash over (name, content) of all parts */
     int nparts;
     store_part_info *parts; /* sorted by name (strcmp), names unique */
+    int part_count;         /* parts in the manifest (nparts, or 0 in a summary) */
     char *meta_json;        /* metadata object */
     char *name_pool;        /* internal: the part names live here */
     int64_t created;        /* unix seconds */
@@ -145,6 +146,10 @@ typedef struct store_artifact {
 /* Looks up an artifact by key; FLOW_E_NOTFOUND if absent.  *out is owned by
  * the caller (store_artifact_free). */
 int store_get(flow_store *s, const flow_hash *key, store_artifact **out, flow_err *err);
+/* The same without the parts (nparts 0, parts NULL; part_count says how
+ * many there are): key, content, sizes, date and metadata, at a cost that
+ * does not grow with the parts beyond one pass over the manifest. */
+int store_get_summary(flow_store *s, const flow_hash *key, store_artifact **out, flow_err *err);
 void store_artifact_free(store_artifact *a);
 int store_has(flow_store *s, const flow_hash *key);
 /* Resolves a hex prefix of 6..32 digits to a unique key: FLOW_E_USAGE for

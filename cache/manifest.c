@@ -188,6 +188,18 @@ static int parse_parts(rd *r, store_artifact *a, manifest *m, uint32_t np, int w
     return ok;
 }
 
+/* Steps over the parts of a summary: bounds checked, nothing kept. */
+static int skip_parts(rd *r, uint32_t np)
+{
+    for (uint32_t i = 0; i < np && !r->bad; i++) {
+        uint16_t nl = take_u16(r);
+        if (nl == 0 || !take(r, (size_t)nl + 1 + 8 + 8 + 16)) return 0;
+        uint32_t nc = take_u32(r);
+        if (r->bad || nc > (r->n - r->at) / 20 || !take(r, (size_t)nc * 20)) return 0;
+    }
+    return !r->bad;
+}
+
 int manifest_parse(const void *data, size_t n, const flow_hash *key, manifest *m,
                    int want_chunks, flow_err *err)
 {
@@ -218,12 +230,18 @@ int manifest_parse(const void *data, size_t n, const flow_hash *key, manifest *m
     a->stored_size = take_u64(&r);
     uint32_t np = take_u32(&r), mlen = take_u32(&r);
     if (r.bad || np > (r.n - r.at) / 39) goto bad;
-    a->parts = xcalloc(np ? np : 1, sizeof *a->parts);
-    if (want_chunks) {
-        m->chunks = xcalloc(np ? np : 1, sizeof *m->chunks);
-        m->nchunks = xcalloc(np ? np : 1, sizeof *m->nchunks);
+    a->part_count = (int)np;
+    if (want_chunks == MANIFEST_SUMMARY) {
+        a->name_pool = xstrdup("");
+        if (!skip_parts(&r, np)) goto bad;
+    } else {
+        a->parts = xcalloc(np ? np : 1, sizeof *a->parts);
+        if (want_chunks) {
+            m->chunks = xcalloc(np ? np : 1, sizeof *m->chunks);
+            m->nchunks = xcalloc(np ? np : 1, sizeof *m->nchunks);
+        }
+        if (!parse_parts(&r, a, m, np, want_chunks)) goto bad;
     }
-    if (!parse_parts(&r, a, m, np, want_chunks)) goto bad;
     p = take(&r, mlen);
     if (!p || r.at != r.n) goto bad;
     a->meta_json = xmalloc((size_t)mlen + 1);

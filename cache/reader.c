@@ -52,6 +52,16 @@ int store_get(flow_store *s, const flow_hash *key, store_artifact **out, flow_er
     return 0;
 }
 
+int store_get_summary(flow_store *s, const flow_hash *key, store_artifact **out, flow_err *err)
+{
+    *out = NULL;
+    manifest m;
+    int rc = store_load_manifest(s, key, &m, MANIFEST_SUMMARY, err);
+    if (rc) return rc;
+    *out = m.art;
+    return 0;
+}
+
 int store_has(flow_store *s, const flow_hash *key)
 {
     MDB_txn *txn;

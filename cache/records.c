@@ -222,12 +222,30 @@ static int stat_match(const unsigned char *p, uint64_t size, int64_t mtime_ns, u
            (int64_t)get_u64(p + 16) == mtime_ns && get_u64(p + 24) == inode;
 }
 
+/* The pending entries are indexed by an open-addressing table of
+ * STAT_SLOTS (> 2 x STAT_BATCH) slots, so a lookup costs one hash, not a
+ * scan of up to STAT_BATCH entries: hashing a 500k-file corpus looks every
+ * file up twice (get, then put). */
+#define STAT_SLOTS 2048
+
+static size_t pending_slot(flow_store *s, const flow_buf *k)
+{
+    if (!s->stat_slot) s->stat_slot = xcalloc(STAT_SLOTS, sizeof *s->stat_slot);
+    flow_hash h = flow_hash_bytes(k->data, k->len);
+    size_t i = get_u32(h.b) & (STAT_SLOTS - 1);
+    stat_pending *sp = s->stat_pending;
+    for (;; i = (i + 1) & (STAT_SLOTS - 1)) {
+        uint32_t e = s->stat_slot[i];
+        if (!e) return i;
+        if (sp[e - 1].klen == k->len && memcmp(sp[e - 1].key, k->data, k->len) == 0) return i;
+    }
+}
+
 static stat_pending *pending_find(flow_store *s, const flow_buf *k)
 {
-    stat_pending *sp = s->stat_pending;
-    for (size_t i = s->nstat; i-- > 0;)
-        if (sp[i].klen == k->len && memcmp(sp[i].key, k->data, k->len) == 0) return &sp[i];
-    return NULL;
+    if (!s->nstat) return NULL;
+    uint32_t e = s->stat_slot[pending_slot(s, k)];
+    return e ? &((stat_pending *)s->stat_pending)[e - 1] : NULL;
 }
 
 int store_stat_get(flow_store *s, const char *path, uint64_t size, int64_t mtime_ns,
@@ -275,6 +293,7 @@ static void drop_pending(flow_store *s)
 {
     stat_pending *sp = s->stat_pending;
     for (size_t i = 0; i < s->nstat; i++) free(sp[i].key);
+    if (s->nstat) memset(s->stat_slot, 0, STAT_SLOTS * sizeof *s->stat_slot);
     s->nstat = 0;
 }
 
@@ -290,7 +309,9 @@ void store_stat_release(flow_store *s)
 {
     drop_pending(s);
     free(s->stat_pending);
+    free(s->stat_slot);
     s->stat_pending = NULL;
+    s->stat_slot = NULL;
     s->capstat = 0;
 }
 
@@ -302,13 +323,15 @@ int store_stat_put(flow_store *s, const char *path, uint64_t size, int64_t mtime
     flow_buf k;
     buf_init(&k);
     text_key(&k, path, NULL);
-    stat_pending *p = pending_find(s, &k);
+    size_t slot = pending_slot(s, &k);
+    stat_pending *p = s->stat_slot[slot] ? &((stat_pending *)s->stat_pending)[s->stat_slot[slot] - 1] : NULL;
     if (!p) {
         if (s->nstat == s->capstat) {
             s->capstat = s->capstat ? 2 * s->capstat : 64;
             s->stat_pending = xrealloc(s->stat_pending, s->capstat * sizeof *p);
         }
         p = &((stat_pending *)s->stat_pending)[s->nstat++];
+        s->stat_slot[slot] = (uint32_t)s->nstat;
         p->klen = k.len;
         p->key = buf_detach(&k, NULL);
     } else {

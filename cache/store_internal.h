@@ -78,6 +78,7 @@ struct flow_store {
     int lock_fd;                    /* shared flock on open.lock (compact.c), or -1 */
     void *stat_pending;             /* buffered stat-cache puts (records.c) */
     size_t nstat, capstat;
+    uint32_t *stat_slot;            /* their index by path: entry + 1, 0 = empty */
 };
 
 /* The time the oldest live lease was taken (INT64_MAX if none), read in
@@ -209,6 +210,10 @@ typedef struct manifest_part {
 void manifest_encode(flow_buf *out, const flow_hash *key, const flow_hash *content,
                      int64_t created, const manifest_part *parts, int nparts,
                      const char *meta_json);
+/* want_chunks: 1 = the chunk lists too; MANIFEST_SUMMARY = no parts at
+ * all (nparts 0, part_count set: the header and metadata, for callers
+ * that need no part, such as a null build on a 500k-part artifact). */
+#define MANIFEST_SUMMARY 2
 int manifest_parse(const void *p, size_t n, const flow_hash *key, manifest *m,
                    int want_chunks, flow_err *err);
 void manifest_release(manifest *m);         /* frees chunks and art */

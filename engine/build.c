@@ -172,7 +172,7 @@ static double recorded(sched *S, const flow_hash *k, char **metrics, char **repo
     double d = -1;
     if (metrics) *metrics = NULL;
     if (report) *report = NULL;
-    if (store_get(S->s, k, &a, &e) != 0) return -1;
+    if (store_get_summary(S->s, k, &a, &e) != 0) return -1;
     const char *meta = a->meta_json;
     /* a JSON string value cannot contain the unescaped pattern, so the
      * first match is the top-level field */

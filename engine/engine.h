@@ -235,6 +235,15 @@ int flow_checkpoint_load(flow_ctx *c, char **data, size_t *len);
 /* Stat cache for key_extra functions: content hash of a file, rehashed only
  * when (size, mtime, inode) changed. */
 int flow_file_hash(flow_ctx *c, const char *path, flow_hash *out);
+/* The same for a file whose stat the caller already took (a folder walk
+ * stats each entry relative to its open folder, fstatat, instead of
+ * walking the whole path again): size, st_mtim in ns, inode. */
+typedef struct flow_file_stat {
+    uint64_t size;
+    int64_t mtime_ns;
+    uint64_t inode;
+} flow_file_stat;
+int flow_file_hash_stat(flow_ctx *c, const char *path, const flow_file_stat *st, flow_hash *out);
 
 /* Test hooks are not part of this API and not in the `flow` binary: the
  * training stages' kill-at-step hook (FLOW_TEST_KILL_AT) and the worker's

@@ -40,21 +40,30 @@ int flow_file_hash(flow_ctx *c, const char *path, flow_hash *out)
     struct stat st;
     if (stat(path, &st) != 0)
         return flow_fail(err, FLOW_E_IO, "cannot stat '%s': %s", path, strerror(errno));
-    int64_t mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    flow_file_stat fs = { (uint64_t)st.st_size,
+                          (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec, (uint64_t)st.st_ino };
+    return flow_file_hash_stat(c, path, &fs, out);
+}
+
+int flow_file_hash_stat(flow_ctx *c, const char *path, const flow_file_stat *st, flow_hash *out)
+{
+    flow_err tmp, *err = c ? &c->err : &tmp;
     flow_store *s = c ? c->store : NULL;
     /* stat first, open only on a miss: a null build then costs one stat
      * and one LMDB lookup per file */
-    if (s && store_stat_get(s, path, (uint64_t)st.st_size, mtime_ns, (uint64_t)st.st_ino, out) == 0)
+    if (s && store_stat_get(s, path, st->size, st->mtime_ns, st->inode, out) == 0)
         return 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return flow_fail(err, FLOW_E_IO, "cannot open '%s': %s", path, strerror(errno));
     int rc = hash_fd(fd, path, out, err);
     close(fd);
     if (rc) return rc;
-    if (s && st.st_mtim.tv_sec < time(NULL) - 2) {
+    /* floor division: a negative mtime_ns (before 1970) still compares */
+    int64_t mtime_s = st->mtime_ns / 1000000000 - (st->mtime_ns % 1000000000 < 0);
+    if (s && mtime_s < (int64_t)time(NULL) - 2) {
         flow_err perr;
         /* a failed put only costs a rehash next time */
-        (void)store_stat_put(s, path, (uint64_t)st.st_size, mtime_ns, (uint64_t)st.st_ino, out, &perr);
+        (void)store_stat_put(s, path, st->size, st->mtime_ns, st->inode, out, &perr);
     }
     return 0;
 }

@@ -269,7 +269,10 @@ int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *
             store_artifact *a = NULL;
             char hex[33];
             flow_hash_hex(&keys[r->node], hex);
-            rc = store_get(s, &keys[r->node], &a, err);
+            /* a whole-artifact reference needs only its content hash: the
+             * summary skips the parts (a source may have 500k of them) */
+            rc = r->output ? store_get(s, &keys[r->node], &a, err)
+                           : store_get_summary(s, &keys[r->node], &a, err);
             if (rc == FLOW_E_NOTFOUND) {
                 rc = flow_fail(err, FLOW_E_NOTFOUND, "node '%s': upstream '%s' has no artifact %s "
                                "in the cache; build it first", nd->name, g->nodes[r->node].name, hex);

@@ -261,7 +261,7 @@ json_value *cli_meta(flow_store *s, const flow_hash *key)
 {
     store_artifact *a = NULL;
     flow_err err;
-    if (store_get(s, key, &a, &err) != 0) return NULL;
+    if (store_get_summary(s, key, &a, &err) != 0) return NULL;
     json_value *v = NULL;
     if (a->meta_json) (void)json_parse(a->meta_json, strlen(a->meta_json), "metadata", &v, &err);
     store_artifact_free(a);

@@ -32,9 +32,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const flow_param_def params[] = {
     { .name = "path", .type = FLOW_P_PATH, .def = NULL, .min = 1, .max = 0,
@@ -61,6 +64,7 @@ static const flow_applies_def applies[] = {
 typedef struct file_list {
     char **rel;     /* relative path (part name) */
     char **abs;
+    flow_file_stat *st;   /* taken by the walk (fstatat in the open folder) */
     int n, cap;
     long long seen, skipped;              /* files met; not selected by the globs */
     long long hidden, dangling, pruned;   /* hidden entries, dangling links, excluded folders */
@@ -73,6 +77,7 @@ static void list_free(file_list *l)
     for (int i = 0; i < l->n; i++) { free(l->rel[i]); free(l->abs[i]); }
     free(l->rel);
     free(l->abs);
+    free(l->st);
     free(l->inc_hits);
     free(l->exc_hits);
     buf_release(&l->dangling_names);
@@ -96,14 +101,23 @@ typedef struct walker {
     file_list *out;
 } walker;
 
-static void add_file(file_list *out, char *abs, char *rel)
+static flow_file_stat file_stat_of(const struct stat *st)
+{
+    return (flow_file_stat){ (uint64_t)st->st_size,
+                             (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
+                             (uint64_t)st->st_ino };
+}
+
+static void add_file(file_list *out, char *abs, char *rel, const flow_file_stat *st)
 {
     if (out->n == out->cap) {
         out->cap = out->cap ? 2 * out->cap : 64;
         out->rel = xrealloc(out->rel, (size_t)out->cap * sizeof *out->rel);
         out->abs = xrealloc(out->abs, (size_t)out->cap * sizeof *out->abs);
+        out->st = xrealloc(out->st, (size_t)out->cap * sizeof *out->st);
     }
     out->rel[out->n] = rel;
+    out->st[out->n] = *st;
     out->abs[out->n++] = abs;
 }
 
@@ -184,16 +198,17 @@ static int push_folder(walker *w, DIR *d, const char *abs, const char *rel)
     return 0;
 }
 
-/* The type of entry a (relative r) that readdir could not tell: follows a
- * symlink; a dangling one is 'x' (skipped, and listed in the log). */
-static int entry_type(walker *w, const char *a, const char *r, char *type)
+/* The type of entry name (path a, relative r) in the open folder dfd that
+ * readdir could not tell: follows a symlink; a dangling one is 'x'
+ * (skipped, and listed in the log).  st: the followed stat. */
+static int entry_type(walker *w, int dfd, const char *name, const char *a, const char *r, char *type,
+                      struct stat *st)
 {
-    struct stat st;
-    if (stat(a, &st) == 0) {
-        *type = S_ISDIR(st.st_mode) ? 'd' : S_ISREG(st.st_mode) ? 'f' : 'x';
+    if (fstatat(dfd, name, st, 0) == 0) {
+        *type = S_ISDIR(st->st_mode) ? 'd' : S_ISREG(st->st_mode) ? 'f' : 'x';
         return 0;
     }
-    if (errno == ENOENT && lstat(a, &st) == 0 && S_ISLNK(st.st_mode)) {
+    if (errno == ENOENT && fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st->st_mode)) {
         if (w->out->dangling++ < 10)
             buf_printf(&w->out->dangling_names, "%s'%s'", w->out->dangling > 1 ? ", " : "", r);
         *type = 'x';
@@ -202,6 +217,70 @@ static int entry_type(walker *w, const char *a, const char *r, char *type)
     return flow_ctx_fail(w->c, FLOW_E_IO, "cannot stat '%s': %s", a, strerror(errno));
 }
 
+/* One entry of a folder being walked: its paths, and for a selected
+ * file its stat, taken before the files are listed (in parallel when the
+ * folder is large: a null build of a 500k-file corpus is mostly stats). */
+typedef struct entry {
+    char *a, *r;            /* absolute and relative path (owned until listed) */
+    const char *name;       /* in the folder */
+    char type;              /* 'f', 'd', '?' (see read_names) */
+    char sel;               /* a file the globs select */
+    int err;                /* errno of its fstatat, 0 = st is valid */
+    flow_file_stat st;
+} entry;
+
+typedef struct stat_job {
+    int dfd;
+    entry *e;
+    int lo, hi;
+} stat_job;
+
+static void *stat_range(void *arg)
+{
+    stat_job *j = arg;
+    for (int i = j->lo; i < j->hi; i++) {
+        struct stat st;
+        if (!j->e[i].sel) continue;
+        if (fstatat(j->dfd, j->e[i].name, &st, 0) == 0) j->e[i].st = file_stat_of(&st);
+        else j->e[i].err = errno;
+    }
+    return NULL;
+}
+
+/* fstatat of every selected file of the open folder dfd: on up to 4
+ * threads when there are at least STAT_PARALLEL of them (each entry is
+ * written by one thread; the results do not depend on the split). */
+#define STAT_PARALLEL 4096
+static void stat_selected(int dfd, entry *e, int n, int nsel)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = nsel < STAT_PARALLEL || ncpu < 2 ? 1 : ncpu < 4 ? (int)ncpu : 4;
+    stat_job job[4];
+    pthread_t th[4];
+    int started[4] = {0};
+    for (int t = 0; t < nt; t++) {
+        job[t] = (stat_job){ dfd, e, (int)((long long)n * t / nt), (int)((long long)n * (t + 1) / nt) };
+        if (t > 0) started[t] = pthread_create(&th[t], NULL, stat_range, &job[t]) == 0;
+    }
+    stat_range(&job[0]);
+    for (int t = 1; t < nt; t++) {
+        if (started[t]) pthread_join(th[t], NULL);
+        else stat_range(&job[t]);   /* no thread: this one does it */
+    }
+}
+
+/* "dir" + "/" + name, malloc'd (dir "" gives name) */
+static char *join(const char *dir, size_t dl, const char *name, size_t nl)
+{
+    char *p = xmalloc(dl + nl + 2);
+    memcpy(p, dir, dl);
+    if (dl) p[dl++] = '/';
+    memcpy(p + dl, name, nl + 1);
+    return p;
+}
+
+/* Walks folder abs (relative path rel): its files in name order, each
+ * folder's where its name sorts. */
 static int walk(walker *w, const char *abs, const char *rel)
 {
     DIR *d = opendir(abs);
@@ -214,32 +293,50 @@ static int walk(walker *w, const char *abs, const char *rel)
         return rc;
     }
     read_names(w, d, &names, &n);
-    closedir(d);
+    /* the folder stays open: its files are stat'ed relative to it */
+    int dfd = dirfd(d), nsel = 0;
+    size_t al = strlen(abs), rl = strlen(rel);
+    entry *e = xcalloc((size_t)n + 1, sizeof *e);
     for (int i = 0; i < n; i++) {
-        if (rc) { free(names[i]); continue; }
-        const char *name = names[i] + 1;
-        size_t al = strlen(abs) + strlen(name) + 2, rl = strlen(rel) + strlen(name) + 2;
-        char *a = xmalloc(al), *r = xmalloc(rl);
-        snprintf(a, al, "%s/%s", abs, name);
-        snprintf(r, rl, "%s%s%s", rel, rel[0] ? "/" : "", name);
-        char type = names[i][0];
-        free(names[i]);
-        if (type == '?') rc = entry_type(w, a, r, &type);
-        if (rc) {
-        } else if (type == 'd') {
-            if (excluded_folder(w, r)) w->out->pruned++;
-            else rc = walk(w, a, r);
-        } else if (type == 'f') {
+        size_t nl = strlen(names[i] + 1);
+        e[i] = (entry){ join(abs, al, names[i] + 1, nl), join(rel, rl, names[i] + 1, nl), names[i] + 1,
+                        names[i][0], 0, 0, {0} };
+        if (e[i].type == 'f') {
             w->out->seen++;
-            if (selected(w, r)) {
-                add_file(w->out, a, r);
-                continue;
-            }
-            w->out->skipped++;
+            if ((e[i].sel = (char)selected(w, e[i].r))) nsel++;
+            else w->out->skipped++;
         }
-        free(a);
-        free(r);
     }
+    stat_selected(dfd, e, n, nsel);
+    for (int i = 0; i < n && !rc; i++) {
+        entry *x = &e[i];
+        if (x->type == '?') {   /* a symlink: stat decides, and its stat is the file's */
+            struct stat st;
+            if ((rc = entry_type(w, dfd, x->name, x->a, x->r, &x->type, &st))) break;
+            x->st = file_stat_of(&st);
+            if (x->type == 'f') {
+                w->out->seen++;
+                if (!(x->sel = (char)selected(w, x->r))) w->out->skipped++;
+            }
+        } else if (x->type == 'f' && x->sel && x->err) {
+            rc = flow_ctx_fail(w->c, FLOW_E_IO, "cannot stat '%s': %s", x->a, strerror(x->err));
+            break;
+        }
+        if (x->type == 'd') {
+            if (excluded_folder(w, x->r)) w->out->pruned++;
+            else rc = walk(w, x->a, x->r);
+        } else if (x->type == 'f' && x->sel) {
+            add_file(w->out, x->a, x->r, &x->st);
+            x->a = x->r = NULL;     /* the list owns them */
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        free(e[i].a);
+        free(e[i].r);
+        free(names[i]);
+    }
+    closedir(d);
+    free(e);
     free(names);
     w->depth--;
     return rc;
@@ -302,8 +399,10 @@ static int collect(flow_ctx *c, file_list *out)
         const char *base = strrchr(path, '/');
         out->rel = xmalloc(sizeof *out->rel);
         out->abs = xmalloc(sizeof *out->abs);
+        out->st = xmalloc(sizeof *out->st);
         out->rel[0] = xstrdup(base ? base + 1 : path);
         out->abs[0] = xstrdup(path);
+        out->st[0] = file_stat_of(&st);
         out->n = out->cap = 1;
         out->seen = 1;
         return 0;
@@ -349,7 +448,7 @@ static int key_extra(flow_ctx *c, flow_hasher *h)
     flow_hasher_update(h, &n, sizeof n);
     for (int i = 0; i < l.n && !rc; i++) {
         flow_hash fh;
-        rc = flow_file_hash(c, l.abs[i], &fh);
+        rc = flow_file_hash_stat(c, l.abs[i], &l.st[i], &fh);
         if (rc) break;
         flow_hasher_update(h, l.rel[i], strlen(l.rel[i]) + 1);
         flow_hasher_update(h, fh.b, 16);
