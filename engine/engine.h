@@ -244,6 +244,11 @@ typedef struct flow_file_stat {
     uint64_t inode;
 } flow_file_stat;
 int flow_file_hash_stat(flow_ctx *c, const char *path, const flow_file_stat *st, flow_hash *out);
+/* out[i] = flow_file_hash_stat(paths[i], st[i]) for n files, on up to 4
+ * threads when n is large (lookups and hashing of misses in parallel, the
+ * stat cache updated after); out does not depend on the thread count.  An
+ * error names the first failing file in list order. */
+int flow_file_hash_many(flow_ctx *c, char *const *paths, const flow_file_stat *st, int n, flow_hash *out);
 
 /* Test hooks are not part of this API and not in the `flow` binary: the
  * training stages' kill-at-step hook (FLOW_TEST_KILL_AT) and the worker's

@@ -5,11 +5,19 @@
  * "racily clean" index entries, a file modified within the last 2 seconds
  * is hashed but not cached: a write in the same timestamp tick after the
  * hash could otherwise go unnoticed.
+ *
+ * flow_file_hash_many does the lookups (and the reads of misses) of a
+ * whole file list on up to 4 threads: the stat cache is only read while
+ * they run (store_stat_get is safe for concurrent readers: each takes its
+ * own LMDB read transaction, MDB_NOTLS) and written by the caller's thread
+ * once they are done.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -66,4 +74,76 @@ int flow_file_hash_stat(flow_ctx *c, const char *path, const flow_file_stat *st,
         (void)store_stat_put(s, path, st->size, st->mtime_ns, st->inode, out, &perr);
     }
     return 0;
+}
+
+/* Files below this count are hashed on the caller's thread only. */
+#define HASH_PARALLEL 4096
+
+typedef struct hash_job {
+    flow_store *s;
+    char *const *paths;
+    const flow_file_stat *st;
+    flow_hash *out;
+    char *miss;             /* [i] = 1: hashed from the file, to be cached */
+    int lo, hi;
+    int bad;                /* first failing index, or -1 */
+    flow_err err;
+} hash_job;
+
+static void *hash_range(void *arg)
+{
+    hash_job *j = arg;
+    time_t now = time(NULL);
+    for (int i = j->lo; i < j->hi; i++) {
+        const flow_file_stat *st = &j->st[i];
+        if (j->s && store_stat_get(j->s, j->paths[i], st->size, st->mtime_ns, st->inode, &j->out[i]) == 0)
+            continue;
+        int fd = open(j->paths[i], O_RDONLY | O_CLOEXEC);
+        int rc = fd < 0 ? flow_fail(&j->err, FLOW_E_IO, "cannot open '%s': %s", j->paths[i], strerror(errno))
+                        : hash_fd(fd, j->paths[i], &j->out[i], &j->err);
+        if (fd >= 0) close(fd);
+        if (rc) {
+            j->bad = i;
+            return NULL;
+        }
+        int64_t mtime_s = st->mtime_ns / 1000000000 - (st->mtime_ns % 1000000000 < 0);
+        j->miss[i] = mtime_s < (int64_t)now - 2;
+    }
+    return NULL;
+}
+
+int flow_file_hash_many(flow_ctx *c, char *const *paths, const flow_file_stat *st, int n, flow_hash *out)
+{
+    flow_err tmp, *err = c ? &c->err : &tmp;
+    flow_store *s = c ? c->store : NULL;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = n < HASH_PARALLEL || ncpu < 2 ? 1 : ncpu < 4 ? (int)ncpu : 4;
+    char *miss = xcalloc((size_t)n + 1, 1);
+    hash_job job[4];
+    pthread_t th[4];
+    int started[4] = {0};
+    for (int t = 0; t < nt; t++) {
+        job[t] = (hash_job){ s, paths, st, out, miss, (int)((long long)n * t / nt),
+                             (int)((long long)n * (t + 1) / nt), -1, {0, {0}} };
+        if (t > 0) started[t] = pthread_create(&th[t], NULL, hash_range, &job[t]) == 0;
+    }
+    hash_range(&job[0]);
+    for (int t = 1; t < nt; t++) {
+        if (started[t]) pthread_join(th[t], NULL);
+        else hash_range(&job[t]);   /* no thread: this one does it */
+    }
+    int rc = 0;
+    for (int t = 0; t < nt && !rc; t++)     /* ranges are in list order */
+        if (job[t].bad >= 0) {
+            *err = job[t].err;
+            rc = err->code ? err->code : FLOW_E_IO;
+        }
+    for (int i = 0; i < n && !rc && s; i++)
+        if (miss[i]) {
+            flow_err perr;
+            /* a failed put only costs a rehash next time */
+            (void)store_stat_put(s, paths[i], st[i].size, st[i].mtime_ns, st[i].inode, &out[i], &perr);
+        }
+    free(miss);
+    return rc;
 }

@@ -446,13 +446,13 @@ static int key_extra(flow_ctx *c, flow_hasher *h)
     if (rc) return rc;
     uint32_t n = (uint32_t)l.n;
     flow_hasher_update(h, &n, sizeof n);
+    flow_hash *fh = xmalloc(((size_t)l.n + 1) * sizeof *fh);
+    rc = flow_file_hash_many(c, l.abs, l.st, l.n, fh);
     for (int i = 0; i < l.n && !rc; i++) {
-        flow_hash fh;
-        rc = flow_file_hash_stat(c, l.abs[i], &l.st[i], &fh);
-        if (rc) break;
         flow_hasher_update(h, l.rel[i], strlen(l.rel[i]) + 1);
-        flow_hasher_update(h, fh.b, 16);
+        flow_hasher_update(h, fh[i].b, 16);
     }
+    free(fh);
     list_free(&l);
     return rc;
 }
