@@ -249,6 +249,9 @@ int flow_file_hash_stat(flow_ctx *c, const char *path, const flow_file_stat *st,
  * stat cache updated after); out does not depend on the thread count.  An
  * error names the first failing file in list order. */
 int flow_file_hash_many(flow_ctx *c, char *const *paths, const flow_file_stat *st, int n, flow_hash *out);
+/* Threads for such file-list work in a key: the CPUs this process may run
+ * on (its affinity mask, so `taskset -c 0` gives 1), at most 4. */
+int flow_file_threads(void);
 
 /* Test hooks are not part of this API and not in the `flow` binary: the
  * training stages' kill-at-step hook (FLOW_TEST_KILL_AT) and the worker's

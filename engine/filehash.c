@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -76,6 +77,13 @@ int flow_file_hash_stat(flow_ctx *c, const char *path, const flow_file_stat *st,
     return 0;
 }
 
+int flow_file_threads(void)
+{
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 4 ? 4 : n;
+}
+
 /* Files below this count are hashed on the caller's thread only. */
 #define HASH_PARALLEL 4096
 
@@ -116,8 +124,7 @@ int flow_file_hash_many(flow_ctx *c, char *const *paths, const flow_file_stat *s
 {
     flow_err tmp, *err = c ? &c->err : &tmp;
     flow_store *s = c ? c->store : NULL;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int nt = n < HASH_PARALLEL || ncpu < 2 ? 1 : ncpu < 4 ? (int)ncpu : 4;
+    int nt = n < HASH_PARALLEL ? 1 : flow_file_threads();
     char *miss = xcalloc((size_t)n + 1, 1);
     hash_job job[4];
     pthread_t th[4];

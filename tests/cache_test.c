@@ -4,6 +4,7 @@
  * stat cache, checkpoints and logs.  The >2 GiB streamed part lives in
  * cache_big_slow_test.c. */
 #include "cache/cache.h"
+#include "cache/store_internal.h"     /* manifest_encode / manifest_parse */
 #include "test.h"
 
 #include <lmdb.h>
@@ -170,6 +171,19 @@ static void test_roundtrip(const char *root)
         CHECK(a->parts[4].stored >= (3u << 20));         /* random data stays raw */
         CHECK(!flow_hash_is_zero(&a->content));
         CHECK(a->created > 0);
+        CHECK(a->part_count == 7);
+        /* the summary: the same header and metadata, no parts */
+        store_artifact *sm = NULL;
+        CHECK_OK(store_get_summary(s, &k, &sm, &err), err);
+        if (sm) {
+            CHECK(sm->nparts == 0 && sm->parts == NULL && sm->part_count == 7);
+            CHECK(flow_hash_eq(&sm->key, &a->key) && flow_hash_eq(&sm->content, &a->content));
+            CHECK(sm->raw_size == a->raw_size && sm->stored_size == a->stored_size && sm->created == a->created);
+            CHECK_STREQ(sm->meta_json, "{\"x\":1}");
+            store_artifact_free(sm);
+        }
+        flow_hash absent = key_of("no such artifact");
+        CHECK(store_get_summary(s, &absent, &sm, &err) == FLOW_E_NOTFOUND && sm == NULL);
     }
     for (int i = 0; names[i]; i++) CHECK_MSG(part_equals(s, &k, names[i], data[i], lens[i]), "%s", names[i]);
     char *d;
@@ -1095,6 +1109,24 @@ static void test_records(const char *root)
     CHECK(store_stat_get(s, "/a/b", 10, 123, 8, &out) == FLOW_E_NOTFOUND);
     CHECK_OK(store_stat_put(s, longname, 1, 2, 3, &h, &err), err);
     CHECK(store_stat_get(s, longname, 1, 2, 3, &out) == 0);
+    /* pending puts are found by path before they are written: 300 (less
+     * than a batch), each put twice, the second value wins */
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 300; i++) {
+            char p[64];
+            snprintf(p, sizeof p, "/pending/%d/x.md", i);
+            flow_hash hi = key_of(round ? p : "first value");
+            CHECK_OK(store_stat_put(s, p, 5, 50 + i, 9, &hi, &err), err);
+        }
+    int phits = 0;
+    for (int i = 0; i < 300; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "/pending/%d/x.md", i);
+        flow_hash hi = key_of(p);
+        phits += store_stat_get(s, p, 5, 50 + i, 9, &out) == 0 && flow_hash_eq(&out, &hi);
+    }
+    CHECK_MSG(phits == 300, "pending hits %d", phits);
+    CHECK(store_stat_get(s, "/pending/300/x.md", 5, 350, 9, &out) == FLOW_E_NOTFOUND);
     /* buffered puts survive close, also past one batch */
     for (int i = 0; i < 700; i++) {
         char p[64];
@@ -1119,6 +1151,55 @@ static void test_records(const char *root)
     store_close(s);
 }
 
+/* A manifest read as a summary: the header and metadata of the full
+ * parse; every malformed layout the full parse refuses is refused too. */
+static void test_manifest_summary(void)
+{
+    chunk_ref ch[2] = { { key_of("c0"), 100 }, { key_of("c1"), 20 } };
+    manifest_part parts[3] = {
+        { "a", FLOW_PART_BYTES, 120, 60, key_of("pa"), ch, 2 },
+        { "b/c", FLOW_PART_F32, 0, 0, key_of("pb"), NULL, 0 },
+        { "d", FLOW_PART_BYTES, 100, 90, key_of("pd"), ch, 1 },
+    };
+    flow_hash key = key_of("summary"), content = key_of("content");
+    flow_buf b;
+    buf_init(&b);
+    manifest_encode(&b, &key, &content, 1234, parts, 3, "{\"m\":2}");
+    manifest full, sum;
+    flow_err err;
+    CHECK_OK(manifest_parse(b.data, b.len, &key, &full, 1, &err), err);
+    CHECK_OK(manifest_parse(b.data, b.len, &key, &sum, MANIFEST_SUMMARY, &err), err);
+    if (full.art && sum.art) {
+        CHECK(sum.art->nparts == 0 && sum.art->part_count == 3 && full.art->part_count == 3);
+        CHECK(flow_hash_eq(&sum.art->content, &content) && sum.art->created == 1234);
+        CHECK(sum.art->raw_size == 220 && sum.art->stored_size == 150);
+        CHECK_STREQ(sum.art->meta_json, "{\"m\":2}");
+    }
+    manifest_release(&full);
+    manifest_release(&sum);
+    /* header: magic, version, key, content, created, raw, stored = 64
+     * bytes, then u32 nparts: one part more than there are, with a valid
+     * checksum, must fail (the summary steps over the parts, bounds checked) */
+    for (int mode = 0; mode < 3; mode++) {
+        flow_buf c;
+        buf_init(&c);
+        buf_add(&c, b.data, b.len - 16);
+        unsigned char *np = (unsigned char *)c.data + 64;
+        if (mode == 0) np[0]++;                 /* 4 parts claimed */
+        if (mode == 1) np[4] += 200;            /* meta_len past the end */
+        if (mode == 2) np[8] = np[9] = 0;       /* first name length 0 */
+        flow_hash sumh = flow_hash_bytes(c.data, c.len);
+        buf_add(&c, sumh.b, 16);
+        CHECK_MSG(manifest_parse(c.data, c.len, &key, &full, 0, &err) == FLOW_E_CORRUPT, "full, mode %d", mode);
+        CHECK_MSG(manifest_parse(c.data, c.len, &key, &sum, MANIFEST_SUMMARY, &err) == FLOW_E_CORRUPT,
+                  "summary, mode %d", mode);
+        CHECK_CONTAINS(err.msg, "malformed");
+        buf_release(&c);
+    }
+    CHECK(manifest_parse(b.data, b.len - 1, &key, &sum, MANIFEST_SUMMARY, &err) == FLOW_E_CORRUPT);
+    buf_release(&b);
+}
+
 int main(void)
 {
     char *root = test_tmpdir("cache");
@@ -1136,6 +1217,7 @@ int main(void)
     test_lease_pid_reuse(root);
     test_kill9(root);
     test_records(root);
+    test_manifest_summary();
     if (!test_failures) {
         char cmd[4200];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);

@@ -13,6 +13,8 @@
 #  - clean and encode with memory_mb = 1 and bpe with 16 (many batches, with
 #    duplicates across batch boundaries) give the same bytes as with the
 #    default budget;
+#  - the source key is the same whatever the threads that stat and hash
+#    its files, and follows an edit of the last file;
 #  - split streams: a 100 MB corpus is split in well under 96 MB of RSS.
 set -u
 FLOW=${FLOW_RELEASE:-${FLOW:?FLOW must point at the flow binary}}
@@ -102,6 +104,35 @@ for p in "$ck text" "$ck units" "$ck labels" "$tk vocab.txt" "$tk merges.txt" "$
 done
 dups=$("$FLOW" show "$ck" --cache "$T/m1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["duplicates"])')
 [ "$dups" = 40 ] || { echo "FAIL: clean with memory_mb = 1 found $dups duplicates, want 40"; fail=1; }
+
+# the source key does not depend on the threads that stat and hash the
+# files (5,000 files in one folder: parallel past 4,096; `taskset -c 0`
+# leaves one CPU, so one thread), and a change to the last file (in the
+# last thread's share) changes it; its old bytes give the old key back
+src_key() {     # src_key CACHE [taskset args] -> the key of node s
+    local cache=$1; shift
+    "$@" "$FLOW" build "$T/one.graph" --cache "$cache" -j1 --json > "$T/eone" 2>/dev/null
+    cpu_of "$T/eone" | awk '$1 == "s" {print $5}'
+}
+python3 "$SRC/tests/bench/gen_corpus.py" files "$T/one" 5000 --labels 1
+printf 's = source { path = "%s" }\n' "$T/one" > "$T/one.graph"
+sleep 3     # older than the stat cache's 2-second racy window
+k_par=$(src_key "$T/one1")
+if command -v taskset >/dev/null; then
+    k_one=$(src_key "$T/one2" taskset -c 0)
+    [ -n "$k_par" ] && [ "$k_par" = "$k_one" ] || { echo "FAIL: source key with 1 CPU ($k_one) differs from all CPUs ($k_par)"; fail=1; }
+else
+    echo "(taskset missing: the 1-CPU source key is not compared)"
+fi
+last=$T/one/label_0/doc_0004999.md
+cp "$last" "$T/last.md"
+echo "一处修改" >> "$last"
+k_mod=$(src_key "$T/one1")
+[ -n "$k_mod" ] && [ "$k_mod" != "$k_par" ] || { echo "FAIL: editing the last file left the source key $k_par"; fail=1; }
+cp "$T/last.md" "$last"
+k_back=$(src_key "$T/one1")
+[ "$k_back" = "$k_par" ] || { echo "FAIL: the last file's old bytes give key $k_back, not $k_par"; fail=1; }
+echo "source key of 5,000 files: same with 1 CPU, changed by an edit, restored by its undo"
 
 # split streams: a 100 MB corpus (96,000 units of ~1 KB, 3,000 groups,
 # made by an exec node) is split with a peak RSS well under its size

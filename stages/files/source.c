@@ -26,7 +26,11 @@
  *
  * Its key covers every selected file's relative path and content hash
  * (key_extra, through the engine's stat cache), so editing, adding or
- * removing a file rebuilds it and nothing else does.
+ * removing a file rebuilds it and nothing else does.  The walk stats each
+ * selected file relative to its open folder (fstatat, in parallel in
+ * large folders) and the key looks the stats up with
+ * flow_file_hash_many: a null build of 500k files is 500k stats and
+ * stat-cache lookups on every CPU the process may use.
  */
 #include "stages/stages.h"
 
@@ -37,7 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 static const flow_param_def params[] = {
     { .name = "path", .type = FLOW_P_PATH, .def = NULL, .min = 1, .max = 0,
@@ -248,13 +251,13 @@ static void *stat_range(void *arg)
 }
 
 /* fstatat of every selected file of the open folder dfd: on up to 4
- * threads when there are at least STAT_PARALLEL of them (each entry is
- * written by one thread; the results do not depend on the split). */
+ * threads (flow_file_threads) when there are at least STAT_PARALLEL of
+ * them (each entry is written by one thread; the results do not depend on
+ * the split). */
 #define STAT_PARALLEL 4096
 static void stat_selected(int dfd, entry *e, int n, int nsel)
 {
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int nt = nsel < STAT_PARALLEL || ncpu < 2 ? 1 : ncpu < 4 ? (int)ncpu : 4;
+    int nt = nsel < STAT_PARALLEL ? 1 : flow_file_threads();
     stat_job job[4];
     pthread_t th[4];
     int started[4] = {0};
