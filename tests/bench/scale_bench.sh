@@ -19,6 +19,35 @@
 # Environment: SCALE_TMP (default $TMPDIR or /tmp), SCALE_J (default 2),
 # SCALE_CORPORA (a folder where the generated inputs are kept as in_SIZE and
 # reused by the next run; default: generated and deleted each run).
+#
+# Measured (2026-12-01, the shared 2-core machine at load 21-28 throughout,
+# so wall times are mostly the load's; CPU times are the code's), main at
+# 40876da..f6a34e2 (split streaming, fstatat/parallel null build, madvise):
+#   size   input            node  wall s  CPU s  peak RSS MB (before: main 05d73a1)
+#   b1     1,440 f, 23 MB   src     0.41   0.25     17
+#                           cl      4.34   0.73     83
+#                           sp      2.67   0.33     56   (90)
+#                           tok    29.65   2.16    192
+#                           enc    11.31   1.07     60
+#   b64   92,160 f, 1484 MB src   118.5   19.3     471   (476)
+#                           cl    327.0   46.1     980   (1077)
+#                           sp     80.7   15.9     184   (3870)
+#                           tok  1459.2  139.7    6215   (6452)  MISSED < 1 GB
+#                           enc   472.5   60.7     347   (646)
+#   f10k  10,000 f, 2.8 MB  src 1.11/0.53, cl 2.81/0.42, sp 1.20/0.11,
+#                           tok 3.26/0.30, enc 0.74/0.11 (wall/CPU s)
+#   f500k 500,000 f, 122 MB src 188.2/30.9 (462 MB), cl 111.9/18.9 (430),
+#                           sp 105.3/8.4 (158), tok 120.6/12.4 (673),
+#                           enc 24.1/5.4 (229)
+#   time per MB, b64 / b1, wall (CPU): src 4.47 (1.19), cl 1.18 (0.99),
+#     sp 0.47 (0.76), tok 0.77 (1.01), enc 0.65 (0.88)
+#   time per file, f500k / f10k, wall (CPU): src 3.39 (1.17), cl 0.80
+#     (0.90), sp 1.76 (1.52), tok 0.74 (0.83), enc 0.65 (0.98)
+#   null build: b64 2.90 s (before 10.95 s); f500k 12.0 s wall at load ~25
+#     for 2.2 s of CPU (before 3.0 s CPU); flow ls 0.39 s, show 0.58 s,
+#     gc 12.1 s wall (~2.5 s CPU, mostly the graph's keys: the same walk)
+#   bpe's RSS is its word table: the generated text's serial numbers make
+#   distinct words grow with the bytes (see bpe.c count_texts).
 set -eu
 B=$(cd "${1:-build}" && pwd)
 shift || true
@@ -35,8 +64,8 @@ RESULTS=$T/results.tsv
 run_size() {    # run_size NAME DIR
     local name=$1 dir=$2
     local files bytes
-    files=$(find "$dir" -type f | wc -l)
-    bytes=$(du -sb "$dir" | cut -f1)
+    files=$(find "$dir/" -type f | wc -l)     # "$dir/": also when it is a symlink
+    bytes=$(du -sbD "$dir" | cut -f1)
     cat > "$T/$name.graph" <<EOF
 src = source { path = "$dir"  labels = folders }
 cl = clean { input = src }
