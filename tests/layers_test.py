@@ -7,7 +7,7 @@ Layers, by folder:  base (engine/base/) <- cache (cache/) <- engine
 kernels (kernels/, with cpu/, quant/, cuda/) beside stages, on base only.
 
 Checked two ways:
-  1. the source text: every `#include "..."` of a library file (.c/.h under
+  1. the source text: every `#include "..."` of a library file (.c/.h/.cu under
      those folders) names a header of its own layer or of one it may use,
      and no header includes itself through others (an include circle);
   2. the built objects (FLOW_BUILD, default build/; skipped in this part
@@ -100,7 +100,7 @@ def sccs(graph):
 def check_includes(errors):
     files = []
     for top in ("engine", "cache", "kernels", "stages"):
-        for ext in ("c", "h"):
+        for ext in ("c", "h", "cu"):
             files += glob.glob(os.path.join(SRC, top, "**", "*." + ext), recursive=True)
     inc = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
     graph = collections.defaultdict(set)
@@ -128,7 +128,8 @@ def check_includes(errors):
 
 
 def check_objects(errors):
-    objs = glob.glob(os.path.join(BUILD, "CMakeFiles", "flow_*.dir", "**", "*.c.o"), recursive=True)
+    objs = [o for ext in ("c", "cu")
+            for o in glob.glob(os.path.join(BUILD, "CMakeFiles", "flow_*.dir", "**", "*.%s.o" % ext), recursive=True)]
     if not objs:
         if os.environ.get("FLOW_BUILD"):    # under ctest: the objects must be there
             errors.append("no library objects under %s/CMakeFiles" % BUILD)
