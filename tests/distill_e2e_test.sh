@@ -122,6 +122,9 @@ check "distill resumed from its step-10 checkpoint" grep -q "resumed from the ch
 "$FLOW" cat "$SM" loss_curve.tsv --cache "$T/A" > "$T/curve.A"
 check "resumed distill weights == uninterrupted" cmp -s "$T/small.A" "$T/small.B"
 check "resumed distill loss curve == uninterrupted" cmp -s "$T/curve.A" "$T/curve.B"
+# checkpoint_every and profile change how the node runs, never its bytes: not in the key
+build "$T/a.graph" "$T/A" "$T/ek" small --set small.checkpoint_every=0 --set small.profile=true
+check "checkpoint_every / profile leave the key alone" test "$(key "$T/ek" small)" = "$SM"
 
 # ---- 3. bad parameters ------------------------------------------------------
 bad() {     # bad NAME EXPECTED-RC MESSAGE-PATTERN NODE-BODY

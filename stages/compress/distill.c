@@ -754,4 +754,5 @@ const flow_stage stage_distill = {
     .applies = distill_applies, .napplies = sizeof distill_applies / sizeof distill_applies[0],
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0 },
     .run = distill_run,
+    .not_in_key = "checkpoint_every profile",   /* same bytes (tests/distill_e2e_test.sh) */
 };
