@@ -53,6 +53,11 @@ say "build: ok in $(( $(date +%s) - t0 )) s"
 # ---- 2. the gpu tests ------------------------------------------------------------
 rc=0
 ( cd build-gpu && ctest -L gpu --output-on-failure --timeout 300 ) > build-gpu/ctest.log 2>&1 || rc=1
+# on a machine with a GPU a skipped gpu test hides a failure (say, no device found)
+if nvidia-smi -L > /dev/null 2>&1 && grep -q "(Skipped)" build-gpu/ctest.log; then
+    say "FAIL: nvidia-smi lists a GPU but gpu tests skipped:"; grep "(Skipped)" build-gpu/ctest.log | tee -a "$RES"
+    rc=1
+fi
 { echo "== ctest -L gpu (rc $rc)"; cat build-gpu/ctest.log; } >> "$RES"
 grep -E "tests passed|tests failed|Passed|Failed|Skipped" build-gpu/ctest.log | tail -5
 
@@ -65,7 +70,8 @@ if [ -x build-gpu/encoder_gpu_bench ]; then
 else
     echo "flow: build-gpu/encoder_gpu_bench was not built"
 fi
-timeout 240 python3 tests/gpu/torch_bench.py --batch "$B" 2>&1 || echo "torch bench failed (rc $?)"
+timeout 240 python3 tests/gpu/torch_bench.py --batch "$B" 2>&1; trc=$?
+[ $trc = 0 ] || echo "torch bench: exit $trc (77: skipped)"
 } >> "$RES"
 say "total: $(( $(date +%s) - t0 )) s; results in $RES"
 exit $rc
