@@ -141,6 +141,25 @@ P2=$(key "$T/ec2" pt)
 part "$T/C" "$P2" loss_curve.tsv "$T/curve.seed6"
 check "another seed: another loss curve" test -s "$T/curve.seed6" -a -n "$(cmp "$T/curve.seed6" "$T/curve.B" 2>&1)"
 
+# ---- 3b. pretrain on several encoded corpora (train = [a, b]) -------------
+# the labelled train split plus an unlabelled plain corpus (the whole clean
+# output, encoded without a split), as legal.graph does with extra/: the
+# model sees every sequence of both, and a one-element list is the plain
+# binding (same key, same bytes)
+sed -e 's/^pt = pretrain { train = enc.train /pt = pretrain { train = [enc.train, u] /' "$T/a.graph" > "$T/m.graph"
+echo 'u = encode { corpus = c  tokenizer = tok  max_len = 32 }' >> "$T/m.graph"
+sed -e 's/^pt = pretrain { train = enc.train /pt = pretrain { train = [enc.train] /' "$T/a.graph" > "$T/one.graph"
+build "$T/m.graph" "$T/C" "$T/em" pt u enc; rc=$?
+check "pretrain on [enc.train, u] builds (rc $rc: $(tail -2 "$T/em.stderr"))" test $rc -eq 0
+PM=$(key "$T/em" pt)
+"$FLOW" log "$PM" --cache "$T/C" > "$T/pm.log" 2>&1
+want=$(python3 -c "print(int(float('$(metric "$T/em" enc train.tokens)') + float('$(metric "$T/em" u tokens)')))")
+check "pretrain trains on both corpora: $want tokens ($(grep -o 'train [0-9]* sequences ([0-9]* tokens)' "$T/pm.log"))" \
+    grep -q "train [0-9]* sequences ($want tokens)" "$T/pm.log"
+check "a two-corpus pretrain is another node" test "$PM" != "$PT"
+build "$T/one.graph" "$T/C" "$T/e1" pt
+check "train = [enc.train] is the plain binding (same key)" test "$(key "$T/e1" pt)" = "$PT"
+
 # ---- 4. commands -----------------------------------------------------------
 printf '刑罚犯罪判处徒刑拘役罚金没收自首\n税收财政预算银行货币价格审计统计\n' | "$FLOW" classify "$BASE" --cache "$T/B" > "$T/cls" 2> "$T/cls.err"
 check "classify: one line per input ($(cat "$T/cls.err"))" test "$(wc -l < "$T/cls")" = 2

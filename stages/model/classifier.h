@@ -120,6 +120,9 @@ int encv_read(flow_ctx *c, const char *port, int idx, enc_view *v);
 int encv_parse(enc_view *v, const char *ids, size_t ids_len, const char *off, size_t off_len,
                const char *lab, size_t lab_len, const char *what, flow_err *err);
 void encv_release(enc_view *v);
+/* Appends src's sequences to dst (dst's offsets continue; labels are kept
+ * only when both views have them). */
+void encv_append(enc_view *dst, const enc_view *src);
 
 /* ---- char n-gram TF-IDF features -------------------------------------- */
 typedef struct tfidf_config {

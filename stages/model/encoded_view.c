@@ -73,6 +73,25 @@ bad_off:
     return flow_fail(err, FLOW_E_CORRUPT, "%s: part 'offsets' is not a monotone list from 0 to the id count", what);
 }
 
+/* Appends src's sequences to dst (offsets shifted; labels kept only when
+ * both have them, else dropped: pretrain ignores labels). */
+void encv_append(enc_view *dst, const enc_view *src)
+{
+    dst->ids = xrealloc(dst->ids, (size_t)(dst->nids + src->nids + 1) * sizeof *dst->ids);
+    memcpy(dst->ids + dst->nids, src->ids, (size_t)src->nids * sizeof *dst->ids);
+    dst->off = xrealloc(dst->off, (dst->n + src->n + 1) * sizeof *dst->off);
+    for (size_t i = 1; i <= src->n; i++) dst->off[dst->n + i] = dst->nids + src->off[i];
+    if (dst->label && src->label) {
+        dst->label = xrealloc(dst->label, (dst->n + src->n + 1) * sizeof *dst->label);
+        memcpy(dst->label + dst->n, src->label, src->n * sizeof *dst->label);
+    } else {
+        free(dst->label);
+        dst->label = NULL;
+    }
+    dst->n += src->n;
+    dst->nids += src->nids;
+}
+
 int encv_read(flow_ctx *c, const char *port, int idx, enc_view *v)
 {
     char *ids = NULL, *off = NULL, *lab = NULL;

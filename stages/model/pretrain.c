@@ -54,7 +54,7 @@ static const flow_param_def pretrain_params[] = {
 };
 
 static const flow_input_def pretrain_inputs[] = {
-    { "train", 0, 0, "encoded corpus to learn from (encode.train or an encoded unlabelled corpus)" },
+    { "train", 0, 1, "encoded corpora to learn from, concatenated in the order given (encode.train, encoded unlabelled text such as extra/)" },
     { "dev", 1, 0, "encoded corpus for dev loss / MLM accuracy / perplexity (encode.dev)" },
     { "tokenizer", 0, 0, "the bpe node (copied into the artifact)" },
     { "terms", 1, 0, "mined terms (one per line, first TSV column) for whole_term masking" },
@@ -232,6 +232,12 @@ static int data_load(flow_ctx *c, const char *port, int vocab, pt_data *d)
     memset(d, 0, sizeof *d);
     int rc = encv_read(c, port, 0, &d->v);
     if (rc) return rc;
+    for (int k = 1; k < flow_in_count(c, port); k++) {   /* train may bind several */
+        enc_view more;
+        if ((rc = encv_read(c, port, k, &more))) return rc;
+        encv_append(&d->v, &more);
+        encv_release(&more);
+    }
     for (uint64_t i = 0; i < d->v.nids; i++)
         if (d->v.ids[i] < 0 || d->v.ids[i] >= vocab)
             return flow_ctx_fail(c, FLOW_E_INPUT, "input '%s': token id %d at position %llu is outside the tokenizer's vocabulary of %d (encoded with another tokenizer?)",
