@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # threads_legal_slow_test.sh — same key, same bytes, whatever the thread
 # count.  Builds a small variant of graphs/legal.graph (the real corpus from
-# $FLOW_DATA/legal; pretrain 30 steps, finetune 20, a 2-epoch baseline, the
-# report without timings; the rest as in the graph) into fresh caches:
+# $FLOW_DATA/legal; pretrain 30 steps, finetune 20, a 2-epoch baseline,
+# prune in 1 round, distill 10 steps on 64 extra/ units with beta = 0.5
+# (the teacher then runs per micro-batch, not once over all 15k training
+# laws as with the graph's beta = 0), the report without timings; the
+# rest as in the graph) into fresh caches:
 #   A  -j 1                          every node on 1 thread
 #   B  -j 2                          multi-threaded nodes on 2
 #   C  -j 3, threads = 3 everywhere  every node on 3
@@ -54,7 +57,9 @@ NNODES=$(echo $NODES | wc -w)
 SETS=(--set "laws.path=\"$legal/laws\"" --set "extra.path=\"$legal/extra\"" --set "terms_list.path=\"$legal/terms.txt\""
       --set pretrain.max_steps=30 --set pretrain.checkpoint_every=10 --set pretrain.dev_max=64
       --set finetune.max_steps=20 --set finetune.checkpoint_every=10 --set finetune.eval_every=10
-      --set baseline.epochs=2 --set report.timing_units=0)
+      --set baseline.epochs=2 --set report.timing_units=0
+      --set prune.rounds=1 --set distill.max_steps=10 --set distill.unlabelled_max=64
+      --set distill.beta=0.5)
 threads_everywhere() {  # threads_everywhere N: --set NODE.threads=N for every node
     for n in $NODES; do printf -- '--set\n%s.threads=%s\n' "$n" "$1"; done
 }
