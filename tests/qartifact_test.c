@@ -3,10 +3,17 @@
  * quantized model, for int8, uint4 (sym/asym) and nf4; a truncated file, an
  * out-of-range zero, an int8 code of -128, a missing scale tensor and
  * another format version are each a clear error naming the tensor or the
- * version, never a model that predicts garbage. */
+ * version, never a model that predicts garbage.  Format 2: F16 scales
+ * (the F16 conversion against every half value and known roundings; the
+ * loaded scales are exactly the rounded ones; logits within a bound of the
+ * F32-scale model), int8 word embeddings (rows = scale * code exactly, the
+ * embedding error within scale / 2), and the loader refusing I8 tensors
+ * the metadata does not account for and a query/key/value block quantized
+ * in part; a bad value's message names the tensor once, whole. */
 #include "stages/model/qartifact.h"
 #include "test.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +46,9 @@ static void logits(bert_model *m, float *out)
     memcpy(out, o.logits, sizeof(float) * B * 4);
 }
 
+enum { SER_F16 = 1, SER_EMB8 = 2, SER_QUERY_F32 = 4 };
+static int ser_flags;                           /* SER_*: how serialize stores (default 0) */
+
 /* Serializes m with q's Linears quantized (meta = the quantization JSON). */
 static void serialize(bert_model *m, bert_qmodel *q, int sym, const char *meta, const char *skip, flow_buf *out)
 {
@@ -46,7 +56,7 @@ static void serialize(bert_model *m, bert_qmodel *q, int sym, const char *meta, 
     st_init(&f);
     st_set_meta(&f, "format", "pt");
     st_set_meta(&f, "quantization", meta);
-    qart_stored st[32];
+    qart_stored st[33];
     int ns = 0;
     flow_err e;
     for (int i = 0; i < m->ntensors; i++) {
@@ -58,11 +68,19 @@ static void serialize(bert_model *m, bert_qmodel *q, int sym, const char *meta, 
                     char n[256];
                     qart_weight_name(l, w, p, n, sizeof n);
                     if (strcmp(n, t->name)) continue;
+                    if ((ser_flags & SER_QUERY_F32) && l == 0 && w == BERT_LIN_QKV && p == 0) break;   /* left F32 */
                     CHECK_OK(qart_export(bert_qmodel_get(q, l, w), p * t->shape[0], t->shape[0], sym, &st[ns], &e), e);
+                    if (ser_flags & SER_F16) CHECK_OK(qart_stored_f16(&st[ns], t->name, &e), e);
                     qart_add(&f, t->name, &st[ns++]);
                     found = 1;
                     break;
                 }
+        if (!found && (ser_flags & SER_EMB8) && strcmp(t->name, QART_WORD_EMB) == 0) {
+            CHECK_OK(qart_embed_int8(m->params + t->offset, t->shape[0], t->shape[1], &st[ns], &e), e);
+            if (ser_flags & SER_F16) CHECK_OK(qart_stored_f16(&st[ns], t->name, &e), e);
+            qart_add(&f, t->name, &st[ns++]);
+            found = 1;
+        }
         if (!found) {
             int64_t d[2] = { t->shape[0], t->shape[1] };
             st_add(&f, t->name, ST_F32, t->ndim, d, m->params + t->offset);
@@ -107,9 +125,143 @@ static void set_m128(st_file *f)
     ((int8_t *)t->data)[7] = -128;
 }
 
+/* IEEE binary16 conversion: every finite half converts to float and back
+ * unchanged; known roundings (nearest, ties to even, overflow, subnormals). */
+static void test_f16(void)
+{
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue;     /* NaN */
+        if (qart_f16_from_f32(qart_f32_from_f16((uint16_t)h)) != h) bad++;
+    }
+    CHECK_MSG(bad == 0, "%d half values do not survive a round trip", bad);
+    struct { float x; uint16_t h; } k[] = {
+        { 1.0f, 0x3c00 }, { -2.0f, 0xc000 }, { 65504.0f, 0x7bff }, { 65520.0f, 0x7c00 }, { 1e9f, 0x7c00 },
+        { 0x1p-24f, 0x0001 }, { 0x1p-25f, 0x0000 }, { 0x1.8p-25f, 0x0001 }, { 0x1p-14f, 0x0400 },
+        { 0.1f, 0x2e66 }, { 1.0f + 0x1p-11f, 0x3c00 }, { 1.0f + 0x3p-11f, 0x3c02 }, { 0.0f, 0x0000 },
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+        CHECK_MSG(qart_f16_from_f32(k[i].x) == k[i].h, "f16(%a) = 0x%04x, expected 0x%04x", (double)k[i].x,
+                  qart_f16_from_f32(k[i].x), k[i].h);
+    qart_stored s = { .kind = QUANT_KIND_INT8, .N = 2, .K = 4 };
+    float sc[2] = { 0.01f, 1e6f };
+    s.scale = sc;
+    flow_err e;
+    CHECK(qart_stored_f16(&s, "w", &e) == FLOW_E_PARAM);
+    CHECK_CONTAINS(e.msg, "use scales = f32");
+    free(s.scale16);
+}
+
+/* One int8 model serialized with flags; the load result (rc) and message. */
+static int load_flags(bert_model *m, bert_qmodel *q, int flags, const char *meta, bert_qmodel **q2, st_file *f,
+                      flow_err *e)
+{
+    flow_buf buf;
+    buf_init(&buf);
+    ser_flags = flags;
+    serialize(m, q, 1, meta, NULL, &buf);
+    ser_flags = 0;
+    int rc = load(m, buf.data, buf.len, q2, f, e, NULL);
+    buf_release(&buf);
+    return rc;
+}
+
+/* Format 2: F16 scales, int8 word embeddings, refusals of the loader. */
+static void test_v2(bert_model *m)
+{
+    static const char *m8 = "{\"format\":\"flow-quant\",\"version\":2,\"scheme\":\"int8\",\"bits\":8,\"group\":0,"
+                            "\"sym\":true,\"scales\":\"%s\",\"embeddings\":\"%s\"}";
+    char meta[256];
+    flow_err e;
+    bert_qspec s8 = { 8, 0, 1, 0, 0, 0.01, 0 };
+    bert_qmodel *q = bert_qmodel_new(m->cfg.layers);
+    for (int l = 0; l < m->cfg.layers; l++) {
+        int H = 64, I = 128, OC[4] = { 3 * H, H, I, H }, IC[4] = { H, H, H, I };
+        for (int w = 0; w < BERT_LIN_COUNT; w++) {
+            char n[256];
+            qart_weight_name(l, w, 0, n, sizeof n);
+            CHECK_OK(bert_qmodel_quantize(q, l, w, m->params + bert_find_tensor(m, n)->offset, OC[w], IC[w], &s8, NULL, &e), e);
+        }
+    }
+    float a[B * 4], b[B * 4];
+    bert_qmodel_attach(m, q);
+    logits(m, a);
+    /* F16 scales: loaded scales are the F16-rounded ones, logits close */
+    bert_qmodel *q2 = NULL;
+    st_file f;
+    snprintf(meta, sizeof meta, m8, "f16", "fp32");
+    CHECK_OK(load_flags(m, q, SER_F16, meta, &q2, &f, &e), e);
+    if (q2) {
+        const quant_weight *w1 = bert_qmodel_get(q, 1, BERT_LIN_FFN_OUT), *w2 = bert_qmodel_get(q2, 1, BERT_LIN_FFN_OUT);
+        int same = 1, rounded = 0;
+        for (int n = 0; n < w1->N; n++) {
+            float r = qart_f32_from_f16(qart_f16_from_f32(w1->scale[n]));
+            same &= w2->scale[n] == r;
+            rounded |= r != w1->scale[n];
+        }
+        CHECK_MSG(same && rounded, "F16 scales: loaded = rounded %d, some scale changed by rounding %d", same, rounded);
+        bert_qmodel_attach(m, q2);
+        logits(m, b);
+        float md = 0, mx = 0;
+        for (int i = 0; i < B * 4; i++) {
+            md = fmaxf(md, fabsf(a[i] - b[i]));
+            mx = fmaxf(mx, fabsf(a[i]));
+        }
+        /* scales change by <= 2^-11 relative, so every product by <= 2^-11 of its size */
+        CHECK_MSG(md <= 0.01f * (1 + mx) && md > 0, "F16 scales move the logits by %g (max |logit| %g)", md, mx);
+    }
+    bert_qmodel_attach(m, NULL);
+    bert_qmodel_free(q2);
+    st_release(&f);
+    /* int8 word embeddings: rows expanded to scale * code */
+    const bert_tensor *t = bert_find_tensor(m, QART_WORD_EMB);
+    size_t ne = t->numel;
+    float *orig = malloc(ne * sizeof *orig);
+    memcpy(orig, m->params + t->offset, ne * sizeof *orig);
+    snprintf(meta, sizeof meta, m8, "f32", "int8");
+    CHECK_OK(load_flags(m, q, SER_EMB8, meta, &q2, &f, &e), e);
+    CHECK_OK(qart_load_rest(&f, m, "model 'x'", &e), e);
+    int8_t *codes = malloc(ne);
+    float sc[90];
+    quant_int8_rtn(orig, t->shape[0], t->shape[1], codes, sc);
+    int exact = 1, changed = 0, within = 1;
+    for (size_t i = 0; i < ne; i++) {
+        float v = m->params[t->offset + i], s = sc[i / (size_t)t->shape[1]];
+        exact &= v == s * (float)codes[i];
+        changed |= v != orig[i];
+        within &= fabsf(v - orig[i]) <= 0.5f * s * (1 + 1e-6f);
+    }
+    CHECK_MSG(exact && changed && within, "int8 embeddings: exact %d changed %d within scale/2 %d", exact, changed, within);
+    memcpy(m->params + t->offset, orig, ne * sizeof *orig);
+    bert_qmodel_free(q2);
+    st_release(&f);
+    /* I8 word embeddings the metadata does not declare: refused, named */
+    snprintf(meta, sizeof meta, m8, "f32", "fp32");
+    CHECK_OK(load_flags(m, q, SER_EMB8, meta, &q2, &f, &e), e);
+    CHECK(qart_load_rest(&f, m, "model 'x'", &e) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(e.msg, "'bert.embeddings.word_embeddings.weight' is stored I8");
+    CHECK(memcmp(m->params + t->offset, orig, ne * sizeof *orig) == 0);
+    bert_qmodel_free(q2);
+    st_release(&f);
+    /* a scale dtype other than the metadata's */
+    snprintf(meta, sizeof meta, m8, "f32", "fp32");
+    CHECK(load_flags(m, q, SER_F16, meta, &q2, &f, &e) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(e.msg, "is F16");
+    st_release(&f);
+    /* key and value quantized, query left F32: refused, not zero key and value */
+    CHECK(load_flags(m, q, SER_QUERY_F32, meta, &q2, &f, &e) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(e.msg, "layer.0.attention.self.query.weight");
+    st_release(&f);
+    free(orig);
+    free(codes);
+    bert_qmodel_free(q);
+}
+
 int main(void)
 {
+    test_f16();
     bert_model *m = model();
+    test_v2(m);
     float ref[B * 4], a[B * 4], b[B * 4];
     logits(m, ref);
     struct { bert_qspec sp; const char *meta; } cases[] = {
@@ -163,15 +315,16 @@ int main(void)
             st_release(&f);
             buf_release(&nb);
             buf_init(&nb);
-            serialize(m, q, 0, "{\"format\":\"flow-quant\",\"version\":2,\"scheme\":\"uint4\",\"group\":32}", NULL, &nb);
+            serialize(m, q, 0, "{\"format\":\"flow-quant\",\"version\":3,\"scheme\":\"uint4\",\"group\":32}", NULL, &nb);
             CHECK(load(m, nb.data, nb.len, &q2, &f, &e, NULL) == FLOW_E_CORRUPT);
-            CHECK_CONTAINS(e.msg, "version 2");
+            CHECK_CONTAINS(e.msg, "version 3");
             st_release(&f);
             buf_release(&nb);
         }
         if (c == 0) {
             CHECK(load(m, buf.data, buf.len, &q2, &f, &e, set_m128) == FLOW_E_CORRUPT);
             CHECK_CONTAINS(e.msg, "-128");
+            CHECK_CONTAINS(e.msg, "model 'x': bert.encoder.layer.0.attention.self.query.weight");
             st_release(&f);
         }
         buf_release(&buf);

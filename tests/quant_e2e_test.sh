@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # quant_e2e_test.sh — the quantize stage through `flow build` on generated
 # data (3 classes with their own vocabularies): finetune, then int8 (RTN),
-# 4-bit GPTQ g32 with calibration, and a keep-everything-fp32 policy, all in
-# evaluate.  Checks: the policy-none model classifies exactly like its fp32
-# model; int8 and 4-bit agree with fp32 on most units and report bits per
-# weight and bytes (flow show); every FLOW_QUANT_PATH the CPU has gives the
+# 4-bit GPTQ g32 with calibration, a keep-everything-fp32 policy, and int8
+# with int8 word embeddings and F16 scales, all in evaluate.  Checks: the
+# policy-none model classifies exactly like its fp32 model; int8 and 4-bit
+# agree with fp32 on most units and report the format, what was quantized,
+# bits per weight and bytes per tensor class (flow show); every FLOW_QUANT_PATH the CPU has gives the
 # same output, an unknown one is an error; impossible parameters fail at
 # graph load (bits, calibration_sequences, group) or at node start (a group
 # that does not divide a width, GPTQ without calibration), naming the node;
@@ -50,7 +51,8 @@ ft = finetune { train = enc.train  dev = enc.dev  tokenizer = tok  clean = c  hi
 q8 = quantize { model = ft  bits = 8  method = rtn }
 q4 = quantize { model = ft  calibration = s.train  bits = 4  group = $2  method = gptq  calibration_sequences = 40 }
 qnone = quantize { model = ft  policy = none  method = rtn }
-ev = evaluate { models = [ft, q8, q4, qnone]  test = s.test }
+q8e = quantize { model = ft  bits = 8  method = rtn  embeddings = int8  scales = f16 }
+ev = evaluate { models = [ft, q8, q4, qnone, q8e]  test = s.test }
 $3
 EOF
 }
@@ -66,12 +68,12 @@ for line in open(sys.argv[1]):
     if e.get("event") == "finished" and e.get("node") == sys.argv[2]: print(e["key"])
 EOF
 }
-FT=$(key "$T/eb" ft); Q8=$(key "$T/eb" q8); Q4=$(key "$T/eb" q4); QN=$(key "$T/eb" qnone)
-check "all quantize nodes built" test -n "$Q8" -a -n "$Q4" -a -n "$QN"
+FT=$(key "$T/eb" ft); Q8=$(key "$T/eb" q8); Q4=$(key "$T/eb" q4); QN=$(key "$T/eb" qnone); Q8E=$(key "$T/eb" q8e)
+check "all quantize nodes built" test -n "$Q8" -a -n "$Q4" -a -n "$QN" -a -n "$Q8E"
 # Units of the test split as input lines.
 "$FLOW" cat "$(key "$T/eb" s)" test/text --cache "$T/C" > "$T/units" 2>/dev/null
 check "test units exist" test -s "$T/units"
-for m in FT Q8 Q4 QN; do
+for m in FT Q8 Q4 QN Q8E; do
   "$FLOW" classify "${!m}" --cache "$T/C" --all < "$T/units" > "$T/cls.$m" 2> "$T/cls.$m.err"
   check "classify with $m ($(head -c 300 "$T/cls.$m.err"))" test -s "$T/cls.$m"
 done
@@ -82,6 +84,24 @@ echo "top-1 agreement with fp32: int8 $a8, 4-bit GPTQ g32 $a4; fp32 predicts $(c
 check "int8 agrees with fp32 on >= 90% ($a8)" python3 -c "import sys; sys.exit(0 if $a8 >= 0.9 else 1)"
 check "4-bit agrees with fp32 on >= 70% ($a4)" python3 -c "import sys; sys.exit(0 if $a4 >= 0.7 else 1)"
 check "int8 output differs from fp32 somewhere (really quantized)" test "$(cmp -s "$T/cls.FT" "$T/cls.Q8"; echo $?)" = 1
+a8e=$(agree <(cut -f1 "$T/cls.FT") <(cut -f1 "$T/cls.Q8E"))
+check "int8 + int8 embeddings + F16 scales agrees with fp32 on >= 90% ($a8e)" python3 -c "import sys; sys.exit(0 if $a8e >= 0.9 else 1)"
+check "int8 embeddings change the output (really quantized)" test "$(cmp -s "$T/cls.Q8" "$T/cls.Q8E"; echo $?)" = 1
+metric() {  # metric SHOW-FILE NAME: a metric's value from flow show
+    grep -m1 "\"$2\"" "$1" | sed 's/.*": *//; s/,$//; s/"//g'
+}
+"$FLOW" show "$Q8" --cache "$T/C" > "$T/show8" 2>&1
+"$FLOW" show "$Q8E" --cache "$T/C" > "$T/show8e" 2>&1
+check "flow show: format with F16 scales ($(metric "$T/show8e" quant.format))" grep -q "quant.format.*flow-quant v2, F16 scales" "$T/show8e"
+check "flow show: report says the word embeddings were quantized" grep -q "quantized: every encoder Linear weight, word embeddings (int8 per row)" "$T/show8e"
+check "flow show: report says only the Linears for plain int8" grep -q "quantized: every encoder Linear weight (" "$T/show8"
+check "flow show: bytes per tensor class" grep -q "embeddings .* word embeddings int8, position and type fp32" "$T/show8e"
+e8=$(metric "$T/show8e" quant.embedding_bytes); e32=$(metric "$T/show8e" quant.embedding_fp32_bytes)
+# word embeddings [200, 64]: fp32 4 bytes each -> 1 byte each + one F16 scale per row
+check "int8 embeddings save the word embeddings' bytes ($e32 -> $e8)" test "$(python3 -c "print(int($e32 - $e8))")" = $((200 * 64 * 4 - (200 * 64 + 200 * 2)))
+check "plain int8 keeps fp32 embedding bytes" test "$(metric "$T/show8" quant.embedding_bytes)" = "$(metric "$T/show8" quant.embedding_fp32_bytes)"
+b8=$(metric "$T/show8" quant.bits_per_weight); b8e=$(metric "$T/show8e" quant.bits_per_weight)
+check "F16 scales: fewer bits per weight ($b8e < $b8)" python3 -c "import sys; sys.exit(0 if 8 < $b8e < $b8 else 1)"
 "$FLOW" show "$Q4" --cache "$T/C" > "$T/show4" 2>&1
 check "flow show: scheme" grep -q "quant.scheme.*uint4" "$T/show4"
 check "flow show: bits per weight" grep -q "quant.bits_per_weight" "$T/show4"
@@ -111,6 +131,7 @@ bad() {  # bad WHAT NODE-TEXT PATTERN
 bad "bits 5" "qx = quantize { model = ft  bits = 5 }" "node 'qx': bits = 5 is not allowed"
 bad "calibration 0" "qx = quantize { model = ft  calibration = s.train  calibration_sequences = 0 }" "node 'qx': calibration_sequences = 0 is out of range"
 bad "group 48" "qx = quantize { model = ft  bits = 4  group = 48 }" "node 'qx': group = 48 is not allowed"
+bad "scales f8" "qx = quantize { model = ft  scales = f8 }" "node 'qx'.*scales"
 # At node start: group 128 does not divide hidden 64; GPTQ without calibration.
 graph "$T/b.graph" 32 "qx = quantize { model = ft  bits = 4  group = 128  method = rtn }"
 "$FLOW" build "$T/b.graph" --cache "$T/C" > "$T/b.out" 2>&1
@@ -118,6 +139,9 @@ check "group 128 fails at node start naming node and width ($(grep -m1 error "$T
 graph "$T/b.graph" 32 "qx = quantize { model = ft  bits = 4 }"
 "$FLOW" build "$T/b.graph" --cache "$T/C" > "$T/b.out" 2>&1
 check "gptq without calibration fails naming the input" grep -q "qx.*needs the calibration input" "$T/b.out"
+graph "$T/b.graph" 32 "qx = quantize { model = ft  method = rtn  policy = none  embeddings = int8 }"
+"$FLOW" build "$T/b.graph" --cache "$T/C" > "$T/b.out" 2>&1
+check "embeddings int8 with policy none fails naming the node" grep -q "qx.*embeddings = int8 with policy = none" "$T/b.out"
 # Editing the group reruns only q4 and evaluate.
 graph "$T/a.graph" 64 ""
 "$FLOW" build "$T/a.graph" --cache "$T/C" --json -j 2 > "$T/eb2" 2> "$T/eb2.err"

@@ -6,9 +6,16 @@
  * The artifact runs on the integer kernels in evaluate, flow classify and
  * flow eval (stages/model/clf_bert.c); its format is in qartifact.h.
  *
+ * Policy: `policy = encoder` quantizes every encoder Linear weight (none:
+ * everything stays fp32); `embeddings = int8` adds the word embeddings, per
+ * row; LayerNorm, biases, position/type embeddings, pooler and classifier
+ * stay fp32.  `scales = f16` stores every scale as F16.  The report and the
+ * metrics say what was quantized, the format, bits per weight and bytes
+ * by tensor class (flow show prints both).
+ *
  * Bytes: RTN output depends only on the model; GPTQ's also on the
- * calibration Hessians, which come from the fp32 forward and so follow its
- * thread-count rule (bit-identical for the same threads; issue 9 §1).
+ * calibration Hessians, which come from the fp32 forward (the same bits for
+ * any thread count, README "Threads") and gptq_hessian_add (fixed order).
  *
  * Checks before any work: bits and group at graph load (their choices),
  * then at node start, once the model is known, that the group divides
@@ -32,7 +39,9 @@ static const flow_param_def quantize_params[] = {
     { "calibration_sequences", FLOW_P_INT, 0, "128", 1, 1e6, NULL, "GPTQ: units of the calibration corpus used" },
     { "seed", FLOW_P_INT, 0, "1", 0, 1e15, NULL, "which calibration units" },
     { "policy", FLOW_P_STRING, 0, "encoder", 1, 0, "encoder|none",
-      "encoder: every encoder Linear weight; none: keep everything fp32. Embeddings, LayerNorm, biases, pooler, classifier stay fp32" },
+      "encoder: every encoder Linear weight; none: keep everything fp32. LayerNorm, biases, pooler, classifier stay fp32" },
+    { "embeddings", FLOW_P_STRING, 0, "fp32", 1, 0, "fp32|int8", "word embeddings: fp32, or int8 per row (symmetric)" },
+    { "scales", FLOW_P_STRING, 0, "f32", 1, 0, "f32|f16", "dtype of the stored scales" },
 };
 
 static const flow_input_def quantize_inputs[] = {
@@ -42,15 +51,15 @@ static const flow_input_def quantize_inputs[] = {
 
 static const flow_output_def quantize_outputs[] = {
     { "model.json", "the input's, plus the quantization settings" },
-    { "weights", "safetensors: I8 / U8 codes, F32 scales and zeros, F32 for the rest" },
+    { "weights", "safetensors: I8 / U8 codes, F32 or F16 scales, U8 zeros, F32 for the rest" },
     { "tokenizer", "the tokenizer parts (copied)" },
     { "clean.json", "cleaning settings (copied, when present)" },
 };
 
 typedef struct qopts {
     bert_qspec spec;
-    const char *method, *policy, *scheme;
-    int nseq;
+    const char *method, *policy, *scheme, *scales;
+    int nseq, emb_int8, f16;
     uint64_t seed;
 } qopts;
 
@@ -124,7 +133,12 @@ static int calibrate(flow_ctx *c, clf_model *m, const qopts *o, bert_calib *cal)
 }
 
 /* Byte counts by tensor class, for metrics and the report. */
-typedef struct qsizes { double lin_q, lin_fp32, lin_params, emb, other; int tensors; } qsizes;
+typedef struct qsizes {
+    double lin_q, lin_fp32, lin_params;     /* encoder Linear weights: as stored, as fp32, count */
+    double emb, emb_fp32, other;            /* embeddings (word, position, type) as stored and as fp32; rest */
+    double scales;                          /* of which scales, zeros and code books */
+    int tensors;                            /* tensors stored quantized */
+} qsizes;
 
 static int is_embedding(const char *name) { return strstr(name, "embeddings.") && !strstr(name, "LayerNorm"); }
 
@@ -137,7 +151,7 @@ static int write_weights(flow_ctx *c, bert_model *bm, bert_qmodel *q, const qopt
     st_set_meta(&f, "format", "pt");
     st_set_meta(&f, "quantization", qjson);
     const bert_config *cfg = &bm->cfg;
-    qart_stored *stored = xcalloc((size_t)cfg->layers * BERT_LIN_COUNT * 3, sizeof *stored);
+    qart_stored *stored = xcalloc((size_t)cfg->layers * BERT_LIN_COUNT * 3 + 1, sizeof *stored);
     int nst = 0, rc = 0;
     memset(sz, 0, sizeof *sz);
     flow_err err = { 0 };
@@ -153,6 +167,18 @@ static int write_weights(flow_ctx *c, bert_model *bm, bert_qmodel *q, const qopt
                 }
         const quant_weight *qw = which >= 0 ? bert_qmodel_get(q, l, which) : NULL;
         if (which >= 0) { sz->lin_fp32 += 4.0 * t->numel; sz->lin_params += (double)t->numel; }
+        if (is_embedding(t->name)) sz->emb_fp32 += 4.0 * t->numel;
+        if (o->emb_int8 && strcmp(t->name, QART_WORD_EMB) == 0) {
+            qart_stored *s = &stored[nst++];
+            rc = qart_embed_int8(bm->params + t->offset, t->shape[0], t->shape[1], s, &err);
+            if (!rc && o->f16) rc = qart_stored_f16(s, t->name, &err);
+            if (rc) { rc = flow_ctx_fail(c, rc, "%s", err.msg); break; }
+            qart_add(&f, t->name, s);
+            sz->emb += (double)qart_bytes(s);
+            sz->scales += (double)(qart_bytes(s) - (size_t)s->N * s->K);
+            sz->tensors++;
+            continue;
+        }
         if (!qw) {
             int64_t dims[2] = { t->shape[0], t->shape[1] };
             st_add(&f, t->name, ST_F32, t->ndim, dims, bm->params + t->offset);
@@ -162,12 +188,13 @@ static int write_weights(flow_ctx *c, bert_model *bm, bert_qmodel *q, const qopt
             continue;
         }
         qart_stored *s = &stored[nst++];
-        if ((rc = qart_export(qw, part * t->shape[0], t->shape[0], o->spec.sym, s, &err))) {
-            rc = flow_ctx_fail(c, rc, "%s", err.msg);
-            break;
-        }
+        rc = qart_export(qw, part * t->shape[0], t->shape[0], o->spec.sym, s, &err);
+        if (!rc && o->f16) rc = qart_stored_f16(s, t->name, &err);
+        if (rc) { rc = flow_ctx_fail(c, rc, "%s", err.msg); break; }
         qart_add(&f, t->name, s);
+        size_t codes = s->kind == QUANT_KIND_INT8 ? (size_t)s->N * s->K : (size_t)s->N * s->K / 2;
         sz->lin_q += (double)qart_bytes(s);
+        sz->scales += (double)(qart_bytes(s) - codes);
         sz->tensors++;
     }
     if (!rc) rc = st_write(&f, c, "weights");
@@ -184,8 +211,13 @@ static void quant_json(flow_buf *b, const qopts *o, bert_qmodel *q, const bert_c
                o->spec.bits == 4 ? o->spec.group : 0, o->spec.bits == 8 || o->spec.sym ? "true" : "false",
                o->method, o->spec.act_order ? "true" : "false");
     buf_json_num(b, o->spec.damp);
-    buf_printf(b, ",\"calibration_sequences\":%d,\"policy\":\"%s\",\"quantized\":[", o->spec.gptq ? o->nseq : 0, o->policy);
+    buf_printf(b, ",\"calibration_sequences\":%d,\"policy\":\"%s\",\"scales\":\"%s\",\"embeddings\":\"%s\","
+               "\"quantized\":[", o->spec.gptq ? o->nseq : 0, o->policy, o->scales, o->emb_int8 ? "int8" : "fp32");
     int first = 1;
+    if (o->emb_int8) {
+        buf_printf(b, "\"%s\"", QART_WORD_EMB);
+        first = 0;
+    }
     for (int l = 0; l < cfg->layers; l++)
         for (int w = 0; w < BERT_LIN_COUNT; w++) {
             if (!bert_qmodel_get(q, l, w)) continue;
@@ -213,10 +245,64 @@ static int read_options(flow_ctx *c, qopts *o)
     o->nseq = (int)flow_param_int(c, "calibration_sequences");
     o->seed = (uint64_t)flow_param_int(c, "seed");
     o->policy = flow_param_str(c, "policy");
+    o->emb_int8 = strcmp(flow_param_str(c, "embeddings"), "int8") == 0;
+    o->scales = flow_param_str(c, "scales");
+    o->f16 = strcmp(o->scales, "f16") == 0;
     o->scheme = o->spec.bits == 8 ? "int8" : o->spec.nf4 ? "nf4" : "uint4";
     if (o->spec.bits == 8 && strcmp(flow_param_str(c, "codebook"), "uniform") != 0)
         return flow_ctx_fail(c, FLOW_E_PARAM, "codebook nf4 needs bits = 4 (int8 is uniform)");
+    if (o->emb_int8 && strcmp(o->policy, "none") == 0)
+        return flow_ctx_fail(c, FLOW_E_PARAM, "embeddings = int8 with policy = none: policy none keeps "
+                             "everything fp32; use policy = encoder");
     return 0;
+}
+
+/* Metrics and the report: what was quantized, the format, bits per weight
+ * and bytes by tensor class (what `flow show` prints). */
+static void report_sizes(flow_ctx *c, const qopts *o, int quantize, const qsizes *sz)
+{
+    double bpw = sz->lin_params > 0 ? 8.0 * sz->lin_q / sz->lin_params : 0;
+    double total = sz->lin_q + sz->emb + sz->other, fp32 = sz->lin_fp32 + sz->emb_fp32 + sz->other;
+    char what[160], fmt[64];
+    snprintf(what, sizeof what, "%s%s", quantize ? "every encoder Linear weight" : "nothing (policy none: all fp32)",
+             o->emb_int8 ? ", word embeddings (int8 per row)" : "");
+    snprintf(fmt, sizeof fmt, "%s v%d, %s scales", QART_FORMAT, QART_VERSION, o->f16 ? "F16" : "F32");
+    flow_metric_str(c, "quant.format", fmt);
+    flow_metric_str(c, "quant.quantized", what);
+    flow_metric_str(c, "quant.scheme", quantize ? o->scheme : "none");
+    flow_metric_str(c, "quant.method", o->method);
+    flow_metric_str(c, "quant.scales", o->scales);
+    flow_metric_str(c, "quant.embeddings", o->emb_int8 ? "int8" : "fp32");
+    flow_metric(c, "quant.bits", quantize ? o->spec.bits : 32);
+    flow_metric(c, "quant.group", o->spec.bits == 4 ? o->spec.group : 0);
+    flow_metric(c, "quant.tensors", sz->tensors);
+    flow_metric(c, "quant.bits_per_weight", bpw);
+    flow_metric(c, "quant.encoder_linear_bytes", sz->lin_q);
+    flow_metric(c, "quant.encoder_linear_fp32_bytes", sz->lin_fp32);
+    flow_metric(c, "quant.embedding_bytes", sz->emb);
+    flow_metric(c, "quant.embedding_fp32_bytes", sz->emb_fp32);
+    flow_metric(c, "quant.scale_bytes", sz->scales);
+    flow_metric(c, "quant.other_bytes", sz->other);
+    flow_metric(c, "quant.total_bytes", total);
+    flow_metric(c, "quant.total_fp32_bytes", fp32);
+    flow_buf r;
+    buf_init(&r);
+    buf_printf(&r, "quantize: %s %s, format %s\n  quantized: %s (%d tensors)\n", quantize ? o->scheme : "none (fp32)",
+               o->method, fmt, what, sz->tensors);
+    if (o->spec.bits == 4 && quantize)
+        buf_printf(&r, "  group %d, %s%s\n", o->spec.group, o->spec.nf4 ? "NF4 code book" : o->spec.sym ? "symmetric" : "scale + zero",
+                   o->spec.act_order ? ", act-order" : "");
+    buf_printf(&r, "  %-26s %12s %12s\n", "tensor class", "bytes", "fp32 bytes");
+    buf_printf(&r, "  %-26s %12.0f %12.0f  %.3f bits/weight with scales%s, 1/%.2f\n", "encoder Linear weights",
+               sz->lin_q, sz->lin_fp32, bpw, o->spec.bits == 4 && !o->spec.sym && !o->spec.nf4 ? " and zeros" : "",
+               sz->lin_q > 0 ? sz->lin_fp32 / sz->lin_q : 0);
+    buf_printf(&r, "  %-26s %12.0f %12.0f  %s\n", "embeddings", sz->emb, sz->emb_fp32,
+               o->emb_int8 ? "word embeddings int8, position and type fp32" : "fp32");
+    buf_printf(&r, "  %-26s %12.0f %12.0f\n", "LN, biases, pooler, head", sz->other, sz->other);
+    buf_printf(&r, "  %-26s %12.0f %12.0f  1/%.2f (scales, zeros, code books: %.0f bytes)\n", "total", total, fp32,
+               total > 0 ? fp32 / total : 0, sz->scales);
+    flow_report(c, r.data);
+    buf_release(&r);
 }
 
 static int quantize_run(flow_ctx *c)
@@ -288,33 +374,7 @@ static int quantize_run(flow_ctx *c)
     free(mjson);
     if (!rc) rc = artifact_copy_tokenizer(c, "model");
     if (!rc) rc = artifact_copy_clean(c, "model");
-    if (!rc) {
-        double bpw = sz.lin_params > 0 ? 8.0 * sz.lin_q / sz.lin_params : 0;
-        flow_metric_str(c, "quant.scheme", quantize ? o.scheme : "none");
-        flow_metric_str(c, "quant.method", o.method);
-        flow_metric(c, "quant.bits", quantize ? o.spec.bits : 32);
-        flow_metric(c, "quant.group", o.spec.bits == 4 ? o.spec.group : 0);
-        flow_metric(c, "quant.tensors", sz.tensors);
-        flow_metric(c, "quant.bits_per_weight", bpw);
-        flow_metric(c, "quant.encoder_linear_bytes", sz.lin_q);
-        flow_metric(c, "quant.encoder_linear_fp32_bytes", sz.lin_fp32);
-        flow_metric(c, "quant.embedding_bytes", sz.emb);
-        flow_metric(c, "quant.other_bytes", sz.other);
-        flow_metric(c, "quant.total_bytes", sz.lin_q + sz.emb + sz.other);
-        buf_release(&mj);
-        buf_init(&mj);
-        buf_printf(&mj, "quantize: %s %s%s, %d tensors quantized (%s)\n", quantize ? o.scheme : "none (fp32)",
-                   o.method, o.spec.bits == 4 ? "" : "", sz.tensors, quantize ? "every encoder Linear weight" : "policy none");
-        if (o.spec.bits == 4 && quantize)
-            buf_printf(&mj, "  group %d, %s%s\n", o.spec.group, o.spec.nf4 ? "NF4 code book" : o.spec.sym ? "symmetric" : "scale + zero",
-                       o.spec.act_order ? ", act-order" : "");
-        buf_printf(&mj, "  encoder Linear weights  %10.0f bytes  (fp32 %10.0f, %.3f bits/weight with scales%s, 1/%.2f)\n",
-                   sz.lin_q, sz.lin_fp32, bpw, o.spec.bits == 4 && !o.spec.sym && !o.spec.nf4 ? " and zeros" : "",
-                   sz.lin_q > 0 ? sz.lin_fp32 / sz.lin_q : 0);
-        buf_printf(&mj, "  embeddings (fp32)       %10.0f bytes\n  other fp32 (LN, biases, pooler, classifier) %.0f bytes\n"
-                   "  total                   %10.0f bytes\n", sz.emb, sz.other, sz.lin_q + sz.emb + sz.other);
-        flow_report(c, mj.data);
-    }
+    if (!rc) report_sizes(c, &o, quantize, &sz);
     buf_release(&qj);
     buf_release(&mj);
 out_q:
@@ -327,7 +387,7 @@ out:
 
 const flow_stage stage_quantize = {
     .name = "quantize",
-    .version = 1,
+    .version = 2,
     .help = "int8 or 4-bit (RTN or GPTQ) encoder Linears of a bert-cls model, run on integer kernels",
     .params = quantize_params, .nparams = sizeof quantize_params / sizeof quantize_params[0],
     .inputs = quantize_inputs, .ninputs = sizeof quantize_inputs / sizeof quantize_inputs[0],

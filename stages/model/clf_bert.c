@@ -62,6 +62,8 @@ int clf_bert_load(clf_model *m, part_source *src, flow_err *err)
         /* integer kernels for the encoder Linears; FLOW_QUANT_PATH errors surface here */
         if ((rc = quant_path_from_env(err))) return rc;
         if ((rc = qart_load(&m->w, &cb->cfg, &cb->qmodel, NULL, m->what, err))) return rc;
+        /* int8 word embeddings expanded to fp32 rows; any other I8/U8 tensor refused */
+        if ((rc = qart_load_rest(&m->w, bm, m->what, err))) return rc;
         bert_qmodel_attach(bm, cb->qmodel);
     }
     return bert_sync_to_device(bm, err);   /* the host copy was written */

@@ -1,6 +1,8 @@
-/* qartifact.c — quantized encoder Linears in a model artifact's safetensors
- * weights: from prepared weights to stored tensors (qart_export, qart_add)
- * and back, validated (qart_load).  Format in qartifact.h. */
+/* qartifact.c — quantized encoder Linears (and optionally int8 word
+ * embeddings) in a model artifact's safetensors weights: from prepared
+ * weights to stored tensors (qart_export, qart_embed_int8, qart_stored_f16,
+ * qart_add) and back, validated (qart_load, qart_load_rest).  Format in
+ * qartifact.h. */
 #include "stages/model/qartifact.h"
 
 #include <stdlib.h>
@@ -22,8 +24,77 @@ void qart_weight_name(int l, int which, int part, char *out, size_t cap)
 void qart_stored_release(qart_stored *s)
 {
     if (!s) return;
-    free(s->codes); free(s->scale); free(s->zero);
+    free(s->codes); free(s->scale); free(s->zero); free(s->scale16);
     memset(s, 0, sizeof *s);
+}
+
+uint16_t qart_f16_from_f32(float x)
+{
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    uint32_t sign = (b >> 16) & 0x8000u, mant = b & 0x7fffffu;
+    int exp = (int)((b >> 23) & 0xff);
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0));
+    int e = exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00u);             /* overflow: inf */
+    if (e <= 0) {                                               /* subnormal half */
+        if (e < -10) return (uint16_t)sign;
+        mant |= 0x800000u;
+        int shift = 14 - e;                                     /* 14..24 */
+        uint32_t h = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = sign | ((uint32_t)e << 10) | (mant >> 13), rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;     /* a carry into the exponent is right */
+    return (uint16_t)h;
+}
+
+float qart_f32_from_f16(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 31, mant = h & 0x3ffu, b;
+    if (exp == 0) {
+        float v = (float)mant * 0x1p-24f;                       /* zero or subnormal, exact */
+        return sign ? -v : v;
+    }
+    if (exp == 31) b = sign | 0x7f800000u | (mant << 13);
+    else b = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+    float v;
+    memcpy(&v, &b, 4);
+    return v;
+}
+
+int qart_embed_int8(const float *W, int V, int H, qart_stored *s, flow_err *e)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = QUANT_KIND_INT8; s->N = V; s->K = H; s->sym = 1;
+    s->codes = malloc((size_t)V * H);
+    s->scale = malloc((size_t)V * sizeof(float));
+    if (!s->codes || !s->scale) {
+        qart_stored_release(s);
+        return flow_fail(e, FLOW_E_NOMEM, "word embeddings: out of memory");
+    }
+    quant_int8_rtn(W, V, H, (int8_t *)s->codes, s->scale);
+    return 0;
+}
+
+static size_t scale_count(const qart_stored *s)
+{
+    return s->kind == QUANT_KIND_INT8 ? (size_t)s->N : (size_t)s->N * (size_t)(s->K / s->group);
+}
+
+int qart_stored_f16(qart_stored *s, const char *name, flow_err *e)
+{
+    size_t n = scale_count(s);
+    s->scale16 = malloc(n * sizeof *s->scale16);
+    if (!s->scale16) return flow_fail(e, FLOW_E_NOMEM, "%s: out of memory", name);
+    for (size_t i = 0; i < n; i++) {
+        float v = s->scale[i], r = qart_f32_from_f16(s->scale16[i] = qart_f16_from_f32(v));
+        if (!(r <= 65504.0f) || (v > 0 && (v - r > v * 0x1p-10f || r - v > v * 0x1p-10f)))
+            return flow_fail(e, FLOW_E_PARAM, "%s: scale %d is %g, which F16 cannot hold (closest %g); "
+                             "use scales = f32", name, (int)i, (double)v, (double)r);
+    }
+    return 0;
 }
 
 int qart_export(const quant_weight *w, int r0, int N, int sym, qart_stored *s, flow_err *e)
@@ -68,13 +139,13 @@ void qart_add(st_file *f, const char *name, const qart_stored *s)
         int64_t sh[2] = { s->N, s->K }, ss[1] = { s->N };
         st_add(f, name, ST_I8, 2, sh, s->codes);
         snprintf(n, sizeof n, "%s_scale", name);
-        st_add(f, n, ST_F32, 1, ss, s->scale);
+        st_add(f, n, s->scale16 ? ST_F16 : ST_F32, 1, ss, s->scale16 ? (const void *)s->scale16 : s->scale);
         return;
     }
     int64_t sh[2] = { s->N, s->K / 2 }, sg[2] = { s->N, G }, sc[1] = { 16 };
     st_add(f, name, ST_U8, 2, sh, s->codes);
     snprintf(n, sizeof n, "%s_scale", name);
-    st_add(f, n, ST_F32, 2, sg, s->scale);
+    st_add(f, n, s->scale16 ? ST_F16 : ST_F32, 2, sg, s->scale16 ? (const void *)s->scale16 : s->scale);
     if (s->zero) {
         snprintf(n, sizeof n, "%s_zero", name);
         st_add(f, n, ST_U8, 2, sg, s->zero);
@@ -87,9 +158,9 @@ void qart_add(st_file *f, const char *name, const qart_stored *s)
 
 size_t qart_bytes(const qart_stored *s)
 {
-    size_t N = (size_t)s->N, K = (size_t)s->K, G = s->group ? K / s->group : 1;
-    if (s->kind == QUANT_KIND_INT8) return N * K + N * 4;
-    return N * K / 2 + N * G * 4 + (s->zero ? N * G : 0) + (s->kind == QUANT_KIND_NF4 ? 16 : 0);
+    size_t N = (size_t)s->N, K = (size_t)s->K, sc = scale_count(s) * (s->scale16 ? 2 : 4);
+    if (s->kind == QUANT_KIND_INT8) return N * K + sc;
+    return N * K / 2 + sc + (s->zero ? scale_count(s) : 0) + (s->kind == QUANT_KIND_NF4 ? 16 : 0);
 }
 
 int qart_is_quantized(const st_file *f, const char *name)
@@ -115,10 +186,11 @@ static const void *need(const st_file *f, const char *name, st_dtype dt, int ndi
     return t->data;
 }
 
-/* Reads the stored weight NAME ([N, K] of scheme) into s (pointers into f). */
-typedef struct qart_view { const void *codes; const float *scale; const uint8_t *zero; const int8_t *cb; } qart_view;
+/* Reads the stored weight NAME ([N, K] of scheme) into v (pointers into f);
+ * sdt is the scale dtype (F32 or F16). */
+typedef struct qart_view { const void *codes; const void *scale; const uint8_t *zero; const int8_t *cb; } qart_view;
 
-static int view_one(const st_file *f, const char *name, quant_kind kind, int sym, int N, int K, int g,
+static int view_one(const st_file *f, const char *name, quant_kind kind, int sym, st_dtype sdt, int N, int K, int g,
                     qart_view *v, const char *what, flow_err *e)
 {
     char n[320];
@@ -128,13 +200,13 @@ static int view_one(const st_file *f, const char *name, quant_kind kind, int sym
         int64_t sh[2] = { N, K }, ss[1] = { N };
         v->codes = need(f, name, ST_I8, 2, sh, what, e, &rc);
         snprintf(n, sizeof n, "%s_scale", name);
-        if (!rc) v->scale = need(f, n, ST_F32, 1, ss, what, e, &rc);
+        if (!rc) v->scale = need(f, n, sdt, 1, ss, what, e, &rc);
         return rc;
     }
     int64_t sh[2] = { N, K / 2 }, sg[2] = { N, G }, sc[1] = { 16 };
     v->codes = need(f, name, ST_U8, 2, sh, what, e, &rc);
     snprintf(n, sizeof n, "%s_scale", name);
-    if (!rc) v->scale = need(f, n, ST_F32, 2, sg, what, e, &rc);
+    if (!rc) v->scale = need(f, n, sdt, 2, sg, what, e, &rc);
     snprintf(n, sizeof n, "%s_zero", name);
     if (!rc && kind == QUANT_KIND_UINT4 && !sym) v->zero = need(f, n, ST_U8, 2, sg, what, e, &rc);
     snprintf(n, sizeof n, "%s_codebook", name);
@@ -142,10 +214,61 @@ static int view_one(const st_file *f, const char *name, quant_kind kind, int sym
     return rc;
 }
 
-/* Builds the prepared weight of (l, which) from 1 (or 3, QKV) stored parts. */
-static int load_linear(const st_file *f, int l, int which, quant_kind kind, int sym, int group,
-                       int OC, int IC, quant_weight *w, const char *what, flow_err *e)
+/* n scales of dtype sdt at src as F32 into dst. */
+static void scales_f32(float *dst, const void *src, st_dtype sdt, size_t n)
 {
+    if (sdt == ST_F32) { memcpy(dst, src, n * sizeof(float)); return; }
+    const unsigned char *b = src;               /* little-endian F16 */
+    for (size_t i = 0; i < n; i++) dst[i] = qart_f32_from_f16((uint16_t)(b[2 * i] | b[2 * i + 1] << 8));
+}
+
+/* What the metadata says (validated). */
+typedef struct qart_meta { quant_kind kind; int sym, group, version, emb_int8; st_dtype sdt; } qart_meta;
+
+static int read_meta(const st_file *f, qart_meta *q, const char *what, flow_err *e)
+{
+    memset(q, 0, sizeof *q);
+    const char *meta = st_meta(f, "quantization");
+    if (!meta) return flow_fail(e, FLOW_E_CORRUPT, "%s: weights have no 'quantization' metadata", what);
+    json_value *j;
+    char w2[256];
+    snprintf(w2, sizeof w2, "%s: quantization metadata", what);
+    int rc = json_parse(meta, strlen(meta), w2, &j, e);
+    if (rc) return e ? (e->code = FLOW_E_CORRUPT) : FLOW_E_CORRUPT;   /* json_parse's message names it */
+    const char *fmt = json_str(json_get(j, "format"), "");
+    q->version = (int)json_num(json_get(j, "version"), -1);
+    const char *scheme = json_str(json_get(j, "scheme"), "");
+    q->sym = json_bool(json_get(j, "sym"), 0);
+    q->group = (int)json_num(json_get(j, "group"), 0);
+    q->kind = strcmp(scheme, "int8") == 0 ? QUANT_KIND_INT8 : strcmp(scheme, "uint4") == 0 ? QUANT_KIND_UINT4
+            : strcmp(scheme, "nf4") == 0 ? QUANT_KIND_NF4 : 0;
+    const char *scales = json_str(json_get(j, "scales"), q->version == 1 ? "f32" : "");
+    const char *emb = json_str(json_get(j, "embeddings"), q->version == 1 ? "fp32" : "");
+    q->sdt = strcmp(scales, "f16") == 0 ? ST_F16 : ST_F32;
+    q->emb_int8 = strcmp(emb, "int8") == 0;
+    if (strcmp(fmt, QART_FORMAT) != 0)
+        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization format '%s' is not %s", what, fmt, QART_FORMAT);
+    else if (q->version != 1 && q->version != QART_VERSION)
+        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization format version %d, this flow reads versions 1..%d; "
+                       "rebuild the quantize node", what, q->version, QART_VERSION);
+    else if (!q->kind)
+        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: unknown quantization scheme '%s' (int8, uint4, nf4)", what, scheme);
+    else if (q->kind != QUANT_KIND_INT8 && q->group != 32 && q->group != 64 && q->group != 128)
+        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization group %d is not 32, 64 or 128", what, q->group);
+    else if (strcmp(scales, "f32") && strcmp(scales, "f16"))
+        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization scales '%s' is not f32 or f16", what, scales);
+    else if (strcmp(emb, "fp32") && strcmp(emb, "int8"))
+        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization embeddings '%s' is not fp32 or int8", what, emb);
+    json_free(j);
+    return rc;
+}
+
+/* Builds the prepared weight of (l, which) from 1 (or 3, QKV) stored parts. */
+static int load_linear(const st_file *f, int l, int which, const qart_meta *qm, int OC, int IC, quant_weight *w,
+                       const char *what, flow_err *e)
+{
+    quant_kind kind = qm->kind;
+    int sym = qm->sym, group = qm->group;
     int parts = which == BERT_LIN_QKV ? 3 : 1, Np = OC / parts, G = kind == QUANT_KIND_INT8 ? 1 : IC / group;
     size_t cb = kind == QUANT_KIND_INT8 ? (size_t)IC : (size_t)IC / 2;
     uint8_t *codes = malloc((size_t)OC * cb), *zero = malloc((size_t)OC * G);
@@ -157,9 +280,9 @@ static int load_linear(const st_file *f, int l, int which, quant_kind kind, int 
     for (int p = 0; p < parts && !rc; p++) {
         qart_weight_name(l, which, p, name, sizeof name);
         qart_view v;
-        if ((rc = view_one(f, name, kind, sym, Np, IC, group, &v, what, e))) break;
+        if ((rc = view_one(f, name, kind, sym, qm->sdt, Np, IC, group, &v, what, e))) break;
         memcpy(codes + (size_t)p * Np * cb, v.codes, (size_t)Np * cb);
-        memcpy(scale + (size_t)p * Np * G, v.scale, (size_t)Np * G * sizeof(float));
+        scales_f32(scale + (size_t)p * Np * G, v.scale, qm->sdt, (size_t)Np * G);
         if (v.zero) memcpy(zero + (size_t)p * Np * G, v.zero, (size_t)Np * G);
         if (v.cb) {
             if (p > 0 && memcmp(L, v.cb, 16))
@@ -172,7 +295,11 @@ static int load_linear(const st_file *f, int l, int which, quant_kind kind, int 
     if (kind == QUANT_KIND_INT8) rc = quant_weight_init_int8(w, OC, IC, (const int8_t *)codes, scale, name, e);
     else if (kind == QUANT_KIND_NF4) rc = quant_weight_init_nf4(w, OC, IC, group, codes, scale, L, name, e);
     else rc = quant_weight_init_u4(w, OC, IC, group, codes, scale, sym ? NULL : zero, name, e);
-    if (rc) rc = flow_fail(e, rc, "%s: %s", what, e ? e->msg : "bad quantized tensor");
+    if (rc && e) {                              /* (a copy: flow_fail writes e->msg) */
+        char why[sizeof e->msg];
+        snprintf(why, sizeof why, "%s", e->msg);
+        flow_fail(e, rc, "%s: %s", what, why);
+    }
 out:
     free(codes); free(zero); free(scale);
     return rc;
@@ -182,29 +309,8 @@ int qart_load(const st_file *f, const bert_config *cfg, bert_qmodel **out, unsig
               const char *what, flow_err *e)
 {
     *out = NULL;
-    const char *meta = st_meta(f, "quantization");
-    if (!meta) return flow_fail(e, FLOW_E_CORRUPT, "%s: weights have no 'quantization' metadata", what);
-    json_value *j;
-    char w2[256];
-    snprintf(w2, sizeof w2, "%s: quantization metadata", what);
-    int rc = json_parse(meta, strlen(meta), w2, &j, e);
-    if (rc) return flow_fail(e, FLOW_E_CORRUPT, "%s", e ? e->msg : "bad quantization metadata");
-    const char *fmt = json_str(json_get(j, "format"), "");
-    int version = (int)json_num(json_get(j, "version"), -1);
-    const char *scheme = json_str(json_get(j, "scheme"), "");
-    int sym = json_bool(json_get(j, "sym"), 0), group = (int)json_num(json_get(j, "group"), 0);
-    quant_kind kind = strcmp(scheme, "int8") == 0 ? QUANT_KIND_INT8 : strcmp(scheme, "uint4") == 0 ? QUANT_KIND_UINT4
-                    : strcmp(scheme, "nf4") == 0 ? QUANT_KIND_NF4 : 0;
-    if (strcmp(fmt, QART_FORMAT) != 0)
-        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization format '%s' is not %s", what, fmt, QART_FORMAT);
-    else if (version != QART_VERSION)
-        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization format version %d, this flow reads version %d; "
-                       "rebuild the quantize node", what, version, QART_VERSION);
-    else if (!kind)
-        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: unknown quantization scheme '%s' (int8, uint4, nf4)", what, scheme);
-    else if (kind != QUANT_KIND_INT8 && group != 32 && group != 64 && group != 128)
-        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization group %d is not 32, 64 or 128", what, group);
-    json_free(j);
+    qart_meta qm;
+    int rc = read_meta(f, &qm, what, e);
     if (rc) return rc;
     bert_qmodel *q = bert_qmodel_new(cfg->layers);
     if (!q) return flow_fail(e, FLOW_E_NOMEM, "%s: out of memory", what);
@@ -214,10 +320,14 @@ int qart_load(const st_file *f, const bert_config *cfg, bert_qmodel **out, unsig
         int OC[BERT_LIN_COUNT] = { 3 * A, H, I, H }, IC[BERT_LIN_COUNT] = { H, A, H, I };
         for (int w = 0; w < BERT_LIN_COUNT && !rc; w++) {
             char name[256];
-            qart_weight_name(l, w, 0, name, sizeof name);
-            if (!qart_is_quantized(f, name)) continue;
+            int any = 0;                        /* QKV: any of the three parts */
+            for (int p = 0; p < (w == BERT_LIN_QKV ? 3 : 1); p++) {
+                qart_weight_name(l, w, p, name, sizeof name);
+                any |= qart_is_quantized(f, name);
+            }
+            if (!any) continue;                 /* load_linear refuses a part left F32 */
             quant_weight qw;
-            if ((rc = load_linear(f, l, w, kind, sym, group, OC[w], IC[w], &qw, what, e))) break;
+            if ((rc = load_linear(f, l, w, &qm, OC[w], IC[w], &qw, what, e))) break;
             bert_qmodel_set(q, l, w, &qw);
             if (quantized) quantized[l * BERT_LIN_COUNT + w] = 1;
         }
@@ -225,4 +335,56 @@ int qart_load(const st_file *f, const bert_config *cfg, bert_qmodel **out, unsig
     if (rc) { bert_qmodel_free(q); return rc; }
     *out = q;
     return 0;
+}
+
+/* 1 when name is an encoder Linear weight of cfg. */
+static int is_linear_weight(const bert_config *cfg, const char *name)
+{
+    char n[256];
+    for (int l = 0; l < cfg->layers; l++)
+        for (int w = 0; w < BERT_LIN_COUNT; w++)
+            for (int p = 0; p < (w == BERT_LIN_QKV ? 3 : 1); p++) {
+                qart_weight_name(l, w, p, n, sizeof n);
+                if (strcmp(n, name) == 0) return 1;
+            }
+    return 0;
+}
+
+int qart_load_rest(const st_file *f, bert_model *m, const char *what, flow_err *e)
+{
+    qart_meta qm;
+    int rc = read_meta(f, &qm, what, e);
+    if (rc) return rc;
+    for (int i = 0; i < m->ntensors; i++) {
+        const bert_tensor *t = &m->tensors[i];
+        if (!qart_is_quantized(f, t->name) || is_linear_weight(&m->cfg, t->name)) continue;
+        if (!(qm.emb_int8 && strcmp(t->name, QART_WORD_EMB) == 0))
+            return flow_fail(e, FLOW_E_CORRUPT, "%s: tensor '%s' is stored %s, but the quantization metadata "
+                             "quantizes only %s; rebuild the quantize node", what, t->name,
+                             st_dtype_name(st_find(f, t->name)->dtype),
+                             qm.emb_int8 ? "encoder Linear weights and the word embeddings" : "encoder Linear weights");
+    }
+    if (!qm.emb_int8) return 0;
+    const bert_tensor *t = bert_find_tensor(m, QART_WORD_EMB);
+    int V = t->shape[0], H = t->shape[1];
+    qart_view v;
+    if ((rc = view_one(f, QART_WORD_EMB, QUANT_KIND_INT8, 1, qm.sdt, V, H, 0, &v, what, e))) return rc;
+    float *sc = malloc((size_t)V * sizeof *sc), *dst = m->params + t->offset;
+    if (!sc) return flow_fail(e, FLOW_E_NOMEM, "%s: out of memory", what);
+    scales_f32(sc, v.scale, qm.sdt, (size_t)V);
+    const int8_t *q = v.codes;
+    for (int r = 0; r < V && !rc; r++) {
+        if (!(sc[r] >= 0.0f && sc[r] <= 3.4e38f))
+            rc = flow_fail(e, FLOW_E_CORRUPT, "%s: '%s_scale' row %d is %g (scales are finite and >= 0)", what,
+                           QART_WORD_EMB, r, (double)sc[r]);
+        for (int k = 0; k < H && !rc; k++) {
+            int8_t c = q[(size_t)r * H + k];
+            if (c == -128)
+                rc = flow_fail(e, FLOW_E_CORRUPT, "%s: '%s' row %d holds -128 (codes are -127..127)", what,
+                               QART_WORD_EMB, r);
+            dst[(size_t)r * H + k] = sc[r] * (float)c;
+        }
+    }
+    free(sc);
+    return rc;
 }

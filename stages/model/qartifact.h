@@ -1,28 +1,39 @@
 /* qartifact.h — quantized BERT weights inside a model artifact's
- * safetensors `weights` part (format "flow-quant", version 1).
+ * safetensors `weights` part (format "flow-quant", version 2; version 1,
+ * the same without the `scales` and `embeddings` choices, is still read).
  *
- * Everything but the quantized encoder Linear weights stays F32 under its
- * HuggingFace name.  A quantized Linear weight NAME ("bert.encoder.layer.0.
+ * Everything but the quantized tensors stays F32 under its HuggingFace
+ * name.  A quantized Linear weight NAME ("bert.encoder.layer.0.
  * attention.self.query.weight", PyTorch layout [N, K]) becomes:
  *   int8:  NAME            I8  [N, K]     codes in -127..127
- *          NAME_scale      F32 [N]        w = scale[n] * code
+ *          NAME_scale      SC  [N]        w = scale[n] * code
  *   uint4: NAME            U8  [N, K/2]   codes 0..15, two per byte (group j
  *                                         = bytes j*g/2.., byte i holds code
  *                                         i low and i + g/2 high)
- *          NAME_scale      F32 [N, K/g]
+ *          NAME_scale      SC  [N, K/g]
  *          NAME_zero       U8  [N, K/g]   asymmetric only (symmetric: 8)
  *                                         w = scale * (code - zero)
  *   nf4:   NAME            U8  [N, K/2]   as uint4
- *          NAME_scale      F32 [N, K/g]
+ *          NAME_scale      SC  [N, K/g]
  *          NAME_codebook   I8  [16]       w = scale * codebook[code]
+ * where SC, the scale dtype, is F32 or F16 ("scales" below; F16 scales are
+ * the F32 ones rounded to nearest even, and the kernels then use exactly
+ * the F16 values).  With "embeddings":"int8" the word embeddings
+ * (bert.embeddings.word_embeddings.weight [V, H]) are stored the same way
+ * as an int8 Linear (I8 [V, H], NAME_scale SC [V], per row symmetric);
+ * the embedding is a lookup, not a product, so the loader expands the rows
+ * to fp32 (scale * code, exact) and the forward is that of those values.
  * Metadata "quantization" (a JSON object as text):
- *   {"format":"flow-quant","version":1,"scheme":"int8|uint4|nf4","bits":8,
+ *   {"format":"flow-quant","version":2,"scheme":"int8|uint4|nf4","bits":8,
  *    "group":64,"sym":true,"method":"rtn|gptq","act_order":false,
- *    "damp":0.01,"calibration_sequences":128,"policy":"encoder",
+ *    "damp":0.01,"calibration_sequences":128,"policy":"encoder|none",
+ *    "scales":"f32|f16","embeddings":"fp32|int8",
  *    "quantized":["NAME", ...]}
  * The reader refuses another format or version, unknown schemes, missing
- * tensors, wrong dtypes or shapes and out-of-range values (via
- * quant_weight_init_*) with FLOW_E_CORRUPT naming the tensor.
+ * tensors, wrong dtypes or shapes, out-of-range values (via
+ * quant_weight_init_*), a query/key/value block quantized only in part,
+ * and I8 / U8 tensors the metadata does not account for, with
+ * FLOW_E_CORRUPT naming the tensor.
  */
 #ifndef FLOW_QARTIFACT_H
 #define FLOW_QARTIFACT_H
@@ -32,7 +43,8 @@
 #include "stages/model/safetensors.h"
 
 #define QART_FORMAT "flow-quant"
-#define QART_VERSION 1
+#define QART_VERSION 2
+#define QART_WORD_EMB "bert.embeddings.word_embeddings.weight"
 
 /* HF name of the weight of Linear `which` of layer l; for BERT_LIN_QKV,
  * part 0, 1, 2 = query, key, value (rows [0,A), [A,2A), [2A,3A) of the
@@ -47,11 +59,18 @@ typedef struct qart_stored {
     float *scale;               /* [N] or [N, G] */
     uint8_t *zero;              /* [N, G] (uint4 asym) or NULL */
     int8_t codebook[16];
+    uint16_t *scale16;          /* F16 copy of scale (qart_stored_f16), or NULL */
 } qart_stored;
 
 /* Rows [r0, r0 + N) of a prepared weight in stored form. */
 int qart_export(const quant_weight *w, int r0, int N, int sym, qart_stored *out, flow_err *e);
 void qart_stored_release(qart_stored *s);
+/* Word embeddings W [V, H] as int8 per row (round to nearest). */
+int qart_embed_int8(const float *W, int V, int H, qart_stored *out, flow_err *e);
+/* Stores s's scales as F16 (rounded to nearest even): FLOW_E_PARAM naming
+ * the tensor when a scale is out of the F16 range or loses more than 2^-10
+ * of its value (subnormal), so that scales = f32 is needed. */
+int qart_stored_f16(qart_stored *s, const char *name, flow_err *e);
 /* Registers s under NAME (and NAME_scale, ...) in f; s must outlive f's
  * serialization. */
 void qart_add(st_file *f, const char *name, const qart_stored *s);
@@ -67,5 +86,16 @@ int qart_load(const st_file *f, const bert_config *cfg, bert_qmodel **out,
 
 /* 1 when tensor name is stored quantized in f (dtype I8/U8). */
 int qart_is_quantized(const st_file *f, const char *name);
+
+/* After qart_load: the word embeddings of m from f when the metadata says
+ * "embeddings":"int8" (expanded into m's fp32 parameters), and a check that
+ * every I8 / U8 tensor of m's table is one the metadata accounts for (an
+ * encoder Linear weight, or the word embeddings), so that no tensor is
+ * silently left unread. */
+int qart_load_rest(const st_file *f, bert_model *m, const char *what, flow_err *e);
+
+/* F16 <-> F32 (IEEE binary16, round to nearest even; inf/nan kept). */
+uint16_t qart_f16_from_f32(float x);
+float qart_f32_from_f16(uint16_t h);
 
 #endif
