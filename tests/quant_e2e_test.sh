@@ -20,25 +20,7 @@ fail=0
 check() { local what=$1; shift; if "$@"; then :; else echo "FAIL: $what"; fail=1; fi; }
 
 D=$T/tree
-python3 - "$D" <<'EOF'
-import os, random, sys
-random.seed(11)
-root = sys.argv[1]
-common = "的和或者应当依法规定本法国家人员"
-classes = {"甲类": "税收财政预算银行货币价格审计统计会计金融",
-           "乙类": "刑罚犯罪判处徒刑拘役罚金没收自首缓刑剥夺",
-           "丙类": "婚姻家庭继承收养合同物权抵押债务赔偿侵权"}
-num = "一二三四五六七八九十"
-for lab, chars in classes.items():
-    os.makedirs(os.path.join(root, lab), exist_ok=True)
-    for k in range(6):
-        with open(os.path.join(root, lab, "%s法%d.md" % (lab, k)), "w") as f:
-            f.write("# %s法%d\n\n<!-- INFO END -->\n\n" % (lab, k))
-            for i in range(8):
-                n = random.randint(12, 40)
-                s = "".join(random.choice(chars) if random.random() < 0.7 else random.choice(common) for _ in range(n))
-                f.write("第%s条 %s。\n\n" % (num[i], s))
-EOF
+python3 "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/gen_laws.py" "$D" 11
 graph() {   # graph FILE Q4_GROUP [EXTRA NODE TEXT]
     cat > "$1" <<EOF
 docs = source { path = "$D"  labels = folders }
