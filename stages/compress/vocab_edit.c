@@ -99,26 +99,6 @@ static float *gather_rows(const float *old, int w, const int *new_to_old, int nn
     return rows;
 }
 
-static int write_tokenizer(flow_ctx *c, const tok_tokenizer *nt)
-{
-    flow_buf b;
-    buf_init(&b);
-    int rc = 0;
-    tok_serialize(nt, &b);
-    rc = flow_out_write(c, "tokenizer/tokenizer.bin", FLOW_PART_BYTES, b.data, b.len);
-    b.len = 0;
-    tok_export_hf_json(nt, &b);
-    if (!rc) rc = flow_out_write(c, "tokenizer/tokenizer.json", FLOW_PART_BYTES, b.data, b.len);
-    b.len = 0;
-    tok_export_vocab_txt(nt, &b);
-    if (!rc) rc = flow_out_write(c, "tokenizer/vocab.txt", FLOW_PART_BYTES, b.data, b.len);
-    b.len = 0;
-    tok_export_merges_txt(nt, &b);
-    if (!rc) rc = flow_out_write(c, "tokenizer/merges.txt", FLOW_PART_BYTES, b.data, b.len);
-    buf_release(&b);
-    return rc;
-}
-
 static int write_model_json(flow_ctx *c, const vocab_model *m, int nnew, const char *edit_json)
 {
     bert_config cfg = m->cfg;
@@ -169,7 +149,7 @@ int vocab_model_write(flow_ctx *c, const char *port, const vocab_model *m,
     rc = st_write(&w, c, "weights");
     st_release(&w);
     free(emb); free(bias);
-    if (!rc) rc = write_tokenizer(c, nt);
+    if (!rc) rc = tok_write_parts(c, nt, "tokenizer/");
     if (!rc) rc = artifact_copy_clean(c, port);
     return rc;
 }

@@ -147,11 +147,7 @@ static int bpe_run(flow_ctx *c)
     if (!rc) {
         flow_buf b;
         buf_init(&b);
-        tok_export_vocab_txt(t, &b);
-        rc = write_buf(c, "vocab.txt", &b);
-        if (!rc) { tok_export_merges_txt(t, &b); rc = write_buf(c, "merges.txt", &b); }
-        if (!rc) { tok_export_hf_json(t, &b); rc = write_buf(c, "tokenizer.json", &b); }
-        if (!rc) { tok_serialize(t, &b); rc = write_buf(c, "tokenizer.bin", &b); }
+        rc = tok_write_parts(c, t, "");
         if (!rc) {
             for (int i = 0; i < st.distinct_chars; i++) {
                 char u[5] = {0};

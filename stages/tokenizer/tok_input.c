@@ -1,9 +1,10 @@
 /* tok_input.c — what stages read through the stage API for the tokenizer
  * library: the tokenizer of an input (part tokenizer.bin of a bpe node) and
- * the forced-term lists bound to a port.  Kept apart from tokenizer.c so that the tokenizer library
+ * the forced-term lists bound to a port; and a tokenizer written as output parts.  Kept apart from tokenizer.c so that the tokenizer library
  * itself does not depend on the stage API (tools and tests link it alone). */
 #include "tokenizer.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,4 +52,25 @@ int tok_read_terms(flow_ctx *c, const char *port, tok_terms *terms, int max_char
         }
     }
     return 0;
+}
+
+int tok_write_parts(flow_ctx *c, const tok_tokenizer *t, const char *prefix)
+{
+    static const char *const names[] = { "vocab.txt", "merges.txt", "tokenizer.json", "tokenizer.bin" };
+    void (*const write[])(const tok_tokenizer *, flow_buf *) = {
+        tok_export_vocab_txt, tok_export_merges_txt, tok_export_hf_json, tok_serialize };
+    flow_buf b;
+    buf_init(&b);
+    int rc = 0;
+    for (int i = 0; i < 4 && !rc; i++) {
+        char part[256];
+        snprintf(part, sizeof part, "%s%s", prefix, names[i]);
+        b.len = 0;
+        write[i](t, &b);
+        rc = flow_out_write(c, part, FLOW_PART_BYTES, b.data ? b.data : "", b.len);
+        if (rc)
+            rc = flow_ctx_fail(c, rc, "cannot write part %s", part);
+    }
+    buf_release(&b);
+    return rc;
 }

@@ -104,6 +104,10 @@ void tok_free(tok_tokenizer *t);
  * input that has one (a terms node), else every part but dot-parts; list
  * names in messages are "PORT[i]/PART".  Fails the node on a bad list. */
 int tok_read_terms(flow_ctx *c, const char *port, tok_terms *terms, int max_chars);
+/* Writes t as the parts PREFIXvocab.txt, merges.txt, tokenizer.json and
+ * tokenizer.bin of the node's output (tok_input.c): the bpe stage with
+ * prefix "", model stages with "tokenizer/".  Fails the node on error. */
+int tok_write_parts(flow_ctx *c, const tok_tokenizer *t, const char *prefix);
 /* tokenizer.bin bytes (appended to out). */
 void tok_serialize(const tok_tokenizer *t, flow_buf *out);
 
