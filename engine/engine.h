@@ -111,6 +111,15 @@ typedef struct flow_stage {
      * byte invariance is tested.  registry_add refuses an undeclared name.
      * NULL = every parameter is in the key. */
     const char *not_in_key;
+    /* Parameters added to a stage after its nodes were cached, whose
+     * default is the behaviour from before they existed (space-separated
+     * names; STRING, INT or BOOL parameters): each enters the key only
+     * when its value differs from the default, so a node that leaves it
+     * at the default (or writes the default) keeps the key and the cached
+     * artifact it had, and the golden table stays.  A value other than the
+     * default enters the key exactly as any parameter does.  registry_add
+     * refuses an undeclared name or another type.  NULL = none. */
+    const char *key_unless_default;
     flow_resources res;
     /* Runs the node in a worker process.  Returns 0, or a negative code with
      * flow_ctx_fail() having set the message. */

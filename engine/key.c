@@ -7,7 +7,8 @@
  *   "flowkey" 0x00, u32 encoding version (1)
  *   'S' str(stage name) u32(stage version)
  *   for each parameter, sorted by name (bytewise), defaults applied,
- *   except those the stage lists in not_in_key (engine.h):
+ *   except those the stage lists in not_in_key, and those it lists in
+ *   key_unless_default whose value is the default (engine.h):
  *       'P' str(name) value
  *   'E' 0x00                       no key_extra
  *   'E' 0x01 hash[16]              the stage's key_extra digest
@@ -85,14 +86,33 @@ static void put_value(enc *e, const graph_value *v)
     }
 }
 
-/* Whether parameter k enters the key: not named in the stage's not_in_key. */
-static int param_in_key(const flow_stage *st, int k)
+/* Whether the space-separated list names the parameter. */
+static int listed(const char *list, const char *name)
 {
-    const char *name = st->params[k].name, *w = st->not_in_key;
     size_t n = strlen(name);
-    for (; w && (w = strstr(w, name)); w += n)
-        if ((w == st->not_in_key || w[-1] == ' ') && (w[n] == 0 || w[n] == ' ')) return 0;
-    return 1;
+    for (const char *w = list; w && (w = strstr(w, name)); w += n)
+        if ((w == list || w[-1] == ' ') && (w[n] == 0 || w[n] == ' ')) return 1;
+    return 0;
+}
+
+/* Whether v is parameter d's default (STRING, INT or BOOL: registry.c). */
+static int at_default(const flow_param_def *d, const graph_value *v)
+{
+    ast_value dv;
+    flow_err err;
+    if (ast_parse_value(d->def, d->name, &dv, &err)) FLOW_BUG("bad default of '%s': %s", d->name, err.msg);
+    int same = d->type == FLOW_P_STRING ? dv.s && v->s && strcmp(dv.s, v->s) == 0 : dv.i == v->i;
+    ast_value_release(&dv);
+    return same;
+}
+
+/* Whether parameter k of node nd enters the key: not named in the stage's
+ * not_in_key, and not a key_unless_default one left at its default. */
+static int param_in_key(const flow_stage *st, const graph_node *nd, int k)
+{
+    const char *name = st->params[k].name;
+    if (listed(st->not_in_key, name)) return 0;
+    return !listed(st->key_unless_default, name) || !at_default(&st->params[k], &nd->params[k]);
 }
 
 /* Parameter indices sorted by name (insertion sort: stages have few). */
@@ -123,7 +143,7 @@ flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content
     int *order = st->nparams <= 64 ? order_buf : xmalloc((size_t)st->nparams * sizeof *order);
     sorted_params(st, order);
     for (int k = 0; k < st->nparams; k++) {
-        if (!param_in_key(st, order[k])) continue;
+        if (!param_in_key(st, nd, order[k])) continue;
         put(&e, "P", 1);
         put_str(&e, st->params[order[k]].name);
         put_value(&e, &nd->params[order[k]]);
@@ -182,7 +202,7 @@ void node_key_describe(const flow_graph *g, int node, const flow_hash *input_con
     int *order = st->nparams <= 64 ? order_buf : xmalloc((size_t)st->nparams * sizeof *order);
     sorted_params(st, order);
     for (int k = 0; k < st->nparams; k++) {
-        if (!param_in_key(st, order[k])) continue;
+        if (!param_in_key(st, nd, order[k])) continue;
         buf_printf(out, "param.%s = ", st->params[order[k]].name);
         describe_value(out, &nd->params[order[k]]);
         buf_addc(out, '\n');

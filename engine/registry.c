@@ -30,6 +30,17 @@ void registry_add(flow_registry *r, const flow_stage *s)
         if (k == s->nparams) FLOW_BUG("stage '%s': not_in_key names '%.*s', which is no parameter", s->name, (int)n, w);
         w += n + strspn(w + n, " ");
     }
+    for (const char *w = s->key_unless_default; w && *w;) {
+        size_t n = strcspn(w, " ");
+        int k = 0;
+        while (k < s->nparams && !(strlen(s->params[k].name) == n && !strncmp(s->params[k].name, w, n))) k++;
+        if (k == s->nparams) FLOW_BUG("stage '%s': key_unless_default names '%.*s', which is no parameter", s->name, (int)n, w);
+        flow_ptype t = s->params[k].type;
+        if ((t != FLOW_P_STRING && t != FLOW_P_INT && t != FLOW_P_BOOL) || !s->params[k].def)
+            FLOW_BUG("stage '%s': key_unless_default '%s' must be a STRING, INT or BOOL parameter with a default",
+                     s->name, s->params[k].name);
+        w += n + strspn(w + n, " ");
+    }
     if (r->n == r->cap) {
         r->cap = r->cap ? 2 * r->cap : 16;
         r->stages = xrealloc(r->stages, (size_t)r->cap * sizeof *r->stages);

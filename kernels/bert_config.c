@@ -79,6 +79,8 @@ int bert_config_validate(const bert_config *c, flow_err *e)
     if (c->mode < BERT_MODE_MLM || c->mode > BERT_MODE_BOTH)
         return flow_fail(e, FLOW_E_PARAM, "model config: mode %d is not 1 (mlm), 2 (classify) or 3 (both)",
                          c->mode);
+    if (c->pooling != BERT_POOL_CLS && c->pooling != BERT_POOL_MEAN)
+        return flow_fail(e, FLOW_E_PARAM, "model config: pooling %d is not 0 (cls) or 1 (mean)", c->pooling);
     if ((c->mode & BERT_MODE_CLASSIFY) && c->num_labels < 1)
         return flow_fail(e, FLOW_E_PARAM, "model config: num_labels %d, a classifier needs at least 1",
                          c->num_labels);

@@ -18,8 +18,14 @@
  *     x'    = LayerNorm(a + Dropout(GELU(a Wi^T + bi) Wo2^T + bo2))   Wi [I_l, H], GELU = erf form
  *   MLM head (rows whose label != -100 only, see bert_forward):
  *     logits = LayerNorm(GELU(h Wt^T + bt)) word^T + cls.predictions.bias  [M,V]
- *   classification head:
- *     pooled = tanh(h[:,0] Wp^T + bp); logits = Dropout(pooled) Wc^T + bc  [B,C]
+ *   classification head, with s = the pooled final hidden states [B,H]:
+ *     pooling CLS  (transformers): s[b] = h[b,0]
+ *     pooling MEAN: s[b] = sum_t mask[b,t] h[b,t] / sum_t mask[b,t], the mean
+ *                   over the real (unpadded) positions, [CLS] and [SEP] included
+ *     pooled = tanh(s Wp^T + bp); logits = Dropout(pooled) Wc^T + bc  [B,C]
+ *   (mean pooling keeps the pooler dense + tanh: the same tensors for both
+ *   poolings, so every reader, exporter, pruner and quantizer of the tensor
+ *   table is unchanged, and a model can be re-headed with either)
  *   LayerNorm eps = 1e-12; padding token id 0 (TOK_PAD): like nn.Embedding's
  *   padding_idx, row 0 of the word embeddings gets no gradient from the
  *   embedding lookup (it still gets the tied MLM decoder's gradient).
@@ -113,6 +119,9 @@
 /* Which heads exist (bit set). */
 enum { BERT_MODE_MLM = 1, BERT_MODE_CLASSIFY = 2, BERT_MODE_BOTH = 3 };
 
+/* What the classification head pools (see the architecture at the top). */
+enum { BERT_POOL_CLS = 0, BERT_POOL_MEAN = 1 };
+
 #define BERT_MAX_LAYERS 64
 
 typedef struct bert_config {
@@ -130,6 +139,8 @@ typedef struct bert_config {
     float hidden_dropout;   /* hidden_dropout_prob, in [0,1) */
     float attn_dropout;     /* attention_probs_dropout_prob, in [0,1) */
     int mode;               /* BERT_MODE_* */
+    int pooling;            /* BERT_POOL_*: the classifier's input; CLS (0,
+                             * the zero of a memset config) = transformers' */
 } bert_config;
 
 /* Fills the reference config: V 8000, H 768, L 6, 12 heads of 64, FFN 3072
@@ -153,9 +164,9 @@ int bert_config_is_uniform(const bert_config *c);
 
 /* Checks every field (positive sizes, layers <= BERT_MAX_LAYERS, heads and
  * FFN width >= 1 in every layer, dropout in [0,1), mode 1..3, num_labels
- * >= 1 when CLASSIFY, total size fits).  Returns 0 or FLOW_E_PARAM with a
- * message naming the field and its value, e.g. "model config: layer 2 has
- * 0 attention heads". */
+ * >= 1 when CLASSIFY, pooling a BERT_POOL_*, total size fits).  Returns
+ * 0 or FLOW_E_PARAM with a message naming the field and its value, e.g.
+ * "model config: layer 2 has 0 attention heads". */
 int bert_config_validate(const bert_config *c, flow_err *e);
 
 /* ------------------------------------------------------------------ */

@@ -1,9 +1,11 @@
 /* kernels_test.c — tests of the BERT kernels (kernels/).
  *
  *  - finite-difference gradient checks of every op (loss = sum(out * r));
+ *  - the pooling ops: mean against a scalar reference, its backward by
+ *    finite differences, the same bytes on 1 and 3 threads;
  *  - finite-difference checks of the whole small model, MLM and classifier
- *    heads, with padding, token types and dropout on (the dropout masks are
- *    pinned by resetting the forward counter);
+ *    heads ([CLS] and mean pooling), with padding, token types and dropout
+ *    on (the dropout masks are pinned by resetting the forward counter);
  *  - determinism: same seed and threads give identical loss bytes;
  *  - a tiny model overfits a tiny labelled set to 100% accuracy;
  *  - AdamW against a hand-computed step; grad clipping; lr schedule;
@@ -345,6 +347,74 @@ static void test_soft_targets(void)
     }
 }
 
+/* ---- pooling ------------------------------------------------------------ */
+struct poolc { int B, T, H; const int32_t *mask; float *h, *out, *r; };
+static double pool_loss(void *p)
+{
+    struct poolc *c = p;
+    mean_pool_forward(c->out, c->h, c->mask, c->B, c->T, c->H);
+    return dot(c->out, c->r, (size_t)c->B * c->H);
+}
+/* The scalar reference: the mean over real positions, in double. */
+static double pool_ref(const float *h, const int32_t *mask, int b, int T, int H, int k)
+{
+    double s = 0;
+    int n = 0;
+    for (int t = 0; t < T; t++)
+        if (!mask || mask[b * T + t]) {
+            s += h[((size_t)b * T + t) * H + k];
+            n++;
+        }
+    return s / n;
+}
+static void test_pooling(void)
+{
+    /* 37 sequences: the forward's and backward's loops split over threads */
+    struct poolc c = {37, 9, 5, NULL, 0, 0, 0};
+    size_t nh = (size_t)c.B * c.T * c.H, no = (size_t)c.B * c.H;
+    int32_t *mask = malloc((size_t)c.B * c.T * sizeof *mask);
+    for (int b = 0; b < c.B; b++)           /* lengths 1..9; mask values other than 1 are real too */
+        for (int t = 0; t < c.T; t++)
+            mask[b * c.T + t] = t <= b % c.T ? 1 + (t == 2) : 0;
+    c.h = fvec(nh, 1); c.out = fvec(no, 0); c.r = fvec(no, 1);
+    float *dh = fvec(nh, 0), *d0 = fvec(nh, 0.5f), *out2 = fvec(no, 0);
+    for (int masked = 0; masked < 2; masked++) {
+        c.mask = masked ? mask : NULL;
+        double err = 0;
+        mean_pool_forward(c.out, c.h, c.mask, c.B, c.T, c.H);
+        for (int b = 0; b < c.B; b++)
+            for (int k = 0; k < c.H; k++)
+                err = fmax(err, fabs(c.out[b * c.H + k] - pool_ref(c.h, c.mask, b, c.T, c.H, k)));
+        CHECK_MSG(err < 1e-6, "mean pooling%s vs the scalar reference: %.3g", masked ? " (masked)" : "", err);
+        /* padded positions get no gradient; the backward accumulates */
+        memcpy(dh, d0, nh * sizeof *dh);
+        mean_pool_backward(dh, c.r, c.mask, c.B, c.T, c.H);
+        int pad_clean = 1;
+        for (size_t i = 0; i < nh; i++) {
+            if (c.mask && !c.mask[i / c.H])
+                pad_clean &= dh[i] == d0[i];
+            dh[i] -= d0[i];
+        }
+        CHECK(pad_clean);
+        grad_check(masked ? "mean pool (masked)" : "mean pool", pool_loss, &c, c.h, dh, nh, 120,
+                   1e-2f, 1e-4, 1e-3);
+        /* the same bytes on 1 and 3 threads */
+        bert_set_threads(1);
+        mean_pool_forward(out2, c.h, c.mask, c.B, c.T, c.H);
+        bert_set_threads(3);
+        mean_pool_forward(c.out, c.h, c.mask, c.B, c.T, c.H);
+        CHECK(memcmp(out2, c.out, no * sizeof *out2) == 0);
+        bert_set_threads(2);
+    }
+    /* [CLS] pooling: row 0 of each sequence, its gradient there only */
+    cls_pool_forward(c.out, c.h, c.B, c.T, c.H);
+    CHECK(memcmp(c.out + 4 * c.H, c.h + (size_t)4 * c.T * c.H, c.H * sizeof(float)) == 0);
+    memset(dh, 0, nh * sizeof *dh);
+    cls_pool_backward(dh, c.r, c.B, c.T, c.H);
+    CHECK(dh[(size_t)4 * c.T * c.H + 2] == c.r[4 * c.H + 2] && dh[(size_t)4 * c.T * c.H + c.H] == 0);
+    free(mask); free(c.h); free(c.out); free(c.r); free(dh); free(d0); free(out2);
+}
+
 /* ---- whole model -------------------------------------------------------- */
 static bert_config tiny_config(int mode)
 {
@@ -383,9 +453,10 @@ static double model_loss(void *p)
     return o.loss;
 }
 
-static void test_model_grads(int head, int shrunk)
+static void test_model_grads(int head, int shrunk, int pooling)
 {
     bert_config cfg = shrunk ? shrunk_config(BERT_MODE_BOTH) : tiny_config(BERT_MODE_BOTH);
+    cfg.pooling = pooling;
     bert_model *m = NULL;
     flow_err e;
     CHECK_OK(bert_model_new(&cfg, 3, 7, &bert_device_cpu, &m, &e), e);
@@ -416,8 +487,8 @@ static void test_model_grads(int head, int shrunk)
         int head_cls = strncmp(tt->name, "classifier", 10) == 0 || strstr(tt->name, "pooler");
         if ((head == BERT_HEAD_MLM && head_cls) || (head == BERT_HEAD_CLASSIFY && head_mlm))
             continue;
-        snprintf(what, sizeof what, "%s%s %s", shrunk ? "shrunk " : "", head == BERT_HEAD_MLM ? "mlm" : "cls",
-                 tt->name);
+        snprintf(what, sizeof what, "%s%s%s %s", shrunk ? "shrunk " : "", pooling ? "mean-pooled " : "",
+                 head == BERT_HEAD_MLM ? "mlm" : "cls", tt->name);
         /* word embedding row 0 is the padding row: like nn.Embedding's
          * padding_idx it gets no lookup gradient (torch test checks it) */
         size_t skip = strstr(tt->name, "word_embeddings") ? (size_t)cfg.hidden : 0;
@@ -682,6 +753,11 @@ static void test_config(void)
     sc.heads[2] = 0;
     CHECK(bert_config_validate(&sc, &e) == FLOW_E_PARAM);
     CHECK_CONTAINS(e.msg, "layer 2 has 0 attention heads");
+    bert_config_default(&c);
+    CHECK(c.pooling == BERT_POOL_CLS);
+    c.pooling = 2;
+    CHECK(bert_config_validate(&c, &e) == FLOW_E_PARAM);
+    CHECK_CONTAINS(e.msg, "pooling 2");
 
     /* classifier from an MLM checkpoint */
     bert_config mc = tiny_config(BERT_MODE_MLM), cc = tiny_config(BERT_MODE_CLASSIFY);
@@ -739,16 +815,19 @@ int main(void)
     TIMED(test_pointwise());
     TIMED(test_embedding());
     TIMED(test_xent());
+    TIMED(test_pooling());
     TIMED(test_adamw());
     /* ~1000 tiny forwards each: one thread keeps them fast on a busy
      * machine (the threaded paths are covered by the op tests above and
      * the determinism test below) */
     bert_set_threads(1);
     TIMED(test_soft_targets());
-    TIMED(test_model_grads(BERT_HEAD_MLM, 0));
-    TIMED(test_model_grads(BERT_HEAD_CLASSIFY, 0));
-    TIMED(test_model_grads(BERT_HEAD_MLM, 1));
-    TIMED(test_model_grads(BERT_HEAD_CLASSIFY, 1));
+    TIMED(test_model_grads(BERT_HEAD_MLM, 0, BERT_POOL_CLS));
+    TIMED(test_model_grads(BERT_HEAD_CLASSIFY, 0, BERT_POOL_CLS));
+    TIMED(test_model_grads(BERT_HEAD_MLM, 1, BERT_POOL_CLS));
+    TIMED(test_model_grads(BERT_HEAD_CLASSIFY, 1, BERT_POOL_CLS));
+    TIMED(test_model_grads(BERT_HEAD_CLASSIFY, 0, BERT_POOL_MEAN));
+    TIMED(test_model_grads(BERT_HEAD_CLASSIFY, 1, BERT_POOL_MEAN));
     TIMED(test_backward_ext());
     TIMED(test_overfit());
     bert_set_threads(2);

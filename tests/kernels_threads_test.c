@@ -5,7 +5,7 @@
  * AdamW moment must be bit-identical to the 1-thread run.  Two shapes: a
  * small odd one (edge blocks everywhere) and the legal.graph pretraining
  * shape (hidden 128, FFN 512, 4096 rows), whose GEMMs are large enough to be
- * split over threads.
+ * split over threads; and the small one with the mean-pooled classifier.
  */
 #include "kernels/kernels.h"
 #include "tests/test.h"
@@ -40,6 +40,7 @@ static void put(trace *t, const char *name, const void *p, size_t bytes)
 typedef struct shape {
     const char *name;
     int V, H, L, nh, I, C, B, T, steps;
+    int pooling;                /* BERT_POOL_* of the classifier head */
 } shape;
 
 static uint64_t lcg;
@@ -60,6 +61,7 @@ static void run(const shape *s, int alloc_threads, int threads, trace *tr)
     bert_config_uniform(&cfg, s->nh, s->I, NULL);
     cfg.max_len = s->T; cfg.num_labels = s->C;
     cfg.mode = BERT_MODE_BOTH;
+    cfg.pooling = s->pooling;
     bert_model *m = NULL;
     flow_err e;
     if (bert_model_new(&cfg, s->B, s->T, &bert_device_cpu, &m, &e) || bert_init(m, 99, &e))
@@ -150,10 +152,13 @@ static void check_shape(const shape *s)
 int main(void)
 {
     /* odd sizes: GEMM edge blocks, vector tails, a head dimension of 16 */
-    static const shape small = {"small", 301, 48, 2, 3, 100, 5, 6, 50, 3};
+    static const shape small = {"small", 301, 48, 2, 3, 100, 5, 6, 50, 3, BERT_POOL_CLS};
     /* legal.graph's pretraining shape (batch 32 x 128 = 4096 rows) */
-    static const shape legal = {"legal", 2000, 128, 2, 2, 512, 7, 32, 128, 1};
+    static const shape legal = {"legal", 2000, 128, 2, 2, 512, 7, 32, 128, 1, BERT_POOL_CLS};
+    /* the mean-pooled head (one sequence per thread in its forward and backward) */
+    static const shape mean = {"small, mean pooling", 301, 48, 2, 3, 100, 5, 6, 50, 3, BERT_POOL_MEAN};
     check_shape(&small);
     check_shape(&legal);
+    check_shape(&mean);
     return test_summary("kernels_threads_test");
 }

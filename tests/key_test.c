@@ -196,6 +196,59 @@ static void test_not_in_key(void)
     buf_release(&d2);
 }
 
+/* A parameter listed in key_unless_default: at its default (left out or
+ * written) the key is the one of the stage without the parameter; any
+ * other value is keyed, and described, like a plain parameter. */
+static const flow_param_def ud_params[] = {
+    { .name = "alpha", .type = FLOW_P_INT, .def = "1", .min = 1, .max = 0 },
+    { .name = "mode", .type = FLOW_P_STRING, .def = "old", .min = 0, .max = -1, .choices = "old|new" },
+    { .name = "level", .type = FLOW_P_INT, .def = "0", .min = 0, .max = 9 },
+    { .name = "fast", .type = FLOW_P_BOOL, .def = "false", .min = 0, .max = -1 },
+};
+static const flow_stage stage_ud = {
+    .name = "k", .version = 1, .params = ud_params, .nparams = 4,
+    .inputs = k_inputs, .ninputs = 1, .run = run_nothing, .key_unless_default = "mode level fast",
+};
+static const flow_stage stage_ud_before = {     /* the stage before mode, level and fast existed */
+    .name = "k", .version = 1, .params = ud_params, .nparams = 1,
+    .inputs = k_inputs, .ninputs = 1, .run = run_nothing,
+};
+static const flow_stage stage_ud_keyed = {
+    .name = "k", .version = 1, .params = ud_params, .nparams = 4,
+    .inputs = k_inputs, .ninputs = 1, .run = run_nothing,
+};
+
+static void test_key_unless_default(void)
+{
+    const char *a = "x = k { alpha = 2 }\n";
+    flow_hash before = key0(&stage_ud_before, a);
+    CHECK_MSG(eq(before, key0(&stage_ud, a)), "parameters at their defaults changed the key");
+    CHECK_MSG(eq(before, key0(&stage_ud, "x = k { alpha = 2  mode = old  level = 0  fast = false }\n")),
+              "defaults written out changed the key");
+    CHECK_MSG(!eq(before, key0(&stage_ud_keyed, a)), "the plain stage is not keyed by them");
+    const char *other[] = { "x = k { alpha = 2  mode = new }\n", "x = k { alpha = 2  level = 3 }\n",
+                            "x = k { alpha = 2  fast = true }\n" };
+    for (int i = 0; i < 3; i++) {
+        flow_hash k = key0(&stage_ud, other[i]);
+        CHECK_MSG(!eq(before, k), "a value other than the default left the key: %s", other[i]);
+        for (int j = 0; j < i; j++)
+            CHECK_MSG(!eq(k, key0(&stage_ud, other[j])), "%s and %s share a key", other[i], other[j]);
+    }
+    flow_buf d1, d2;
+    buf_init(&d1);
+    buf_init(&d2);
+    describe0(&stage_ud, a, &d1);
+    describe0(&stage_ud, other[0], &d2);
+    CHECK(d1.data && d2.data);
+    if (d1.data && d2.data) {
+        CHECK(strstr(d1.data, "param.mode") == NULL && strstr(d1.data, "param.level") == NULL);
+        CHECK_CONTAINS(d2.data, "param.mode = \"new\"\n");
+        CHECK(strstr(d2.data, "param.level") == NULL);
+    }
+    buf_release(&d1);
+    buf_release(&d2);
+}
+
 /* Simulated builds into a real store: every node's artifact has one part
  * "out" whose bytes are its key (so a changed key changes its output) or,
  * for nodes listed in same_bytes, a constant (an output that does not
@@ -363,6 +416,7 @@ int main(void)
     test_golden_and_processes();
     test_invariance();
     test_not_in_key();
+    test_key_unless_default();
     test_propagation();
     test_extra_and_refs();
     char cmd[4200];

@@ -14,7 +14,9 @@
  *   tokenizer_config.json    PreTrainedTokenizerFast with the BERT specials
  *   special_tokens_map.json
  * The MLM decoder is tied to the word embeddings: both aliases
- * (cls.predictions.decoder.weight / .bias) are written as copies. */
+ * (cls.predictions.decoder.weight / .bias) are written as copies.  A
+ * mean-pooled classifier (pooling = mean) is refused: transformers' BERT
+ * classifier pools [CLS] only; its ONNX export is faithful. */
 #include "cmd_model.h"
 #include "stages/model/clf_bert.h"
 #include "stages/tokenizer/tokenizer.h"
@@ -192,6 +194,9 @@ int hf_export_bert(const char *dir, bert_model *bm, char *const *labels, int nla
 {
     bert_config full;
     flow_err err = { 0 };
+    if ((bm->cfg.mode & BERT_MODE_CLASSIFY) && bm->cfg.pooling == BERT_POOL_MEAN)
+        return cli_usage_error("export: %s is a mean-pooled classifier; transformers' BERT classifier pools "
+                               "[CLS] only: use --format onnx", what);
     int rc = hf_config(&bm->cfg, what, &full);
     if (rc) return rc;
     if ((rc = bert_sync_to_host(bm, &err))) return cli_fail(&err);
@@ -213,12 +218,39 @@ static int quantized_linears(const struct clf_bert *cb)
     return n;
 }
 
+/* "node 'NAME', stage STAGE" of the artifact, from its metadata (or
+ * "node ?" when it has none). */
+static void artifact_node(cmd_model *cm, char *out, size_t n)
+{
+    store_artifact *art = NULL;
+    json_value *j = NULL;
+    flow_err err = { 0 };
+    snprintf(out, n, "node ?");
+    if (store_get_summary(cm->store, &cm->key, &art, &err) == 0 && art->meta_json &&
+        json_parse(art->meta_json, strlen(art->meta_json), "metadata", &j, &err) == 0)
+        snprintf(out, n, "node '%s', stage %s", json_str(json_get(j, "node"), "?"),
+                 json_str(json_get(j, "stage"), "?"));
+    json_free(j);
+    store_artifact_free(art);
+}
+
 static int export_hf(cmd_model *cm, const cli_args *a)
 {
     clf_model *m = cm->model;
     int rc;
     if (!m->bert)
         return cli_usage_error("export: artifact %s is a %s model; --format hf exports bert-cls and bert-mlm models", a->pos[0], clf_kind(m));
+    if ((m->bert->cfg.mode & BERT_MODE_CLASSIFY) && m->bert->cfg.pooling == BERT_POOL_MEAN) {
+        /* BertForSequenceClassification's pooler reads the first token only:
+         * its config has no pooling choice, so the folder would load without
+         * error and compute another function than the one flow runs */
+        char node[256];
+        artifact_node(cm, node, sizeof node);
+        return cli_usage_error("export: artifact %s (%s) is a mean-pooled classifier (pooling = mean); "
+                               "transformers' BertForSequenceClassification pools the [CLS] token only, so "
+                               "--format hf cannot express it: export it with --format onnx (the mean is "
+                               "standard ONNX operators), or fine-tune with pooling = cls", a->pos[0], node);
+    }
     if (quantized_linears(m->bert))
         /* its quantized Linears are integer codes: HF's fp32 safetensors would
          * need them dequantized, which is another model than the one flow runs */

@@ -420,17 +420,18 @@ static int mlm_head_forward(bert_model *m, const bert_batch *bt, bert_output *ou
     return 0;
 }
 
-/* Pooler + classifier on the [CLS] rows. */
+/* Pooling (the [CLS] rows or the mean over real positions: cfg.pooling),
+ * pooler and classifier. */
 static void cls_head_forward(bert_model *m, const bert_batch *bt, float ph, bert_output *out)
 {
     struct bert_acts *A = m->acts;
     const float *P = m->params;
     int B = A->B, T = A->T, H = m->cfg.hidden, C = m->cfg.num_labels;
     const float *hL = A->x + (size_t)m->cfg.layers * m->max_B * m->max_T * H;
-    PROF(BERT_OP_OTHER, 1, 0, {
-        for (int b = 0; b < B; b++)
-            memcpy(A->cls_in + (size_t)b * H, hL + (size_t)b * T * H, (size_t)H * sizeof(float));
-    });
+    if (m->cfg.pooling == BERT_POOL_MEAN)
+        PROF(BERT_OP_OTHER, 1, 0, mean_pool_forward(A->cls_in, hL, A->has_mask ? A->mask : NULL, B, T, H));
+    else
+        PROF(BERT_OP_OTHER, 1, 0, cls_pool_forward(A->cls_in, hL, B, T, H));
     PROF(BERT_OP_MATMUL, 1, 2.0 * B * H * H,
          linear_forward(A->pooled, A->cls_in, P + A->pool_w, P + A->pool_b, B, H, H));
     PROF(BERT_OP_TANH, 1, 0, tanh_forward(A->pooled, A->pooled, (size_t)B * H));
@@ -545,8 +546,9 @@ static void mlm_head_backward(bert_model *m, const float *ext, float scale)
     });
 }
 
-/* dx = gradient at the final hidden states from the classifier, given
- * dlogits [B,C] (from the loss when ext is NULL). */
+/* dx = gradient at the final hidden states from the classifier (through
+ * the pooling of the forward), given dlogits [B,C] (from the loss when ext
+ * is NULL). */
 static void cls_head_backward(bert_model *m, const float *ext, float scale)
 {
     struct bert_acts *A = m->acts;
@@ -567,12 +569,10 @@ static void cls_head_backward(bert_model *m, const float *ext, float scale)
     PROF(BERT_OP_TANH, 0, 0, tanh_backward(A->da, A->pooled, A->da, (size_t)B * H));
     PROF(BERT_OP_MATMUL, 0, 4.0 * B * H * H,
          linear_backward(A->dres, G + A->pool_w, G + A->pool_b, A->da, A->cls_in, P + A->pool_w, B, H, H, 0));
-    for (int b = 0; b < B; b++) {
-        float *d = A->dx + (size_t)b * T * H;
-        const float *s = A->dres + (size_t)b * H;
-        for (int k = 0; k < H; k++)
-            d[k] += s[k];
-    }
+    if (m->cfg.pooling == BERT_POOL_MEAN)
+        PROF(BERT_OP_OTHER, 0, 0, mean_pool_backward(A->dx, A->dres, A->has_mask ? A->mask : NULL, B, T, H));
+    else
+        PROF(BERT_OP_OTHER, 0, 0, cls_pool_backward(A->dx, A->dres, B, T, H));
 }
 
 /* dx: gradient at x_{l+1} on entry, at x_l on return. */

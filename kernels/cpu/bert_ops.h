@@ -101,6 +101,22 @@ void residual_dropout_forward(float *out, const float *x, float *y, size_t n, fl
 /* Key for one dropout site: mixes seed, forward-call counter and site id. */
 uint64_t dropout_key(uint64_t seed, uint64_t counter, uint64_t site);
 
+/* ---- pooling (the classifier's input; kernels/cpu/pool_ops.c) --------- */
+/* h[B*T, H] the final hidden states, out[B, H].  mask[B*T]: nonzero = a
+ * real position (the attention mask), NULL = every position real;
+ * position 0 is always real (bert_forward checks), so a count is >= 1.
+ *   cls:  out[b] = h[b*T]                                  ([CLS])
+ *   mean: out[b] = (sum over real t, in order t = 0..T-1, of h[b*T+t]) / n_b
+ *         with n_b the number of real positions ([CLS] and [SEP] included)
+ * One sequence per thread, each summed in position order: the same bytes
+ * for any thread count. */
+void cls_pool_forward(float *out, const float *h, int B, int T, int H);
+/* dh[b*T] += dout[b]   (acc) */
+void cls_pool_backward(float *dh, const float *dout, int B, int T, int H);
+void mean_pool_forward(float *out, const float *h, const int32_t *mask, int B, int T, int H);
+/* dh[b*T+t] += dout[b] / n_b for every real t   (acc) */
+void mean_pool_backward(float *dh, const float *dout, const int32_t *mask, int B, int T, int H);
+
 /* ---- cross-entropy ---------------------------------------------------- */
 /* logits[M,V], targets[M] in [0,V); w[V] class weights or NULL.
  * lse[M] saved.  Returns the loss sum w[y]*nll / sum w[y] (0 when M == 0);

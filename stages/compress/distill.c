@@ -31,6 +31,9 @@
  * is the seeded random init, as with `init = random`.  The log says how
  * many tensors were copied.  Teacher and student must share the
  * tokenizer (same tokenizer.bin bytes), or the node fails at start.
+ * Pooling (kernels.h) is the student model's own, or the teacher's for a
+ * student made from the parameters, unless `pooling = cls|mean` sets it;
+ * the teacher always runs with its own, so the two may differ.
  *
  * Cost: the bert teacher runs in eval mode on every micro-batch when
  * beta > 0 (its hidden states are needed); with beta = 0 its logits are
@@ -62,6 +65,9 @@ static const flow_param_def distill_params[] = {
     { "heads", FLOW_P_INT, 0, "0", 0, 64, NULL, "student attention heads (0 = the teacher's)" },
     { "intermediate", FLOW_P_INT, 0, "0", 0, 16384, NULL, "student FFN width (0 = the teacher's)" },
     { "model_max_len", FLOW_P_INT, 0, "0", 0, 4096, NULL, "student position embeddings (0 = the teacher's)" },
+    { "pooling", FLOW_P_STRING, 0, "model", 0, -1, "model|cls|mean",
+      "student classifier input: model = the bound student's own (a bert-mlm's: cls), else the teacher's; "
+      "cls = the [CLS] hidden state; mean = the mean over real positions ([CLS] and [SEP] included)" },
     { "unlabelled_max", FLOW_P_INT, 0, "0", 0, 1e12, NULL, "unlabelled sequences used at most, a seeded sample (0 = all)" },
     { "epochs", FLOW_P_INT, 0, "3", 1, 10000, NULL, "passes over train + unlabelled (when max_steps = 0)" },
     { "max_steps", FLOW_P_INT, 0, "0", 0, 1e9, NULL, "optimizer steps; 0 = epochs decide" },
@@ -428,6 +434,8 @@ static int student_make(flow_ctx *c, const teachers *t, int C, int batch, int T,
     cfg.mode = BERT_MODE_CLASSIFY;
     cfg.num_labels = C;
     cfg.hidden_dropout = cfg.attn_dropout = (float)flow_param_float(c, "dropout");
+    const char *pooling = flow_param_str(c, "pooling");     /* "model": cfg's, inherited above */
+    if (strcmp(pooling, "model")) cfg.pooling = strcmp(pooling, "mean") ? BERT_POOL_CLS : BERT_POOL_MEAN;
     if (cfg.vocab_size != t->cfg.vocab_size) {
         rc = flow_ctx_fail(c, FLOW_E_INPUT, "the student has %d word embeddings, the teacher %d: they need one tokenizer",
                            cfg.vocab_size, t->cfg.vocab_size);
@@ -755,4 +763,5 @@ const flow_stage stage_distill = {
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0 },
     .run = distill_run,
     .not_in_key = "checkpoint_every profile",   /* same bytes (tests/distill_e2e_test.sh) */
+    .key_unless_default = "pooling",            /* model = what distill did before pooling existed */
 };

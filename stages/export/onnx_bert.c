@@ -22,8 +22,11 @@
  *     x   = LayerNormalization(a + Linear(GELU(Linear(a))))
  *     GELU: the Gelu operator from opset 20, else its erf form
  *           x * 0.5 * (1 + Erf(x / sqrt 2)) (which ONNX Runtime fuses)
- *   head
- *     pooled = Tanh(Linear(Gather(x, 0, axis 1)))                [B, H]
+ *   head (pooling of the config: [CLS], or the mean over real positions)
+ *     s = Gather(x, 0, axis 1)                                     [B, H]
+ *     or, mean: w = Cast(Cast(attention_mask, bool), float)        [B, T]
+ *         s = ReduceSum(x * Unsqueeze(w, [2]), [1]) / ReduceSum(w, [1], keepdims)
+ *     pooled = Tanh(Linear(s))                                     [B, H]
  *     logits = Linear(pooled)                                     [B, C]
  * Every shape comes from the tensor table (pruned heads, narrower FFNs,
  * fewer layers and trimmed vocabularies are just other shapes); only the
@@ -186,6 +189,54 @@ static const char *ffn(onnx_build *b, const char *x, int l, int H)
     return layernorm(b, onnx_op(g, "Add", x, h), onnx_str(g, "%soutput.LayerNorm", pre), H);
 }
 
+/* x[:, 0]: a scalar index 0, so Gather drops the axis, [B, T, H] -> [B, H]. */
+static const char *first_token(onnx_graph *g, const char *x)
+{
+    int64_t *zp = xcalloc(1, sizeof *zp);
+    const char *first_idx = onnx_initializer(g, "head/first_token", ONNX_INT64, 0, NULL, zp, sizeof *zp, zp);
+    flow_buf a;
+    buf_init(&a);
+    onnx_attr_int(&a, "axis", 1);
+    const char *gin[2] = { x, first_idx };
+    const char *first = onnx_node(g, "Gather", NULL, gin, 2, 1, NULL, &a);
+    buf_release(&a);
+    return first;
+}
+
+/* ReduceSum over axis 1 (axes as an input: opset >= 13), keepdims k. */
+static const char *sum_axis1(onnx_graph *g, const char *x, int keepdims)
+{
+    int64_t one = 1;
+    flow_buf a;
+    buf_init(&a);
+    onnx_attr_int(&a, "keepdims", keepdims);
+    const char *in[2] = { x, onnx_const_i64(g, &one, 1) };
+    const char *y = onnx_node(g, "ReduceSum", NULL, in, 2, 1, NULL, &a);
+    buf_release(&a);
+    return y;
+}
+
+/* The mean of x [B, T, H] over the real positions (attention_mask != 0,
+ * the same test as the attention's), as flow's mean_pool_forward. */
+static const char *mean_pool(onnx_graph *g, const char *x)
+{
+    flow_buf a;
+    buf_init(&a);
+    onnx_attr_int(&a, "to", ONNX_BOOL);
+    const char *in[1] = { "attention_mask" };
+    const char *real = onnx_node(g, "Cast", NULL, in, 1, 1, NULL, &a);
+    buf_release(&a);
+    buf_init(&a);
+    onnx_attr_int(&a, "to", ONNX_FLOAT);
+    const char *rin[1] = { real };
+    const char *w = onnx_node(g, "Cast", NULL, rin, 1, 1, NULL, &a);      /* [B, T] 1 / 0 */
+    buf_release(&a);
+    int64_t last = 2;
+    const char *w3 = onnx_op(g, "Unsqueeze", w, onnx_const_i64(g, &last, 1));   /* [B, T, 1] */
+    const char *sum = sum_axis1(g, onnx_op(g, "Mul", x, w3), 0);                 /* [B, H] */
+    return onnx_op(g, "Div", sum, sum_axis1(g, w, 1));                           /* / [B, 1] */
+}
+
 int onnx_bert_classifier(onnx_build *b)
 {
     onnx_graph *g = b->g;
@@ -204,16 +255,8 @@ int onnx_bert_classifier(onnx_build *b)
         x = ffn(b, x, l, H);
     }
     onnx_scope(g, "head");
-    /* a scalar index 0: Gather drops the axis, [B, T, H] -> [B, H] */
-    int64_t *zp = xcalloc(1, sizeof *zp);
-    const char *first_idx = onnx_initializer(g, "head/first_token", ONNX_INT64, 0, NULL, zp, sizeof *zp, zp);
-    flow_buf a;
-    buf_init(&a);
-    onnx_attr_int(&a, "axis", 1);
-    const char *gin[2] = { x, first_idx };
-    const char *first = onnx_node(g, "Gather", NULL, gin, 2, 1, NULL, &a);
-    buf_release(&a);
-    const char *pooled = onnx_op(g, "Tanh", onnx_linear(b, first, "bert.pooler.dense", H, NULL, NULL), NULL);
+    const char *s = c->pooling == BERT_POOL_MEAN ? mean_pool(g, x) : first_token(g, x);
+    const char *pooled = onnx_op(g, "Tanh", onnx_linear(b, s, "bert.pooler.dense", H, NULL, NULL), NULL);
     int C = 0;
     onnx_linear(b, pooled, "classifier", H, &C, "logits");
     if (b->rc) return b->rc;

@@ -65,8 +65,9 @@ static void config_json(flow_buf *b, const clf_model *m, const onnx_export_info 
                "  \"inputs\": [\"input_ids\", \"attention_mask\", \"token_type_ids\"],\n"
                "  \"input_dtype\": \"int64\",\n  \"outputs\": [\"logits\"],\n"
                "  \"pad_token_id\": %d,\n  \"cls_token_id\": %d,\n  \"sep_token_id\": %d,\n"
-               "  \"cleaning\": %s\n}\n",
+               "  \"pooling\": \"%s\",\n  \"cleaning\": %s\n}\n",
                m->bert->max_len, c->max_len, TOK_PAD, TOK_CLS, TOK_SEP,
+               c->pooling == BERT_POOL_MEAN ? "mean" : "cls",
                m->has_clean ? "\"clean.json\"" : "null");
 }
 

@@ -17,7 +17,8 @@
  *                 opset, labels, id2label, max_length (ids per sequence flow
  *                 uses, [CLS] and [SEP] included), max_position_embeddings
  *                 (the longest sequence the model accepts), input and output
- *                 names, special token ids, source artifact,
+ *                 names, special token ids, source artifact, pooling
+ *                 ("cls" or "mean": the head the graph computes; informative),
  *                 cleaning: "clean.json" or null}
  * Files in this folder: onnx_pb.c (protobuf wire writer), onnx_graph.c (a
  * graph under construction and its ModelProto writer), onnx_linear.c (a

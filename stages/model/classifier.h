@@ -192,9 +192,18 @@ struct bert_model;
 /* model.json's format and version: FLOW_E_CORRUPT with "rebuild the
  * model" for an artifact of another version. */
 int model_json_check(const json_value *j, const char *what, flow_err *err);
-/* The config object of model.json for bert kinds. */
+/* The config object of model.json for bert kinds:
+ *   {"vocab_size", "hidden", "layers", "head_size", "layer_heads": [per
+ *    layer], "layer_ffn": [per layer], "max_len", "type_vocab",
+ *    "num_labels", "hidden_dropout", "attn_dropout", "mode",
+ *    "pooling": "mean"}
+ * "pooling" is written only for a mean-pooled classifier (kernels.h: the
+ * mean of the final hidden states over the real positions, [CLS] and
+ * [SEP] included); absent means "cls", so older artifacts read as before
+ * and a [CLS] model's bytes are what they were before the field existed. */
 void bert_config_json(const struct bert_config *c, flow_buf *out);
-/* Parses it back (validated with bert_config_validate). */
+/* Parses it back (validated with bert_config_validate); a "pooling" other
+ * than "cls" or "mean" is FLOW_E_CORRUPT naming it. */
 int bert_config_parse(const json_value *cfg, struct bert_config *out, const char *what,
                       flow_err *err);
 /* Writes weights (every tensor of the model's table, HF names) and

@@ -4,6 +4,11 @@
  * (`base`, kind bert-mlm or bert-cls) or, with base unbound, from a random
  * initialisation of the architecture given by the parameters (ablation).
  *
+ * pooling = mean feeds the pooler the mean of the final hidden states over
+ * the real positions instead of the [CLS] one (kernels.h); the artifact's
+ * config records it, so every consumer (classify, eval, evaluate, quantize,
+ * prune, distill, trim/extend-vocab, ONNX export) applies the same head.
+ *
  * Each epoch (and every eval_every steps) the model is scored on dev; the
  * weights with the best dev macro-F1 are the ones written.  Optional class
  * weights (balanced: n / (C * count)) for the cross-entropy.  AdamW with
@@ -34,6 +39,9 @@ static const flow_param_def finetune_params[] = {
     { "class_weights", FLOW_P_STRING, 0, "none", 0, -1, "none|balanced", "cross-entropy class weights" },
     { "max_len", FLOW_P_INT, 0, "0", 0, 4096, NULL, "cut sequences to this many ids (0 = the model's max_len)" },
     { "seed", FLOW_P_INT, 0, "1", 0, 1e15, NULL, "head initialisation, order and dropout seed" },
+    { "pooling", FLOW_P_STRING, 0, "cls", 0, -1, "cls|mean",
+      "classifier input: the [CLS] hidden state (transformers), or the mean of the final hidden states "
+      "over the real positions ([CLS] and [SEP] included); then the pooler dense + tanh either way" },
     { "checkpoint_every", FLOW_P_INT, 0, "200", 0, 1e9, NULL, "steps between resumable checkpoints (0 = none); not in the key" },
     { "eval_every", FLOW_P_INT, 0, "0", 0, 1e9, NULL, "steps between dev evaluations besides each epoch end (0 = epochs only)" },
     /* architecture, used only when base is unbound */
@@ -175,6 +183,7 @@ static int finetune_run(flow_ctx *c)
     cfg.mode = BERT_MODE_CLASSIFY;
     cfg.num_labels = C;
     cfg.hidden_dropout = cfg.attn_dropout = (float)flow_param_float(c, "dropout");
+    cfg.pooling = strcmp(flow_param_str(c, "pooling"), "mean") == 0 ? BERT_POOL_MEAN : BERT_POOL_CLS;
     if (bert_config_validate(&cfg, &err)) { rc = flow_ctx_fail(c, FLOW_E_PARAM, "%s", err.msg); goto out; }
     int T = (int)flow_param_int(c, "max_len");
     if (T <= 0 || T > cfg.max_len) T = cfg.max_len;
@@ -219,6 +228,7 @@ const flow_stage stage_finetune = {
     .outputs = finetune_outputs, .noutputs = sizeof finetune_outputs / sizeof finetune_outputs[0],
     .applies = finetune_applies, .napplies = sizeof finetune_applies / sizeof finetune_applies[0],
     .not_in_key = "checkpoint_every profile",   /* same bytes (tests/train_e2e_test.sh) */
+    .key_unless_default = "pooling",            /* cls = what finetune did before pooling existed */
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0, .data_parallel = 1 },
     .run = finetune_run,
 };

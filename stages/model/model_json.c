@@ -55,7 +55,11 @@ void bert_config_json(const bert_config *c, flow_buf *out)
     buf_json_num(out, c->hidden_dropout);
     buf_adds(out, ",\"attn_dropout\":");
     buf_json_num(out, c->attn_dropout);
-    buf_printf(out, ",\"mode\":%d}", c->mode);
+    buf_printf(out, ",\"mode\":%d", c->mode);
+    /* written only when not the default, so a [CLS] model's model.json keeps
+     * the bytes it had before pooling existed (same keys downstream) */
+    if (c->pooling == BERT_POOL_MEAN) buf_adds(out, ",\"pooling\":\"mean\"");
+    buf_addc(out, '}');
 }
 
 /* One per-layer array of model.json's config into v[0..layers). */
@@ -91,6 +95,13 @@ int bert_config_parse(const json_value *cfg, bert_config *c, const char *what, f
     c->hidden_dropout = (float)json_num(json_get(cfg, "hidden_dropout"), 0.1);
     c->attn_dropout = (float)json_num(json_get(cfg, "attn_dropout"), 0.1);
     c->mode = (int)json_num(json_get(cfg, "mode"), 0);
+    const json_value *pool = json_get(cfg, "pooling");
+    const char *ps = json_str(pool, "?");
+    if (!pool || !strcmp(ps, "cls")) c->pooling = BERT_POOL_CLS;
+    else if (!strcmp(ps, "mean")) c->pooling = BERT_POOL_MEAN;
+    else
+        return flow_fail(err, FLOW_E_CORRUPT, "%s: model.json config has pooling '%s'; this flow knows "
+                         "\"cls\" and \"mean\" (a newer flow's model?)", what, ps);
     flow_err e2 = { 0 };
     if (bert_config_validate(c, &e2))
         return flow_fail(err, FLOW_E_CORRUPT, "%s: model.json config is invalid: %s", what, e2.msg);
