@@ -6,7 +6,8 @@ re-implementation of the model read from the artifacts' safetensors.
 Builds a tiny graph on generated data (source -> clean -> split -> bpe ->
 encode -> pretrain -> finetune twice, [CLS] and mean) and the consumers of
 the mean model: quantize (int8 GPTQ), trim-vocab, prune (half the heads and
-FFN neurons: scored with the mean head's forward and backward), distill
+FFN neurons: scored with the mean head's forward and backward; and one
+re-headed to [CLS] by `pooling = cls` for its recovery fine-tune), distill
 (a student made from the mean teacher's config inherits its pooling; a
 student from the [CLS] model keeps [CLS] against the mean teacher; a
 [CLS] teacher's config student with `pooling = mean`).  Checks:
@@ -26,7 +27,7 @@ student from the [CLS] model keeps [CLS] against the mean teacher; a
   - `flow export --format hf` of a mean model is refused (exit 2) naming the
     node and pointing at --format onnx;
   - a bad pooling value fails at graph load naming the node (finetune and
-    distill).
+    distill), and so does prune's pooling without the recovery (train).
 Exit 77 (skip) when numpy/onnx/onnxruntime/safetensors/tokenizers are
 missing or $FLOW is not set.
 """
@@ -194,6 +195,8 @@ pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  hidden = 32  
         f.write("q8 = quantize { model = ftm  calibration = s.train  bits = 8 }\n")
         f.write("tv = trim-vocab { model = ftm  corpus = s.train }\n")
         f.write("pr = prune { model = ftm  dev = s.dev  head_ratio = 0.5  ffn_ratio = 0.5  rounds = 2 }\n")
+        f.write("pr_cls = prune { model = ftm  dev = s.dev  train = s.train  head_ratio = 0.5  rounds = 1  "
+                "max_steps = 4  batch = 8  pooling = cls }\n")
         f.write("d_inherit = " + dist % ("ftm", ""))
         f.write("d_student = " + dist % ("ftm", "  student = ft"))
         f.write("d_mean = " + dist % ("ft", "  pooling = mean"))
@@ -207,7 +210,7 @@ pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  hidden = 32  
             continue
         if e.get("event") == "finished":
             keys[e["node"]] = e["key"]
-    want_mean = {"ft": False, "ftc": False, "ftm": True, "q8": True, "tv": True, "pr": True,
+    want_mean = {"ft": False, "ftc": False, "ftm": True, "q8": True, "tv": True, "pr": True, "pr_cls": False,
                  "d_inherit": True, "d_student": False, "d_mean": True}
     if not check("every node built (%s)" % sorted(keys), all(n in keys for n in want_mean)):
         sys.exit(1)
@@ -310,7 +313,8 @@ pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok  hidden = 32  
 
     # ---- bad values fail at graph load, naming the node ----------------------
     for stage_line, node in (("bad = " + ft % "  pooling = avg", "bad"),
-                             ("bad2 = " + dist % ("ft", "  pooling = first"), "bad2")):
+                             ("bad2 = " + dist % ("ft", "  pooling = first"), "bad2"),
+                             ("bad3 = prune { model = ft  dev = s.dev  head_ratio = 0.5  pooling = mean }\n", "bad3")):
         g2 = os.path.join(T, "bad.graph")
         with open(g2, "w") as f:
             f.write(head + "ft = " + ft % "" + stage_line)

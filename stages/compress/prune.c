@@ -35,7 +35,10 @@
  * Recovery: with `train` bound (and `dev`, for selecting the best
  * weights) the pruned model is fine-tuned through the one training loop
  * with finetune's objective (stages/model/cls_objective.h) and options;
- * the best dev macro-F1 is kept.  Resumable like finetune.
+ * the best dev macro-F1 is kept.  Resumable like finetune.  Importance
+ * is always scored with the input's classifier head (its pooling);
+ * `pooling = cls|mean` re-heads the model for the recovery (default
+ * `model`: the input's pooling throughout).
  *
  * Metrics and report: heads and FFN neurons per layer before and after,
  * parameters before and after, calibration loss, dev accuracy/macro-F1 of
@@ -70,6 +73,8 @@ static const flow_param_def prune_params[] = {
     {"seed", FLOW_P_INT, 0, "1", 0, 1e15, NULL, "recovery: order and dropout seed"},
     {"checkpoint_every", FLOW_P_INT, 0, "200", 0, 1e9, NULL, "recovery: steps between checkpoints (0 = none)"},
     {"eval_every", FLOW_P_INT, 0, "0", 0, 1e9, NULL, "recovery: steps between dev evaluations besides epoch ends"},
+    {"pooling", FLOW_P_STRING, 0, "model", 0, -1, "model|cls|mean",
+     "recovery: the classifier's pooling from then on (model = the input's; scores always use the input's)"},
 };
 
 static const flow_input_def prune_inputs[] = {
@@ -88,6 +93,7 @@ static const flow_applies_def prune_applies[] = {
     RECOVERY("epochs"), RECOVERY("max_steps"), RECOVERY("batch"), RECOVERY("grad_accum"),
     RECOVERY("lr"), RECOVERY("warmup_ratio"), RECOVERY("weight_decay"), RECOVERY("max_grad_norm"),
     RECOVERY("class_weights"), RECOVERY("seed"), RECOVERY("checkpoint_every"), RECOVERY("eval_every"),
+    RECOVERY("pooling"),
     {"epochs", "max_steps", "0", "max_steps > 0 sets the length of training"},
 };
 
@@ -381,6 +387,8 @@ static void summarize(prune_run *P, const bert_config *in, const char *dev_text,
 static int recover(prune_run *P, cls_objective *f, bert_model **mout, tr_result *res, flow_buf *tj)
 {
     flow_ctx *c = P->c;
+    const char *pooling = flow_param_str(c, "pooling");
+    if (strcmp(pooling, "model")) P->cfg.pooling = strcmp(pooling, "mean") ? BERT_POOL_CLS : BERT_POOL_MEAN;
     int rc = model_with(c, &P->cfg, P->params, f->batch, P->T, mout);
     if (rc) return rc;
     tr_options opt;
@@ -535,6 +543,7 @@ const flow_stage stage_prune = {
     .params = prune_params, .nparams = sizeof prune_params / sizeof *prune_params,
     .inputs = prune_inputs, .ninputs = sizeof prune_inputs / sizeof *prune_inputs,
     .applies = prune_applies, .napplies = sizeof prune_applies / sizeof *prune_applies,
+    .key_unless_default = "pooling",    /* model = what prune did before pooling existed */
     .res = {.threads = 0},
     .run = prune_run_stage,
 };
