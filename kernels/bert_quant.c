@@ -125,7 +125,8 @@ static int qmodel_hook(void *arg, int layer, int which, const float *in, int N, 
     if (w->N != OC || w->K != IC)
         return flow_fail(e, FLOW_E_PARAM, "quantized layer %d %s is [%d, %d], the model needs [%d, %d]",
                          layer, lin_names[which], w->N, w->K, OC, IC);
-    int rc = quant_act_quantize(&q->act, in, N, IC, (size_t)IC, w->kind == QUANT_KIND_INT8 ? 0 : w->group, e);
+    int rc = quant_act_quantize_on(quant_path_active(), &q->act, in, N, IC, (size_t)IC,
+                                   w->kind == QUANT_KIND_INT8 ? 0 : w->group, q->threads, e);
     if (!rc) rc = quant_linear(w, &q->act, b, out, (size_t)OC, q->threads, e);
     return rc ? rc : 1;
 }

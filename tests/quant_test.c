@@ -171,6 +171,54 @@ static void test_paths_bit_exact(void)
     CHECK(paths_run >= 1 || !quant_path_supported(QUANT_PATH_AVX2));
 }
 
+/* Activation quantization: every SIMD path and thread count gives the
+ * scalar twin's codes, scales and group sums, bit for bit (tails of K that
+ * are not a multiple of 8 or 32, zero rows, values on the rounding ties);
+ * a non-finite value is reported at its first row and column. */
+static void test_act_paths(void)
+{
+    static const int shapes[][3] = {  /* M, K, group */
+        { 1, 64, 0 }, { 5, 13, 0 }, { 9, 100, 0 }, { 300, 384, 64 }, { 70, 256, 32 }, { 40, 1024, 128 },
+        { 260, 300, 0 },
+    };
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int M = shapes[si][0], K = shapes[si][1], g = shapes[si][2];
+        float *X = randn((size_t)M * K, 2.0f);
+        for (int k = 0; k < K; k++) X[k] = 0.0f;                              /* a zero row */
+        if (M > 2) {        /* amax 127, so x * inv = x: halves are rounding ties */
+            for (int k = 0; k < K; k++) X[(size_t)2 * K + k] = (float)((k % 9) - 4) * 0.5f;
+            X[(size_t)2 * K + K - 1] = 127.0f;
+        }
+        flow_err e;
+        quant_act a0, a1; quant_act_init(&a0); quant_act_init(&a1);
+        CHECK_OK(quant_act_quantize_on(QUANT_PATH_SCALAR, &a0, X, M, K, K, g, 1, &e), e);
+        for (int p = QUANT_PATH_SCALAR; p < QUANT_PATH_COUNT; p++) {
+            if (!quant_path_supported((quant_path)p)) continue;
+            for (int th = 1; th <= 3; th += 2) {
+                CHECK_OK(quant_act_quantize_on((quant_path)p, &a1, X, M, K, K, g, th, &e), e);
+                CHECK_MSG(memcmp(a0.q, a1.q, (size_t)M * a0.Kp) == 0 &&
+                          memcmp(a0.scale, a1.scale, (size_t)M * 4) == 0 &&
+                          (!g || memcmp(a0.gsum, a1.gsum, (size_t)M * (K / g) * 4) == 0),
+                          "activations on %s, %d threads, M %d K %d group %d differ from scalar",
+                          quant_path_name(p), th, M, K, g);
+            }
+        }
+        if (M > 3) {
+            X[(size_t)(M - 1) * K + K - 1] = INFINITY;
+            X[(size_t)3 * K + K / 2] = NAN;
+            for (int p = QUANT_PATH_SCALAR; p < QUANT_PATH_COUNT; p++) {
+                if (!quant_path_supported((quant_path)p)) continue;
+                char want[64];
+                snprintf(want, sizeof want, "row 3 column %d is not finite", K / 2);
+                CHECK(quant_act_quantize_on((quant_path)p, &a1, X, M, K, K, g, 3, &e) == FLOW_E_PARAM);
+                CHECK_CONTAINS(e.msg, want);
+            }
+        }
+        quant_act_release(&a0); quant_act_release(&a1);
+        free(X);
+    }
+}
+
 /* The saturation extremes of vpmaddubsw: |a| = 128 (a = -128 is set by hand:
  * the quantizer never makes it) against q = +-127, and a = +-127 against
  * codes 15 / levels +-127.  Exact int32 results must match the scalar twin. */
@@ -202,24 +250,30 @@ static void test_saturation_extremes(void)
         CHECK_OK(quant_gemm_s32_on((quant_path)p, &qw, &a, c1, 1, &e), e);
         CHECK_MSG(memcmp(c0, c1, (size_t)M * N * 4) == 0, "path %s saturates", quant_path_name(p));
     }
-    /* 4-bit: codes 15 everywhere, zero 0 (UINT4) and levels +-127 (NF4). */
+    /* 4-bit: codes 15 everywhere, zero 0 (UINT4) and levels +-127 (NF4), for
+     * every group size (the int16 sums of the UINT4 kernels span 32 k). */
     uint8_t *pk = malloc((size_t)N * K / 2), *z = calloc((size_t)N * K / 32, 1);
     float *s4 = malloc((size_t)N * K / 32 * sizeof(float));
     memset(pk, 0xff, (size_t)N * K / 2);
     for (int i = 0; i < N * K / 32; i++) s4[i] = 1.0f;
     int8_t L[16] = { -127, -100, -80, -60, -40, -20, -10, 0, 10, 20, 40, 60, 80, 100, 120, 127 };
-    for (int kind = 0; kind < 2; kind++) {
+    for (int kind = 0; kind < 6; kind++) {
+        int g = 32 << (kind / 2);
+        CHECK_OK(quant_act_quantize(&a, X, M, K, K, g, &e), e);
+        for (int k = 0; k < K; k++) { a.q[k] = -128; a.q[a.Kp + k] = 127; }
+        for (int j = 0; j < K / g; j++) { a.gsum[j] = -128 * g; a.gsum[K / g + j] = 127 * g; }
         quant_weight w4;
-        if (kind == 0) CHECK_OK(quant_weight_init_u4(&w4, N, K, 32, pk, s4, z, "sat4", &e), e);
-        else CHECK_OK(quant_weight_init_nf4(&w4, N, K, 32, pk, s4, L, "sat4", &e), e);
+        if (kind % 2 == 0) CHECK_OK(quant_weight_init_u4(&w4, N, K, g, pk, s4, z, "sat4", &e), e);
+        else CHECK_OK(quant_weight_init_nf4(&w4, N, K, g, pk, s4, L, "sat4", &e), e);
         float *y0 = calloc((size_t)M * N, 4), *y1 = calloc((size_t)M * N, 4);
         CHECK_OK(quant_linear_on(QUANT_PATH_SCALAR, &w4, &a, NULL, y0, N, 1, &e), e);
-        float want = (float)(kind == 0 ? -128 * 15 * K : -128 * 127 * K) * a.scale[0];
+        float want = (float)(kind % 2 == 0 ? -128 * 15 * K : -128 * 127 * K) * a.scale[0];
         CHECK_MSG(y0[0] == want, "4-bit extreme: %g, want %g", (double)y0[0], (double)want);
         for (int p = QUANT_PATH_AVX2; p < QUANT_PATH_COUNT; p++) {
             if (!quant_path_supported((quant_path)p)) continue;
             CHECK_OK(quant_linear_on((quant_path)p, &w4, &a, NULL, y1, N, 1, &e), e);
-            CHECK_MSG(memcmp(y0, y1, (size_t)M * N * 4) == 0, "4-bit path %s saturates", quant_path_name(p));
+            CHECK_MSG(memcmp(y0, y1, (size_t)M * N * 4) == 0, "4-bit path %s saturates (%s g%d)", quant_path_name(p),
+                      kind % 2 ? "nf4" : "uint4", g);
         }
         free(y0); free(y1);
         quant_weight_release(&w4);
@@ -467,6 +521,7 @@ int main(void)
 {
     test_path_selection();
     test_format_bounds();
+    test_act_paths();
     test_paths_bit_exact();
     test_saturation_extremes();
     test_threads();

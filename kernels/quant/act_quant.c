@@ -5,14 +5,24 @@
  * |x| <= amax keeps it in range), zero-padded to Kp = K rounded up to
  * QUANT_KPAD so the SIMD loops need no tails.  With group > 0, gsum[m, j]
  * is the sum of a over group j (the zero-point correction of 4-bit
- * weights).  One definition, used by every path: outputs do not depend on
- * the code path or thread count.
+ * weights).  One definition: the scalar row below is the twin, the AVX2
+ * row computes the same bits (max is exact; x * inv is the same IEEE
+ * multiply; vroundps with round-to-nearest-even is rintf in the default
+ * rounding mode; the clamp and the integer sums are exact), so outputs do
+ * not depend on the code path or thread count.  Rows are independent and
+ * are split over OpenMP threads for large inputs; a non-finite input is
+ * reported at its first row and column, as a sequential scan would.
  */
 #include "quant.h"
 
+#include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 void quant_act_init(quant_act *a) { memset(a, 0, sizeof *a); }
 
@@ -35,13 +45,106 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem, flow_err *e)
     return 0;
 }
 
-int quant_act_quantize(quant_act *a, const float *X, int M, int K, size_t ldx, int group,
-                       flow_err *e)
+/* The scalar twin: row x [K] -> q [Kp] (padding 0), *scale, gsum [K/group]
+ * (group 0: none).  Returns the first non-finite column, or -1. */
+static int row_scalar(const float *x, int K, int Kp, int group, int8_t *q, float *scale, int32_t *gsum)
+{
+    float amax = 0.0f;
+    for (int k = 0; k < K; k++) {
+        if (!isfinite(x[k])) return k;
+        float v = fabsf(x[k]);
+        if (v > amax) amax = v;
+    }
+    *scale = amax / 127.0f;
+    float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int k = 0; k < K; k++) {
+        float r = rintf(x[k] * inv);
+        q[k] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
+    }
+    memset(q + K, 0, (size_t)(Kp - K));
+    for (int j = 0; group > 0 && j < K / group; j++) {
+        int32_t s = 0;
+        for (int i = 0; i < group; i++) s += q[j * group + i];
+        gsum[j] = s;
+    }
+    return -1;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define AVX2 __attribute__((target("avx2")))
+
+static AVX2 int32_t hsum8(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* The AVX2 row: the same bits as row_scalar (group is 0 or a multiple of
+ * 32).  Returns -1, or -2 when the row holds a non-finite value (the caller
+ * asks row_scalar for the column). */
+static AVX2 int row_avx2(const float *x, int K, int Kp, int group, int8_t *q, float *scale, int32_t *gsum)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), big = _mm256_set1_ps(FLT_MAX);
+    __m256 vmax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 av = _mm256_and_ps(_mm256_loadu_ps(x + k), absmask);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(av, big, _CMP_NLE_UQ));     /* inf or NaN */
+        vmax = _mm256_max_ps(vmax, av);
+    }
+    if (_mm256_movemask_ps(bad)) return -2;
+    float m8[8], amax = 0.0f;
+    _mm256_storeu_ps(m8, vmax);
+    for (int i = 0; i < 8; i++) if (m8[i] > amax) amax = m8[i];
+    for (; k < K; k++) {
+        if (!isfinite(x[k])) return -2;
+        float v = fabsf(x[k]);
+        if (v > amax) amax = v;
+    }
+    *scale = amax / 127.0f;
+    float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const __m256 vinv = _mm256_set1_ps(inv), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i gacc = _mm256_setzero_si256();
+    for (k = 0; k + 32 <= K; k += 32) {
+        __m256i v[4];
+        for (int u = 0; u < 4; u++) {
+            __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * u), vinv),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v[u] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+        }
+        __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+        _mm256_storeu_si256((__m256i *)(q + k), _mm256_permutevar8x32_epi32(b, order));
+        if (group) {
+            gacc = _mm256_add_epi32(gacc, _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3])));
+            if ((k + 32) % group == 0) {
+                gsum[(k + 32) / group - 1] = hsum8(gacc);
+                gacc = _mm256_setzero_si256();
+            }
+        }
+    }
+    for (; k < K; k++) {                        /* group 0 only: group | K, 32 | group */
+        float r = rintf(x[k] * inv);
+        q[k] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
+    }
+    memset(q + K, 0, (size_t)(Kp - K));
+    return -1;
+}
+#endif
+
+int quant_act_quantize_on(quant_path p, quant_act *a, const float *X, int M, int K, size_t ldx, int group,
+                          int threads, flow_err *e)
 {
     if (M < 0 || K <= 0 || ldx < (size_t)K)
         return flow_fail(e, FLOW_E_PARAM, "quantized activations: bad shape M %d K %d ldx %zu", M, K, ldx);
     if (group < 0 || (group > 0 && K % group != 0))
         return flow_fail(e, FLOW_E_PARAM, "quantized activations: group %d does not divide K %d", group, K);
+    if (p == QUANT_PATH_AUTO) p = quant_path_best();
+    if (!quant_path_supported(p))
+        return flow_fail(e, FLOW_E_PARAM, "quantized activations: code path '%s' cannot run here (best here: %s)",
+                         quant_path_name(p), quant_path_name(quant_path_best()));
     int Kp = (K + QUANT_KPAD - 1) / QUANT_KPAD * QUANT_KPAD;
     int G = group > 0 ? K / group : 0;
     int rc = grow((void **)&a->q, &a->cap_q, (size_t)M * Kp, 1, e);
@@ -49,29 +152,36 @@ int quant_act_quantize(quant_act *a, const float *X, int M, int K, size_t ldx, i
     if (!rc && G) rc = grow((void **)&a->gsum, &a->cap_g, (size_t)M * G, sizeof(int32_t), e);
     if (rc) return rc;
     a->M = M; a->K = K; a->Kp = Kp; a->group = group;
+    /* SIMD rows need group % 32 == 0 (every 4-bit group size is) */
+    int simd = p != QUANT_PATH_SCALAR && group % 32 == 0;
+    if (threads <= 0) threads = omp_get_max_threads();
+    if ((size_t)M * K < 65536) threads = 1;     /* a fork costs more than the work */
+    int first_bad = M;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(min : first_bad)
     for (int m = 0; m < M; m++) {
         const float *x = X + (size_t)m * ldx;
         int8_t *q = a->q + (size_t)m * Kp;
-        float amax = 0.0f;
-        for (int k = 0; k < K; k++) {
-            if (!isfinite(x[k]))
-                return flow_fail(e, FLOW_E_PARAM, "quantized activations: row %d column %d is not finite (%g)",
-                                 m, k, (double)x[k]);
-            float v = fabsf(x[k]);
-            if (v > amax) amax = v;
-        }
-        a->scale[m] = amax / 127.0f;
-        float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        for (int k = 0; k < K; k++) {
-            float r = rintf(x[k] * inv);
-            q[k] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
-        }
-        memset(q + K, 0, (size_t)(Kp - K));
-        for (int j = 0; j < G; j++) {
-            int32_t s = 0;
-            for (int i = 0; i < group; i++) s += q[j * group + i];
-            a->gsum[(size_t)m * G + j] = s;
-        }
+        int32_t *gs = G ? a->gsum + (size_t)m * G : NULL;
+        int r;
+#if defined(__x86_64__) || defined(__i386__)
+        if (simd) r = row_avx2(x, K, Kp, group, q, &a->scale[m], gs);
+        else
+#endif
+            r = row_scalar(x, K, Kp, group, q, &a->scale[m], gs);
+        (void)simd;
+        if (r != -1 && m < first_bad) first_bad = m;
+    }
+    if (first_bad < M) {
+        const float *x = X + (size_t)first_bad * ldx;
+        int k = 0;
+        while (k < K && isfinite(x[k])) k++;
+        return flow_fail(e, FLOW_E_PARAM, "quantized activations: row %d column %d is not finite (%g)",
+                         first_bad, k, (double)x[k]);
     }
     return 0;
+}
+
+int quant_act_quantize(quant_act *a, const float *X, int M, int K, size_t ldx, int group, flow_err *e)
+{
+    return quant_act_quantize_on(quant_path_active(), a, X, M, K, ldx, group, 1, e);
 }

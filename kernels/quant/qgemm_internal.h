@@ -28,4 +28,10 @@ extern const qgemm_kernels qgemm_avxvnni_kernels;
 extern const qgemm_kernels qgemm_avx512vnni_kernels;
 extern const int qgemm_have_avxvnni_build, qgemm_have_avx512vnni_build;
 
+/* qpack.c: builds the panel layouts (p8 + padded scale; p4, pscale, pzero)
+ * of a weight whose stored layout is filled; -1 when out of memory (the
+ * caller releases w and reports). */
+int qpack_int8(quant_weight *w);
+int qpack_4bit(quant_weight *w);
+
 #endif

@@ -7,6 +7,7 @@
  *   cpu_path.c       cpuid detection, the active code path, FLOW_QUANT_PATH
  *   act_quant.c      per-row dynamic quantization of fp32 activations
  *   qweight.c        prepared (run-time) weights: validation, padding, sums
+ *   qpack.c          the panel layouts of the AVX2 kernels, built at load
  *   qgemm.c          the Linear driver: fixed tiles, threads, dispatch
  *   qgemm_scalar.c   scalar twins of every microkernel (the reference)
  *   qgemm_avx2.c     AVX2 microkernels (vpmaddubsw / vpmaddwd)
@@ -46,12 +47,13 @@
  * |sign(q, a)| <= 127 (q != -128, hence the refusal), so a pair is at most
  * 2 * 128 * 127 = 32512 <= 32767: never saturates, exact.  UINT4 codes are
  * u8 in [0, 15] against s8 activations: pairs <= 2 * 15 * 128 = 3840, so up
- * to 8 vpmaddubsw results are summed in int16 before one vpmaddwd (g = 128
- * sums 4).  VNNI (vpdpbusd) accumulates u8 x s8 straight into int32 with no
+ * to 8 vpmaddubsw results (32 k of one channel) are summed in int16 before
+ * one vpmaddwd (tests/quant_test.c drives every group size to that bound).
+ * VNNI (vpdpbusd) accumulates u8 x s8 straight into int32 with no
  * intermediate saturation; INT8 there uses the offset trick
  * sum (a + 128) q - 128 * sum q with sum q precomputed per channel.
  *
- * ---- 4-bit packing (storage and compute layout are the same) ---------------
+ * ---- 4-bit packing (the stored layout; the AVX2 panels are below) ---------
  * Row n of a packed tensor is K/2 bytes; group j holds bytes
  * [j*g/2, (j+1)*g/2); byte i of a group holds code i in its low nibble and
  * code i + g/2 in its high nibble (ggml's Q4_0 order: one AND and one shift
@@ -128,6 +130,12 @@ void quant_act_release(quant_act *a);
  * FLOW_E_NOMEM. */
 int quant_act_quantize(quant_act *a, const float *X, int M, int K, size_t ldx,
                        int group, flow_err *e);
+/* The same on an explicit path (the scalar twin or the SIMD rows of the
+ * others: same bits) with `threads` OpenMP threads over rows (<= 0: the
+ * OpenMP default; small inputs run on one).  quant_act_quantize is this on
+ * the active path with one thread. */
+int quant_act_quantize_on(quant_path p, quant_act *a, const float *X, int M, int K, size_t ldx,
+                          int group, int threads, flow_err *e);
 
 /* ------------------------------------------------------------------ */
 /* Weight formats (storage: what a model file holds).                  */
@@ -223,16 +231,38 @@ int gptq_quantize(const float *W, int N, int K, const double *H, const gptq_para
 /* ------------------------------------------------------------------ */
 /* Prepared weights and the quantized Linear.                          */
 
+/* Panel layouts (built once at load by qweight.c / qpack.c, never per
+ * call; read by the AVX2 microkernels, which broadcast 4 activation bytes
+ * against a vector of 8 channels so that no horizontal sums are needed):
+ *   p8, INT8: panels of QUANT_P8 = 16 channels (N padded with zero rows to
+ *     Np8); panel P, k-quad i (k = 4i..4i+3) is 64 bytes: channel c's 4
+ *     codes at bytes 4c..4c+3.  Byte ((P * Kp/4 + i) * 16 + c) * 4 + b is
+ *     q8[16P + c, 4i + b].
+ *   p4, 4-bit: panels of QUANT_P4 = 8 channels (N padded to Np4); panel P,
+ *     k-octet o (k = 8o..8o+7) is 32 bytes: byte ((P * K/8 + o) * 8 + c) * 4
+ *     + b holds code k = 8o + b of channel 8P + c in its low nibble and code
+ *     8o + 4 + b in its high nibble.
+ *   pscale, pzero, 4-bit: [Np4/8][G][8] (a panel's 8 channels of one group
+ *     are one vector); padding channels have scale 0 and zero 0.
+ *   scale, INT8: [Np8], padding 0. */
+#define QUANT_P8 16
+#define QUANT_P4 8
+
 typedef struct quant_weight {
     quant_kind kind;
     int N, K, Kp;               /* Kp: K padded to QUANT_KPAD (INT8 rows) */
     int group, G;               /* 4-bit: group size and K / group */
-    int8_t *q8;                 /* INT8: [N, Kp], padding 0 */
+    int Np;                     /* N padded to the panel width (16 INT8, 8 4-bit) */
+    int8_t *q8;                 /* INT8: [N, Kp], padding 0 (stored layout) */
     int32_t *wsum;              /* INT8: [N] sum_k q8 (VNNI offset trick) */
-    float *scale;               /* INT8: [N]; 4-bit: [G, N] (transposed) */
-    uint8_t *q4;                /* 4-bit: [N, K/2] packed */
+    float *scale;               /* INT8: [Np]; 4-bit: [G, N] (transposed) */
+    uint8_t *q4;                /* 4-bit: [N, K/2] packed (stored layout) */
     int32_t *zero;              /* UINT4: [G, N] */
     int8_t codebook[16];        /* NF4 */
+    uint8_t *p8;                /* INT8 panels [Np/16][Kp/4][16][4] */
+    uint8_t *p4;                /* 4-bit panels [Np/8][K/8][8][4] */
+    float *pscale;              /* 4-bit: [Np/8][G][8] */
+    int32_t *pzero;             /* UINT4: [Np/8][G][8] */
 } quant_weight;
 
 /* Builds prepared weights from stored tensors (copied; the inputs may be

@@ -6,12 +6,13 @@
  * 4-bit: packed codes kept as stored ([N, K/2]); scales and zeros
  *   transposed to [G, N] so 4 consecutive channels' values of one group
  *   load as one vector.
+ * Both: the panel layouts of the AVX2 kernels (qpack.c), built here once.
  * Validation is what makes a corrupted file an error instead of garbage:
  * -128 in INT8 codes or NF4 levels would break the saturation-free sign
  * trick (quant.h), zeros above 15 are impossible for 4-bit, scales must be
  * finite and non-negative.
  */
-#include "quant.h"
+#include "qgemm_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -35,6 +36,10 @@ void quant_weight_release(quant_weight *w)
     free(w->scale);
     free(w->q4);
     free(w->zero);
+    free(w->p8);
+    free(w->p4);
+    free(w->pscale);
+    free(w->pzero);
     memset(w, 0, sizeof *w);
 }
 
@@ -80,7 +85,20 @@ int quant_weight_init_int8(quant_weight *w, int N, int K, const int8_t *q, const
         memcpy(w->q8 + (size_t)n * w->Kp, q + (size_t)n * K, (size_t)K);
         w->wsum[n] = s;
     }
+    if (qpack_int8(w)) {
+        quant_weight_release(w);
+        return flow_fail(e, FLOW_E_NOMEM, "%s: cannot allocate int8 weight panels [%d, %d]", what, N, K);
+    }
     return 0;
+}
+
+/* The panel layouts of a 4-bit weight whose stored layout is complete. */
+static int pack_4bit(quant_weight *w, const char *what, flow_err *e)
+{
+    if (!qpack_4bit(w)) return 0;
+    int N = w->N, K = w->K;
+    quant_weight_release(w);
+    return flow_fail(e, FLOW_E_NOMEM, "%s: cannot allocate 4-bit weight panels [%d, %d]", what, N, K);
 }
 
 /* Common part of the two 4-bit kinds: shape checks, packed copy, scales. */
@@ -133,7 +151,7 @@ int quant_weight_init_u4(quant_weight *w, int N, int K, int group, const uint8_t
             }
             w->zero[(size_t)j * N + n] = zv;
         }
-    return 0;
+    return pack_4bit(w, what, e);
 }
 
 int quant_weight_init_nf4(quant_weight *w, int N, int K, int group, const uint8_t *packed,
@@ -145,5 +163,5 @@ int quant_weight_init_nf4(quant_weight *w, int N, int K, int group, const uint8_
     int rc = init_4bit(w, QUANT_KIND_NF4, N, K, group, packed, s, what, e);
     if (rc) return rc;
     memcpy(w->codebook, L, 16);
-    return 0;
+    return pack_4bit(w, what, e);
 }

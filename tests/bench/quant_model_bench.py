@@ -23,6 +23,9 @@ def main():
     ap.add_argument("--hidden", type=int, default=768)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--head-size", type=int, default=0,
+                    help="width of a head when heads x head_size < hidden (a pruned model: "
+                         "hidden/head_size heads, all but --heads pruned in every layer)")
     ap.add_argument("--ffn", type=int, default=3072)
     ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--labels", type=int, default=7)
@@ -46,10 +49,13 @@ def main():
     if a.hf:
         model = BertForSequenceClassification.from_pretrained(a.hf)
     else:
+        full = a.hidden // a.head_size if a.head_size else a.heads
         cfg = BertConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=a.layers,
-                         num_attention_heads=a.heads, intermediate_size=a.ffn,
+                         num_attention_heads=full, intermediate_size=a.ffn,
                          max_position_embeddings=max(512, a.seq), num_labels=a.labels)
         model = BertForSequenceClassification(cfg)
+        if full > a.heads:
+            model.prune_heads({l: list(range(a.heads, full)) for l in range(a.layers)})
     model.eval()
     V = model.config.vocab_size
     rng = np.random.default_rng(1)

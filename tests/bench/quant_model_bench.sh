@@ -21,6 +21,13 @@
 #   CACHE:FP32,INT8,UINT4  given artifacts (a finetune node and two quantize
 #           nodes of it, e.g. legal.graph's finetune, finetune_int8 and
 #           finetune_gptq4), exported the same way
+# With models = random, QBENCH_SHAPE=hidden,heads,ffn[,head_size] and
+# QBENCH_LAYERS=L (default 6) set another shape on every side, e.g. the
+# legal.graph model's (QBENCH_SHAPE=128,2,512 QBENCH_LAYERS=2) or its pruned
+# variant (1 head of 64, FFN 256: QBENCH_SHAPE=128,1,256,64).  Every run also
+# prints the encoder Linears' GOP/s of flow's variants and the integer peak
+# of this CPU on the same threads (quant_gemm_bench's register-only loop), and
+# flow's CPU time per forward beside the wall time (the machine may be shared).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../../build}
@@ -37,8 +44,11 @@ trap 'rm -rf "$out" "$work"' EXIT
 flow=$build/flow
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 if [ "$models" = random ]; then
-    QBENCH_ONNX_DIR="$onnx" "$build/quant_model_bench" "$threads" "$secs" "$batches" | tee -a "$out"
-    pyargs=()
+    layers=${QBENCH_LAYERS:-6}
+    IFS=, read -r qh qheads qffn qhs <<< "${QBENCH_SHAPE:-768,12,3072}"
+    QBENCH_ONNX_DIR="$onnx" "$build/quant_model_bench" "$threads" "$secs" "$batches" "$layers" | tee -a "$out" \
+        | grep -v '^gops'
+    pyargs=(--hidden "$qh" --heads "$qheads" --ffn "$qffn" --layers "$layers" ${qhs:+--head-size "$qhs"})
 else
     if [ "$models" = ref ]; then
         cache=${QBENCH_CACHE:-$work/cache}
@@ -84,6 +94,10 @@ PY
 fi
 python3 "$here/quant_model_bench.py" --threads "$threads" --seconds "$secs" --batches "$batches" --flow-onnx "$onnx" \
     "${pyargs[@]}" 2>/dev/null | grep '^peer' | tee -a "$out" || echo "python peers skipped"
+# the integer peak of this CPU on the same threads, and the GOP/s of flow's variants
+OMP_NUM_THREADS=$threads "$build/quant_gemm_bench" "$threads" 0.5 peak | grep '^integer peak' \
+    || echo "integer peak: quant_gemm_bench failed"
+grep '^gops' "$out" || true
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$out" <<'PY'
 import sys
