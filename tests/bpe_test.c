@@ -36,7 +36,7 @@ static void make_corpus(flow_buf *b, int nlines)
 
 static tok_train_opts opts(int vocab)
 {
-    tok_train_opts o = {vocab, 1.0, 0, 16, 2, 1, NULL, NULL};
+    tok_train_opts o = {vocab, 1.0, 0, 16, 2, 1, NULL, NULL, 0};
     return o;
 }
 
@@ -310,6 +310,74 @@ static void test_bin_validation(void)
     buf_release(&c);
 }
 
+/* tokenizer.bin of a training run with the given limit (NULL and *rc on
+ * failure); *peak = the need it reported. */
+static flow_buf *train_limited(const flow_buf *c, size_t limit, int threads, size_t block,
+                               int *rc, size_t *peak, flow_err *err)
+{
+    tok_train_opts o = opts(400);
+    o.threads = threads;
+    o.memory_limit = limit;
+    tok_counter *k;
+    *rc = tok_counter_new(NULL, &o, &k, err);
+    if (*rc)
+        return NULL;
+    /* blocks cut at line ends, as line_stream gives them */
+    for (size_t at = 0; at < c->len;) {
+        size_t end = at + block < c->len ? at + block : c->len;
+        while (end < c->len && c->data[end - 1] != '\n')
+            end++;
+        tok_counter_add(k, c->data + at, end - at);
+        at = end;
+    }
+    tok_tokenizer *t = NULL;
+    tok_train_stats st;
+    *rc = tok_train_counted(k, NULL, &o, &t, &st, err);
+    tok_counter_free(k);
+    *peak = st.memory_peak;
+    tok_train_stats_release(&st);
+    if (*rc)
+        return NULL;
+    flow_buf *b = xmalloc(sizeof *b);
+    buf_init(b);
+    tok_serialize(t, b);
+    tok_free(t);
+    return b;
+}
+
+static void test_memory_limit(void)
+{
+    flow_buf c;
+    buf_init(&c);
+    make_corpus(&c, 4000);
+    int rc;
+    size_t peak, peak2;
+    flow_err err = {0};
+    flow_buf *free_run = train_limited(&c, 0, 1, c.len, &rc, &peak, &err);
+    CHECK_OK(rc, err);
+    CHECK(peak > 0);
+    /* the exact peak fits: same bytes, whatever the threads and blocks */
+    flow_buf *fit = train_limited(&c, peak, 2, 4096, &rc, &peak2, &err);
+    CHECK_OK(rc, err);
+    CHECK(peak2 == peak);
+    if (free_run && fit)
+        CHECK_MSG(fit->len == free_run->len && memcmp(fit->data, free_run->data, fit->len) == 0,
+                  "a limit that fits changed the tokenizer");
+    /* a byte less: the clear error, naming the need and the budget */
+    flow_buf *tight = train_limited(&c, peak - 1, 1, c.len, &rc, &peak2, &err);
+    CHECK(tight == NULL && rc == FLOW_E_NOMEM);
+    CHECK_CONTAINS(err.msg, "more than the memory budget of");
+    CHECK_CONTAINS(err.msg, "set memory_mb =");
+    /* a tiny limit stops before the word records are built */
+    flow_buf *tiny = train_limited(&c, 1024, 1, c.len, &rc, &peak2, &err);
+    CHECK(tiny == NULL && rc == FLOW_E_NOMEM);
+    CHECK_CONTAINS(err.msg, "for the word records");
+    CHECK_CONTAINS(err.msg, "distinct words");
+    if (free_run) { buf_release(free_run); free(free_run); }
+    if (fit) { buf_release(fit); free(fit); }
+    buf_release(&c);
+}
+
 int main(void)
 {
     test_terms_parse();
@@ -318,5 +386,6 @@ int main(void)
     test_vocab_too_small();
     test_coverage_cut_and_byte_fallback();
     test_bin_validation();
+    test_memory_limit();
     return test_summary("bpe_test");
 }

@@ -13,6 +13,9 @@
 #  - clean and encode with memory_mb = 1 and bpe with 16 (many batches, with
 #    duplicates across batch boundaries) give the same bytes as with the
 #    default budget;
+#  - bpe with a budget its word table and merge state cannot fit fails
+#    with an error naming the node, the budget and what it needs, and
+#    caches nothing;
 #  - the source key is the same whatever the threads that stat and hash
 #    its files, and follows an edit of the last file;
 #  - split streams: a 100 MB corpus is split in well under 96 MB of RSS.
@@ -104,6 +107,20 @@ for p in "$ck text" "$ck units" "$ck labels" "$tk vocab.txt" "$tk merges.txt" "$
 done
 dups=$("$FLOW" show "$ck" --cache "$T/m1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["duplicates"])')
 [ "$dups" = 40 ] || { echo "FAIL: clean with memory_mb = 1 found $dups duplicates, want 40"; fail=1; }
+
+# bpe's word table and merge state must fit its budget: with 1 MB the node
+# fails, naming itself, the budget and the memory_mb to set (no artifact)
+graph "$T/f2000" 512 1 > "$T/tiny.graph"
+if "$FLOW" build "$T/tiny.graph" --cache "$T/c2000" -j2 --json > "$T/etiny" 2>&1; then
+    echo "FAIL: bpe with memory_mb = 1 built"; fail=1
+else
+    msg=$(grep -o "\"error\":\"node 'tok'[^\"]*" "$T/etiny" | head -1)
+    case $msg in
+        *"more than the memory budget of 1 MB"*"set memory_mb = "*) echo "bpe over its budget: ${msg#\"error\":\"}" ;;
+        *) echo "FAIL: bpe with memory_mb = 1: no clear error (got: $(grep -o '"error":"[^"]*' "$T/etiny" | head -2))"; fail=1 ;;
+    esac
+    [ "$(cpu_of "$T/etiny" | awk '$1 == "tok" {print $4}')" = failed ] || { echo "FAIL: tok did not fail"; fail=1; }
+fi
 
 # the source key does not depend on the threads that stat and hash the
 # files (5,000 files in one folder: parallel past 4,096; `taskset -c 0`

@@ -58,22 +58,60 @@ static size_t machine_memory(void)
     return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
 }
 
+/* The counter after another block: its table and the text block must
+ * stay within the budget, and so must what training from it will need
+ * (about; the exact checks come before each training structure is
+ * built), and that within 7/8 of this machine's memory. */
+static int counter_fits(flow_ctx *c, const tok_counter *k, size_t budget, size_t block,
+                        uint64_t bytes)
+{
+    size_t held = tok_counter_memory(k) + block, need = tok_counter_train_estimate(k);
+    size_t ram = machine_memory();
+    const char *what = "set memory_mb = %zu or more on this node, or train on less text "
+                       "(the word table grows with distinct pre-tokens, not with bytes; every "
+                       "run of Han characters between punctuation is one pre-token, so Chinese "
+                       "text has nearly as many distinct ones as it has runs)";
+    char todo[400];
+    if (held > budget || need > budget) {
+        size_t want = held > need ? held : need;
+        snprintf(todo, sizeof todo, what, (want >> 20) + (want >> 22) + 1);
+        return flow_ctx_fail(c, FLOW_E_NOMEM, "after %llu MB of text the word-count table "
+                             "holds %llu distinct words in %zu MB (with text blocks of %zu MB), "
+                             "and training from it needs about %zu MB: more than the memory "
+                             "budget of %zu MB; %s", (unsigned long long)(bytes >> 20),
+                             (unsigned long long)tok_counter_distinct(k),
+                             tok_counter_memory(k) >> 20, block >> 20, need >> 20,
+                             budget >> 20, todo);
+    }
+    if (ram && need > ram - ram / 8)
+        return flow_ctx_fail(c, FLOW_E_NOMEM, "the word-count table holds %llu distinct "
+                             "words; training from it needs about %zu MB, more than this "
+                             "machine's %zu MB of memory allow; train on less text, or on a "
+                             "machine with more memory", (unsigned long long)tok_counter_distinct(k),
+                             need >> 20, ram >> 20);
+    return 0;
+}
+
 /* Streams every text input through the word counter in blocks of an
- * eighth of the memory budget, then trains.  The budget bounds the text
- * held at once; the word table and the merge state grow with distinct
- * words and must fit in memory (nothing spills to disk): when their
- * estimate passes 7/8 of this machine's memory the node stops with an
- * error saying so and what to do, instead of swapping or being killed. */
-static int count_texts(flow_ctx *c, const tok_terms *terms, const tok_train_opts *o,
+ * eighth of the memory budget (memory_mb), then trains within the
+ * budget.  The word table and the merge state grow with distinct words
+ * and must fit in the budget (nothing spills to disk): when they would
+ * not, the node stops with an error saying how much it needs, instead of
+ * outgrowing it, swapping or being killed.  The budget never changes the
+ * bytes (it is not in the key): a build either fits and gives the same
+ * tokenizer as any larger budget, or fails. */
+static int count_texts(flow_ctx *c, const tok_terms *terms, tok_train_opts *o,
                        tok_tokenizer **t, tok_train_stats *st)
 {
-    size_t budget = flow_memory_budget(c), ram = machine_memory();
+    size_t budget = flow_memory_budget(c), block = budget / 8;
+    o->memory_limit = budget;
     tok_counter *k;
     flow_err err = {0};
     int rc = tok_counter_new(terms, o, &k, &err);
     if (rc)
         return flow_ctx_fail(c, rc, "%s", err.msg);
     int nt = flow_in_count(c, "text");
+    uint64_t bytes = 0;
     for (int i = 0; i < nt && !rc; i++) {
         if (!flow_in_has(c, "text", i, "text")) {
             rc = flow_ctx_fail(c, FLOW_E_INPUT, "text input %d has no part `text`; bind a "
@@ -85,22 +123,13 @@ static int count_texts(flow_ctx *c, const tok_terms *terms, const tok_train_opts
         line_stream ls;
         if ((rc = line_stream_open(c, "text", i, "text", &ls)) != 0)
             break;
-        char *block;
+        char *text;
         size_t n;
-        while (!(rc = line_stream_block(&ls, budget / 8, &block, &n)) && n) {
-            tok_counter_add(k, block, n);
-            size_t need = tok_counter_train_estimate(k);
-            if (ram && need > ram - ram / 8) {
-                rc = flow_ctx_fail(c, FLOW_E_NOMEM, "the word-count table holds %llu distinct "
-                                   "words (%zu MB); training from it needs about %zu MB, more "
-                                   "than this machine's %zu MB of memory allow; train on less or "
-                                   "cleaner text (e.g. split.train only; text with many distinct "
-                                   "long tokens such as numbers or identifiers inflates the "
-                                   "table), or on a machine with more memory",
-                                   (unsigned long long)tok_counter_distinct(k),
-                                   tok_counter_memory(k) >> 20, need >> 20, ram >> 20);
+        while (!(rc = line_stream_block(&ls, block, &text, &n)) && n) {
+            tok_counter_add(k, text, n);
+            bytes += n;
+            if ((rc = counter_fits(c, k, budget, block, bytes)) != 0)
                 break;
-            }
             flow_progress(c, -1, "counted %llu distinct words",
                           (unsigned long long)tok_counter_distinct(k));
         }
@@ -108,8 +137,9 @@ static int count_texts(flow_ctx *c, const tok_terms *terms, const tok_train_opts
     }
     if (!rc) {
         flow_log(c, "word counts: %llu distinct words, %zu MB; training needs about %zu MB "
-                 "(text blocks of %zu MB)", (unsigned long long)tok_counter_distinct(k),
-                 tok_counter_memory(k) >> 20, tok_counter_train_estimate(k) >> 20, (budget / 8) >> 20);
+                 "(memory budget %zu MB, text blocks of %zu MB)",
+                 (unsigned long long)tok_counter_distinct(k), tok_counter_memory(k) >> 20,
+                 tok_counter_train_estimate(k) >> 20, budget >> 20, block >> 20);
         rc = tok_train_counted(k, terms, o, t, st, &err);
         if (rc)
             rc = flow_ctx_fail(c, rc, "%s", err.msg);
@@ -183,6 +213,7 @@ static int bpe_run(flow_ctx *c)
         flow_metric(c, "byte_fallback", o.byte_fallback);
         flow_metric(c, "seconds_count", st.seconds_count);
         flow_metric(c, "seconds_merge", st.seconds_merge);
+        flow_metric(c, "train_memory_mb", (double)st.memory_peak / 1048576.0);
         flow_log(c, "alphabet %d of %d characters (cut at count %u), %d merges%s, "
                  "%d forced terms, %llu unique words; count %.2fs merge %.2fs",
                  st.alphabet, st.distinct_chars, st.coverage_cut_count, st.merges,

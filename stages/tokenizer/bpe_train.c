@@ -1,14 +1,12 @@
 /* bpe_train.c — the BPE trainer behind the bpe stage (tok_train in
- * tokenizer.h).
+ * tokenizer.h), from the words counted by bpe_count.c.
  *
- *  1. Word counting, multi-threaded: the texts are cut at line boundaries
- *     into chunks; each thread segments its chunks (forced terms, then
- *     pre-tokens, tok_segment) and counts pre-tokens in its own hash table
- *     whose keys point into the input (no copies).  Tables are then merged.
- *  2. Alphabet: character frequencies from the word table; the most
+ *  1. Alphabet: character frequencies from the word table; the most
  *     frequent characters covering character_coverage of all occurrences
  *     are kept; words are split at the others (they encode to [UNK] or
  *     bytes, which never merge).
+ *  2. Word records: the counter's arena is turned into symbol records
+ *     block by block, each block freed once converted.
  *  3. Merges: pair counts over the unique words, an occurrence index pair
  *     -> words holding it, and a lazy max-heap keyed (count desc, a asc,
  *     b asc) so ties are deterministic.  A merge rewrites only the words in
@@ -16,122 +14,31 @@
  *     nothing is rescanned.  Counts only fall except for pairs that contain
  *     the new token, which are pushed after the merge; a popped entry whose
  *     count is stale is pushed back with the true count.
+ *
+ * The order of the words (the arena's, which depends on blocks and
+ * threads) never reaches the output: counts are sums, the alphabet and
+ * the heap order are total orders on values.
+ *
+ * Memory (opts memory_limit): what training holds grows with distinct
+ * words; it is checked against the limit before each such structure is
+ * built (exact sizes) and every 256 merges, and training stops with
+ * FLOW_E_NOMEM naming what it needs instead of outgrowing the limit.
+ * Nothing spills to disk.
  */
-#include "tokenizer.h"
+#include "stages/tokenizer/bpe_count.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
-#define XXH_INLINE_ALL
-#include <xxhash.h>
 
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* ---- word table -------------------------------------------------------- */
-typedef struct wentry {
-    const char *s;
-    uint32_t len, h;        /* h: high hash bits, 0 = empty slot */
-    uint64_t count;
-} wentry;
-
-typedef struct wtable {
-    wentry *e;
-    size_t cap, n;
-} wtable;
-
-static void wt_grow(wtable *t);
-
-/* Adds count to word s (inserting it, key pointer as given); returns its entry. */
-static wentry *wt_add(wtable *t, const char *s, uint32_t len, uint64_t hv, uint64_t count)
-{
-    if ((t->n + 1) * 10 > t->cap * 7)
-        wt_grow(t);
-    uint32_t h = (uint32_t)(hv >> 32) | 1;
-    size_t mask = t->cap - 1;
-    for (size_t i = hv & mask;; i = (i + 1) & mask) {
-        wentry *e = &t->e[i];
-        if (!e->h) {
-            *e = (wentry){s, len, h, count};
-            t->n++;
-            return e;
-        }
-        if (e->h == h && e->len == len && memcmp(e->s, s, len) == 0) {
-            e->count += count;
-            return e;
-        }
-    }
-}
-
-static void wt_grow(wtable *t)
-{
-    wentry *old = t->e;
-    size_t oc = t->cap;
-    t->cap = oc ? oc * 2 : 1 << 16;
-    t->e = xcalloc(t->cap, sizeof *t->e);
-    t->n = 0;
-    for (size_t i = 0; i < oc; i++)
-        if (old[i].h)
-            wt_add(t, old[i].s, old[i].len, XXH3_64bits(old[i].s, old[i].len), old[i].count);
-    free(old);
-}
-
-/* ---- multi-threaded counting --------------------------------------------- */
-typedef struct chunk { const char *s; size_t n; } chunk;
-
-typedef struct count_job {
-    const chunk *chunks; int nchunks;
-    atomic_int next;
-    const tok_matcher *m;
-    int nforced;
-} count_job;
-
-/* one per thread; padded so that neighbours' counters (changed per piece)
- * never share a cache line */
-typedef struct count_thread {
-    count_job *job;
-    wtable words;
-    uint64_t *forced_counts;
-    uint64_t npieces;
-    char pad[64];
-} count_thread;
-
-static int count_piece(void *arg, const char *s, size_t n, int forced)
-{
-    count_thread *ct = arg;
-    if (forced >= 0) {
-        ct->forced_counts[forced]++;
-        return 0;
-    }
-    ct->npieces++;
-    wt_add(&ct->words, s, (uint32_t)n, XXH3_64bits(s, n), 1);
-    return 0;
-}
-
-static void *count_main(void *arg)
-{
-    count_thread *ct = arg;
-    count_job *job = ct->job;
-    for (;;) {
-        int c = atomic_fetch_add(&job->next, 1);
-        if (c >= job->nchunks)
-            break;
-        const char *s = job->chunks[c].s, *end = s + job->chunks[c].n;
-        while (s < end) {
-            const char *nl = memchr(s, '\n', (size_t)(end - s));
-            const char *e = nl ? nl : end;
-            if (e > s)
-                tok_segment(job->m, s, (size_t)(e - s), count_piece, ct);
-            s = e + 1;
-        }
-    }
-    return NULL;
 }
 
 /* ---- character table ---------------------------------------------------- */
@@ -159,6 +66,10 @@ typedef struct trainer {
     pair *pairs; size_t npairs, cappairs;
     uint64_t *pkey; uint32_t *pval; size_t pcap, pn;   /* (a,b)+1 -> pair id */
     uint32_t *touched; size_t ntouched, captouched;
+    size_t occ_bytes;       /* occurrence lists grown by merges (cap != 0) */
+    uint32_t *pool;         /* the initial occurrence lists (mmap), pool_len */
+    size_t pool_len;        /* entries; pool_dropped: bytes given back */
+    size_t pool_dropped;
 } trainer;
 
 static inline uint64_t mix64(uint64_t x)
@@ -295,7 +206,9 @@ static inline void pair_inc(trainer *T, uint32_t x, uint32_t y, int64_t c, uint3
     p->count += c;
     if (p->last_w != w) {
         if (p->nocc == p->cap) {
-            p->cap = p->cap ? p->cap * 2 : 4;
+            uint32_t cap = p->cap ? p->cap * 2 : 4;
+            T->occ_bytes += (size_t)(cap - p->cap) * sizeof *p->occ;
+            p->cap = cap;
             p->occ = xrealloc(p->occ, p->cap * sizeof *p->occ);
         }
         p->occ[p->nocc++] = w;
@@ -309,166 +222,6 @@ void tok_train_stats_release(tok_train_stats *s)
     free(s->char_count);
     s->char_cp = NULL;
     s->char_count = NULL;
-}
-
-static const char *const specials[TOK_NSPECIAL] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
-
-/* The streaming word counter: the word table owns its keys (copied into
- * an arena of 1 MiB blocks), so each block of text can go once counted. */
-#define ARENA_BLOCK (1u << 20)
-struct tok_counter {
-    tok_matcher *m;
-    int nforced, threads;
-    wtable words;
-    char **blocks;
-    size_t nblocks, used;       /* bytes used in the last block */
-    size_t arena_bytes;
-    uint64_t key_bytes;         /* bytes of all distinct words */
-    uint64_t *forced_counts;
-    uint64_t npieces, bytes;
-    double t0;
-};
-
-int tok_counter_new(const tok_terms *terms, const tok_train_opts *o, tok_counter **out,
-                    flow_err *err)
-{
-    *out = NULL;
-    int nforced = terms ? terms->n : 0;
-    /* forced matcher: specials too, as in encoding (value = id) */
-    tok_matcher *m = tok_matcher_new();
-    for (int i = 0; i < TOK_NSPECIAL; i++)
-        tok_matcher_add(m, specials[i], strlen(specials[i]), i);
-    for (int i = 0; i < nforced; i++)
-        if (tok_matcher_add(m, terms->s[i], terms->len[i], TOK_NSPECIAL + i)) {
-            tok_matcher_free(m);
-            return flow_fail(err, FLOW_E_PARAM, "forced term '%s' is a special token name; "
-                             "remove it from the term list", terms->s[i]);
-        }
-    tok_counter *k = xcalloc(1, sizeof *k);
-    k->m = m;
-    k->nforced = nforced;
-    k->threads = o->threads > 0 ? o->threads : 1;
-    if (k->threads > 64)
-        k->threads = 64;
-    k->forced_counts = xcalloc(TOK_NSPECIAL + nforced, sizeof *k->forced_counts);
-    k->t0 = now_s();
-    *out = k;
-    return 0;
-}
-
-static const char *arena_copy(tok_counter *k, const char *s, uint32_t len)
-{
-    if (!k->nblocks || k->used + len > ARENA_BLOCK) {
-        size_t sz = len > ARENA_BLOCK ? len : ARENA_BLOCK;
-        k->blocks = xrealloc(k->blocks, (k->nblocks + 1) * sizeof *k->blocks);
-        k->blocks[k->nblocks++] = xmalloc(sz);
-        k->arena_bytes += sz;
-        k->used = 0;
-    }
-    char *d = k->blocks[k->nblocks - 1] + k->used;
-    memcpy(d, s, len);
-    k->used += len;
-    k->key_bytes += len;
-    return d;
-}
-
-static void arena_free(tok_counter *k)
-{
-    for (size_t i = 0; i < k->nblocks; i++)
-        free(k->blocks[i]);
-    free(k->blocks);
-    k->blocks = NULL;
-    k->nblocks = k->used = k->arena_bytes = 0;
-}
-
-void tok_counter_free(tok_counter *k)
-{
-    if (!k)
-        return;
-    if (k->m)
-        tok_matcher_free(k->m);
-    free(k->words.e);
-    arena_free(k);
-    free(k->forced_counts);
-    free(k);
-}
-
-size_t tok_counter_memory(const tok_counter *k)
-{
-    return k->words.cap * sizeof(wentry) + k->arena_bytes;
-}
-
-uint64_t tok_counter_distinct(const tok_counter *k) { return k->words.n; }
-
-/* The merge state per distinct word: its symbol record (4 bytes per
- * character, 12 of header) and a pair id per position (4), an occurrence
- * per pair it holds (4) and its share of the pair table (~48 per distinct
- * pair, at most one per position); characters <= bytes. */
-size_t tok_counter_train_estimate(const tok_counter *k)
-{
-    return tok_counter_memory(k) + (size_t)(20 * k->key_bytes + 32 * k->words.n);
-}
-
-void tok_counter_add(tok_counter *k, const char *text, size_t n)
-{
-    if (n == 0)
-        return;
-    k->bytes += n;
-    int threads = k->threads;
-    /* chunks cut at line ends */
-    size_t target = n / ((size_t)threads * 16) + 1;
-    if (target < (1 << 16))
-        target = 1 << 16;
-    chunk *chunks = NULL;
-    int nchunks = 0, capchunks = 0;
-    const char *s = text, *end = text + n;
-    while (s < end) {
-        const char *e = s + target < end ? s + target : end;
-        if (e < end) {
-            const char *nl = memchr(e, '\n', (size_t)(end - e));
-            e = nl ? nl + 1 : end;
-        }
-        if (nchunks == capchunks) {
-            capchunks = capchunks ? capchunks * 2 : 64;
-            chunks = xrealloc(chunks, capchunks * sizeof *chunks);
-        }
-        chunks[nchunks++] = (chunk){s, (size_t)(e - s)};
-        s = e;
-    }
-    if (threads > nchunks)
-        threads = nchunks;
-    count_job job = {chunks, nchunks, 0, k->m, k->nforced};
-    count_thread *ct = xcalloc(threads, sizeof *ct);
-    pthread_t *tid = xmalloc(threads * sizeof *tid);
-    for (int i = 0; i < threads; i++) {
-        ct[i].job = &job;
-        ct[i].forced_counts = xcalloc(TOK_NSPECIAL + k->nforced, sizeof(uint64_t));
-        if (i > 0 && pthread_create(&tid[i], NULL, count_main, &ct[i]) != 0)
-            FLOW_BUG("bpe: pthread_create failed");
-    }
-    count_main(&ct[0]);
-    for (int i = 1; i < threads; i++)
-        pthread_join(tid[i], NULL);
-    free(tid);
-    free(chunks);
-    /* merge into the counter's table, copying new keys out of the text */
-    for (int i = 0; i < threads; i++) {
-        for (size_t q = 0; q < ct[i].words.cap; q++) {
-            wentry *e = &ct[i].words.e[q];
-            if (!e->h)
-                continue;
-            size_t before = k->words.n;
-            wentry *d = wt_add(&k->words, e->s, e->len, XXH3_64bits(e->s, e->len), e->count);
-            if (k->words.n > before)
-                d->s = arena_copy(k, e->s, e->len);
-        }
-        free(ct[i].words.e);
-        k->npieces += ct[i].npieces;
-        for (int j = 0; j < TOK_NSPECIAL + k->nforced; j++)
-            k->forced_counts[j] += ct[i].forced_counts[j];
-        free(ct[i].forced_counts);
-    }
-    free(ct);
 }
 
 int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
@@ -486,6 +239,49 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
     rc = tok_train_counted(k, terms, o, out, st, err);
     tok_counter_free(k);
     return rc;
+}
+
+/* ---- the memory limit -------------------------------------------------------- */
+
+/* Records need as the peak so far; fails when it passes o->memory_limit
+ * (0: no limit) with what is needed, for what, and what to do. */
+static int within_limit(const tok_train_opts *o, size_t need, const char *what,
+                        uint64_t words, tok_train_stats *st, flow_err *err)
+{
+    if (need > st->memory_peak)
+        st->memory_peak = need;
+    if (!o->memory_limit || need <= o->memory_limit)
+        return 0;
+    return flow_fail(err, FLOW_E_NOMEM, "training needs %zu MB for %s (%llu distinct words), "
+                     "more than the memory budget of %zu MB; set memory_mb = %zu or more on "
+                     "this node, or train on less text (the word table and the merge state "
+                     "grow with distinct pre-tokens, and nothing spills to disk)",
+                     need >> 20, what, (unsigned long long)words, o->memory_limit >> 20,
+                     (need >> 20) + (need >> 22) + 1);
+}
+
+/* The words of the counter's arena in its order; consume: each block is
+ * freed once walked past. */
+typedef struct word_iter { tok_counter *k; size_t b, off; int consume; } word_iter;
+
+static int next_word(word_iter *it, const char **s, uint32_t *len, uint64_t *count)
+{
+    tok_counter *k = it->k;
+    while (it->b < k->nblocks) {
+        if (it->off < k->used[it->b]) {
+            const char *r = k->blocks[it->b] + it->off;
+            *len = bpe_rec_len(r);
+            *count = bpe_rec_count(r);
+            *s = r + BPE_REC_HEAD;
+            it->off += BPE_REC_HEAD + *len;
+            return 1;
+        }
+        if (it->consume)
+            bpe_counter_free_block(k, it->b);
+        it->b++;
+        it->off = 0;
+    }
+    return 0;
 }
 
 /* ---- training from the counted words, step by step ----------------------- */
@@ -517,20 +313,21 @@ static void ctab_grow(cent **ctab, uint8_t **cused, size_t *ccap)
  * (cent_cmp: count desc, code point asc); an invalid byte counts towards
  * chars_total but is no character.  Fills st's chars_total,
  * distinct_chars, char_cp and char_count; *nc = number of characters. */
-static cent *char_frequencies(const wtable *words, tok_train_stats *st, size_t *nc)
+static cent *char_frequencies(tok_counter *k, tok_train_stats *st, size_t *nc)
 {
     size_t ccap = 1 << 12, cn = 0;
     cent *ctab = xcalloc(ccap, sizeof *ctab);
     uint8_t *cused = xcalloc(ccap, 1);
-    for (size_t w = 0; w < words->cap; w++) {
-        const wentry *e = &words->e[w];
-        if (!e->h)
-            continue;
-        for (uint32_t i = 0; i < e->len;) {
+    word_iter it = {k, 0, 0, 0};
+    const char *ws;
+    uint32_t wlen;
+    uint64_t wcount;
+    while (next_word(&it, &ws, &wlen, &wcount)) {
+        for (uint32_t i = 0; i < wlen;) {
             uint32_t cp;
-            i += (uint32_t)tok_next_char(e->s + i, e->len - i, &cp);
+            i += (uint32_t)tok_next_char(ws + i, wlen - i, &cp);
             if (cp == 0xFFFFFFFFu) {    /* invalid byte: never in the alphabet */
-                st->chars_total += e->count;
+                st->chars_total += wcount;
                 continue;
             }
             if ((cn + 1) * 2 > ccap)
@@ -543,8 +340,8 @@ static cent *char_frequencies(const wtable *words, tok_train_stats *st, size_t *
                 ctab[q].cp = cp;
                 cn++;
             }
-            ctab[q].count += e->count;
-            st->chars_total += e->count;
+            ctab[q].count += wcount;
+            st->chars_total += wcount;
         }
     }
     cent *chars = xmalloc((cn ? cn : 1) * sizeof *chars);
@@ -681,7 +478,7 @@ static int initial_vocab(tokens *t, alpha_map *am, const tok_terms *terms, int n
                          const cent *chars, size_t nalpha, int byte_fallback)
 {
     for (int i = 0; i < TOK_NSPECIAL; i++)
-        tokens_add(t, xstrdup(specials[i]), strlen(specials[i]), 1);
+        tokens_add(t, xstrdup(bpe_specials[i]), strlen(bpe_specials[i]), 1);
     for (int i = 0; i < nforced; i++)
         tokens_add(t, xstrdup(terms->s[i]), terms->len[i], 1);
     alpha_map_init(am, nalpha);
@@ -709,53 +506,91 @@ static int initial_vocab(tokens *t, alpha_map *am, const tok_terms *terms, int n
  * one pool so that a merge touches one cache region per word:
  *   sym[w] = current length, sym[w+1..w+2] = count (u64),
  *   sym[w+3 ..] = symbols;  a word is named by its offset w.
- * *nsym = the pool's length. */
-static uint32_t *word_records(const wtable *words, const alpha_map *am, size_t *nsym_out)
+ * word_pieces appends the records of one word at sym + *nsym (sym NULL:
+ * only sizes them) and adds its pair positions to *npos. */
+static void word_pieces(const char *s, uint32_t len, uint64_t count, const alpha_map *am,
+                        uint32_t *sym, size_t *nsym, size_t *npos)
 {
-    size_t symcap = 1 << 20, nsym = 0;
-    uint32_t *sym = xmalloc(symcap * sizeof *sym);
-    for (size_t x = 0; x < words->cap; x++) {
-        const wentry *e = &words->e[x];
-        if (!e->h)
+    size_t start = *nsym, n = start;
+    for (uint32_t i = 0; i <= len;) {
+        int32_t id = -1;
+        uint32_t cp = 0;
+        if (i < len) {
+            i += (uint32_t)tok_next_char(s + i, len - i, &cp);
+            if (cp != 0xFFFFFFFFu)
+                id = alpha_map_get(am, cp);
+        } else
+            i++;    /* end of word: flush */
+        if (n == start)
+            n += 3;     /* header of a new record */
+        if (id >= 0) {
+            if (sym)
+                sym[n] = (uint32_t)id;
+            n++;
             continue;
-        size_t start = nsym;
-        for (uint32_t i = 0; i <= e->len;) {
-            int32_t id = -1;
-            uint32_t cp = 0;
-            if (i < e->len) {
-                i += (uint32_t)tok_next_char(e->s + i, e->len - i, &cp);
-                if (cp != 0xFFFFFFFFu)
-                    id = alpha_map_get(am, cp);
-            } else
-                i++;    /* end of word: flush */
-            if (nsym + 4 > symcap) {
-                symcap *= 2;
-                sym = xrealloc(sym, symcap * sizeof *sym);
-            }
-            if (nsym == start)
-                nsym += 3;      /* header of a new record */
-            if (id >= 0) {
-                sym[nsym++] = (uint32_t)id;
-                continue;
-            }
-            if (nsym - start - 3 >= 2) {
-                sym[start] = (uint32_t)(nsym - start - 3);
-                memcpy(sym + start + 1, &e->count, 8);
-            } else
-                nsym = start;
-            start = nsym;
         }
+        if (n - start - 3 >= 2) {
+            if (sym) {
+                sym[start] = (uint32_t)(n - start - 3);
+                memcpy(sym + start + 1, &count, 8);
+            }
+            *npos += n - start - 4;
+        } else
+            n = start;
+        start = n;
     }
+    *nsym = n;
+}
+
+/* The pool's exact length (*nsym) and pair positions (*npos). */
+static void records_size(tok_counter *k, const alpha_map *am, size_t *nsym, size_t *npos)
+{
+    word_iter it = {k, 0, 0, 0};
+    const char *s;
+    uint32_t len;
+    uint64_t count;
+    *nsym = *npos = 0;
+    while (next_word(&it, &s, &len, &count))
+        word_pieces(s, len, count, am, NULL, nsym, npos);
+}
+
+/* The pool of nsym symbols (records_size), built while the counter's
+ * arena is freed block by block: the words become symbols. */
+static uint32_t *word_records(tok_counter *k, const alpha_map *am, size_t nsym)
+{
     if (nsym > UINT32_MAX - 4)
         FLOW_BUG("bpe: %zu symbols exceed the 32-bit word index", nsym);
-    *nsym_out = nsym;
+    /* + 4: a piece dropped at the end was written before it was dropped */
+    uint32_t *sym = xmalloc((nsym + 4) * sizeof *sym);
+    bpe_counter_drop_table(k);
+    word_iter it = {k, 0, 0, 1};
+    const char *s;
+    uint32_t len;
+    uint64_t count;
+    size_t n = 0, npos = 0;
+    while (next_word(&it, &s, &len, &count))
+        word_pieces(s, len, count, am, sym, &n, &npos);
+    if (n != nsym)
+        FLOW_BUG("bpe: %zu symbols written, %zu sized", n, nsym);
+    bpe_counter_free_arena(k);
     return sym;
+}
+
+/* Bytes of the pair table (pairs, their index) as it is now. */
+static size_t pairs_bytes(const trainer *T)
+{
+    return T->cappairs * sizeof(pair) + T->pcap * (sizeof *T->pkey + sizeof *T->pval) +
+           T->captouched * sizeof *T->touched + T->occ_bytes;
 }
 
 /* The initial pair counts over the word records and each pair's
  * occurrence list (word offsets, once per word), all lists in one CSR
- * pool, which is returned (the caller frees it after the pairs). */
-static uint32_t *trainer_init(trainer *T, const uint32_t *sym, size_t nsym)
+ * pool (*pool; the caller frees it after the pairs).  Before the pool
+ * and the heap are allocated, their exact size is checked against the
+ * limit with the symbols and pairs already held. */
+static int trainer_init(trainer *T, const uint32_t *sym, size_t nsym,
+                        const tok_train_opts *o, uint64_t words, tok_train_stats *st,
+                        flow_err *err)
 {
     memset(T, 0, sizeof *T);
     T->cappairs = 1 << 16;
@@ -763,26 +598,36 @@ static uint32_t *trainer_init(trainer *T, const uint32_t *sym, size_t nsym)
     T->pcap = 1 << 17;
     T->pkey = xcalloc(T->pcap, sizeof *T->pkey);
     T->pval = xmalloc(T->pcap * sizeof *T->pval);
-    uint32_t *pos_pid = xmalloc((nsym ? nsym : 1) * sizeof *pos_pid);
     for (size_t w = 0; w < nsym; w += 3 + sym[w]) {
         const uint32_t *s = sym + w + 3;
         uint64_t cnt;
         memcpy(&cnt, sym + w + 1, 8);
         for (uint32_t i = 0; i + 1 < sym[w]; i++) {
-            uint32_t id = pair_id(T, s[i], s[i + 1], 1);
-            pair *p = &T->pairs[id];
+            pair *p = &T->pairs[pair_id(T, s[i], s[i + 1], 1)];
             p->count += (int64_t)cnt;
             if (p->last_w != (uint32_t)w) {
                 p->last_w = (uint32_t)w;
                 p->nocc++;
             }
-            pos_pid[w + 3 + i] = id;
         }
     }
     size_t npool = 0;
     for (size_t i = 0; i < T->npairs; i++)
         npool += T->pairs[i].nocc;
-    uint32_t *pool = xmalloc((npool ? npool : 1) * sizeof *pool);
+    size_t need = nsym * sizeof *sym + pairs_bytes(T) + npool * sizeof *T->pool +
+                  T->npairs * sizeof(hent);
+    int rc = within_limit(o, need, "the pair counts, occurrence lists and heap", words, st, err);
+    if (rc)
+        return rc;
+    /* mapped by itself, so that the pages of a merged pair's list can be
+     * given back (pool_drop) */
+    uint32_t *pool = mmap(NULL, (npool + 1) * sizeof *pool, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (pool == MAP_FAILED)
+        return flow_fail(err, FLOW_E_NOMEM, "cannot map %zu MB for the pair occurrence lists",
+                         (npool * sizeof *pool) >> 20);
+    T->pool = pool;
+    T->pool_len = npool;
     npool = 0;
     for (size_t i = 0; i < T->npairs; i++) {
         T->pairs[i].occ = pool + npool;
@@ -790,20 +635,35 @@ static uint32_t *trainer_init(trainer *T, const uint32_t *sym, size_t nsym)
         T->pairs[i].nocc = 0;
         T->pairs[i].last_w = UINT32_MAX;
     }
+    /* the second walk finds each pair again (no per-position pair ids:
+     * they would cost 4 bytes per symbol) */
     for (size_t w = 0; w < nsym; w += 3 + sym[w])
         for (uint32_t i = 0; i + 1 < sym[w]; i++) {
-            pair *p = &T->pairs[pos_pid[w + 3 + i]];
+            const uint32_t *s = sym + w + 3;
+            pair *p = &T->pairs[pair_id(T, s[i], s[i + 1], 0)];
             if (p->last_w != (uint32_t)w) {
                 p->last_w = (uint32_t)w;
                 p->occ[p->nocc++] = (uint32_t)w;
             }
         }
-    free(pos_pid);
-    return pool;
+    return 0;
+}
+
+/* Gives back the whole pages of a merged pair's list in the initial pool:
+ * nothing reads it again (its pair's list is detached). */
+static void pool_drop(trainer *T, const uint32_t *occ, uint32_t nocc)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)occ + page - 1) & ~(page - 1);
+    uintptr_t hi = (uintptr_t)(occ + nocc) & ~(page - 1);
+    if (hi > lo && madvise((void *)lo, hi - lo, MADV_DONTNEED) == 0)
+        T->pool_dropped += hi - lo;
 }
 
 static void trainer_release(trainer *T)
 {
+    if (T->pool)
+        munmap(T->pool, (T->pool_len + 1) * sizeof *T->pool);
     for (size_t i = 0; i < T->npairs; i++)
         if (T->pairs[i].cap)
             free(T->pairs[i].occ);
@@ -863,11 +723,15 @@ static void merge_in_words(trainer *T, uint32_t *sym, const uint32_t *occ, uint3
 /* The merge loop: takes the best pair off the heap (stale entries are
  * pushed back with their true count, pairs over max_token_chars banned)
  * until want_merges merges or min_frequency; each merge appends its token
- * to t and (a, b, new id) to mg.  Returns the number of merges. */
+ * to t and (a, b, new id) to mg; *nmerges_out = the number of merges.
+ * fixed: the bytes of the symbols and the initial pool; every 256 merges
+ * they, the pairs and the heap are checked against the limit (new pairs
+ * and their occurrence lists grow). */
 static int merge_loop(trainer *T, heap *H, uint32_t *sym, tokens *t, uint32_t *mg,
-                      int want_merges, const tok_train_opts *o, tok_train_stats *st)
+                      int want_merges, const tok_train_opts *o, tok_train_stats *st,
+                      size_t fixed, uint64_t words, int *nmerges_out, flow_err *err)
 {
-    int nmerges = 0;
+    int nmerges = 0, rc = 0;
     while (nmerges < want_merges && H->n) {
         hent top = heap_pop(H);
         pair *p = &T->pairs[top.pid];
@@ -898,24 +762,75 @@ static int merge_loop(trainer *T, heap *H, uint32_t *sym, tokens *t, uint32_t *m
         mg[3 * nmerges + 2] = nt;
         nmerges++;
         /* detach the occurrence list: pair_inc may grow T->pairs */
-        uint32_t *occ = p->occ, nocc = p->nocc;
-        int owned = p->cap != 0;
+        uint32_t *occ = p->occ, nocc = p->nocc, ocap = p->cap;
         p->occ = NULL;
         p->nocc = p->cap = 0;
         p->count = 0;
         merge_in_words(T, sym, occ, nocc, a, b, nt);
-        if (owned)
+        if (ocap) {     /* owned, not in the initial pool */
             free(occ);
+            T->occ_bytes -= (size_t)ocap * sizeof *occ;
+        } else
+            pool_drop(T, occ, nocc);
         T->pairs[top.pid].count = 0;
         for (size_t i = 0; i < T->ntouched; i++) {
             pair *q = &T->pairs[T->touched[i]];
             if (q->count > 0)
                 heap_push(H, (hent){q->count, q->a, q->b, T->touched[i]});
         }
-        if (o->progress && (nmerges & 255) == 0)
-            o->progress(o->progress_arg, nmerges, want_merges, top.count);
+        if ((nmerges & 255) == 0) {
+            if (o->progress)
+                o->progress(o->progress_arg, nmerges, want_merges, top.count);
+            size_t need = fixed - T->pool_dropped + pairs_bytes(T) + H->cap * sizeof *H->e;
+            char what[96];
+            snprintf(what, sizeof what, "the merge state after %d of %d merges (it grows "
+                     "with them)", nmerges, want_merges);
+            if ((rc = within_limit(o, need, what, words, st, err)) != 0)
+                break;
+        }
     }
-    return nmerges;
+    *nmerges_out = nmerges;
+    return rc;
+}
+
+/* Steps 1-2: the alphabet and the word records (the counter's table and
+ * arena become symbols); *nsym_out = the pool's length.  Sized exactly
+ * and checked against the limit before the pool is allocated. */
+static int alphabet_and_records(tok_counter *k, const tok_terms *terms, const tok_train_opts *o,
+                                tokens *t, int *nalpha_out, int *byte_base, uint32_t **sym_out,
+                                size_t *nsym_out, size_t *npos_out, tok_train_stats *st,
+                                flow_err *err)
+{
+    *sym_out = NULL;
+    uint64_t words = k->n;
+    size_t nc;
+    cent *chars = char_frequencies(k, st, &nc);
+    size_t nalpha = alphabet_size(chars, nc, o, st);
+    int base = TOK_NSPECIAL + k->nforced + (int)nalpha + (o->byte_fallback ? 256 : 0);
+    if (o->vocab_size < base) {
+        free(chars);
+        return vocab_too_small(o, k->nforced, nalpha, base, err);
+    }
+    tokens_init(t, o->vocab_size);
+    alpha_map am;
+    *byte_base = initial_vocab(t, &am, terms, k->nforced, chars, nalpha, o->byte_fallback);
+    *nalpha_out = (int)nalpha;
+    free(chars);
+    size_t nsym, npos;
+    records_size(k, &am, &nsym, &npos);
+    /* the table goes, the arena is freed while the pool fills (the peak is
+     * at most both), then the pair occurrences follow the pool (at most one
+     * per position); the table and arena were checked while counting */
+    size_t pool = nsym * sizeof(uint32_t), arena = k->arena_bytes;
+    size_t need = pool + (arena > npos * 4 ? arena : npos * 4);
+    int rc = within_limit(o, need, "the word records and their pair occurrences", words, st, err);
+    if (!rc) {
+        *sym_out = word_records(k, &am, nsym);
+        *nsym_out = nsym;
+        *npos_out = npos;
+    }
+    alpha_map_release(&am);
+    return rc;
 }
 
 int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_opts *o,
@@ -926,57 +841,44 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
     if (k->bytes == 0)
         return flow_fail(err, FLOW_E_INPUT, "no training text (all text inputs are empty)");
     int nforced = k->nforced;
-    tok_matcher *m = k->m;
-    k->m = NULL;
-    wtable words = k->words;
-    memset(&k->words, 0, sizeof k->words);
     st->words = k->npieces;
     for (int j = 0; j < TOK_NSPECIAL + nforced; j++)
         st->forced_occurrences += k->forced_counts[j];
-    st->unique_words = words.n;
+    uint64_t words = st->unique_words = k->n;
+    st->memory_peak = tok_counter_memory(k);
 
-    size_t nc;
-    cent *chars = char_frequencies(&words, st, &nc);
-    size_t nalpha = alphabet_size(chars, nc, o, st);
-    int base = TOK_NSPECIAL + nforced + (int)nalpha + (o->byte_fallback ? 256 : 0);
-    if (o->vocab_size < base) {
-        free(chars);
-        free(words.e);
-        arena_free(k);
-        tok_matcher_free(m);
-        return vocab_too_small(o, nforced, nalpha, base, err);
-    }
-    tokens t;
-    tokens_init(&t, o->vocab_size);
-    alpha_map am;
-    int byte_base = initial_vocab(&t, &am, terms, nforced, chars, nalpha, o->byte_fallback);
-    free(chars);
-    size_t nsym;
-    uint32_t *sym = word_records(&words, &am, &nsym);
-    free(words.e);
-    arena_free(k);      /* the words are symbols now */
-    alpha_map_release(&am);
+    tokens t = {0};
+    int nalpha = 0, byte_base = -1;
+    uint32_t *sym = NULL;
+    size_t nsym = 0, npos = 0;
+    int rc = alphabet_and_records(k, terms, o, &t, &nalpha, &byte_base, &sym, &nsym, &npos,
+                                  st, err);
     st->seconds_count = now_s() - k->t0;
-
     trainer T;
-    uint32_t *pool = trainer_init(&T, sym, nsym);
-    heap H;
-    heap_of_pairs(&H, &T);
-    int want_merges = o->vocab_size - t.n;
-    uint32_t *mg = xmalloc((size_t)(want_merges ? want_merges : 1) * 3 * sizeof *mg);
-    double t1 = now_s();
-    int nmerges = merge_loop(&T, &H, sym, &t, mg, want_merges, o, st);
-    st->merges = nmerges;
-    st->seconds_merge = now_s() - t1;
+    memset(&T, 0, sizeof T);
+    if (!rc)
+        rc = trainer_init(&T, sym, nsym, o, words, st, err);
+    int nmerges = 0;
+    uint32_t *mg = NULL;
+    if (!rc) {
+        heap H;
+        heap_of_pairs(&H, &T);
+        int want_merges = o->vocab_size - t.n;
+        mg = xmalloc((size_t)(want_merges ? want_merges : 1) * 3 * sizeof *mg);
+        double t1 = now_s();
+        size_t fixed = nsym * sizeof *sym + T.pool_len * sizeof *T.pool;
+        rc = merge_loop(&T, &H, sym, &t, mg, want_merges, o, st, fixed, words, &nmerges, err);
+        st->merges = nmerges;
+        st->seconds_merge = now_s() - t1;
+        free(H.e);
+    }
     trainer_release(&T);
-    free(pool);
-    free(H.e);
     free(sym);
-    tok_matcher_free(m);
-
-    int rc = tok_build(out, t.n, (const char *const *)t.s, t.len, nforced, (int)nalpha,
+    if (!rc)
+        rc = tok_build(out, t.n, (const char *const *)t.s, t.len, nforced, nalpha,
                        byte_base, o->max_token_chars, nmerges, mg, err);
-    tokens_release(&t);
+    if (t.s)
+        tokens_release(&t);
     free(mg);
     return rc;
 }

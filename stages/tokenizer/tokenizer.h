@@ -191,6 +191,11 @@ typedef struct tok_train_opts {
      * count of the pair just merged */
     void (*progress)(void *arg, int done, int total, int64_t count);
     void *progress_arg;
+    /* bytes the word table and the merge state may hold, 0 = no limit:
+     * training that would need more stops with FLOW_E_NOMEM saying how
+     * much it needs (checked before each structure is built, and every
+     * 256 merges); it never changes the result */
+    size_t memory_limit;
 } tok_train_opts;
 
 typedef struct tok_train_stats {
@@ -206,6 +211,7 @@ typedef struct tok_train_stats {
      * ties): chars.tsv */
     uint32_t *char_cp; uint64_t *char_count;
     double seconds_count, seconds_merge;
+    size_t memory_peak;         /* largest need checked against memory_limit */
 } tok_train_stats;
 void tok_train_stats_release(tok_train_stats *s);
 
@@ -229,8 +235,10 @@ int tok_counter_new(const tok_terms *terms, const tok_train_opts *o, tok_counter
                     flow_err *err);
 void tok_counter_add(tok_counter *k, const char *text, size_t n);
 size_t tok_counter_memory(const tok_counter *k);
-/* An upper estimate of the peak memory of training from this table (the
- * table, then symbol records, pair index and occurrence lists). */
+/* About the memory training from this table will need (symbol records
+ * and their pair occurrences, 8 bytes per character of the distinct
+ * words and 8 per word), to stop early; the exact checks against
+ * memory_limit come in tok_train_counted. */
 size_t tok_counter_train_estimate(const tok_counter *k);
 uint64_t tok_counter_distinct(const tok_counter *k);
 int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_opts *o,
