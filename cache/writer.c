@@ -20,6 +20,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #define PIPELINE 6              /* chunks compressing or waiting to be stored, at most */
 /* Buffers: each open part holds its filling chunk and its held first chunk
@@ -27,6 +30,7 @@
 #define NJOBS (2 * STORE_MAX_OPEN_PARTS + PIPELINE + 2)
 #define BATCH 4                 /* ready chunks per write transaction */
 #define TOUCH_AGE 60            /* refresh a deduplicated chunk older than this (s) */
+#define DROP_EVERY 1024         /* chunks looked up or stored between map drops */
 
 enum { J_FREE, J_FILLING, J_INFLIGHT, J_READY };
 
@@ -66,6 +70,7 @@ struct store_writer {
     wjob *ready[NJOBS];
     int nready;
     hset seen;                  /* chunks already handled by this writer */
+    int since_drop;             /* chunks looked up or stored since drop_map_pages */
     int failed;
     flow_err ferr;
     /* checking a stored chunk before reusing it (dedup) */
@@ -141,12 +146,44 @@ static void ready_done(store_writer *w)
     w->nready = 0;
 }
 
+/* Drops the pages of the store's map from this process's mapping
+ * (MADV_DONTNEED; they stay in the page cache).  Every chunk looked up
+ * for dedup and every put walks the chunk tree through the map, so an
+ * artifact of many small parts (a source of 500k files) would otherwise
+ * end with the whole tree in its RSS, ~0.4 KB a part.  The map is
+ * read-only and shared: the next access faults the same bytes back. */
+static void drop_map_pages(store_writer *w)
+{
+    w->since_drop = 0;
+    /* LMDB does not tell where it mapped the file (me_mapaddr is only
+     * set for MDB_FIXEDMAP): find the shared mappings of its inode */
+    mdb_filehandle_t fd;
+    struct stat st;
+    if (mdb_env_get_fd(w->s->env, &fd) != 0 || fstat(fd, &st) != 0) return;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f) return;
+    char line[4400];
+    pthread_rwlock_rdlock(&w->s->resize_lock);     /* the map stays where it is */
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, ino;
+        unsigned long long off;
+        char perms[8], dev[16];
+        if (sscanf(line, "%lx-%lx %7s %llx %15s %lu", &lo, &hi, perms, &off, dev, &ino) == 6 &&
+            ino == (unsigned long)st.st_ino && perms[3] == 's' && hi > lo)
+            (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+    pthread_rwlock_unlock(&w->s->resize_lock);
+    fclose(f);
+}
+
 static int flush_ready(store_writer *w, flow_err *err)
 {
     if (!w->nready) return 0;
     int rc = store_write(w->s, "storing chunks", put_ready_fn, w, 1, err);
     if (rc) return set_failed(w, rc, err);
+    w->since_drop += w->nready;
     ready_done(w);
+    if (w->since_drop >= DROP_EVERY) drop_map_pages(w);
     return 0;
 }
 
@@ -266,6 +303,7 @@ static int submit_job(store_writer *w, int pi, wjob *j, uint32_t idx, flow_err *
     hset_put(&w->seen, &j->h, &added);
     if (!added) { j->state = J_FREE; return 0; }
     int64_t created = 0;
+    if (++w->since_drop >= DROP_EVERY) drop_map_pages(w);
     int st = chunk_stored(w, &j->h, (uint32_t)j->len, &created, err);
     if (st < 0) { j->state = J_FREE; return set_failed(w, st, err); }
     if (st == 1 && store_now() - created > TOUCH_AGE) {

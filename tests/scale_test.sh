@@ -10,7 +10,9 @@
 # Nodes whose 2k CPU time is under 0.05 s are too fast to fit and are
 # checked on their 16k time only (< 2 s).  Then:
 #  - the null build of the 16k graph takes < 1.5 s;
-#  - clean and encode with memory_mb = 1 and bpe with 16 (many batches, with
+#  - clean and encode with memory_mb = 1 and bpe with the least budget its
+#    training needs (its metric train_memory_mb, rounded up: blocks of an
+#    eighth of it, several for the ~4 MB of text) (many batches, with
 #    duplicates across batch boundaries) give the same bytes as with the
 #    default budget;
 #  - bpe with a budget its word table and merge state cannot fit fails
@@ -84,9 +86,12 @@ python3 -c "import sys; sys.exit(0 if $null < 1.5 else 1)" || { echo "FAIL: null
 [ "$ran" = 0 ] || { echo "FAIL: the null build ran $ran nodes"; fail=1; }
 
 # the memory budget sizes batches, never the bytes (and it is not in the key):
-# clean and encode with 1 MB (batches of 256 KB / 128 KB), bpe with 16 MB
-# (blocks of 2 MB of the ~4 MB training text)
-graph "$T/f16000" 1 16 > "$T/m1.graph"
+# clean and encode with 1 MB (batches of 256 KB / 128 KB), bpe with the
+# least whole MB its word table and merge state need (blocks of an eighth)
+tk=$(grep "^tok " "$T/cpu16000" | cut -d' ' -f5)
+tok_mb=$("$FLOW" show "$tk" --cache "$T/c16000" --json | python3 -c 'import json, math, sys; print(math.ceil(json.load(sys.stdin)["metrics"]["train_memory_mb"]))')
+echo "bpe on the 16k files needs ${tok_mb} MB (train_memory_mb, rounded up): built again with memory_mb = $tok_mb"
+graph "$T/f16000" 1 "$tok_mb" > "$T/m1.graph"
 "$FLOW" build "$T/m1.graph" --cache "$T/m1" -j2 --json > "$T/em1" 2>&1 || { echo "FAIL: memory_mb = 1 build: $(grep -o "\"error\":\"[^\"]*" "$T/em1" | head -3)"; fail=1; }
 cpu_of "$T/em1" > "$T/cpum1"
 for node in cl tok enc; do
@@ -111,7 +116,7 @@ dups=$("$FLOW" show "$ck" --cache "$T/m1" --json | python3 -c 'import json,sys; 
 # bpe's word table and merge state must fit its budget: with 1 MB the node
 # fails, naming itself, the budget and the memory_mb to set (no artifact)
 graph "$T/f2000" 512 1 > "$T/tiny.graph"
-if "$FLOW" build "$T/tiny.graph" --cache "$T/c2000" -j2 --json > "$T/etiny" 2>&1; then
+if "$FLOW" build "$T/tiny.graph" --cache "$T/ctiny" -j2 --json > "$T/etiny" 2>&1; then
     echo "FAIL: bpe with memory_mb = 1 built"; fail=1
 else
     msg=$(grep -o "\"error\":\"node 'tok'[^\"]*" "$T/etiny" | head -1)

@@ -544,6 +544,11 @@ static int run(flow_ctx *c)
         bytes += len;
         rc = flow_out_write(c, rel, FLOW_PART_BYTES, data, len);
         free(data);
+        /* the writer keeps its own copy of the name: nothing of a written
+         * file need stay (500k files: ~75 MB of paths) */
+        free(l.rel[i]);
+        free(l.abs[i]);
+        l.rel[i] = l.abs[i] = NULL;
     }
     if (!rc && folders && nunlabelled)
         rc = flow_ctx_fail(c, FLOW_E_INPUT, "labels = folders, but %d file(s) lie directly in '%s' "
