@@ -48,6 +48,21 @@
 #     gc 12.1 s wall (~2.5 s CPU, mostly the graph's keys: the same walk)
 #   bpe's RSS is its word table: the generated text's serial numbers make
 #   distinct words grow with the bytes (see bpe.c count_texts).
+# Measured (2026-12-01, scale3 branch, load 10-19, nodes niced; one run):
+#   bpe now stays within memory_mb (default 512) or fails saying what it
+#   needs: b1 354k distinct words, needs 160 MB (train_memory_mb), peak
+#   RSS 185 MB (main: 191), same bytes; b8 2.65M distinct words: fails at
+#   512 MB after 1024 merges (needs 527 MB and growing); with
+#   memory_mb = 2048 it needs 804 MB, peak RSS 868 MB (main: 986 MB), same
+#   five parts as main, CPU 30.2 s (main 18.8 s, but the two ran at
+#   different loads: not a clean ratio).  b64 not run (its distinct text
+#   is ~1.2 GB: at ~5 bytes of merge state per byte, < 1 GB is out of
+#   reach without spilling to disk).
+#   source peak RSS, files from gen_corpus.py files (RssAnon + RssFile
+#   sampled): 100k files 105.7 MB (RssFile growing ~0.45 KB a file: the
+#   store map's chunk tree) -> 80.5 MB with the map pages dropped every
+#   1024 chunks (RssFile 5-17 MB, RssAnon ~0.5 KB a file: the writer's
+#   part table and names, the index); 25k files 29.6 -> 28.6 MB.
 set -eu
 B=$(cd "${1:-build}" && pwd)
 shift || true
