@@ -78,8 +78,14 @@ int store_open(flow_store **out, const char *dir, const store_options *opt, flow
 /* Free every writer and reader of s before closing it. */
 void store_close(flow_store *s);
 const char *store_dir(const flow_store *s);
-/* Flushes everything committed so far to disk (for STORE_SYNC_NONE/NOMETA). */
+/* Flushes everything committed so far to disk (for STORE_SYNC_NONE/NOMETA):
+ * this handle's commits and those of other processes on the same data
+ * file since its last sync; nothing (no fdatasync) when no transaction was
+ * committed since then or since the open. */
 int store_sync(flow_store *s, flow_err *err);
+/* How many times store_sync flushed the data file through this handle
+ * (tests: a null build issues none). */
+int store_sync_count(const flow_store *s);
 /* Changes the sync mode of this process's handle (STORE_SYNC_*). */
 int store_set_sync_mode(flow_store *s, int mode, flow_err *err);
 

@@ -79,6 +79,8 @@ struct flow_store {
     void *stat_pending;             /* buffered stat-cache puts (records.c) */
     size_t nstat, capstat;
     uint32_t *stat_slot;            /* their index by path: entry + 1, 0 = empty */
+    size_t synced_txnid;            /* last LMDB transaction id this handle flushed (or found at open) */
+    int syncs;                      /* fdatasyncs issued by store_sync (store_sync_count) */
 };
 
 /* The time the oldest live lease was taken (INT64_MAX if none), read in

@@ -1063,6 +1063,54 @@ static void test_kill9(const char *root)
     free(d);
 }
 
+/* store_sync flushes only when a transaction was committed since the last
+ * flush or the open (this handle's, or another process's on the same file,
+ * as a build's forked workers): a null build waits for no fdatasync. */
+static void test_sync_skip(const char *root)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/syncskip", root);
+    flow_err err;
+    flow_store *s;
+    store_options o = opts(1 << 20);
+    o.sync_mode = STORE_SYNC_NONE;
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    if (!s) return;
+    CHECK_OK(store_sync(s, &err), err);
+    CHECK_MSG(store_sync_count(s) == 1, "a new store's initializing commit is flushed (%d syncs)", store_sync_count(s));
+    store_close(s);
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    if (!s) return;
+    CHECK_OK(store_sync(s, &err), err);
+    CHECK_OK(store_set_sync_mode(s, STORE_SYNC_FULL, &err), err);
+    CHECK_MSG(store_sync_count(s) == 0, "nothing committed: no sync (%d)", store_sync_count(s));
+    CHECK_OK(store_set_sync_mode(s, STORE_SYNC_NONE, &err), err);
+    flow_hash h = key_of("sync");
+    CHECK_OK(store_stat_put(s, "/sync/a", 1, 2, 3, &h, &err), err);
+    CHECK_OK(store_sync(s, &err), err);             /* flushes the pending put, then syncs */
+    CHECK_MSG(store_sync_count(s) == 1, "this handle's commit is flushed (%d)", store_sync_count(s));
+    CHECK_OK(store_sync(s, &err), err);
+    CHECK_MSG(store_sync_count(s) == 1, "and only once (%d)", store_sync_count(s));
+    pid_t pid = fork();                              /* a worker: its own handle, no sync */
+    if (pid == 0) {
+        flow_store *w;
+        flow_err e;
+        store_options wo = opts(1 << 20);
+        wo.sync_mode = STORE_SYNC_NONE;
+        if (store_open(&w, dir, &wo, &e)) _exit(1);
+        flow_hash hw = key_of("worker");
+        if (store_stat_put(w, "/sync/w", 1, 2, 3, &hw, &e) || store_stat_flush(w, &e)) _exit(1);
+        _exit(0);                                    /* as a worker: no store_close */
+    }
+    int st = 0;
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_OK(store_set_sync_mode(s, STORE_SYNC_FULL, &err), err);
+    CHECK_MSG(store_sync_count(s) == 2, "another process's commit is flushed too (%d)", store_sync_count(s));
+    flow_hash got, want = key_of("worker");
+    CHECK(store_stat_get(s, "/sync/w", 1, 2, 3, &got) == 0 && flow_hash_eq(&got, &want));
+    store_close(s);
+}
+
 static void test_records(const char *root)
 {
     char dir[4096];
@@ -1217,6 +1265,7 @@ int main(void)
     test_lease_pid_reuse(root);
     test_kill9(root);
     test_records(root);
+    test_sync_skip(root);
     test_manifest_summary();
     if (!test_failures) {
         char cmd[4200];
