@@ -39,7 +39,9 @@ weights part), and ONNX Runtime's logits match flow's quantized forward
 quantization tests' bound (relative logit MSE < 1e-3 int8, < 0.05 4-bit)
 at batch 1 and 7, sequence 9 and 128, with argmax agreement >= 99.5% on
 the test set; raw text through tokenizer.json matches `flow classify` of
-the artifact; a policy-none artifact exports as fp32.
+the artifact; a policy-none artifact exports as fp32; with embeddings =
+int8 / uint4 the three embedding tables are exported as fp32 rows equal to
+the artifact's dequantized codes.
 Also: the same export twice gives the same bytes; bad requests are usage
 errors (exit 2) with a clear message: a tfidf-linear model, a masked LM,
 an opset below 17 or above what flow writes, an NF4 artifact, and
@@ -261,6 +263,8 @@ q4a128 = quantize { model = ft  calibration = s.train  bits = 4  group = 128  ca
 q4s128 = quantize { model = ft  bits = 4  group = 128  sym = true  method = rtn }
 qnf4 = quantize { model = ft  bits = 4  group = 64  codebook = nf4  method = rtn }
 qnone = quantize { model = ft  policy = none  method = rtn }
+q8e = quantize { model = ft  bits = 8  method = rtn  embeddings = int8 }
+q4e64 = quantize { model = ft  bits = 4  group = 64  method = rtn  embeddings = uint4  scales = f16 }
 """ % (T, T))
     with open(os.path.join(T, "new_terms.txt"), "w") as f:
         f.write("税收财政预算\n判处徒刑\n婚姻家庭继承\n")
@@ -525,7 +529,24 @@ qnone = quantize { model = ft  policy = none  method = rtn }
     qnodes = [("q8", "int8", 0, 17, 1e-3), ("q8", "int8", 0, 20, 1e-3), ("q8g", "int8", 0, 21, 1e-3),
               ("q4a32", "uint4", 32, 17, 0.05), ("q4s32", "uint4", 32, 20, 0.05),
               ("q4a64", "uint4", 64, 17, 0.05), ("q4s64", "uint4", 64, 17, 0.05),
-              ("q4a128", "uint4", 128, 17, 0.05), ("q4s128", "uint4", 128, 21, 0.05)]
+              ("q4a128", "uint4", 128, 17, 0.05), ("q4s128", "uint4", 128, 21, 0.05),
+              ("q8e", "int8", 0, 17, 1e-3), ("q4e64", "uint4", 64, 20, 0.05)]
+    # quantize nodes whose embedding tables are quantized too: the export
+    # holds them as fp32 rows, exactly the artifact's dequantized codes
+    EMB_NODES = {"q8e": "int8", "q4e64": "uint4"}
+
+    def artifact_embedding(w, name, emb, group):
+        """an embedding table of the artifact dequantized as flow's loader
+        does (qartifact.h): scale * code, or scale * (code - zero), float32"""
+        c = w[name]
+        s = w[name + "_scale"].astype(np.float32)
+        if emb == "int8":
+            return s[:, None] * c.astype(np.float32)
+        R = c.shape[0]
+        b = c.reshape(R, -1, group // 2).astype(np.int64)
+        codes = np.concatenate([b & 15, b >> 4], axis=2).reshape(R, -1)
+        z = w[name + "_zero"].astype(np.int64) if name + "_zero" in w else np.full(s.shape, 8, dtype=np.int64)
+        return np.repeat(s, group, axis=1) * (codes - np.repeat(z, group, axis=1)).astype(np.float32)
     for node, scheme, group, opset, bound in qnodes:
         key = keys[node]
         name = "%s-opset%d" % (node, opset)
@@ -562,6 +583,15 @@ qnone = quantize { model = ft  policy = none  method = rtn }
                 if not ok:
                     check("%s: layer %d %s: codes/scales/zeros are the artifact's" % (name, l, oname), False)
                 same = same and ok
+        if node in EMB_NODES:
+            for en in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+                tn = "bert.embeddings.%s.weight" % en
+                stored = "%s/%s" % (w[tn].dtype, EMB_NODES[node])
+                want = artifact_embedding(w, tn, EMB_NODES[node], group)
+                got = inits.get(tn)
+                check("%s: %s stored %s, exported as its fp32 rows" % (name, tn, stored),
+                      w[tn].dtype in (np.int8, np.uint8) and got is not None and got.dtype == np.float32 and
+                      np.array_equal(got, want))
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         worst = 0.0
         for (ids, types, mask), ref in zip(batches, flow_logits(cache, key, batches)):

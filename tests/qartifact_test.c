@@ -9,7 +9,8 @@
  * F32-scale model), int8 word embeddings (rows = scale * code exactly, the
  * embedding error within scale / 2), and the loader refusing I8 tensors
  * the metadata does not account for and a query/key/value block quantized
- * in part; a bad value's message names the tensor once, whole. */
+ * in part; a bad value's message names the tensor once, whole.  Format 3:
+ * word, position and token-type embeddings in int8 or uint4 (test_v3). */
 #include "stages/model/qartifact.h"
 #include "test.h"
 
@@ -46,8 +47,24 @@ static void logits(bert_model *m, float *out)
     memcpy(out, o.logits, sizeof(float) * B * 4);
 }
 
-enum { SER_F16 = 1, SER_EMB8 = 2, SER_QUERY_F32 = 4 };
+enum { SER_F16 = 1, SER_EMB8 = 2, SER_QUERY_F32 = 4, SER_EMB_ALL = 8, SER_EMB_U4 = 16, SER_EMB_U4SYM = 32,
+       SER_POS_F32 = 64 };
 static int ser_flags;                           /* SER_*: how serialize stores (default 0) */
+
+/* The embedding table serialize quantizes under ser_flags (-1: none):
+ * SER_EMB8 the word embeddings in int8 (format 2); SER_EMB_ALL all three,
+ * int8 or (SER_EMB_U4 / SER_EMB_U4SYM) uint4 with groups of 32, but the
+ * position embeddings stay F32 with SER_POS_F32. */
+static quant_kind emb_kind(const char *name)
+{
+    if ((ser_flags & SER_EMB8) && strcmp(name, QART_WORD_EMB) == 0) return QUANT_KIND_INT8;
+    if (!(ser_flags & SER_EMB_ALL)) return 0;
+    if ((ser_flags & SER_POS_F32) && strcmp(name, QART_POS_EMB) == 0) return 0;
+    for (int k = 0; k < QART_NEMB; k++)
+        if (strcmp(name, qart_emb_names[k]) == 0)
+            return ser_flags & (SER_EMB_U4 | SER_EMB_U4SYM) ? QUANT_KIND_UINT4 : QUANT_KIND_INT8;
+    return 0;
+}
 
 /* Serializes m with q's Linears quantized (meta = the quantization JSON). */
 static void serialize(bert_model *m, bert_qmodel *q, int sym, const char *meta, const char *skip, flow_buf *out)
@@ -75,8 +92,9 @@ static void serialize(bert_model *m, bert_qmodel *q, int sym, const char *meta, 
                     found = 1;
                     break;
                 }
-        if (!found && (ser_flags & SER_EMB8) && strcmp(t->name, QART_WORD_EMB) == 0) {
-            CHECK_OK(qart_embed_int8(m->params + t->offset, t->shape[0], t->shape[1], &st[ns], &e), e);
+        if (!found && emb_kind(t->name)) {
+            CHECK_OK(qart_embed(m->params + t->offset, t->shape[0], t->shape[1], emb_kind(t->name), 32,
+                                (ser_flags & SER_EMB_U4SYM) != 0, &st[ns], &e), e);
             if (ser_flags & SER_F16) CHECK_OK(qart_stored_f16(&st[ns], t->name, &e), e);
             qart_add(&f, t->name, &st[ns++]);
             found = 1;
@@ -166,6 +184,8 @@ static int load_flags(bert_model *m, bert_qmodel *q, int flags, const char *meta
     return rc;
 }
 
+static void test_v3(bert_model *m, bert_qmodel *q);
+
 /* Format 2: F16 scales, int8 word embeddings, refusals of the loader. */
 static void test_v2(bert_model *m)
 {
@@ -254,7 +274,113 @@ static void test_v2(bert_model *m)
     st_release(&f);
     free(orig);
     free(codes);
+    test_v3(m, q);
     bert_qmodel_free(q);
+}
+
+/* Format 3: the three embedding tables in int8 or uint4 (asym / sym, F32 or
+ * F16 scales) expand to exactly the dequantized codes of their own RTN,
+ * within scale / 2 of the fp32 values; a declared table left F32, a
+ * quantized table the metadata does not declare, a zero point above 15,
+ * uint4 in format 2 and a bad embedding group are refused, named. */
+static void test_v3(bert_model *m, bert_qmodel *q)
+{
+    static const char *m3 = "{\"format\":\"flow-quant\",\"version\":%d,\"scheme\":\"int8\",\"bits\":8,\"group\":0,"
+                            "\"sym\":true,\"scales\":\"%s\",\"embeddings\":\"%s\",\"embedding_group\":%d,"
+                            "\"embedding_sym\":%s}";
+    struct { int flags; const char *scales, *emb; int sym; } cases[] = {
+        { SER_EMB_ALL, "f32", "int8", 1 }, { SER_EMB_ALL | SER_F16, "f16", "int8", 1 },
+        { SER_EMB_ALL | SER_EMB_U4, "f32", "uint4", 0 }, { SER_EMB_ALL | SER_EMB_U4SYM | SER_F16, "f16", "uint4", 1 },
+    };
+    char meta[400];
+    flow_err e;
+    size_t total = 0, off[QART_NEMB];
+    for (int k = 0; k < QART_NEMB; k++) { off[k] = total; total += bert_find_tensor(m, qart_emb_names[k])->numel; }
+    float *orig = malloc(total * sizeof *orig);
+    for (int k = 0; k < QART_NEMB; k++) {
+        const bert_tensor *t = bert_find_tensor(m, qart_emb_names[k]);
+        memcpy(orig + off[k], m->params + t->offset, t->numel * sizeof *orig);
+    }
+    bert_qmodel *q2 = NULL;
+    st_file f;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int u4 = !strcmp(cases[c].emb, "uint4");
+        snprintf(meta, sizeof meta, m3, 3, cases[c].scales, cases[c].emb, u4 ? 32 : 0, cases[c].sym ? "true" : "false");
+        CHECK_OK(load_flags(m, q, cases[c].flags, meta, &q2, &f, &e), e);
+        CHECK_OK(qart_load_rest(&f, m, "model 'x'", &e), e);
+        for (int k = 0; k < QART_NEMB; k++) {
+            const bert_tensor *t = bert_find_tensor(m, qart_emb_names[k]);
+            int R = t->shape[0], H = t->shape[1], G = u4 ? H / 32 : 1;
+            const float *o = orig + off[k], *v = m->params + t->offset;
+            qart_stored st;                     /* the stored form, recomputed here */
+            CHECK_OK(qart_embed(o, R, H, u4 ? QUANT_KIND_UINT4 : QUANT_KIND_INT8, 32, cases[c].sym, &st, &e), e);
+            if (cases[c].flags & SER_F16) CHECK_OK(qart_stored_f16(&st, t->name, &e), e);
+            int exact = 1, changed = 0, within = 1;
+            for (int r = 0; r < R; r++)
+                for (int i = 0; i < H; i++) {
+                    size_t x = (size_t)r * H + i;
+                    int j = i / (u4 ? 32 : H);
+                    float s32 = st.scale[(size_t)r * G + j];
+                    float s = st.scale16 ? qart_f32_from_f16(st.scale16[(size_t)r * G + j]) : s32;
+                    int code = u4 ? quant_u4_get((const uint8_t *)st.codes + (size_t)r * (H / 2), 32, i)
+                                    - (st.zero ? st.zero[(size_t)r * G + j] : u4 ? 8 : 0)
+                                  : ((const int8_t *)st.codes)[x];
+                    exact &= v[x] == s * (float)code;
+                    changed |= v[x] != o[x];
+                    /* RTN error s32 / 2, plus |code| * |s - s32| for the F16 rounding of s */
+                    within &= fabsf(v[x] - o[x]) <= 0.5f * s32 * (1 + 1e-6f) + fabsf((float)code) * fabsf(s - s32) * 1.001f;
+                }
+            CHECK_MSG(exact && changed && within, "case %zu %s: exact %d changed %d within the bound %d", c, t->name,
+                      exact, changed, within);
+            qart_stored_release(&st);
+            memcpy(m->params + t->offset, o, t->numel * sizeof *o);
+        }
+        bert_qmodel_free(q2);
+        st_release(&f);
+    }
+    /* declared int8, but the position embeddings left F32 */
+    snprintf(meta, sizeof meta, m3, 3, "f32", "int8", 0, "true");
+    CHECK_OK(load_flags(m, q, SER_EMB_ALL | SER_POS_F32, meta, &q2, &f, &e), e);
+    CHECK(qart_load_rest(&f, m, "model 'x'", &e) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(e.msg, "'bert.embeddings.position_embeddings.weight' is stored F32");
+    bert_qmodel_free(q2);
+    st_release(&f);
+    /* format 2 "int8" is the word embeddings only: a quantized position table is undeclared */
+    snprintf(meta, sizeof meta, m3, 2, "f32", "int8", 0, "true");
+    CHECK_OK(load_flags(m, q, SER_EMB_ALL, meta, &q2, &f, &e), e);
+    CHECK(qart_load_rest(&f, m, "model 'x'", &e) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(e.msg, "'bert.embeddings.position_embeddings.weight' is stored I8");
+    bert_qmodel_free(q2);
+    st_release(&f);
+    /* uint4 embeddings in format 2, a bad embedding group */
+    snprintf(meta, sizeof meta, m3, 2, "f32", "uint4", 32, "false");
+    CHECK(load_flags(m, q, SER_EMB_ALL | SER_EMB_U4, meta, &q2, &f, &e) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(e.msg, "embeddings 'uint4' is not fp32 or int8 (format version 2)");
+    st_release(&f);
+    snprintf(meta, sizeof meta, m3, 3, "f32", "uint4", 48, "false");
+    CHECK(load_flags(m, q, SER_EMB_ALL | SER_EMB_U4, meta, &q2, &f, &e) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(e.msg, "embedding_group 48 is not 32, 64 or 128");
+    st_release(&f);
+    /* declared group 64, stored 32: the scale shape is refused */
+    snprintf(meta, sizeof meta, m3, 3, "f32", "uint4", 64, "false");
+    CHECK_OK(load_flags(m, q, SER_EMB_ALL | SER_EMB_U4, meta, &q2, &f, &e), e);
+    CHECK(qart_load_rest(&f, m, "model 'x'", &e) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(e.msg, "word_embeddings.weight_scale");
+    bert_qmodel_free(q2);
+    st_release(&f);
+    /* a zero point of 16 in the token-type table */
+    snprintf(meta, sizeof meta, m3, 3, "f32", "uint4", 32, "false");
+    CHECK_OK(load_flags(m, q, SER_EMB_ALL | SER_EMB_U4, meta, &q2, &f, &e), e);
+    ((uint8_t *)st_find(&f, QART_TYPE_EMB "_zero")->data)[1] = 16;
+    CHECK(qart_load_rest(&f, m, "model 'x'", &e) == FLOW_E_CORRUPT);
+    CHECK_CONTAINS(e.msg, "'bert.embeddings.token_type_embeddings.weight_zero' row 0 holds 16");
+    bert_qmodel_free(q2);
+    st_release(&f);
+    for (int k = 0; k < QART_NEMB; k++) {
+        const bert_tensor *t = bert_find_tensor(m, qart_emb_names[k]);
+        memcpy(m->params + t->offset, orig + off[k], t->numel * sizeof *orig);
+    }
+    free(orig);
 }
 
 int main(void)
@@ -315,9 +441,9 @@ int main(void)
             st_release(&f);
             buf_release(&nb);
             buf_init(&nb);
-            serialize(m, q, 0, "{\"format\":\"flow-quant\",\"version\":3,\"scheme\":\"uint4\",\"group\":32}", NULL, &nb);
+            serialize(m, q, 0, "{\"format\":\"flow-quant\",\"version\":4,\"scheme\":\"uint4\",\"group\":32}", NULL, &nb);
             CHECK(load(m, nb.data, nb.len, &q2, &f, &e, NULL) == FLOW_E_CORRUPT);
-            CHECK_CONTAINS(e.msg, "version 3");
+            CHECK_CONTAINS(e.msg, "version 4");
             st_release(&f);
             buf_release(&nb);
         }

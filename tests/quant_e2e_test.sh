@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # quant_e2e_test.sh — the quantize stage through `flow build` on generated
 # data (3 classes with their own vocabularies): finetune, then int8 (RTN),
-# 4-bit GPTQ g32 with calibration, a keep-everything-fp32 policy, and int8
-# with int8 word embeddings and F16 scales, all in evaluate.  Checks: the
+# 4-bit GPTQ g32 with calibration, a keep-everything-fp32 policy, int8
+# with int8 embeddings (word, position, type) and F16 scales, and 4-bit
+# with uint4 embeddings, all in evaluate.  Checks: the
 # policy-none model classifies exactly like its fp32 model; int8 and 4-bit
 # agree with fp32 on most units and report the format, what was quantized,
-# bits per weight and bytes per tensor class (flow show); every FLOW_QUANT_PATH the CPU has gives the
+# bits per weight and bytes per tensor class (flow show; the embeddings'
+# bytes to the byte); every FLOW_QUANT_PATH the CPU has gives the
 # same output, an unknown one is an error; impossible parameters fail at
 # graph load (bits, calibration_sequences, group) or at node start (a group
 # that does not divide a width, GPTQ without calibration), naming the node;
@@ -34,7 +36,9 @@ q8 = quantize { model = ft  bits = 8  method = rtn }
 q4 = quantize { model = ft  calibration = s.train  bits = 4  group = $2  method = gptq  calibration_sequences = 40 }
 qnone = quantize { model = ft  policy = none  method = rtn }
 q8e = quantize { model = ft  bits = 8  method = rtn  embeddings = int8  scales = f16 }
-ev = evaluate { models = [ft, q8, q4, qnone, q8e]  test = s.test }
+q4e = quantize { model = ft  calibration = s.train  bits = 4  group = 32  method = gptq  calibration_sequences = 40
+                 embeddings = uint4  scales = f16 }
+ev = evaluate { models = [ft, q8, q4, qnone, q8e, q4e]  test = s.test }
 $3
 EOF
 }
@@ -50,12 +54,12 @@ for line in open(sys.argv[1]):
     if e.get("event") == "finished" and e.get("node") == sys.argv[2]: print(e["key"])
 EOF
 }
-FT=$(key "$T/eb" ft); Q8=$(key "$T/eb" q8); Q4=$(key "$T/eb" q4); QN=$(key "$T/eb" qnone); Q8E=$(key "$T/eb" q8e)
-check "all quantize nodes built" test -n "$Q8" -a -n "$Q4" -a -n "$QN" -a -n "$Q8E"
+FT=$(key "$T/eb" ft); Q8=$(key "$T/eb" q8); Q4=$(key "$T/eb" q4); QN=$(key "$T/eb" qnone); Q8E=$(key "$T/eb" q8e); Q4E=$(key "$T/eb" q4e)
+check "all quantize nodes built" test -n "$Q8" -a -n "$Q4" -a -n "$QN" -a -n "$Q8E" -a -n "$Q4E"
 # Units of the test split as input lines.
 "$FLOW" cat "$(key "$T/eb" s)" test/text --cache "$T/C" > "$T/units" 2>/dev/null
 check "test units exist" test -s "$T/units"
-for m in FT Q8 Q4 QN Q8E; do
+for m in FT Q8 Q4 QN Q8E Q4E; do
   "$FLOW" classify "${!m}" --cache "$T/C" --all < "$T/units" > "$T/cls.$m" 2> "$T/cls.$m.err"
   check "classify with $m ($(head -c 300 "$T/cls.$m.err"))" test -s "$T/cls.$m"
 done
@@ -69,18 +73,34 @@ check "int8 output differs from fp32 somewhere (really quantized)" test "$(cmp -
 a8e=$(agree <(cut -f1 "$T/cls.FT") <(cut -f1 "$T/cls.Q8E"))
 check "int8 + int8 embeddings + F16 scales agrees with fp32 on >= 90% ($a8e)" python3 -c "import sys; sys.exit(0 if $a8e >= 0.9 else 1)"
 check "int8 embeddings change the output (really quantized)" test "$(cmp -s "$T/cls.Q8" "$T/cls.Q8E"; echo $?)" = 1
+a4e=$(agree <(cut -f1 "$T/cls.FT") <(cut -f1 "$T/cls.Q4E"))
+check "4-bit + uint4 embeddings agrees with fp32 on >= 70% ($a4e)" python3 -c "import sys; sys.exit(0 if $a4e >= 0.7 else 1)"
+check "uint4 embeddings change the output (really quantized)" test "$(cmp -s "$T/cls.Q4" "$T/cls.Q4E"; echo $?)" = 1
 metric() {  # metric SHOW-FILE NAME: a metric's value from flow show
     grep -m1 "\"$2\"" "$1" | sed 's/.*": *//; s/,$//; s/"//g'
 }
 "$FLOW" show "$Q8" --cache "$T/C" > "$T/show8" 2>&1
 "$FLOW" show "$Q8E" --cache "$T/C" > "$T/show8e" 2>&1
-check "flow show: format with F16 scales ($(metric "$T/show8e" quant.format))" grep -q "quant.format.*flow-quant v2, F16 scales" "$T/show8e"
-check "flow show: report says the word embeddings were quantized" grep -q "quantized: every encoder Linear weight, word embeddings (int8 per row)" "$T/show8e"
+check "flow show: format with F16 scales ($(metric "$T/show8e" quant.format))" grep -q "quant.format.*flow-quant v3, F16 scales" "$T/show8e"
+check "flow show: report says the embeddings were quantized" grep -q "quantized: every encoder Linear weight, word/position/type embeddings (int8 per row)" "$T/show8e"
 check "flow show: report says only the Linears for plain int8" grep -q "quantized: every encoder Linear weight (" "$T/show8"
-check "flow show: bytes per tensor class" grep -q "embeddings .* word embeddings int8, position and type fp32" "$T/show8e"
+check "flow show: bytes per tensor class" grep -q "embeddings .* word, position, type int8" "$T/show8e"
 e8=$(metric "$T/show8e" quant.embedding_bytes); e32=$(metric "$T/show8e" quant.embedding_fp32_bytes)
-# word embeddings [200, 64]: fp32 4 bytes each -> 1 byte each + one F16 scale per row
-check "int8 embeddings save the word embeddings' bytes ($e32 -> $e8)" test "$(python3 -c "print(int($e32 - $e8))")" = $((200 * 64 * 4 - (200 * 64 + 200 * 2)))
+# word [200, 64], position [128, 64] (model_max_len 128, of which max_len 32
+# are used), type [2, 64]: 330 rows of 64 fp32 values
+check "fp32 embedding bytes ($e32)" test "$e32" = $((330 * 64 * 4))
+# int8: 1 byte a value + one F16 scale a row
+check "int8 embeddings: 330 rows of 64 codes and an F16 scale ($e8)" test "$e8" = $((330 * (64 + 2)))
+"$FLOW" show "$Q4E" --cache "$T/C" > "$T/show4e" 2>&1
+e4=$(metric "$T/show4e" quant.embedding_bytes)
+# uint4 g32 asymmetric: 32 bytes of codes + 2 groups x (F16 scale + U8 zero) a row
+check "uint4 embeddings: 330 rows of 32 bytes, 2 F16 scales and 2 zeros ($e4)" test "$e4" = $((330 * (32 + 2 * 3)))
+check "flow show: uint4 embeddings reported" grep -q "word/position/type embeddings (uint4 per row, group 32)" "$T/show4e"
+"$FLOW" cat "$Q4E" weights --cache "$T/C" > "$T/w4e"; t4=$(metric "$T/show4e" quant.total_bytes)
+check "uint4 embeddings: the weights part is the counted bytes plus its safetensors header ($t4)" python3 -c "
+import struct, sys
+b = open('$T/w4e', 'rb').read()
+sys.exit(0 if len(b) == 8 + struct.unpack('<Q', b[:8])[0] + int(float('$t4')) else 1)"
 check "plain int8 keeps fp32 embedding bytes" test "$(metric "$T/show8" quant.embedding_bytes)" = "$(metric "$T/show8" quant.embedding_fp32_bytes)"
 b8=$(metric "$T/show8" quant.bits_per_weight); b8e=$(metric "$T/show8e" quant.bits_per_weight)
 check "F16 scales: fewer bits per weight ($b8e < $b8)" python3 -c "import sys; sys.exit(0 if 8 < $b8e < $b8 else 1)"
@@ -124,6 +144,10 @@ check "gptq without calibration fails naming the input" grep -q "qx.*needs the c
 graph "$T/b.graph" 32 "qx = quantize { model = ft  method = rtn  policy = none  embeddings = int8 }"
 "$FLOW" build "$T/b.graph" --cache "$T/C" > "$T/b.out" 2>&1
 check "embeddings int8 with policy none fails naming the node" grep -q "qx.*embeddings = int8 with policy = none" "$T/b.out"
+graph "$T/b.graph" 32 "qx = quantize { model = ft  method = rtn  group = 128  embeddings = uint4 }"
+"$FLOW" build "$T/b.graph" --cache "$T/C" > "$T/b.out" 2>&1
+check "uint4 embeddings with a group not dividing hidden fail at node start ($(grep -m1 error "$T/b.out"))" \
+    grep -q "qx.*embeddings = uint4: group 128 does not divide the hidden size 64" "$T/b.out"
 # Editing the group reruns only q4 and evaluate.
 graph "$T/a.graph" 64 ""
 "$FLOW" build "$T/a.graph" --cache "$T/C" --json -j 2 > "$T/eb2" 2> "$T/eb2.err"

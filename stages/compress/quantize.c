@@ -7,9 +7,11 @@
  * flow eval (stages/model/clf_bert.c); its format is in qartifact.h.
  *
  * Policy: `policy = encoder` quantizes every encoder Linear weight (none:
- * everything stays fp32); `embeddings = int8` adds the word embeddings, per
- * row; LayerNorm, biases, position/type embeddings, pooler and classifier
- * stay fp32.  `scales = f16` stores every scale as F16.  The report and the
+ * everything stays fp32); `embeddings = int8` adds the three embedding
+ * tables (word, position, token type), int8 per row, and `embeddings =
+ * uint4` the same in 4 bits per row with the node's `group` and `sym`
+ * (round to nearest: a lookup has no Hessian); LayerNorm, biases, pooler
+ * and classifier stay fp32.  `scales = f16` stores every scale as F16.  The report and the
  * metrics say what was quantized, the format, bits per weight and bytes
  * by tensor class (flow show prints both).
  *
@@ -30,7 +32,7 @@
 
 static const flow_param_def quantize_params[] = {
     { "bits", FLOW_P_INT, 0, "8", 4, 8, "4|8", "8: int8 per output channel; 4: group-wise 4-bit" },
-    { "group", FLOW_P_INT, 0, "64", 32, 128, "32|64|128", "4-bit: weights per scale along the input width" },
+    { "group", FLOW_P_INT, 0, "64", 32, 128, "32|64|128", "4-bit: weights per scale along the input width (and along the hidden size for embeddings = uint4)" },
     { "sym", FLOW_P_BOOL, 0, "false", 1, 0, NULL, "4-bit uniform: zero fixed at 8 (no zeros stored)" },
     { "codebook", FLOW_P_STRING, 0, "uniform", 1, 0, "uniform|nf4", "4-bit levels: uniform, or NF4 fitted per tensor" },
     { "method", FLOW_P_STRING, 0, "gptq", 1, 0, "gptq|rtn", "gptq: error compensation from calibration; rtn: round to nearest" },
@@ -40,7 +42,8 @@ static const flow_param_def quantize_params[] = {
     { "seed", FLOW_P_INT, 0, "1", 0, 1e15, NULL, "which calibration units" },
     { "policy", FLOW_P_STRING, 0, "encoder", 1, 0, "encoder|none",
       "encoder: every encoder Linear weight; none: keep everything fp32. LayerNorm, biases, pooler, classifier stay fp32" },
-    { "embeddings", FLOW_P_STRING, 0, "fp32", 1, 0, "fp32|int8", "word embeddings: fp32, or int8 per row (symmetric)" },
+    { "embeddings", FLOW_P_STRING, 0, "fp32", 1, 0, "fp32|int8|uint4",
+      "word, position and token-type embeddings: fp32, int8 per row (symmetric), or uint4 per row (groups of `group`, `sym`)" },
     { "scales", FLOW_P_STRING, 0, "f32", 1, 0, "f32|f16", "dtype of the stored scales" },
 };
 
@@ -59,7 +62,8 @@ static const flow_output_def quantize_outputs[] = {
 typedef struct qopts {
     bert_qspec spec;
     const char *method, *policy, *scheme, *scales;
-    int nseq, emb_int8, f16;
+    int nseq, f16;
+    quant_kind emb;                 /* 0: fp32 embeddings; QUANT_KIND_INT8 / QUANT_KIND_UINT4 */
     uint64_t seed;
 } qopts;
 
@@ -142,6 +146,18 @@ typedef struct qsizes {
 
 static int is_embedding(const char *name) { return strstr(name, "embeddings.") && !strstr(name, "LayerNorm"); }
 
+/* 1 for the embedding tables `embeddings` quantizes (qart_emb_names). */
+static int is_table(const char *name)
+{
+    for (int k = 0; k < QART_NEMB; k++) if (strcmp(name, qart_emb_names[k]) == 0) return 1;
+    return 0;
+}
+
+static const char *emb_name(const qopts *o)
+{
+    return o->emb == QUANT_KIND_INT8 ? "int8" : o->emb == QUANT_KIND_UINT4 ? "uint4" : "fp32";
+}
+
 /* Writes weights (quantized Linears + F32 rest) and fills sizes. */
 static int write_weights(flow_ctx *c, bert_model *bm, bert_qmodel *q, const qopts *o, const char *qjson,
                          qsizes *sz)
@@ -151,7 +167,7 @@ static int write_weights(flow_ctx *c, bert_model *bm, bert_qmodel *q, const qopt
     st_set_meta(&f, "format", "pt");
     st_set_meta(&f, "quantization", qjson);
     const bert_config *cfg = &bm->cfg;
-    qart_stored *stored = xcalloc((size_t)cfg->layers * BERT_LIN_COUNT * 3 + 1, sizeof *stored);
+    qart_stored *stored = xcalloc((size_t)cfg->layers * BERT_LIN_COUNT * 3 + QART_NEMB, sizeof *stored);
     int nst = 0, rc = 0;
     memset(sz, 0, sizeof *sz);
     flow_err err = { 0 };
@@ -168,14 +184,16 @@ static int write_weights(flow_ctx *c, bert_model *bm, bert_qmodel *q, const qopt
         const quant_weight *qw = which >= 0 ? bert_qmodel_get(q, l, which) : NULL;
         if (which >= 0) { sz->lin_fp32 += 4.0 * t->numel; sz->lin_params += (double)t->numel; }
         if (is_embedding(t->name)) sz->emb_fp32 += 4.0 * t->numel;
-        if (o->emb_int8 && strcmp(t->name, QART_WORD_EMB) == 0) {
+        if (o->emb && is_table(t->name)) {          /* word, position, token type */
             qart_stored *s = &stored[nst++];
-            rc = qart_embed_int8(bm->params + t->offset, t->shape[0], t->shape[1], s, &err);
+            rc = qart_embed(bm->params + t->offset, t->shape[0], t->shape[1], o->emb, o->spec.group, o->spec.sym,
+                            s, &err);
             if (!rc && o->f16) rc = qart_stored_f16(s, t->name, &err);
             if (rc) { rc = flow_ctx_fail(c, rc, "%s", err.msg); break; }
             qart_add(&f, t->name, s);
+            size_t codes = o->emb == QUANT_KIND_INT8 ? (size_t)s->N * s->K : (size_t)s->N * s->K / 2;
             sz->emb += (double)qart_bytes(s);
-            sz->scales += (double)(qart_bytes(s) - (size_t)s->N * s->K);
+            sz->scales += (double)(qart_bytes(s) - codes);
             sz->tensors++;
             continue;
         }
@@ -212,10 +230,12 @@ static void quant_json(flow_buf *b, const qopts *o, bert_qmodel *q, const bert_c
                o->method, o->spec.act_order ? "true" : "false");
     buf_json_num(b, o->spec.damp);
     buf_printf(b, ",\"calibration_sequences\":%d,\"policy\":\"%s\",\"scales\":\"%s\",\"embeddings\":\"%s\","
-               "\"quantized\":[", o->spec.gptq ? o->nseq : 0, o->policy, o->scales, o->emb_int8 ? "int8" : "fp32");
+               "\"embedding_group\":%d,\"embedding_sym\":%s,\"quantized\":[", o->spec.gptq ? o->nseq : 0, o->policy,
+               o->scales, emb_name(o), o->emb == QUANT_KIND_UINT4 ? o->spec.group : 0,
+               o->emb == QUANT_KIND_INT8 || (o->emb == QUANT_KIND_UINT4 && o->spec.sym) ? "true" : "false");
     int first = 1;
-    if (o->emb_int8) {
-        buf_printf(b, "\"%s\"", QART_WORD_EMB);
+    for (int k = 0; k < QART_NEMB && o->emb; k++) {
+        buf_printf(b, "%s\"%s\"", first ? "" : ",", qart_emb_names[k]);
         first = 0;
     }
     for (int l = 0; l < cfg->layers; l++)
@@ -245,15 +265,16 @@ static int read_options(flow_ctx *c, qopts *o)
     o->nseq = (int)flow_param_int(c, "calibration_sequences");
     o->seed = (uint64_t)flow_param_int(c, "seed");
     o->policy = flow_param_str(c, "policy");
-    o->emb_int8 = strcmp(flow_param_str(c, "embeddings"), "int8") == 0;
+    const char *emb = flow_param_str(c, "embeddings");
+    o->emb = strcmp(emb, "int8") == 0 ? QUANT_KIND_INT8 : strcmp(emb, "uint4") == 0 ? QUANT_KIND_UINT4 : 0;
     o->scales = flow_param_str(c, "scales");
     o->f16 = strcmp(o->scales, "f16") == 0;
     o->scheme = o->spec.bits == 8 ? "int8" : o->spec.nf4 ? "nf4" : "uint4";
     if (o->spec.bits == 8 && strcmp(flow_param_str(c, "codebook"), "uniform") != 0)
         return flow_ctx_fail(c, FLOW_E_PARAM, "codebook nf4 needs bits = 4 (int8 is uniform)");
-    if (o->emb_int8 && strcmp(o->policy, "none") == 0)
-        return flow_ctx_fail(c, FLOW_E_PARAM, "embeddings = int8 with policy = none: policy none keeps "
-                             "everything fp32; use policy = encoder");
+    if (o->emb && strcmp(o->policy, "none") == 0)
+        return flow_ctx_fail(c, FLOW_E_PARAM, "embeddings = %s with policy = none: policy none keeps "
+                             "everything fp32; use policy = encoder", emb);
     return 0;
 }
 
@@ -264,15 +285,21 @@ static void report_sizes(flow_ctx *c, const qopts *o, int quantize, const qsizes
     double bpw = sz->lin_params > 0 ? 8.0 * sz->lin_q / sz->lin_params : 0;
     double total = sz->lin_q + sz->emb + sz->other, fp32 = sz->lin_fp32 + sz->emb_fp32 + sz->other;
     char what[160], fmt[64];
+    char embw[96];
+    if (o->emb == QUANT_KIND_UINT4)
+        snprintf(embw, sizeof embw, ", word/position/type embeddings (uint4 per row, group %d%s)", o->spec.group,
+                 o->spec.sym ? ", symmetric" : "");
+    else
+        snprintf(embw, sizeof embw, "%s", o->emb ? ", word/position/type embeddings (int8 per row)" : "");
     snprintf(what, sizeof what, "%s%s", quantize ? "every encoder Linear weight" : "nothing (policy none: all fp32)",
-             o->emb_int8 ? ", word embeddings (int8 per row)" : "");
+             embw);
     snprintf(fmt, sizeof fmt, "%s v%d, %s scales", QART_FORMAT, QART_VERSION, o->f16 ? "F16" : "F32");
     flow_metric_str(c, "quant.format", fmt);
     flow_metric_str(c, "quant.quantized", what);
     flow_metric_str(c, "quant.scheme", quantize ? o->scheme : "none");
     flow_metric_str(c, "quant.method", o->method);
     flow_metric_str(c, "quant.scales", o->scales);
-    flow_metric_str(c, "quant.embeddings", o->emb_int8 ? "int8" : "fp32");
+    flow_metric_str(c, "quant.embeddings", emb_name(o));
     flow_metric(c, "quant.bits", quantize ? o->spec.bits : 32);
     flow_metric(c, "quant.group", o->spec.bits == 4 ? o->spec.group : 0);
     flow_metric(c, "quant.tensors", sz->tensors);
@@ -297,7 +324,7 @@ static void report_sizes(flow_ctx *c, const qopts *o, int quantize, const qsizes
                sz->lin_q, sz->lin_fp32, bpw, o->spec.bits == 4 && !o->spec.sym && !o->spec.nf4 ? " and zeros" : "",
                sz->lin_q > 0 ? sz->lin_fp32 / sz->lin_q : 0);
     buf_printf(&r, "  %-26s %12.0f %12.0f  %s\n", "embeddings", sz->emb, sz->emb_fp32,
-               o->emb_int8 ? "word embeddings int8, position and type fp32" : "fp32");
+               o->emb ? (o->emb == QUANT_KIND_INT8 ? "word, position, type int8" : "word, position, type uint4") : "fp32");
     buf_printf(&r, "  %-26s %12.0f %12.0f\n", "LN, biases, pooler, head", sz->other, sz->other);
     buf_printf(&r, "  %-26s %12.0f %12.0f  1/%.2f (scales, zeros, code books: %.0f bytes)\n", "total", total, fp32,
                total > 0 ? fp32 / total : 0, sz->scales);
@@ -330,6 +357,11 @@ static int quantize_run(flow_ctx *c)
     const bert_config *cfg = &bm->cfg;
     int quantize = strcmp(o.policy, "none") != 0;
     if (quantize && o.spec.bits == 4 && (rc = check_widths(c, cfg, o.spec.group))) goto out;
+    if (o.emb == QUANT_KIND_UINT4 && cfg->hidden % o.spec.group) {
+        rc = flow_ctx_fail(c, FLOW_E_PARAM, "embeddings = uint4: group %d does not divide the hidden size %d; "
+                           "choose a group that divides it", o.spec.group, cfg->hidden);
+        goto out;
+    }
     if (quantize && o.spec.gptq && flow_in_count(c, "calibration") == 0) {
         rc = flow_ctx_fail(c, FLOW_E_PARAM, "method gptq needs the calibration input (e.g. calibration = split.train), "
                            "or use method = rtn");
@@ -387,7 +419,7 @@ out:
 
 const flow_stage stage_quantize = {
     .name = "quantize",
-    .version = 2,
+    .version = 3,   /* 3: flow-quant v3 (embeddings int8 = word, position and type; uint4) */
     .help = "int8 or 4-bit (RTN or GPTQ) encoder Linears of a bert-cls model, run on integer kernels",
     .params = quantize_params, .nparams = sizeof quantize_params / sizeof quantize_params[0],
     .inputs = quantize_inputs, .ninputs = sizeof quantize_inputs / sizeof quantize_inputs[0],

@@ -1,8 +1,8 @@
-/* qartifact.c — quantized encoder Linears (and optionally int8 word
- * embeddings) in a model artifact's safetensors weights: from prepared
- * weights to stored tensors (qart_export, qart_embed_int8, qart_stored_f16,
- * qart_add) and back, validated (qart_load, qart_load_rest).  Format in
- * qartifact.h. */
+/* qartifact.c — quantized encoder Linears (and optionally int8 or 4-bit
+ * embedding tables) in a model artifact's safetensors weights: from
+ * prepared weights to stored tensors (qart_export, qart_embed,
+ * qart_stored_f16, qart_add) and back, validated (qart_load,
+ * qart_load_rest).  Format in qartifact.h. */
 #include "stages/model/qartifact.h"
 
 #include <stdlib.h>
@@ -12,6 +12,8 @@ static const char *const lin_suffix[BERT_LIN_COUNT] = {
     "attention.self.query.weight", "attention.output.dense.weight",
     "intermediate.dense.weight", "output.dense.weight",
 };
+const char *const qart_emb_names[QART_NEMB] = { QART_WORD_EMB, QART_POS_EMB, QART_TYPE_EMB };
+
 static const char *const qkv_suffix[3] = {
     "attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
 };
@@ -64,17 +66,24 @@ float qart_f32_from_f16(uint16_t h)
     return v;
 }
 
-int qart_embed_int8(const float *W, int V, int H, qart_stored *s, flow_err *e)
+int qart_embed(const float *W, int R, int H, quant_kind kind, int group, int sym, qart_stored *s, flow_err *e)
 {
     memset(s, 0, sizeof *s);
-    s->kind = QUANT_KIND_INT8; s->N = V; s->K = H; s->sym = 1;
-    s->codes = malloc((size_t)V * H);
-    s->scale = malloc((size_t)V * sizeof(float));
-    if (!s->codes || !s->scale) {
+    if (kind != QUANT_KIND_INT8 && (kind != QUANT_KIND_UINT4 || group <= 0 || H % group))
+        return flow_fail(e, FLOW_E_PARAM, "embeddings [%d, %d]: %s with group %d is not an embedding format "
+                         "(int8, or uint4 with a group dividing %d)", R, H, quant_kind_name(kind), group, H);
+    int G = kind == QUANT_KIND_INT8 ? 1 : H / group;
+    s->kind = kind; s->N = R; s->K = H; s->sym = kind == QUANT_KIND_INT8 || sym;
+    s->group = kind == QUANT_KIND_INT8 ? 0 : group;
+    s->codes = malloc(kind == QUANT_KIND_INT8 ? (size_t)R * H : (size_t)R * H / 2);
+    s->scale = malloc((size_t)R * G * sizeof(float));
+    if (kind == QUANT_KIND_UINT4 && !sym) s->zero = malloc((size_t)R * G);
+    if (!s->codes || !s->scale || (kind == QUANT_KIND_UINT4 && !sym && !s->zero)) {
         qart_stored_release(s);
-        return flow_fail(e, FLOW_E_NOMEM, "word embeddings: out of memory");
+        return flow_fail(e, FLOW_E_NOMEM, "embeddings: out of memory");
     }
-    quant_int8_rtn(W, V, H, (int8_t *)s->codes, s->scale);
+    if (kind == QUANT_KIND_INT8) quant_int8_rtn(W, R, H, (int8_t *)s->codes, s->scale);
+    else quant_u4_rtn(W, R, H, group, sym, s->codes, s->scale, s->zero);
     return 0;
 }
 
@@ -223,7 +232,14 @@ static void scales_f32(float *dst, const void *src, st_dtype sdt, size_t n)
 }
 
 /* What the metadata says (validated). */
-typedef struct qart_meta { quant_kind kind; int sym, group, version, emb_int8; st_dtype sdt; } qart_meta;
+typedef struct qart_meta {
+    quant_kind kind;
+    int sym, group, version;
+    st_dtype sdt;
+    quant_kind emb_kind;        /* 0: fp32 embeddings */
+    int emb_n;                  /* how many of qart_emb_names are quantized (v2 int8: the word embeddings) */
+    int emb_group, emb_sym;     /* uint4 embeddings */
+} qart_meta;
 
 static int read_meta(const st_file *f, qart_meta *q, const char *what, flow_err *e)
 {
@@ -245,10 +261,13 @@ static int read_meta(const st_file *f, qart_meta *q, const char *what, flow_err 
     const char *scales = json_str(json_get(j, "scales"), q->version == 1 ? "f32" : "");
     const char *emb = json_str(json_get(j, "embeddings"), q->version == 1 ? "fp32" : "");
     q->sdt = strcmp(scales, "f16") == 0 ? ST_F16 : ST_F32;
-    q->emb_int8 = strcmp(emb, "int8") == 0;
+    q->emb_kind = strcmp(emb, "int8") == 0 ? QUANT_KIND_INT8 : strcmp(emb, "uint4") == 0 ? QUANT_KIND_UINT4 : 0;
+    q->emb_n = !q->emb_kind ? 0 : q->version == 2 ? 1 : QART_NEMB;
+    q->emb_group = (int)json_num(json_get(j, "embedding_group"), 0);
+    q->emb_sym = json_bool(json_get(j, "embedding_sym"), 0);
     if (strcmp(fmt, QART_FORMAT) != 0)
         rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization format '%s' is not %s", what, fmt, QART_FORMAT);
-    else if (q->version != 1 && q->version != QART_VERSION)
+    else if (q->version < 1 || q->version > QART_VERSION)
         rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization format version %d, this flow reads versions 1..%d; "
                        "rebuild the quantize node", what, q->version, QART_VERSION);
     else if (!q->kind)
@@ -257,8 +276,12 @@ static int read_meta(const st_file *f, qart_meta *q, const char *what, flow_err 
         rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization group %d is not 32, 64 or 128", what, q->group);
     else if (strcmp(scales, "f32") && strcmp(scales, "f16"))
         rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization scales '%s' is not f32 or f16", what, scales);
-    else if (strcmp(emb, "fp32") && strcmp(emb, "int8"))
-        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization embeddings '%s' is not fp32 or int8", what, emb);
+    else if (strcmp(emb, "fp32") && strcmp(emb, "int8") && (q->version < 3 || strcmp(emb, "uint4")))
+        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization embeddings '%s' is not fp32 or int8%s", what, emb,
+                       q->version < 3 ? " (format version 2)" : " or uint4");
+    else if (q->emb_kind == QUANT_KIND_UINT4 && q->emb_group != 32 && q->emb_group != 64 && q->emb_group != 128)
+        rc = flow_fail(e, FLOW_E_CORRUPT, "%s: quantization embedding_group %d is not 32, 64 or 128", what,
+                       q->emb_group);
     json_free(j);
     return rc;
 }
@@ -350,6 +373,55 @@ static int is_linear_weight(const bert_config *cfg, const char *name)
     return 0;
 }
 
+/* Index in qart_emb_names of name among the first n, else -1. */
+static int emb_index(const char *name, int n)
+{
+    for (int i = 0; i < n; i++) if (strcmp(name, qart_emb_names[i]) == 0) return i;
+    return -1;
+}
+
+/* Reads, validates and expands one declared embedding table into m. */
+static int load_embedding(const st_file *f, bert_model *m, const char *name, const qart_meta *qm, const char *what,
+                          flow_err *e)
+{
+    const bert_tensor *t = bert_find_tensor(m, name);
+    if (!t) return flow_fail(e, FLOW_E_CORRUPT, "%s: the quantization metadata declares '%s', which the model "
+                             "has not", what, name);
+    int R = t->shape[0], H = t->shape[1], uint4 = qm->emb_kind == QUANT_KIND_UINT4, g = uint4 ? qm->emb_group : 0;
+    if (uint4 && H % g)
+        return flow_fail(e, FLOW_E_CORRUPT, "%s: embedding_group %d does not divide the hidden size %d", what, g, H);
+    const st_tensor *st = st_find(f, name);
+    if (st && st->dtype == ST_F32)
+        return flow_fail(e, FLOW_E_CORRUPT, "%s: '%s' is stored F32, but the quantization metadata says the "
+                         "embeddings are %s; rebuild the quantize node", what, name, quant_kind_name(qm->emb_kind));
+    qart_view v;
+    int rc = view_one(f, name, qm->emb_kind, qm->emb_sym, qm->sdt, R, H, g, &v, what, e);
+    if (rc) return rc;
+    int G = uint4 ? H / g : 1;
+    float *sc = malloc((size_t)R * G * sizeof *sc), *dst = m->params + t->offset;
+    if (!sc) return flow_fail(e, FLOW_E_NOMEM, "%s: out of memory", what);
+    scales_f32(sc, v.scale, qm->sdt, (size_t)R * G);
+    for (size_t i = 0; i < (size_t)R * G && !rc; i++)
+        if (!(sc[i] >= 0.0f && sc[i] <= 3.4e38f))
+            rc = flow_fail(e, FLOW_E_CORRUPT, "%s: '%s_scale' row %d is %g (scales are finite and >= 0)", what, name,
+                           (int)(i / G), (double)sc[i]);
+    for (size_t i = 0; uint4 && v.zero && i < (size_t)R * G && !rc; i++)
+        if (v.zero[i] > 15)
+            rc = flow_fail(e, FLOW_E_CORRUPT, "%s: '%s_zero' row %d holds %d (zero points are 0..15)", what, name,
+                           (int)(i / G), v.zero[i]);
+    if (!rc && uint4) quant_u4_dequant(v.codes, sc, v.zero, R, H, g, dst);
+    const int8_t *q = v.codes;
+    for (int r = 0; r < R && !rc && !uint4; r++)
+        for (int k = 0; k < H && !rc; k++) {
+            int8_t c = q[(size_t)r * H + k];
+            if (c == -128)
+                rc = flow_fail(e, FLOW_E_CORRUPT, "%s: '%s' row %d holds -128 (codes are -127..127)", what, name, r);
+            dst[(size_t)r * H + k] = sc[r] * (float)c;
+        }
+    free(sc);
+    return rc;
+}
+
 int qart_load_rest(const st_file *f, bert_model *m, const char *what, flow_err *e)
 {
     qart_meta qm;
@@ -358,33 +430,13 @@ int qart_load_rest(const st_file *f, bert_model *m, const char *what, flow_err *
     for (int i = 0; i < m->ntensors; i++) {
         const bert_tensor *t = &m->tensors[i];
         if (!qart_is_quantized(f, t->name) || is_linear_weight(&m->cfg, t->name)) continue;
-        if (!(qm.emb_int8 && strcmp(t->name, QART_WORD_EMB) == 0))
+        if (emb_index(t->name, qm.emb_n) < 0)
             return flow_fail(e, FLOW_E_CORRUPT, "%s: tensor '%s' is stored %s, but the quantization metadata "
                              "quantizes only %s; rebuild the quantize node", what, t->name,
                              st_dtype_name(st_find(f, t->name)->dtype),
-                             qm.emb_int8 ? "encoder Linear weights and the word embeddings" : "encoder Linear weights");
+                             qm.emb_n == QART_NEMB ? "encoder Linear weights and the embeddings"
+                             : qm.emb_n ? "encoder Linear weights and the word embeddings" : "encoder Linear weights");
     }
-    if (!qm.emb_int8) return 0;
-    const bert_tensor *t = bert_find_tensor(m, QART_WORD_EMB);
-    int V = t->shape[0], H = t->shape[1];
-    qart_view v;
-    if ((rc = view_one(f, QART_WORD_EMB, QUANT_KIND_INT8, 1, qm.sdt, V, H, 0, &v, what, e))) return rc;
-    float *sc = malloc((size_t)V * sizeof *sc), *dst = m->params + t->offset;
-    if (!sc) return flow_fail(e, FLOW_E_NOMEM, "%s: out of memory", what);
-    scales_f32(sc, v.scale, qm.sdt, (size_t)V);
-    const int8_t *q = v.codes;
-    for (int r = 0; r < V && !rc; r++) {
-        if (!(sc[r] >= 0.0f && sc[r] <= 3.4e38f))
-            rc = flow_fail(e, FLOW_E_CORRUPT, "%s: '%s_scale' row %d is %g (scales are finite and >= 0)", what,
-                           QART_WORD_EMB, r, (double)sc[r]);
-        for (int k = 0; k < H && !rc; k++) {
-            int8_t c = q[(size_t)r * H + k];
-            if (c == -128)
-                rc = flow_fail(e, FLOW_E_CORRUPT, "%s: '%s' row %d holds -128 (codes are -127..127)", what,
-                               QART_WORD_EMB, r);
-            dst[(size_t)r * H + k] = sc[r] * (float)c;
-        }
-    }
-    free(sc);
+    for (int i = 0; i < qm.emb_n && !rc; i++) rc = load_embedding(f, m, qart_emb_names[i], &qm, what, e);
     return rc;
 }
