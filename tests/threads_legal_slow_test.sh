@@ -59,7 +59,7 @@ SETS=(--set "laws.path=\"$legal/laws\"" --set "extra.path=\"$legal/extra\"" --se
       --set finetune.max_steps=20 --set finetune.checkpoint_every=10 --set finetune.eval_every=10
       --set baseline.epochs=2 --set report.timing_units=0
       --set prune.rounds=1 --set distill.max_steps=10 --set distill.unlabelled_max=64
-      --set distill.beta=0.5)
+      --set distill.beta=0.5 --set report.gates=warn)
 threads_everywhere() {  # threads_everywhere N: --set NODE.threads=N for every node
     for n in $NODES; do printf -- '--set\n%s.threads=%s\n' "$n" "$1"; done
 }
