@@ -378,6 +378,35 @@ static void test_memory_limit(void)
     buf_release(&c);
 }
 
+/* More distinct pairs than the pair table's first allocation (65536):
+ * 400 Han characters in random order, so the table moves while the
+ * initial counts are taken (a pointer into it kept across pair_id was a
+ * use after free: ASan fails it). */
+static void test_many_pairs(void)
+{
+    flow_buf c;
+    buf_init(&c);
+    for (int l = 0; l < 3000; l++) {
+        for (int i = 0; i < 100; i++) {
+            char u[4];
+            int n = utf8_encode(0x4E00 + rnd(400), u);
+            buf_add(&c, u, (size_t)n);
+        }
+        buf_addc(&c, '\n');
+    }
+    tok_text txt = {c.data, c.len};
+    tok_train_opts o = opts(600);
+    tok_tokenizer *t = NULL;
+    tok_train_stats st;
+    flow_err err = {0};
+    CHECK_OK(tok_train(&txt, 1, NULL, &o, &t, &st, &err), err);
+    CHECK(st.alphabet == 400);
+    CHECK(t && tok_vocab_size(t) == 600);
+    tok_train_stats_release(&st);
+    tok_free(t);
+    buf_release(&c);
+}
+
 int main(void)
 {
     test_terms_parse();
@@ -387,5 +416,6 @@ int main(void)
     test_coverage_cut_and_byte_fallback();
     test_bin_validation();
     test_memory_limit();
+    test_many_pairs();
     return test_summary("bpe_test");
 }

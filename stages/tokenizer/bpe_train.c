@@ -603,7 +603,8 @@ static int trainer_init(trainer *T, const uint32_t *sym, size_t nsym,
         uint64_t cnt;
         memcpy(&cnt, sym + w + 1, 8);
         for (uint32_t i = 0; i + 1 < sym[w]; i++) {
-            pair *p = &T->pairs[pair_id(T, s[i], s[i + 1], 1)];
+            uint32_t id = pair_id(T, s[i], s[i + 1], 1);    /* may move T->pairs */
+            pair *p = &T->pairs[id];
             p->count += (int64_t)cnt;
             if (p->last_w != (uint32_t)w) {
                 p->last_w = (uint32_t)w;
@@ -640,7 +641,8 @@ static int trainer_init(trainer *T, const uint32_t *sym, size_t nsym,
     for (size_t w = 0; w < nsym; w += 3 + sym[w])
         for (uint32_t i = 0; i + 1 < sym[w]; i++) {
             const uint32_t *s = sym + w + 3;
-            pair *p = &T->pairs[pair_id(T, s[i], s[i + 1], 0)];
+            uint32_t id = pair_id(T, s[i], s[i + 1], 0);
+            pair *p = &T->pairs[id];
             if (p->last_w != (uint32_t)w) {
                 p->last_w = (uint32_t)w;
                 p->occ[p->nocc++] = (uint32_t)w;
