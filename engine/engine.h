@@ -164,6 +164,20 @@ int flow_in_count(flow_ctx *c, const char *port);   /* 0 if unbound */
 /* The reference as written in the graph: "node" or "node.output" (owned
  * by the graph). */
 const char *flow_in_name(flow_ctx *c, const char *port, int idx);
+/* The same reference text written into out (snprintf's contract: returns
+ * the length it needs, out always NUL-terminated); usable anywhere, also
+ * in key_extra at key time, where flow_in_name (which needs a worker) is
+ * not. */
+int flow_in_ref(flow_ctx *c, const char *port, int idx, char *out, size_t cap);
+/* Keys see inputs by content only, never by the name of the node that
+ * made them.  A stage that writes its inputs' reference texts into its
+ * output bytes (labels in a table: "finetune", "ft.model") must put them
+ * in its key: this key_extra hashes every port's bindings as written
+ * (port, count, then each reference text), so two graphs that name the
+ * same content differently get different keys.  Use it as .key_extra, or
+ * call it from the stage's own key_extra.  Never label outputs with the
+ * producer's name from flow_in_meta: that is another graph's choice. */
+int flow_key_input_refs(flow_ctx *c, flow_hasher *h);
 int flow_in_nparts(flow_ctx *c, const char *port, int idx);
 const char *flow_in_part_name(flow_ctx *c, const char *port, int idx, int part);
 int flow_in_has(flow_ctx *c, const char *port, int idx, const char *part);

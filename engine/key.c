@@ -274,6 +274,26 @@ void key_ctx_init(flow_ctx *ctx, const flow_graph *g, int node, flow_store *s)
     ctx->progress_fd = -1;
 }
 
+int flow_key_input_refs(flow_ctx *c, flow_hasher *h)
+{
+    const graph_node *nd = &c->g->nodes[c->node];
+    for (int p = 0; p < nd->stage->ninputs; p++) {
+        const graph_binding *bd = &nd->inputs[p];
+        const char *port = nd->stage->inputs[p].name;
+        uint32_t n = (uint32_t)bd->nrefs;
+        flow_hasher_update(h, port, strlen(port) + 1);
+        flow_hasher_update(h, &n, sizeof n);
+        for (int i = 0; i < bd->nrefs; i++) {
+            const graph_ref *r = &bd->refs[i];
+            const char *node = c->g->nodes[r->node].name;
+            /* "node" NUL "output" NUL: "a.b" and node "a.b" cannot collide */
+            flow_hasher_update(h, node, strlen(node) + 1);
+            flow_hasher_update(h, r->output ? r->output : "", r->output ? strlen(r->output) + 1 : 1);
+        }
+    }
+    return 0;
+}
+
 int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *keys,
                  flow_hash *key, flow_buf *describe, flow_err *err)
 {

@@ -224,6 +224,18 @@ const char *flow_in_name(flow_ctx *c, const char *port, int idx)
     return names[idx];
 }
 
+int flow_in_ref(flow_ctx *c, const char *port, int idx, char *out, size_t cap)
+{
+    int p = port_index(c, port);
+    const graph_binding *bd = &c->g->nodes[c->node].inputs[p];
+    if (idx < 0 || idx >= bd->nrefs)
+        FLOW_BUG("node '%s': input '%s'[%d] does not exist (%d bound)", flow_node_name(c),
+                 port, idx, bd->nrefs);
+    const graph_ref *r = &bd->refs[idx];
+    const char *node = c->g->nodes[r->node].name;
+    return r->output ? snprintf(out, cap, "%s.%s", node, r->output) : snprintf(out, cap, "%s", node);
+}
+
 static const in_view *view_of(flow_ctx *c, const char *port, int idx)
 {
     int p = port_index(c, port);

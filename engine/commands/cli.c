@@ -385,7 +385,7 @@ static void describe_change(flow_buf *b, const char *key, const char *oldv, cons
     } else if (!strcmp(key, "stage")) {
         buf_printf(b, "stage changed: %s -> %s", oldv ? oldv : "?", newv ? newv : "?");
     } else if (!strcmp(key, "extra")) {
-        buf_adds(b, "content read by the stage itself changed (files, script: key_extra)");
+        buf_adds(b, "content read by the stage itself changed (files, script, input names: key_extra)");
     } else {
         buf_printf(b, "%s: %s -> %s", key, oldv ? oldv : "(none)", newv ? newv : "(none)");
     }

@@ -155,17 +155,13 @@ static void eval_json(flow_buf *b, const model_eval *ev, int nm, char *const *cl
     buf_adds(b, "]}\n");
 }
 
-/* The producing node's name from its metadata, else "model<i>". */
+/* Model i's label: its reference as written in this graph ("finetune",
+ * "ft.model"), which the key covers (flow_key_input_refs); never the
+ * producing node's name from its metadata, which another graph that built
+ * the same content first may have chosen. */
 static void model_name(flow_ctx *c, int i, char *out, size_t cap)
 {
-    snprintf(out, cap, "model%d", i);
-    const char *meta = flow_in_meta(c, "models", i);
-    if (!meta) return;
-    json_value *v;
-    if (json_parse(meta, strlen(meta), "metadata", &v, NULL)) return;
-    const char *n = json_str(json_get(v, "node"), NULL);
-    if (n && *n) snprintf(out, cap, "%s", n);
-    json_free(v);
+    flow_in_ref(c, "models", i, out, cap);
 }
 
 static int evaluate_run(flow_ctx *c)
@@ -271,7 +267,9 @@ out_classes:
 
 const flow_stage stage_evaluate = {
     .name = "evaluate",
-    .version = 3,   /* 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any
+    .version = 4,   /* 4: models labelled by their reference as written in the graph
+                     * (was: the producing node's name from its metadata), in the key;
+                     * 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any
                      * thread count); 2: BERT inference numerics (vectorised exp/GELU/LayerNorm), length-sorted batches, threads */
     .help = "scores classifier artifacts on a labelled corpus and reports them side by side",
     .params = evaluate_params, .nparams = sizeof evaluate_params / sizeof evaluate_params[0],
@@ -279,4 +277,5 @@ const flow_stage stage_evaluate = {
     .outputs = evaluate_outputs, .noutputs = sizeof evaluate_outputs / sizeof evaluate_outputs[0],
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 1 },
     .run = evaluate_run,
+    .key_extra = flow_key_input_refs,   /* the labels */
 };

@@ -120,14 +120,9 @@ static void free_cols(double **cols, int ncols, char **names)
 int rp_curve_read(flow_ctx *c, int idx, rp_curve *out)
 {
     memset(out, 0, sizeof *out);
-    snprintf(out->node, sizeof out->node, "%s", flow_in_name(c, "training", idx));
-    const char *meta = flow_in_meta(c, "training", idx);
-    json_value *mv = NULL;
-    if (meta && json_parse(meta, strlen(meta), "metadata", &mv, NULL) == 0) {
-        const char *n = json_str(json_get(mv, "node"), NULL);
-        if (n && *n) snprintf(out->node, sizeof out->node, "%s", n);
-    }
-    json_free(mv);
+    /* the reference as written (in the key: report's flow_key_input_refs),
+     * not the producer's name from its metadata */
+    flow_in_ref(c, "training", idx, out->node, sizeof out->node);
     int has_loss = flow_in_has(c, "training", idx, "loss_curve.tsv");
     int has_dev = flow_in_has(c, "training", idx, "dev_curve.tsv");
     if (!has_loss && !has_dev)

@@ -59,16 +59,12 @@ static double now_s(void)
     return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* The producing node's name from an input's metadata (else the reference). */
+/* An input's label: its reference as written in this graph, which the key
+ * covers (flow_key_input_refs); never the producing node's name from its
+ * metadata (another graph that built the same content first named it). */
 static void input_node(flow_ctx *c, const char *port, int i, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s", flow_in_name(c, port, i));
-    const char *meta = flow_in_meta(c, port, i);
-    json_value *v;
-    if (!meta || json_parse(meta, strlen(meta), "metadata", &v, NULL)) return;
-    const char *n = json_str(json_get(v, "node"), NULL);
-    if (n && *n) snprintf(out, cap, "%s", n);
-    json_free(v);
+    flow_in_ref(c, port, i, out, cap);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -503,7 +499,8 @@ out:
 
 const flow_stage stage_report = {
     .name = "report",
-    .version = 1,
+    .version = 2,   /* 2: inputs labelled by their reference as written in the graph
+                     * (was: the producing node's name from its metadata), in the key */
     .help = "every model variant side by side on the test split: size, accuracy, agreement with "
             "the teacher, speed; the seed's gates; report.md / .json / .html with SVG plots",
     .params = report_params, .nparams = sizeof report_params / sizeof report_params[0],
@@ -511,4 +508,5 @@ const flow_stage stage_report = {
     .outputs = report_outputs, .noutputs = sizeof report_outputs / sizeof report_outputs[0],
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 1 },
     .run = report_run,
+    .key_extra = flow_key_input_refs,   /* the labels */
 };
