@@ -23,9 +23,8 @@
  * CUDA_VISIBLE_DEVICES when GPUs were granted).  Its stdout and stderr go
  * to the node log (the last line is the live status); a non-zero exit
  * fails the node.  `script`'s content is part of the key (key_extra), so
- * editing the script rebuilds the node; so are the bindings' NAMEs (they
- * reach the outputs through {in}).  Folders left behind by a worker that
- * was killed are removed by the next exec node's worker.
+ * editing the script rebuilds the node.  Folders left behind by a worker
+ * that was killed are removed by the next exec node's worker.
  */
 #include "stages/stages.h"
 
@@ -540,12 +539,8 @@ static int run(flow_ctx *c)
     return rc;
 }
 
-/* The script's content, and the bindings' reference texts: they name the
- * folders in/NAME and the FLOW_IN_NAME variables a command sees ({in}
- * lists them), so they can reach the outputs. */
 static int key_extra(flow_ctx *c, flow_hasher *h)
 {
-    flow_key_input_refs(c, h);
     char *script = script_path(c);
     if (!script) return 0;
     flow_hash fh;
