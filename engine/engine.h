@@ -89,9 +89,11 @@ typedef struct flow_resources {
     int memory_mb;
     /* The stage trains with data-parallel workers (stages/model/trainer.h):
      * a node may set the reserved `workers = K` (K model replicas, each
-     * taking micro-batches of every optimizer step).  Not in the key: such
-     * a stage gives the same bytes for every K (tests/train_dp_test.sh).
-     * For any other stage `workers` is an error. */
+     * taking micro-batches of every optimizer step) and `zero = 0|1`
+     * (ZeRO-1 optimizer-state sharding over its processes).  Neither is in
+     * the key: such a stage gives the same bytes for every K and either
+     * zero (tests/train_dp_test.sh, tests/train_zero_test.sh).  For any
+     * other stage `workers` and `zero` are errors. */
     int data_parallel;
 } flow_resources;
 
@@ -246,6 +248,10 @@ int flow_gpu_count(flow_ctx *c);
 int flow_gpu_id(flow_ctx *c, int i);   /* CUDA device ordinal */
 /* Data-parallel workers of the node (`workers = K`; 1 when not set). */
 int flow_workers(flow_ctx *c);
+/* The node's `zero` setting: 1 = ZeRO-1, each data-parallel process keeps
+ * only its shard of the optimizer state (stages/model/train_dp.c); 0 when
+ * not set.  Not in the key: the bytes are the same either way. */
+int flow_zero(flow_ctx *c);
 /* The node's key in hex (32 characters and a NUL), e.g. to name a
  * rendezvous shared by the processes that train the same node. */
 void flow_node_key_hex(flow_ctx *c, char hex[33]);

@@ -405,6 +405,20 @@ static int reserved(resolver *r, const ast_entry *e, graph_node *nd)
         return fail_at(r, e, v->line, v->col, "node '%s': workers = %s is invalid; expected an "
                        "integer 1..64", nd->name, v->s ? v->s : "[...]");
     }
+    if (strcmp(e->key, "zero") == 0) {
+        if (!nd->stage->res.data_parallel)
+            return fail_at(r, e, v->line, v->col, "node '%s': stage '%s' does not train with "
+                           "data-parallel workers (zero, the optimizer-state sharding, is for pretrain "
+                           "and finetune); remove it", nd->name, nd->stage->name);
+        if (v->kind == AST_INT && (v->i == 0 || v->i == 1)) { nd->zero = (int)v->i; return 0; }
+        if (v->kind == AST_INT && (v->i == 2 || v->i == 3))
+            return fail_at(r, e, v->line, v->col, "node '%s': zero = %lld is not implemented: only "
+                           "ZeRO stage 1 (AdamW moments and the update sharded over the processes) "
+                           "exists; use zero = 1", nd->name, (long long)v->i);
+        return fail_at(r, e, v->line, v->col, "node '%s': zero = %s is invalid; expected 0 (every "
+                       "process keeps the whole optimizer state) or 1 (ZeRO-1: each keeps its shard)",
+                       nd->name, v->s ? v->s : "[...]");
+    }
     if (strcmp(e->key, "memory_mb") == 0) {
         if (nd->stage->res.memory_mb == 0)
             return fail_at(r, e, v->line, v->col, "node '%s': stage '%s' takes no memory budget "
@@ -420,7 +434,7 @@ static int reserved(resolver *r, const ast_entry *e, graph_node *nd)
 static int is_reserved(const char *k)
 {
     return !strcmp(k, "gpus") || !strcmp(k, "device") || !strcmp(k, "threads") ||
-           !strcmp(k, "memory_mb") || !strcmp(k, "workers");
+           !strcmp(k, "memory_mb") || !strcmp(k, "workers") || !strcmp(k, "zero");
 }
 
 static int param_index(const flow_stage *st, const char *name)

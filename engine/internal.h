@@ -57,6 +57,7 @@ typedef struct graph_node {
     int threads;            /* `threads = N`, 0 = stage default */
     int memory_mb;          /* `memory_mb = N`, 0 = stage default */
     int workers;            /* `workers = K` data-parallel workers, 0 = 1 */
+    int zero;               /* `zero = 1`: ZeRO-1 optimizer-state sharding */
 } graph_node;
 
 typedef struct flow_graph {

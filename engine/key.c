@@ -2,7 +2,8 @@
  *
  * A node's key names its artifact in the cache.  It covers exactly what can
  * change the node's output and nothing else (not the node's name, not the
- * reserved settings gpus/device/threads/memory_mb, not upstream keys):
+ * reserved settings gpus/device/threads/memory_mb/workers/zero, not
+ * upstream keys):
  *
  *   "flowkey" 0x00, u32 encoding version (1)
  *   'S' str(stage name) u32(stage version)

@@ -171,6 +171,11 @@ int flow_workers(flow_ctx *c)
     return k > 0 ? k : 1;
 }
 
+int flow_zero(flow_ctx *c)
+{
+    return c->g ? c->g->nodes[c->node].zero : 0;
+}
+
 void flow_node_key_hex(flow_ctx *c, char hex[33]) { flow_hash_hex(&c->key, hex); }
 
 size_t flow_memory_budget(flow_ctx *c)

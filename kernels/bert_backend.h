@@ -24,8 +24,11 @@ typedef struct bert_backend_ops {
     int (*backward)(bert_model *m, float loss_scale, const float *dlogits,
                     const float *const *dhidden, flow_err *e);
     void (*zero_grad)(bert_model *m);
-    double (*grad_sumsq)(bert_model *m);
-    void (*scale_grads)(bert_model *m, float f);
+    /* bert_grad_sumsq_blocks: part[b] for the BERT_GRAD_BLOCK blocks of [lo, hi) */
+    void (*grad_sumsq_blocks)(bert_model *m, size_t lo, size_t hi, double *part);
+    /* grads[lo, hi) *= f */
+    void (*scale_grads)(bert_model *m, size_t lo, size_t hi, float f);
+    /* AdamW over the optimizer shard [m->opt_lo, m->opt_hi) */
     void (*adamw)(bert_model *m, const bert_adamw *hp, float lr);
     int (*sync_to_host)(bert_model *m, flow_err *e);
     int (*sync_to_device)(bert_model *m, flow_err *e);
@@ -40,8 +43,8 @@ size_t bert_cpu_acts_bytes(const bert_config *c, int B, int T);
 
 /* CPU implementations shared with other backends' host fallbacks. */
 void bert_cpu_zero_grad(bert_model *m);
-double bert_cpu_grad_sumsq(bert_model *m);
-void bert_cpu_scale_grads(bert_model *m, float f);
+void bert_cpu_grad_sumsq_blocks(bert_model *m, size_t lo, size_t hi, double *part);
+void bert_cpu_scale_grads(bert_model *m, size_t lo, size_t hi, float f);
 void bert_cpu_adamw(bert_model *m, const bert_adamw *hp, float lr);
 
 /* Profiler hooks: time one op (fwd = 1 forward, 0 backward/optimizer). */

@@ -71,6 +71,8 @@ int bert_model_new(const bert_config *c, int max_B, int max_T, const bert_device
     m->grads = calloc(m->nparams, sizeof(float));
     m->adam_m = calloc(m->nparams, sizeof(float));
     m->adam_v = calloc(m->nparams, sizeof(float));
+    m->opt_lo = 0;
+    m->opt_hi = m->nparams;
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v) {
         bert_model_free(m);
         return flow_fail(e, FLOW_E_NOMEM, "model: cannot allocate 4 x %.1f MiB of parameters",
@@ -145,8 +147,8 @@ int bert_init(bert_model *m, uint64_t seed, flow_err *e)
     m->fwd_counter = 0;
     m->adam_t = 0;
     memset(m->grads, 0, m->nparams * sizeof(float));
-    memset(m->adam_m, 0, m->nparams * sizeof(float));
-    memset(m->adam_v, 0, m->nparams * sizeof(float));
+    memset(m->adam_m, 0, (m->opt_hi - m->opt_lo) * sizeof(float));
+    memset(m->adam_v, 0, (m->opt_hi - m->opt_lo) * sizeof(float));
     return bert_sync_to_device(m, e);
 }
 

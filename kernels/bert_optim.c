@@ -1,5 +1,6 @@
 /* bert_optim.c — gradients and the optimizer over the flat buffers, as
- * the public API sees them: zero_grad, global norm + clipping, AdamW
+ * the public API sees them: zero_grad, global norm + clipping (whole,
+ * or in the pieces a sharded step needs), the optimizer shard, AdamW
  * (torch.optim.AdamW semantics, weight decay masked by the tensor table;
  * the backend does the arithmetic, cpu/cpu_optim.c on the CPU), and the
  * profiler that times every op kind of forward, backward and optimizer.
@@ -19,28 +20,79 @@ void bert_zero_grad(bert_model *m)
     m->ops->zero_grad(m);
 }
 
+void bert_grad_sumsq_blocks(bert_model *m, size_t lo, size_t hi, double *part)
+{
+    m->ops->grad_sumsq_blocks(m, lo, hi, part);
+}
+
+float bert_grad_norm_of_blocks(const double *part, size_t nblocks)
+{
+    double total = 0;
+    for (size_t b = 0; b < nblocks; b++)
+        total += part[b];
+    return (float)sqrt(total);
+}
+
 float bert_grad_norm(bert_model *m)
 {
     double t0 = m->prof.enabled ? bert_prof_now() : 0;
-    double n = sqrt(m->ops->grad_sumsq(m));
+    size_t nb = (m->nparams + BERT_GRAD_BLOCK - 1) / BERT_GRAD_BLOCK;
+    double *part = malloc((nb + 1) * sizeof *part);
+    if (!part)
+        abort();
+    m->ops->grad_sumsq_blocks(m, 0, m->nparams, part);
+    float n = bert_grad_norm_of_blocks(part, nb);
+    free(part);
     if (m->prof.enabled)
         bert_prof_add(m, BERT_OP_GRADNORM, 0, t0, 0);
-    return (float)n;
+    return n;
+}
+
+void bert_clip_grads_by(bert_model *m, size_t lo, size_t hi, float norm, float max_norm)
+{
+    if (max_norm <= 0)
+        return;
+    float f = max_norm / (norm + 1e-6f);
+    if (f < 1.0f && hi > lo) {
+        double t0 = m->prof.enabled ? bert_prof_now() : 0;
+        m->ops->scale_grads(m, lo, hi, f);
+        if (m->prof.enabled)
+            bert_prof_add(m, BERT_OP_GRADNORM, 0, t0, 0);
+    }
 }
 
 float bert_clip_grad_norm(bert_model *m, float max_norm)
 {
     float norm = bert_grad_norm(m);
-    if (max_norm > 0) {
-        float f = max_norm / (norm + 1e-6f);
-        if (f < 1.0f) {
-            double t0 = m->prof.enabled ? bert_prof_now() : 0;
-            m->ops->scale_grads(m, f);
-            if (m->prof.enabled)
-                bert_prof_add(m, BERT_OP_GRADNORM, 0, t0, 0);
-        }
-    }
+    bert_clip_grads_by(m, 0, m->nparams, norm, max_norm);
     return norm;
+}
+
+int bert_shard_optimizer(bert_model *m, size_t lo, size_t hi, flow_err *e)
+{
+    if (lo > hi || hi > m->nparams || (lo < hi && (lo % BERT_GRAD_BLOCK != 0 ||
+        (hi % BERT_GRAD_BLOCK != 0 && hi != m->nparams))))
+        return flow_fail(e, FLOW_E_PARAM, "optimizer shard [%zu, %zu) of %zu floats: the ends must be "
+                         "multiples of %d (or the end of the buffer)", lo, hi, m->nparams, BERT_GRAD_BLOCK);
+    float *mm = calloc(hi - lo + 1, sizeof *mm), *vv = calloc(hi - lo + 1, sizeof *vv);
+    if (!mm || !vv) {
+        free(mm);
+        free(vv);
+        return flow_fail(e, FLOW_E_NOMEM, "optimizer shard: cannot allocate 2 x %.1f MiB of moments",
+                         (double)(hi - lo) * sizeof(float) / 1048576.0);
+    }
+    size_t a = lo > m->opt_lo ? lo : m->opt_lo, b = hi < m->opt_hi ? hi : m->opt_hi;
+    if (a < b) {    /* the floats both shards hold keep their moments */
+        memcpy(mm + (a - lo), m->adam_m + (a - m->opt_lo), (b - a) * sizeof *mm);
+        memcpy(vv + (a - lo), m->adam_v + (a - m->opt_lo), (b - a) * sizeof *vv);
+    }
+    free(m->adam_m);
+    free(m->adam_v);
+    m->adam_m = mm;
+    m->adam_v = vv;
+    m->opt_lo = lo;
+    m->opt_hi = hi;
+    return bert_sync_to_device(m, e);
 }
 
 void bert_adamw_step(bert_model *m, const bert_adamw *hp, float lr)

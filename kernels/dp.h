@@ -1,7 +1,8 @@
 /* dp.h — data-parallel training's communication (library flow_kernels):
  * the group of processes that train one node together (a TCP mesh set up
- * through a file or TCP rendezvous), and the gradient reducer that sums
- * the micro-batch gradients of an optimizer step in ONE fixed order.
+ * through a file or TCP rendezvous), the gradient reducer that sums
+ * the micro-batch gradients of an optimizer step in ONE fixed order, and
+ * the ZeRO-1 optimizer step sharded over the processes.
  *
  * ---- why a fixed order ---------------------------------------------------
  * A step's gradient is the sum of its micro-batches' gradients G_0 .. G_{n-1}
@@ -43,6 +44,7 @@
 
 #include <stddef.h>
 #include "engine/base/base.h"
+#include "kernels/kernels.h"
 
 typedef struct dp_group dp_group;
 
@@ -77,7 +79,10 @@ typedef struct dp_reducer {
     int started;            /* some contribution folded in this step */
 } dp_reducer;
 
-int dp_reducer_init(dp_reducer *r, dp_group *g, size_t n, flow_err *e);
+/* Slices of ceil(n / align / world) * align floats in rank order (the last
+ * ones shorter or empty): align 1 balances the fold, BERT_GRAD_BLOCK
+ * makes the slices ZeRO-1 optimizer shards (below). */
+int dp_reducer_init(dp_reducer *r, dp_group *g, size_t n, size_t align, flow_err *e);
 void dp_reducer_release(dp_reducer *r);
 /* A new optimizer step. */
 void dp_reducer_begin(dp_reducer *r);
@@ -89,5 +94,41 @@ int dp_reducer_add(dp_reducer *r, const float *const *local, const int *present,
                    flow_err *e);
 /* The step's sum into out[n] on every rank (zeros when nothing was present). */
 int dp_reducer_end(dp_reducer *r, float *out, flow_err *e);
+/* ZeRO-1: only this rank's slice of the sum, into out[lo, hi) (no
+ * exchange; the rest of out is left as it is). */
+int dp_reducer_end_shard(dp_reducer *r, float *out, flow_err *e);
+/* Rank q's slice [dp_slice_lo, dp_slice_hi). */
+size_t dp_slice_lo(const dp_reducer *r, int q);
+size_t dp_slice_hi(const dp_reducer *r, int q);
+
+/* ---- ZeRO-1: the optimizer step sharded over the ranks (dp_zero.c) -------
+ * Each rank keeps the AdamW moments of its slice only (a reducer made with
+ * align = BERT_GRAD_BLOCK: slice q = floats [dp_slice_lo(q), dp_slice_hi(q))
+ * of the flat buffers in the tensor order of kernels.h, whole blocks of the
+ * grad norm, the last slices shorter or empty) and updates only those
+ * params.  A step, after dp_reducer_end_shard(r, m->grads):
+ *   1. each rank sums the squares of its slice's gradient blocks
+ *      (bert_grad_sumsq_blocks); the sums are all-gathered: in rank order
+ *      they are the blocks of the whole buffer in block order, so every
+ *      rank adds the same doubles in the same order as bert_grad_norm of
+ *      the all-reduced gradient would;
+ *   2. each rank clips its slice by that norm and runs AdamW on it: element-
+ *      wise, so each float gets the value of the unsharded step;
+ *   3. the updated params are all-gathered (slice q from rank q).
+ * Every rank ends the step with the params of the unsharded step, bit for
+ * bit, while holding 2/world of the moments; per step it moves the same
+ * bytes as the unsharded all-reduce (gradient reduce-scatter + parameter
+ * all-gather instead of + gradient all-gather) plus 8 bytes per block. */
+/* Shards m's optimizer to r's slice (bert_shard_optimizer; r made with
+ * align = BERT_GRAD_BLOCK, else FLOW_E_PARAM). */
+int dp_zero_shard(dp_reducer *r, bert_model *m, flow_err *e);
+/* Steps 1-3 above with learning rate lr (adam_t incremented); *norm = the
+ * global norm before clipping (max_norm <= 0: no clipping). */
+int dp_zero_step(dp_reducer *r, bert_model *m, const bert_adamw *hp, float lr, float max_norm,
+                 float *norm, flow_err *e);
+/* The whole moments, nparams floats each, into the bytes at mm and vv on
+ * every rank (any alignment: e.g. straight into a checkpoint payload that
+ * any number of ranks, sharded or not, can resume). */
+int dp_zero_gather_moments(dp_reducer *r, const bert_model *m, void *mm, void *vv, flow_err *e);
 
 #endif

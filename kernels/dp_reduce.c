@@ -10,14 +10,16 @@
 
 #define FOLD_CHUNK 65536
 
-int dp_reducer_init(dp_reducer *r, dp_group *g, size_t n, flow_err *e)
+int dp_reducer_init(dp_reducer *r, dp_group *g, size_t n, size_t align, flow_err *e)
 {
     memset(r, 0, sizeof *r);
     r->g = g;
     r->world = dp_world(g);
     r->rank = dp_rank(g);
     r->n = n;
-    r->slice = (n + (size_t)r->world - 1) / (size_t)r->world;
+    if (align < 1) align = 1;
+    size_t units = (n + align - 1) / align;
+    r->slice = (units + (size_t)r->world - 1) / (size_t)r->world * align;
     r->lo = r->slice * (size_t)r->rank;
     if (r->lo > n) r->lo = n;
     r->hi = r->lo + r->slice < n ? r->lo + r->slice : n;
@@ -43,16 +45,21 @@ void dp_reducer_begin(dp_reducer *r)
     r->started = 0;
 }
 
-static size_t slice_lo(const dp_reducer *r, int q)
+size_t dp_slice_lo(const dp_reducer *r, int q)
 {
     size_t lo = r->slice * (size_t)q;
     return lo < r->n ? lo : r->n;
 }
 
+size_t dp_slice_hi(const dp_reducer *r, int q)
+{
+    size_t lo = dp_slice_lo(r, q);
+    return lo + r->slice < r->n ? lo + r->slice : r->n;
+}
+
 static size_t slice_len(const dp_reducer *r, int q)
 {
-    size_t lo = slice_lo(r, q), hi = lo + r->slice < r->n ? lo + r->slice : r->n;
-    return hi - lo;
+    return dp_slice_hi(r, q) - dp_slice_lo(r, q);
 }
 
 /* acc = src (first contribution) or acc += src, over m floats */
@@ -86,7 +93,7 @@ int dp_reducer_add(dp_reducer *r, const float *const *local, const int *present,
             void *recv[64];
             int me_present = present[w * r->world + r->rank];
             for (int q = 0; q < r->world; q++) {
-                send[q] = me_present ? (const void *)(local[w] + slice_lo(r, q)) : NULL;
+                send[q] = me_present ? (const void *)(local[w] + dp_slice_lo(r, q)) : NULL;
                 send_len[q] = me_present ? slice_len(r, q) * sizeof(float) : 0;
                 recv[q] = r->recv + (size_t)q * r->slice;
                 recv_len[q] = present[w * r->world + q] ? mine * sizeof(float) : 0;
@@ -120,8 +127,18 @@ int dp_reducer_end(dp_reducer *r, float *out, flow_err *e)
     for (int q = 0; q < r->world; q++) {
         send[q] = r->acc;
         send_len[q] = (r->hi - r->lo) * sizeof(float);
-        recv[q] = out + slice_lo(r, q);
+        recv[q] = out + dp_slice_lo(r, q);
         recv_len[q] = slice_len(r, q) * sizeof(float);
     }
     return dp_exchange(r->g, send, send_len, recv, recv_len, e);
+}
+
+int dp_reducer_end_shard(dp_reducer *r, float *out, flow_err *e)
+{
+    (void)e;
+    if (!r->started)
+        memset(out + r->lo, 0, (r->hi - r->lo) * sizeof(float));
+    else
+        fold(out + r->lo, r->acc, r->hi - r->lo, 1);
+    return 0;
 }

@@ -89,7 +89,8 @@
  * OMP_WAIT_POLICY=passive in the environment (read by libgomp at start):
  * spinning OpenMP threads then cost up to 3x per step.
  *
- * Memory (bert_model_bytes): 4 flat buffers of bert_param_count floats plus
+ * Memory (bert_model_bytes): 4 flat buffers (the moments less under
+ * bert_shard_optimizer) of bert_param_count floats plus
  * activations ~ sum_l B*T*(4H + 4A_l + I_l) + B*nh_l*T*T floats (+ B*T*V for MLM logits
  * and their gradient), all sized for max_B x max_T at creation.
  *
@@ -241,7 +242,11 @@ typedef struct bert_model {
     size_t nparams;             /* floats per flat buffer */
     float *params;              /* [nparams] host copy (see backends above) */
     float *grads;               /* [nparams] accumulated by bert_backward */
-    float *adam_m, *adam_v;     /* [nparams] AdamW moments */
+    float *adam_m, *adam_v;     /* [opt_hi - opt_lo] AdamW moments of the
+                                 * optimizer shard (all nparams unless
+                                 * bert_shard_optimizer was called) */
+    size_t opt_lo, opt_hi;      /* the optimizer shard: floats [opt_lo, opt_hi)
+                                 * of the flat buffers, moment i - opt_lo */
     long adam_t;                /* AdamW steps taken (bias correction) */
     uint64_t dropout_seed;      /* set by bert_init; may be changed */
     uint64_t fwd_counter;       /* forward calls with train=1 (RNG counter) */
@@ -387,12 +392,36 @@ double bert_soft_target_loss(const float *student, const float *teacher, int row
 /* Sets grads to 0. */
 void bert_zero_grad(bert_model *m);
 
-/* Global L2 norm of all grads (computed in double). */
+/* Global L2 norm of all grads (computed in double): the sum of squares of
+ * each block of BERT_GRAD_BLOCK floats of the flat buffer (the last one
+ * shorter), the blocks' sums added in block order. */
 float bert_grad_norm(bert_model *m);
 /* Scales grads so their norm is <= max_norm (torch clip_grad_norm_:
  * factor max_norm/(norm+1e-6) when smaller than 1).  Returns the norm before
  * clipping. max_norm <= 0 only measures. */
 float bert_clip_grad_norm(bert_model *m, float max_norm);
+
+/* ---- pieces of the above for a sharded optimizer step (ZeRO-1,
+ * kernels/dp.h: each process holds the summed gradient of its shard only) */
+#define BERT_GRAD_BLOCK 65536
+/* part[b] = sum of squares of grads block lo/BERT_GRAD_BLOCK + b, for the
+ * blocks of [lo, hi) (lo a multiple of the block, hi one too or nparams):
+ * the terms bert_grad_norm adds, so concatenating every shard's part[] and
+ * adding in order gives its sum exactly. */
+void bert_grad_sumsq_blocks(bert_model *m, size_t lo, size_t hi, double *part);
+/* The norm from all blocks' sums (in order), as bert_grad_norm computes it. */
+float bert_grad_norm_of_blocks(const double *part, size_t nblocks);
+/* Clips grads [lo, hi) as bert_clip_grad_norm would for a global norm `norm`. */
+void bert_clip_grads_by(bert_model *m, size_t lo, size_t hi, float norm, float max_norm);
+
+/* Shrinks the optimizer to floats [lo, hi) of the flat buffers (lo a
+ * multiple of BERT_GRAD_BLOCK; hi too, or nparams; lo == hi: no optimizer
+ * state at all, e.g. a data-parallel replica that only computes gradients):
+ * adam_m/adam_v are reallocated to hi - lo floats, keeping the moments of
+ * the floats the old shard had, and bert_adamw_step then updates only
+ * params [lo, hi).  FLOW_E_PARAM for a misaligned or out-of-range shard,
+ * FLOW_E_NOMEM. */
+int bert_shard_optimizer(bert_model *m, size_t lo, size_t hi, flow_err *e);
 
 /* ------------------------------------------------------------------ */
 /* Optimizer.                                                          */
@@ -401,8 +430,10 @@ typedef struct bert_adamw {
     float beta1, beta2, eps, weight_decay;  /* e.g. 0.9, 0.999, 1e-8, 0.01 */
 } bert_adamw;
 
-/* One torch.optim.AdamW step with learning rate lr (adam_t is incremented
- * first, bias correction uses it):
+/* One torch.optim.AdamW step with learning rate lr over the optimizer
+ * shard (all params unless sharded; adam_t is incremented first, bias
+ * correction uses it; element-wise, so a shard's floats get exactly the
+ * values the whole step gives them):
  *   p -= lr*wd*p  (only tensors with decay = 1)
  *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
  *   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps) */

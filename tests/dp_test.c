@@ -50,7 +50,7 @@ static int run_rank(dp_group *g, int nlocal, float *out, flow_err *e)
 {
     int world = dp_world(g), rank = dp_rank(g), W = nlocal * world;
     dp_reducer red;
-    int rc = dp_reducer_init(&red, g, N, e);
+    int rc = dp_reducer_init(&red, g, N, 1, e);
     if (rc) return rc;
     float *loc[8];
     for (int w = 0; w < nlocal; w++) loc[w] = malloc(N * sizeof(float));
@@ -123,7 +123,7 @@ int main(void)
 
     /* nothing present: zeros */
     dp_reducer red;
-    CHECK_OK(dp_reducer_init(&red, NULL, N, &e), e);
+    CHECK_OK(dp_reducer_init(&red, NULL, N, 1, &e), e);
     dp_reducer_begin(&red);
     out[5] = 1;
     int none[2] = { 0, 0 };

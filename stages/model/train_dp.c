@@ -14,11 +14,18 @@
  * loss is sum over present k, in k order, of loss_k / n; tokens are summed
  * over all workers of all ranks.
  *
- * Memory per extra local worker: a model's gradients, activations and (unused:
- * bert_model_new allocates them) AdamW moments; per process the reducer's
- * sum (a 1/world slice of the gradient) and, with several processes, one
- * gradient-sized receive buffer.  Every process keeps the full AdamW state
- * and runs the same update (no ZeRO sharding yet).
+ * Memory per extra local worker: a model's gradients and activations (its
+ * optimizer shard is empty); per process the reducer's sum (a 1/world
+ * slice of the gradient) and, with several processes, one gradient-sized
+ * receive buffer.  Without zero every process keeps the full AdamW state
+ * and runs the same update; with `zero = 1` (ZeRO-1, kernels/dp.h) process
+ * q keeps the moments of its reducer slice only (2/world of them, slices
+ * of whole BERT_GRAD_BLOCK blocks), clips and updates that slice, and the
+ * params are all-gathered: the same bytes.  The K local workers of one
+ * process share one copy of the params and of its optimizer shard, so
+ * zero shards over processes (hosts, later one per GPU), not threads.
+ * A checkpoint holds the whole moments (all-gathered when it is written),
+ * so it resumes with any number of processes and workers, zero or not.
  *
  * Only the CPU backend runs local replicas (they alias the first model's
  * parameters: forwards only read them, and the optimizer runs between
@@ -58,6 +65,7 @@ struct tr_dp {
     flow_ctx *c;
     bert_model *m;                      /* worker 0's model: the node's */
     int nlocal, world, rank, threads;
+    int zero;                           /* ZeRO-1: m's optimizer is red's slice */
     bert_model *rep[DP_LOCAL_MAX];      /* rep[0] = m */
     float *own_params[DP_LOCAL_MAX];    /* replicas' own buffers, restored before free */
     tr_batch b[DP_LOCAL_MAX];
@@ -93,6 +101,7 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
     d->c = c;
     d->m = m;
     d->nlocal = flow_workers(c);
+    d->zero = flow_zero(c);
     d->threads = flow_threads(c);
     flow_err err = { 0 };
     char hex[33];
@@ -105,6 +114,9 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
     else if (d->nlocal > 1 && has_ext_backward)
         rc = flow_ctx_fail(c, FLOW_E_PARAM, "workers = %d: an objective with its own backward "
                            "(distillation) shares its teacher between workers; use workers = 1", d->nlocal);
+    else if (d->zero && m->backend != BERT_ON_CPU)
+        rc = flow_ctx_fail(c, FLOW_E_PARAM, "zero = 1: the sharded optimizer step runs on the CPU backend "
+                           "only (remove zero, or train on the CPU)");
     if (!rc && (rc = dp_group_from_env(hex, &d->g, &err)))
         rc = flow_ctx_fail(c, rc, "%s", err.msg);
     d->world = dp_world(d->g);
@@ -120,9 +132,13 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
         }
         d->own_params[w] = d->rep[w]->params;
         d->rep[w]->params = m->params;
+        if ((rc = bert_shard_optimizer(d->rep[w], 0, 0, &err)))   /* a replica never steps */
+            rc = flow_ctx_fail(c, rc, "workers = %d: replica %d: %s", d->nlocal, w, err.msg);
     }
     for (int w = 0; w < d->nlocal; w++) tr_batch_init(&d->b[w], batch, m->max_T);
-    if (!rc && (rc = dp_reducer_init(&d->red, d->g, m->nparams, &err)))
+    if (!rc && (rc = dp_reducer_init(&d->red, d->g, m->nparams, d->zero ? BERT_GRAD_BLOCK : 1, &err)))
+        rc = flow_ctx_fail(c, rc, "%s", err.msg);
+    if (!rc && d->zero && (rc = dp_zero_shard(&d->red, m, &err)))
         rc = flow_ctx_fail(c, rc, "%s", err.msg);
     if (rc) {
         tr_dp_free(d);
@@ -135,26 +151,41 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
                  d->nlocal, d->nlocal == 1 ? "" : "s", d->world, d->world == 1 ? "" : "es", d->rank,
                  d->threads / d->nlocal > 1 ? d->threads / d->nlocal : 1,
                  d->threads / d->nlocal > 1 ? "s" : "");
+    if (d->zero)
+        flow_log(c, "zero = 1: this process (rank %d of %d) keeps the AdamW moments of floats [%zu, %zu) "
+                 "of %zu (%.1f of %.1f MiB) and updates them; the params are all-gathered", d->rank,
+                 d->world, d->red.lo, d->red.hi, m->nparams, 8.0 * (double)(d->red.hi - d->red.lo) / 1048576.0,
+                 8.0 * (double)m->nparams / 1048576.0);
     *out = d;
     return 0;
 }
 
-int tr_dp_agree(tr_dp *d, long step)
+int tr_dp_agree(tr_dp *d, long step, long checkpoint_every)
 {
     if (d->world == 1) return 0;
-    int64_t mine[2] = { step, d->nlocal }, *all = xcalloc((size_t)d->world * 2, sizeof *all);
+    int64_t mine[4] = { step, d->nlocal, d->zero, checkpoint_every };
+    int64_t *all = xcalloc((size_t)d->world * 4, sizeof *all);
     flow_err err = { 0 };
     int rc = dp_allgather(d->g, mine, sizeof mine, all, &err);
     if (rc) rc = flow_ctx_fail(d->c, rc, "%s", err.msg);
     for (int q = 0; !rc && q < d->world; q++)
-        if (all[2 * q + 1] != d->nlocal)
+        if (all[4 * q + 1] != d->nlocal)
             rc = flow_ctx_fail(d->c, FLOW_E_PARAM, "data-parallel: rank %d has workers = %lld, this rank "
                                "(%d) workers = %d: give every rank the same graph", q,
-                               (long long)all[2 * q + 1], d->rank, d->nlocal);
-        else if (all[2 * q] != step)
+                               (long long)all[4 * q + 1], d->rank, d->nlocal);
+        else if (all[4 * q + 2] != d->zero)
+            rc = flow_ctx_fail(d->c, FLOW_E_PARAM, "data-parallel: rank %d has zero = %lld, this rank "
+                               "(%d) zero = %d: give every rank the same graph", q,
+                               (long long)all[4 * q + 2], d->rank, d->zero);
+        else if (d->zero && all[4 * q + 3] != checkpoint_every)   /* a checkpoint gathers the moments */
+            rc = flow_ctx_fail(d->c, FLOW_E_PARAM, "data-parallel: rank %d has checkpoint_every = %lld, "
+                               "this rank (%d) %ld: with zero = 1 every rank must checkpoint at the same "
+                               "steps; give every rank the same graph", q, (long long)all[4 * q + 3],
+                               d->rank, checkpoint_every);
+        else if (all[4 * q] != step)
             rc = flow_ctx_fail(d->c, FLOW_E_STAGE, "data-parallel: rank %d starts at step %lld, this rank "
                                "(%d) at step %ld: every rank needs the same checkpoint (same cache state)",
-                               q, (long long)all[2 * q], d->rank, step);
+                               q, (long long)all[4 * q], d->rank, step);
     free(all);
     return rc;
 }
@@ -266,8 +297,34 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
             *tokens += (long)x->tokens;
         }
     }
-    int rc = dp_reducer_end(&d->red, d->m->grads, &err);
+    int rc = d->zero ? dp_reducer_end_shard(&d->red, d->m->grads, &err)
+                     : dp_reducer_end(&d->red, d->m->grads, &err);
     if (rc) return flow_ctx_fail(d->c, rc, "step %ld: %s", s, err.msg);
     d->m->fwd_counter = base + n;
     return 0;
+}
+
+int tr_dp_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm, long s, float *norm)
+{
+    if (!d->zero) {
+        *norm = bert_clip_grad_norm(d->m, max_norm);
+        bert_adamw_step(d->m, hp, lr);
+        return 0;
+    }
+    flow_err err = { 0 };
+    int rc = dp_zero_step(&d->red, d->m, hp, lr, max_norm, norm, &err);
+    return rc ? flow_ctx_fail(d->c, rc, "step %ld: %s", s, err.msg) : 0;
+}
+
+int tr_dp_moments(tr_dp *d, void *mm, void *vv)
+{
+    const bert_model *m = d->m;
+    if (!d->zero) {
+        memcpy(mm, m->adam_m, m->nparams * sizeof(float));
+        memcpy(vv, m->adam_v, m->nparams * sizeof(float));
+        return 0;
+    }
+    flow_err err = { 0 };
+    int rc = dp_zero_gather_moments(&d->red, m, mm, vv, &err);
+    return rc ? flow_ctx_fail(d->c, rc, "checkpoint: %s", err.msg) : 0;
 }

@@ -132,7 +132,7 @@ static int checkpoint(loop *L, long done)
     flow_buf x;
     buf_init(&x);
     pack_state(L, &x);
-    int rc = tr_ckpt_save(L->c, L->obj->ckpt_tag, done, L->m, x.data, x.len);
+    int rc = tr_ckpt_save(L->c, L->obj->ckpt_tag, done, L->m, L->dp, x.data, x.len);
     buf_release(&x);
     return rc;
 }
@@ -279,7 +279,7 @@ int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_optio
     long step = 0;
     int rc = tr_dp_new(c, m, opt->batch, obj->backward != NULL, &L.dp);
     if (!rc) rc = resume(&L, &step);
-    if (!rc) rc = tr_dp_agree(L.dp, step);
+    if (!rc) rc = tr_dp_agree(L.dp, step, opt->checkpoint_every);
     if (!rc && obj->aux && tr_dp_world(L.dp) > 1)
         rc = flow_ctx_fail(c, FLOW_E_PARAM, "%s: its extra trainable parameters (the hidden-state projection) are "
                            "not reduced across %d data-parallel processes yet; run one process", obj->stage,
@@ -288,9 +288,8 @@ int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_optio
     for (; !rc && step < res->total; step++) {
         double loss;
         if ((rc = micro_batches(&L, step, &loss))) break;
-        float gn = bert_clip_grad_norm(m, opt->max_grad_norm);
-        float lr = bert_lr_linear(opt->lr, step, res->warmup, res->total);
-        bert_adamw_step(m, &opt->adamw, lr);
+        float gn, lr = bert_lr_linear(opt->lr, step, res->warmup, res->total);
+        if ((rc = tr_dp_update(L.dp, &opt->adamw, lr, opt->max_grad_norm, step, &gn))) break;
         if (obj->aux) aux_step(obj->aux, opt, lr, m->adam_t);
         rc = after_step(&L, step, loss, lr, gn);
     }

@@ -126,7 +126,8 @@ void tr_batch_finish(tr_batch *b, int B, const int *lens)
 #define CKPT_MAGIC "FLOWCKPT"
 #define CKPT_HEADER 64
 
-int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, const void *extra, size_t extra_len)
+int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, struct tr_dp *dp,
+                 const void *extra, size_t extra_len)
 {
     size_t np = m->nparams;
     size_t len = CKPT_HEADER + extra_len + 3 * np * sizeof(float);
@@ -148,9 +149,12 @@ int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, const voi
     if (extra_len) memcpy(q, extra, extra_len);
     q += extra_len;
     memcpy(q, m->params, np * sizeof(float)); q += np * sizeof(float);
-    memcpy(q, m->adam_m, np * sizeof(float)); q += np * sizeof(float);
-    memcpy(q, m->adam_v, np * sizeof(float));
-    int rc = flow_checkpoint_save(c, p, len);
+    int rc = tr_dp_moments(dp, q, q + np * sizeof(float));    /* (gathered under zero = 1) */
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    rc = flow_checkpoint_save(c, p, len);
     free(p);
     return rc;
 }
@@ -183,8 +187,9 @@ int tr_ckpt_load(flow_ctx *c, int tag, long *step, bert_model *m, char **extra, 
     *extra_len = el;
     q += el;
     memcpy(m->params, q, n * sizeof(float)); q += n * sizeof(float);
-    memcpy(m->adam_m, q, n * sizeof(float)); q += n * sizeof(float);
-    memcpy(m->adam_v, q, n * sizeof(float));
+    size_t lo = m->opt_lo, sh = m->opt_hi - m->opt_lo;     /* the optimizer shard's moments */
+    memcpy(m->adam_m, q + lo * sizeof(float), sh * sizeof(float)); q += n * sizeof(float);
+    memcpy(m->adam_v, q + lo * sizeof(float), sh * sizeof(float));
     m->adam_t = at;
     m->fwd_counter = fc;
     m->dropout_seed = ds;

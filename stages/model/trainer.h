@@ -12,7 +12,8 @@
  *   u64 fwd_counter (dropout RNG counter), u64 dropout_seed,
  *   u64 extra bytes E, E bytes of the training loop's state (train_loop.c:
  *   tokens, best score and step, loss and dev curves so far, the best
- *   weights), then params, adam_m, adam_v (nparams f32 each).
+ *   weights), then params, adam_m, adam_v (nparams f32 each; the whole
+ *   moments also under zero = 1, gathered from every process).
  * The node key names the checkpoint, so config and data are the same as
  * when it was written; nparams is checked anyway.
  */
@@ -70,10 +71,15 @@ void tr_batch_finish(tr_batch *b, int B, const int *lens);
 #define TR_CKPT_FINETUNE 2
 #define TR_CKPT_DISTILL 3
 #define TR_CKPT_PRUNE 4         /* prune's recovery fine-tune */
-int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, const void *extra, size_t extra_len);
+/* The moments come from dp (tr_dp_moments: the whole moments even when
+ * the optimizer is sharded, so any process count resumes it). */
+struct tr_dp;
+int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, struct tr_dp *dp,
+                 const void *extra, size_t extra_len);
 /* Returns 0 and fills (step, model state, *extra malloc'd) when a
  * checkpoint exists; FLOW_E_NOTFOUND when none; another code (with the
- * node failed) when it is damaged. */
+ * node failed) when it is damaged.  A sharded optimizer (bert_shard_optimizer)
+ * takes the moments of its shard. */
 int tr_ckpt_load(flow_ctx *c, int tag, long *step, bert_model *m, char **extra, size_t *extra_len);
 
 /* Test hook: after optimizer step STEP of a STAGE node ("pretrain",
@@ -201,12 +207,21 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
 void tr_dp_free(tr_dp *d);
 /* Global workers (local workers x processes). */
 int tr_dp_world(const tr_dp *d);
-/* Fails unless every process starts (resumes) at the same step. */
-int tr_dp_agree(tr_dp *d, long step);
+/* Fails unless every process starts (resumes) at the same step with the
+ * same workers, zero and (with zero) checkpoint_every. */
+int tr_dp_agree(tr_dp *d, long step, long checkpoint_every);
 /* Forward/backward of micro-batches k0..k1 of epoch order ep (epoch
  * `epoch`, step s), their summed gradient left in the model's grads,
  * *loss their mean loss, *tokens their real tokens (all processes). */
 int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0, size_t k1,
                long epoch, long s, double *loss, long *tokens);
+/* The optimizer step s after tr_dp_step: clipping to max_norm and AdamW
+ * at lr, whole or (zero = 1) sharded over the processes; *norm = the
+ * global gradient norm before clipping.  Every process calls it. */
+int tr_dp_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm, long s, float *norm);
+/* The model's whole AdamW moments, nparams floats each, into the bytes at
+ * mm and vv (any alignment; with zero = 1 gathered from every process,
+ * which all call it). */
+int tr_dp_moments(tr_dp *d, void *mm, void *vv);
 
 #endif
