@@ -45,10 +45,6 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
-/* Optional GPU detection: defined by the CUDA backend (kernels/) when it is
- * built; a weak reference so the engine links without it. */
-int flow_cuda_device_count(void) __attribute__((weak));
-
 enum { S_WAIT, S_READY, S_RUN, S_DONE, S_FAIL, S_SKIP };
 enum { LEASE_TTL_S = 30, LEASE_RENEW_S = 10, TAIL_MAX = 16384 };
 
@@ -97,7 +93,7 @@ typedef struct sched {
     flow_hash *keys;
     int jobs, free_slots;
     int ngpus_total;
-    char gpu_source[256];   /* where ngpus_total comes from, for messages */
+    char gpu_source[600];   /* where ngpus_total comes from, for messages */
     int gpu_ids[64];
     int gpu_busy[64];
     prog *p;
@@ -283,7 +279,7 @@ static int resolve_gpus(sched *S, int i, flow_err *err)
     if (all) snprintf(what, sizeof what, "all GPUs (gpus = all)");
     else if (n->device_gpu && n->gpus == 1) snprintf(what, sizeof what, "a GPU (device = gpu)");
     else snprintf(what, sizeof what, "%d GPU%s (gpus = %d)", n->gpus, n->gpus == 1 ? "" : "s", n->gpus);
-    char why[300];
+    char why[700];
     if (!n->stage->res.gpu_capable)
         snprintf(why, sizeof why, "stage '%s' has no GPU implementation in this binary",
                  n->stage->name);
@@ -296,7 +292,7 @@ static int resolve_gpus(sched *S, int i, flow_err *err)
     }
     if (fallback) {
         /* said once per build, so a CPU run of a GPU node is never silent */
-        char m[600];
+        char m[1000];
         snprintf(m, sizeof m, "note: node '%s' asks for %s but %s; it runs on the CPU "
                  "(device = auto)", n->name, what, why);
         S->b[i].cpu_note = xstrdup(m);
@@ -1052,43 +1048,73 @@ static void reap_idle(sched *S, int all)
 /* The GPUs this build may hand out, and in gpu_source where that number
  * comes from.  --fake-gpus N (a test switch: sched_test.c and
  * engine_e2e_test.sh use it to check scheduling and the messages without a
- * GPU) pretends devices 0..N-1 exist.  --gpus LIST must name devices the CUDA
- * backend reports: in a binary without that backend, or for a device that
- * does not exist, it is a usage error (exit 2) before anything runs. */
-static int detect_gpus(sched *S, flow_err *err)
+ * GPU) pretends devices 0..N-1 exist.  Otherwise the CUDA module
+ * (flow_cuda_load, base.h) counts them, loaded only when needed: --gpus
+ * LIST names devices, or a wanted node of a stage with GPU code asks for
+ * some (`need`); a CPU-only build never maps it.  --gpus LIST must name
+ * devices CUDA reports: without the module or for a device that does not
+ * exist, it is a usage error (exit 2) before anything runs. */
+static int detect_gpus(sched *S, int need, flow_err *err)
 {
     const build_options *o = S->opt;
-    int have_cuda = flow_cuda_device_count != NULL;
-    int count = have_cuda ? flow_cuda_device_count() : 0;
-    if (count < 0) count = 0;
     int n = 0;
     if (o->fake_gpus > 0) {
         for (int d = 0; d < o->fake_gpus && d < 64; d++) S->gpu_ids[n++] = d;
         snprintf(S->gpu_source, sizeof S->gpu_source, "--fake-gpus %d (a test switch)", o->fake_gpus);
-    } else if (o->gpus_given) {
+        return n;
+    }
+    if (o->gpus_given && o->ngpus == 0) {
+        snprintf(S->gpu_source, sizeof S->gpu_source, "--gpus none");
+        return 0;
+    }
+    if (!o->gpus_given && !need) {
+        snprintf(S->gpu_source, sizeof S->gpu_source, "no node needs one");
+        return 0;
+    }
+    flow_err le = {0};
+    const flow_cuda_api *api = flow_cuda_load(&le);
+    char why[256] = "";
+    int count = api ? api->device_count(why, sizeof why) : 0;
+    if (count < 0) count = 0;
+    if (o->gpus_given) {
         char list[200] = "";
         for (int d = 0, len = 0; d < o->ngpus && len < 180; d++)
             len += snprintf(list + len, sizeof list - (size_t)len, "%s%d", d ? "," : "", o->gpu_ids[d]);
-        if (o->ngpus > 0 && !have_cuda)
-            return flow_fail(err, FLOW_E_USAGE, "--gpus %s: this flow binary has no CUDA backend, "
-                             "so it cannot use a GPU; nothing was built.  Leave out --gpus (or give "
-                             "--gpus none) to build on the CPU", list);
+        if (!api)
+            return flow_fail(err, FLOW_E_USAGE, "--gpus %s: %s; nothing was built.  Leave out --gpus "
+                             "(or give --gpus none) to build on the CPU", list, le.msg);
         for (int d = 0; d < o->ngpus; d++)
             if (o->gpu_ids[d] >= count)
                 return flow_fail(err, FLOW_E_USAGE, "--gpus %s: there is no GPU %d (CUDA reports "
-                                 "%d device%s%s); nothing was built.  Give devices 0..%d, or --gpus none",
+                                 "%d device%s%s%s%s); nothing was built.  Give devices 0..%d, or --gpus none",
                                  list, o->gpu_ids[d], count, count == 1 ? "" : "s",
-                                 count ? "" : " on this machine", count - 1);
+                                 count ? "" : " on this machine", why[0] ? ": " : "", why, count - 1);
         for (int d = 0; d < o->ngpus && d < 64; d++) S->gpu_ids[n++] = o->gpu_ids[d];
-        snprintf(S->gpu_source, sizeof S->gpu_source, "--gpus %s", o->ngpus ? list : "none");
-    } else if (!have_cuda) {
-        snprintf(S->gpu_source, sizeof S->gpu_source, "this flow binary has no CUDA backend");
+        snprintf(S->gpu_source, sizeof S->gpu_source, "--gpus %s", list);
+    } else if (!api) {
+        size_t len = strlen(le.msg) < sizeof S->gpu_source ? strlen(le.msg) : sizeof S->gpu_source - 1;
+        memcpy(S->gpu_source, le.msg, len);     /* (cut at the buffer, not a warning) */
+        S->gpu_source[len] = 0;
     } else {
         for (int d = 0; d < count && d < 64; d++) S->gpu_ids[n++] = d;
-        snprintf(S->gpu_source, sizeof S->gpu_source, count ? "CUDA reports %d device%s" :
-                 "CUDA finds no GPU on this machine", count, count == 1 ? "" : "s");
+        if (count)
+            snprintf(S->gpu_source, sizeof S->gpu_source, "CUDA reports %d device%s", count,
+                     count == 1 ? "" : "s");
+        else
+            snprintf(S->gpu_source, sizeof S->gpu_source, "CUDA finds no GPU on this machine (%s)",
+                     why[0] ? why : "no reason given");
     }
     return n;
+}
+
+/* 1 when a wanted node of a stage with GPU code asks for GPUs. */
+static int gpus_needed(const sched *S)
+{
+    for (int i = 0; i < S->g->n; i++) {
+        const graph_node *n = &S->g->nodes[i];
+        if (S->b[i].want && n->gpus != 0 && n->stage->res.gpu_capable) return 1;
+    }
+    return 0;
 }
 
 static long ncpus(void)
@@ -1340,8 +1366,6 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     S.t0 = sched_now();
     S.jobs = opt->jobs > 0 ? opt->jobs : (int)ncpus();
     S.free_slots = S.jobs;
-    S.ngpus_total = detect_gpus(&S, err);
-    if (S.ngpus_total < 0) return S.ngpus_total;
     /* cheap commits: no fsync per artifact, lease or history record (a
      * killed process still never corrupts the store); one sync at the end */
     S.worker_store_opt.sync_mode = STORE_SYNC_NONE;
@@ -1351,6 +1375,7 @@ int build_run(flow_graph *g, flow_store *s, const build_options *opt,
     S.keys = xcalloc((size_t)g->n + 1, sizeof *S.keys);
     for (int i = 0; i < g->n; i++) S.b[i].msg_fd = S.b[i].out_fd = S.b[i].cmd_fd = -1;
     int rc = resolve_targets(&S, err);
+    if (rc == 0 && (S.ngpus_total = detect_gpus(&S, gpus_needed(&S), err)) < 0) rc = S.ngpus_total;
     for (int i = 0; rc == 0 && i < g->n; i++)
         if (S.b[i].want) rc = resolve_gpus(&S, i, err);
     if (rc) {

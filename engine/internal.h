@@ -184,11 +184,9 @@ typedef struct build_options {
     int *gpu_ids; int ngpus;    /* usable GPU ordinals (only if gpus_given) */
     int gpus_given;             /* 1: --gpus was given (gpu_ids, possibly
                                  * none); 0: use the devices the CUDA
-                                 * runtime reports (none without CUDA):
-                                 * build.c calls `int flow_cuda_device_count
-                                 * (void)` (a weak reference) when the CUDA
-                                 * backend defines it in an object file that
-                                 * the binary links */
+                                 * module reports (flow_cuda_load, base.h;
+                                 * loaded only when a wanted node asks for
+                                 * GPUs, see build.c detect_gpus) */
     int fake_gpus;              /* hidden --fake-gpus N, a test switch
                                  * (sched_test.c, engine_e2e_test.sh):
                                  * pretend devices 0..N-1 exist, even

@@ -10,15 +10,28 @@
 
 const bert_device bert_device_cpu = { -1, 0 };
 
-/* The backend serving a device, or NULL when this build has none. */
-static const bert_backend_ops *backend_ops(const bert_device *dev, bert_backend *be)
+/* The backend serving a device, or NULL (e filled) when none can: a GPU
+ * needs the CUDA module (loaded on demand, base.h flow_cuda_load) and its
+ * BERT backend table. */
+static const bert_backend_ops *backend_ops(const bert_device *dev, bert_backend *be, flow_err *e)
 {
     if (dev->gpu < 0) {
         *be = BERT_ON_CPU;
         return &bert_cpu_ops;
     }
     *be = BERT_ON_CUDA;
-    return NULL;    /* no CUDA backend yet (kernels/cuda/) */
+    flow_err le = { 0 };
+    const flow_cuda_api *api = flow_cuda_load(&le);
+    if (!api) {
+        flow_fail(e, FLOW_E_PARAM, "model: GPU %d was granted but %s", dev->gpu, le.msg);
+        return NULL;
+    }
+    if (!api->bert_ops) {
+        flow_fail(e, FLOW_E_PARAM, "model: GPU %d was granted but the CUDA module has no BERT backend "
+                  "yet (run on the CPU: no gpus for this node)", dev->gpu);
+        return NULL;
+    }
+    return (const bert_backend_ops *)api->bert_ops;
 }
 
 size_t bert_model_bytes(const bert_config *c, int max_B, int max_T)
@@ -46,10 +59,9 @@ int bert_model_new(const bert_config *c, int max_B, int max_T, const bert_device
     if (!dev)
         return flow_fail(e, FLOW_E_PARAM, "model: no device given (the stage's tr_device, or &bert_device_cpu)");
     bert_backend be;
-    const bert_backend_ops *ops = backend_ops(dev, &be);
+    const bert_backend_ops *ops = backend_ops(dev, &be, e);
     if (!ops)
-        return flow_fail(e, FLOW_E_PARAM, "model: GPU %d was granted but the cuda backend is not "
-                         "available in this build (run on the CPU: no gpus for this node)", dev->gpu);
+        return e ? e->code : FLOW_E_PARAM;
     if (dev->threads > 0)
         bert_set_threads(dev->threads);
     bert_model *m = calloc(1, sizeof *m);

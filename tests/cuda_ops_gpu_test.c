@@ -264,9 +264,10 @@ static void test_optim(void)
 
 int main(void)
 {
-    int n = cuda_device_count_forked();
+    char why[256];
+    int n = cuda_device_count_forked(why, sizeof why);
     if (n <= 0) {
-        printf("skip: no GPU (CUDA reports %d devices)\n", n);
+        printf("skip: no GPU (%s)\n", why);
         return 77;
     }
     char name[256];

@@ -323,19 +323,22 @@ check_ran "cat src wc2" g2.graph wc2
 expect 0 "$FLOW" verify --repair
 contains "removed 0 artifact(s), 0 checkpoint(s) and 0 damaged chunk(s)"
 
-# ---- GPU requests are honest (this binary has no CUDA backend) -----------
+# ---- GPU requests are honest (here without the CUDA module) -----------
 # A GPU the build cannot give is a graph/machine error before anything runs
 # (exit 2, naming the node, what it asked for and what to do); with
 # `device = auto` the node runs on the CPU and says so.  --fake-gpus N is a
 # test switch (pretend devices 0..N-1 exist, whatever the binary), used here
-# only to reach the scheduler's paths without a GPU.
+# only to reach the scheduler's paths without a GPU.  FLOW_CUDA_MODULE
+# points nowhere, so the messages are those of a build without CUDA on any
+# machine (tests/cuda_module_test.sh checks the module's own paths).
+export FLOW_CUDA_MODULE=/nonexistent/libflow_cuda.so
 nart() { "$FLOW" ls --json --cache gcache 2>/dev/null | grep -c '"key"'; }
 printf 'gpu = exec {\n    command = "echo $FLOW_GPUS > o"\n    outputs = [o]\n    gpus = 2\n}\n' > gpu.graph
 expect 2 "$FLOW" build gpu.graph --cache gcache --gpus none
 contains "node 'gpu' asks for 2 GPUs (gpus = 2) but 0 are available: --gpus none; nothing was built"
 contains "Set \`device = auto\` on it"
 expect 2 "$FLOW" build gpu.graph --cache gcache
-contains "node 'gpu' asks for 2 GPUs (gpus = 2) but 0 are available: this flow binary has no CUDA backend"
+contains "node 'gpu' asks for 2 GPUs (gpus = 2) but 0 are available: the CUDA module cannot be loaded: /nonexistent/libflow_cuda.so"
 expect 2 "$FLOW" build gpu.graph --cache gcache --fake-gpus 1
 contains "but 1 is available: --fake-gpus 1 (a test switch); nothing was built"
 contains "or ask for at most 1"
@@ -344,13 +347,14 @@ expect 0 "$FLOW" build gpu.graph --cache gcache --fake-gpus 2
 k=$("$FLOW" build gpu.graph --cache gcache --fake-gpus 2 --json | grep '"node":"gpu"' | sed -E 's/.*"key":"([0-9a-f]*)".*/\1/')
 expect 0 "$FLOW" cat "$k" o --cache gcache
 contains "0,1"
-# --gpus LIST in a binary without a CUDA backend, even if no node asks
+# --gpus LIST without the CUDA module, even if no node asks
 expect 2 "$FLOW" build g.graph --gpus 0,1,2
-contains "--gpus 0,1,2: this flow binary has no CUDA backend, so it cannot use a GPU; nothing was built"
+contains "--gpus 0,1,2: the CUDA module cannot be loaded: /nonexistent/libflow_cuda.so"
+contains "nothing was built"
 # device = gpu on exec, on a stage without GPU code, and on pretrain
 printf 'gpu = exec {\n    command = "echo x > o"\n    outputs = [o]\n    device = gpu\n}\n' > gpu1.graph
 expect 2 "$FLOW" build gpu1.graph --cache gcache
-contains "node 'gpu' asks for a GPU (device = gpu) but 0 are available: this flow binary has no CUDA backend"
+contains "node 'gpu' asks for a GPU (device = gpu) but 0 are available: the CUDA module cannot be loaded"
 printf 's = source { path = "one.txt" }\nw = wordcount { input = s  device = gpu }\n' > gpu2.graph
 expect 2 "$FLOW" build gpu2.graph --cache gcache --fake-gpus 2
 contains "node 'w' asks for a GPU (device = gpu) but stage 'wordcount' has no GPU implementation in this binary; nothing was built"
@@ -365,6 +369,7 @@ contains "note: node 'gpu' asks for 2 GPUs (gpus = 2) but 0 are available: --gpu
 printf 's = source { path = "one.txt" }\nw = wordcount { input = s  gpus = 1  device = auto }\n' > gpu4.graph
 expect 0 "$FLOW" build gpu4.graph --cache gcache
 contains "note: node 'w' asks for 1 GPU (gpus = 1) but stage 'wordcount' has no GPU implementation in this binary; it runs on the CPU (device = auto)"
+unset FLOW_CUDA_MODULE
 
 # ---- parameters a stage would ignore: an error, not a rerun -------------
 printf 's = source { path = "one.txt"  group_sep = "_" }\n' > ign.graph

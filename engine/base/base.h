@@ -148,6 +148,41 @@ int json_bool(const json_value *v, int def);
 void json_write(flow_buf *b, const json_value *v, int indent);
 
 /* ------------------------------------------------------------------ */
+/* The CUDA module (cuda_module.c).  The CUDA backend (kernels/cuda/) is a
+ * shared module, libflow_cuda.so, that flow dlopen()s the first time a
+ * build needs GPUs (the scheduler, to count them before it forks workers;
+ * a worker whose node was granted some), never in a CPU-only run: cuBLAS
+ * and cuBLASLt cost ~0.45 s at the start of any process that links them.
+ * The module exports one table, `flow_cuda_api_v1`; its undefined symbols
+ * (flow_fail, dp_*, bert_*) resolve against the loading program, which is
+ * linked with -rdynamic.  Path: $FLOW_CUDA_MODULE, else libflow_cuda.so
+ * beside the running program (/proc/self/exe). */
+#define FLOW_CUDA_API_VERSION 1
+typedef struct flow_cuda_api {
+    char magic[8];              /* "FLOWCUDA" */
+    uint32_t version;           /* FLOW_CUDA_API_VERSION */
+    /* Devices CUDA reports, counted in a short-lived child process so the
+     * caller never holds a CUDA context (a scheduler forks workers after);
+     * CUDA_VISIBLE_DEVICES applies.  0 with why (why_len bytes) saying
+     * what CUDA said when it finds none or fails (no driver, no device). */
+    int (*device_count)(char *why, size_t why_len);
+    /* The BERT backend table (kernels/bert_backend.h's bert_backend_ops),
+     * or NULL while the module has none. */
+    const void *bert_ops;
+} flow_cuda_api;
+
+/* The module's table, loaded on the first call (later calls return it);
+ * NULL with FLOW_E_NOTFOUND naming the path and dlerror's reason when it
+ * cannot be loaded (not built, missing library such as libcudart), or
+ * FLOW_E_CORRUPT when it is not a module of this version. */
+const flow_cuda_api *flow_cuda_load(flow_err *e);
+/* 1 once the module is loaded in this process (tests: a CPU-only run never
+ * loads it). */
+int flow_cuda_loaded(void);
+/* The path flow_cuda_load opens, into buf. */
+void flow_cuda_module_path(char *buf, size_t len);
+
+/* ------------------------------------------------------------------ */
 /* Part kinds: how the store compresses an artifact part (a stage says it
  * when writing; the store records it).  F32 parts are byte-shuffled into
  * planes when that is smaller. */

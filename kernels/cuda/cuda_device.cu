@@ -1,9 +1,12 @@
 // cuda_device.cu — devices and the per-thread context of kernels/cuda
 // (cuda_ops.h): counting GPUs without a CUDA context in the caller, device
 // info, context create/free (stream, cuBLAS, cuBLASLt, workspace: all
-// created once), memory.  Compiled here; never run on a GPU yet.
+// created once), memory, and the module's table (flow_cuda_api_v1, what
+// engine/base/cuda_module.c finds with dlsym).  Compiled here; never run on
+// a GPU yet.
 #include "cuda_internal.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,37 +16,57 @@
 
 // The count comes from a child process: cudaGetDeviceCount initialises the
 // driver in the calling process, and a scheduler that forks workers after
-// that hands them a CUDA state they cannot use.  The child writes one int
-// to a pipe and exits; CUDA_VISIBLE_DEVICES applies as usual.
-extern "C" int cuda_device_count_forked(void)
+// that hands them a CUDA state they cannot use.  The child writes the
+// count and CUDA's error text to a pipe and exits; CUDA_VISIBLE_DEVICES
+// applies as usual.
+typedef struct count_msg {
+    int n;
+    char why[200];
+} count_msg;
+
+extern "C" int cuda_device_count_forked(char *why, size_t why_len)
 {
+    if (why_len) why[0] = 0;
     int fd[2];
-    if (pipe(fd) != 0) return -1;
+    if (pipe(fd) != 0) {
+        snprintf(why, why_len, "pipe: %s", strerror(errno));
+        return 0;
+    }
     pid_t pid = fork();
     if (pid < 0) {
+        snprintf(why, why_len, "fork: %s", strerror(errno));
         close(fd[0]);
         close(fd[1]);
-        return -1;
+        return 0;
     }
     if (pid == 0) {
         close(fd[0]);
-        int n = 0;
-        if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
-        ssize_t w = write(fd[1], &n, sizeof n);
-        _exit(w == (ssize_t)sizeof n ? 0 : 1);
+        count_msg m;
+        memset(&m, 0, sizeof m);
+        cudaError_t rc = cudaGetDeviceCount(&m.n);
+        if (rc != cudaSuccess) {
+            m.n = 0;
+            snprintf(m.why, sizeof m.why, "cudaGetDeviceCount: %s", cudaGetErrorString(rc));
+        } else if (m.n == 0) {
+            snprintf(m.why, sizeof m.why, "cudaGetDeviceCount reports 0 devices");
+        }
+        ssize_t w = write(fd[1], &m, sizeof m);
+        _exit(w == (ssize_t)sizeof m ? 0 : 1);
     }
     close(fd[1]);
-    int n = -1;
-    ssize_t r = read(fd[0], &n, sizeof n);
+    count_msg m;
+    memset(&m, 0, sizeof m);
+    ssize_t r = read(fd[0], &m, sizeof m);
     close(fd[0]);
     int st = 0;
     waitpid(pid, &st, 0);
-    return r == (ssize_t)sizeof n ? n : -1;
-}
-
-extern "C" int flow_cuda_device_count(void)
-{
-    return cuda_device_count_forked();
+    if (r != (ssize_t)sizeof m) {
+        snprintf(why, why_len, "the process counting the devices died (status %d)", st);
+        return 0;
+    }
+    m.why[sizeof m.why - 1] = 0;
+    snprintf(why, why_len, "%s", m.why);
+    return m.n;
 }
 
 extern "C" int cuda_device_info(int dev, char *name, size_t name_len, int *major, int *minor,
@@ -148,3 +171,13 @@ extern "C" int cuda_memset0(cuda_ctx *c, void *p, size_t bytes, flow_err *e)
     cudaError_t rc = cudaMemsetAsync(p, 0, bytes, c->stream);
     return rc == cudaSuccess ? 0 : cuda_fail(e, rc, "memset");
 }
+
+// The table libflow_cuda.so exports (base.h).  bert_ops: none yet.
+static int api_device_count(char *why, size_t why_len)
+{
+    return cuda_device_count_forked(why, why_len);
+}
+
+extern "C" const flow_cuda_api flow_cuda_api_v1 = {
+    { 'F', 'L', 'O', 'W', 'C', 'U', 'D', 'A' }, FLOW_CUDA_API_VERSION, api_device_count, NULL,
+};

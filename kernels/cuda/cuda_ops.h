@@ -1,14 +1,17 @@
 /* cuda_ops.h — the CUDA twins of the BERT ops of kernels/cpu/bert_ops.h
- * (library flow_cuda, built only where nvcc exists; FLOW_HAVE_CUDA).
+ * (built only where nvcc exists, FLOW_HAVE_CUDA: into the module
+ * libflow_cuda.so that flow loads on demand, and the static flow_cuda_ops
+ * that the _gpu tests link).
  *
  * STATUS, honestly: these kernels compile (sm_86 and sm_90 SASS, -Werror)
  * and tests/cuda_ops_gpu_test.c compares each with its CPU twin on fresh
  * random inputs, but as of this writing they have NEVER RUN ON A GPU (the
  * development machine has none; tests/gpu/check.sh is the script to run
- * on one).  They are not yet wired into a bert_backend_ops table, so a
- * training node granted a GPU still fails with "the cuda backend is not
- * available" (kernels/bert_model.c) instead of silently running on the CPU,
- * and the `flow` binary does not link them (CMakeLists.txt says why).
+ * on one).  They are not yet wired into a bert_backend_ops table (the
+ * module's flow_cuda_api_v1.bert_ops is NULL), so a model given a GPU
+ * fails with "the CUDA module has no BERT backend yet" (kernels/bert_model.c)
+ * instead of silently running on the CPU, and the `flow` binary does not
+ * link them (CMakeLists.txt says why).
  *
  * Conventions: every pointer is device memory; ops run asynchronously on
  * the context's stream (one per context; the hot path never synchronises
@@ -34,12 +37,12 @@ extern "C" {
 #include "engine/base/base.h"
 
 /* Devices, counted in a short-lived child process so that the caller (the
- * scheduler, before it forks workers) never holds a CUDA context; -1 when
- * the runtime fails.  flow_cuda_device_count (build.c's weak reference)
- * returns it in a binary that links flow_cuda; `flow` does not yet (see
- * CMakeLists.txt: the start-up cost of cuBLAS). */
-int cuda_device_count_forked(void);
-int flow_cuda_device_count(void);
+ * scheduler, before it forks workers) never holds a CUDA context; 0 with
+ * why saying what CUDA said when there is none or the runtime fails (no
+ * driver).  The scheduler reaches it through the module's table
+ * (flow_cuda_api_v1, base.h): `flow` loads libflow_cuda.so only when a
+ * node asks for GPUs. */
+int cuda_device_count_forked(char *why, size_t why_len);
 /* Name, compute capability and memory of device dev (in this process). */
 int cuda_device_info(int dev, char *name, size_t name_len, int *major, int *minor,
                      size_t *mem_bytes, flow_err *e);

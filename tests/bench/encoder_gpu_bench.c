@@ -113,8 +113,9 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--seq")) T = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[i + 1]);
     }
-    if (cuda_device_count_forked() <= 0) {
-        printf("flow encoder: no GPU\n");
+    char why[256];
+    if (cuda_device_count_forked(why, sizeof why) <= 0) {
+        printf("flow encoder: no GPU (%s)\n", why);
         return 77;
     }
     if (cuda_ctx_new(0, &C, &E)) {
