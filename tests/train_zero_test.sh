@@ -2,9 +2,9 @@
 # train_zero_test.sh — ZeRO-1 (`zero = 1`: each data-parallel process keeps
 # the AdamW moments of its slice of the flat buffers and updates only it,
 # kernels/dp.h) gives the bytes of unsharded training: pretrain (grad_accum
-# 4, dropout, clipped) and finetune (grad_accum 3) of a model of 2.8
-# gradient blocks, so 2 processes get slices of 2 and 0.8 blocks and 3 get
-# 1, 1 and 0.8 (uneven, the last shorter):
+# 4, dropout, clipped) and finetune (grad_accum 3) of a model of 2.74
+# gradient blocks (179,656 floats), so 2 processes get slices of 2 and 0.74
+# blocks and 3 get 1, 1 and 0.74 (uneven, the last shorter):
 #   1. zero = 1 in one process: the keys (zero is not in the key) and the
 #      weights and loss curves of the reference (1 process, no zero);
 #   2. 2 processes (file rendezvous) and 3 processes x workers = 2 (TCP):
@@ -102,14 +102,14 @@ check "2 processes, zero (file rendezvous) succeed ($(grep -h error "$T"/F?.out 
 check "rank 0 of 2, zero: the reference bytes" same "$T/F0"
 check "rank 1 of 2, zero: the reference bytes" same "$T/F1"
 "$FLOW" log "$PT" --cache "$T/F1" > "$T/f1.log" 2>&1
-check "rank 1's log names its shard (2 blocks of 2.8: floats [131072, n))" \
+check "rank 1's log names its shard (2 blocks of 2.74: floats [131072, n))" \
     grep -q "zero = 1: this process (rank 1 of 2) keeps the AdamW moments of floats \[131072, " "$T/f1.log"
 PORT=$((15000 + $$ % 5000))     # apart from train_dp_test's ports
 ranks 3 "$T/zerow.graph" "$T/G" "tcp:127.0.0.1:$PORT"; rc=$?
 check "3 processes x 2 workers, zero (tcp rendezvous) succeed ($(grep -h error "$T"/G?.out | head -2))" test $rc = 0
 for q in 0 1 2; do check "rank $q of 3 x 2 workers, zero: the reference bytes" same "$T/G$q"; done
 "$FLOW" log "$PT" --cache "$T/G2" > "$T/g2.log" 2>&1
-check "rank 2 of 3 holds the last 0.8 block" \
+check "rank 2 of 3 holds the last 0.74 block" \
     grep -q "zero = 1: this process (rank 2 of 3) keeps the AdamW moments of floats \[131072, " "$T/g2.log"
 
 # ---- 3. kill -9 after the step-4 checkpoint, resume with 3 processes / 1 -------------------
