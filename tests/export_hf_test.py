@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -34,32 +33,11 @@ except ImportError as e:  # pragma: no cover
     print("skip: %s" % e)
     sys.exit(77)
 
-FLOW = os.environ.get("FLOW")
-BUILD = os.environ.get("FLOW_BUILD")
-if not FLOW or not os.access(FLOW, os.X_OK) or not BUILD:
-    print("skip: $FLOW / $FLOW_BUILD not set")
-    sys.exit(77)
-TOOL = os.path.join(BUILD, "train_model_tool")
-if not os.access(TOOL, os.X_OK):
-    print("skip: %s not built" % TOOL)
-    sys.exit(77)
-
-failures = 0
-
-
-def check(what, cond):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL: " + what)
-
-
-def run(args, stdin=None):
-    r = subprocess.run(args, input=stdin, capture_output=True, text=True)
-    if r.returncode != 0:
-        print("command failed: %s\n%s" % (" ".join(args), r.stderr[-2000:]))
-        sys.exit(1)
-    return r.stdout
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
+from flowtest import Checks, output, require_tools  # noqa: E402
+FLOW, BUILD, [TOOL] = require_tools("train_model_tool")
+check = Checks("export_hf_test")
+run = output  # this test reads what a command prints; run(args, stdin) -> stdout
 
 
 T = tempfile.mkdtemp(prefix="flow-export-hf-")
@@ -180,7 +158,5 @@ ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 
 finally:
     shutil.rmtree(T, ignore_errors=True)
 
-if failures:
-    print("export_hf_test: %d checks failed" % failures)
-    sys.exit(1)
+check.finish()
 print("export_hf_test: all checks passed")

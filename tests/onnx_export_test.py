@@ -65,35 +65,10 @@ except ImportError as e:  # pragma: no cover
     print("skip: %s" % e)
     sys.exit(77)
 
-FLOW = os.environ.get("FLOW")
-BUILD = os.environ.get("FLOW_BUILD")
-if not FLOW or not os.access(FLOW, os.X_OK) or not BUILD:
-    print("skip: $FLOW / $FLOW_BUILD not set")
-    sys.exit(77)
-TOOL = os.path.join(BUILD, "clf_logits_tool")
-QTOOL = os.path.join(BUILD, "onnx_quant_tool")
-for t in (TOOL, QTOOL):
-    if not os.access(t, os.X_OK):
-        print("skip: %s not built" % t)
-        sys.exit(77)
-
-failures = 0
-
-
-def check(what, cond):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL: " + what)
-    return cond
-
-
-def run(args, stdin=None, expect=0):
-    r = subprocess.run(args, input=stdin, capture_output=True, text=True)
-    if expect is not None and r.returncode != expect:
-        print("command exited %d (expected %d): %s\n%s" % (r.returncode, expect, " ".join(args), r.stderr[-2000:]))
-        sys.exit(1)
-    return r
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
+from flowtest import Checks, random_batch, require_tools, run  # noqa: E402
+FLOW, BUILD, [TOOL, QTOOL] = require_tools("clf_logits_tool", "onnx_quant_tool")
+check = Checks("onnx_export_test")
 
 
 def tool_logits(args, batches):
@@ -122,20 +97,6 @@ def quant_logits(cache, key, spec, batches):
     return tool_logits([QTOOL, cache, key, spec, "logits"], batches)
 
 
-def random_batch(rng, B, T, V):
-    """[CLS] random ids [SEP], random lengths 2..T (row 0 full), padding 0,
-    token types 0 then 1 after a random split point."""
-    ids = np.zeros((B, T), dtype=np.int64)
-    types = np.zeros((B, T), dtype=np.int64)
-    mask = np.zeros((B, T), dtype=np.int64)
-    for b in range(B):
-        n = T if b == 0 else int(rng.integers(2, T + 1))
-        ids[b, :n] = rng.integers(5, V, n)
-        ids[b, 0], ids[b, n - 1] = 2, 3
-        mask[b, :n] = 1
-        cut = int(rng.integers(1, n + 1))
-        types[b, cut:n] = 1
-    return ids, types, mask
 
 
 def read_part(cache, key, part):
@@ -660,7 +621,5 @@ q4e64 = quantize { model = ft  bits = 4  group = 64  method = rtn  embeddings = 
 finally:
     shutil.rmtree(T, ignore_errors=True)
 
-if failures:
-    print("onnx_export_test: %d checks failed" % failures)
-    sys.exit(1)
+check.finish()
 print("onnx_export_test: all checks passed")

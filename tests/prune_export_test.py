@@ -19,7 +19,6 @@ $FLOW / $FLOW_BUILD are not set.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -34,33 +33,12 @@ except ImportError as e:  # pragma: no cover
     print("skip: %s" % e)
     sys.exit(77)
 
-FLOW = os.environ.get("FLOW")
-BUILD = os.environ.get("FLOW_BUILD")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
+from flowtest import Checks, output, require_tools  # noqa: E402
 SRC = os.environ.get("FLOW_SRC", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-if not FLOW or not os.access(FLOW, os.X_OK) or not BUILD:
-    print("skip: $FLOW / $FLOW_BUILD not set")
-    sys.exit(77)
-TOOL = os.path.join(BUILD, "train_model_tool")
-if not os.access(TOOL, os.X_OK):
-    print("skip: %s not built" % TOOL)
-    sys.exit(77)
-
-failures = 0
-
-
-def check(what, cond):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL: " + what)
-
-
-def run(args, stdin=None):
-    r = subprocess.run(args, input=stdin, capture_output=True, text=True)
-    if r.returncode != 0:
-        print("command failed: %s\n%s" % (" ".join(args), r.stderr[-2000:]))
-        sys.exit(1)
-    return r.stdout
+FLOW, BUILD, [TOOL] = require_tools("train_model_tool")
+check = Checks("prune_export_test")
+run = output  # this test reads what a command prints; run(args, stdin) -> stdout
 
 
 T = tempfile.mkdtemp(prefix="flow-prune-export-")
@@ -144,7 +122,5 @@ lay = prune { model = ft  dev = s.dev  heads = 3  ffn = 10  scope = layer  round
 finally:
     shutil.rmtree(T, ignore_errors=True)
 
-if failures:
-    print("prune_export_test: %d checks failed" % failures)
-    sys.exit(1)
+check.finish()
 print("prune_export_test: all checks passed")
