@@ -92,7 +92,7 @@ int bert_shard_optimizer(bert_model *m, size_t lo, size_t hi, flow_err *e)
     m->adam_v = vv;
     m->opt_lo = lo;
     m->opt_hi = hi;
-    return bert_sync_to_device(m, e);
+    return m->ops->sync_to_device(m, e);    /* = bert_sync_to_device, which lives in bert_model.c above */
 }
 
 void bert_adamw_step(bert_model *m, const bert_adamw *hp, float lr)

@@ -125,6 +125,12 @@ static int resume(loop *L, long *step)
     return 0;
 }
 
+/* tr_ckpt_save's moments callback: the data-parallel group's moments */
+static int dp_moments(void *dp, void *adam_m, void *adam_v)
+{
+    return tr_dp_moments(dp, adam_m, adam_v);
+}
+
 static int checkpoint(loop *L, long done)
 {
     flow_err err = { 0 };
@@ -132,7 +138,7 @@ static int checkpoint(loop *L, long done)
     flow_buf x;
     buf_init(&x);
     pack_state(L, &x);
-    int rc = tr_ckpt_save(L->c, L->obj->ckpt_tag, done, L->m, L->dp, x.data, x.len);
+    int rc = tr_ckpt_save(L->c, L->obj->ckpt_tag, done, L->m, dp_moments, L->dp, x.data, x.len);
     buf_release(&x);
     return rc;
 }

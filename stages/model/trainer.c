@@ -126,8 +126,8 @@ void tr_batch_finish(tr_batch *b, int B, const int *lens)
 #define CKPT_MAGIC "FLOWCKPT"
 #define CKPT_HEADER 64
 
-int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, struct tr_dp *dp,
-                 const void *extra, size_t extra_len)
+int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, tr_moments_fn moments,
+                 void *moments_arg, const void *extra, size_t extra_len)
 {
     size_t np = m->nparams;
     size_t len = CKPT_HEADER + extra_len + 3 * np * sizeof(float);
@@ -149,7 +149,7 @@ int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, struct tr
     if (extra_len) memcpy(q, extra, extra_len);
     q += extra_len;
     memcpy(q, m->params, np * sizeof(float)); q += np * sizeof(float);
-    int rc = tr_dp_moments(dp, q, q + np * sizeof(float));    /* (gathered under zero = 1) */
+    int rc = moments(moments_arg, q, q + np * sizeof(float));    /* (gathered under zero = 1) */
     if (rc) {
         free(p);
         return rc;

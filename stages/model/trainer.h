@@ -71,11 +71,13 @@ void tr_batch_finish(tr_batch *b, int B, const int *lens);
 #define TR_CKPT_FINETUNE 2
 #define TR_CKPT_DISTILL 3
 #define TR_CKPT_PRUNE 4         /* prune's recovery fine-tune */
-/* The moments come from dp (tr_dp_moments: the whole moments even when
- * the optimizer is sharded, so any process count resumes it). */
-struct tr_dp;
-int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, struct tr_dp *dp,
-                 const void *extra, size_t extra_len);
+/* The AdamW moments are written by `moments` (train_loop passes
+ * tr_dp_moments: the whole moments even when the optimizer is sharded, so
+ * any process count resumes it); a callback, so that this file does not
+ * depend on the data-parallel layer above it. */
+typedef int (*tr_moments_fn)(void *arg, void *adam_m, void *adam_v);
+int tr_ckpt_save(flow_ctx *c, int tag, long step, const bert_model *m, tr_moments_fn moments,
+                 void *moments_arg, const void *extra, size_t extra_len);
 /* Returns 0 and fills (step, model state, *extra malloc'd) when a
  * checkpoint exists; FLOW_E_NOTFOUND when none; another code (with the
  * node failed) when it is damaged.  A sharded optimizer (bert_shard_optimizer)
