@@ -18,7 +18,6 @@ Exit 77 (skip) when torch/transformers are missing or $FLOW is not set.
 """
 import json
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -35,6 +34,7 @@ except ImportError as e:  # pragma: no cover
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 from flowtest import Checks, output, require_tools  # noqa: E402
+from gen_laws import write as write_laws  # noqa: E402
 FLOW, BUILD, [TOOL] = require_tools("train_model_tool")
 check = Checks("export_hf_test")
 run = output  # this test reads what a command prints; run(args, stdin) -> stdout
@@ -42,21 +42,7 @@ run = output  # this test reads what a command prints; run(args, stdin) -> stdou
 
 T = tempfile.mkdtemp(prefix="flow-export-hf-")
 try:
-    random.seed(7)
-    common = "的和或者应当依法规定本法国家人员"
-    classes = {"甲类": "税收财政预算银行货币价格审计统计会计金融",
-               "乙类": "刑罚犯罪判处徒刑拘役罚金没收自首缓刑剥夺",
-               "丙类": "婚姻家庭继承收养合同物权抵押债务赔偿侵权"}
-    num = "一二三四五六七八九十"
-    for lab, chars in classes.items():
-        os.makedirs(os.path.join(T, "tree", lab))
-        for k in range(5):
-            with open(os.path.join(T, "tree", lab, "%s法%d.md" % (lab, k)), "w") as f:
-                f.write("# %s法%d\n\n<!-- INFO END -->\n\n" % (lab, k))
-                for i in range(8):
-                    s = "".join(random.choice(chars) if random.random() < 0.7 else random.choice(common)
-                                for _ in range(random.randint(12, 40)))
-                    f.write("第%s条 %s，%s。\n\n" % (num[i], s[:8], s[8:]))
+    write_laws(os.path.join(T, "tree"), 7, laws=5, articles=8, longest=40, comma=True)
     graph = os.path.join(T, "g.graph")
     with open(graph, "w") as f:
         f.write("""docs = source { path = "%s/tree"  labels = folders }

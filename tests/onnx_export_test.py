@@ -50,7 +50,6 @@ Exit 77 (skip) when onnx/onnxruntime are missing or $FLOW is not set.
 """
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -67,6 +66,7 @@ except ImportError as e:  # pragma: no cover
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 from flowtest import Checks, random_batch, require_tools, run  # noqa: E402
+from gen_laws import write as write_laws  # noqa: E402
 FLOW, BUILD, [TOOL, QTOOL] = require_tools("clf_logits_tool", "onnx_quant_tool")
 check = Checks("onnx_export_test")
 
@@ -181,21 +181,7 @@ texts = ["刑罚犯罪判处徒刑，拘役罚金没收自首。", "婚姻家庭
 
 T = tempfile.mkdtemp(prefix="flow-onnx-export-")
 try:
-    random.seed(11)
-    common = "的和或者应当依法规定本法国家人员"
-    classes = {"甲类": "税收财政预算银行货币价格审计统计会计金融",
-               "乙类": "刑罚犯罪判处徒刑拘役罚金没收自首缓刑剥夺",
-               "丙类": "婚姻家庭继承收养合同物权抵押债务赔偿侵权"}
-    num = "一二三四五六七八九十"
-    for lab, chars in classes.items():
-        os.makedirs(os.path.join(T, "tree", lab))
-        for k in range(10):
-            with open(os.path.join(T, "tree", lab, "%s法%d.md" % (lab, k)), "w") as f:
-                f.write("# %s法%d\n\n<!-- INFO END -->\n\n" % (lab, k))
-                for i in range(10):
-                    s = "".join(random.choice(chars) if random.random() < 0.7 else random.choice(common)
-                                for _ in range(random.randint(12, 60)))
-                    f.write("第%s条 %s，%s。\n\n" % (num[i], s[:8], s[8:]))
+    write_laws(os.path.join(T, "tree"), 11, laws=10, articles=10, longest=60, comma=True)
     graph = os.path.join(T, "g.graph")
     with open(graph, "w") as f:
         f.write("""docs = source { path = "%s/tree"  labels = folders }
