@@ -7,17 +7,13 @@
 # without a GPU (nvidia-smi lists none) or without the module;
 # tests/cuda_module_test.sh checks the paths without one.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init cuda-module-gpu
 [ -f "$(dirname "$FLOW")/libflow_cuda.so" ] || { echo "skip: no libflow_cuda.so beside $FLOW (a build without CUDA)"; exit 77; }
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
 [ "$NGPU" -gt 0 ] || { echo "skip: nvidia-smi lists no GPU"; exit 77; }
 unset CUDA_VISIBLE_DEVICES FLOW_CUDA_MODULE
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-cuda-module-gpu-XXXXXX")
-trap 'rm -rf "$T"' EXIT
 cd "$T"
-fail=0
-check() { local what=$1; shift; if "$@"; then :; else echo "FAIL: $what"; fail=1; fi; }
 printf 'g = exec {\n    command = "echo $FLOW_GPUS $CUDA_VISIBLE_DEVICES > o"\n    outputs = [o]\n    gpus = 1\n}\n' > g.graph
 "$FLOW" build g.graph --cache c --json > b.out 2>&1; rc=$?
 check "gpus = 1 builds on a machine with $NGPU GPU(s) (rc $rc: $(tail -2 b.out))" test $rc = 0

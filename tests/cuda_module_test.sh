@@ -16,15 +16,8 @@
 # In a build without CUDA (no libflow_cuda.so) parts 2 and the driver
 # checks of 3 check the "cannot be loaded" message instead.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-cuda-module-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
-}
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init cuda-module
 has() { grep -qF -- "$2" "$1" || { echo "  $1 lacks: $2"; echo "  it has: $(head -c 600 "$1")"; return 1; }; }
 MODULE=$(dirname "$FLOW")/libflow_cuda.so
 export CUDA_VISIBLE_DEVICES=    # no device, even on a machine with GPUs

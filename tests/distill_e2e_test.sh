@@ -11,19 +11,11 @@
 # bad parameters fail at node start (or at graph load) naming the node.
 # Needs $FLOW, $FLOW_BUILD (flow_testhooks) and python3.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
-HOOKED=${FLOW_BUILD:-}/flow_testhooks
-if [ -z "${FLOW_BUILD:-}" ] || [ ! -x "$HOOKED" ]; then echo "FAIL: $HOOKED is not built"; exit 1; fi
-T=${KEEP_T:-$(mktemp -d "${TMPDIR:-/tmp}/flow-distill-e2e-XXXXXX")}
-[ -n "${KEEP_T:-}" ] || trap 'rm -rf "$T"' EXIT
-fail=0
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
-}
-SRC=${FLOW_SRC:-$(dirname "$0")/..}
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init distill-e2e
+flowtest_need_python3
+flowtest_need_hooks
+if [ -n "${KEEP_T:-}" ]; then rm -rf "$T"; T=$KEEP_T; KEEP=1; fi   # KEEP_T: reuse and keep that folder
 python3 "$SRC/tests/tools/gen_laws.py" "$T/laws" 11
 python3 "$SRC/tests/tools/gen_laws.py" "$T/extra" 12   # unlabelled: read without labels
 

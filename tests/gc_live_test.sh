@@ -15,20 +15,14 @@
 #      so (no SIGKILL, no out-of-memory guess).
 # Needs $FLOW (set by ctest) and python3.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-gc-live-XXXXXX")
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init gc-live
+flowtest_need_python3
 LOOP=""
 trap '[ -n "$LOOP" ] && kill $LOOP 2>/dev/null; rm -rf "$T"' EXIT
-fail=0
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
-}
 
 D=$T/tree
-python3 "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/gen_laws.py" "$D" 5
+python3 "$SRC/tests/tools/gen_laws.py" "$D" 5
 G=$T/g.graph
 cat > "$G" <<EOF
 docs = source { path = "$D"  labels = folders }

@@ -9,17 +9,9 @@
 # first graph must still give A's bytes, and a fresh cache gives the second
 # graph's bytes too.  Small generated corpus (tests/tools/gen_laws.py).
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
-SRC=${FLOW_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-labels-e2e-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
-}
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init labels-e2e
+flowtest_need_python3
 python3 "$SRC/tests/tools/gen_laws.py" "$T/data" 5
 graph() {   # graph NAME: the graph with the model node called NAME
     cat <<G

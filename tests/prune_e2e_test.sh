@@ -14,16 +14,12 @@
 # naming the node.
 # Needs $FLOW (set by ctest), python3 with numpy and safetensors.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "FAIL: \$FLOW is not an executable"; exit 1; fi
-python3 -c 'import numpy, safetensors' 2>/dev/null || { echo "skip: python3 numpy/safetensors missing"; exit 77; }
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-prune-e2e-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() { local what=$1; shift; if "$@"; then :; else echo "FAIL: $what"; fail=1; fi; }
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init prune-e2e
+flowtest_need_python numpy safetensors
 
 D=$T/tree
-python3 "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/gen_laws.py" "$D" 11
+python3 "$SRC/tests/tools/gen_laws.py" "$D" 11
 mkdir -p "$T/tree2" && cp -r "$D/甲类" "$T/tree2/丁类"      # a label the model does not know
 cat > "$T/g.graph" <<EOF
 docs = source { path = "$D"  labels = folders }

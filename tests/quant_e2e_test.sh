@@ -13,16 +13,12 @@
 # that does not divide a width, GPTQ without calibration), naming the node;
 # editing the group reruns only that quantize node and what reads it.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-quant-e2e-XXXXXX")
-trap '[ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
-fail=0
-check() { local what=$1; shift; if "$@"; then :; else echo "FAIL: $what"; fail=1; fi; }
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init quant-e2e
+flowtest_need_python3
 
 D=$T/tree
-python3 "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/gen_laws.py" "$D" 11
+python3 "$SRC/tests/tools/gen_laws.py" "$D" 11
 graph() {   # graph FILE Q4_GROUP [EXTRA NODE TEXT]
     cat > "$1" <<EOF
 docs = source { path = "$D"  labels = folders }

@@ -17,17 +17,9 @@
 #    --json` equals the events' metrics;
 #  - `flow report GRAPH` prints the table, `--open` writes report.html.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
-SRC=${FLOW_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-report-e2e-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
-}
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init report-e2e
+flowtest_need_python3
 python3 "$SRC/tests/tools/report_data.py" "$T/data"
 cat > "$T/r.graph" <<EOF
 docs = source { path = "$T/data/train"  labels = folders }

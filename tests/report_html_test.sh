@@ -12,19 +12,11 @@
 #    and a failed load (so this test can fail).
 # Exit 77 when Chromium or python3 is missing.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init report-html
+flowtest_need_python3
 CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
 [ -n "$CHROMIUM" ] || { echo "skip: chromium is not installed (.ci/setup --test installs it)"; exit 77; }
-SRC=${FLOW_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-report-html-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
-}
 python3 "$SRC/tests/tools/report_data.py" "$T/data"
 cat > "$T/h.graph" <<GRAPH
 docs = source { path = "$T/data/train"  labels = folders }

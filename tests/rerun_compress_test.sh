@@ -14,14 +14,9 @@
 # Sizes: head size 64 and FFN 256 -> 128 or 192 after pruning, so groups
 # of 32 and 64 both divide every quantized width.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
-SRC=${FLOW_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-rerun-compress-XXXXXX")
-trap '[ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
-fail=0
-check() { local what=$1; shift; if "$@"; then :; else echo "FAIL: $what"; fail=1; fi; }
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init rerun-compress
+flowtest_need_python3
 
 python3 "$SRC/tests/tools/gen_laws.py" "$T/data" 11
 cat > "$T/c.graph" <<EOF

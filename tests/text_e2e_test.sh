@@ -8,16 +8,9 @@
 #  3. a slice of the shared legal corpus (two departments), when present.
 # Needs $FLOW (set by ctest) and python3 (JSON parsing).
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-text-e2e-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
-}
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init text-e2e
+flowtest_need_python3
 
 # ---- 1. generated tree ----------------------------------------------------
 D=$T/tree

@@ -20,6 +20,7 @@
 # flow_testhooks from the same folder when it exists.  ~2-3 min with a
 # release binary on 2 busy cores.  Exit 77 when the corpus is missing.
 set -u
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
 FLOW_BIN=${FLOW_RELEASE:-${FLOW:-}}
 if [ -z "$FLOW_BIN" ] || [ ! -x "$FLOW_BIN" ]; then echo "SKIP: neither \$FLOW_RELEASE nor \$FLOW is an executable"; exit 77; fi
 # The kill -9 runs need the FLOW_TEST_KILL_AT hook: flow_testhooks beside
@@ -43,10 +44,6 @@ ok() {      # ok RUN RC: the build RUN exited 0
 }
 died() {    # died RUN RC: the build RUN was killed by the test hook
     check "build $1 dies at the FLOW_TEST_KILL_AT step (rc $2)" test "$2" -ne 0
-}
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
 }
 
 # the small variant: training lengths given by max_steps, so the graph's

@@ -12,17 +12,10 @@
 #      train is a graph error.
 # Needs $FLOW (set by ctest) and python3.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-train-dp-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
-}
-python3 "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/gen_laws.py" "$T/tree" 11
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init train-dp
+flowtest_need_python3
+python3 "$SRC/tests/tools/gen_laws.py" "$T/tree" 11
 graph() {   # graph FILE PT_EXTRA FT_EXTRA
     cat > "$1" <<EOF
 docs = source { path = "$T/tree"  labels = folders }

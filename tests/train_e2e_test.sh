@@ -10,24 +10,16 @@
 # does not; flow classify / flow eval on the model artifacts.
 # Needs $FLOW (set by ctest) and python3.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init train-e2e
+flowtest_need_python3
 # The kill -9 runs use flow_testhooks: the same program as $FLOW plus the
 # FLOW_TEST_KILL_AT hook (tests/hooks/kill_at.c), which `flow` lacks.
-HOOKED=${FLOW_BUILD:-}/flow_testhooks
-if [ -z "${FLOW_BUILD:-}" ] || [ ! -x "$HOOKED" ]; then echo "FAIL: $HOOKED is not built"; exit 1; fi
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-train-e2e-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
-}
+flowtest_need_hooks
 
 # ---- data: 3 departments x 6 laws x 8 articles ---------------------------
 D=$T/tree
-python3 "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/gen_laws.py" "$D" 11
+python3 "$SRC/tests/tools/gen_laws.py" "$D" 11
 
 graph() {   # graph FILE SEED [PT_CHECKPOINT_EVERY FT_CHECKPOINT_EVERY PROFILE]
     local ckpt_pt=${3:-5} ckpt_ft=${4:-7} profile=${5:-true}

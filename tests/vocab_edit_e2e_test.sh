@@ -10,17 +10,12 @@
 # encodes as before; bad inputs fail naming the node.
 # Needs $FLOW (set by ctest), python3 with numpy, safetensors, tokenizers.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "FAIL: \$FLOW is not an executable"; exit 1; fi
-python3 -c 'import numpy, safetensors, tokenizers' 2>/dev/null \
-    || { echo "skip: python3 numpy/safetensors/tokenizers missing"; exit 77; }
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-vocab-e2e-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() { local what=$1; shift; if "$@"; then :; else echo "FAIL: $what"; fail=1; fi; }
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init vocab-e2e
+flowtest_need_python numpy safetensors tokenizers
 
 D=$T/tree
-python3 "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/gen_laws.py" "$D" 11
+python3 "$SRC/tests/tools/gen_laws.py" "$D" 11
 printf '税收财政预算\n合\n' > "$T/new_terms.txt"
 cat > "$T/g.graph" <<EOF
 docs = source { path = "$D"  labels = folders }

@@ -23,8 +23,13 @@
  * CUDA_VISIBLE_DEVICES when GPUs were granted).  Its stdout and stderr go
  * to the node log (the last line is the live status); a non-zero exit
  * fails the node.  `script`'s content is part of the key (key_extra), so
- * editing the script rebuilds the node.  Folders left behind by a worker
- * that was killed are removed by the next exec node's worker.
+ * editing the script rebuilds the node.  The key holds the inputs' keys in
+ * binding order, not the names they are bound under (keys never hold node
+ * names, so a renamed node keeps its cache; concurrent_test relies on it):
+ * a command whose output depends on the folder names under {in} writes
+ * bytes its key does not determine, which the README warns against.
+ * Folders left behind by a worker that was killed are removed by the next
+ * exec node's worker.
  */
 #include "stages/stages.h"
 

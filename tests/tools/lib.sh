@@ -1,0 +1,52 @@
+# tests/tools/lib.sh — the shared preamble of the end-to-end shell tests
+# (tests/*_test.sh), sourced first thing:
+#
+#   . "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+#   flowtest_init NAME          # $FLOW, SRC, T, fail, check
+#   flowtest_need_python3       # or flowtest_need_python MODULE...
+#   flowtest_need_hooks         # HOOKED = $FLOW_BUILD/flow_testhooks
+#   ...
+#   exit $fail
+#
+# ctest sets FLOW (the flow binary), FLOW_SRC, FLOW_BUILD and FLOW_DATA
+# (CMakeLists.txt).  A tool the test cannot do without and that CI installs
+# (python3, numpy...) missing is a skip (exit 77, which .ci/run counts
+# against its list of allowed skips); a file the build itself makes
+# (flow_testhooks) missing is a failure.
+
+# flowtest_init NAME: checks $FLOW, sets SRC (the source tree), T (a fresh
+# temporary folder flow-NAME-XXXXXX, removed at exit unless KEEP is set)
+# and fail=0.  A test whose exit trap does more sets its own after this.
+flowtest_init() {
+    FLOW=${FLOW:-}
+    if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
+    SRC=${FLOW_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
+    T=$(mktemp -d "${TMPDIR:-/tmp}/flow-$1-XXXXXX")
+    trap '[ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
+    fail=0
+}
+
+# flowtest_need_python3: python3 on the PATH, else skip.
+flowtest_need_python3() {
+    command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
+}
+
+# flowtest_need_python MODULE...: python3 with these modules, else skip.
+flowtest_need_python() {
+    local imports
+    imports=$(IFS=,; echo "$*")
+    python3 -c "import $imports" 2>/dev/null || { echo "skip: python3 $(IFS=/; echo "$*") missing"; exit 77; }
+}
+
+# flowtest_need_hooks: HOOKED = flow_testhooks, the same program as $FLOW
+# plus the FLOW_TEST_KILL_AT hook (tests/hooks/kill_at.c) that `flow` lacks.
+flowtest_need_hooks() {
+    HOOKED=${FLOW_BUILD:-}/flow_testhooks
+    if [ -z "${FLOW_BUILD:-}" ] || [ ! -x "$HOOKED" ]; then echo "FAIL: $HOOKED is not built"; exit 1; fi
+}
+
+# check "what" CONDITION...: runs CONDITION; on failure says what and sets fail.
+check() {
+    local what=$1; shift
+    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
+}
