@@ -98,7 +98,10 @@ static inline float fexp(float x)
     return vexp(V8(x))[0];
 }
 
-/* dst[j] = exp(src[j] - mx) for j < n; returns the sum (fixed order). */
+/* dst[j] = exp(src[j] - mx) for j < n; returns the sum (fixed order).
+ * Both clones run the same lane-wise IEEE operations (no FMA), so they
+ * give the same bits; the default one is two SSE halves per vector. */
+__attribute__((target_clones("avx2", "default")))
 static float exp_row(float *dst, const float *src, float mx, int n)
 {
     v8f acc = V8(0.0f);
@@ -566,6 +569,50 @@ void residual_dropout_forward(float *out, const float *x, float *y, size_t n, fl
 /* ------------------------------------------------------------------ */
 /* attention                                                           */
 
+/* row[0..T) = softmax over the positions j with mk[j] != 0 (mk NULL: all),
+ * 0 elsewhere.  The maximum is order-free (exact; NaN never wins, as in the
+ * scalar compare), the exp sum is exp_row's fixed order, the masked lanes'
+ * exp(-inf) terms are taken off in position order, and the scaling is
+ * lane-wise: the same bits as the plain loops this replaced, on both clones. */
+__attribute__((target_clones("avx2", "default")))
+static void softmax_row(float *row, const int32_t *mk, int T)
+{
+    v8f vm = V8(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= T; j += 8) {
+        v8f x = vload(row + j);
+        v8i take = x > vm;
+        if (mk) {
+            v8i mv;
+            memcpy(&mv, mk + j, sizeof mv);
+            take &= mv != 0;
+            vstore(row + j, vsel(mv != 0, x, V8(-INFINITY)));
+        }
+        vm = vsel(take, x, vm);
+    }
+    float mx = -INFINITY;
+    for (int k = 0; k < 8; k++)
+        mx = vm[k] > mx ? vm[k] : mx;
+    for (; j < T; j++) {
+        if (!mk || mk[j])
+            mx = row[j] > mx ? row[j] : mx;
+        if (mk && !mk[j])
+            row[j] = -INFINITY;
+    }
+    float sum = exp_row(row, row, mx, T);
+    if (mk)
+        for (j = 0; j < T; j++)
+            if (!mk[j]) {
+                sum -= row[j];
+                row[j] = 0.0f;
+            }
+    float inv = 1.0f / sum;
+    for (j = 0; j + 8 <= T; j += 8)
+        vstore(row + j, vload(row + j) * V8(inv));
+    for (; j < T; j++)
+        row[j] *= inv;
+}
+
 size_t attention_scratch(int T)
 {
     return (size_t)omp_get_max_threads() * 2 * (size_t)T * T;
@@ -590,27 +637,8 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale,
                         q, ld, k, ld, 0.0f, P, T);
             const int32_t *mk = mask ? mask + (size_t)b * T : NULL;
-            for (int i = 0; i < T; i++) {
-                float *row = P + (size_t)i * T;
-                float mx = -INFINITY;
-                for (int j = 0; j < T; j++)
-                    if (!mk || mk[j])
-                        mx = row[j] > mx ? row[j] : mx;
-                if (mk)
-                    for (int j = 0; j < T; j++)
-                        if (!mk[j])
-                            row[j] = -INFINITY;
-                float sum = exp_row(row, row, mx, T);
-                if (mk)
-                    for (int j = 0; j < T; j++)
-                        if (!mk[j]) {
-                            sum -= row[j];
-                            row[j] = 0.0f;
-                        }
-                float inv = 1.0f / sum;
-                for (int j = 0; j < T; j++)
-                    row[j] *= inv;
-            }
+            for (int i = 0; i < T; i++)
+                softmax_row(P + (size_t)i * T, mk, T);
             const float *A = P;
             if (p_drop > 0) {
                 uint64_t base = (uint64_t)bh * T * T;
