@@ -192,11 +192,14 @@ static void test_act_paths(void)
         flow_err e;
         quant_act a0, a1; quant_act_init(&a0); quant_act_init(&a1);
         CHECK_OK(quant_act_quantize_on(QUANT_PATH_SCALAR, &a0, X, M, K, K, g, 1, &e), e);
+        int abs_bad = 0;
+        for (size_t i = 0; i < (size_t)M * a0.Kp; i++) abs_bad += a0.qa[i] != abs(a0.q[i]);
+        CHECK_MSG(abs_bad == 0, "activations M %d K %d: %d of qa are not |q|", M, K, abs_bad);
         for (int p = QUANT_PATH_SCALAR; p < QUANT_PATH_COUNT; p++) {
             if (!quant_path_supported((quant_path)p)) continue;
             for (int th = 1; th <= 3; th += 2) {
                 CHECK_OK(quant_act_quantize_on((quant_path)p, &a1, X, M, K, K, g, th, &e), e);
-                CHECK_MSG(memcmp(a0.q, a1.q, (size_t)M * a0.Kp) == 0 &&
+                CHECK_MSG(memcmp(a0.q, a1.q, (size_t)M * a0.Kp) == 0 && memcmp(a0.qa, a1.qa, (size_t)M * a0.Kp) == 0 &&
                           memcmp(a0.scale, a1.scale, (size_t)M * 4) == 0 &&
                           (!g || memcmp(a0.gsum, a1.gsum, (size_t)M * (K / g) * 4) == 0),
                           "activations on %s, %d threads, M %d K %d group %d differ from scalar",
@@ -233,6 +236,7 @@ static void test_saturation_extremes(void)
     for (int k = 0; k < K; k++) a.q[k] = -128;               /* row 0 */
     for (int k = 0; k < K; k++) a.q[a.Kp + k] = 127;         /* row 1 */
     for (int j = 0; j < K / 32; j++) { a.gsum[j] = -128 * 32; a.gsum[K / 32 + j] = 127 * 32; }
+    quant_act_sync_abs(&a);
     int8_t *q = malloc((size_t)N * K);
     float *s = malloc(N * sizeof(float));
     for (int n = 0; n < N; n++) {
@@ -262,6 +266,7 @@ static void test_saturation_extremes(void)
         CHECK_OK(quant_act_quantize(&a, X, M, K, K, g, &e), e);
         for (int k = 0; k < K; k++) { a.q[k] = -128; a.q[a.Kp + k] = 127; }
         for (int j = 0; j < K / g; j++) { a.gsum[j] = -128 * g; a.gsum[K / g + j] = 127 * g; }
+        quant_act_sync_abs(&a);
         quant_weight w4;
         if (kind % 2 == 0) CHECK_OK(quant_weight_init_u4(&w4, N, K, g, pk, s4, z, "sat4", &e), e);
         else CHECK_OK(quant_weight_init_nf4(&w4, N, K, g, pk, s4, L, "sat4", &e), e);

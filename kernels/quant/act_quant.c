@@ -30,6 +30,7 @@ void quant_act_release(quant_act *a)
 {
     if (!a) return;
     free(a->q);
+    free(a->qa);
     free(a->scale);
     free(a->gsum);
     memset(a, 0, sizeof *a);
@@ -47,7 +48,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem, flow_err *e)
 
 /* The scalar twin: row x [K] -> q [Kp] (padding 0), *scale, gsum [K/group]
  * (group 0: none).  Returns the first non-finite column, or -1. */
-static int row_scalar(const float *x, int K, int Kp, int group, int8_t *q, float *scale, int32_t *gsum)
+static int row_scalar(const float *x, int K, int Kp, int group, int8_t *q, uint8_t *qa, float *scale,
+                      int32_t *gsum)
 {
     float amax = 0.0f;
     for (int k = 0; k < K; k++) {
@@ -62,6 +64,7 @@ static int row_scalar(const float *x, int K, int Kp, int group, int8_t *q, float
         q[k] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
     }
     memset(q + K, 0, (size_t)(Kp - K));
+    for (int k = 0; k < Kp; k++) qa[k] = (uint8_t)abs(q[k]);
     for (int j = 0; group > 0 && j < K / group; j++) {
         int32_t s = 0;
         for (int i = 0; i < group; i++) s += q[j * group + i];
@@ -84,7 +87,8 @@ static AVX2 int32_t hsum8(__m256i v)
 /* The AVX2 row: the same bits as row_scalar (group is 0 or a multiple of
  * 32).  Returns -1, or -2 when the row holds a non-finite value (the caller
  * asks row_scalar for the column). */
-static AVX2 int row_avx2(const float *x, int K, int Kp, int group, int8_t *q, float *scale, int32_t *gsum)
+static AVX2 int row_avx2(const float *x, int K, int Kp, int group, int8_t *q, uint8_t *qa, float *scale,
+                         int32_t *gsum)
 {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), big = _mm256_set1_ps(FLT_MAX);
     __m256 vmax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
@@ -116,7 +120,9 @@ static AVX2 int row_avx2(const float *x, int K, int Kp, int group, int8_t *q, fl
             v[u] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
         }
         __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
-        _mm256_storeu_si256((__m256i *)(q + k), _mm256_permutevar8x32_epi32(b, order));
+        b = _mm256_permutevar8x32_epi32(b, order);
+        _mm256_storeu_si256((__m256i *)(q + k), b);
+        _mm256_storeu_si256((__m256i *)(qa + k), _mm256_abs_epi8(b));
         if (group) {
             gacc = _mm256_add_epi32(gacc, _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3])));
             if ((k + 32) % group == 0) {
@@ -128,8 +134,10 @@ static AVX2 int row_avx2(const float *x, int K, int Kp, int group, int8_t *q, fl
     for (; k < K; k++) {                        /* group 0 only: group | K, 32 | group */
         float r = rintf(x[k] * inv);
         q[k] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
+        qa[k] = (uint8_t)abs(q[k]);
     }
     memset(q + K, 0, (size_t)(Kp - K));
+    memset(qa + K, 0, (size_t)(Kp - K));
     return -1;
 }
 #endif
@@ -148,6 +156,7 @@ int quant_act_quantize_on(quant_path p, quant_act *a, const float *X, int M, int
     int Kp = (K + QUANT_KPAD - 1) / QUANT_KPAD * QUANT_KPAD;
     int G = group > 0 ? K / group : 0;
     int rc = grow((void **)&a->q, &a->cap_q, (size_t)M * Kp, 1, e);
+    if (!rc) rc = grow((void **)&a->qa, &a->cap_qa, (size_t)M * Kp, 1, e);
     if (!rc) rc = grow((void **)&a->scale, &a->cap_m, (size_t)M, sizeof(float), e);
     if (!rc && G) rc = grow((void **)&a->gsum, &a->cap_g, (size_t)M * G, sizeof(int32_t), e);
     if (rc) return rc;
@@ -161,13 +170,14 @@ int quant_act_quantize_on(quant_path p, quant_act *a, const float *X, int M, int
     for (int m = 0; m < M; m++) {
         const float *x = X + (size_t)m * ldx;
         int8_t *q = a->q + (size_t)m * Kp;
+        uint8_t *qa = a->qa + (size_t)m * Kp;
         int32_t *gs = G ? a->gsum + (size_t)m * G : NULL;
         int r;
 #if defined(__x86_64__) || defined(__i386__)
-        if (simd) r = row_avx2(x, K, Kp, group, q, &a->scale[m], gs);
+        if (simd) r = row_avx2(x, K, Kp, group, q, qa, &a->scale[m], gs);
         else
 #endif
-            r = row_scalar(x, K, Kp, group, q, &a->scale[m], gs);
+            r = row_scalar(x, K, Kp, group, q, qa, &a->scale[m], gs);
         (void)simd;
         if (r != -1 && m < first_bad) first_bad = m;
     }
@@ -184,4 +194,9 @@ int quant_act_quantize_on(quant_path p, quant_act *a, const float *X, int M, int
 int quant_act_quantize(quant_act *a, const float *X, int M, int K, size_t ldx, int group, flow_err *e)
 {
     return quant_act_quantize_on(quant_path_active(), a, X, M, K, ldx, group, 1, e);
+}
+
+void quant_act_sync_abs(quant_act *a)
+{
+    for (size_t i = 0; i < (size_t)a->M * a->Kp; i++) a->qa[i] = (uint8_t)abs(a->q[i]);
 }

@@ -9,6 +9,8 @@
  *
  * INT8, 4 rows x 16 channels (8 int32 accumulators), per k-quad:
  *     p = vpmaddubsw(|a|, sign(q, a))    int16 pairs, |p| <= 2*128*127, exact
+ *   (|a| is broadcast from quant_act.qa, made once per row by the activation
+ *   quantizer: no vpabsb per row and panel, 4 vector ops per 32 MACs)
  *     acc += vpmaddwd(p, 1)               (sign trick, see quant.h)
  * UINT4, 4 rows x 8 channels, per k-octet (one 32-byte load = 64 codes):
  *     lo = w & 15 (k 0..3), hi = (w >> 4) & 15 (k 4..7)
@@ -57,8 +59,8 @@ INLINE AVX2 void store8(float *y, __m256 v, const float *bias, int n, int nv)
 /* ---- INT8 ----------------------------------------------------------------- */
 
 /* acc[r][h] (channels 8h..8h+7 of panel pw) over all Kp/4 k-quads, mr rows. */
-INLINE AVX2 void int8_micro(const uint8_t *pw, const int8_t *const x[4], int mr, int kq,
-                            __m256i acc[4][2])
+INLINE AVX2 void int8_micro(const uint8_t *pw, const int8_t *const x[4], const uint8_t *const xa[4], int mr,
+                            int kq, __m256i acc[4][2])
 {
     const __m256i ones = _mm256_set1_epi16(1);
     _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
@@ -67,8 +69,7 @@ INLINE AVX2 void int8_micro(const uint8_t *pw, const int8_t *const x[4], int mr,
         __m256i w0 = _mm256_loadu_si256((const __m256i *)(pw + (size_t)i * 64));
         __m256i w1 = _mm256_loadu_si256((const __m256i *)(pw + (size_t)i * 64 + 32));
         _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
-            __m256i av = bcast4(x[r] + 4 * i);
-            __m256i aa = _mm256_abs_epi8(av);
+            __m256i av = bcast4(x[r] + 4 * i), aa = bcast4((const int8_t *)xa[r] + 4 * i);
             __m256i p0 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av));
             __m256i p1 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av));
             acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
@@ -81,10 +82,15 @@ INLINE AVX2 void int8_panel_rows(const quant_weight *w, const quant_act *a, cons
                                  int mr, int n, float *Y, size_t ldy, int32_t *C)
 {
     const int8_t *x[4];
-    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) x[r] = a->q + (size_t)(m + (r < mr ? r : 0)) * a->Kp;
+    const uint8_t *xa[4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+        size_t at = (size_t)(m + (r < mr ? r : 0)) * a->Kp;
+        x[r] = a->q + at;
+        xa[r] = a->qa + at;
+    }
     const uint8_t *pw = w->p8 + (size_t)(n / QUANT_P8) * w->Kp * QUANT_P8;
     __m256i acc[4][2];
-    int8_micro(pw, x, mr, w->Kp / 4, acc);
+    int8_micro(pw, x, xa, mr, w->Kp / 4, acc);
     _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++)
         _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
             int c0 = n + 8 * h, nv = w->N - c0 < 8 ? w->N - c0 : 8;
@@ -121,8 +127,8 @@ static AVX2 void int8_tile_avx2(const quant_weight *w, const quant_act *a, const
 
 /* Integer part of octets [o0, o0 + no) (no <= 4 for UINT4) of panel pw for
  * mr rows: UINT4 summed in int16 and widened once; NF4 widened per octet. */
-INLINE AVX2 void u4_octets(const uint8_t *pw, const int8_t *const x[4], int mr, int nf4, __m256i cb,
-                           int o0, int no, __m256i d[4])
+INLINE AVX2 void u4_octets(const uint8_t *pw, const int8_t *const x[4], const uint8_t *const xa[4], int mr,
+                           int nf4, __m256i cb, int o0, int no, __m256i d[4])
 {
     const __m256i m0f = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     __m256i s16[4];
@@ -138,8 +144,9 @@ INLINE AVX2 void u4_octets(const uint8_t *pw, const int8_t *const x[4], int mr, 
         _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
             __m256i al = bcast4(x[r] + 8 * o), ah = bcast4(x[r] + 8 * o + 4);
             if (nf4) {
-                __m256i pl = _mm256_maddubs_epi16(_mm256_abs_epi8(al), _mm256_sign_epi8(lo, al));
-                __m256i ph = _mm256_maddubs_epi16(_mm256_abs_epi8(ah), _mm256_sign_epi8(hi, ah));
+                __m256i bl = bcast4((const int8_t *)xa[r] + 8 * o), bh = bcast4((const int8_t *)xa[r] + 8 * o + 4);
+                __m256i pl = _mm256_maddubs_epi16(bl, _mm256_sign_epi8(lo, al));
+                __m256i ph = _mm256_maddubs_epi16(bh, _mm256_sign_epi8(hi, ah));
                 d[r] = _mm256_add_epi32(d[r], _mm256_add_epi32(_mm256_madd_epi16(pl, ones),
                                                                _mm256_madd_epi16(ph, ones)));
             } else {
@@ -164,15 +171,18 @@ INLINE AVX2 void u4_micro(const quant_weight *w, const quant_act *a, int m, int 
     const float *ps = w->pscale + (size_t)P * G * QUANT_P4;
     const int32_t *pz = nf4 ? NULL : w->pzero + (size_t)P * G * QUANT_P4;
     const int8_t *x[4];
+    const uint8_t *xa[4];
     _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
-        x[r] = a->q + (size_t)(m + (r < mr ? r : 0)) * a->Kp;
+        size_t at = (size_t)(m + (r < mr ? r : 0)) * a->Kp;
+        x[r] = a->q + at;
+        xa[r] = a->qa + at;
         t[r] = _mm256_setzero_ps();
     }
     for (int j = 0; j < G; j++) {
         __m256i d[4];
         _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) d[r] = _mm256_setzero_si256();
         for (int o = j * og; o < (j + 1) * og; o += 4)      /* 32 k per int16 flush */
-            u4_octets(pw, x, mr, nf4, cb, o, 4, d);
+            u4_octets(pw, x, xa, mr, nf4, cb, o, 4, d);
         __m256 s = _mm256_loadu_ps(ps + (size_t)j * QUANT_P4);
         __m256i z = nf4 ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(pz + (size_t)j * QUANT_P4));
         _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {

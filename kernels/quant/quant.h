@@ -117,9 +117,11 @@ typedef struct quant_act {
     int M, K, Kp;               /* rows, width, width padded to QUANT_KPAD */
     int group;                  /* group of gsum (0: no sums) */
     int8_t *q;                  /* [M, Kp] in [-127, 127], padding 0 */
+    uint8_t *qa;                /* [M, Kp] |q| (the sign trick's unsigned operand,
+                                 * made once here instead of per weight panel) */
     float *scale;               /* [M] sa */
     int32_t *gsum;              /* [M, K/group] sum of q per group (4-bit) */
-    size_t cap_q, cap_m, cap_g; /* allocated elements (reused across calls) */
+    size_t cap_q, cap_qa, cap_m, cap_g; /* allocated elements (reused across calls) */
 } quant_act;
 
 void quant_act_init(quant_act *a);
@@ -136,6 +138,9 @@ int quant_act_quantize(quant_act *a, const float *X, int M, int K, size_t ldx,
  * the active path with one thread. */
 int quant_act_quantize_on(quant_path p, quant_act *a, const float *X, int M, int K, size_t ldx,
                           int group, int threads, flow_err *e);
+/* Refills qa from q: for a caller that wrote codes into q by hand (tests of
+ * the extremes, e.g. a = -128, whose |a| is 128). */
+void quant_act_sync_abs(quant_act *a);
 
 /* ------------------------------------------------------------------ */
 /* Weight formats (storage: what a model file holds).                  */
