@@ -360,6 +360,41 @@ static double out_err(const float *X, int n, const float *W, const float *Wq, in
     return s;
 }
 
+/* The calibration Hessian: the blocked AVX2 loop gives the scalar twin's
+ * bits (accumulated over two calls, 1 and 3 threads) for widths that are
+ * not multiples of its 4 x 12 tiles, row counts around its 128-row chunks,
+ * exact zeros (the twin skips x[r][i] == 0: with an infinity in the row,
+ * 0 * inf would be NaN) and negative zeros. */
+static void test_hessian_paths(void)
+{
+    static const int shapes[][2] = { { 1, 1 }, { 5, 3 }, { 129, 13 }, { 128, 24 }, { 300, 50 }, { 257, 131 } };
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int n = shapes[si][0], K = shapes[si][1];
+        float *X = randn((size_t)n * K, 1.0f);
+        for (size_t i = 0; i < (size_t)n * K; i += 7) X[i] = 0.0f;
+        for (size_t i = 3; i < (size_t)n * K; i += 11) X[i] = -0.0f;
+        if (n > 4 && K > 2) { X[(size_t)4 * K + 1] = 0.0f; X[(size_t)4 * K + 2] = INFINITY; }
+        double *H0 = calloc((size_t)K * K, sizeof(double)), *H1 = calloc((size_t)K * K, sizeof(double));
+        gptq_hessian_add_on(QUANT_PATH_SCALAR, H0, X, n / 2, K);
+        gptq_hessian_add_on(QUANT_PATH_SCALAR, H0, X + (size_t)(n / 2) * K, n - n / 2, K);
+        for (int p = QUANT_PATH_AVX2; p < QUANT_PATH_COUNT; p++) {
+            if (!quant_path_supported((quant_path)p)) continue;
+            for (int th = 1; th <= 3; th += 2) {
+                omp_set_num_threads(th);
+                memset(H1, 0, (size_t)K * K * sizeof(double));
+                gptq_hessian_add_on((quant_path)p, H1, X, n / 2, K);
+                gptq_hessian_add_on((quant_path)p, H1, X + (size_t)(n / 2) * K, n - n / 2, K);
+                CHECK_MSG(memcmp(H0, H1, (size_t)K * K * sizeof(double)) == 0,
+                          "hessian on %s, %d threads, n %d K %d differs from the scalar twin",
+                          quant_path_name(p), th, n, K);
+            }
+        }
+        omp_set_num_threads(2);
+        if (K > 1) CHECK(H0[1] == H0[K]);                                   /* mirrored */
+        free(H0); free(H1); free(X);
+    }
+}
+
 /* GPTQ vs RTN on a layer whose inputs have correlated features and a few
  * planted outlier columns (x20), for every format. */
 static void test_gptq_vs_rtn(void)
@@ -531,6 +566,7 @@ int main(void)
     test_saturation_extremes();
     test_threads();
     test_float_reference();
+    test_hessian_paths();
     test_gptq_vs_rtn();
     test_validation();
     test_vnni_offset_algebra();

@@ -26,22 +26,6 @@
 
 #define GPTQ_ROWS 16
 
-void gptq_hessian_add(double *H, const float *X, int n, int K)
-{
-#pragma omp parallel for schedule(dynamic, 8)
-    for (int i = 0; i < K; i++) {
-        double *h = H + (size_t)i * K;
-        for (int r = 0; r < n; r++) {
-            const float *x = X + (size_t)r * K;
-            double xi = x[i];
-            if (xi == 0.0) continue;
-            for (int j = i; j < K; j++) h[j] += xi * (double)x[j];
-        }
-    }
-    for (int i = 0; i < K; i++)                 /* mirror the upper triangle */
-        for (int j = i + 1; j < K; j++) H[(size_t)j * K + i] = H[(size_t)i * K + j];
-}
-
 /* In-place lower Cholesky of A [K, K] (upper part ignored); -1 if not PD. */
 static int cholesky_lower(double *A, int K)
 {

@@ -14,7 +14,8 @@
  *   qgemm_vnni.c     AVX-VNNI and AVX-512 VNNI microkernels (vpdpbusd)
  *   qformat.c        formats: int8 per channel, 4-bit group-wise, NF4 code
  *                    books; round-to-nearest quantize and dequantize
- *   gptq.c           GPTQ (Hessian from calibration rows, error compensation)
+ *   gptq.c           GPTQ (error compensation column by column)
+ *   gptq_hessian.c   its calibration Hessian X^T X (scalar twin, blocked AVX2)
  *   qgemm_internal.h the microkernel table shared by the qgemm*.c files
  * Dependencies: libc, OpenMP and flow_err/flow_fail of the base utilities;
  * nothing of the engine's graph, the store or stages/.
@@ -215,9 +216,12 @@ typedef struct gptq_params {
 } gptq_params;
 
 /* Accumulates H += X^T X for calibration rows X [n, K] (double, [K, K],
- * full symmetric).  Deterministic (fixed order per element); threads
- * split rows of H. */
+ * full symmetric; gptq_hessian.c): per element, rows in order, a separate
+ * multiply and add, rows whose x[r][i] is 0 skipped; the same bits on every
+ * path and thread count.  gptq_hessian_add runs on the active path (SCALAR:
+ * the twin; any other: the blocked AVX2 loop), _on on an explicit one. */
 void gptq_hessian_add(double *H, const float *X, int n, int K);
+void gptq_hessian_add_on(quant_path p, double *H, const float *X, int n, int K);
 
 /* Quantizes W [N, K] with Hessian H [K, K] (not modified).  Outputs, by
  * format: bits 8 -> q8 [N, K], s [N]; UINT4 -> packed [N, K/2], s and z
