@@ -157,6 +157,11 @@ int64_t flow_param_list_int(flow_ctx *c, const char *name, int i);
 double flow_param_list_float(flow_ctx *c, const char *name, int i);
 const char *flow_node_name(flow_ctx *c);
 const char *flow_graph_dir(flow_ctx *c);   /* folder of the .graph file */
+/* The folder for a node's temporary files: $TMPDIR when set, else /tmp;
+ * never the store.  What a stage puts there is its own to remove on every
+ * path (best: unlink a file as soon as it is created and keep only the
+ * descriptor, so a killed worker leaves nothing). */
+const char *flow_temp_dir(flow_ctx *c);
 
 /* Inputs.  A port bound to `node` sees all parts of that node; bound to
  * `node.out` it sees the parts "out" and "out/..." with the "out/" prefix

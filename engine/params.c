@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const graph_value *param(flow_ctx *c, const char *name, flow_ptype want, int also)
@@ -76,3 +77,10 @@ double flow_param_list_float(flow_ctx *c, const char *name, int i)
 
 const char *flow_node_name(flow_ctx *c) { return c->g->nodes[c->node].name; }
 const char *flow_graph_dir(flow_ctx *c) { return c->g->dir; }
+
+const char *flow_temp_dir(flow_ctx *c)
+{
+    (void)c;
+    const char *t = getenv("TMPDIR");
+    return t && *t ? t : "/tmp";
+}

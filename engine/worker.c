@@ -1,6 +1,7 @@
 /* worker.c — one forked worker process per node, and the stage API it
  * offers (engine.h's stage API except flow_param_*, flow_node_name,
- * flow_graph_dir (params.c) and flow_file_hash (filehash.c)).
+ * flow_graph_dir, flow_temp_dir (params.c) and flow_file_hash
+ * (filehash.c)).
  *
  * The scheduler (build.c) forks; the child becomes the leader of its own
  * process group, opens its OWN flow_store (an LMDB environment must never

@@ -36,7 +36,8 @@ static void make_corpus(flow_buf *b, int nlines)
 
 static tok_train_opts opts(int vocab)
 {
-    tok_train_opts o = {vocab, 1.0, 0, 16, 2, 1, NULL, NULL, 0};
+    tok_train_opts o = {.vocab_size = vocab, .character_coverage = 1.0, .max_token_chars = 16,
+                        .min_frequency = 2, .threads = 1};
     return o;
 }
 
@@ -327,7 +328,7 @@ static flow_buf *train_limited(const flow_buf *c, size_t limit, int threads, siz
         size_t end = at + block < c->len ? at + block : c->len;
         while (end < c->len && c->data[end - 1] != '\n')
             end++;
-        tok_counter_add(k, c->data + at, end - at);
+        CHECK(tok_counter_add(k, c->data + at, end - at, err) == 0);
         at = end;
     }
     tok_tokenizer *t = NULL;

@@ -11,7 +11,7 @@ static uint32_t rd32(const char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static tok_tokenizer *train(const char *text, int vocab)
 {
     tok_text txt = {text, strlen(text)};
-    tok_train_opts o = {vocab, 1.0, 0, 16, 1, 1, NULL, NULL, 0};
+    tok_train_opts o = {vocab, 1.0, 0, 16, 1, 1, NULL, NULL, 0, 0, 0, NULL};
     tok_tokenizer *t = NULL;
     tok_train_stats st;
     flow_err err = {0};

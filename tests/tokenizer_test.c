@@ -94,7 +94,7 @@ static void test_leftmost_longest(void)
     const char *tl = "民法\n民法典\n法典编\n";
     CHECK_OK(tok_terms_parse(&terms, tl, strlen(tl), "t", 16, &err), err);
     tok_text txt = {text, strlen(text)};
-    tok_train_opts o = {40, 1.0, 0, 16, 1, 1, NULL, NULL, 0};
+    tok_train_opts o = {40, 1.0, 0, 16, 1, 1, NULL, NULL, 0, 0, 0, NULL};
     tok_tokenizer *t;
     tok_train_stats st;
     CHECK_OK(tok_train(&txt, 1, &terms, &o, &t, &st, &err), err);
@@ -128,7 +128,7 @@ static void test_round_trip(void)
             buf_adds(&c, alpha[rnd((uint32_t)na)]);
         buf_addc(&c, '\n');
     }
-    tok_train_opts o = {300, 1.0, 0, 8, 2, 2, NULL, NULL, 0};
+    tok_train_opts o = {300, 1.0, 0, 8, 2, 2, NULL, NULL, 0, 0, 0, NULL};
     tok_train_stats st;
     tok_tokenizer *t = train_text(c.data, c.len, o, &st);
     if (!t)
@@ -207,7 +207,7 @@ static void test_linear_time(void)
     const char *seed = "中华人民共和国民法典第一编总则第一章基本规定第一条为了保护民事主体的合法权益"
                        "调整民事关系维护社会和经济秩序适应中国特色社会主义发展要求弘扬社会主义核心价值观";
     tok_train_stats st;
-    tok_train_opts o = {200, 1.0, 0, 16, 1, 1, NULL, NULL, 0};
+    tok_train_opts o = {200, 1.0, 0, 16, 1, 1, NULL, NULL, 0, 0, 0, NULL};
     tok_tokenizer *t = train_text(seed, strlen(seed), o, &st);
     if (!t)
         return;
@@ -258,7 +258,7 @@ static void test_repetitive_runs(void)
             buf_addc(&c, i % 17 == 16 ? 'b' : 'a');
         buf_addc(&c, '\n');
     }
-    tok_train_opts o = {60, 1.0, 0, 64, 1, 2, NULL, NULL, 0};
+    tok_train_opts o = {60, 1.0, 0, 64, 1, 2, NULL, NULL, 0, 0, 0, NULL};
     tok_train_stats st;
     tok_tokenizer *t = train_text(c.data, c.len, o, &st);
     if (!t)

@@ -21,6 +21,9 @@ static const flow_param_def bpe_params[] = {
      "longest merged token in characters; longer forced terms are skipped"},
     {"min_frequency", FLOW_P_INT, 0, "2", 1, 1e9, NULL,
      "stop merging when the best pair occurs fewer times"},
+    {"min_word_count", FLOW_P_INT, 0, "1", 1, 1e15, NULL,
+     "pre-tokens counted fewer times are left out of the merges (their characters "
+     "still make the alphabet); 1 = every pre-token"},
 };
 
 static const flow_input_def bpe_inputs[] = {
@@ -58,60 +61,34 @@ static size_t machine_memory(void)
     return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
 }
 
-/* The counter after another block: its table and the text block must
- * stay within the budget, and so must what training from it will need
- * (about; the exact checks come before each training structure is
- * built), and that within 7/8 of this machine's memory. */
-static int counter_fits(flow_ctx *c, const tok_counter *k, size_t budget, size_t block,
-                        uint64_t bytes)
-{
-    size_t held = tok_counter_memory(k) + block, need = tok_counter_train_estimate(k);
-    size_t ram = machine_memory();
-    const char *what = "set memory_mb = %zu or more on this node, or train on less text "
-                       "(the word table grows with distinct pre-tokens, not with bytes; every "
-                       "run of Han characters between punctuation is one pre-token, so Chinese "
-                       "text has nearly as many distinct ones as it has runs)";
-    char todo[400];
-    if (held > budget || need > budget) {
-        size_t want = held > need ? held : need;
-        snprintf(todo, sizeof todo, what, (want >> 20) + (want >> 22) + 1);
-        return flow_ctx_fail(c, FLOW_E_NOMEM, "after %llu MB of text the word-count table "
-                             "holds %llu distinct words in %zu MB (with text blocks of %zu MB), "
-                             "and training from it needs about %zu MB: more than the memory "
-                             "budget of %zu MB; %s", (unsigned long long)(bytes >> 20),
-                             (unsigned long long)tok_counter_distinct(k),
-                             tok_counter_memory(k) >> 20, block >> 20, need >> 20,
-                             budget >> 20, todo);
-    }
-    if (ram && need > ram - ram / 8)
-        return flow_ctx_fail(c, FLOW_E_NOMEM, "the word-count table holds %llu distinct "
-                             "words; training from it needs about %zu MB, more than this "
-                             "machine's %zu MB of memory allow; train on less text, or on a "
-                             "machine with more memory", (unsigned long long)tok_counter_distinct(k),
-                             need >> 20, ram >> 20);
-    return 0;
-}
-
 /* Streams every text input through the word counter in blocks of an
- * eighth of the memory budget (memory_mb), then trains within the
- * budget.  The word table and the merge state grow with distinct words
- * and must fit in the budget (nothing spills to disk): when they would
- * not, the node stops with an error saying how much it needs, instead of
- * outgrowing it, swapping or being killed.  The budget never changes the
- * bytes (it is not in the key): a build either fits and gives the same
- * tokenizer as any larger budget, or fails. */
+ * eighth of the memory budget (memory_mb).  Counting is exact in bounded
+ * memory: past half of the budget the word table is written to a sorted
+ * run in the temporary folder (flow_temp_dir) and cleared, the runs are
+ * merged at the end.  The words kept for training (min_word_count) and
+ * the merge state must fit the budget: when they would not, the node
+ * stops with an error saying how much it needs and which min_word_count
+ * would fit, instead of outgrowing it, swapping or being killed.  The
+ * budget never changes the bytes (it is not in the key): a build either
+ * fits and gives the same tokenizer as any larger budget, or fails. */
 static int count_texts(flow_ctx *c, const tok_terms *terms, tok_train_opts *o,
                        tok_tokenizer **t, tok_train_stats *st)
 {
-    size_t budget = flow_memory_budget(c), block = budget / 8;
+    size_t budget = flow_memory_budget(c), block = budget / 8, ram = machine_memory();
     o->memory_limit = budget;
+    if (ram && budget > ram - ram / 8) {
+        o->memory_limit = ram - ram / 8;
+        flow_log(c, "memory_mb %zu is more than 7/8 of this machine's %zu MB: training is "
+                 "held to %zu MB", budget >> 20, ram >> 20, o->memory_limit >> 20);
+    }
+    o->spill_bytes = budget / 2;
+    o->spill_dir = flow_temp_dir(c);
     tok_counter *k;
     flow_err err = {0};
     int rc = tok_counter_new(terms, o, &k, &err);
     if (rc)
         return flow_ctx_fail(c, rc, "%s", err.msg);
     int nt = flow_in_count(c, "text");
-    uint64_t bytes = 0;
     for (int i = 0; i < nt && !rc; i++) {
         if (!flow_in_has(c, "text", i, "text")) {
             rc = flow_ctx_fail(c, FLOW_E_INPUT, "text input %d has no part `text`; bind a "
@@ -126,21 +103,24 @@ static int count_texts(flow_ctx *c, const tok_terms *terms, tok_train_opts *o,
         char *text;
         size_t n;
         while (!(rc = line_stream_block(&ls, block, &text, &n)) && n) {
-            tok_counter_add(k, text, n);
-            bytes += n;
-            if ((rc = counter_fits(c, k, budget, block, bytes)) != 0)
+            if ((rc = tok_counter_add(k, text, n, &err)) != 0) {
+                rc = flow_ctx_fail(c, rc, "%s", err.msg);
                 break;
-            flow_progress(c, -1, "counted %llu distinct words",
+            }
+            flow_progress(c, -1, "counted %llu distinct words in memory",
                           (unsigned long long)tok_counter_distinct(k));
         }
         line_stream_close(&ls);
     }
     if (!rc) {
-        flow_log(c, "word counts: %llu distinct words, %zu MB; training needs about %zu MB "
-                 "(memory budget %zu MB, text blocks of %zu MB)",
-                 (unsigned long long)tok_counter_distinct(k), tok_counter_memory(k) >> 20,
-                 tok_counter_train_estimate(k) >> 20, budget >> 20, block >> 20);
         rc = tok_train_counted(k, terms, o, t, st, &err);
+        flow_log(c, "word counts: %llu distinct words (%d sorted runs spilled, %llu MB written; "
+                 "memory budget %zu MB, text blocks of %zu MB); min_word_count %lld left out "
+                 "%llu distinct words with %llu occurrences", (unsigned long long)st->unique_words,
+                 st->spills, (unsigned long long)(st->spilled_bytes >> 20), budget >> 20,
+                 block >> 20, (long long)o->min_word_count,
+                 (unsigned long long)st->dropped_words,
+                 (unsigned long long)st->dropped_occurrences);
         if (rc)
             rc = flow_ctx_fail(c, rc, "%s", err.msg);
     }
@@ -156,6 +136,7 @@ static int bpe_run(flow_ctx *c)
         .byte_fallback = flow_param_bool(c, "byte_fallback"),
         .max_token_chars = (int)flow_param_int(c, "max_token_chars"),
         .min_frequency = (int)flow_param_int(c, "min_frequency"),
+        .min_word_count = flow_param_int(c, "min_word_count"),
         .threads = flow_threads(c),
         .progress = bpe_progress,
         .progress_arg = c,
@@ -210,6 +191,9 @@ static int bpe_run(flow_ctx *c)
         flow_metric(c, "forced_occurrences", (double)st.forced_occurrences);
         flow_metric(c, "words", (double)st.words);
         flow_metric(c, "unique_words", (double)st.unique_words);
+        flow_metric(c, "dropped_words", (double)st.dropped_words);
+        flow_metric(c, "dropped_occurrences", (double)st.dropped_occurrences);
+        flow_metric(c, "spills", st.spills);
         flow_metric(c, "byte_fallback", o.byte_fallback);
         flow_metric(c, "seconds_count", st.seconds_count);
         flow_metric(c, "seconds_merge", st.seconds_merge);
@@ -235,6 +219,7 @@ const flow_stage stage_bpe = {
     .params = bpe_params, .nparams = sizeof bpe_params / sizeof *bpe_params,
     .inputs = bpe_inputs, .ninputs = sizeof bpe_inputs / sizeof *bpe_inputs,
     .outputs = bpe_outputs, .noutputs = sizeof bpe_outputs / sizeof *bpe_outputs,
+    .key_unless_default = "min_word_count",     /* 1 = what bpe did before it existed */
     .res = {.threads = 0, .memory_mb = 512},
     .run = bpe_run,
 };

@@ -8,7 +8,9 @@
  * table, whose keys and counts live in records copied into its arena, so
  * the block can go once counted.  The counts do not depend on the blocks
  * or the threads; the order of the records does, and the trainer never
- * lets it reach its output. */
+ * lets it reach its output.  Past opts spill_bytes the table becomes a
+ * sorted run on disk (bpe_spill.c); bpe_counter_finish gives the exact
+ * counts of all words either way and keeps those of min_word_count. */
 #include "stages/tokenizer/bpe_count.h"
 
 #include <pthread.h>
@@ -153,32 +155,50 @@ int tok_counter_new(const tok_terms *terms, const tok_train_opts *o, tok_counter
     if (k->threads > 64)
         k->threads = 64;
     k->forced_counts = xcalloc(TOK_NSPECIAL + nforced, sizeof *k->forced_counts);
+    k->spill_bytes = o->spill_bytes;
+    const char *dir = o->spill_dir;
+    if (!dir || !*dir)
+        dir = getenv("TMPDIR");
+    k->spill_dir = xstrdup(dir && *dir ? dir : "/tmp");
     k->t0 = now_s();
     *out = k;
     return 0;
 }
 
-/* A new record for key s[0..len) with count; returns it. */
-static char *arena_record(tok_counter *k, const char *s, uint32_t len, uint64_t count)
+char *bpe_arena_record(bpe_arena *a, const char *s, uint32_t len, uint64_t count)
 {
     size_t need = BPE_REC_HEAD + (size_t)len;
-    if (!k->nblocks || k->used[k->nblocks - 1] + need > BPE_ARENA_BLOCK) {
+    if (!a->nblocks || a->used[a->nblocks - 1] + need > BPE_ARENA_BLOCK) {
         size_t sz = need > BPE_ARENA_BLOCK ? need : BPE_ARENA_BLOCK;
-        k->blocks = xrealloc(k->blocks, (k->nblocks + 1) * sizeof *k->blocks);
-        k->used = xrealloc(k->used, (k->nblocks + 1) * sizeof *k->used);
-        k->blocks[k->nblocks] = xmalloc(sz);
-        k->used[k->nblocks++] = 0;
-        k->arena_bytes += sz;
+        a->blocks = xrealloc(a->blocks, (a->nblocks + 1) * sizeof *a->blocks);
+        a->used = xrealloc(a->used, (a->nblocks + 1) * sizeof *a->used);
+        a->blocks[a->nblocks] = xmalloc(sz);
+        a->used[a->nblocks++] = 0;
+        a->bytes += sz;
     }
-    char *d = k->blocks[k->nblocks - 1] + k->used[k->nblocks - 1];
+    char *d = a->blocks[a->nblocks - 1] + a->used[a->nblocks - 1];
     memcpy(d, &len, 4);
     memcpy(d + 4, &count, 8);
     memcpy(d + BPE_REC_HEAD, s, len);
-    k->used[k->nblocks - 1] += need;
-    k->key_bytes += len;
-    for (uint32_t i = 0; i < len; i++)      /* UTF-8: all but continuation bytes */
-        k->key_chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+    a->used[a->nblocks - 1] += need;
     return d;
+}
+
+/* UTF-8 characters of s[0..len): all but continuation bytes */
+static uint64_t utf8_chars(const char *s, uint32_t len)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+/* A new record in the counter's arena. */
+static char *arena_record(tok_counter *k, const char *s, uint32_t len, uint64_t count)
+{
+    k->key_bytes += len;
+    k->key_chars += utf8_chars(s, len);
+    return bpe_arena_record(&k->arena, s, len, count);
 }
 
 static void table_grow(tok_counter *k)
@@ -229,25 +249,27 @@ void bpe_counter_drop_table(tok_counter *k)
     k->cap = 0;
 }
 
-void bpe_counter_free_block(tok_counter *k, size_t i)
+void bpe_arena_free_block(bpe_arena *a, size_t i)
 {
-    if (!k->blocks[i])
+    if (!a->blocks[i])
         return;
-    k->arena_bytes -= k->used[i] > BPE_ARENA_BLOCK ? k->used[i] : BPE_ARENA_BLOCK;
-    free(k->blocks[i]);
-    k->blocks[i] = NULL;
+    a->bytes -= a->used[i] > BPE_ARENA_BLOCK ? a->used[i] : BPE_ARENA_BLOCK;
+    free(a->blocks[i]);
+    a->blocks[i] = NULL;
 }
 
-void bpe_counter_free_arena(tok_counter *k)
+void bpe_arena_release(bpe_arena *a)
 {
-    for (size_t i = 0; i < k->nblocks; i++)
-        bpe_counter_free_block(k, i);
-    free(k->blocks);
-    free(k->used);
-    k->blocks = NULL;
-    k->used = NULL;
-    k->nblocks = k->arena_bytes = 0;
+    for (size_t i = 0; i < a->nblocks; i++)
+        bpe_arena_free_block(a, i);
+    free(a->blocks);
+    free(a->used);
+    memset(a, 0, sizeof *a);
 }
+
+void bpe_counter_free_block(tok_counter *k, size_t i) { bpe_arena_free_block(&k->arena, i); }
+
+void bpe_counter_free_arena(tok_counter *k) { bpe_arena_release(&k->arena); }
 
 void tok_counter_free(tok_counter *k)
 {
@@ -257,13 +279,16 @@ void tok_counter_free(tok_counter *k)
         tok_matcher_free(k->m);
     bpe_counter_drop_table(k);
     bpe_counter_free_arena(k);
+    bpe_runs_release(k);
+    free(k->spill_dir);
+    free(k->chars);
     free(k->forced_counts);
     free(k);
 }
 
 size_t tok_counter_memory(const tok_counter *k)
 {
-    return k->cap * sizeof(bpe_slot) + k->arena_bytes + k->nblocks * 2 * sizeof(size_t);
+    return k->cap * sizeof(bpe_slot) + k->arena.bytes + k->arena.nblocks * 2 * sizeof(size_t);
 }
 
 uint64_t tok_counter_distinct(const tok_counter *k) { return k->n; }
@@ -299,10 +324,12 @@ static chunk *cut_chunks(const char *text, size_t n, int threads, int *nchunks_o
     return chunks;
 }
 
-void tok_counter_add(tok_counter *k, const char *text, size_t n)
+int tok_counter_add(tok_counter *k, const char *text, size_t n, flow_err *err)
 {
     if (n == 0)
-        return;
+        return 0;
+    if (k->finished)
+        FLOW_BUG("bpe: tok_counter_add after the counts were finished");
     k->bytes += n;
     int nchunks, threads = k->threads;
     chunk *chunks = cut_chunks(text, n, threads, &nchunks);
@@ -336,4 +363,203 @@ void tok_counter_add(tok_counter *k, const char *text, size_t n)
         free(ct[i].forced_counts);
     }
     free(ct);
+    /* past its share of the budget the table goes to disk as a sorted run */
+    if (k->spill_bytes && tok_counter_memory(k) > k->spill_bytes)
+        return bpe_spill_table(k, err);
+    return 0;
+}
+
+/* ---- finishing: exact counts, the characters of all words, the kept ones ---- */
+
+/* What training from words of these sizes needs, about (as
+ * tok_counter_train_estimate), or their arena records if more. */
+static size_t kept_need(uint64_t words, uint64_t bytes, uint64_t chars)
+{
+    uint64_t train = 8 * chars + 8 * words, records = BPE_REC_HEAD * words + bytes;
+    return (size_t)(train > records ? train : records);
+}
+
+typedef struct finisher {
+    tok_counter *k;
+    int64_t min;            /* min_word_count */
+    size_t limit;           /* memory_limit, 0 = none */
+    bpe_arena kept;
+    uint64_t nkept, kept_bytes, kept_chars;
+    bpe_char *ctab; uint8_t *cused; size_t ccap, cn;
+    int over;               /* the kept words passed the limit: measure only */
+} finisher;
+
+static void char_add(finisher *f, uint32_t cp, uint64_t count)
+{
+    if ((f->cn + 1) * 2 > f->ccap) {
+        bpe_char *ot = f->ctab;
+        uint8_t *ou = f->cused;
+        size_t oc = f->ccap;
+        f->ccap = oc ? oc * 2 : 1 << 12;
+        f->ctab = xcalloc(f->ccap, sizeof *f->ctab);
+        f->cused = xcalloc(f->ccap, 1);
+        for (size_t j = 0; j < oc; j++)
+            if (ou[j]) {
+                size_t q = XXH3_64bits(&ot[j].cp, 4) & (f->ccap - 1);
+                while (f->cused[q])
+                    q = (q + 1) & (f->ccap - 1);
+                f->ctab[q] = ot[j];
+                f->cused[q] = 1;
+            }
+        free(ot);
+        free(ou);
+    }
+    size_t q = XXH3_64bits(&cp, 4) & (f->ccap - 1);
+    while (f->cused[q] && f->ctab[q].cp != cp)
+        q = (q + 1) & (f->ccap - 1);
+    if (!f->cused[q]) {
+        f->cused[q] = 1;
+        f->ctab[q] = (bpe_char){cp, 0};
+        f->cn++;
+    }
+    f->ctab[q].count += count;
+}
+
+/* One distinct word with its exact count (bpe_word_fn). */
+static int finish_word(void *arg, const char *s, uint32_t len, uint64_t count)
+{
+    finisher *f = arg;
+    tok_counter *k = f->k;
+    for (uint32_t i = 0; i < len;) {
+        uint32_t cp;
+        i += (uint32_t)tok_next_char(s + i, len - i, &cp);
+        k->chars_total += count;
+        if (cp != 0xFFFFFFFFu)      /* an invalid byte is never in the alphabet */
+            char_add(f, cp, count);
+    }
+    uint64_t nch = utf8_chars(s, len);
+    int b = count < BPE_HIST - 1 ? (int)count : BPE_HIST - 1;
+    k->hist.words[b]++;
+    k->hist.chars[b] += nch;
+    k->distinct++;
+    if ((int64_t)count < f->min) {
+        k->dropped_words++;
+        k->dropped_occurrences += count;
+        return 0;
+    }
+    f->nkept++;
+    f->kept_bytes += len;
+    f->kept_chars += nch;
+    if (f->over)
+        return 0;
+    bpe_arena_record(&f->kept, s, len, count);
+    if (f->limit && kept_need(f->nkept, f->kept_bytes, f->kept_chars) > f->limit) {
+        f->over = 1;        /* keep counting, to say how much it needs */
+        bpe_arena_release(&f->kept);
+    }
+    return 0;
+}
+
+/* The words of the table's arena, each block freed once walked. */
+static void walk_arena(tok_counter *k, finisher *f)
+{
+    for (size_t b = 0; b < k->arena.nblocks; b++) {
+        for (size_t off = 0; off < k->arena.used[b];) {
+            const char *r = k->arena.blocks[b] + off;
+            uint32_t len = bpe_rec_len(r);
+            finish_word(f, r + BPE_REC_HEAD, len, bpe_rec_count(r));
+            off += BPE_REC_HEAD + len;
+        }
+        bpe_arena_free_block(&k->arena, b);
+    }
+    bpe_arena_release(&k->arena);
+}
+
+/* Sum of the histogram's words and characters with count >= m. */
+static void hist_from(const bpe_hist *h, int64_t m, uint64_t *words, uint64_t *chars)
+{
+    *words = *chars = 0;
+    for (int b = m < 1 ? 1 : (m < BPE_HIST - 1 ? (int)m : BPE_HIST - 1); b < BPE_HIST; b++) {
+        *words += h->words[b];
+        *chars += h->chars[b];
+    }
+}
+
+void bpe_suggest_min_count(const tok_counter *k, int64_t min_word_count, size_t need,
+                           size_t limit, char *out, size_t cap)
+{
+    out[0] = 0;
+    if (!k->finished || !k->distinct || min_word_count >= BPE_HIST - 2)
+        return;
+    uint64_t w0, c0;
+    hist_from(&k->hist, min_word_count, &w0, &c0);
+    double base = 8.0 * (double)(w0 + c0);
+    if (base <= 0)
+        return;
+    /* the part of need that grows with the kept words scales with their
+     * estimate; the trainer's first tables (pairs, their index: about 4 MB)
+     * do not */
+    double fixed = (double)(need < (4u << 20) ? need : (4u << 20)), grows = (double)need - fixed;
+    int64_t m = min_word_count < 1 ? 1 : min_word_count;
+    while (++m < BPE_HIST - 1) {
+        uint64_t w, c;
+        hist_from(&k->hist, m, &w, &c);
+        double est = fixed + grows * 8.0 * (double)(w + c) / base;
+        if (est <= (double)limit) {
+            snprintf(out, cap, ", or set min_word_count = %lld (it keeps the %llu of the %llu "
+                     "distinct words counted at least that often: about %.0f MB)",
+                     (long long)m, (unsigned long long)w, (unsigned long long)k->distinct,
+                     est / 1048576.0 + 1);
+            return;
+        }
+    }
+    uint64_t w, c;
+    hist_from(&k->hist, BPE_HIST - 1, &w, &c);
+    snprintf(out, cap, " (min_word_count = %d would still keep %llu of the %llu distinct "
+             "words: about %.0f MB)", BPE_HIST - 1, (unsigned long long)w,
+             (unsigned long long)k->distinct,
+             (fixed + grows * 8.0 * (double)(w + c) / base) / 1048576.0 + 1);
+}
+
+int bpe_counter_finish(tok_counter *k, const tok_train_opts *o, tok_train_stats *st,
+                       flow_err *err)
+{
+    if (k->finished)
+        FLOW_BUG("bpe: the counts were finished twice");
+    k->finished = 1;
+    finisher f = {.k = k, .min = o->min_word_count, .limit = o->memory_limit};
+    int rc = 0;
+    if (k->nruns) {     /* the rest of the table joins the runs, then one merge */
+        rc = bpe_spill_table(k, err);
+        bpe_counter_drop_table(k);
+        if (!rc)
+            rc = bpe_merge_runs(k, finish_word, &f, err);
+        bpe_runs_release(k);
+    } else {
+        bpe_counter_drop_table(k);
+        walk_arena(k, &f);
+    }
+    bpe_counter_free_arena(k);
+    k->arena = f.kept;
+    k->n = f.nkept;
+    k->key_bytes = f.kept_bytes;
+    k->key_chars = f.kept_chars;
+    k->chars = xmalloc((f.cn ? f.cn : 1) * sizeof *k->chars);
+    for (size_t j = 0; j < f.ccap; j++)
+        if (f.cused[j])
+            k->chars[k->nchars++] = f.ctab[j];
+    free(f.ctab);
+    free(f.cused);
+    if (rc)
+        return rc;
+    size_t need = kept_need(f.nkept, f.kept_bytes, f.kept_chars);
+    if (need > st->memory_peak)
+        st->memory_peak = need;
+    if (!f.over)
+        return 0;
+    char more[320];
+    bpe_suggest_min_count(k, o->min_word_count, need, o->memory_limit, more, sizeof more);
+    return flow_fail(err, FLOW_E_NOMEM, "the %llu words kept for training (of %llu distinct "
+                     "words; min_word_count = %lld) need about %zu MB for the word records and "
+                     "the merge state, more than the memory budget of %zu MB; set memory_mb = "
+                     "%zu or more on this node%s, or train on less text (the word table and the "
+                     "merge state grow with distinct pre-tokens: every run of Han characters "
+                     "between punctuation is one)", (unsigned long long)f.nkept,
+                     (unsigned long long)k->distinct, (long long)(o->min_word_count > 1 ? o->min_word_count : 1),
+                     (need >> 20) + 1, o->memory_limit >> 20, (need >> 20) + (need >> 22) + 1, more);
 }

@@ -1,12 +1,19 @@
 /* bpe_train.c — the BPE trainer behind the bpe stage (tok_train in
  * tokenizer.h), from the words counted by bpe_count.c.
  *
- *  1. Alphabet: character frequencies from the word table; the most
- *     frequent characters covering character_coverage of all occurrences
- *     are kept; words are split at the others (they encode to [UNK] or
- *     bytes, which never merge).
- *  2. Word records: the counter's arena is turned into symbol records
- *     block by block, each block freed once converted.
+ *  0. The counter's exact counts (bpe_counter_finish: its spilled runs
+ *     merged), the characters of all words, and the words counted at
+ *     least min_word_count times (sentencepiece's input_sentence_size
+ *     and word2vec/fastText's min_count bound their training the same
+ *     way: rare items do not enter the model's statistics).
+ *  1. Alphabet: character frequencies over ALL words, those below
+ *     min_word_count too (so that every character seen is covered as
+ *     with min_word_count = 1); the most frequent characters covering
+ *     character_coverage of all occurrences are kept; words are split at
+ *     the others (they encode to [UNK] or bytes, which never merge).
+ *  2. Word records: the kept words of the counter's arena are turned
+ *     into symbol records block by block, each block freed once
+ *     converted.  Forced terms are counted apart and are always tokens.
  *  3. Merges: pair counts over the unique words, an occurrence index pair
  *     -> words holding it, and a lazy max-heap keyed (count desc, a asc,
  *     b asc) so ties are deterministic.  A merge rewrites only the words in
@@ -22,8 +29,9 @@
  * Memory (opts memory_limit): what training holds grows with distinct
  * words; it is checked against the limit before each such structure is
  * built (exact sizes) and every 256 merges, and training stops with
- * FLOW_E_NOMEM naming what it needs instead of outgrowing the limit.
- * Nothing spills to disk.
+ * FLOW_E_NOMEM naming what it needs (and a min_word_count that would
+ * fit) instead of outgrowing the limit.  Only the counting spills to
+ * disk; the merge state must fit.
  */
 #include "stages/tokenizer/bpe_count.h"
 
@@ -234,9 +242,10 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
     int rc = tok_counter_new(terms, o, &k, err);
     if (rc)
         return rc;
-    for (int i = 0; i < ntexts; i++)
-        tok_counter_add(k, texts[i].s, texts[i].n);
-    rc = tok_train_counted(k, terms, o, out, st, err);
+    for (int i = 0; i < ntexts && !rc; i++)
+        rc = tok_counter_add(k, texts[i].s, texts[i].n, err);
+    if (!rc)
+        rc = tok_train_counted(k, terms, o, out, st, err);
     tok_counter_free(k);
     return rc;
 }
@@ -244,20 +253,22 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
 /* ---- the memory limit -------------------------------------------------------- */
 
 /* Records need as the peak so far; fails when it passes o->memory_limit
- * (0: no limit) with what is needed, for what, and what to do. */
+ * (0: no limit) with what is needed, for what, and what to do (a larger
+ * budget, or a min_word_count whose kept words would fit). */
 static int within_limit(const tok_train_opts *o, size_t need, const char *what,
-                        uint64_t words, tok_train_stats *st, flow_err *err)
+                        const tok_counter *k, tok_train_stats *st, flow_err *err)
 {
     if (need > st->memory_peak)
         st->memory_peak = need;
     if (!o->memory_limit || need <= o->memory_limit)
         return 0;
-    return flow_fail(err, FLOW_E_NOMEM, "training needs %zu MB for %s (%llu distinct words), "
-                     "more than the memory budget of %zu MB; set memory_mb = %zu or more on "
-                     "this node, or train on less text (the word table and the merge state "
-                     "grow with distinct pre-tokens, and nothing spills to disk)",
-                     need >> 20, what, (unsigned long long)words, o->memory_limit >> 20,
-                     (need >> 20) + (need >> 22) + 1);
+    char more[320];
+    bpe_suggest_min_count(k, o->min_word_count, need, o->memory_limit, more, sizeof more);
+    return flow_fail(err, FLOW_E_NOMEM, "training needs %zu MB for %s (%llu distinct words "
+                     "kept), more than the memory budget of %zu MB; set memory_mb = %zu or more "
+                     "on this node%s, or train on less text (the merge state grows with the "
+                     "distinct pre-tokens kept)", (need >> 20) + 1, what, (unsigned long long)k->n,
+                     o->memory_limit >> 20, (need >> 20) + (need >> 22) + 1, more);
 }
 
 /* The words of the counter's arena in its order; consume: each block is
@@ -267,9 +278,9 @@ typedef struct word_iter { tok_counter *k; size_t b, off; int consume; } word_it
 static int next_word(word_iter *it, const char **s, uint32_t *len, uint64_t *count)
 {
     tok_counter *k = it->k;
-    while (it->b < k->nblocks) {
-        if (it->off < k->used[it->b]) {
-            const char *r = k->blocks[it->b] + it->off;
+    while (it->b < k->arena.nblocks) {
+        if (it->off < k->arena.used[it->b]) {
+            const char *r = k->arena.blocks[it->b] + it->off;
             *len = bpe_rec_len(r);
             *count = bpe_rec_count(r);
             *s = r + BPE_REC_HEAD;
@@ -286,72 +297,19 @@ static int next_word(word_iter *it, const char **s, uint32_t *len, uint64_t *cou
 
 /* ---- training from the counted words, step by step ----------------------- */
 
-/* Grows the character hash table (cp -> count; cused marks a slot). */
-static void ctab_grow(cent **ctab, uint8_t **cused, size_t *ccap)
-{
-    cent *ot = *ctab;
-    uint8_t *ou = *cused;
-    size_t oc = *ccap, cap = oc * 2;
-    cent *t = xcalloc(cap, sizeof *t);
-    uint8_t *u = xcalloc(cap, 1);
-    for (size_t j = 0; j < oc; j++)
-        if (ou[j]) {
-            size_t q = mix64(ot[j].cp) & (cap - 1);
-            while (u[q])
-                q = (q + 1) & (cap - 1);
-            t[q] = ot[j];
-            u[q] = 1;
-        }
-    free(ot);
-    free(ou);
-    *ctab = t;
-    *cused = u;
-    *ccap = cap;
-}
-
-/* Character frequencies over the word table, most frequent first
- * (cent_cmp: count desc, code point asc); an invalid byte counts towards
+/* Character frequencies of all words (bpe_counter_finish counted them,
+ * also in words below min_word_count), most frequent first (cent_cmp:
+ * count desc, code point asc); an invalid byte counts towards
  * chars_total but is no character.  Fills st's chars_total,
  * distinct_chars, char_cp and char_count; *nc = number of characters. */
-static cent *char_frequencies(tok_counter *k, tok_train_stats *st, size_t *nc)
+static cent *char_frequencies(const tok_counter *k, tok_train_stats *st, size_t *nc)
 {
-    size_t ccap = 1 << 12, cn = 0;
-    cent *ctab = xcalloc(ccap, sizeof *ctab);
-    uint8_t *cused = xcalloc(ccap, 1);
-    word_iter it = {k, 0, 0, 0};
-    const char *ws;
-    uint32_t wlen;
-    uint64_t wcount;
-    while (next_word(&it, &ws, &wlen, &wcount)) {
-        for (uint32_t i = 0; i < wlen;) {
-            uint32_t cp;
-            i += (uint32_t)tok_next_char(ws + i, wlen - i, &cp);
-            if (cp == 0xFFFFFFFFu) {    /* invalid byte: never in the alphabet */
-                st->chars_total += wcount;
-                continue;
-            }
-            if ((cn + 1) * 2 > ccap)
-                ctab_grow(&ctab, &cused, &ccap);
-            size_t q = mix64(cp) & (ccap - 1);
-            while (cused[q] && ctab[q].cp != cp)
-                q = (q + 1) & (ccap - 1);
-            if (!cused[q]) {
-                cused[q] = 1;
-                ctab[q].cp = cp;
-                cn++;
-            }
-            ctab[q].count += wcount;
-            st->chars_total += wcount;
-        }
-    }
-    cent *chars = xmalloc((cn ? cn : 1) * sizeof *chars);
-    size_t n = 0;
-    for (size_t j = 0; j < ccap; j++)
-        if (cused[j])
-            chars[n++] = ctab[j];
-    free(ctab);
-    free(cused);
+    size_t n = k->nchars;
+    cent *chars = xmalloc((n ? n : 1) * sizeof *chars);
+    for (size_t j = 0; j < n; j++)
+        chars[j] = (cent){k->chars[j].cp, k->chars[j].count};
     qsort(chars, n, sizeof *chars, cent_cmp);
+    st->chars_total = k->chars_total;
     st->distinct_chars = (int)n;
     st->char_cp = xmalloc((n ? n : 1) * sizeof *st->char_cp);
     st->char_count = xmalloc((n ? n : 1) * sizeof *st->char_count);
@@ -589,7 +547,7 @@ static size_t pairs_bytes(const trainer *T)
  * and the heap are allocated, their exact size is checked against the
  * limit with the symbols and pairs already held. */
 static int trainer_init(trainer *T, const uint32_t *sym, size_t nsym,
-                        const tok_train_opts *o, uint64_t words, tok_train_stats *st,
+                        const tok_train_opts *o, const tok_counter *k, tok_train_stats *st,
                         flow_err *err)
 {
     memset(T, 0, sizeof *T);
@@ -617,7 +575,7 @@ static int trainer_init(trainer *T, const uint32_t *sym, size_t nsym,
         npool += T->pairs[i].nocc;
     size_t need = nsym * sizeof *sym + pairs_bytes(T) + npool * sizeof *T->pool +
                   T->npairs * sizeof(hent);
-    int rc = within_limit(o, need, "the pair counts, occurrence lists and heap", words, st, err);
+    int rc = within_limit(o, need, "the pair counts, occurrence lists and heap", k, st, err);
     if (rc)
         return rc;
     /* mapped by itself, so that the pages of a merged pair's list can be
@@ -731,7 +689,7 @@ static void merge_in_words(trainer *T, uint32_t *sym, const uint32_t *occ, uint3
  * and their occurrence lists grow). */
 static int merge_loop(trainer *T, heap *H, uint32_t *sym, tokens *t, uint32_t *mg,
                       int want_merges, const tok_train_opts *o, tok_train_stats *st,
-                      size_t fixed, uint64_t words, int *nmerges_out, flow_err *err)
+                      size_t fixed, const tok_counter *k, int *nmerges_out, flow_err *err)
 {
     int nmerges = 0, rc = 0;
     while (nmerges < want_merges && H->n) {
@@ -787,7 +745,7 @@ static int merge_loop(trainer *T, heap *H, uint32_t *sym, tokens *t, uint32_t *m
             char what[96];
             snprintf(what, sizeof what, "the merge state after %d of %d merges (it grows "
                      "with them)", nmerges, want_merges);
-            if ((rc = within_limit(o, need, what, words, st, err)) != 0)
+            if ((rc = within_limit(o, need, what, k, st, err)) != 0)
                 break;
         }
     }
@@ -804,7 +762,6 @@ static int alphabet_and_records(tok_counter *k, const tok_terms *terms, const to
                                 flow_err *err)
 {
     *sym_out = NULL;
-    uint64_t words = k->n;
     size_t nc;
     cent *chars = char_frequencies(k, st, &nc);
     size_t nalpha = alphabet_size(chars, nc, o, st);
@@ -823,9 +780,9 @@ static int alphabet_and_records(tok_counter *k, const tok_terms *terms, const to
     /* the table goes, the arena is freed while the pool fills (the peak is
      * at most both), then the pair occurrences follow the pool (at most one
      * per position); the table and arena were checked while counting */
-    size_t pool = nsym * sizeof(uint32_t), arena = k->arena_bytes;
+    size_t pool = nsym * sizeof(uint32_t), arena = k->arena.bytes;
     size_t need = pool + (arena > npos * 4 ? arena : npos * 4);
-    int rc = within_limit(o, need, "the word records and their pair occurrences", words, st, err);
+    int rc = within_limit(o, need, "the word records and their pair occurrences", k, st, err);
     if (!rc) {
         *sym_out = word_records(k, &am, nsym);
         *nsym_out = nsym;
@@ -846,20 +803,27 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
     st->words = k->npieces;
     for (int j = 0; j < TOK_NSPECIAL + nforced; j++)
         st->forced_occurrences += k->forced_counts[j];
-    uint64_t words = st->unique_words = k->n;
     st->memory_peak = tok_counter_memory(k);
+    int rc = bpe_counter_finish(k, o, st, err);
+    st->unique_words = k->distinct;
+    st->dropped_words = k->dropped_words;
+    st->dropped_occurrences = k->dropped_occurrences;
+    st->spills = k->nspills;
+    st->spilled_bytes = k->spilled_bytes;
+    if (rc)
+        return rc;
 
     tokens t = {0};
     int nalpha = 0, byte_base = -1;
     uint32_t *sym = NULL;
     size_t nsym = 0, npos = 0;
-    int rc = alphabet_and_records(k, terms, o, &t, &nalpha, &byte_base, &sym, &nsym, &npos,
+    rc = alphabet_and_records(k, terms, o, &t, &nalpha, &byte_base, &sym, &nsym, &npos,
                                   st, err);
     st->seconds_count = now_s() - k->t0;
     trainer T;
     memset(&T, 0, sizeof T);
     if (!rc)
-        rc = trainer_init(&T, sym, nsym, o, words, st, err);
+        rc = trainer_init(&T, sym, nsym, o, k, st, err);
     int nmerges = 0;
     uint32_t *mg = NULL;
     if (!rc) {
@@ -869,7 +833,7 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
         mg = xmalloc((size_t)(want_merges ? want_merges : 1) * 3 * sizeof *mg);
         double t1 = now_s();
         size_t fixed = nsym * sizeof *sym + T.pool_len * sizeof *T.pool;
-        rc = merge_loop(&T, &H, sym, &t, mg, want_merges, o, st, fixed, words, &nmerges, err);
+        rc = merge_loop(&T, &H, sym, &t, mg, want_merges, o, st, fixed, k, &nmerges, err);
         st->merges = nmerges;
         st->seconds_merge = now_s() - t1;
         free(H.e);

@@ -196,6 +196,16 @@ typedef struct tok_train_opts {
      * much it needs (checked before each structure is built, and every
      * 256 merges); it never changes the result */
     size_t memory_limit;
+    /* words (pre-tokens) counted fewer times than this are left out of
+     * the merge state, after exact counting; their characters still count
+     * for the alphabet.  0 or 1: every word (the default) */
+    int64_t min_word_count;
+    /* the counter's table and keys past this many bytes are written to a
+     * sorted run in spill_dir (NULL: $TMPDIR or /tmp) and cleared, the
+     * runs merged at the end: the same counts, so the same result; 0 =
+     * never spill */
+    size_t spill_bytes;
+    const char *spill_dir;
 } tok_train_opts;
 
 typedef struct tok_train_stats {
@@ -212,6 +222,10 @@ typedef struct tok_train_stats {
     uint32_t *char_cp; uint64_t *char_count;
     double seconds_count, seconds_merge;
     size_t memory_peak;         /* largest need checked against memory_limit */
+    uint64_t dropped_words;     /* distinct words below min_word_count */
+    uint64_t dropped_occurrences; /* their occurrences */
+    int spills;                 /* sorted runs the counter wrote */
+    uint64_t spilled_bytes;     /* bytes written to runs (merges included) */
 } tok_train_stats;
 void tok_train_stats_release(tok_train_stats *s);
 
@@ -227,20 +241,21 @@ int tok_train(const tok_text *texts, int ntexts, const tok_terms *terms,
  * word-count table (distinct pre-tokens with their counts, keys copied into
  * its own arena), so memory grows with distinct words, not with bytes.
  * add: whole lines (a block may end without '\n'); the text may be reused
- * once add returns.  memory: the bytes the table and its keys hold.  train_counted: as tok_train from the counted words (the counter
+ * once add returns; FLOW_E_IO when a spill cannot be written (a full
+ * disk).  memory: the bytes the table and its keys hold.  train_counted: as tok_train from the counted words (the counter
  * is spent: free it after).  The result is the same as tok_train on the
  * concatenation, whatever the blocks. */
 typedef struct tok_counter tok_counter;
 int tok_counter_new(const tok_terms *terms, const tok_train_opts *o, tok_counter **out,
                     flow_err *err);
-void tok_counter_add(tok_counter *k, const char *text, size_t n);
+int tok_counter_add(tok_counter *k, const char *text, size_t n, flow_err *err);
 size_t tok_counter_memory(const tok_counter *k);
 /* About the memory training from this table will need (symbol records
  * and their pair occurrences, 8 bytes per character of the distinct
  * words and 8 per word), to stop early; the exact checks against
  * memory_limit come in tok_train_counted. */
 size_t tok_counter_train_estimate(const tok_counter *k);
-uint64_t tok_counter_distinct(const tok_counter *k);
+uint64_t tok_counter_distinct(const tok_counter *k);   /* in the table now */
 int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_opts *o,
                       tok_tokenizer **out, tok_train_stats *st, flow_err *err);
 void tok_counter_free(tok_counter *k);

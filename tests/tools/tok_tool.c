@@ -48,7 +48,7 @@ static void spit(const char *dir, const char *name, flow_buf *b)
 
 static int cmd_train(int argc, char **argv)
 {
-    tok_train_opts o = {8000, 0.9995, 0, 16, 2, 1, NULL, NULL, 0};
+    tok_train_opts o = {8000, 0.9995, 0, 16, 2, 1, NULL, NULL, 0, 0, 0, NULL};
     tok_terms terms;
     tok_terms_init(&terms);
     const char *outdir = argv[0];
