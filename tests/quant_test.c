@@ -6,6 +6,7 @@
  * scalar emulation of the VNNI offset algebra (the development CPU lacks
  * VNNI; where cpuid reports it, the real instructions are compared too). */
 #include "kernels/quant/quant.h"
+#include "kernels/quant/qgemm_internal.h"   /* the VNNI body on its AVX2 emulation */
 #include "test.h"
 
 #include <math.h>
@@ -171,6 +172,50 @@ static void test_paths_bit_exact(void)
     CHECK(paths_run >= 1 || !quant_path_supported(QUANT_PATH_AVX2));
 }
 
+/* The VNNI kernels' body on the exact AVX2 emulation of vpdpbusd (runs on
+ * any AVX2 CPU, so the panel walk, the INT8 offset correction, the 4-bit
+ * group corrections and the float order of the VNNI paths are checked where
+ * the instruction itself does not exist): bit-identical to the scalar twin,
+ * the int32 accumulators of INT8 too.  One tile call over the whole output,
+ * rows and channels not multiples of the 4 x 16 / 4 x 8 blocks. */
+static void test_vnni_body_emulated(void)
+{
+    if (!quant_path_supported(QUANT_PATH_AVX2) || !qgemm_vnni_emul_kernels.int8_tile) {
+        printf("quant_test: VNNI body emulation needs AVX2: skipped\n");
+        return;
+    }
+    static const int shapes[][3] = { { 1, 4, 128 }, { 7, 13, 96 }, { 33, 70, 192 }, { 6, 24, 640 } };
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        float *X = randn((size_t)M * K, 1.0f), *W = randn((size_t)N * K, 0.1f), *b = randn((size_t)N, 0.1f);
+        for (int c = 0; c < NCASES; c++) {
+            if (cases[c].group && K % cases[c].group) continue;
+            quant_weight qw; float *Wd, *eb;
+            if (make_weight(&cases[c], W, N, K, &qw, &Wd, &eb)) { CHECK(0); continue; }
+            quant_act a; quant_act_init(&a);
+            flow_err e;
+            CHECK_OK(quant_act_quantize(&a, X, M, K, K, cases[c].group, &e), e);
+            float *y0 = calloc((size_t)M * N, 4), *y1 = calloc((size_t)M * N, 4);
+            CHECK_OK(quant_linear_on(QUANT_PATH_SCALAR, &qw, &a, b, y0, N, 1, &e), e);
+            int int8 = cases[c].kind == QUANT_KIND_INT8;
+            qgemm_tile_fn fn = int8 ? qgemm_vnni_emul_kernels.int8_tile : qgemm_vnni_emul_kernels.u4_tile;
+            fn(&qw, &a, b, 0, M, 0, N, y1, N, NULL);
+            CHECK_MSG(memcmp(y0, y1, (size_t)M * N * 4) == 0, "VNNI body (emulated), %s, M %d N %d K %d: differs from scalar",
+                      cases[c].name, M, N, K);
+            if (int8) {
+                int32_t *c0 = calloc((size_t)M * N, 4), *c1 = calloc((size_t)M * N, 4);
+                CHECK_OK(quant_gemm_s32_on(QUANT_PATH_SCALAR, &qw, &a, c0, 1, &e), e);
+                fn(&qw, &a, NULL, 0, M, 0, N, NULL, 0, c1);
+                CHECK(memcmp(c0, c1, (size_t)M * N * 4) == 0);
+                free(c0); free(c1);
+            }
+            free(y0); free(y1); free(Wd); free(eb);
+            quant_act_release(&a); quant_weight_release(&qw);
+        }
+        free(X); free(W); free(b);
+    }
+}
+
 /* Activation quantization: every SIMD path and thread count gives the
  * scalar twin's codes, scales and group sums, bit for bit (tails of K that
  * are not a multiple of 8 or 32, zero rows, values on the rounding ties);
@@ -254,6 +299,11 @@ static void test_saturation_extremes(void)
         CHECK_OK(quant_gemm_s32_on((quant_path)p, &qw, &a, c1, 1, &e), e);
         CHECK_MSG(memcmp(c0, c1, (size_t)M * N * 4) == 0, "path %s saturates", quant_path_name(p));
     }
+    if (qgemm_vnni_emul_kernels.int8_tile && quant_path_supported(QUANT_PATH_AVX2)) {
+        memset(c1, 0, (size_t)M * N * 4);
+        qgemm_vnni_emul_kernels.int8_tile(&qw, &a, NULL, 0, M, 0, N, NULL, 0, c1);
+        CHECK_MSG(memcmp(c0, c1, (size_t)M * N * 4) == 0, "VNNI body (emulated) at the int8 extremes");
+    }
     /* 4-bit: codes 15 everywhere, zero 0 (UINT4) and levels +-127 (NF4), for
      * every group size (the int16 sums of the UINT4 kernels span 32 k). */
     uint8_t *pk = malloc((size_t)N * K / 2), *z = calloc((size_t)N * K / 32, 1);
@@ -278,6 +328,11 @@ static void test_saturation_extremes(void)
             if (!quant_path_supported((quant_path)p)) continue;
             CHECK_OK(quant_linear_on((quant_path)p, &w4, &a, NULL, y1, N, 1, &e), e);
             CHECK_MSG(memcmp(y0, y1, (size_t)M * N * 4) == 0, "4-bit path %s saturates (%s g%d)", quant_path_name(p),
+                      kind % 2 ? "nf4" : "uint4", g);
+        }
+        if (qgemm_vnni_emul_kernels.u4_tile && quant_path_supported(QUANT_PATH_AVX2)) {
+            qgemm_vnni_emul_kernels.u4_tile(&w4, &a, NULL, 0, M, 0, N, y1, N, NULL);
+            CHECK_MSG(memcmp(y0, y1, (size_t)M * N * 4) == 0, "VNNI body (emulated) at the 4-bit extremes (%s g%d)",
                       kind % 2 ? "nf4" : "uint4", g);
         }
         free(y0); free(y1);
@@ -563,6 +618,7 @@ int main(void)
     test_format_bounds();
     test_act_paths();
     test_paths_bit_exact();
+    test_vnni_body_emulated();
     test_saturation_extremes();
     test_threads();
     test_float_reference();

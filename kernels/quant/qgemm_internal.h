@@ -27,6 +27,9 @@ extern const qgemm_kernels qgemm_avx2_kernels;
 extern const qgemm_kernels qgemm_avxvnni_kernels;
 extern const qgemm_kernels qgemm_avx512vnni_kernels;
 extern const int qgemm_have_avxvnni_build, qgemm_have_avx512vnni_build;
+/* The VNNI body on an exact AVX2 emulation of vpdpbusd: never dispatched,
+ * run by tests/quant_test.c on CPUs without VNNI (qgemm_vnni.c). */
+extern const qgemm_kernels qgemm_vnni_emul_kernels;
 
 /* qpack.c: builds the panel layouts (p8 + padded scale; p4, pscale, pzero)
  * of a weight whose stored layout is filled; -1 when out of memory (the

@@ -19,10 +19,14 @@ int qpack_int8(quant_weight *w)
     w->Np = Np;
     w->p8 = calloc((size_t)Np * w->Kp, 1);
     float *sc = calloc((size_t)Np, sizeof(float));
-    if (!w->p8 || !sc) { free(sc); return -1; }
+    int32_t *ws = calloc((size_t)Np, sizeof(int32_t));
+    if (!w->p8 || !sc || !ws) { free(sc); free(ws); return -1; }
     memcpy(sc, w->scale, (size_t)w->N * sizeof(float));
+    memcpy(ws, w->wsum, (size_t)w->N * sizeof(int32_t));
     free(w->scale);
+    free(w->wsum);
     w->scale = sc;
+    w->wsum = ws;
     for (int n = 0; n < w->N; n++) {
         const int8_t *row = w->q8 + (size_t)n * w->Kp;
         uint8_t *dst = w->p8 + (size_t)(n / QUANT_P8) * Kq * QUANT_P8 * 4 + (size_t)(n % QUANT_P8) * 4;

@@ -11,7 +11,8 @@
  *   qgemm.c          the Linear driver: fixed tiles, threads, dispatch
  *   qgemm_scalar.c   scalar twins of every microkernel (the reference)
  *   qgemm_avx2.c     AVX2 microkernels (vpmaddubsw / vpmaddwd)
- *   qgemm_vnni.c     AVX-VNNI and AVX-512 VNNI microkernels (vpdpbusd)
+ *   qgemm_vnni.c     AVX-VNNI and AVX-512 VNNI microkernels (vpdpbusd) on the
+ *                    panels, from one body (qgemm_vnni_body.h)
  *   qformat.c        formats: int8 per channel, 4-bit group-wise, NF4 code
  *                    books; round-to-nearest quantize and dequantize
  *   gptq.c           GPTQ (error compensation column by column)
@@ -253,7 +254,8 @@ int gptq_quantize(const float *W, int N, int K, const double *H, const gptq_para
  *     8o + 4 + b in its high nibble.
  *   pscale, pzero, 4-bit: [Np4/8][G][8] (a panel's 8 channels of one group
  *     are one vector); padding channels have scale 0 and zero 0.
- *   scale, INT8: [Np8], padding 0. */
+ *   scale, INT8: [Np8], padding 0.
+ * Every SIMD path (AVX2, AVX-VNNI, AVX-512 VNNI) reads only these. */
 #define QUANT_P8 16
 #define QUANT_P4 8
 
@@ -263,7 +265,7 @@ typedef struct quant_weight {
     int group, G;               /* 4-bit: group size and K / group */
     int Np;                     /* N padded to the panel width (16 INT8, 8 4-bit) */
     int8_t *q8;                 /* INT8: [N, Kp], padding 0 (stored layout) */
-    int32_t *wsum;              /* INT8: [N] sum_k q8 (VNNI offset trick) */
+    int32_t *wsum;              /* INT8: [Np] sum_k q8 (VNNI offset trick), padding 0 */
     float *scale;               /* INT8: [Np]; 4-bit: [G, N] (transposed) */
     uint8_t *q4;                /* 4-bit: [N, K/2] packed (stored layout) */
     int32_t *zero;              /* UINT4: [G, N] */
