@@ -87,6 +87,64 @@ static const wcase cases[] = {
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
+/* Prepared weights keep only the panels: reading them back (the scalar
+ * twin's and the exporters' accessors) gives the stored tensors exactly,
+ * for N and K off the panel sizes; the bytes held are the panels' (half of
+ * keeping the stored layout beside them). */
+static void test_panels_round_trip(void)
+{
+    static const int shapes[][2] = { { 13, 96 }, { 40, 256 }, { 7, 640 } };
+    flow_err e;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], K = shapes[si][1];
+        float *W = randn((size_t)N * K, 0.1f);
+        int8_t *q = malloc((size_t)N * K);
+        float *s = malloc((size_t)N * K * sizeof(float));
+        uint8_t *p = malloc((size_t)N * K / 2), *z = malloc((size_t)N * K), *row = malloc((size_t)K / 2);
+        quant_weight w;
+        quant_int8_rtn(W, N, K, q, s);
+        CHECK_OK(quant_weight_init_int8(&w, N, K, q, s, "rt", &e), e);
+        int bad = 0;
+        for (int n = 0; n < N; n++) {
+            bad += quant_weight_scale_at(&w, n, 0) != s[n];
+            for (int k = 0; k < K; k++) bad += quant_weight_int8_at(&w, n, k) != q[(size_t)n * K + k];
+        }
+        CHECK_MSG(bad == 0, "int8 [%d, %d]: %d elements read back wrong from the panels", N, K, bad);
+        CHECK(quant_weight_bytes(&w) == (size_t)w.Np * w.Kp + (size_t)w.Np * 8);
+        quant_weight_release(&w);
+        for (int g = 32; g <= 128; g *= 2) {
+            if (K % g) continue;
+            int G = K / g;
+            for (int kind = 0; kind < 3; kind++) {     /* uint4 asym, uint4 sym, nf4 */
+                int8_t L[16];
+                if (kind < 2) {
+                    quant_u4_rtn(W, N, K, g, kind, p, s, z);
+                    CHECK_OK(quant_weight_init_u4(&w, N, K, g, p, s, kind ? NULL : z, "rt", &e), e);
+                } else {
+                    quant_nf4_fit(W, N, K, g, 5, L);
+                    quant_nf4_rtn(W, N, K, g, L, p, s);
+                    CHECK_OK(quant_weight_init_nf4(&w, N, K, g, p, s, L, "rt", &e), e);
+                }
+                bad = 0;
+                for (int n = 0; n < N; n++) {
+                    quant_weight_4bit_row(&w, n, row);
+                    bad += memcmp(row, p + (size_t)n * (K / 2), (size_t)K / 2) != 0;
+                    for (int k = 0; k < K; k++)
+                        bad += quant_weight_code_at(&w, n, k) != quant_u4_get(p + (size_t)n * (K / 2), g, k);
+                    for (int j = 0; j < G; j++) {
+                        bad += quant_weight_scale_at(&w, n, j) != s[(size_t)n * G + j];
+                        if (kind < 2) bad += quant_weight_zero_at(&w, n, j) != (kind ? 8 : z[(size_t)n * G + j]);
+                    }
+                }
+                CHECK_MSG(bad == 0, "4-bit kind %d g%d [%d, %d]: %d read back wrong from the panels", kind, g, N, K, bad);
+                CHECK(quant_weight_bytes(&w) == (size_t)w.Np * K / 2 + (size_t)w.Np * G * (kind < 2 ? 8 : 4));
+                quant_weight_release(&w);
+            }
+        }
+        free(W); free(q); free(s); free(p); free(z); free(row);
+    }
+}
+
 /* Quantized formats: element-wise bounds of quantize/dequantize. */
 static void test_format_bounds(void)
 {
@@ -616,6 +674,7 @@ int main(void)
 {
     test_path_selection();
     test_format_bounds();
+    test_panels_round_trip();
     test_act_paths();
     test_paths_bit_exact();
     test_vnni_body_emulated();

@@ -31,10 +31,11 @@ extern const int qgemm_have_avxvnni_build, qgemm_have_avx512vnni_build;
  * run by tests/quant_test.c on CPUs without VNNI (qgemm_vnni.c). */
 extern const qgemm_kernels qgemm_vnni_emul_kernels;
 
-/* qpack.c: builds the panel layouts (p8 + padded scale; p4, pscale, pzero)
- * of a weight whose stored layout is filled; -1 when out of memory (the
- * caller releases w and reports). */
-int qpack_int8(quant_weight *w);
-int qpack_4bit(quant_weight *w);
+/* qpack.c: builds the panel layouts (p8, padded scale and wsum; p4, pscale,
+ * pzero) from the stored tensors (INT8 q [N, K]; 4-bit packed [N, K/2],
+ * s and z [N, G], z NULL = 8); -1 when out of memory (the caller releases
+ * w and reports). */
+int qpack_int8(quant_weight *w, const int8_t *q);
+int qpack_4bit(quant_weight *w, const uint8_t *packed, const float *s, const uint8_t *z);
 
 #endif

@@ -2,7 +2,9 @@
  *
  * These loops ARE the definition of the numerics in quant.h: exact int32
  * dot products, then the float rescale in a fixed order with separate
- * multiply and add (ISO C mode: no FMA contraction).  Every SIMD path is
+ * multiply and add (ISO C mode: no FMA contraction).  They read the weight
+ * element by element through quant_weight_*_at (the panels are the only
+ * copy held; tests check those accessors against the stored tensors).  Every SIMD path is
  * tested bit-exact against them, and they run wherever no SIMD path does.
  */
 #include "qgemm_internal.h"
@@ -14,9 +16,8 @@ static void int8_tile_scalar(const quant_weight *w, const quant_act *a, const fl
     for (int m = m0; m < m1; m++) {
         const int8_t *x = a->q + (size_t)m * a->Kp;
         for (int n = n0; n < n1; n++) {
-            const int8_t *q = w->q8 + (size_t)n * w->Kp;
             int32_t acc = 0;
-            for (int k = 0; k < w->K; k++) acc += (int32_t)x[k] * (int32_t)q[k];
+            for (int k = 0; k < w->K; k++) acc += (int32_t)x[k] * quant_weight_int8_at(w, n, k);
             if (C) { C[(size_t)m * w->N + n] = acc; continue; }
             float s = a->scale[m] * w->scale[n];
             float y = (float)acc * s;
@@ -26,17 +27,16 @@ static void int8_tile_scalar(const quant_weight *w, const quant_act *a, const fl
 }
 
 /* One group's integer part d_j for 4-bit weights (UINT4 or NF4). */
-static int32_t u4_group_dot(const quant_weight *w, const int8_t *x, const uint8_t *row,
-                            int j, int32_t asum, int n)
+static int32_t u4_group_dot(const quant_weight *w, const int8_t *x, int j, int32_t asum, int n)
 {
     int g = w->group;
     int32_t d = 0;
     for (int i = 0; i < g; i++) {
-        int c = quant_u4_get(row, g, j * g + i);
+        int c = quant_weight_code_at(w, n, j * g + i);
         int v = w->kind == QUANT_KIND_NF4 ? w->codebook[c] : c;
         d += (int32_t)x[j * g + i] * v;
     }
-    if (w->kind == QUANT_KIND_UINT4) d -= w->zero[(size_t)j * w->N + n] * asum;
+    if (w->kind == QUANT_KIND_UINT4) d -= quant_weight_zero_at(w, n, j) * asum;
     return d;
 }
 
@@ -49,11 +49,10 @@ static void u4_tile_scalar(const quant_weight *w, const quant_act *a, const floa
         const int8_t *x = a->q + (size_t)m * a->Kp;
         const int32_t *asum = a->gsum + (size_t)m * w->G;
         for (int n = n0; n < n1; n++) {
-            const uint8_t *row = w->q4 + (size_t)n * (w->K / 2);
             float t = 0.0f;
             for (int j = 0; j < w->G; j++) {
-                int32_t d = u4_group_dot(w, x, row, j, asum[j], n);
-                t = t + w->scale[(size_t)j * w->N + n] * (float)d;
+                int32_t d = u4_group_dot(w, x, j, asum[j], n);
+                t = t + quant_weight_scale_at(w, n, j) * (float)d;
             }
             float y = t * a->scale[m];
             Y[(size_t)m * ldy + n] = bias ? y + bias[n] : y;

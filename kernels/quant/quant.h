@@ -6,8 +6,9 @@
  *   quant.h          this manual
  *   cpu_path.c       cpuid detection, the active code path, FLOW_QUANT_PATH
  *   act_quant.c      per-row dynamic quantization of fp32 activations
- *   qweight.c        prepared (run-time) weights: validation, padding, sums
- *   qpack.c          the panel layouts of the AVX2 kernels, built at load
+ *   qweight.c        prepared (run-time) weights: validation, sums
+ *   qpack.c          the panel layouts every path reads, built at load, and
+ *                    reading them back (stored packing, bytes)
  *   qgemm.c          the Linear driver: fixed tiles, threads, dispatch
  *   qgemm_scalar.c   scalar twins of every microkernel (the reference)
  *   qgemm_avx2.c     AVX2 microkernels (vpmaddubsw / vpmaddwd)
@@ -242,8 +243,9 @@ int gptq_quantize(const float *W, int N, int K, const double *H, const gptq_para
 /* Prepared weights and the quantized Linear.                          */
 
 /* Panel layouts (built once at load by qweight.c / qpack.c, never per
- * call; read by the AVX2 microkernels, which broadcast 4 activation bytes
- * against a vector of 8 channels so that no horizontal sums are needed):
+ * call; read by every path: the SIMD microkernels broadcast 4 activation
+ * bytes against a vector of 8 channels so that no horizontal sums are
+ * needed, the scalar twin indexes them through quant_weight_*_at):
  *   p8, INT8: panels of QUANT_P8 = 16 channels (N padded with zero rows to
  *     Np8); panel P, k-quad i (k = 4i..4i+3) is 64 bytes: channel c's 4
  *     codes at bytes 4c..4c+3.  Byte ((P * Kp/4 + i) * 16 + c) * 4 + b is
@@ -255,7 +257,7 @@ int gptq_quantize(const float *W, int N, int K, const double *H, const gptq_para
  *   pscale, pzero, 4-bit: [Np4/8][G][8] (a panel's 8 channels of one group
  *     are one vector); padding channels have scale 0 and zero 0.
  *   scale, INT8: [Np8], padding 0.
- * Every SIMD path (AVX2, AVX-VNNI, AVX-512 VNNI) reads only these. */
+ * Nothing else of the weight is kept. */
 #define QUANT_P8 16
 #define QUANT_P4 8
 
@@ -264,17 +266,44 @@ typedef struct quant_weight {
     int N, K, Kp;               /* Kp: K padded to QUANT_KPAD (INT8 rows) */
     int group, G;               /* 4-bit: group size and K / group */
     int Np;                     /* N padded to the panel width (16 INT8, 8 4-bit) */
-    int8_t *q8;                 /* INT8: [N, Kp], padding 0 (stored layout) */
-    int32_t *wsum;              /* INT8: [Np] sum_k q8 (VNNI offset trick), padding 0 */
-    float *scale;               /* INT8: [Np]; 4-bit: [G, N] (transposed) */
-    uint8_t *q4;                /* 4-bit: [N, K/2] packed (stored layout) */
-    int32_t *zero;              /* UINT4: [G, N] */
-    int8_t codebook[16];        /* NF4 */
+    /* the panels are the only copy of the weights held (no stored layout:
+     * half the bytes); every path reads them, the scalar twin through the
+     * accessors below */
     uint8_t *p8;                /* INT8 panels [Np/16][Kp/4][16][4] */
+    float *scale;               /* INT8: [Np], padding 0 */
+    int32_t *wsum;              /* INT8: [Np] sum_k q8 (VNNI offset trick), padding 0 */
     uint8_t *p4;                /* 4-bit panels [Np/8][K/8][8][4] */
     float *pscale;              /* 4-bit: [Np/8][G][8] */
     int32_t *pzero;             /* UINT4: [Np/8][G][8] */
+    int8_t codebook[16];        /* NF4 */
 } quant_weight;
+
+/* The prepared weight read back element by element (the scalar twin, the
+ * exporters): INT8 code q[n, k]; 4-bit code c[n, k] (0..15); the scale of
+ * channel n (INT8, j = 0) or of its group j (4-bit); the UINT4 zero. */
+static inline int quant_weight_int8_at(const quant_weight *w, int n, int k)
+{
+    return (int8_t)w->p8[((size_t)(n / QUANT_P8) * (w->Kp / 4) + k / 4) * (QUANT_P8 * 4) + (n % QUANT_P8) * 4 + k % 4];
+}
+static inline int quant_weight_code_at(const quant_weight *w, int n, int k)
+{
+    uint8_t b = w->p4[(((size_t)(n / QUANT_P4) * (w->K / 8) + k / 8) * QUANT_P4 + n % QUANT_P4) * 4 + k % 4];
+    return k % 8 < 4 ? (b & 15) : (b >> 4);
+}
+static inline float quant_weight_scale_at(const quant_weight *w, int n, int j)
+{
+    if (w->kind == QUANT_KIND_INT8) return w->scale[n];
+    return w->pscale[((size_t)(n / QUANT_P4) * w->G + j) * QUANT_P4 + n % QUANT_P4];
+}
+static inline int quant_weight_zero_at(const quant_weight *w, int n, int j)
+{
+    return w->pzero[((size_t)(n / QUANT_P4) * w->G + j) * QUANT_P4 + n % QUANT_P4];
+}
+/* Row n of a 4-bit weight in the stored packing (K/2 bytes, "4-bit
+ * packing" above). */
+void quant_weight_4bit_row(const quant_weight *w, int n, uint8_t *packed_row);
+/* Bytes held by the prepared weight (panels, scales, zeros, sums). */
+size_t quant_weight_bytes(const quant_weight *w);
 
 /* Builds prepared weights from stored tensors (copied; the inputs may be
  * freed afterwards), validating them: INT8 values != -128, scales finite

@@ -1,12 +1,10 @@
 /* qweight.c — prepared (run-time) weights of a quantized Linear: the stored
  * tensors validated and rearranged for the kernels.
  *
- * INT8: rows copied into [N, Kp] (zero padding so SIMD loops need no
- *   tails) and wsum[n] = sum_k q[n,k] for the VNNI offset trick.
- * 4-bit: packed codes kept as stored ([N, K/2]); scales and zeros
- *   transposed to [G, N] so 4 consecutive channels' values of one group
- *   load as one vector.
- * Both: the panel layouts of the AVX2 kernels (qpack.c), built here once.
+ * INT8: wsum[n] = sum_k q[n,k] for the VNNI offset trick; K zero-padded to
+ *   Kp so SIMD loops need no tails.
+ * Both: the panel layouts (qpack.c), built here once: they are the only
+ *   copy kept (the stored tensors are the caller's and may be freed).
  * Validation is what makes a corrupted file an error instead of garbage:
  * -128 in INT8 codes or NF4 levels would break the saturation-free sign
  * trick (quant.h), zeros above 15 are impossible for 4-bit, scales must be
@@ -31,11 +29,8 @@ const char *quant_kind_name(quant_kind k)
 void quant_weight_release(quant_weight *w)
 {
     if (!w) return;
-    free(w->q8);
     free(w->wsum);
     free(w->scale);
-    free(w->q4);
-    free(w->zero);
     free(w->p8);
     free(w->p4);
     free(w->pscale);
@@ -63,10 +58,9 @@ int quant_weight_init_int8(quant_weight *w, int N, int K, const int8_t *q, const
     w->kind = QUANT_KIND_INT8;
     w->N = N; w->K = K;
     w->Kp = (K + QUANT_KPAD - 1) / QUANT_KPAD * QUANT_KPAD;
-    w->q8 = calloc((size_t)N * w->Kp, 1);
     w->wsum = malloc((size_t)N * sizeof(int32_t));
     w->scale = malloc((size_t)N * sizeof(float));
-    if (!w->q8 || !w->wsum || !w->scale) {
+    if (!w->wsum || !w->scale) {
         quant_weight_release(w);
         return flow_fail(e, FLOW_E_NOMEM, "%s: cannot allocate int8 weights [%d, %d]", what, N, K);
     }
@@ -82,28 +76,28 @@ int quant_weight_init_int8(quant_weight *w, int N, int K, const int8_t *q, const
             }
             s += v;
         }
-        memcpy(w->q8 + (size_t)n * w->Kp, q + (size_t)n * K, (size_t)K);
         w->wsum[n] = s;
     }
-    if (qpack_int8(w)) {
+    if (qpack_int8(w, q)) {
         quant_weight_release(w);
         return flow_fail(e, FLOW_E_NOMEM, "%s: cannot allocate int8 weight panels [%d, %d]", what, N, K);
     }
     return 0;
 }
 
-/* The panel layouts of a 4-bit weight whose stored layout is complete. */
-static int pack_4bit(quant_weight *w, const char *what, flow_err *e)
+/* The panel layouts of a 4-bit weight from its validated stored tensors. */
+static int pack_4bit(quant_weight *w, const uint8_t *packed, const float *s, const uint8_t *z,
+                     const char *what, flow_err *e)
 {
-    if (!qpack_4bit(w)) return 0;
+    if (!qpack_4bit(w, packed, s, z)) return 0;
     int N = w->N, K = w->K;
     quant_weight_release(w);
     return flow_fail(e, FLOW_E_NOMEM, "%s: cannot allocate 4-bit weight panels [%d, %d]", what, N, K);
 }
 
-/* Common part of the two 4-bit kinds: shape checks, packed copy, scales. */
-static int init_4bit(quant_weight *w, quant_kind kind, int N, int K, int group,
-                     const uint8_t *packed, const float *s, const char *what, flow_err *e)
+/* Common part of the two 4-bit kinds: shape and scale checks. */
+static int init_4bit(quant_weight *w, quant_kind kind, int N, int K, int group, const float *s,
+                     const char *what, flow_err *e)
 {
     memset(w, 0, sizeof *w);
     if (N <= 0 || K <= 0)
@@ -118,40 +112,24 @@ static int init_4bit(quant_weight *w, quant_kind kind, int N, int K, int group,
     if (rc) return rc;
     w->kind = kind;
     w->N = N; w->K = K; w->Kp = K; w->group = group; w->G = G;
-    w->q4 = malloc((size_t)N * K / 2);
-    w->scale = malloc((size_t)N * G * sizeof(float));
-    if (!w->q4 || !w->scale) {
-        quant_weight_release(w);
-        return flow_fail(e, FLOW_E_NOMEM, "%s: cannot allocate 4-bit weights [%d, %d]", what, N, K);
-    }
-    memcpy(w->q4, packed, (size_t)N * K / 2);
-    for (int n = 0; n < N; n++)
-        for (int j = 0; j < G; j++) w->scale[(size_t)j * N + n] = s[(size_t)n * G + j];
     return 0;
 }
 
 int quant_weight_init_u4(quant_weight *w, int N, int K, int group, const uint8_t *packed,
                          const float *s, const uint8_t *z, const char *what, flow_err *e)
 {
-    int rc = init_4bit(w, QUANT_KIND_UINT4, N, K, group, packed, s, what, e);
+    int rc = init_4bit(w, QUANT_KIND_UINT4, N, K, group, s, what, e);
     if (rc) return rc;
     int G = w->G;
-    w->zero = malloc((size_t)N * G * sizeof(int32_t));
-    if (!w->zero) {
-        quant_weight_release(w);
-        return flow_fail(e, FLOW_E_NOMEM, "%s: cannot allocate 4-bit zeros", what);
-    }
-    for (int n = 0; n < N; n++)
-        for (int j = 0; j < G; j++) {
-            int zv = z ? z[(size_t)n * G + j] : 8;
-            if (zv > 15) {
+    for (int n = 0; z && n < N; n++)
+        for (int j = 0; j < G; j++)
+            if (z[(size_t)n * G + j] > 15) {
+                int zv = z[(size_t)n * G + j];
                 quant_weight_release(w);
                 return flow_fail(e, FLOW_E_CORRUPT, "%s: zero point [%d, %d] is %d (valid: 0..15)",
                                  what, n, j, zv);
             }
-            w->zero[(size_t)j * N + n] = zv;
-        }
-    return pack_4bit(w, what, e);
+    return pack_4bit(w, packed, s, z, what, e);
 }
 
 int quant_weight_init_nf4(quant_weight *w, int N, int K, int group, const uint8_t *packed,
@@ -160,8 +138,8 @@ int quant_weight_init_nf4(quant_weight *w, int N, int K, int group, const uint8_
     for (int i = 0; i < 16; i++)
         if (L[i] == -128)
             return flow_fail(e, FLOW_E_CORRUPT, "%s: code book level %d is -128 (valid: -127..127)", what, i);
-    int rc = init_4bit(w, QUANT_KIND_NF4, N, K, group, packed, s, what, e);
+    int rc = init_4bit(w, QUANT_KIND_NF4, N, K, group, s, what, e);
     if (rc) return rc;
     memcpy(w->codebook, L, 16);
-    return pack_4bit(w, what, e);
+    return pack_4bit(w, packed, s, NULL, what, e);
 }

@@ -97,7 +97,7 @@ static const char *int8_matmul(onnx_build *b, const char *x, const char *name, c
     int N = w->N, K = w->K;
     int8_t *wq = xmalloc((size_t)K * N);
     for (int r = 0; r < N; r++)
-        for (int c = 0; c < K; c++) wq[(size_t)c * N + r] = w->q8[(size_t)r * w->Kp + c];
+        for (int c = 0; c < K; c++) wq[(size_t)c * N + r] = (int8_t)quant_weight_int8_at(w, r, c);
     float *sw = xmalloc((size_t)N * sizeof *sw);
     memcpy(sw, w->scale, (size_t)N * sizeof *sw);
     int64_t wd[2] = { K, N }, sd[1] = { N };
@@ -146,14 +146,13 @@ static const char *uint4_matmul(onnx_build *b, const char *x, const char *name, 
     uint8_t *B = xcalloc(nb, 1), *Z = xcalloc((size_t)N * zb, 1);
     float *S = xmalloc((size_t)N * G * sizeof *S);
     for (int n = 0; n < N; n++) {
-        const uint8_t *row = w->q4 + (size_t)n * (K / 2);
         for (int k = 0; k < K; k++) {
-            int code = quant_u4_get(row, gs, k);
+            int code = quant_weight_code_at(w, n, k);
             B[(size_t)n * (K / 2) + k / 2] |= (uint8_t)(code << (4 * (k % 2)));
         }
         for (int j = 0; j < G; j++) {
-            S[(size_t)n * G + j] = w->scale[(size_t)j * N + n];
-            Z[(size_t)n * zb + j / 2] |= (uint8_t)((w->zero[(size_t)j * N + n] & 15) << (4 * (j % 2)));
+            S[(size_t)n * G + j] = quant_weight_scale_at(w, n, j);
+            Z[(size_t)n * zb + j / 2] |= (uint8_t)((quant_weight_zero_at(w, n, j) & 15) << (4 * (j % 2)));
         }
     }
     int64_t bd[3] = { N, G, gs / 2 }, sd[1] = { (int64_t)N * G }, zd[1] = { (int64_t)N * zb };

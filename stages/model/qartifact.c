@@ -116,7 +116,7 @@ int qart_export(const quant_weight *w, int r0, int N, int sym, qart_stored *s, f
         s->scale = malloc((size_t)N * sizeof(float));
         if (!s->codes || !s->scale) goto nomem;
         for (int n = 0; n < N; n++) {
-            memcpy((int8_t *)s->codes + (size_t)n * K, w->q8 + (size_t)(r0 + n) * w->Kp, (size_t)K);
+            for (int k = 0; k < K; k++) ((int8_t *)s->codes)[(size_t)n * K + k] = (int8_t)quant_weight_int8_at(w, r0 + n, k);
             s->scale[n] = w->scale[r0 + n];
         }
         return 0;
@@ -124,14 +124,15 @@ int qart_export(const quant_weight *w, int r0, int N, int sym, qart_stored *s, f
     s->codes = malloc((size_t)N * K / 2);
     s->scale = malloc((size_t)N * G * sizeof(float));
     if (!s->codes || !s->scale) goto nomem;
-    memcpy(s->codes, w->q4 + (size_t)r0 * (K / 2), (size_t)N * K / 2);
-    for (int n = 0; n < N; n++)
-        for (int j = 0; j < G; j++) s->scale[(size_t)n * G + j] = w->scale[(size_t)j * w->N + r0 + n];
+    for (int n = 0; n < N; n++) {
+        quant_weight_4bit_row(w, r0 + n, (uint8_t *)s->codes + (size_t)n * (K / 2));
+        for (int j = 0; j < G; j++) s->scale[(size_t)n * G + j] = quant_weight_scale_at(w, r0 + n, j);
+    }
     if (w->kind == QUANT_KIND_UINT4 && !sym) {
         s->zero = malloc((size_t)N * G);
         if (!s->zero) goto nomem;
         for (int n = 0; n < N; n++)
-            for (int j = 0; j < G; j++) s->zero[(size_t)n * G + j] = (uint8_t)w->zero[(size_t)j * w->N + r0 + n];
+            for (int j = 0; j < G; j++) s->zero[(size_t)n * G + j] = (uint8_t)quant_weight_zero_at(w, r0 + n, j);
     }
     if (w->kind == QUANT_KIND_NF4) memcpy(s->codebook, w->codebook, 16);
     return 0;
