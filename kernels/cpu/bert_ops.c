@@ -82,9 +82,17 @@ static inline __attribute__((always_inline)) v8f vphi(v8f x)
     return vsel(neg, q, V8(1.0f) - q);
 }
 
-/* Splits [0,n) into per-thread blocks of whole 8-float vectors. */
+/* Pointwise and row-wise ops under this many floats run on the calling
+ * thread: waking the others costs more than the work (a few microseconds,
+ * far more when other processes hold the cores), and every element is
+ * computed the same way whichever thread has it, so the bits do not change. */
+#define PAR_MIN_FLOATS 65536
+
+/* Splits [0,n) into per-thread blocks of whole 8-float vectors (one block
+ * below PAR_MIN_FLOATS). */
 #define PAR_CHUNKS(n, body) do { \
-        _Pragma("omp parallel") { \
+        size_t par_n_ = (n); \
+        _Pragma("omp parallel if (par_n_ >= PAR_MIN_FLOATS)") { \
             int ti_ = omp_get_thread_num(), nt_ = omp_get_num_threads(); \
             size_t per_ = (((n) + nt_ - 1) / nt_ + 7) / 8 * 8; \
             size_t s = ti_ * per_, e = s + per_ < (n) ? s + per_ : (n); \
@@ -314,7 +322,7 @@ void embedding_forward(float *out, const int32_t *ids, const int32_t *types,
                        const float *wte, const float *wpe, const float *wtt,
                        int B, int T, int H)
 {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)B * T * H >= PAR_MIN_FLOATS)
     for (int n = 0; n < B * T; n++) {
         const float *w = wte + (size_t)ids[n] * H;
         const float *p = wpe + (size_t)(n % T) * H;
@@ -438,7 +446,7 @@ static void ln_bwd_rows(float *dinp, float *pg, float *pb, const float *dout,
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *g, const float *b, int N, int C)
 {
-    #pragma omp parallel
+    #pragma omp parallel if ((size_t)N * C >= PAR_MIN_FLOATS)
     {
         int i = omp_get_thread_num(), nt = omp_get_num_threads();
         int per = (N + nt - 1) / nt, n0 = i * per, n1 = n0 + per < N ? n0 + per : N;
