@@ -99,6 +99,9 @@ typedef struct store_stats {
     uint64_t file_size;         /* bytes used by data.mdb */
 } store_stats;
 int store_stats_get(flow_store *s, store_stats *st, flow_err *err);
+/* Build leases held now (live or stale): O(1), where store_stats_get
+ * walks every chunk. */
+int store_leases_count(flow_store *s, uint64_t *n, flow_err *err);
 
 /* ---- writing an artifact ------------------------------------------- */
 typedef struct store_writer store_writer;
@@ -234,6 +237,16 @@ int store_stat_get(flow_store *s, const char *path, uint64_t size, int64_t mtime
                    uint64_t inode, flow_hash *out);     /* 0 hit, FLOW_E_NOTFOUND miss */
 int store_stat_put(flow_store *s, const char *path, uint64_t size, int64_t mtime_ns,
                    uint64_t inode, const flow_hash *h, flow_err *err);
+/* The same lookups as store_stat_get, many of them in one read
+ * transaction (a null build of 500k files paid one per file): open one
+ * reader per thread, read, close it before any store_stat_put.  A reader
+ * that could not begin its transaction still answers (each lookup then
+ * tries its own). */
+typedef struct store_stat_reader store_stat_reader;
+store_stat_reader *store_stat_reader_open(flow_store *s);
+int store_stat_read(store_stat_reader *r, const char *path, uint64_t size, int64_t mtime_ns,
+                    uint64_t inode, flow_hash *out);    /* 0 hit, FLOW_E_NOTFOUND miss */
+void store_stat_reader_close(store_stat_reader *r);
 
 /* ---- small keyed records: leases and checkpoints -------------------- */
 /* Atomically takes the lease on key for this process (pid, host, start

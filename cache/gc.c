@@ -79,8 +79,17 @@ static int gc_artifacts(flow_store *s, MDB_txn *txn, gc_ctx *c)
         manifest m;
         flow_err e;
         if (manifest_parse(v.mv_data, v.mv_size, &key, &m, 1, &e) != 0) continue;  /* verify reports it */
+        /* small parts share chunks: consecutive parts name the same one
+         * (500k one-article parts, a few hundred chunks), so only a chunk
+         * unlike the previous one is looked up */
+        const flow_hash *last = NULL;
         for (int p = 0; p < m.art->nparts; p++)
-            for (uint32_t i = 0; i < m.nchunks[p]; i++) hset_put(&c->reach, &m.chunks[p][i].h, NULL);
+            for (uint32_t i = 0; i < m.nchunks[p]; i++) {
+                const flow_hash *h = &m.chunks[p][i].h;
+                if (last && flow_hash_eq(last, h)) continue;
+                hset_put(&c->reach, h, NULL);
+                last = h;
+            }
         manifest_release(&m);
     }
     mdb_cursor_close(cur);

@@ -248,32 +248,71 @@ static stat_pending *pending_find(flow_store *s, const flow_buf *k)
     return e ? &((stat_pending *)s->stat_pending)[e - 1] : NULL;
 }
 
-int store_stat_get(flow_store *s, const char *path, uint64_t size, int64_t mtime_ns,
-                   uint64_t inode, flow_hash *out)
+/* One lookup: the pending puts first (this process's, not yet written),
+ * then txn (NULL: a read transaction of its own).  k: scratch. */
+static int stat_lookup(flow_store *s, MDB_txn *txn, flow_buf *k, const char *path, uint64_t size,
+                       int64_t mtime_ns, uint64_t inode, flow_hash *out)
 {
-    flow_buf k;
-    buf_init(&k);
-    text_key(&k, path, NULL);
-    stat_pending *p = pending_find(s, &k);
+    k->len = 0;
+    text_key(k, path, NULL);
+    stat_pending *p = pending_find(s, k);
     if (p) {
         int hit = stat_match(p->v, size, mtime_ns, inode);
         if (hit) memcpy(out->b, p->v + 32, 16);
-        buf_release(&k);
         return hit ? 0 : FLOW_E_NOTFOUND;
     }
-    MDB_txn *txn;
+    MDB_txn *own = NULL;
     flow_err e;
-    if (store_txn_read(s, &txn, &e)) { buf_release(&k); return FLOW_E_NOTFOUND; }
-    MDB_val kk = { k.len, k.data }, v;
-    int rc = mdb_get(txn, s->dbi[DB_STATCACHE], &kk, &v);
+    if (!txn && store_txn_read(s, &own, &e)) return FLOW_E_NOTFOUND;
+    MDB_val kk = { k->len, k->data }, v;
+    int rc = mdb_get(txn ? txn : own, s->dbi[DB_STATCACHE], &kk, &v);
     int hit = 0;
     if (rc == 0 && v.mv_size == 48 && stat_match(v.mv_data, size, mtime_ns, inode)) {
         memcpy(out->b, (const unsigned char *)v.mv_data + 32, 16);
         hit = 1;
     }
-    store_txn_end(s, txn);
-    buf_release(&k);
+    if (own) store_txn_end(s, own);
     return hit ? 0 : FLOW_E_NOTFOUND;
+}
+
+int store_stat_get(flow_store *s, const char *path, uint64_t size, int64_t mtime_ns,
+                   uint64_t inode, flow_hash *out)
+{
+    flow_buf k;
+    buf_init(&k);
+    int rc = stat_lookup(s, NULL, &k, path, size, mtime_ns, inode, out);
+    buf_release(&k);
+    return rc;
+}
+
+struct store_stat_reader {
+    flow_store *s;
+    MDB_txn *txn;           /* NULL: could not begin one; each lookup tries its own */
+    flow_buf k;
+};
+
+store_stat_reader *store_stat_reader_open(flow_store *s)
+{
+    store_stat_reader *r = xcalloc(1, sizeof *r);
+    r->s = s;
+    buf_init(&r->k);
+    flow_err e;
+    if (store_txn_read(s, &r->txn, &e)) r->txn = NULL;
+    return r;
+}
+
+int store_stat_read(store_stat_reader *r, const char *path, uint64_t size, int64_t mtime_ns,
+                    uint64_t inode, flow_hash *out)
+{
+    return stat_lookup(r->s, r->txn, &r->k, path, size, mtime_ns, inode, out);
+}
+
+void store_stat_reader_close(store_stat_reader *r)
+{
+    if (!r) return;
+    if (r->txn) store_txn_end(r->s, r->txn);
+    buf_release(&r->k);
+    free(r);
 }
 
 static int stat_fn(flow_store *s, MDB_txn *txn, void *arg, flow_err *err)

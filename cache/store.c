@@ -300,6 +300,17 @@ static uint64_t count_entries(MDB_txn *txn, MDB_dbi dbi)
     return mdb_stat(txn, dbi, &st) == 0 ? st.ms_entries : 0;
 }
 
+int store_leases_count(flow_store *s, uint64_t *n, flow_err *err)
+{
+    MDB_txn *txn;
+    *n = 0;
+    int rc = store_txn_read(s, &txn, err);
+    if (rc) return rc;
+    *n = count_entries(txn, s->dbi[DB_LEASES]);
+    store_txn_end(s, txn);
+    return 0;
+}
+
 int store_stats_get(flow_store *s, store_stats *st, flow_err *err)
 {
     memset(st, 0, sizeof *st);

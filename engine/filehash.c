@@ -8,9 +8,9 @@
  *
  * flow_file_hash_many does the lookups (and the reads of misses) of a
  * whole file list on up to 4 threads: the stat cache is only read while
- * they run (store_stat_get is safe for concurrent readers: each takes its
- * own LMDB read transaction, MDB_NOTLS) and written by the caller's thread
- * once they are done.
+ * they run (each thread through its own store_stat_reader: one LMDB read
+ * transaction per thread, MDB_NOTLS, not one per file) and written by the
+ * caller's thread once they are done.
  */
 #include "internal.h"
 
@@ -102,9 +102,11 @@ static void *hash_range(void *arg)
 {
     hash_job *j = arg;
     time_t now = time(NULL);
+    /* one read transaction for the whole range */
+    store_stat_reader *rd = j->s ? store_stat_reader_open(j->s) : NULL;
     for (int i = j->lo; i < j->hi; i++) {
         const flow_file_stat *st = &j->st[i];
-        if (j->s && store_stat_get(j->s, j->paths[i], st->size, st->mtime_ns, st->inode, &j->out[i]) == 0)
+        if (rd && store_stat_read(rd, j->paths[i], st->size, st->mtime_ns, st->inode, &j->out[i]) == 0)
             continue;
         int fd = open(j->paths[i], O_RDONLY | O_CLOEXEC);
         int rc = fd < 0 ? flow_fail(&j->err, FLOW_E_IO, "cannot open '%s': %s", j->paths[i], strerror(errno))
@@ -112,11 +114,12 @@ static void *hash_range(void *arg)
         if (fd >= 0) close(fd);
         if (rc) {
             j->bad = i;
-            return NULL;
+            break;
         }
         int64_t mtime_s = st->mtime_ns / 1000000000 - (st->mtime_ns % 1000000000 < 0);
         j->miss[i] = mtime_s < (int64_t)now - 2;
     }
+    store_stat_reader_close(rd);
     return NULL;
 }
 

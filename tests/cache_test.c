@@ -1175,6 +1175,22 @@ static void test_records(const char *root)
     }
     CHECK_MSG(phits == 300, "pending hits %d", phits);
     CHECK(store_stat_get(s, "/pending/300/x.md", 5, 350, 9, &out) == FLOW_E_NOTFOUND);
+    /* a reader (one transaction for many lookups) answers as store_stat_get:
+     * written entries, pending ones, stale and missing ones */
+    store_stat_reader *rd = store_stat_reader_open(s);
+    CHECK(store_stat_read(rd, "/a/b", 10, 123, 7, &out) == 0 && flow_hash_eq(&out, &h));
+    CHECK(store_stat_read(rd, "/a/b", 10, 124, 7, &out) == FLOW_E_NOTFOUND);
+    CHECK(store_stat_read(rd, longname, 1, 2, 3, &out) == 0);
+    int rhits = 0;
+    for (int i = 0; i < 300; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "/pending/%d/x.md", i);
+        flow_hash hi = key_of(p);
+        rhits += store_stat_read(rd, p, 5, 50 + i, 9, &out) == 0 && flow_hash_eq(&out, &hi);
+    }
+    CHECK_MSG(rhits == 300, "reader: pending hits %d", rhits);
+    CHECK(store_stat_read(rd, "/pending/300/x.md", 5, 350, 9, &out) == FLOW_E_NOTFOUND);
+    store_stat_reader_close(rd);
     /* buffered puts survive close, also past one batch */
     for (int i = 0; i < 700; i++) {
         char p[64];
@@ -1194,6 +1210,18 @@ static void test_records(const char *root)
     }
     CHECK_MSG(hits == 700, "hits %d", hits);
     CHECK(store_stat_get(s, "/a/b", 10, 123, 7, &out) == 0);
+    /* written entries through a reader (all 700 in one transaction) */
+    store_stat_reader *rd2 = store_stat_reader_open(s);
+    int rhits2 = 0;
+    for (int i = 0; i < 700; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "/corpus/file%d.md", i);
+        flow_hash hi = key_of(p);
+        rhits2 += store_stat_read(rd2, p, (uint64_t)i, 1000 + i, 7, &out) == 0 && flow_hash_eq(&out, &hi);
+    }
+    CHECK_MSG(rhits2 == 700, "reader hits %d", rhits2);
+    CHECK(store_stat_read(rd2, "/corpus/file1.md", 1, 1000, 7, &out) == FLOW_E_NOTFOUND);
+    store_stat_reader_close(rd2);
     CHECK_OK(store_sync(s, &err), err);
     CHECK_OK(store_set_sync_mode(s, STORE_SYNC_FULL, &err), err);
     store_close(s);

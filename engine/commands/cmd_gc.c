@@ -56,9 +56,9 @@ static int graph_roots(const flow_graph *g, flow_store *s, int keep_last, keyset
  * 10 minutes' worth.  FLOW_GC_GRACE (seconds) overrides. */
 static int grace_seconds(flow_store *s)
 {
-    store_stats sst;
+    uint64_t leases;
     flow_err err;
-    int grace = store_stats_get(s, &sst, &err) == 0 && sst.leases == 0 ? 5 : 600;
+    int grace = store_leases_count(s, &leases, &err) == 0 && leases == 0 ? 5 : 600;
     const char *ge = getenv("FLOW_GC_GRACE");
     if (ge && *ge) grace = atoi(ge);
     return grace;
