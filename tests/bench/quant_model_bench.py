@@ -11,9 +11,12 @@ weights from a seed, or an HF export given with --hf DIR) as
   (flow export --format onnx; the weights quant_model_bench.c measured:
   random ones, or the artifacts quant_model_bench.sh names),
 with the same threads and inputs, and prints one line per measurement:
-  peer <name> batch <B> seq <T> threads <n> ms_per_batch <x> seq_per_s <y>
+  peer <name> batch <B> seq <T> threads <n> ms_per_batch <x> seq_per_s <y> cpu_ms <c>
 Batch 1 is reported as latency, batch 32 as throughput (best of the
-repeats, after a warm-up).  Used by quant_model_bench.sh; not a test.
+repeats, after a warm-up); cpu_ms is the best process CPU time of a call
+(all threads), what the work costs when other jobs share the cores.
+onnxruntime's threads do not spin (QBENCH_ORT_SPIN=1: they do), as flow's
+and torch's OpenMP threads do not (OMP_WAIT_POLICY=passive).  Used by quant_model_bench.sh; not a test.
 """
 import argparse, os, sys, tempfile, time
 
@@ -62,15 +65,28 @@ def main():
     peers = a.peers.split(",")
 
     def timeit(fn):
+        """best wall time and best process CPU time (all threads) of the calls"""
         fn()
-        best, start, n = 1e30, time.perf_counter(), 0
+        best, cbest, start, n = 1e30, 1e30, time.perf_counter(), 0
         while n < 3 or time.perf_counter() - start < a.seconds:
-            t0 = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t0); n += 1
-        return best
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            best = min(best, time.perf_counter() - t0); cbest = min(cbest, time.process_time() - c0); n += 1
+        return best, cbest
 
     def report(name, B, t):
-        print(f"peer {name} batch {B} seq {a.seq} threads {a.threads} ms_per_batch {t*1e3:.2f} "
-              f"seq_per_s {B/t:.1f}", flush=True)
+        print(f"peer {name} batch {B} seq {a.seq} threads {a.threads} ms_per_batch {t[0]*1e3:.2f} "
+              f"seq_per_s {B/t[0]:.1f} cpu_ms {t[1]*1e3:.2f}", flush=True)
+
+    def ort_options(ort):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = a.threads
+        so.inter_op_num_threads = 1
+        # threads wait without spinning, as flow's (OMP_WAIT_POLICY=passive) and
+        # torch's OpenMP threads do here: on a shared machine a spinning pool
+        # takes cores from the others, and its CPU time would count the spin
+        so.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("QBENCH_ORT_SPIN", "0"))
+        return so
 
     qmodel = None
     if "torch-int8" in peers:
@@ -93,18 +109,14 @@ def main():
                               opset_version=17, dynamo=False)
             int8 = os.path.join(tmp, "model.int8.onnx")
             quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = a.threads
-            so.inter_op_num_threads = 1
+            so = ort_options(ort)
             for name, path in (("ort", fp32), ("ort-int8", int8)):
                 if name in peers:
                     ort_sessions[name] = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     flow_onnx = {}
     if a.flow_onnx:
         import onnxruntime as ort
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = a.threads
-        so.inter_op_num_threads = 1
+        so = ort_options(ort)
         for name in sorted(os.listdir(a.flow_onnx)):   # flow-fp32, flow-int8, flow-uint4-gG
             path = os.path.join(a.flow_onnx, name, "model.onnx")
             if name.startswith("flow-") and os.path.exists(path):
