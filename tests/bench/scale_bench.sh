@@ -26,6 +26,51 @@
 # SCALE_CORPORA (a folder where the generated inputs are kept as in_SIZE and
 # reused by the next run; default: generated and deleted each run).
 #
+# Measured (2026-12-01 19:20-19:33 UTC, main at 344d2ff, one run of
+# "b1 b64 f10k f500k", the shared 2-core machine at load 4-7 from other
+# helpers' builds, so wall times are partly the load's; CPU times are the
+# code's).  bpe with min_word_count = 2 (above):
+#   size   input             node  wall s  CPU s  peak RSS MB
+#   b1     1,440 f, 23 MB    src     0.67   0.31     15
+#                            cl      1.84   0.80     82
+#                            sp      0.48   0.29     56
+#                            tok     1.24   0.63     69
+#                            enc     1.65   0.98     60
+#   b64    92,160 f, 1484 MB src    40.96  19.90    117
+#                            cl     74.08  46.55    848
+#                            sp     23.12  16.36    206
+#                            tok   278.12 105.49    592   (< 1 GB: met; was 6215)
+#                            enc    82.99  62.26    353
+#   f10k   10,000 f, 2.8 MB  src 1.16/0.51, cl 0.46/0.26, sp 0.38/0.12,
+#                            tok 0.13/0.06, enc 0.16/0.10 (wall/CPU s)
+#   f500k  500,000 f, 139 MB src 98.43/35.55 (258 MB), cl 33.96/20.29 (430),
+#                            sp 7.68/8.02 (155), tok 5.97/6.98 (294),
+#                            enc 2.98/4.86 (244)
+#   time per MB, b64 / b1, wall (CPU): src 0.96 (1.02), cl 0.63 (0.91),
+#     sp 0.75 (0.89), tok 3.50 (2.60), enc 0.78 (0.99)
+#   time per file, f500k / f10k, wall (CPU): src 1.70 (1.40), cl 1.47
+#     (1.54), sp 0.41 (1.31), tok 0.92 (2.33), enc 0.37 (0.97) (tok and enc
+#     take under 0.2 s at f10k: their ratios are noise-prone)
+#   null build f500k 1.38 s, again 1.32 s; flow ls 0.05 s, flow show
+#     0.08 s, flow gc 1.48 s on the 500k-part artifact (b64: 0.56 / 0.03 /
+#     0.05 / 1.19 s).  Measured by hand just before, load 4-6: gc 2.83 s
+#     wall / 3.10 s CPU before 344d2ff (one LMDB read transaction per file
+#     in the stat cache, a walk of every chunk for the lease count) and
+#     2.1-2.4 s / 2.3-2.5 s after; null build 2.1-2.2 s / 2.6 s before,
+#     1.9-2.3 s / 2.0-2.2 s after.  perf: what is left is the walk's 500k
+#     fstatat (45% of the samples, in the kernel's path lookup) and
+#     readdir (10%).
+#   bpe at b64 (an earlier run the same hour, 18:43, load 5-8 with this
+#     session's sanitizer build beside it): wall 93.3 s, CPU 95.2 s, peak
+#     639 MB; b1 1.55 / 0.71 s, 76 MB.  Its CPU per MB still grows 2.1-2.6x
+#     from b1 to b64, though its memory is now bounded (not profiled yet;
+#     likely the word table of all distinct words, 2.65M at 8x and growing
+#     with the bytes, no longer fitting a cache, plus the sorted runs it
+#     spills and merges).  b1: 354,288
+#     distinct words, min_word_count = 2 leaves out 341,795 (one
+#     occurrence each): training needs 26 MB instead of 152 MB, CPU 0.80 s
+#     instead of 2.46 s, same alphabet; f500k: 1,530,060 distinct, 1,491,397
+#     left out.
 # Measured (2026-12-01, the shared 2-core machine at load 21-28 throughout,
 # so wall times are mostly the load's; CPU times are the code's), main at
 # 40876da..f6a34e2 (split streaming, fstatat/parallel null build, madvise):
