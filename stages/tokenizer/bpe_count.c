@@ -298,6 +298,19 @@ size_t tok_counter_train_estimate(const tok_counter *k)
     return (size_t)(8 * k->key_chars + 8 * k->n);
 }
 
+/* The table as a sorted run (bpe_spill.c), then table and arena empty
+ * (also after a failed spill): all their memory goes back, and the table
+ * grows again from its first size. */
+static int spill_and_clear(tok_counter *k, flow_err *err)
+{
+    int rc = bpe_spill_table(k, err);
+    bpe_counter_drop_table(k);
+    k->n = 0;
+    k->key_bytes = k->key_chars = 0;
+    bpe_arena_release(&k->arena);
+    return rc;
+}
+
 /* Cuts text[0..n) at line ends into chunks of about n / (16 threads). */
 static chunk *cut_chunks(const char *text, size_t n, int threads, int *nchunks_out)
 {
@@ -365,7 +378,7 @@ int tok_counter_add(tok_counter *k, const char *text, size_t n, flow_err *err)
     free(ct);
     /* past its share of the budget the table goes to disk as a sorted run */
     if (k->spill_bytes && tok_counter_memory(k) > k->spill_bytes)
-        return bpe_spill_table(k, err);
+        return spill_and_clear(k, err);
     return 0;
 }
 
@@ -525,8 +538,7 @@ int bpe_counter_finish(tok_counter *k, const tok_train_opts *o, tok_train_stats 
     finisher f = {.k = k, .min = o->min_word_count, .limit = o->memory_limit};
     int rc = 0;
     if (k->nruns) {     /* the rest of the table joins the runs, then one merge */
-        rc = bpe_spill_table(k, err);
-        bpe_counter_drop_table(k);
+        rc = spill_and_clear(k, err);
         if (!rc)
             rc = bpe_merge_runs(k, finish_word, &f, err);
         bpe_runs_release(k);

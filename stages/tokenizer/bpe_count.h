@@ -105,9 +105,11 @@ char *bpe_arena_record(bpe_arena *a, const char *s, uint32_t len, uint64_t count
 void bpe_arena_free_block(bpe_arena *a, size_t i);
 void bpe_arena_release(bpe_arena *a);
 
-/* Writes the table as a sorted run and clears it (table and arena);
- * merges runs of one level as they reach the fan-in.  FLOW_E_IO naming
- * the folder and the reason (a full disk) on failure. */
+/* Writes the table as a sorted run (its slots are reordered: only the
+ * records stay valid, and the caller clears table and arena after it,
+ * also on failure); merges runs of one level as they reach the fan-in.
+ * FLOW_E_IO naming the folder and the reason (a full disk) on failure.
+ * (bpe_spill.c uses no function of bpe_count.c: no import circle.) */
 int bpe_spill_table(tok_counter *k, flow_err *err);
 /* Every word of the runs once, in key order, with its summed count; a
  * non-zero return of fn stops the walk and is returned. */

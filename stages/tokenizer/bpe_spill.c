@@ -325,16 +325,6 @@ static int cascade(tok_counter *k, flow_err *err)
     return 0;
 }
 
-/* Empties the table and the arena (after a spill, or a failed one): all
- * their memory goes back, and the table grows again from its first size. */
-static void clear_table(tok_counter *k)
-{
-    bpe_counter_drop_table(k);
-    k->n = 0;
-    k->key_bytes = k->key_chars = 0;
-    bpe_arena_release(&k->arena);
-}
-
 int bpe_spill_table(tok_counter *k, flow_err *err)
 {
     if (!k->n)
@@ -356,7 +346,6 @@ int bpe_spill_table(tok_counter *k, flow_err *err)
     }
     if (!rc && run_finish(&r) != 0)
         rc = io_fail(k, err, "write", errno);
-    clear_table(k);
     if (rc) {
         run_close(&r);
         return rc;
