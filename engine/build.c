@@ -290,6 +290,11 @@ static int resolve_gpus(sched *S, int i, flow_err *err)
         S->b[i].gpus_wanted = all ? S->ngpus_total : want;
         return 0;
     }
+    if (fallback && n->stage->res.gpu_capable && n->stage->res.data_parallel)
+        return flow_fail(err, FLOW_E_GRAPH, "node '%s' asks for %s but %s; nothing was built.  A "
+                         "training node on a GPU has its own key (the CUDA backend's bytes differ from "
+                         "the CPU's), so `device = auto` cannot fall back: use `device = cpu` to train on "
+                         "the CPU", n->name, what, why);
     if (fallback) {
         /* said once per build, so a CPU run of a GPU node is never silent */
         char m[1000];

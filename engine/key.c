@@ -11,6 +11,10 @@
  *   except those the stage lists in not_in_key, and those it lists in
  *   key_unless_default whose value is the default (engine.h):
  *       'P' str(name) value
+ *   'D' str(device)                only for a training node that asks for
+ *                                  GPUs (a data-parallel stage with GPU code
+ *                                  and gpus != 0): "cuda-fp32", since the
+ *                                  CUDA backend's bytes are not the CPU's
  *   'E' 0x00                       no key_extra
  *   'E' 0x01 hash[16]              the stage's key_extra digest
  *   for each input port in stage declaration order:
@@ -129,6 +133,14 @@ static void sorted_params(const flow_stage *st, int *order)
     }
 }
 
+/* The device a node's bytes depend on, or NULL (see 'D' at the top).
+ * build.c never lets such a node fall back to the CPU (device = auto). */
+static const char *key_device(const graph_node *nd)
+{
+    const flow_stage *st = nd->stage;
+    return nd->gpus != 0 && st->res.gpu_capable && st->res.data_parallel ? "cuda-fp32" : NULL;
+}
+
 flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content,
                    const flow_hash *extra)
 {
@@ -150,6 +162,10 @@ flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content
         put_value(&e, &nd->params[order[k]]);
     }
     if (order != order_buf) free(order);
+    if (key_device(nd)) {
+        put(&e, "D", 1);
+        put_str(&e, key_device(nd));
+    }
     if (extra) {
         put(&e, "E\1", 2);
         put(&e, extra->b, 16);
@@ -209,6 +225,7 @@ void node_key_describe(const flow_graph *g, int node, const flow_hash *input_con
         buf_addc(out, '\n');
     }
     if (order != order_buf) free(order);
+    if (key_device(nd)) buf_printf(out, "device = %s\n", key_device(nd));
     if (extra) {
         flow_hash_hex(extra, hex);
         buf_printf(out, "extra = %s\n", hex);

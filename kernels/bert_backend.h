@@ -1,9 +1,10 @@
 /* bert_backend.h — the backend interface of the BERT model (internal to
  * kernels/).  A backend is a table of functions; kernels.h's public bert_*
  * functions validate arguments, then dispatch through m->ops.  The CPU
- * backend (bert_cpu.c, bert_optim.c) is the reference; a CUDA backend adds
- * its own table (in a .cu file of kernels/) and is selected by bert_model_new's
- * bert_backend argument, so stages never change.
+ * backend (bert_cpu.c, bert_optim.c) is the reference; the CUDA backend
+ * (kernels/cuda/bert_cuda.cu, bert_cuda_optim.cu: bert_cuda_ops) is the
+ * module's flow_cuda_api_v1.bert_ops, which bert_model_new picks for a
+ * GPU device, so stages never change.
  */
 #ifndef FLOW_BERT_BACKEND_H
 #define FLOW_BERT_BACKEND_H

@@ -28,7 +28,7 @@ static const bert_backend_ops *backend_ops(const bert_device *dev, bert_backend 
     }
     if (!api->bert_ops) {
         flow_fail(e, FLOW_E_PARAM, "model: GPU %d was granted but the CUDA module has no BERT backend "
-                  "yet (run on the CPU: no gpus for this node)", dev->gpu);
+                  "(an old module? rebuild flow and libflow_cuda.so together)", dev->gpu);
         return NULL;
     }
     return (const bert_backend_ops *)api->bert_ops;
@@ -71,6 +71,7 @@ int bert_model_new(const bert_config *c, int max_B, int max_T, const bert_device
     m->max_B = max_B;
     m->max_T = max_T;
     m->backend = be;
+    m->gpu = be == BERT_ON_CUDA ? dev->gpu : -1;
     m->ops = ops;
     rc = bert_tensor_table(c, &m->tensors, &m->ntensors, e);
     if (rc) {

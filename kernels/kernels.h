@@ -96,8 +96,10 @@
  *
  * ---- backends ----------------------------------------------------------
  * bert_model_new takes the bert_device the stage was granted and picks the
- * backend serving it; only the CPU backend (kernels/cpu/) exists now, so a
- * granted GPU is an error, never a silent CPU run.  m->params etc. are the
+ * backend serving it: the CPU (kernels/cpu/) or, for a GPU, the CUDA
+ * backend of the module libflow_cuda.so (kernels/cuda/bert_cuda.cu, fp32;
+ * compiled, never run on a GPU yet); a GPU the binary cannot serve is an
+ * error, never a silent CPU run.  m->params etc. are the
  * HOST copies: see bert_sync_to_host / bert_sync_to_device for who syncs
  * when (both are no-ops on the CPU), so stages never need to know where the
  * model runs.  A backend is a table of function pointers (bert_backend_ops,
@@ -251,6 +253,7 @@ typedef struct bert_model {
     uint64_t dropout_seed;      /* set by bert_init; may be changed */
     uint64_t fwd_counter;       /* forward calls with train=1 (RNG counter) */
     bert_backend backend;
+    int gpu;                    /* the CUDA device ordinal (BERT_ON_CUDA), -1 on the CPU */
     const struct bert_backend_ops *ops;
     struct bert_acts *acts;
     bert_profile prof;
@@ -301,7 +304,9 @@ int bert_load_by_name(bert_model *m, const bert_config *src_cfg, const float *sr
  * themselves; so must a checkpoint restore or any direct write through
  * bert_param_ptr); whoever READS it (checkpoint save, best-weights copy,
  * artifact writing, export) calls bert_sync_to_host first.  grads are
- * device-only during training (bert_grad_norm reads them there). */
+ * device-only during training (bert_grad_norm reads them there);
+ * bert_sync_to_host also copies them to the host (for tests and
+ * inspection), bert_sync_to_device never sends them. */
 int bert_sync_to_host(bert_model *m, flow_err *e);
 int bert_sync_to_device(bert_model *m, flow_err *e);
 

@@ -54,6 +54,11 @@ static const flow_stage stage_k2 = {    /* version bump */
     .name = "k", .version = 2, .params = k_params, .nparams = 6,
     .inputs = k_inputs, .ninputs = 1, .run = run_nothing,
 };
+static const flow_stage stage_train = {     /* a training stage with GPU code */
+    .name = "k", .version = 1, .params = k_params, .nparams = 6,
+    .inputs = k_inputs, .ninputs = 1, .run = run_nothing,
+    .res = { .gpu_capable = 1, .data_parallel = 1 },
+};
 static const flow_stage stage_f = {
     .name = "f", .version = 1, .params = k_params, .nparams = 6,
     .inputs = k_inputs, .ninputs = 1, .run = run_nothing, .key_extra = file_extra,
@@ -145,6 +150,14 @@ static void test_invariance(void)
         for (int j = 0; j < i; j++) CHECK_MSG(!eq(seen[i], seen[j]), "variants %d and %d collide", i, j);
     }
     CHECK(!eq(base, key0(&stage_k2, "x = k { alpha = 2  beta = s  gamma = 1 }\n")));
+    /* a training stage on a GPU: the device is in the key (the CUDA
+     * backend's bytes are not the CPU's); threads and workers are not */
+    flow_hash tcpu = key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  threads = 4 }\n");
+    CHECK(eq(tcpu, base));
+    CHECK(eq(tcpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  device = cpu }\n")));
+    flow_hash tgpu = key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  gpus = 1 }\n");
+    CHECK_MSG(!eq(tgpu, tcpu), "a training node on a GPU has the CPU's key");
+    CHECK(eq(tgpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  device = gpu  workers = 2 }\n")));
 }
 
 /* A parameter the stage lists in not_in_key changes neither the key nor

@@ -176,6 +176,11 @@ typedef struct flow_cuda_api {
  * cannot be loaded (not built, missing library such as libcudart), or
  * FLOW_E_CORRUPT when it is not a module of this version. */
 const flow_cuda_api *flow_cuda_load(flow_err *e);
+/* A program that links the CUDA backend itself (the _gpu tests link the
+ * static flow_cuda_ops) hands its own table over: flow_cuda_load then
+ * returns it and loads no module (whose references to flow's symbols need
+ * a program linked with -rdynamic, which the tests are not). */
+void flow_cuda_use(const flow_cuda_api *api);
 /* 1 once the module is loaded in this process (tests: a CPU-only run never
  * loads it). */
 int flow_cuda_loaded(void);

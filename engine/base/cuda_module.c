@@ -59,6 +59,11 @@ const flow_cuda_api *flow_cuda_load(flow_err *e)
     return a;
 }
 
+void flow_cuda_use(const flow_cuda_api *api)
+{
+    loaded = api;
+}
+
 int flow_cuda_loaded(void)
 {
     return loaded != NULL;

@@ -1,9 +1,8 @@
 // cuda_device.cu — devices and the per-thread context of kernels/cuda
 // (cuda_ops.h): counting GPUs without a CUDA context in the caller, device
 // info, context create/free (stream, cuBLAS, cuBLASLt, workspace: all
-// created once), memory, and the module's table (flow_cuda_api_v1, what
-// engine/base/cuda_module.c finds with dlsym).  Compiled here; never run on
-// a GPU yet.
+// created once) and memory (the module's table is cuda_module_api.cu).
+// Compiled here; never run on a GPU yet.
 #include "cuda_internal.h"
 
 #include <errno.h>
@@ -172,12 +171,3 @@ extern "C" int cuda_memset0(cuda_ctx *c, void *p, size_t bytes, flow_err *e)
     return rc == cudaSuccess ? 0 : cuda_fail(e, rc, "memset");
 }
 
-// The table libflow_cuda.so exports (base.h).  bert_ops: none yet.
-static int api_device_count(char *why, size_t why_len)
-{
-    return cuda_device_count_forked(why, why_len);
-}
-
-extern "C" const flow_cuda_api flow_cuda_api_v1 = {
-    { 'F', 'L', 'O', 'W', 'C', 'U', 'D', 'A' }, FLOW_CUDA_API_VERSION, api_device_count, NULL,
-};

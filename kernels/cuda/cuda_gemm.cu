@@ -23,21 +23,34 @@ void cuda_attn_softmax(cuda_ctx *c, float *P, const int32_t *mask, int B, int nh
 void cuda_attn_softmax_backward(cuda_ctx *c, float *dS, const float *P, int B, int nh, int T);
 
 // Finds or makes the plan for column-major D[m,n] = op(A) op(B) (+ bias).
+// align: the byte alignment every pointer of the call has (16 or 4): the
+// heuristic otherwise assumes 256-byte aligned pointers, and the model's
+// tensors and activation slices sit at any float offset of their buffers.
 static int plan_get(cuda_ctx *c, int ta, int tb, int m, int n, int k, int lda, int ldb, int ldc,
-                    int bias, cuda_plan **out, flow_err *e)
+                    int bias, int align, cuda_plan **out, flow_err *e)
 {
     int epi = bias ? (int)CUBLASLT_EPILOGUE_BIAS : (int)CUBLASLT_EPILOGUE_DEFAULT;
     cuda_plan *p = NULL;
     for (int i = 0; i < CUDA_PLANS; i++) {
         cuda_plan *q = &c->plans[i];
         if (q->used && q->ta == ta && q->tb == tb && q->m == m && q->n == n && q->k == k &&
-            q->lda == lda && q->ldb == ldb && q->ldc == ldc && q->epilogue == epi) {
+            q->lda == lda && q->ldb == ldb && q->ldc == ldc && q->epilogue == epi && q->align == align) {
             *out = q;
             return 0;
         }
         if (!q->used && !p) p = q;
     }
-    if (!p) return flow_fail(e, FLOW_E_STAGE, "cuda: more than %d GEMM shapes", CUDA_PLANS);
+    if (!p) {
+        // Every slot used: a model sees a new M (MLM rows) or T (length
+        // buckets) now and then, so the cache evicts round robin.  A
+        // descriptor is host state that cublasLtMatmul reads when called,
+        // so destroying one after earlier calls were enqueued is safe.
+        p = &c->plans[c->plan_evict++ % CUDA_PLANS];
+        cublasLtMatrixLayoutDestroy(p->a);
+        cublasLtMatrixLayoutDestroy(p->b);
+        cublasLtMatrixLayoutDestroy(p->c);
+        cublasLtMatmulDescDestroy(p->desc);
+    }
     memset(p, 0, sizeof *p);
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtEpilogue_t ep = (cublasLtEpilogue_t)epi;
@@ -52,6 +65,11 @@ static int plan_get(cuda_ctx *c, int ta, int tb, int m, int n, int k, int lda, i
     size_t ws = CUDA_WORKSPACE;
     if (!s) s = cublasLtMatmulPreferenceCreate(&pref);
     if (!s) s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    uint32_t al = (uint32_t)align;
+    if (!s) s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al);
+    if (!s) s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
+    if (!s) s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
+    if (!s) s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
     cublasLtMatmulHeuristicResult_t h;
     int found = 0;
     if (!s) s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &h, &found);
@@ -67,7 +85,7 @@ static int plan_get(cuda_ctx *c, int ta, int tb, int m, int n, int k, int lda, i
     p->algo = h.algo;
     p->used = 1;
     p->ta = ta; p->tb = tb; p->m = m; p->n = n; p->k = k;
-    p->lda = lda; p->ldb = ldb; p->ldc = ldc; p->epilogue = epi;
+    p->lda = lda; p->ldb = ldb; p->ldc = ldc; p->epilogue = epi; p->align = align;
     *out = p;
     return 0;
 }
@@ -77,7 +95,8 @@ static int lt_gemm(cuda_ctx *c, int ta, int tb, int m, int n, int k, const float
                    flow_err *e)
 {
     cuda_plan *p;
-    int rc = plan_get(c, ta, tb, m, n, k, lda, ldb, ldc, bias != NULL, &p, e);
+    uintptr_t any = (uintptr_t)A | (uintptr_t)B | (uintptr_t)C | (uintptr_t)bias;
+    int rc = plan_get(c, ta, tb, m, n, k, lda, ldb, ldc, bias != NULL, any % 16 == 0 ? 16 : 4, &p, e);
     if (rc) return rc;
     if (bias) {     // a host-side attribute write per call, no device work
         cublasStatus_t s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,

@@ -10,7 +10,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#define CUDA_PLANS 64
+#define CUDA_PLANS 128            /* cached GEMM shapes; the oldest is evicted when full */
 #define CUDA_WORKSPACE (32u << 20)     /* cuBLASLt workspace: 32 MiB, allocated once */
 #define BERT_LN_EPS_F 1e-12f            /* = BERT_LN_EPS of kernels/cpu/bert_ops.h */
 
@@ -18,7 +18,7 @@
  * once by the heuristic */
 typedef struct cuda_plan {
     int used;
-    int ta, tb, m, n, k, lda, ldb, ldc, epilogue;
+    int ta, tb, m, n, k, lda, ldb, ldc, epilogue, align;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -31,6 +31,7 @@ struct cuda_ctx {
     cublasLtHandle_t lt;
     void *workspace;
     cuda_plan plans[CUDA_PLANS];
+    unsigned plan_evict;        /* next slot to evict (round robin) when every slot is used */
 };
 
 static inline int cuda_fail(flow_err *e, cudaError_t rc, const char *what)

@@ -313,15 +313,16 @@ __global__ static void k_wsum(float *wsum, const int32_t *targets, const float *
 }
 
 __global__ static void k_xent_bwd(float *dl, const float *logits, const float *lse, const int32_t *targets,
-                                  const float *w, const float *wsum, int V, float scale)
+                                  const float *w, const float *wsum, int M, int V, float scale)
 {
-    int m = blockIdx.y;
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= V) return;
-    int y = targets[m];
-    float f = *wsum > 0 ? scale * (w ? w[y] : 1.0f) / *wsum : 0.0f;
-    size_t k = (size_t)m * V + j;
-    dl[k] = f * (expf(logits[k] - lse[m]) - (j == y ? 1.0f : 0.0f));
+    for (int m = blockIdx.y; m < M; m += gridDim.y) {   // grid.y is at most 65535
+        int y = targets[m];
+        float f = *wsum > 0 ? scale * (w ? w[y] : 1.0f) / *wsum : 0.0f;
+        size_t k = (size_t)m * V + j;
+        dl[k] = f * (expf(logits[k] - lse[m]) - (j == y ? 1.0f : 0.0f));
+    }
 }
 
 extern "C" void cuda_xent_forward(cuda_ctx *c, float *lse, float *rowloss, int32_t *rowcorrect, float *wsum,
@@ -336,8 +337,8 @@ extern "C" void cuda_xent_backward(cuda_ctx *c, float *dlogits, const float *log
                                    float scale)
 {
     if (M <= 0) return;
-    dim3 grid(cuda_blocks((size_t)V, TPB), (unsigned)M);
-    k_xent_bwd<<<grid, TPB, 0, c->stream>>>(dlogits, logits, lse, targets, w, wsum, V, scale);
+    dim3 grid(cuda_blocks((size_t)V, TPB), (unsigned)(M < 65535 ? M : 65535));
+    k_xent_bwd<<<grid, TPB, 0, c->stream>>>(dlogits, logits, lse, targets, w, wsum, M, V, scale);
 }
 
 // ---- gradient norm (device side), clipping, AdamW -------------------------------------
@@ -370,6 +371,12 @@ extern "C" void cuda_sumsq(cuda_ctx *c, double *out, const float *g, size_t n, d
     size_t nchunk = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
     if (nchunk) k_sumsq_part<<<(unsigned)nchunk, TPB, 0, c->stream>>>(scratch, g, n);
     k_sumsq_total<<<1, 1, 0, c->stream>>>(out, scratch, nchunk);
+}
+
+extern "C" void cuda_sumsq_blocks(cuda_ctx *c, double *part, const float *g, size_t n)
+{
+    size_t nchunk = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
+    if (nchunk) k_sumsq_part<<<(unsigned)nchunk, TPB, 0, c->stream>>>(part, g, n);
 }
 
 __global__ static void k_clip(float *g, size_t n, const double *sumsq, float max_norm)

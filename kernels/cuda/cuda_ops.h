@@ -3,15 +3,17 @@
  * libflow_cuda.so that flow loads on demand, and the static flow_cuda_ops
  * that the _gpu tests link).
  *
- * STATUS, honestly: these kernels compile (sm_86 and sm_90 SASS, -Werror)
- * and tests/cuda_ops_gpu_test.c compares each with its CPU twin on fresh
- * random inputs, but as of this writing they have NEVER RUN ON A GPU (the
- * development machine has none; tests/gpu/check.sh is the script to run
- * on one).  They are not yet wired into a bert_backend_ops table (the
- * module's flow_cuda_api_v1.bert_ops is NULL), so a model given a GPU
- * fails with "the CUDA module has no BERT backend yet" (kernels/bert_model.c)
- * instead of silently running on the CPU, and the `flow` binary does not
- * link them (CMakeLists.txt says why).
+ * STATUS, honestly: these kernels and the fp32 BERT backend built from
+ * them (bert_cuda.cu, bert_cuda_optim.cu: the bert_backend_ops table the
+ * module exports as flow_cuda_api_v1.bert_ops) compile (sm_86 and sm_90
+ * SASS, -Werror), and tests/cuda_ops_gpu_test.c (op by op),
+ * tests/bert_cuda_gpu_test.c (model by model) and tests/train_gpu_test.sh
+ * (pretrain/finetune with gpus = 1) compare them with the CPU, but as of
+ * this writing they have NEVER RUN ON A GPU (the development machine has
+ * none; tests/gpu/check.sh is the script to run on one).  fp32 only: no
+ * bf16/fp16 yet; one GPU per node (NCCL is built but the training loop
+ * does not use it).  The `flow` binary does not link them (CMakeLists.txt
+ * says why): it loads the module when a node is granted a GPU.
  *
  * Conventions: every pointer is device memory; ops run asynchronously on
  * the context's stream (one per context; the hot path never synchronises
@@ -112,12 +114,38 @@ void cuda_xent_backward(cuda_ctx *c, float *dlogits, const float *logits, const 
                         const int32_t *targets, const float *w, const float *wsum, int M, int V,
                         float scale);
 
+/* ---- model-level ops (cuda_model_ops.cu), twins of bert_ops.h / pool_ops.c --- */
+/* out[B*T,H] = wte[ids] + wpe[t] + wtt[types] (types NULL: 0) */
+void cuda_embedding_forward(cuda_ctx *c, float *out, const int32_t *ids, const int32_t *types,
+                            const float *wte, const float *wpe, const float *wtt, int B, int T, int H);
+/* The embedding backward, deterministic and without atomics: for each of
+ * nuniq table rows uniq[u], table[uniq[u]] += src[pos[k]] for k in
+ * [off[u], off[u+1]) in that order (the host builds the lists from the
+ * batch; positions in increasing order give the CPU's additions). */
+void cuda_rows_scatter_add(cuda_ctx *c, float *table, const int32_t *uniq, const int32_t *off,
+                           const int32_t *pos, int nuniq, const float *src, int H);
+/* dst[M,H] = src[rows[i]];  dst[rows[i]] += src[i] (rows distinct) */
+void cuda_gather_rows(cuda_ctx *c, float *dst, const float *src, const int32_t *rows, int M, int H);
+void cuda_scatter_add_rows(cuda_ctx *c, float *dst, const float *src, const int32_t *rows, int M, int H);
+/* pooling of pool_ops.c; mask [B*T] or NULL; backward accumulates */
+void cuda_cls_pool_forward(cuda_ctx *c, float *out, const float *h, int B, int T, int H);
+void cuda_cls_pool_backward(cuda_ctx *c, float *dh, const float *dout, int B, int T, int H);
+void cuda_mean_pool_forward(cuda_ctx *c, float *out, const float *h, const int32_t *mask, int B, int T, int H);
+void cuda_mean_pool_backward(cuda_ctx *c, float *dh, const float *dout, const int32_t *mask, int B, int T, int H);
+void cuda_tanh_forward(cuda_ctx *c, float *out, const float *inp, size_t n);
+/* dinp = dout * (1 - out^2) (may alias dout) */
+void cuda_tanh_backward(cuda_ctx *c, float *dinp, const float *out, const float *dout, size_t n);
+/* g[n] *= f */
+void cuda_scale(cuda_ctx *c, float *g, size_t n, float f);
+
 /* ---- optimizer and the gradient norm ---------------------------------------- */
 /* sum of squares of g[n] into *out (device double): fixed 65536-element
  * chunks, partials summed in chunk order by one block; scratch:
  * cuda_sumsq_scratch(n) doubles */
 size_t cuda_sumsq_scratch(size_t n);
 void cuda_sumsq(cuda_ctx *c, double *out, const float *g, size_t n, double *scratch);
+/* part[b] = sum of squares of chunk b (65536 floats = BERT_GRAD_BLOCK) of g[n] */
+void cuda_sumsq_blocks(cuda_ctx *c, double *part, const float *g, size_t n);
 /* g *= min(1, max_norm / (sqrt(*sumsq) + 1e-6)) on the device (no host sync) */
 void cuda_clip(cuda_ctx *c, float *g, size_t n, const double *sumsq, float max_norm);
 /* AdamW over one tensor (bert_adamw semantics; step = adam_t after ++) */

@@ -229,6 +229,6 @@ const flow_stage stage_finetune = {
     .applies = finetune_applies, .napplies = sizeof finetune_applies / sizeof finetune_applies[0],
     .not_in_key = "checkpoint_every profile",   /* same bytes (tests/train_e2e_test.sh) */
     .key_unless_default = "pooling",            /* cls = what finetune did before pooling existed */
-    .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0, .data_parallel = 1 },
+    .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0, .gpu_capable = 1, .data_parallel = 1 },
     .run = finetune_run,
 };

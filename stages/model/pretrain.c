@@ -499,6 +499,6 @@ const flow_stage stage_pretrain = {
     .outputs = pretrain_outputs, .noutputs = sizeof pretrain_outputs / sizeof pretrain_outputs[0],
     .applies = pretrain_applies, .napplies = sizeof pretrain_applies / sizeof pretrain_applies[0],
     .not_in_key = "checkpoint_every profile",   /* same bytes (tests/train_e2e_test.sh) */
-    .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0, .data_parallel = 1 },
+    .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0, .gpu_capable = 1, .data_parallel = 1 },
     .run = pretrain_run,
 };

@@ -30,7 +30,10 @@
  * Only the CPU backend runs local replicas (they alias the first model's
  * parameters: forwards only read them, and the optimizer runs between
  * rounds).  A GPU model with workers > 1 is refused until the CUDA
- * backend's replicas exist. */
+ * backend's replicas exist.  A GPU model (one worker, one process) skips
+ * the host reducer: its micro-batches accumulate their gradients in the
+ * device's buffer (bert_backward adds, scaled 1/n), zeroed once per step,
+ * so the gradients never leave the device (the CPU path is unchanged). */
 #include "trainer.h"
 #include "kernels/dp.h"
 
@@ -48,6 +51,7 @@ typedef struct dp_job {
     int present;
     uint64_t counter;
     float scale;
+    int accumulate;                     /* 1: add to the gradients (a GPU model), 0: zero them first */
     int threads;
     double loss;
     int rc;
@@ -66,6 +70,7 @@ struct tr_dp {
     bert_model *m;                      /* worker 0's model: the node's */
     int nlocal, world, rank, threads;
     int zero;                           /* ZeRO-1: m's optimizer is red's slice */
+    int on_device;                      /* m runs on a GPU: no host reducer (see the top) */
     bert_model *rep[DP_LOCAL_MAX];      /* rep[0] = m */
     float *own_params[DP_LOCAL_MAX];    /* replicas' own buffers, restored before free */
     tr_batch b[DP_LOCAL_MAX];
@@ -107,7 +112,10 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
     char hex[33];
     flow_node_key_hex(c, hex);
     int rc = 0;
-    if (d->nlocal > 1 && m->backend != BERT_ON_CPU)
+    if (flow_gpu_count(c) > 1)
+        rc = flow_ctx_fail(c, FLOW_E_PARAM, "gpus = %d: training across several GPUs (NCCL) is not "
+                           "implemented yet; use gpus = 1", flow_gpu_count(c));
+    else if (d->nlocal > 1 && m->backend != BERT_ON_CPU)
         rc = flow_ctx_fail(c, FLOW_E_PARAM, "workers = %d: local data-parallel replicas run on the CPU "
                            "backend only; on GPUs one worker per granted device is not implemented yet "
                            "(remove workers, or train on the CPU)", d->nlocal);
@@ -125,6 +133,7 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
         rc = flow_ctx_fail(c, FLOW_E_PARAM, "%d data-parallel processes: gradients go through the CPU "
                            "reducer only; the NCCL path for GPUs is not implemented yet", d->world);
     d->rep[0] = m;
+    d->on_device = m->backend != BERT_ON_CPU;   /* then nlocal = world = 1 (refused above otherwise) */
     for (int w = 1; !rc && w < d->nlocal; w++) {
         if ((rc = bert_model_new(&m->cfg, m->max_B, m->max_T, &bert_device_cpu, &d->rep[w], &err))) {
             rc = flow_ctx_fail(c, rc, "workers = %d: replica %d: %s", d->nlocal, w, err.msg);
@@ -198,7 +207,7 @@ static void *run_job(void *arg)
     j->loss = 0;
     j->rc = 0;
     if (!j->present) return NULL;
-    bert_zero_grad(m);
+    if (!j->accumulate) bert_zero_grad(m);
     m->fwd_counter = j->counter;
     bert_output out;
     j->rc = bert_forward(m, &j->bb, j->head, 1, &out, &j->err);
@@ -224,7 +233,7 @@ static void run_round(tr_dp *d, const tr_objective *obj)
         j->loss = 0;
         if (j->present) {
             bert_output out;
-            bert_zero_grad(d->m);
+            if (!j->accumulate) bert_zero_grad(d->m);
             d->m->fwd_counter = j->counter;
             j->rc = bert_forward(d->m, &j->bb, obj->head, 1, &out, &j->err);
             if (!j->rc) j->rc = obj->backward(obj->self, d->m, &j->bb, &out, j->scale, &j->loss, &j->err);
@@ -252,7 +261,8 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
     flow_err err = { 0 };
     *loss = 0;
     *tokens = 0;
-    dp_reducer_begin(&d->red);
+    if (d->on_device) bert_zero_grad(d->m);     /* the micro-batches add to it */
+    else dp_reducer_begin(&d->red);
     for (size_t r0 = k0; r0 < k1; r0 += W) {
         dp_info mine[DP_LOCAL_MAX];
         for (int w = 0; w < d->nlocal; w++) {
@@ -260,6 +270,7 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
             dp_job *j = &d->job[w];
             j->m = d->rep[w];
             j->scale = scale;
+            j->accumulate = d->on_device;
             j->head = obj->head;
             j->counter = base + (k - k0);
             j->present = k < k1 && obj->fill(obj->self, &d->b[w], ep->seq + ep->start[k], ep->count[k],
@@ -288,7 +299,7 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
             for (int q = 0; q < d->world; q++)
                 d->present[w * d->world + q] = d->info[q * d->nlocal + w].present;
         }
-        if ((rc = dp_reducer_add(&d->red, grads, d->present, d->nlocal, &err)))
+        if (!d->on_device && (rc = dp_reducer_add(&d->red, grads, d->present, d->nlocal, &err)))
             return flow_ctx_fail(d->c, rc, "step %ld: %s", s, err.msg);
         for (size_t g = 0; g < W && r0 + g < k1; g++) {     /* micro-batch order */
             const dp_info *x = &d->info[(g % (size_t)d->world) * (size_t)d->nlocal + g / (size_t)d->world];
@@ -297,8 +308,8 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
             *tokens += (long)x->tokens;
         }
     }
-    int rc = d->zero ? dp_reducer_end_shard(&d->red, d->m->grads, &err)
-                     : dp_reducer_end(&d->red, d->m->grads, &err);
+    int rc = d->on_device ? 0 : d->zero ? dp_reducer_end_shard(&d->red, d->m->grads, &err)
+                                        : dp_reducer_end(&d->red, d->m->grads, &err);
     if (rc) return flow_ctx_fail(d->c, rc, "step %ld: %s", s, err.msg);
     d->m->fwd_counter = base + n;
     return 0;

@@ -283,6 +283,8 @@ int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_optio
         memcpy(L.best, m->params, m->nparams * sizeof *L.best);
     }
     long step = 0;
+    if (m->backend == BERT_ON_CUDA)     /* a CPU run's log stays as it was */
+        flow_log(c, "%s: training on GPU %d (the CUDA backend, fp32)", obj->stage, m->gpu);
     int rc = tr_dp_new(c, m, opt->batch, obj->backward != NULL, &L.dp);
     if (!rc) rc = resume(&L, &step);
     if (!rc) rc = tr_dp_agree(L.dp, step, opt->checkpoint_every);

@@ -5,7 +5,12 @@
 #   1. builds flow with CUDA in build-gpu/, finding LMDB, xxHash, zstd and
 #      OpenBLAS in tests/gpu/deps/root (made on the build machine by
 #      tests/gpu/fetch_deps.sh and carried with the working tree);
-#   2. runs `ctest -L gpu` (every CUDA op against its CPU twin);
+#   2. runs `ctest -L gpu`: every CUDA op against its CPU twin
+#      (cuda_ops_gpu_test), the CUDA BERT backend against the CPU model for
+#      model (bert_cuda_gpu_test: logits, losses, hidden states, every
+#      gradient, three AdamW steps), pretrain/finetune with gpus = 1 against
+#      the CPU build (train_gpu_test.sh: keys, loss falls and follows,
+#      accuracy), the module's device grants (cuda_module_gpu_test.sh);
 #   3. runs the GPU benchmark: flow's fp32 CUDA encoder step
 #      (tests/bench/encoder_gpu_bench.c) and, in the same run, PyTorch
 #      (tests/gpu/torch_bench.py: the same encoder in fp32, and
@@ -50,9 +55,10 @@ if ! cmake --build build-gpu -j "$jobs" > build-gpu/build.log 2>&1; then
 fi
 say "build: ok in $(( $(date +%s) - t0 )) s"
 
-# ---- 2. the gpu tests ------------------------------------------------------------
+# ---- 2. the gpu tests (read bert_cuda_gpu_test's error table first: it prints
+# every measured error beside its tolerance) -------------------------------------
 rc=0
-( cd build-gpu && ctest -L gpu --output-on-failure --timeout 300 ) > build-gpu/ctest.log 2>&1 || rc=1
+( cd build-gpu && ctest -L gpu -V --timeout 300 ) > build-gpu/ctest.log 2>&1 || rc=1
 # on a machine with a GPU a skipped gpu test hides a failure (say, no device found)
 if nvidia-smi -L > /dev/null 2>&1 && grep -q "(Skipped)" build-gpu/ctest.log; then
     say "FAIL: nvidia-smi lists a GPU but gpu tests skipped:"; grep "(Skipped)" build-gpu/ctest.log | tee -a "$RES"

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# train_gpu_test.sh (label gpu) — training on a GPU end to end: the same
+# small pretrain -> finetune -> evaluate graph (the generated 3-class law
+# corpus) built twice, on the CPU and with `gpus = 1` on pretrain and
+# finetune (the CUDA backend, kernels/cuda/bert_cuda.cu, loaded from
+# libflow_cuda.so).  Checks:
+#   1. both builds succeed; the GPU nodes' logs say they ran on the GPU;
+#   2. the device is in the key: the GPU nodes' keys differ from the CPU's;
+#   3. the GPU pretrain's loss falls (mean of the last 5 steps below 0.95 x
+#      the first 5; the CPU build of this graph gets 0.88);
+#   4. the GPU pretrain's loss curve follows the CPU's: step 1 within 1e-4
+#      relative (same weights, batch and dropout masks; fp32 rounding
+#      only), the first 10 steps within 2e-2 (rounding differences grow as
+#      training goes, slowly over so few steps); finetune starts from
+#      bases that differ by then, so it is judged by its accuracy:
+#   5. the GPU-trained classifier's test accuracy (evaluate, on the CPU) is
+#      above 0.5 (the CPU-trained one gets 1.0) and within 0.1 of the
+#      CPU-trained one's (the test split has ~29 units: 0.1 is 3 of them).
+# Skips (77) without a GPU (nvidia-smi lists none) or without the module.
+# Written without a GPU at hand: it has never run.
+set -u
+FLOW=${FLOW:-}
+if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
+[ -f "$(dirname "$FLOW")/libflow_cuda.so" ] || { echo "skip: no libflow_cuda.so beside $FLOW (a build without CUDA)"; exit 77; }
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+[ "$NGPU" -gt 0 ] || { echo "skip: nvidia-smi lists no GPU"; exit 77; }
+command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
+unset CUDA_VISIBLE_DEVICES FLOW_CUDA_MODULE
+T=$(mktemp -d "${TMPDIR:-/tmp}/flow-train-gpu-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+fail=0
+check() {   # check "what" CONDITION...
+    local what=$1; shift
+    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
+}
+python3 "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/gen_laws.py" "$T/tree" 11
+graph() {   # graph FILE DEVICE_SETTING
+    cat > "$1" <<EOF
+docs = source { path = "$T/tree"  labels = folders }
+c = clean { input = docs }
+s = split { corpus = c  ratios = [0.6, 0.2, 0.2]  seed = 3 }
+tok = bpe { text = [s.train]  vocab_size = 200 }
+enc = encode { corpus = s  tokenizer = tok  max_len = 32 }
+pt = pretrain { train = enc.train  dev = enc.dev  tokenizer = tok
+                hidden = 64  layers = 2  heads = 2  intermediate = 128  max_len = 32  dropout = 0.1
+                batch = 8  grad_accum = 2  max_steps = 80  checkpoint_every = 40  dev_max = 50  lr = 0.004
+                profile = true  $2 }
+ft = finetune { train = enc.train  dev = enc.dev  base = pt  clean = c  batch = 8  max_steps = 40
+                lr = 0.003  eval_every = 10  pooling = mean  $2 }
+ev = evaluate { models = [ft]  test = s.test }
+EOF
+}
+graph "$T/cpu.graph" ""
+graph "$T/gpu.graph" "gpus = 1"
+build() {   # build GRAPH CACHE EVENTS
+    "$FLOW" build "$1" --cache "$2" --json -j 2 > "$3" 2> "$3.stderr"
+}
+ev() {      # ev EVENTS NODE [METRIC]: the node's key, or one of its metrics
+    python3 - "$@" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
+        print(e["key"] if len(sys.argv) < 4 else e.get("metrics", {}).get(sys.argv[3], "missing"))
+EOF
+}
+
+# ---- 1, 2. both builds; keys ---------------------------------------------------
+build "$T/cpu.graph" "$T/C" "$T/ec"; rc=$?
+check "CPU build (rc $rc: $(tail -2 "$T/ec.stderr"))" test $rc = 0
+build "$T/gpu.graph" "$T/G" "$T/eg"; rc=$?
+check "GPU build (rc $rc: $(tail -3 "$T/eg.stderr"))" test $rc = 0
+for n in pt ft; do
+    kc=$(ev "$T/ec" $n); kg=$(ev "$T/eg" $n)
+    check "$n: the GPU node has its own key (cpu $kc, gpu $kg)" test -n "$kg" -a "$kc" != "$kg"
+    "$FLOW" log "$kg" --cache "$T/G" > "$T/$n.log" 2>&1
+    check "$n: its log says it trained on GPU 0 with the CUDA backend" grep -q "on GPU 0 (the CUDA backend" "$T/$n.log"
+done
+grep -A14 "^op " "$T/pt.log" | head -16     # the profile of the GPU pretrain, for the record
+
+# ---- 3, 4. loss curves ------------------------------------------------------------
+"$FLOW" cat "$(ev "$T/ec" pt)" loss_curve.tsv --cache "$T/C" > "$T/pt.cpu.tsv" 2>/dev/null
+"$FLOW" cat "$(ev "$T/eg" pt)" loss_curve.tsv --cache "$T/G" > "$T/pt.gpu.tsv" 2>/dev/null
+curves() {  # curves NODE: prints a verdict line and exits 0 when it holds
+    python3 - "$T/$1.cpu.tsv" "$T/$1.gpu.tsv" "$1" <<'EOF'
+import sys
+def load(p):
+    return [float(l.split("\t")[1]) for l in open(p) if l.strip() and l[0].isdigit()]
+c, g, n = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3]
+ok = len(c) == len(g) and len(g) >= 10
+if ok:
+    first = abs(g[0] - c[0]) / abs(c[0])
+    early = max(abs(a - b) / abs(b) for a, b in zip(g[:10], c[:10]))
+    falls = sum(g[-5:]) / 5 < 0.95 * sum(g[:5]) / 5
+    print("%s: step 1 loss gpu %.6f cpu %.6f (rel %.1e), first 10 steps max rel %.1e, gpu loss %.3f -> %.3f"
+          % (n, g[0], c[0], first, early, sum(g[:5]) / 5, sum(g[-5:]) / 5))
+    ok = first <= 1e-4 and early <= 2e-2 and falls
+else:
+    print("%s: curves of %d and %d steps" % (n, len(c), len(g)))
+sys.exit(0 if ok else 1)
+EOF
+}
+check "pretrain: the GPU loss falls and follows the CPU's" curves pt
+
+# ---- 5. accuracy ------------------------------------------------------------------
+ac=$(ev "$T/ec" ev ft.accuracy); ag=$(ev "$T/eg" ev ft.accuracy)
+echo "test accuracy: CPU-trained $ac, GPU-trained $ag"
+check "the GPU-trained classifier's accuracy $ag is > 0.5 and within 0.1 of the CPU's $ac" \
+    python3 -c "import sys; a, b = float('$ag'), float('$ac'); sys.exit(0 if a > 0.5 and abs(a - b) <= 0.1 else 1)"
+exit $fail
