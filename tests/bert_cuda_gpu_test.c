@@ -15,10 +15,14 @@
  *   - three training steps (forward, backward, clip, AdamW) and the params.
  * Tolerances (fp32; the bounds are derived where they are used) are
  * printed with the measured errors, so a run shows its margins.
+ * Before it looks for a GPU it checks the host half of the embedding
+ * backward (cuda_row_lists, no GPU needed): replaying the row lists as
+ * the kernel does gives embedding_backward's gradients bit for bit.
  * Exit 77 (skipped) in a build without CUDA or on a machine without a GPU.
  * Written without a GPU at hand: it has compiled, never run. */
 #include "test.h"
 #include "kernels/kernels.h"
+#include "kernels/cpu/bert_ops.h"
 
 #ifndef FLOW_HAVE_CUDA
 int main(void)
@@ -368,17 +372,71 @@ static void test_train_steps(void)
     pair_free(&p);
 }
 
+/* The embedding backward's row lists (host code, no GPU): the kernel
+ * k_rows_scatter replayed on the host over the lists gives the CPU's
+ * embedding_backward bit for bit (word rows without the padding id 0,
+ * token types, positions), since both add each row's positions in
+ * increasing order; and the lists cover every position once. */
+static void test_row_lists(void)
+{
+    int B = 5, T = 23, H = 7, V = 41, TV = 2, N = B * T;
+    int32_t *ids = malloc(N * 4), *types = malloc(N * 4), *pos = malloc(N * 4), *key = malloc(N * 4);
+    int32_t *uniq = malloc((N + 1) * 4), *off = malloc((N + 2) * 4), *lst = malloc(N * 4);
+    int *count = malloc((V + T) * sizeof(int));
+    float *d = malloc((size_t)N * H * 4);
+    float *cw = calloc((size_t)V * H, 4), *cp = calloc((size_t)T * H, 4), *ct = calloc((size_t)TV * H, 4);
+    float *gw = calloc((size_t)V * H, 4), *gp = calloc((size_t)T * H, 4), *gt = calloc((size_t)TV * H, 4);
+    for (int n = 0; n < N; n++) {
+        ids[n] = irand(6) == 0 ? 0 : irand(V);  /* repeats and padding */
+        types[n] = irand(TV);
+        pos[n] = n % T;
+    }
+    for (size_t i = 0; i < (size_t)N * H; i++) d[i] = urand();
+    for (size_t i = 0; i < (size_t)V * H; i++) cw[i] = gw[i] = urand();   /* accumulate onto non-zeros */
+    bert_set_threads(1);
+    embedding_backward(cw, cp, ct, d, ids, types, B, T, H, 0);
+    struct { const int32_t *k; int nk, skip; float *g; } tab[3] = {
+        { ids, V, 0, gw }, { types, TV, -1, gt }, { pos, T, -1, gp } };
+    for (int k = 0; k < 3; k++) {
+        int U = cuda_row_lists(tab[k].k, N, tab[k].nk, tab[k].skip, count, uniq, off, lst);
+        int covered = 0, ordered = 1;
+        for (int u = 0; u < U; u++) {
+            ordered &= u == 0 || uniq[u] > uniq[u - 1];
+            for (int j = off[u]; j < off[u + 1]; j++) {
+                ordered &= tab[k].k[lst[j]] == uniq[u] && (j == off[u] || lst[j] > lst[j - 1]);
+                covered++;
+            }
+            for (int c = 0; c < H; c++) {       /* k_rows_scatter's loop */
+                float acc = tab[k].g[(size_t)uniq[u] * H + c];
+                for (int j = off[u]; j < off[u + 1]; j++) acc += d[(size_t)lst[j] * H + c];
+                tab[k].g[(size_t)uniq[u] * H + c] = acc;
+            }
+        }
+        int want = 0;
+        for (int n = 0; n < N; n++) want += tab[k].k[n] != tab[k].skip;
+        CHECK_MSG(ordered && covered == want && off[0] == 0, "row lists %d: ordered %d, %d of %d positions",
+                  k, ordered, covered, want);
+    }
+    CHECK_MSG(memcmp(gw, cw, (size_t)V * H * 4) == 0, "word embedding gradient from the row lists != the CPU's");
+    CHECK_MSG(memcmp(gt, ct, (size_t)TV * H * 4) == 0, "token type gradient from the row lists != the CPU's");
+    CHECK_MSG(memcmp(gp, cp, (size_t)T * H * 4) == 0, "position gradient from the row lists != the CPU's");
+    free(ids); free(types); free(pos); free(key); free(uniq); free(off); free(lst); free(count); free(d);
+    free(cw); free(cp); free(ct); free(gw); free(gp); free(gt);
+}
+
 int main(void)
 {
+    rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    test_row_lists();
+    if (test_failures) return test_summary("bert_cuda_gpu_test (host part)");
     char why[256];
     int n = cuda_device_count_forked(why, sizeof why);
     if (n <= 0) {
-        printf("skip: no GPU (%s)\n", why);
+        printf("skip: no GPU (%s); the host part passed (%d checks)\n", why, test_checks);
         return 77;
     }
     /* the test links the backend itself: no module to dlopen */
     flow_cuda_use(&flow_cuda_api_v1);
-    rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     printf("bert_cuda_gpu_test: seed %llu\n", (unsigned long long)rng);
     bert_set_threads(2);
     test_mlm_and_cls(BERT_POOL_CLS);

@@ -320,6 +320,12 @@ static int build_rows(KeyFn key, int N, int nkeys, int skip, int *count, int32_t
     return U;
 }
 
+extern "C" int cuda_row_lists(const int32_t *keys, int N, int nkeys, int skip, int *count, int32_t *uniq,
+                              int32_t *off, int32_t *pos)
+{
+    return build_rows([keys](int n) { return (int)keys[n]; }, N, nkeys, skip, count, uniq, off, pos);
+}
+
 // Host: the batch into the pinned input region (ids, types, mask, the MLM
 // rows and targets, the labels, the embedding row lists).
 static void stage_inputs(bert_model *m, const bert_batch *bt, int head)

@@ -124,6 +124,13 @@ void cuda_embedding_forward(cuda_ctx *c, float *out, const int32_t *ids, const i
  * batch; positions in increasing order give the CPU's additions). */
 void cuda_rows_scatter_add(cuda_ctx *c, float *table, const int32_t *uniq, const int32_t *off,
                            const int32_t *pos, int nuniq, const float *src, int H);
+/* Host code (bert_cuda.cu builds the lists with it; runs without a GPU):
+ * the lists for keys[N] in [0, nkeys) (skip: a key that adds nothing, the
+ * padding id, or -1): uniq[U] the keys present in increasing order,
+ * pos[off[u] .. off[u+1]) their positions in increasing order; count:
+ * nkeys ints of scratch.  Returns U. */
+int cuda_row_lists(const int32_t *keys, int N, int nkeys, int skip, int *count, int32_t *uniq,
+                   int32_t *off, int32_t *pos);
 /* dst[M,H] = src[rows[i]];  dst[rows[i]] += src[i] (rows distinct) */
 void cuda_gather_rows(cuda_ctx *c, float *dst, const float *src, const int32_t *rows, int M, int H);
 void cuda_scatter_add_rows(cuda_ctx *c, float *dst, const float *src, const int32_t *rows, int M, int H);
