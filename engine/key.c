@@ -13,7 +13,7 @@
  *       'P' str(name) value
  *   'D' str(device)                only for a training node that asks for
  *                                  GPUs (a data-parallel stage with GPU code
- *                                  and gpus != 0): "cuda-fp32", since the
+ *                                  and gpus != 0): "cuda", since the
  *                                  CUDA backend's bytes are not the CPU's
  *   'E' 0x00                       no key_extra
  *   'E' 0x01 hash[16]              the stage's key_extra digest
@@ -138,7 +138,7 @@ static void sorted_params(const flow_stage *st, int *order)
 static const char *key_device(const graph_node *nd)
 {
     const flow_stage *st = nd->stage;
-    return nd->gpus != 0 && st->res.gpu_capable && st->res.data_parallel ? "cuda-fp32" : NULL;
+    return nd->gpus != 0 && st->res.gpu_capable && st->res.data_parallel ? "cuda" : NULL;
 }
 
 flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content,

@@ -8,7 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-const bert_device bert_device_cpu = { -1, 0 };
+const bert_device bert_device_cpu = { -1, 0, BERT_FP32 };
+
+const char *bert_precision_name(int precision)
+{
+    return precision == BERT_FP32 ? "fp32" : precision == BERT_BF16 ? "bf16" : precision == BERT_FP16 ? "fp16" : NULL;
+}
+
+int bert_precision_parse(const char *name)
+{
+    for (int p = BERT_FP32; p <= BERT_FP16; p++)
+        if (strcmp(name, bert_precision_name(p)) == 0) return p;
+    return -1;
+}
 
 /* The backend serving a device, or NULL (e filled) when none can: a GPU
  * needs the CUDA module (loaded on demand, base.h flow_cuda_load) and its
@@ -58,6 +70,11 @@ int bert_model_new(const bert_config *c, int max_B, int max_T, const bert_device
                          max_B, max_T);
     if (!dev)
         return flow_fail(e, FLOW_E_PARAM, "model: no device given (the stage's tr_device, or &bert_device_cpu)");
+    if (!bert_precision_name(dev->precision))
+        return flow_fail(e, FLOW_E_PARAM, "model: precision %d is not fp32 (0), bf16 (1) or fp16 (2)", dev->precision);
+    if (dev->precision != BERT_FP32 && dev->gpu < 0)
+        return flow_fail(e, FLOW_E_PARAM, "model: precision %s needs a GPU: the CPU backend computes in fp32 "
+                         "only (set gpus = 1, or precision = fp32)", bert_precision_name(dev->precision));
     bert_backend be;
     const bert_backend_ops *ops = backend_ops(dev, &be, e);
     if (!ops)
@@ -72,6 +89,7 @@ int bert_model_new(const bert_config *c, int max_B, int max_T, const bert_device
     m->max_T = max_T;
     m->backend = be;
     m->gpu = be == BERT_ON_CUDA ? dev->gpu : -1;
+    m->precision = dev->precision;
     m->ops = ops;
     rc = bert_tensor_table(c, &m->tensors, &m->ntensors, e);
     if (rc) {

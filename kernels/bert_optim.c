@@ -20,6 +20,11 @@ void bert_zero_grad(bert_model *m)
     m->ops->zero_grad(m);
 }
 
+void bert_scale_grads(bert_model *m, float f)
+{
+    m->ops->scale_grads(m, 0, m->nparams, f);
+}
+
 void bert_grad_sumsq_blocks(bert_model *m, size_t lo, size_t hi, double *part)
 {
     m->ops->grad_sumsq_blocks(m, lo, hi, part);

@@ -207,8 +207,22 @@ typedef struct bert_device {
     int gpu;                /* CUDA device ordinal, or -1: the CPU */
     int threads;            /* CPU threads (process-wide, bert_set_threads);
                              * <= 0: leave the current setting */
+    int precision;          /* BERT_FP32 (0) or, on a GPU only, BERT_BF16 / BERT_FP16 */
 } bert_device;
-extern const bert_device bert_device_cpu;   /* { -1, 0 } */
+extern const bert_device bert_device_cpu;   /* { -1, 0, BERT_FP32 } */
+
+/* The arithmetic of a model (bert_device.precision, m->precision).  fp32:
+ * everything.  bf16 / fp16 mixed precision (the CUDA backend only): the
+ * Linear layers' GEMMs multiply 16-bit copies of their operands (inputs,
+ * weights, output gradients) and accumulate in fp32; the parameters (the
+ * fp32 master weights), gradients, AdamW moments, activations, LayerNorm,
+ * softmax and the attention GEMMs stay fp32.  fp16 also needs dynamic loss
+ * scaling, which the training loop does (stages/model/train_dp.c). */
+enum { BERT_FP32 = 0, BERT_BF16 = 1, BERT_FP16 = 2 };
+/* "fp32", "bf16", "fp16" (NULL for another value); the parse returns -1
+ * for a name that is none of them. */
+const char *bert_precision_name(int precision);
+int bert_precision_parse(const char *name);
 
 /* Op kinds timed by the profiler. */
 enum {
@@ -254,6 +268,7 @@ typedef struct bert_model {
     uint64_t fwd_counter;       /* forward calls with train=1 (RNG counter) */
     bert_backend backend;
     int gpu;                    /* the CUDA device ordinal (BERT_ON_CUDA), -1 on the CPU */
+    int precision;              /* BERT_FP32 / BF16 / FP16 (bert_device.precision) */
     const struct bert_backend_ops *ops;
     struct bert_acts *acts;
     bert_profile prof;
@@ -268,7 +283,8 @@ typedef struct bert_model {
  * Returns 0 and *out, or FLOW_E_PARAM (bad config or sizes, or a device no
  * backend of this binary serves: "GPU 0 was granted but the cuda backend
  * is not available in this build") / FLOW_E_NOMEM (message gives the bytes
- * needed). */
+ * needed; "model: precision bf16 needs a GPU ..." for a mixed precision
+ * on the CPU). */
 int bert_model_new(const bert_config *c, int max_B, int max_T, const bert_device *dev,
                    bert_model **out, flow_err *e);
 void bert_model_free(bert_model *m);
@@ -396,6 +412,8 @@ double bert_soft_target_loss(const float *student, const float *teacher, int row
 
 /* Sets grads to 0. */
 void bert_zero_grad(bert_model *m);
+/* grads *= f (all of them; fp16 loss scaling undoes its scale with it) */
+void bert_scale_grads(bert_model *m, float f);
 
 /* Global L2 norm of all grads (computed in double): the sum of squares of
  * each block of BERT_GRAD_BLOCK floats of the flat buffer (the last one

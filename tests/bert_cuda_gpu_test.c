@@ -12,7 +12,10 @@
  *   - bert_backward_ext with external dlogits and hidden-state gradients
  *     (distillation);
  *   - an eval forward without labels (logits only);
- *   - three training steps (forward, backward, clip, AdamW) and the params.
+ *   - three training steps (forward, backward, clip, AdamW) and the params;
+ *   - bf16 and fp16 mixed precision against fp32: logits, loss, gradients
+ *     within the 16-bit formats' bounds, and farther than fp32 (the mixed
+ *     path is taken).
  * Tolerances (fp32; the bounds are derived where they are used) are
  * printed with the measured errors, so a run shows its margins.
  * Before it looks for a GPU it checks the host half of the embedding
@@ -81,10 +84,10 @@ static void close_vec(const char *what, const float *g, const float *c, size_t n
 /* ---- models ------------------------------------------------------------------ */
 typedef struct pair { bert_model *cpu, *gpu; } pair;
 
-static pair pair_new(const bert_config *cfg, int B, int T)
+static pair pair_new_prec(const bert_config *cfg, int B, int T, int precision)
 {
     pair p = { NULL, NULL };
-    bert_device g = { 0, 0 };
+    bert_device g = { 0, 0, precision };
     CHECK_OK(bert_model_new(cfg, B, T, &bert_device_cpu, &p.cpu, &E), E);
     CHECK_OK(bert_model_new(cfg, B, T, &g, &p.gpu, &E), E);
     if (!p.cpu || !p.gpu) return p;
@@ -95,6 +98,11 @@ static pair pair_new(const bert_config *cfg, int B, int T)
     p.gpu->dropout_seed = p.cpu->dropout_seed;
     CHECK_OK(bert_sync_to_device(p.gpu, &E), E);
     return p;
+}
+
+static pair pair_new(const bert_config *cfg, int B, int T)
+{
+    return pair_new_prec(cfg, B, T, BERT_FP32);
 }
 
 static void pair_free(pair *p)
@@ -424,6 +432,61 @@ static void test_row_lists(void)
     free(cw); free(cp); free(ct); free(gw); free(gp); free(gt);
 }
 
+/* Mixed precision on the GPU against fp32 on the CPU.  bf16 keeps 8
+ * significant bits (unit roundoff u = 2^-9 = 2e-3), fp16 11 (2^-12 =
+ * 2.4e-4).  Rounding both operands of a product costs 2u; a dot product of
+ * K random-sign terms keeps about that relative error; some 15 GEMMs
+ * chain from the embeddings to the logits (LayerNorms renormalise, errors
+ * add): ~sqrt(15) 2u = 1.5e-2 for bf16, 2e-3 for fp16.  Tolerances 5e-2
+ * and 1e-2 on logits, twice that on the gradients (backward chains twice
+ * the GEMMs).  The error must also exceed fp32's (> 1e-5): else the mixed
+ * path was not taken.  fp16's backward runs with a loss scale of 1024,
+ * undone by bert_scale_grads, as the training loop does. */
+static void test_mixed(int precision)
+{
+    const char *name = precision == BERT_BF16 ? "bf16" : "fp16";
+    double tol = precision == BERT_BF16 ? 5e-2 : 1e-2;
+    bert_config c = small_config(BERT_MODE_MLM, BERT_POOL_CLS);
+    int B = 3, T = 17;
+    pair p = pair_new_prec(&c, B, T, precision);
+    if (!p.gpu) return;
+    CHECK(p.gpu->precision == precision);
+    batch b = batch_new(&c, B, T);
+    bert_batch x = as_bert(&b, 1);
+    bert_output oc, og;
+    printf("%s mixed precision (GPU) against fp32 (CPU): MLM, train\n", name);
+    bert_zero_grad(p.cpu);
+    bert_zero_grad(p.gpu);
+    CHECK_OK(bert_forward(p.cpu, &x, BERT_HEAD_MLM, 1, &oc, &E), E);
+    CHECK_OK(bert_forward(p.gpu, &x, BERT_HEAD_MLM, 1, &og, &E), E);
+    if (!og.logits || og.n_targets != oc.n_targets) {
+        CHECK_MSG(0, "%s: no logits or other targets", name);
+    } else {
+        size_t n = (size_t)oc.n_targets * c.vocab_size;
+        double worst;
+        size_t at;
+        double rel = norm_rel(og.logits, oc.logits, n, &worst, &at);
+        printf("  %-48s rel %.2e  (tol %.0e, and above 1e-5)\n", "logits", rel, tol);
+        CHECK_MSG(rel <= tol && rel > 1e-5, "%s logits: norm-relative error %.3g (want (1e-5, %.3g])", name, rel, tol);
+        printf("  loss gpu %.7g cpu %.7g\n", og.loss, oc.loss);
+        CHECK_MSG(fabs((double)og.loss - oc.loss) <= tol * fabs(oc.loss), "%s loss gpu %g cpu %g", name, og.loss,
+                  oc.loss);
+    }
+    float ls = precision == BERT_FP16 ? 1024.0f : 1.0f;
+    CHECK_OK(bert_backward(p.cpu, 0.5f, &E), E);
+    CHECK_OK(bert_backward(p.gpu, 0.5f * ls, &E), E);
+    bert_scale_grads(p.gpu, 1.0f / ls);
+    CHECK_OK(bert_sync_to_host(p.gpu, &E), E);
+    double worst;
+    size_t at;
+    double rel = norm_rel(p.gpu->grads, p.cpu->grads, p.cpu->nparams, &worst, &at);
+    printf("  %-48s rel %.2e  (tol %.0e)\n", "the whole gradient buffer", rel, 2 * tol);
+    CHECK_MSG(rel <= 2 * tol && rel > 1e-5, "%s gradients: norm-relative error %.3g (want (1e-5, %.3g])", name, rel,
+              2 * tol);
+    batch_free(&b);
+    pair_free(&p);
+}
+
 int main(void)
 {
     rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -444,6 +507,8 @@ int main(void)
     test_pruned();
     test_backward_ext();
     test_train_steps();
+    test_mixed(BERT_BF16);
+    test_mixed(BERT_FP16);
     return test_summary("bert_cuda_gpu_test");
 }
 #endif

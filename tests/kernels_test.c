@@ -792,9 +792,16 @@ static void test_config(void)
     }
     bert_model *bad = NULL;
     CHECK(bert_model_new(&mc, 1, 11, &bert_device_cpu, &bad, &e) == FLOW_E_PARAM && !bad);
-    bert_device gpu0 = { 0, 0 };
+    bert_device gpu0 = { 0, 0, BERT_FP32 };
     CHECK(bert_model_new(&mc, 1, 4, &gpu0, &bad, &e) == FLOW_E_PARAM && !bad);
     CHECK_CONTAINS(e.msg, "cuda");
+    /* mixed precision is the CUDA backend's: on the CPU a clear error */
+    bert_device cpu_bf16 = { -1, 0, BERT_BF16 }, cpu_odd = { -1, 0, 7 };
+    CHECK(bert_model_new(&mc, 1, 4, &cpu_bf16, &bad, &e) == FLOW_E_PARAM && !bad);
+    CHECK_CONTAINS(e.msg, "precision bf16 needs a GPU: the CPU backend computes in fp32 only");
+    CHECK(bert_model_new(&mc, 1, 4, &cpu_odd, &bad, &e) == FLOW_E_PARAM && !bad);
+    CHECK_CONTAINS(e.msg, "precision 7 is not fp32");
+    CHECK(bert_precision_parse("fp16") == BERT_FP16 && bert_precision_parse("tf32") == -1);
     bert_model_free(mm);
     bert_model_free(cm);
     bert_model_free(NULL);

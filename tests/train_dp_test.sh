@@ -9,7 +9,7 @@
 #   3. 2 processes x workers = 3 through a TCP rendezvous: the same;
 #   4. errors: a missing rank times out naming the rendezvous file; ranks
 #      with different workers are refused; workers on a stage that does not
-#      train is a graph error.
+#      train is a graph error; precision = bf16 on the CPU fails the node.
 # Needs $FLOW (set by ctest) and python3.
 set -u
 . "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
@@ -106,4 +106,9 @@ sed 's/vocab_size = 200 }/vocab_size = 200  workers = 2 }/' "$T/one.graph" > "$T
 "$FLOW" build "$T/bad.graph" --cache "$T/Z" > "$T/bad.out" 2>&1
 check "workers on bpe is a graph error (exit 2)" test $? = 2
 check "... naming the node and what workers is for" grep -q "node 'tok': stage 'bpe' does not train with data-parallel workers" "$T/bad.out"
+# mixed precision is the CUDA backend's: on the CPU a node error naming it
+graph "$T/bf16.graph" "precision = bf16" ""
+"$FLOW" build "$T/bf16.graph" --cache "$T/R" pt > "$T/bf16.out" 2>&1
+check "precision = bf16 without a GPU fails the node (exit 1, got $?)" test $? = 1
+check "... naming the node and saying why" grep -q "node 'pt'.*precision bf16 needs a GPU: the CPU backend computes in fp32 only (set gpus = 1, or precision = fp32)" "$T/bf16.out"
 exit $fail

@@ -16,6 +16,9 @@
 #   5. the GPU-trained classifier's test accuracy (evaluate, on the CPU) is
 #      above 0.5 (the CPU-trained one gets 1.0) and within 0.1 of the
 #      CPU-trained one's (the test split has ~29 units: 0.1 is 3 of them).
+#   6. mixed precision: pretrain with precision = bf16 and fp16 (gpus = 1):
+#      their own keys, the loss falls as in 3, and fp16 reports its skipped
+#      steps (train.skipped_steps, dynamic loss scaling), fewer than 20 of 80.
 # Skips (77) without a GPU (nvidia-smi lists none) or without the module.
 # Written without a GPU at hand: it has never run.
 set -u
@@ -52,8 +55,8 @@ EOF
 }
 graph "$T/cpu.graph" ""
 graph "$T/gpu.graph" "gpus = 1"
-build() {   # build GRAPH CACHE EVENTS
-    "$FLOW" build "$1" --cache "$2" --json -j 2 > "$3" 2> "$3.stderr"
+build() {   # build GRAPH CACHE EVENTS [TARGET]
+    "$FLOW" build "$1" ${4:-} --cache "$2" --json -j 2 > "$3" 2> "$3.stderr"
 }
 ev() {      # ev EVENTS NODE [METRIC]: the node's key, or one of its metrics
     python3 - "$@" <<'EOF'
@@ -108,4 +111,26 @@ ac=$(ev "$T/ec" ev ft.accuracy); ag=$(ev "$T/eg" ev ft.accuracy)
 echo "test accuracy: CPU-trained $ac, GPU-trained $ag"
 check "the GPU-trained classifier's accuracy $ag is > 0.5 and within 0.1 of the CPU's $ac" \
     python3 -c "import sys; a, b = float('$ag'), float('$ac'); sys.exit(0 if a > 0.5 and abs(a - b) <= 0.1 else 1)"
+
+# ---- 6. bf16 and fp16 -------------------------------------------------------------
+for prec in bf16 fp16; do
+    graph "$T/$prec.graph" "gpus = 1  precision = $prec"
+    build "$T/$prec.graph" "$T/G" "$T/e$prec" pt; rc=$?
+    check "$prec pretrain (rc $rc: $(tail -3 "$T/e$prec.stderr"))" test $rc = 0
+    kp=$(ev "$T/e$prec" pt)
+    check "$prec: its own key" test -n "$kp" -a "$kp" != "$(ev "$T/eg" pt)"
+    "$FLOW" cat "$kp" loss_curve.tsv --cache "$T/G" > "$T/$prec.tsv" 2>/dev/null
+    check "$prec: the loss falls" python3 - "$T/$prec.tsv" "$prec" <<'EOF'
+import sys
+g = [float(l.split("\t")[1]) for l in open(sys.argv[1]) if l.strip() and l[0].isdigit()]
+ok = len(g) >= 10 and sum(g[-5:]) / 5 < 0.95 * sum(g[:5]) / 5
+if g:
+    print("%s: loss %.3f -> %.3f over %d steps" % (sys.argv[2], sum(g[:5]) / 5, sum(g[-5:]) / 5, len(g)))
+sys.exit(0 if ok else 1)
+EOF
+done
+sk=$(ev "$T/efp16" pt train.skipped_steps)
+echo "fp16: $sk skipped steps"
+check "fp16 reports its skipped steps ($sk), fewer than 20 of 80" \
+    python3 -c "import sys; sys.exit(0 if '$sk' != 'missing' and float('$sk') < 20 else 1)"
 exit $fail

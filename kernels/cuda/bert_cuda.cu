@@ -227,6 +227,7 @@ int bert_cuda_alloc(bert_model *m, flow_err *e)
         bert_cuda_release(m);
         return flow_fail(e, rc, "model: GPU %d: %s", m->gpu, ce.msg);
     }
+    cuda_set_precision(A->c, m->precision);     // the Linears' GEMMs (kernels.h BERT_FP32/BF16/FP16)
     size_t total = 0;
     int fail = 0;
     // zeroed like the host's calloc'd buffers; a zero-size buffer stays NULL

@@ -123,6 +123,8 @@ extern "C" void cuda_ctx_free(cuda_ctx *c)
         cublasLtMatmulDescDestroy(p->desc);
     }
     if (c->workspace) cudaFree(c->workspace);
+    for (int i = 0; i < 2; i++)
+        if (c->cast[i]) cudaFree(c->cast[i]);
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);

@@ -5,7 +5,9 @@
 // around the fused masked softmax of cuda_ops.cu.
 //
 // Row-major C = A B is computed as column-major C^T = B^T A^T, so each
-// call below names the column-major operands.  fp32 only, no TF32.
+// call below names the column-major operands.  fp32 (no TF32), or, after
+// cuda_set_precision, the Linears' operands as bf16 / fp16 copies with
+// fp32 accumulation and fp32 output (mixed precision; attention stays fp32).
 //
 // Why not the GELU epilogue: cuBLASLt's GELU epilogues are the tanh
 // approximation; BERT (HF and the CPU twin) uses the erf form, so the
@@ -26,15 +28,16 @@ void cuda_attn_softmax_backward(cuda_ctx *c, float *dS, const float *P, int B, i
 // align: the byte alignment every pointer of the call has (16 or 4): the
 // heuristic otherwise assumes 256-byte aligned pointers, and the model's
 // tensors and activation slices sit at any float offset of their buffers.
+// prec: the operands' type (0 fp32, 1 bf16, 2 fp16); C and D are fp32.
 static int plan_get(cuda_ctx *c, int ta, int tb, int m, int n, int k, int lda, int ldb, int ldc,
-                    int bias, int align, cuda_plan **out, flow_err *e)
+                    int bias, int align, int prec, cuda_plan **out, flow_err *e)
 {
     int epi = bias ? (int)CUBLASLT_EPILOGUE_BIAS : (int)CUBLASLT_EPILOGUE_DEFAULT;
     cuda_plan *p = NULL;
     for (int i = 0; i < CUDA_PLANS; i++) {
         cuda_plan *q = &c->plans[i];
         if (q->used && q->ta == ta && q->tb == tb && q->m == m && q->n == n && q->k == k &&
-            q->lda == lda && q->ldb == ldb && q->ldc == ldc && q->epilogue == epi && q->align == align) {
+            q->lda == lda && q->ldb == ldb && q->ldc == ldc && q->epilogue == epi && q->align == align && q->prec == prec) {
             *out = q;
             return 0;
         }
@@ -58,8 +61,13 @@ static int plan_get(cuda_ctx *c, int ta, int tb, int m, int n, int k, int lda, i
     if (!s) s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa);
     if (!s) s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb);
     if (!s) s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep);
-    if (!s) s = cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, ta ? k : m, ta ? m : k, lda);
-    if (!s) s = cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, tb ? n : k, tb ? k : n, ldb);
+    cudaDataType_t ab = prec == 1 ? CUDA_R_16BF : prec == 2 ? CUDA_R_16F : CUDA_R_32F;
+    if (!s && bias && prec) {   // the bias stays fp32 (the default follows D, fp32: said explicitly)
+        cudaDataType_t bt = CUDA_R_32F;
+        s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt);
+    }
+    if (!s) s = cublasLtMatrixLayoutCreate(&p->a, ab, ta ? k : m, ta ? m : k, lda);
+    if (!s) s = cublasLtMatrixLayoutCreate(&p->b, ab, tb ? n : k, tb ? k : n, ldb);
     if (!s) s = cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, m, n, ldc);
     cublasLtMatmulPreference_t pref = NULL;
     size_t ws = CUDA_WORKSPACE;
@@ -85,8 +93,39 @@ static int plan_get(cuda_ctx *c, int ta, int tb, int m, int n, int k, int lda, i
     p->algo = h.algo;
     p->used = 1;
     p->ta = ta; p->tb = tb; p->m = m; p->n = n; p->k = k;
-    p->lda = lda; p->ldb = ldb; p->ldc = ldc; p->epilogue = epi; p->align = align;
+    p->lda = lda; p->ldb = ldb; p->ldc = ldc; p->epilogue = epi; p->align = align; p->prec = prec;
     *out = p;
+    return 0;
+}
+
+extern "C" void cuda_set_precision(cuda_ctx *c, int precision)
+{
+    c->precision = precision;
+}
+
+// The 16-bit copy of one operand: the column-major matrix of rows x cols
+// with leading dimension ld spans (cols - 1) ld + rows elements from its
+// start, all cast (the gaps too, so the copy keeps ld).
+static int cast_operand(cuda_ctx *c, int slot, const float *src, int rows, int cols, int ld, const void **out,
+                        flow_err *e)
+{
+    size_t n = (size_t)(cols - 1) * ld + rows;
+    if (n > c->cast_cap[slot]) {   // a new high-water mark: cudaFree waits for the device
+        if (c->cast[slot]) cudaFree(c->cast[slot]);
+        c->cast[slot] = NULL;
+        c->cast_cap[slot] = 0;
+        size_t cap = n + n / 4;
+        cudaError_t rc = cudaMalloc(&c->cast[slot], cap * 2);
+        if (rc != cudaSuccess) {
+            c->cast[slot] = NULL;
+            return flow_fail(e, FLOW_E_NOMEM, "cuda: cannot allocate %.1f MiB for a 16-bit GEMM operand: %s",
+                             cap * 2 / 1048576.0, cudaGetErrorString(rc));
+        }
+        c->cast_cap[slot] = cap;
+    }
+    if (c->precision == 1) cuda_cast_bf16(c, c->cast[slot], src, n);
+    else cuda_cast_fp16(c, c->cast[slot], src, n);
+    *out = c->cast[slot];
     return 0;
 }
 
@@ -95,8 +134,15 @@ static int lt_gemm(cuda_ctx *c, int ta, int tb, int m, int n, int k, const float
                    flow_err *e)
 {
     cuda_plan *p;
-    uintptr_t any = (uintptr_t)A | (uintptr_t)B | (uintptr_t)C | (uintptr_t)bias;
-    int rc = plan_get(c, ta, tb, m, n, k, lda, ldb, ldc, bias != NULL, any % 16 == 0 ? 16 : 4, &p, e);
+    const void *a = A, *b = B;
+    int prec = c->precision;
+    if (prec) {     // mixed precision: 16-bit copies of A and B, fp32 C
+        int rc = cast_operand(c, 0, A, ta ? k : m, ta ? m : k, lda, &a, e);
+        if (!rc) rc = cast_operand(c, 1, B, tb ? n : k, tb ? k : n, ldb, &b, e);
+        if (rc) return rc;
+    }
+    uintptr_t any = (uintptr_t)a | (uintptr_t)b | (uintptr_t)C | (uintptr_t)bias;
+    int rc = plan_get(c, ta, tb, m, n, k, lda, ldb, ldc, bias != NULL, any % 16 == 0 ? 16 : 4, prec, &p, e);
     if (rc) return rc;
     if (bias) {     // a host-side attribute write per call, no device work
         cublasStatus_t s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
@@ -104,7 +150,7 @@ static int lt_gemm(cuda_ctx *c, int ta, int tb, int m, int n, int k, const float
         if (s) return cublas_fail(e, (int)s, "bias pointer");
     }
     float alpha = 1.0f;
-    cublasStatus_t s = cublasLtMatmul(c->lt, p->desc, &alpha, A, p->a, B, p->b, &beta, C, p->c, C, p->c,
+    cublasStatus_t s = cublasLtMatmul(c->lt, p->desc, &alpha, a, p->a, b, p->b, &beta, C, p->c, C, p->c,
                                       &p->algo, c->workspace, CUDA_WORKSPACE, c->stream);
     return s ? cublas_fail(e, (int)s, "cublasLtMatmul") : 0;
 }

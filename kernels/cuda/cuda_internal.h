@@ -18,7 +18,7 @@
  * once by the heuristic */
 typedef struct cuda_plan {
     int used;
-    int ta, tb, m, n, k, lda, ldb, ldc, epilogue, align;
+    int ta, tb, m, n, k, lda, ldb, ldc, epilogue, align, prec;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -32,6 +32,9 @@ struct cuda_ctx {
     void *workspace;
     cuda_plan plans[CUDA_PLANS];
     unsigned plan_evict;        /* next slot to evict (round robin) when every slot is used */
+    int precision;              /* of the Linear GEMMs: 0 fp32, 1 bf16, 2 fp16 (cuda_set_precision) */
+    void *cast[2];              /* 16-bit copies of a GEMM's two operands (mixed precision) */
+    size_t cast_cap[2];         /* their capacity in elements: the largest operand so far */
 };
 
 static inline int cuda_fail(flow_err *e, cudaError_t rc, const char *what)

@@ -5,6 +5,8 @@
 // sm_90; never run on a GPU yet (tests/cuda_ops_gpu_test.c is the check).
 #include "cuda_internal.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <math.h>
 
 #define TPB 256
@@ -93,6 +95,29 @@ extern "C" void cuda_gelu_backward(cuda_ctx *c, float *dinp, const float *inp, c
 extern "C" void cuda_residual_forward(cuda_ctx *c, float *out, const float *a, const float *b, size_t n)
 {
     k_add<<<cuda_blocks(n, TPB), TPB, 0, c->stream>>>(out, a, b, n);
+}
+
+// ---- casts for the mixed-precision GEMMs (cuda_gemm.cu) -------------------------------
+__global__ static void k_cast_bf16(__nv_bfloat16 *out, const float *x, size_t n)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) out[i] = __float2bfloat16_rn(x[i]);
+}
+
+__global__ static void k_cast_fp16(__half *out, const float *x, size_t n)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) out[i] = __float2half_rn(x[i]);
+}
+
+extern "C" void cuda_cast_bf16(cuda_ctx *c, void *out, const float *in, size_t n)
+{
+    if (n) k_cast_bf16<<<cuda_blocks(n, TPB), TPB, 0, c->stream>>>((__nv_bfloat16 *)out, in, n);
+}
+
+extern "C" void cuda_cast_fp16(cuda_ctx *c, void *out, const float *in, size_t n)
+{
+    if (n) k_cast_fp16<<<cuda_blocks(n, TPB), TPB, 0, c->stream>>>((__half *)out, in, n);
 }
 
 // ---- dropout: the CPU's dropout_keep bit for bit ----------------------------------------

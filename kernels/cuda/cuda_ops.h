@@ -10,9 +10,9 @@
  * tests/bert_cuda_gpu_test.c (model by model) and tests/train_gpu_test.sh
  * (pretrain/finetune with gpus = 1) compare them with the CPU, but as of
  * this writing they have NEVER RUN ON A GPU (the development machine has
- * none; tests/gpu/check.sh is the script to run on one).  fp32 only: no
- * bf16/fp16 yet; one GPU per node (NCCL is built but the training loop
- * does not use it).  The `flow` binary does not link them (CMakeLists.txt
+ * none; tests/gpu/check.sh is the script to run on one).  fp32, and bf16 /
+ * fp16 mixed precision in the Linear GEMMs (cuda_set_precision); one GPU
+ * per node (NCCL is built but the training loop does not use it).  The `flow` binary does not link them (CMakeLists.txt
  * says why): it loads the module when a node is granted a GPU.
  *
  * Conventions: every pointer is device memory; ops run asynchronously on
@@ -63,6 +63,16 @@ int cuda_download(cuda_ctx *c, void *dst, const void *src, size_t bytes, flow_er
 int cuda_memset0(cuda_ctx *c, void *p, size_t bytes, flow_err *e);
 
 /* ---- GEMMs (cuBLASLt) ------------------------------------------------- */
+/* The Linear GEMMs' arithmetic: 0 fp32 (the default), 1 bf16, 2 fp16
+ * (kernels.h BERT_FP32/BF16/FP16): each operand is cast to a 16-bit copy
+ * (two scratch buffers of the context, grown to the largest operand seen:
+ * a cudaMalloc only at a new high-water mark), multiplied with fp32
+ * accumulation into the fp32 output.  The attention GEMMs stay fp32. */
+void cuda_set_precision(cuda_ctx *c, int precision);
+/* out[n] = in[n] rounded to bf16 (to nearest even) / fp16 (to nearest; beyond
+ * 65504: inf, which fp16 loss scaling detects) */
+void cuda_cast_bf16(cuda_ctx *c, void *out, const float *in, size_t n);
+void cuda_cast_fp16(cuda_ctx *c, void *out, const float *in, size_t n);
 /* out[N,OC] = inp[N,IC] W[OC,IC]^T + b[OC] (b may be NULL; cuBLASLt's BIAS
  * epilogue); with gelu, pre[N,OC] receives the pre-activation and out =
  * GELU(pre) by cuda_gelu_forward (erf form: cuBLASLt's GELU epilogues are

@@ -50,6 +50,10 @@ static const flow_param_def finetune_params[] = {
     { "heads", FLOW_P_INT, 0, "4", 1, 64, NULL, "attention heads (random init only)" },
     { "intermediate", FLOW_P_INT, 0, "1024", 8, 16384, NULL, "FFN width (random init only)" },
     { "model_max_len", FLOW_P_INT, 0, "128", 8, 4096, NULL, "position embeddings (random init only)" },
+    { "precision", FLOW_P_STRING, 0, "fp32", 0, -1, "fp32|bf16|fp16",
+      "arithmetic of the Linear layers: fp32, or (with gpus = 1) bf16 / fp16 mixed precision (fp32 master "
+      "weights and AdamW state; fp16 with dynamic loss scaling, skipped steps in train.skipped_steps); "
+      "in the key when not fp32" },
     { "profile", FLOW_P_BOOL, 0, "false", 0, -1, NULL, "print the kernels profiler table; not in the key" },
 };
 
@@ -188,7 +192,7 @@ static int finetune_run(flow_ctx *c)
     int T = (int)flow_param_int(c, "max_len");
     if (T <= 0 || T > cfg.max_len) T = cfg.max_len;
     if ((rc = ft_setup(c, &cfg, T, &f))) goto out;
-    bert_device dev = tr_device(c);
+    bert_device dev = tr_train_device(c);
     if ((rc = bert_model_new(&cfg, f.batch, T, &dev, &m, &err)) || (rc = bert_init(m, (uint64_t)flow_param_int(c, "seed"), &err))) {
         rc = flow_ctx_fail(c, rc, "%s", err.msg);
         goto out;
@@ -228,7 +232,7 @@ const flow_stage stage_finetune = {
     .outputs = finetune_outputs, .noutputs = sizeof finetune_outputs / sizeof finetune_outputs[0],
     .applies = finetune_applies, .napplies = sizeof finetune_applies / sizeof finetune_applies[0],
     .not_in_key = "checkpoint_every profile",   /* same bytes (tests/train_e2e_test.sh) */
-    .key_unless_default = "pooling",            /* cls = what finetune did before pooling existed */
+    .key_unless_default = "pooling precision",  /* cls, fp32 = what finetune did before they existed */
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0, .gpu_capable = 1, .data_parallel = 1 },
     .run = finetune_run,
 };

@@ -50,6 +50,10 @@ static const flow_param_def pretrain_params[] = {
     { "checkpoint_every", FLOW_P_INT, 0, "200", 0, 1e9, NULL, "steps between resumable checkpoints (0 = none); not in the key" },
     { "eval_every", FLOW_P_INT, 0, "0", 0, 1e9, NULL, "steps between dev evaluations (0 = at the end only)" },
     { "dev_max", FLOW_P_INT, 0, "2000", 1, 1e9, NULL, "dev sequences evaluated at most" },
+    { "precision", FLOW_P_STRING, 0, "fp32", 0, -1, "fp32|bf16|fp16",
+      "arithmetic of the Linear layers: fp32, or (with gpus = 1) bf16 / fp16 mixed precision (fp32 master "
+      "weights and AdamW state; fp16 with dynamic loss scaling, skipped steps in train.skipped_steps); "
+      "in the key when not fp32" },
     { "profile", FLOW_P_BOOL, 0, "false", 0, -1, NULL, "print the kernels profiler table to the log and report; not in the key" },
 };
 
@@ -456,7 +460,7 @@ static int pretrain_run(flow_ctx *c)
     memset(&res, 0, sizeof res);
     flow_err err = { 0 };
     if ((rc = pt_config(c, tok, &cfg)) || (rc = pt_setup(c, tok, &cfg, &p))) goto out;
-    bert_device dev = tr_device(c);
+    bert_device dev = tr_train_device(c);
     if ((rc = bert_model_new(&cfg, p.batch, cfg.max_len, &dev, &m, &err)) ||
         (rc = bert_init(m, p.seed, &err))) {
         rc = flow_ctx_fail(c, rc, "%s", err.msg);
@@ -499,6 +503,7 @@ const flow_stage stage_pretrain = {
     .outputs = pretrain_outputs, .noutputs = sizeof pretrain_outputs / sizeof pretrain_outputs[0],
     .applies = pretrain_applies, .napplies = sizeof pretrain_applies / sizeof pretrain_applies[0],
     .not_in_key = "checkpoint_every profile",   /* same bytes (tests/train_e2e_test.sh) */
+    .key_unless_default = "precision",          /* fp32 = what pretrain did before precision existed */
     .res = { .threads = 0, .gpus = 0, .cpu_fallback = 0, .gpu_capable = 1, .data_parallel = 1 },
     .run = pretrain_run,
 };

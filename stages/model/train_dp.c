@@ -37,6 +37,7 @@
 #include "trainer.h"
 #include "kernels/dp.h"
 
+#include <math.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -71,6 +72,13 @@ struct tr_dp {
     int nlocal, world, rank, threads;
     int zero;                           /* ZeRO-1: m's optimizer is red's slice */
     int on_device;                      /* m runs on a GPU: no host reducer (see the top) */
+    /* fp16 dynamic loss scaling (torch.cuda.amp.GradScaler's rule): the
+     * loss gradient is multiplied by ls (2^16 at the start); a step whose
+     * gradients are not finite is skipped (no update, adam_t unchanged)
+     * and halves ls; 2000 finite steps in a row double it.  ls = 1 for
+     * fp32 and bf16 (bf16 has fp32's range). */
+    float ls;
+    long ls_good, skipped;
     bert_model *rep[DP_LOCAL_MAX];      /* rep[0] = m */
     float *own_params[DP_LOCAL_MAX];    /* replicas' own buffers, restored before free */
     tr_batch b[DP_LOCAL_MAX];
@@ -134,6 +142,7 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
                            "reducer only; the NCCL path for GPUs is not implemented yet", d->world);
     d->rep[0] = m;
     d->on_device = m->backend != BERT_ON_CPU;   /* then nlocal = world = 1 (refused above otherwise) */
+    d->ls = m->precision == BERT_FP16 ? 65536.0f : 1.0f;
     for (int w = 1; !rc && w < d->nlocal; w++) {
         if ((rc = bert_model_new(&m->cfg, m->max_B, m->max_T, &bert_device_cpu, &d->rep[w], &err))) {
             rc = flow_ctx_fail(c, rc, "workers = %d: replica %d: %s", d->nlocal, w, err.msg);
@@ -256,7 +265,7 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
                long epoch, long s, double *loss, long *tokens)
 {
     size_t n = k1 - k0, W = (size_t)d->nlocal * (size_t)d->world;
-    float scale = 1.0f / (float)n;
+    float scale = d->ls / (float)n;     /* ls = 1: 1/n, as ever */
     uint64_t base = d->m->fwd_counter;
     flow_err err = { 0 };
     *loss = 0;
@@ -315,8 +324,39 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
     return 0;
 }
 
+/* The fp16 step: the norm of the scaled gradients decides (not finite:
+ * skip and halve the scale); else one pass unscales and clips them. */
+static void fp16_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm, long s, float *norm)
+{
+    float scaled = bert_grad_norm(d->m);
+    if (!isfinite(scaled)) {
+        d->skipped++;
+        d->ls_good = 0;
+        flow_log(d->c, "step %ld: fp16 gradients overflowed at loss scale %g: step skipped, scale halved",
+                 s + 1, (double)d->ls);
+        d->ls = d->ls > 1.0f ? d->ls / 2.0f : 1.0f;
+        *norm = scaled;
+        return;
+    }
+    *norm = scaled / d->ls;
+    float f = 1.0f / d->ls;
+    if (max_norm > 0 && max_norm / (*norm + 1e-6f) < 1.0f) f *= max_norm / (*norm + 1e-6f);
+    bert_scale_grads(d->m, f);
+    bert_adamw_step(d->m, hp, lr);
+    if (++d->ls_good == 2000) {
+        d->ls *= 2.0f;
+        d->ls_good = 0;
+    }
+}
+
+long tr_dp_skipped(const tr_dp *d) { return d->skipped; }
+
 int tr_dp_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm, long s, float *norm)
 {
+    if (d->m->precision == BERT_FP16) {     /* a GPU model: never zero (tr_dp_new) */
+        fp16_update(d, hp, lr, max_norm, s, norm);
+        return 0;
+    }
     if (!d->zero) {
         *norm = bert_clip_grad_norm(d->m, max_norm);
         bert_adamw_step(d->m, hp, lr);

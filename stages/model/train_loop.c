@@ -284,7 +284,8 @@ int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_optio
     }
     long step = 0;
     if (m->backend == BERT_ON_CUDA)     /* a CPU run's log stays as it was */
-        flow_log(c, "%s: training on GPU %d (the CUDA backend, fp32)", obj->stage, m->gpu);
+        flow_log(c, "%s: training on GPU %d (the CUDA backend, %s)", obj->stage, m->gpu,
+                 bert_precision_name(m->precision));
     int rc = tr_dp_new(c, m, opt->batch, obj->backward != NULL, &L.dp);
     if (!rc) rc = resume(&L, &step);
     if (!rc) rc = tr_dp_agree(L.dp, step, opt->checkpoint_every);
@@ -302,6 +303,11 @@ int tr_train(flow_ctx *c, bert_model *m, const tr_objective *obj, const tr_optio
         rc = after_step(&L, step, loss, lr, gn);
     }
     res->seconds = now_s() - L.t0;
+    if (m->precision == BERT_FP16 && L.dp) {
+        flow_metric(c, "train.skipped_steps", (double)tr_dp_skipped(L.dp));
+        flow_log(c, "fp16: %ld of %ld steps skipped (gradient overflow at the loss scale)", tr_dp_skipped(L.dp),
+                 res->total);
+    }
     flow_err err = { 0 };
     if (!rc && L.best) {
         memcpy(m->params, L.best, m->nparams * sizeof *L.best);

@@ -9,7 +9,14 @@
 
 bert_device tr_device(flow_ctx *c)
 {
-    bert_device d = { flow_gpu_count(c) > 0 ? flow_gpu_id(c, 0) : -1, flow_threads(c) };
+    bert_device d = { flow_gpu_count(c) > 0 ? flow_gpu_id(c, 0) : -1, flow_threads(c), BERT_FP32 };
+    return d;
+}
+
+bert_device tr_train_device(flow_ctx *c)
+{
+    bert_device d = tr_device(c);
+    d.precision = bert_precision_parse(flow_param_str(c, "precision"));   /* a choice: always parses */
     return d;
 }
 

@@ -27,6 +27,9 @@
  * has any, else the CPU; with the node's thread count.  bert_model_new picks
  * the backend from it, so no stage names one. */
 bert_device tr_device(flow_ctx *c);
+/* The same with the node's `precision` parameter (pretrain, finetune:
+ * fp32, bf16, fp16); bert_model_new refuses a mixed one on the CPU. */
+bert_device tr_train_device(flow_ctx *c);
 
 /* splitmix64 step, and a seed from several words (counter-based: the same
  * words always give the same stream). */
@@ -221,6 +224,9 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
  * at lr, whole or (zero = 1) sharded over the processes; *norm = the
  * global gradient norm before clipping.  Every process calls it. */
 int tr_dp_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm, long s, float *norm);
+/* fp16: the steps skipped so far because the gradients overflowed
+ * (dynamic loss scaling, train_dp.c); 0 for fp32 and bf16. */
+long tr_dp_skipped(const tr_dp *d);
 /* The model's whole AdamW moments, nparams floats each, into the bytes at
  * mm and vv (any alignment; with zero = 1 gathered from every process,
  * which all call it). */
