@@ -552,11 +552,14 @@ int bert_cuda_forward(bert_model *m, const bert_batch *bt, int head, int train, 
         return flow_fail(e, FLOW_E_PARAM, "forward: the CUDA backend has no quantized or observing Linear "
                          "layers (quantization and calibration run on the CPU)");
     cuda_ctx *cx = A->c;
+    if (A->staged)      // the last forward failed before its SYNC: its upload may still read h_in
+        TRY(cuda_sync(cx, e));
     A->B = B; A->T = T; A->head = head; A->train = train;
     A->counter = m->fwd_counter;
     if (train) m->fwd_counter++;
     stage_inputs(m, bt, head);
     cudaMemcpyAsync(A->d_in, A->h_in, A->in.total * sizeof(int32_t), cudaMemcpyHostToDevice, cx->stream);
+    A->staged = 1;
     const int32_t *mask = A->has_mask ? DIN(mask) : NULL;
     const float *P = A->P;
     // embeddings -> x0
@@ -570,6 +573,7 @@ int bert_cuda_forward(bert_model *m, const bert_batch *bt, int head, int train, 
     TRY(head == BERT_HEAD_MLM ? mlm_head_forward(m, e) : cls_head_forward(m, ph, e));
     // SYNC: the loss read; the copies enqueued by the head arrive
     TRY(cuda_sync(cx, e));
+    A->staged = 0;
     memset(out, 0, sizeof *out);
     int rows = head == BERT_HEAD_MLM ? A->M : A->has_labels ? B : 0;
     double num = 0;

@@ -48,6 +48,7 @@ struct bert_acts {
     // the last forward
     int valid, B, T, head, train, M, has_types, has_mask, has_labels, has_cw;
     int nw, ny, np;                 // rows of the three embedding row lists
+    int staged;                     // h_in's upload enqueued, its forward's SYNC not reached (an error)
     uint64_t counter;
     double wsum;                    // sum of w[y] over the loss rows (host)
     cu_inputs in;
