@@ -15,8 +15,12 @@ with the same threads and inputs, and prints one line per measurement:
 Batch 1 is reported as latency, batch 32 as throughput (best of the
 repeats, after a warm-up); cpu_ms is the best process CPU time of a call
 (all threads), what the work costs when other jobs share the cores.
-onnxruntime's threads do not spin (QBENCH_ORT_SPIN=1: they do), as flow's
-and torch's OpenMP threads do not (OMP_WAIT_POLICY=passive).  Used by quant_model_bench.sh; not a test.
+onnxruntime fp32 and dynamic int8 run twice, side by side: with their
+default spinning thread pool (what users get; named ...-spin) and without
+spinning, as flow's and torch's OpenMP threads wait here
+(OMP_WAIT_POLICY=passive); a spinning pool takes cores from the other jobs
+of a shared machine and its CPU time counts the spin.  onnxruntime on
+flow's own exports runs without spinning.  Used by quant_model_bench.sh; not a test.
 """
 import argparse, os, sys, tempfile, time
 
@@ -78,14 +82,13 @@ def main():
         print(f"peer {name} batch {B} seq {a.seq} threads {a.threads} ms_per_batch {t[0]*1e3:.2f} "
               f"seq_per_s {B/t[0]:.1f} cpu_ms {t[1]*1e3:.2f}", flush=True)
 
-    def ort_options(ort):
+    def ort_options(ort, spin=False):
         so = ort.SessionOptions()
         so.intra_op_num_threads = a.threads
         so.inter_op_num_threads = 1
-        # threads wait without spinning, as flow's (OMP_WAIT_POLICY=passive) and
-        # torch's OpenMP threads do here: on a shared machine a spinning pool
-        # takes cores from the others, and its CPU time would count the spin
-        so.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("QBENCH_ORT_SPIN", "0"))
+        # spin=False: threads wait without spinning, as flow's and torch's here;
+        # spin=True: onnxruntime's default
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         return so
 
     qmodel = None
@@ -109,10 +112,13 @@ def main():
                               opset_version=17, dynamo=False)
             int8 = os.path.join(tmp, "model.int8.onnx")
             quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
-            so = ort_options(ort)
             for name, path in (("ort", fp32), ("ort-int8", int8)):
                 if name in peers:
-                    ort_sessions[name] = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+                    for spin in (True, False):
+                        label = ("onnxruntime-fp32" if name == "ort" else "onnxruntime-dynamic-int8") + \
+                                ("-spin" if spin else "")
+                        ort_sessions[label] = ort.InferenceSession(path, ort_options(ort, spin),
+                                                                   providers=["CPUExecutionProvider"])
     flow_onnx = {}
     if a.flow_onnx:
         import onnxruntime as ort
@@ -135,8 +141,7 @@ def main():
             report(name, B, timeit(lambda: sess.run(None, feed)))
         for name, sess in ort_sessions.items():
             feed = {"input_ids": ids, "attention_mask": mask}
-            report("onnxruntime-fp32" if name == "ort" else "onnxruntime-dynamic-int8", B,
-                   timeit(lambda: sess.run(None, feed)))
+            report(name, B, timeit(lambda: sess.run(None, feed)))
     return 0
 
 if __name__ == "__main__":

@@ -143,10 +143,21 @@ for B in sorted({b for _, b in rows}):
             print(f"  {name:28s} {ms:9.2f} ms{c}")
     for q in ["flow-int8"] + q4:
         if (q, B) in rows:
-            for peer in ("flow-fp32", "torch-dynamic-int8", "onnxruntime-dynamic-int8", "onnxruntime-" + q,
-                         "torch-fp32", "onnxruntime-fp32"):
+            for peer in ("flow-fp32", "torch-dynamic-int8", "onnxruntime-dynamic-int8",
+                         "onnxruntime-dynamic-int8-spin", "onnxruntime-" + q, "torch-fp32", "onnxruntime-fp32",
+                         "onnxruntime-fp32-spin"):
                 if (peer, B) in rows:
                     c = (f" (cpu time {cpu[(peer, B)] / cpu[(q, B)]:.2f}x)"
                          if (peer, B) in cpu and (q, B) in cpu else "")
                     print(f"  {q} vs {peer}: {rows[(peer, B)] / rows[(q, B)]:.2f}x{c}")
+# issue 11's speed targets (wall-time ratios of this run)
+targets = [("flow-int8", "flow-fp32", 1, 2.0), ("flow-int8", "flow-fp32", 32, 1.5)]
+targets += [(q, "flow-fp32", 1, 2.5) for q in q4] + [(q, "flow-fp32", 32, 1.3) for q in q4]
+targets += [("flow-int8", p, B, 1.0) for B in (1, 32) for p in
+            ("onnxruntime-dynamic-int8-spin", "onnxruntime-dynamic-int8", "torch-dynamic-int8")]
+print("targets (issue 11), wall time:")
+for q, peer, B, goal in targets:
+    if (q, B) in rows and (peer, B) in rows:
+        r = rows[(peer, B)] / rows[(q, B)]
+        print(f"  batch {B:2d} {q} vs {peer}: {r:.2f}x, target {goal}x: {'met' if r >= goal else 'NOT met'}")
 PY
