@@ -30,9 +30,31 @@ static int key_cmp(const char *a, uint32_t la, const char *b, uint32_t lb)
     return la < lb ? -1 : la > lb;
 }
 
+/* While a table is sorted for a spill, a slot's len and h hold the first
+ * 8 key bytes instead (big-endian, zero-padded: len the first 4), so that
+ * most comparisons decide without touching the record, which lies
+ * anywhere in the arena: with millions of words every such touch is a
+ * cache miss.  Order: the prefix as an unsigned 64-bit number, then the
+ * whole key (key_cmp); the two agree, because a shorter key's padding 0 is
+ * below any byte that differs from it. */
+static void slot_to_prefix(bpe_slot *v)
+{
+    const unsigned char *k = (const unsigned char *)v->rec + BPE_REC_HEAD;
+    uint32_t len = v->len, w[2] = {0, 0};
+    for (uint32_t i = 0; i < 8; i++)
+        w[i / 4] |= (uint32_t)(i < len ? k[i] : 0) << (24 - 8 * (i % 4));
+    v->len = w[0];
+    v->h = w[1];
+}
+
 static inline int slot_less(const bpe_slot *a, const bpe_slot *b)
 {
-    return key_cmp(a->rec + BPE_REC_HEAD, a->len, b->rec + BPE_REC_HEAD, b->len) < 0;
+    if (a->len != b->len)
+        return a->len < b->len;
+    if (a->h != b->h)
+        return a->h < b->h;
+    return key_cmp(a->rec + BPE_REC_HEAD, bpe_rec_len(a->rec), b->rec + BPE_REC_HEAD,
+                   bpe_rec_len(b->rec)) < 0;
 }
 
 /* ---- sorting the table in place (no buffer: qsort may allocate n more) -- */
@@ -331,8 +353,10 @@ int bpe_spill_table(tok_counter *k, flow_err *err)
         return 0;
     size_t n = 0;
     for (size_t i = 0; i < k->cap; i++)
-        if (k->slot[i].rec)
-            k->slot[n++] = k->slot[i];
+        if (k->slot[i].rec) {
+            k->slot[n] = k->slot[i];
+            slot_to_prefix(&k->slot[n++]);
+        }
     int depth = 2;
     for (size_t m = n; m > 1; m >>= 1)
         depth += 2;
@@ -341,7 +365,7 @@ int bpe_spill_table(tok_counter *k, flow_err *err)
     int rc = run_open(k, &r, err);
     for (size_t i = 0; !rc && i < n; i++) {
         const char *rec = k->slot[i].rec;
-        if (run_put(&r, rec + BPE_REC_HEAD, k->slot[i].len, bpe_rec_count(rec)) != 0)
+        if (run_put(&r, rec + BPE_REC_HEAD, bpe_rec_len(rec), bpe_rec_count(rec)) != 0)
             rc = io_fail(k, err, "write", errno);
     }
     if (!rc && run_finish(&r) != 0)

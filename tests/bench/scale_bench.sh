@@ -66,7 +66,11 @@
 #     from b1 to b64, though its memory is now bounded (not profiled yet;
 #     likely the word table of all distinct words, 2.65M at 8x and growing
 #     with the bytes, no longer fitting a cache, plus the sorted runs it
-#     spills and merges).  b1: 354,288
+#     spills and merges).  After this run the spill sort compares the first 8
+#     key bytes kept in the table's slots (records read only on ties):
+#     bpe on the 8x corpus with memory_mb = 128 (3 spills), two runs each
+#     at load 7-8: CPU 9.04 / 8.43 s -> 7.40 / 6.90 s, same bytes; b64 not
+#     rerun with it.  b1: 354,288
 #     distinct words, min_word_count = 2 leaves out 341,795 (one
 #     occurrence each): training needs 26 MB instead of 152 MB, CPU 0.80 s
 #     instead of 2.46 s, same alphabet; f500k: 1,530,060 distinct, 1,491,397
