@@ -22,21 +22,14 @@
 # Skips (77) without a GPU (nvidia-smi lists none) or without the module.
 # Written without a GPU at hand: it has never run.
 set -u
-FLOW=${FLOW:-}
-if [ -z "$FLOW" ] || [ ! -x "$FLOW" ]; then echo "skip: \$FLOW is not an executable"; exit 77; fi
+. "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/lib.sh"
+flowtest_init train-gpu
 [ -f "$(dirname "$FLOW")/libflow_cuda.so" ] || { echo "skip: no libflow_cuda.so beside $FLOW (a build without CUDA)"; exit 77; }
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
 [ "$NGPU" -gt 0 ] || { echo "skip: nvidia-smi lists no GPU"; exit 77; }
-command -v python3 >/dev/null || { echo "skip: python3 missing"; exit 77; }
+flowtest_need_python3
 unset CUDA_VISIBLE_DEVICES FLOW_CUDA_MODULE
-T=$(mktemp -d "${TMPDIR:-/tmp}/flow-train-gpu-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fail=0
-check() {   # check "what" CONDITION...
-    local what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
-}
-python3 "${FLOW_SRC:-$(dirname "$0")/..}/tests/tools/gen_laws.py" "$T/tree" 11
+python3 "$SRC/tests/tools/gen_laws.py" "$T/tree" 11
 graph() {   # graph FILE DEVICE_SETTING
     cat > "$1" <<EOF
 docs = source { path = "$T/tree"  labels = folders }
