@@ -186,6 +186,43 @@ static void test_format_bounds(void)
     free(W);
 }
 
+/* One case of the bit-exact tests: the quantized weight and activations of
+ * X [M,K] and W [N,K], and the scalar twin's outputs y0 [M,N] (with bias b)
+ * and, for INT8, its int32 accumulators c0 [M,N]; y1 / c1 are zeroed room
+ * for the path under test. */
+typedef struct scalar_ref {
+    quant_weight qw;
+    quant_act a;
+    float *Wd, *eb, *y0, *y1;
+    int32_t *c0, *c1;       /* NULL unless INT8 */
+} scalar_ref;
+
+static int scalar_ref_init(scalar_ref *r, const wcase *c, const float *X, const float *W,
+                           const float *b, int M, int N, int K)
+{
+    memset(r, 0, sizeof *r);
+    quant_act_init(&r->a);
+    if (make_weight(c, W, N, K, &r->qw, &r->Wd, &r->eb)) return -1;
+    flow_err e;
+    CHECK_OK(quant_act_quantize(&r->a, X, M, K, K, c->group, &e), e);
+    r->y0 = calloc((size_t)M * N, 4);
+    r->y1 = calloc((size_t)M * N, 4);
+    CHECK_OK(quant_linear_on(QUANT_PATH_SCALAR, &r->qw, &r->a, b, r->y0, N, 1, &e), e);
+    if (c->kind == QUANT_KIND_INT8) {
+        r->c0 = calloc((size_t)M * N, 4);
+        r->c1 = calloc((size_t)M * N, 4);
+        CHECK_OK(quant_gemm_s32_on(QUANT_PATH_SCALAR, &r->qw, &r->a, r->c0, 1, &e), e);
+    }
+    return 0;
+}
+
+static void scalar_ref_release(scalar_ref *r)
+{
+    free(r->Wd); free(r->eb); free(r->y0); free(r->y1); free(r->c0); free(r->c1);
+    quant_act_release(&r->a);
+    quant_weight_release(&r->qw);
+}
+
 /* Every supported SIMD path against the scalar twin, bit for bit. */
 static void test_paths_bit_exact(void)
 {
@@ -204,25 +241,17 @@ static void test_paths_bit_exact(void)
             float *X = randn((size_t)M * K, 1.0f), *W = randn((size_t)N * K, 0.1f), *b = randn((size_t)N, 0.1f);
             for (int c = 0; c < NCASES; c++) {
                 if (cases[c].group && K % cases[c].group) continue;
-                quant_weight qw; float *Wd, *eb;
-                if (make_weight(&cases[c], W, N, K, &qw, &Wd, &eb)) { CHECK(0); continue; }
-                quant_act a; quant_act_init(&a);
+                scalar_ref r;
+                if (scalar_ref_init(&r, &cases[c], X, W, b, M, N, K)) { CHECK(0); scalar_ref_release(&r); continue; }
                 flow_err e;
-                CHECK_OK(quant_act_quantize(&a, X, M, K, K, cases[c].group, &e), e);
-                float *y0 = calloc((size_t)M * N, 4), *y1 = calloc((size_t)M * N, 4);
-                CHECK_OK(quant_linear_on(QUANT_PATH_SCALAR, &qw, &a, b, y0, N, 1, &e), e);
-                CHECK_OK(quant_linear_on((quant_path)p, &qw, &a, b, y1, N, 2, &e), e);
-                CHECK_MSG(memcmp(y0, y1, (size_t)M * N * 4) == 0, "path %s, %s, M %d N %d K %d: differs from scalar",
+                CHECK_OK(quant_linear_on((quant_path)p, &r.qw, &r.a, b, r.y1, N, 2, &e), e);
+                CHECK_MSG(memcmp(r.y0, r.y1, (size_t)M * N * 4) == 0, "path %s, %s, M %d N %d K %d: differs from scalar",
                           quant_path_name(p), cases[c].name, M, N, K);
-                if (cases[c].kind == QUANT_KIND_INT8) {
-                    int32_t *c0 = calloc((size_t)M * N, 4), *c1 = calloc((size_t)M * N, 4);
-                    CHECK_OK(quant_gemm_s32_on(QUANT_PATH_SCALAR, &qw, &a, c0, 1, &e), e);
-                    CHECK_OK(quant_gemm_s32_on((quant_path)p, &qw, &a, c1, 3, &e), e);
-                    CHECK(memcmp(c0, c1, (size_t)M * N * 4) == 0);
-                    free(c0); free(c1);
+                if (r.c0) {
+                    CHECK_OK(quant_gemm_s32_on((quant_path)p, &r.qw, &r.a, r.c1, 3, &e), e);
+                    CHECK(memcmp(r.c0, r.c1, (size_t)M * N * 4) == 0);
                 }
-                free(y0); free(y1); free(Wd); free(eb);
-                quant_act_release(&a); quant_weight_release(&qw);
+                scalar_ref_release(&r);
             }
             free(X); free(W); free(b);
         }
@@ -248,27 +277,17 @@ static void test_vnni_body_emulated(void)
         float *X = randn((size_t)M * K, 1.0f), *W = randn((size_t)N * K, 0.1f), *b = randn((size_t)N, 0.1f);
         for (int c = 0; c < NCASES; c++) {
             if (cases[c].group && K % cases[c].group) continue;
-            quant_weight qw; float *Wd, *eb;
-            if (make_weight(&cases[c], W, N, K, &qw, &Wd, &eb)) { CHECK(0); continue; }
-            quant_act a; quant_act_init(&a);
-            flow_err e;
-            CHECK_OK(quant_act_quantize(&a, X, M, K, K, cases[c].group, &e), e);
-            float *y0 = calloc((size_t)M * N, 4), *y1 = calloc((size_t)M * N, 4);
-            CHECK_OK(quant_linear_on(QUANT_PATH_SCALAR, &qw, &a, b, y0, N, 1, &e), e);
-            int int8 = cases[c].kind == QUANT_KIND_INT8;
-            qgemm_tile_fn fn = int8 ? qgemm_vnni_emul_kernels.int8_tile : qgemm_vnni_emul_kernels.u4_tile;
-            fn(&qw, &a, b, 0, M, 0, N, y1, N, NULL);
-            CHECK_MSG(memcmp(y0, y1, (size_t)M * N * 4) == 0, "VNNI body (emulated), %s, M %d N %d K %d: differs from scalar",
+            scalar_ref r;
+            if (scalar_ref_init(&r, &cases[c], X, W, b, M, N, K)) { CHECK(0); scalar_ref_release(&r); continue; }
+            qgemm_tile_fn fn = r.c0 ? qgemm_vnni_emul_kernels.int8_tile : qgemm_vnni_emul_kernels.u4_tile;
+            fn(&r.qw, &r.a, b, 0, M, 0, N, r.y1, N, NULL);
+            CHECK_MSG(memcmp(r.y0, r.y1, (size_t)M * N * 4) == 0, "VNNI body (emulated), %s, M %d N %d K %d: differs from scalar",
                       cases[c].name, M, N, K);
-            if (int8) {
-                int32_t *c0 = calloc((size_t)M * N, 4), *c1 = calloc((size_t)M * N, 4);
-                CHECK_OK(quant_gemm_s32_on(QUANT_PATH_SCALAR, &qw, &a, c0, 1, &e), e);
-                fn(&qw, &a, NULL, 0, M, 0, N, NULL, 0, c1);
-                CHECK(memcmp(c0, c1, (size_t)M * N * 4) == 0);
-                free(c0); free(c1);
+            if (r.c0) {
+                fn(&r.qw, &r.a, NULL, 0, M, 0, N, NULL, 0, r.c1);
+                CHECK(memcmp(r.c0, r.c1, (size_t)M * N * 4) == 0);
             }
-            free(y0); free(y1); free(Wd); free(eb);
-            quant_act_release(&a); quant_weight_release(&qw);
+            scalar_ref_release(&r);
         }
         free(X); free(W); free(b);
     }
