@@ -41,20 +41,6 @@ ens = distill { teacher = [ft, base]  teacher_weights = [0.5, 0.5]  train = enc.
                 alpha = 0.9  batch = 8  max_steps = 24  lr = 0.003 }
 ev = evaluate { models = [base, ft, small, ens]  test = s.test }
 EOF
-build() {   # build GRAPH CACHE EVENTS [ARGS...]
-    local g=$1 c=$2 e=$3; shift 3
-    "${BIN:-$FLOW}" build "$g" --cache "$c" --json -j "${JOBS:-2}" "$@" > "$e" 2> "$e.stderr"
-}
-key() {     # key EVENTS NODE
-    python3 - "$1" "$2" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    try: e = json.loads(line)
-    except ValueError: continue
-    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
-        print(e["key"])
-EOF
-}
 metric() {  # metric EVENTS NODE NAME
     python3 - "$1" "$2" "$3" <<'EOF'
 import json, sys

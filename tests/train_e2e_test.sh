@@ -40,20 +40,6 @@ ev = evaluate { models = [base, ft]  test = s.test }
 EOF
 }
 graph "$T/a.graph" 5
-build() {   # build GRAPH CACHE EVENTS [ARGS...]
-    local g=$1 c=$2 e=$3; shift 3
-    "${BIN:-$FLOW}" build "$g" --cache "$c" --json -j "${JOBS:-2}" "$@" > "$e" 2> "$e.stderr"
-}
-key() {     # key EVENTS NODE
-    python3 - "$1" "$2" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    try: e = json.loads(line)
-    except ValueError: continue
-    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
-        print(e["key"])
-EOF
-}
 metric() {  # metric EVENTS NODE NAME
     python3 - "$1" "$2" "$3" <<'EOF'
 import json, sys

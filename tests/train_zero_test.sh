@@ -39,20 +39,6 @@ EOF
 graph "$T/one.graph" "" ""
 graph "$T/zero.graph" "zero = 1" "zero = 1"
 graph "$T/zerow.graph" "zero = 1  workers = 2" "zero = 1  workers = 2"
-build() {   # build GRAPH CACHE EVENTS [ARGS...]
-    local g=$1 c=$2 e=$3; shift 3
-    "$FLOW" build "$g" --cache "$c" --json -j 2 "$@" > "$e" 2> "$e.stderr"
-}
-key() {     # key EVENTS NODE
-    python3 - "$1" "$2" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    try: e = json.loads(line)
-    except ValueError: continue
-    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
-        print(e["key"])
-EOF
-}
 same() {    # same CACHE: pt and ft weights + loss curves equal the reference's
     local c=$1 n p
     for n in "$PT" "$FT"; do

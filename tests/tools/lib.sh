@@ -50,3 +50,23 @@ check() {
     local what=$1; shift
     if "$@"; then :; else echo "FAIL: $what"; fail=1; fi
 }
+
+# build GRAPH CACHE EVENTS [ARGS...]: flow build with JSON events in EVENTS
+# and stderr in EVENTS.stderr; the binary is $BIN (default $FLOW), the jobs
+# $JOBS (default 2).
+build() {
+    local g=$1 c=$2 e=$3; shift 3
+    "${BIN:-$FLOW}" build "$g" --cache "$c" --json -j "${JOBS:-2}" "$@" > "$e" 2> "$e.stderr"
+}
+
+# key EVENTS NODE: the key of NODE's "finished" event in EVENTS.
+key() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
+        print(e["key"])
+PY
+}
