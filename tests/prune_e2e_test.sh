@@ -43,14 +43,7 @@ ev = evaluate { models = [ft, half, lay, rec]  test = s.test }
 EOF
 "$FLOW" build "$T/g.graph" --cache "$T/C" --json -j 2 > "$T/ev" 2> "$T/ev.err"
 check "build succeeds ($(tail -3 "$T/ev.err"))" test $? = 0
-key() { python3 -c '
-import json, sys
-for l in open(sys.argv[1]):
-    try: e = json.loads(l)
-    except ValueError: continue
-    if e.get("event") == "finished" and e.get("node") == sys.argv[2]: print(e["key"]); break
-' "$T/ev" "$1"; }
-for n in ft keep keep8 half lay rec again s; do eval "K_$n=\$(key $n)"; done
+for n in ft keep keep8 half lay rec again s; do eval "K_$n=\$(key \"\$T/ev\" $n)"; done
 [ -n "$K_ft" ] && [ -n "$K_half" ] && [ -n "$K_keep" ] || { echo "FAIL: no keys"; cat "$T/ev.err"; exit 1; }
 
 # ---- keep-all: every part byte for byte

@@ -42,14 +42,6 @@ graph "$T/a.graph" 32 ""
 "$FLOW" build "$T/a.graph" --cache "$T/C" --json -j 2 > "$T/eb" 2> "$T/eb.err"
 rc=$?
 check "build succeeds (rc $rc: $(tail -3 "$T/eb.err"))" test $rc -eq 0
-key() { python3 - "$1" "$2" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    try: e = json.loads(line)
-    except ValueError: continue
-    if e.get("event") == "finished" and e.get("node") == sys.argv[2]: print(e["key"])
-EOF
-}
 FT=$(key "$T/eb" ft); Q8=$(key "$T/eb" q8); Q4=$(key "$T/eb" q4); QN=$(key "$T/eb" qnone); Q8E=$(key "$T/eb" q8e); Q4E=$(key "$T/eb" q4e)
 check "all quantize nodes built" test -n "$Q8" -a -n "$Q4" -a -n "$QN" -a -n "$Q8E" -a -n "$Q4E"
 # Units of the test split as input lines.

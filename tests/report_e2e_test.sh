@@ -45,24 +45,15 @@ build() {   # build CACHE EVENTS [ARGS...]
     local c=$1 e=$2; shift 2
     "$FLOW" build "$G" --cache "$c" --json -j 2 "$@" > "$e" 2> "$e.stderr"
 }
-ev() {      # ev EVENTS NODE FIELD: a field of NODE's finished event
-    python3 -c '
-import json, sys
-for l in open(sys.argv[1]):
-    try: e = json.loads(l)
-    except ValueError: continue
-    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
-        v = e.get(sys.argv[3]); print(json.dumps(v) if isinstance(v, (dict, list)) else v)' "$@"
-}
 
 # ---- 1. the build and the numbers ------------------------------------------
 build "$T/A" "$T/a.ev"; rc=$?
 check "build A succeeds (rc $rc): $(tail -3 "$T/a.ev.stderr")" test $rc -eq 0
-REP=$(ev "$T/a.ev" rep key); TC=$(ev "$T/a.ev" tc key)
+REP=$(event_field "$T/a.ev" rep key); TC=$(event_field "$T/a.ev" tc key)
 "$FLOW" cat "$REP" report.json --cache "$T/A" > "$T/report.json"
 "$FLOW" cat "$TC" text --cache "$T/A" > "$T/test_units.txt"
 for n in base ft base2; do
-    k=$(ev "$T/a.ev" $n key)
+    k=$(event_field "$T/a.ev" $n key)
     "$FLOW" eval "$k" "$T/data/test" --json --cache "$T/A" > "$T/eval.$n.json" || { echo "FAIL: flow eval $n"; fail=1; }
     "$FLOW" classify "$k" --all --cache "$T/A" < "$T/test_units.txt" > "$T/probs.$n.tsv" || { echo "FAIL: classify $n"; fail=1; }
     "$FLOW" cat "$k" weights --cache "$T/A" | wc -c > "$T/bytes.$n"
@@ -108,12 +99,12 @@ EOF
 check "report.html is not in report.json's deterministic set" python3 -c "
 import json,sys; sys.exit(0 if json.load(open('$T/report.json'))['volatile_parts'] == ['report.html', 'timings.json'] else 1)"
 check "latency metric recorded" python3 -c "
-import json,sys; m = json.loads('''$(ev "$T/a.ev" rep metrics)'''); sys.exit(0 if m.get('ft.latency_ms_b1', 0) > 0 and m.get('ft.throughput_b32', 0) > 0 else 1)"
+import json,sys; m = json.loads('''$(event_field "$T/a.ev" rep metrics)'''); sys.exit(0 if m.get('ft.latency_ms_b1', 0) > 0 and m.get('ft.throughput_b32', 0) > 0 else 1)"
 
 # ---- 2. same key, same bytes (deterministic parts) in a fresh cache -------
 build "$T/B" "$T/b.ev"; rc=$?
 check "build B succeeds (rc $rc)" test $rc -eq 0
-check "same report key in a fresh cache" test "$(ev "$T/b.ev" rep key)" = "$REP"
+check "same report key in a fresh cache" test "$(event_field "$T/b.ev" rep key)" = "$REP"
 for p in report.md report.json; do
     "$FLOW" cat "$REP" $p --cache "$T/A" > "$T/$p.A"; "$FLOW" cat "$REP" $p --cache "$T/B" > "$T/$p.B"
     check "$p: same bytes in a fresh cache" cmp -s "$T/$p.A" "$T/$p.B"
@@ -129,7 +120,7 @@ gate_fails() {   # gate_fails NAME PATTERN --set...: the build fails naming the 
     check "gate $name: only that gate fails" test "$(grep -o "gate '[a-z_]*' failed" "$T/g.ev" "$T/g.ev.stderr" | sort -u | wc -l)" = 1
     build "$T/A" "$T/w.ev" "$@" --set rep.gates=warn; rc=$?
     check "gate $name with gates = warn: the build succeeds (rc $rc)" test $rc -eq 0
-    local k; k=$(ev "$T/w.ev" rep key)
+    local k; k=$(event_field "$T/w.ev" rep key)
     check "gate $name with gates = warn: report.json says it failed" python3 -c "
 import json, subprocess, sys
 r = json.loads(subprocess.check_output(['$FLOW', 'cat', '$k', 'report.json', '--cache', '$T/A']))
@@ -175,7 +166,7 @@ check "metrics diff GRAPH = the rerun nodes' changed metrics ($(diff "$T/expecte
     cmp -s "$T/expected.sorted" "$T/graph.sorted"
 check "the diff has base2 and rep metrics" test "$(cut -f1 "$T/expected.sorted" | sort -u | tr '\n' ' ')" = "base2 rep "
 check "the diff has the final model's bytes" grep -q "^rep	base2.bytes	" "$T/graph.sorted"
-"$FLOW" metrics diff "$(ev "$T/a2.ev" rep key)" "$(ev "$T/c.ev" rep key)" --json --cache "$T/A" > "$T/ab.diff.json"
+"$FLOW" metrics diff "$(event_field "$T/a2.ev" rep key)" "$(event_field "$T/c.ev" rep key)" --json --cache "$T/A" > "$T/ab.diff.json"
 norm "$T/ab.diff.json" > "$T/ab.sorted"
 check "metrics diff A B of the report = its rows of the graph diff" cmp -s "$T/ab.sorted" <(grep "^rep	" "$T/graph.sorted")
 "$FLOW" metrics diff "$G" --cache "$T/A" > "$T/graph.diff.txt"
@@ -201,6 +192,6 @@ check "flow report GRAPH for an edit not built yet: the last build, said so" gre
 check "... and that build's table" grep -q "^base2 (final)" "$T/report.stale.txt"
 out=$("$FLOW" report "$G" --open -o "$T/page.html" --set base2.hash_bits=11 --cache "$T/A")
 check "flow report --open prints the path" test "$out" = "$T/page.html"
-"$FLOW" cat "$(ev "$T/c.ev" rep key)" report.html --cache "$T/A" > "$T/page.cat"
+"$FLOW" cat "$(event_field "$T/c.ev" rep key)" report.html --cache "$T/A" > "$T/page.cat"
 check "flow report --open writes report.html" cmp -s "$T/page.html" "$T/page.cat"
 exit $fail

@@ -59,40 +59,20 @@ build() {   # build GRAPH CACHE [ARGS...] -> JSON events in $T/events
     local g=$1 c=$2; shift 2
     "$FLOW" build "$g" --cache "$c" --json "$@" > "$T/events" 2> "$T/stderr"
 }
-metric() {  # metric NODE NAME
-    python3 - "$T/events" "$1" "$2" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    try: e = json.loads(line)
-    except ValueError: continue
-    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
-        print(e.get("metrics", {}).get(sys.argv[3], "missing"))
-EOF
-}
-key() {
-    python3 - "$T/events" "$1" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    try: e = json.loads(line)
-    except ValueError: continue
-    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
-        print(e["key"])
-EOF
-}
 
 build "$T/t.graph" "$T/cache"
 rc=$?
 check "build of the generated tree succeeds (rc $rc: $(tail -3 "$T/stderr"))" test $rc -eq 0
-check "18 documents (one binary)" test "$(metric c documents)" = 18
-check "binary file skipped" test "$(metric c skipped_files)" = 1
-check "one invalid sequence" test "$(metric c invalid_sequences)" = 1
-check "control char dropped" test "$(metric c chars.dropped.control)" = 1
+check "18 documents (one binary)" test "$(metric "$T/events" c documents)" = 18
+check "binary file skipped" test "$(metric "$T/events" c skipped_files)" = 1
+check "one invalid sequence" test "$(metric "$T/events" c invalid_sequences)" = 1
+check "control char dropped" test "$(metric "$T/events" c chars.dropped.control)" = 1
 # 15 laws x 7 articles + 7 of the second version + 1 special article = 113;
 # duplicates: 14 extra copies of 本法自公布之日起施行。 and the 7 articles
 # of the version read second -> 92 units
-check "units = 92 ($(metric c units))" test "$(metric c units)" = 92
-check "duplicates = 21 ($(metric c duplicates))" test "$(metric c duplicates)" = 21
-C=$(key c)
+check "units = 92 ($(metric "$T/events" c units))" test "$(metric "$T/events" c units)" = 92
+check "duplicates = 21 ($(metric "$T/events" c duplicates))" test "$(metric "$T/events" c duplicates)" = 21
+C=$(key "$T/events" c)
 "$FLOW" log "$C" --cache "$T/cache" > "$T/clog" 2>&1
 check "replaced invalid UTF-8 logged with file and offset ($(grep -m1 'invalid UTF-8' "$T/clog"))" \
     grep -q "invalid UTF-8 in '乙类/乙类特别法.md' at byte offset 76" "$T/clog"
@@ -109,26 +89,26 @@ check "text and units aligned" test "$(wc -l < "$T/text")" = "$(wc -l < "$T/unit
 # already seen in 丙类一法.md)
 check "versions share a group" test "$(grep -c $'\t甲类一法\t' "$T/units")" = 6
 
-S=$(key s)
+S=$(key "$T/events" s)
 for part in train dev test; do
     "$FLOW" cat "$S" $part/units --cache "$T/cache" | cut -f2 | sort -u > "$T/groups.$part"
     "$FLOW" cat "$S" $part/labels --cache "$T/cache" > "$T/labels.$part"
     check "$part labels = corpus labels" cmp -s "$T/labels.$part" "$T/labels"
 done
 check "no group in two splits" test -z "$(cat "$T"/groups.train "$T"/groups.dev "$T"/groups.test | sort | uniq -d)"
-total=$(( $(metric s train.units) + $(metric s dev.units) + $(metric s test.units) ))
+total=$(( $(metric "$T/events" s train.units) + $(metric "$T/events" s dev.units) + $(metric "$T/events" s test.units) ))
 check "split keeps every unit ($total)" test $total = 92
 for lab in 甲类 乙类 丙类; do
     for part in train dev test; do
-        check "$lab present in $part" test "$(metric s $part.groups.$lab)" -ge 1
+        check "$lab present in $part" test "$(metric "$T/events" s $part.groups.$lab)" -ge 1
     done
 done
 "$FLOW" cat "$S" train/text --cache "$T/cache" > "$T/train1"
 
-check "user terms: 2 kept" test "$(metric t user_terms)" = 2
-check "user terms: 1 duplicate" test "$(metric t user_duplicates)" = 1
-check "user terms: 1 too long" test "$(metric t user_too_long)" = 1
-TK=$(key t)
+check "user terms: 2 kept" test "$(metric "$T/events" t user_terms)" = 2
+check "user terms: 1 duplicate" test "$(metric "$T/events" t user_duplicates)" = 1
+check "user terms: 1 too long" test "$(metric "$T/events" t user_too_long)" = 1
+TK=$(key "$T/events" t)
 "$FLOW" cat "$TK" terms --cache "$T/cache" > "$T/terms.out"
 check "user terms first" test "$(head -2 "$T/terms.out" | tr '\n' ' ')" = "具体办法 国务院规定 "
 "$FLOW" cat "$TK" ranked.tsv --cache "$T/cache" | head -1 > "$T/ranked.head"
@@ -136,10 +116,10 @@ check "ranked.tsv header" grep -qx $'term\tscore\tfreq\tpmi\tleft_entropy\tright
 
 # determinism: same seed on a fresh cache gives the same split; another seed may not
 build "$T/t.graph" "$T/cache2"
-"$FLOW" cat "$(key s)" train/text --cache "$T/cache2" > "$T/train2"
+"$FLOW" cat "$(key "$T/events" s)" train/text --cache "$T/cache2" > "$T/train2"
 check "split is deterministic" cmp -s "$T/train1" "$T/train2"
 build "$T/t.graph" "$T/cache2" --set s.seed=8
-check "another seed builds" test "$(metric s train.units)" != missing
+check "another seed builds" test "$(metric "$T/events" s train.units)" != missing
 
 # ---- 2. failures ----------------------------------------------------------
 build "$T/t.graph" "$T/cache" --set c.invalid_utf8=reject
@@ -166,8 +146,8 @@ mkdir -p "$T/bad/x"
 for i in $(seq 1 12); do printf '<!-- INFO END -->\n\n第一条 足够长的\xff一段\xfe正文内容%s。\n' $i > "$T/bad/x/y$i.md"; done
 printf 'd = source { path = "%s"  labels = folders }\nc = clean { input = d }\n' "$T/bad" > "$T/bad.graph"
 build "$T/bad.graph" "$T/cache"
-"$FLOW" log "$(key c)" --cache "$T/cache" > "$T/blog" 2>&1
-check "24 invalid sequences counted" test "$(metric c invalid_sequences)" = 24
+"$FLOW" log "$(key "$T/events" c)" --cache "$T/cache" > "$T/blog" 2>&1
+check "24 invalid sequences counted" test "$(metric "$T/events" c invalid_sequences)" = 24
 check "20 invalid sequences listed ($(grep -c 'invalid UTF-8 in' "$T/blog"))" test "$(grep -c 'invalid UTF-8 in' "$T/blog")" = 20
 check "the rest counted" grep -q '4 more invalid UTF-8 sequences in 2 file(s) not listed' "$T/blog"
 
@@ -214,10 +194,10 @@ check "corpus format version 2 refused as too new" \
     grep -qh 'corpus format version 2 is newer than this flow reads (1..1): update flow' "$T/events" "$T/stderr"
 mk_corpus 3 '{"format":"flow-corpus","version":1}'
 check "a valid exec-made corpus splits ($(grep -oh 'error[^"]*' "$T/events" "$T/stderr" | head -1))" \
-    test "$(metric s units)" = 3
+    test "$(metric "$T/events" s units)" = 3
 for part in train dev test; do
     check "split writes $part/corpus.json" \
-        test "$("$FLOW" cat "$(key s)" $part/corpus.json --cache "$T/cache")" = '{"format":"flow-corpus","version":1}'
+        test "$("$FLOW" cat "$(key "$T/events" s)" $part/corpus.json --cache "$T/cache")" = '{"format":"flow-corpus","version":1}'
 done
 check "clean writes corpus.json" test "$("$FLOW" cat "$C" corpus.json --cache "$T/cache")" = '{"format":"flow-corpus","version":1}'
 
@@ -233,18 +213,18 @@ t = terms { corpus = s.train  user = [user] }
 EOF
     build "$T/l.graph" "$T/cache"
     check "legal slice builds ($(tail -2 "$T/stderr"))" test $? -eq 0
-    check "legal slice: 2 labels" test "$(metric c labels)" = 2
-    check "legal slice: > 1000 units ($(metric c units))" test "$(metric c units)" -gt 1000
-    check "legal slice: mostly articles" test "$(metric c units.articles)" -gt 1000
-    S=$(key s)
+    check "legal slice: 2 labels" test "$(metric "$T/events" c labels)" = 2
+    check "legal slice: > 1000 units ($(metric "$T/events" c units))" test "$(metric "$T/events" c units)" -gt 1000
+    check "legal slice: mostly articles" test "$(metric "$T/events" c units.articles)" -gt 1000
+    S=$(key "$T/events" s)
     for part in train dev test; do
         "$FLOW" cat "$S" $part/units --cache "$T/cache" | cut -f2 | sort -u > "$T/lg.$part"
     done
     check "legal slice: no group in two splits" test -z "$(cat "$T"/lg.* | sort | uniq -d)"
-    check "legal slice: terms mined" test "$(metric t candidates)" -gt 100
-    check "legal slice: 95 user terms" test "$(metric t user_terms)" = 95
-    echo "legal slice: units $(metric c units), train $(metric s train.units), dev $(metric s dev.units)," \
-         "test $(metric s test.units), user_terms_in_top_k $(metric t user_terms_in_top_k)"
+    check "legal slice: terms mined" test "$(metric "$T/events" t candidates)" -gt 100
+    check "legal slice: 95 user terms" test "$(metric "$T/events" t user_terms)" = 95
+    echo "legal slice: units $(metric "$T/events" c units), train $(metric "$T/events" s train.units), dev $(metric "$T/events" s dev.units)," \
+         "test $(metric "$T/events" s test.units), user_terms_in_top_k $(metric "$T/events" t user_terms_in_top_k)"
 else
     echo "SKIP-PART: text_e2e_test:shared-corpus: $L/laws/刑法 not found (set FLOW_DATA)"
 fi

@@ -32,16 +32,7 @@ EOF
 }
 graph "$T/one.graph" "" ""
 graph "$T/many.graph" "workers = 3" "workers = 2"
-same() {    # same CACHE: pt and ft weights + loss curves equal the reference's
-    local c=$1 n p
-    for n in "$PT" "$FT"; do
-        for p in weights loss_curve.tsv; do
-            "$FLOW" cat "$n" "$p" --cache "$T/R" > "$T/ref.part" 2>/dev/null || return 1
-            "$FLOW" cat "$n" "$p" --cache "$c" > "$T/got.part" 2>/dev/null || return 1
-            cmp -s "$T/ref.part" "$T/got.part" || { echo "  $c: $n $p differs"; return 1; }
-        done
-    done
-}
+same() { same_parts "$T/R" "$1" "weights loss_curve.tsv" "$PT" "$FT"; }   # same CACHE: pt and ft as the reference
 
 # ---- 1. one worker (reference) vs 3 / 2 threads -----------------------------
 build "$T/one.graph" "$T/R" "$T/e1"

@@ -48,19 +48,6 @@ EOF
 }
 graph "$T/cpu.graph" ""
 graph "$T/gpu.graph" "gpus = 1"
-build() {   # build GRAPH CACHE EVENTS [TARGET]
-    "$FLOW" build "$1" ${4:-} --cache "$2" --json -j 2 > "$3" 2> "$3.stderr"
-}
-ev() {      # ev EVENTS NODE [METRIC]: the node's key, or one of its metrics
-    python3 - "$@" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    try: e = json.loads(line)
-    except ValueError: continue
-    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
-        print(e["key"] if len(sys.argv) < 4 else e.get("metrics", {}).get(sys.argv[3], "missing"))
-EOF
-}
 
 # ---- 1, 2. both builds; keys ---------------------------------------------------
 build "$T/cpu.graph" "$T/C" "$T/ec"; rc=$?
@@ -68,7 +55,7 @@ check "CPU build (rc $rc: $(tail -2 "$T/ec.stderr"))" test $rc = 0
 build "$T/gpu.graph" "$T/G" "$T/eg"; rc=$?
 check "GPU build (rc $rc: $(tail -3 "$T/eg.stderr"))" test $rc = 0
 for n in pt ft; do
-    kc=$(ev "$T/ec" $n); kg=$(ev "$T/eg" $n)
+    kc=$(key "$T/ec" $n); kg=$(key "$T/eg" $n)
     check "$n: the GPU node has its own key (cpu $kc, gpu $kg)" test -n "$kg" -a "$kc" != "$kg"
     "$FLOW" log "$kg" --cache "$T/G" > "$T/$n.log" 2>&1
     check "$n: its log says it trained on GPU 0 with the CUDA backend" grep -q "on GPU 0 (the CUDA backend" "$T/$n.log"
@@ -76,8 +63,8 @@ done
 grep -A14 "^op " "$T/pt.log" | head -16     # the profile of the GPU pretrain, for the record
 
 # ---- 3, 4. loss curves ------------------------------------------------------------
-"$FLOW" cat "$(ev "$T/ec" pt)" loss_curve.tsv --cache "$T/C" > "$T/pt.cpu.tsv" 2>/dev/null
-"$FLOW" cat "$(ev "$T/eg" pt)" loss_curve.tsv --cache "$T/G" > "$T/pt.gpu.tsv" 2>/dev/null
+"$FLOW" cat "$(key "$T/ec" pt)" loss_curve.tsv --cache "$T/C" > "$T/pt.cpu.tsv" 2>/dev/null
+"$FLOW" cat "$(key "$T/eg" pt)" loss_curve.tsv --cache "$T/G" > "$T/pt.gpu.tsv" 2>/dev/null
 curves() {  # curves NODE: prints a verdict line and exits 0 when it holds
     python3 - "$T/$1.cpu.tsv" "$T/$1.gpu.tsv" "$1" <<'EOF'
 import sys
@@ -100,7 +87,7 @@ EOF
 check "pretrain: the GPU loss falls and follows the CPU's" curves pt
 
 # ---- 5. accuracy ------------------------------------------------------------------
-ac=$(ev "$T/ec" ev ft.accuracy); ag=$(ev "$T/eg" ev ft.accuracy)
+ac=$(metric "$T/ec" ev ft.accuracy); ag=$(metric "$T/eg" ev ft.accuracy)
 echo "test accuracy: CPU-trained $ac, GPU-trained $ag"
 check "the GPU-trained classifier's accuracy $ag is > 0.5 and within 0.1 of the CPU's $ac" \
     python3 -c "import sys; a, b = float('$ag'), float('$ac'); sys.exit(0 if a > 0.5 and abs(a - b) <= 0.1 else 1)"
@@ -110,8 +97,8 @@ for prec in bf16 fp16; do
     graph "$T/$prec.graph" "gpus = 1  precision = $prec"
     build "$T/$prec.graph" "$T/G" "$T/e$prec" pt; rc=$?
     check "$prec pretrain (rc $rc: $(tail -3 "$T/e$prec.stderr"))" test $rc = 0
-    kp=$(ev "$T/e$prec" pt)
-    check "$prec: its own key" test -n "$kp" -a "$kp" != "$(ev "$T/eg" pt)"
+    kp=$(key "$T/e$prec" pt)
+    check "$prec: its own key" test -n "$kp" -a "$kp" != "$(key "$T/eg" pt)"
     "$FLOW" cat "$kp" loss_curve.tsv --cache "$T/G" > "$T/$prec.tsv" 2>/dev/null
     check "$prec: the loss falls" python3 - "$T/$prec.tsv" "$prec" <<'EOF'
 import sys
@@ -122,7 +109,7 @@ if g:
 sys.exit(0 if ok else 1)
 EOF
 done
-sk=$(ev "$T/efp16" pt train.skipped_steps)
+sk=$(metric "$T/efp16" pt train.skipped_steps)
 echo "fp16: $sk skipped steps"
 check "fp16 reports its skipped steps ($sk), fewer than 20 of 80" \
     python3 -c "import sys; sys.exit(0 if '$sk' != 'missing' and float('$sk') < 20 else 1)"

@@ -39,16 +39,7 @@ EOF
 graph "$T/one.graph" "" ""
 graph "$T/zero.graph" "zero = 1" "zero = 1"
 graph "$T/zerow.graph" "zero = 1  workers = 2" "zero = 1  workers = 2"
-same() {    # same CACHE: pt and ft weights + loss curves equal the reference's
-    local c=$1 n p
-    for n in "$PT" "$FT"; do
-        for p in weights loss_curve.tsv; do
-            "$FLOW" cat "$n" "$p" --cache "$T/R" > "$T/ref.part" 2>/dev/null || return 1
-            "$FLOW" cat "$n" "$p" --cache "$c" > "$T/got.part" 2>/dev/null || { echo "  $c: no $n $p"; return 1; }
-            cmp -s "$T/ref.part" "$T/got.part" || { echo "  $c: $n $p differs"; return 1; }
-        done
-    done
-}
+same() { same_parts "$T/R" "$1" "weights loss_curve.tsv" "$PT" "$FT"; }   # same CACHE: pt and ft as the reference
 ranks() {   # ranks WORLD GRAPH CACHE_PREFIX RENDEZVOUS [BIN]: rank q builds into PREFIXq; rc of all
     local world=$1 g=$2 c=$3 rdv=$4 bin=${5:-$FLOW} q pids=() rc=0
     for ((q = 0; q < world; q++)); do

@@ -33,14 +33,7 @@ base = baseline { train = s.train  dev = s.dev  test = s.test  clean = c  hash_b
 EOF
 "$FLOW" build "$T/g.graph" --cache "$T/C" --json -j 2 > "$T/ev" 2> "$T/ev.err"
 check "build succeeds ($(tail -3 "$T/ev.err"))" test $? = 0
-key() { python3 -c '
-import json, sys
-for l in open(sys.argv[1]):
-    try: e = json.loads(l)
-    except ValueError: continue
-    if e.get("event") == "finished" and e.get("node") == sys.argv[2]: print(e["key"]); break
-' "$T/ev" "$1"; }
-FT=$(key ft); TRIM=$(key trim); EXT=$(key ext); S=$(key s)
+FT=$(key "$T/ev" ft); TRIM=$(key "$T/ev" trim); EXT=$(key "$T/ev" ext); S=$(key "$T/ev" s)
 [ -n "$FT" ] && [ -n "$TRIM" ] && [ -n "$EXT" ] || { echo "FAIL: no keys"; cat "$T/ev.err"; exit 1; }
 for k in $FT $TRIM $EXT; do
     mkdir -p "$T/$k/tokenizer"

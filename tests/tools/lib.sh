@@ -59,14 +59,47 @@ build() {
     "${BIN:-$FLOW}" build "$g" --cache "$c" --json -j "${JOBS:-2}" "$@" > "$e" 2> "$e.stderr"
 }
 
-# key EVENTS NODE: the key of NODE's "finished" event in EVENTS.
-key() {
-    python3 - "$1" "$2" <<'PY'
+# event_field EVENTS NODE FIELD: FIELD of NODE's "finished" event in EVENTS
+# (objects and lists as JSON), from the first such event.
+event_field() {
+    python3 - "$1" "$2" "$3" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
     try: e = json.loads(line)
     except ValueError: continue
     if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
-        print(e["key"])
+        v = e.get(sys.argv[3])
+        print(json.dumps(v) if isinstance(v, (dict, list)) else v)
+        break
 PY
+}
+
+# key EVENTS NODE: the key of NODE's "finished" event in EVENTS.
+key() { event_field "$1" "$2" key; }
+
+# metric EVENTS NODE NAME: one metric of NODE's "finished" event, or
+# "missing".
+metric() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("event") == "finished" and e.get("node") == sys.argv[2]:
+        print(e.get("metrics", {}).get(sys.argv[3], "missing"))
+        break
+PY
+}
+
+# same_parts REF CACHE "PART..." KEY...: each KEY's PARTs in CACHE equal
+# those in the reference cache REF, byte for byte; says which one differs.
+same_parts() {
+    local ref=$1 c=$2 parts=$3 k p; shift 3
+    for k in "$@"; do
+        for p in $parts; do
+            "$FLOW" cat "$k" "$p" --cache "$ref" > "$T/ref.part" 2>/dev/null || { echo "  $ref: no $k $p"; return 1; }
+            "$FLOW" cat "$k" "$p" --cache "$c" > "$T/got.part" 2>/dev/null || { echo "  $c: no $k $p"; return 1; }
+            cmp -s "$T/ref.part" "$T/got.part" || { echo "  $c: $k $p differs"; return 1; }
+        done
+    done
 }
