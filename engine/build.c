@@ -286,8 +286,15 @@ static int resolve_gpus(sched *S, int i, flow_err *err)
     else if (all ? S->ngpus_total == 0 : want > S->ngpus_total)
         snprintf(why, sizeof why, "%d %s available: %s", S->ngpus_total,
                  S->ngpus_total == 1 ? "is" : "are", S->gpu_source);
+    else if (all && n->stage->res.data_parallel)
+        /* a training node's bytes depend on its GPU count, so its key holds it */
+        return flow_fail(err, FLOW_E_GRAPH, "node '%s' asks for all GPUs (gpus = all), but a training "
+                         "node's key holds its GPU count (NCCL's sum over K GPUs is not one GPU's): give "
+                         "the count, e.g. gpus = %d; nothing was built", n->name, S->ngpus_total);
     else {
         S->b[i].gpus_wanted = all ? S->ngpus_total : want;
+        char arch[32];      /* its key holds the GPU architecture: known before anything runs */
+        if (n->stage->res.data_parallel && key_gpu_arch(n->name, arch, sizeof arch, err)) return FLOW_E_GRAPH;
         return 0;
     }
     if (fallback && n->stage->res.gpu_capable && n->stage->res.data_parallel)

@@ -152,6 +152,12 @@ void node_key_describe(const flow_graph *g, int node, const flow_hash *input_con
  * Used by build (just before running/looking up a node), status and why. */
 int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *keys,
                  flow_hash *key, flow_buf *describe, flow_err *err);
+/* The GPU architecture ("sm_86") in the keys of GPU training nodes
+ * (key.c: nvidia-smi's compute_cap, asked once per process, all GPUs
+ * alike); FLOW_E_GRAPH naming node and the reason when it cannot be told.
+ * key_gpu_arch_set fixes it instead (tests). */
+int key_gpu_arch(const char *node, char *arch, size_t len, flow_err *e);
+void key_gpu_arch_set(const char *arch);
 /* A stage context for work done outside a build (key_extra, source_files):
  * graph, node and store set, no progress pipe. */
 void key_ctx_init(flow_ctx *ctx, const flow_graph *g, int node, flow_store *s);

@@ -13,8 +13,16 @@
  *       'P' str(name) value
  *   'D' str(device)                only for a training node that asks for
  *                                  GPUs (a data-parallel stage with GPU code
- *                                  and gpus != 0): "cuda", since the
- *                                  CUDA backend's bytes are not the CPU's
+ *                                  and gpus != 0): "cuda sm_XY x W", since
+ *                                  the CUDA backend's bytes are not the
+ *                                  CPU's, cuBLASLt picks its GEMM algorithms
+ *                                  by the GPU architecture (compute
+ *                                  capability X.Y, key_gpu_arch), and
+ *                                  NCCL's sum over W GPUs is not one GPU's
+ *                                  (W = gpus x the data-parallel processes
+ *                                  of FLOW_DP_WORLD / OMPI_COMM_WORLD_SIZE /
+ *                                  PMI_SIZE, kernels/dp.h).  CPU nodes'
+ *                                  keys never hold a device.
  *   'E' 0x00                       no key_extra
  *   'E' 0x01 hash[16]              the stage's key_extra digest
  *   for each input port in stage declaration order:
@@ -41,6 +49,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 typedef struct enc {
     flow_hasher *h;
@@ -133,12 +142,111 @@ static void sorted_params(const flow_stage *st, int *order)
     }
 }
 
-/* The device a node's bytes depend on, or NULL (see 'D' at the top).
- * build.c never lets such a node fall back to the CPU (device = auto). */
-static const char *key_device(const graph_node *nd)
+/* ---- the GPU architecture (the 'D' entry) ---------------------------------
+ * Detected once per process, in the parent, without a CUDA context:
+ * `nvidia-smi --query-gpu=compute_cap --format=csv,noheader` (driver 510
+ * or newer) prints one "X.Y" per GPU.  Every GPU must have the same one
+ * (a node's key holds one architecture, and the scheduler may grant any of
+ * the devices).  key_gpu_arch_set overrides it (tests). */
+static char gpu_arch[32];
+static char gpu_arch_err[600];
+static int gpu_arch_state;      /* 0 not asked, 1 known, -1 failed (gpu_arch_err) */
+
+void key_gpu_arch_set(const char *arch)
+{
+    snprintf(gpu_arch, sizeof gpu_arch, "%s", arch);
+    gpu_arch_state = 1;
+}
+
+static void detect_arch(void)
+{
+    FILE *f = popen("nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>&1", "r");
+    if (!f) {
+        snprintf(gpu_arch_err, sizeof gpu_arch_err, "nvidia-smi could not be started");
+        gpu_arch_state = -1;
+        return;
+    }
+    char line[256], first[256] = "";
+    int n = 0, bad = 0;
+    gpu_arch[0] = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (!first[0]) snprintf(first, sizeof first, "%s", line);
+        int major, minor;
+        char tail;
+        char arch[32];
+        if (sscanf(line, " %d.%d %c", &major, &minor, &tail) != 2 || major < 1 || major > 99 || minor < 0 ||
+            minor > 9) {
+            bad = 1;
+            continue;
+        }
+        snprintf(arch, sizeof arch, "sm_%d%d", major, minor);
+        if (n++ == 0) {
+            snprintf(gpu_arch, sizeof gpu_arch, "%s", arch);
+        } else if (strcmp(arch, gpu_arch) != 0 && !bad) {
+            snprintf(gpu_arch_err, sizeof gpu_arch_err, "this machine has GPUs of different architectures "
+                     "(%s and %s); a node's key holds one, and flow hands out any of the GPUs: build on a "
+                     "machine whose GPUs are all alike", gpu_arch, arch);
+            bad = 2;
+        }
+    }
+    int st = pclose(f);
+    int code = st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    gpu_arch_state = -1;
+    if (bad == 2) return;
+    if (code == 127)
+        snprintf(gpu_arch_err, sizeof gpu_arch_err, "nvidia-smi was not found on PATH");
+    else if (code != 0 || bad || n == 0)
+        snprintf(gpu_arch_err, sizeof gpu_arch_err, "`nvidia-smi --query-gpu=compute_cap` %s (exit %d%s%s); "
+                 "it needs NVIDIA driver 510 or newer", n == 0 && !bad ? "listed no GPU" : "did not answer",
+                 code, first[0] ? ": " : "", first);
+    else
+        gpu_arch_state = 1;
+}
+
+int key_gpu_arch(const char *node, char *arch, size_t len, flow_err *e)
+{
+    if (gpu_arch_state == 0) detect_arch();
+    if (gpu_arch_state < 0)
+        return flow_fail(e, FLOW_E_GRAPH, "node '%s' trains on a GPU, and its key holds the GPU architecture "
+                         "(the CUDA backend's bytes depend on it), but %s", node, gpu_arch_err);
+    snprintf(arch, len, "%s", gpu_arch);
+    return 0;
+}
+
+/* The processes training one node together (kernels/dp.h reads the same
+ * variables in dp_group_from_env; a malformed one fails there). */
+static int dp_world_env(void)
+{
+    const char *names[3] = { "FLOW_DP_WORLD", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE" };
+    for (int i = 0; i < 3; i++) {
+        const char *v = getenv(names[i]);
+        if (v && *v) {
+            long w = strtol(v, NULL, 10);
+            return w >= 1 && w <= 1 << 20 ? (int)w : 1;
+        }
+    }
+    return 1;
+}
+
+static int is_gpu_training(const graph_node *nd)
 {
     const flow_stage *st = nd->stage;
-    return nd->gpus != 0 && st->res.gpu_capable && st->res.data_parallel ? "cuda" : NULL;
+    return nd->gpus != 0 && st->res.gpu_capable && st->res.data_parallel;
+}
+
+/* The device a node's bytes depend on into buf, or NULL (see 'D' at the
+ * top).  build.c never lets such a node fall back to the CPU (device =
+ * auto), refuses gpus = all for it, and asks key_gpu_arch before anything
+ * runs; "sm_?" only when nothing asked (unreachable through key_for_node). */
+static const char *key_device(const graph_node *nd, char *buf, size_t len)
+{
+    if (!is_gpu_training(nd)) return NULL;
+    char gpus[32];
+    if (nd->gpus > 0) snprintf(gpus, sizeof gpus, "%ld", (long)nd->gpus * dp_world_env());
+    else snprintf(gpus, sizeof gpus, "all");
+    snprintf(buf, len, "cuda %s x %s", gpu_arch_state == 1 ? gpu_arch : "sm_?", gpus);
+    return buf;
 }
 
 flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content,
@@ -162,9 +270,10 @@ flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content
         put_value(&e, &nd->params[order[k]]);
     }
     if (order != order_buf) free(order);
-    if (key_device(nd)) {
+    char dev[96];
+    if (key_device(nd, dev, sizeof dev)) {
         put(&e, "D", 1);
-        put_str(&e, key_device(nd));
+        put_str(&e, dev);
     }
     if (extra) {
         put(&e, "E\1", 2);
@@ -225,7 +334,8 @@ void node_key_describe(const flow_graph *g, int node, const flow_hash *input_con
         buf_addc(out, '\n');
     }
     if (order != order_buf) free(order);
-    if (key_device(nd)) buf_printf(out, "device = %s\n", key_device(nd));
+    char dev[96];
+    if (key_device(nd, dev, sizeof dev)) buf_printf(out, "device = %s\n", dev);
     if (extra) {
         flow_hash_hex(extra, hex);
         buf_printf(out, "extra = %s\n", hex);
@@ -317,6 +427,11 @@ int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *
 {
     const graph_node *nd = &g->nodes[node];
     const flow_stage *st = nd->stage;
+    char arch[32];
+    if (is_gpu_training(nd)) {
+        int rc = key_gpu_arch(nd->name, arch, sizeof arch, err);
+        if (rc) return rc;
+    }
     int total = 0;
     for (int p = 0; p < st->ninputs; p++) total += nd->inputs[p].nrefs;
     flow_hash *content = xcalloc((size_t)total + 1, sizeof *content);

@@ -11,6 +11,9 @@
 
 #include "kernels.h"
 
+struct dp_group;
+struct dp_bucket_plan;
+
 typedef struct bert_backend_ops {
     const char *name;
     /* Allocates m->acts (and device copies) for m->max_B x m->max_T. */
@@ -35,6 +38,14 @@ typedef struct bert_backend_ops {
     int (*sync_to_device)(bert_model *m, flow_err *e);
     /* Host pointer to hidden state `layer` of the last forward. */
     const float *(*hidden)(const bert_model *m, int layer);
+    /* GPU data parallelism (kernels/dp.h dp_gpu_*; kernels/cuda/cuda_nccl.cu).
+     * NULL: this backend has none (the CPU's, which uses dp_reducer; a CUDA
+     * module built without NCCL).  dp_new sets every rep[w]->dp_state. */
+    int (*dp_new)(bert_model *const *rep, int nlocal, struct dp_group *g, const struct dp_bucket_plan *plan,
+                  void **state, flow_err *e);
+    void (*dp_free)(void *state);
+    void (*dp_arm)(void *state, int w);
+    int (*dp_finish)(void *state, int w, flow_err *e);
 } bert_backend_ops;
 
 extern const bert_backend_ops bert_cpu_ops;

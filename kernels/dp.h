@@ -66,6 +66,15 @@ int dp_exchange(dp_group *g, const void *const *send, const size_t *send_len,
                 void *const *recv, const size_t *recv_len, flow_err *e);
 /* all[q*len .. (q+1)*len) = rank q's mine[len] on every rank. */
 int dp_allgather(dp_group *g, const void *mine, size_t len, void *all, flow_err *e);
+/* buf[len] of rank root replaces buf on every rank (e.g. rank 0's NCCL
+ * unique id: kernels/cuda/cuda_nccl.cu).  A group of one (NULL): nothing. */
+int dp_broadcast(dp_group *g, int root, void *buf, size_t len, flow_err *e);
+
+/* The global worker (and NCCL rank) of local worker w of process rank of
+ * world: w * world + rank, the numbering the round-robin of the training
+ * loop and the GPU communicators share (so global worker 0, the NCCL root,
+ * is process 0's worker 0). */
+static inline int dp_global_worker(int w, int rank, int world) { return w * world + rank; }
 
 /* ---- the fixed-order gradient reducer ------------------------------------ */
 typedef struct dp_reducer {
@@ -130,5 +139,57 @@ int dp_zero_step(dp_reducer *r, bert_model *m, const bert_adamw *hp, float lr, f
  * every rank (any alignment: e.g. straight into a checkpoint payload that
  * any number of ranks, sharded or not, can resume). */
 int dp_zero_gather_moments(dp_reducer *r, const bert_model *m, void *mm, void *vv, flow_err *e);
+
+/* ---- GPU data parallelism: gradient buckets (dp_buckets.c) -----------------
+ * One worker per granted GPU (train_dp.c); after each optimizer step's
+ * micro-batches the devices' gradients are summed by an NCCL all-reduce
+ * (kernels/cuda/cuda_nccl.cu) in buckets of the flat gradient, launched on a
+ * communication stream as soon as the backward has made them final (the
+ * stage rule of dp_buckets.c), so they overlap the backward of the layers
+ * below.  NCCL's ring sums in its own order, not the micro-batch order of
+ * the CPU reducer: K GPUs match one GPU within the precision's rounding,
+ * not bit for bit, so the GPU count is in a GPU training node's key. */
+#define DP_BUCKET_ALIGN 64          /* floats: inner cuts on 256-byte boundaries */
+#define DP_BUCKET_FLOATS (25u << 18)   /* 25 MiB of fp32 (PyTorch DDP's default bucket) */
+typedef struct dp_bucket_plan {
+    size_t n;               /* floats of the flat gradient */
+    int nb;                 /* buckets, launched in index order */
+    size_t *lo, *hi;        /* [nb]: bucket b = floats [lo[b], hi[b]), hi[0] = n, descending */
+    int nstages;            /* layers + 3 */
+    size_t *ready;          /* [nstages]: after backward stage s every gradient at
+                             * or above ready[s] is final (dp_buckets.c) */
+} dp_bucket_plan;
+/* The plan for config c with buckets of at most cap floats (cap >=
+ * DP_BUCKET_ALIGN, else FLOW_E_PARAM; an invalid config: its error). */
+int dp_bucket_plan_init(const bert_config *c, size_t cap, dp_bucket_plan *p, flow_err *e);
+void dp_bucket_plan_release(dp_bucket_plan *p);
+/* How many buckets (a prefix) may be launched once backward stage `stage`
+ * is done: 1 = the head(s), 1 + L - l = layer l, L + 2 (or more) = all. */
+int dp_buckets_ready(const dp_bucket_plan *p, int stage);
+
+/* ---- GPU data parallelism: the devices' communicator (dp_gpu.c) ------------
+ * rep[w] (w < nlocal) is local worker w's model, each on its own GPU (its
+ * ordinal in rep[w]->gpu), all of one config; g the process group (NULL:
+ * this process alone).  Global worker w * world + rank is NCCL rank
+ * w * world + rank of W = nlocal * world, the round-robin numbering of
+ * train_dp.c, so micro-batch k of a step runs on the same global worker
+ * whatever the mix of processes and devices.  Process rank 0's NCCL unique
+ * id reaches the others through dp_broadcast (the file or TCP rendezvous of
+ * dp_group; no MPI needed).  FLOW_E_PARAM when the backend has no NCCL (a
+ * CPU model, or a CUDA module built without NCCL), naming the reason. */
+typedef struct dp_gpu dp_gpu;
+int dp_gpu_new(bert_model *const *rep, int nlocal, dp_group *g, size_t bucket_floats, dp_gpu **out,
+               flow_err *e);
+void dp_gpu_free(dp_gpu *d);
+/* Worker w's next backward is its last of the step: it launches each bucket
+ * as soon as it is final (the hook in the backend's backward). */
+void dp_gpu_arm(dp_gpu *d, int w);
+/* Ends worker w's step: launches the buckets not launched yet (all of them
+ * for a worker without a micro-batch in the last round) and makes the
+ * device's compute stream wait for the sums.  Called once per step by
+ * every local worker, each on its own thread (one thread per communicator,
+ * so no NCCL call waits on a thread that has not reached it). */
+int dp_gpu_finish(dp_gpu *d, int w, flow_err *e);
+int dp_gpu_buckets(const dp_gpu *d);
 
 #endif

@@ -490,3 +490,21 @@ int dp_allgather(dp_group *g, const void *mine, size_t len, void *all, flow_err 
     }
     return dp_exchange(g, send, sl, recv, rl, e);
 }
+
+int dp_broadcast(dp_group *g, int root, void *buf, size_t len, flow_err *e)
+{
+    int world = dp_world(g), rank = dp_rank(g);
+    if (root < 0 || root >= world)
+        return flow_fail(e, FLOW_E_PARAM, "dp_broadcast: root %d is not a rank of %d", root, world);
+    if (world == 1) return 0;
+    const void *send[DP_MAX];
+    void *recv[DP_MAX];
+    size_t sl[DP_MAX], rl[DP_MAX];
+    for (int q = 0; q < world && q < DP_MAX; q++) {
+        send[q] = buf;
+        sl[q] = rank == root ? len : 0;
+        recv[q] = q == root ? buf : NULL;    /* root's own: a memmove onto itself */
+        rl[q] = q == root ? len : 0;
+    }
+    return dp_exchange(g, send, sl, recv, rl, e);
+}

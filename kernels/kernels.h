@@ -274,6 +274,9 @@ typedef struct bert_model {
     bert_profile prof;
     bert_linear_fn linear_hook;     /* eval forwards only; see bert_set_linear_hook */
     void *linear_hook_arg;
+    void *dp_state;             /* GPU data parallelism (kernels/dp.h dp_gpu_new): the
+                                 * backend's communicator state, NULL when none */
+    int dp_worker;              /* this model's local worker in it */
 } bert_model;
 
 /* Allocates a model for config c (validated) with activation space for

@@ -35,6 +35,8 @@ int main(void)
 }
 #else
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/dp.h"
+#include <pthread.h>
 
 #include <math.h>
 #include <time.h>
@@ -487,6 +489,104 @@ static void test_mixed(int precision)
     pair_free(&p);
 }
 
+/* GPU data parallelism on the devices present (kernels/dp.h dp_gpu_*):
+ * with one device, the armed backward launches its buckets (cap 4096
+ * floats: many, most launched during the backward) and the all-reduce over
+ * a world of one leaves the gradient exactly as an unarmed backward makes
+ * it; with K >= 2 devices, K replicas of one model, each given a different
+ * batch, end with the same summed gradient, equal to the sum of their
+ * unarmed gradients within fp32 rounding. */
+typedef struct dp_job {
+    bert_model *m;
+    dp_gpu *d;
+    int w;
+    bert_batch x;
+    int rc;
+    flow_err err;
+} dp_job;
+
+static void *dp_job_run(void *arg)
+{
+    dp_job *j = arg;
+    bert_output o;
+    bert_zero_grad(j->m);
+    j->m->fwd_counter = 5;
+    dp_gpu_arm(j->d, j->w);
+    j->rc = bert_forward(j->m, &j->x, BERT_HEAD_MLM, 1, &o, &j->err);
+    if (!j->rc) j->rc = bert_backward(j->m, 1.0f, &j->err);
+    int rc = dp_gpu_finish(j->d, j->w, &j->err);     /* always: the peers wait for its buckets */
+    if (!j->rc) j->rc = rc;
+    return NULL;
+}
+
+static void test_dp(int ndev)
+{
+    printf("GPU data parallelism over %d device%s\n", ndev > 2 ? 2 : ndev, ndev > 1 ? "s" : "");
+    bert_config c = small_config(BERT_MODE_MLM, BERT_POOL_CLS);
+    int K = ndev >= 2 ? 2 : 1, B = 3, T = 16;
+    bert_model *rep[2] = { NULL, NULL };
+    float *want = NULL;
+    batch bt[2];
+    size_t n = 0;
+    for (int w = 0; w < K; w++) {
+        bert_device dev = { w, 0, BERT_FP32 };
+        CHECK_OK(bert_model_new(&c, B, T, &dev, &rep[w], &E), E);
+        if (!rep[w]) goto out;
+        bt[w] = batch_new(&c, B, T);
+    }
+    n = rep[0]->nparams;
+    CHECK_OK(bert_init(rep[0], 7, &E), E);
+    for (int w = 1; w < K; w++) {
+        memcpy(rep[w]->params, rep[0]->params, n * sizeof(float));
+        rep[w]->dropout_seed = rep[0]->dropout_seed;
+        CHECK_OK(bert_sync_to_device(rep[w], &E), E);
+    }
+    want = calloc(n, sizeof *want);
+    for (int w = 0; w < K; w++) {   /* unarmed: each replica's own gradient, summed on the host */
+        bert_batch x = as_bert(&bt[w], 1);
+        bert_output o;
+        bert_zero_grad(rep[w]);
+        rep[w]->fwd_counter = 5;
+        CHECK_OK(bert_forward(rep[w], &x, BERT_HEAD_MLM, 1, &o, &E), E);
+        CHECK_OK(bert_backward(rep[w], 1.0f, &E), E);
+        CHECK_OK(bert_sync_to_host(rep[w], &E), E);
+        for (size_t i = 0; i < n; i++) want[i] += rep[w]->grads[i];
+    }
+    dp_gpu *d = NULL;
+    CHECK_OK(dp_gpu_new(rep, K, NULL, 4096, &d, &E), E);
+    if (!d) goto out;
+    CHECK_MSG(dp_gpu_buckets(d) > 4, "%d buckets of 4096 floats for %zu floats", dp_gpu_buckets(d), n);
+    dp_job jobs[2];
+    pthread_t th[2];
+    for (int w = 0; w < K; w++) {   /* one thread per device, as train_dp.c runs them */
+        jobs[w] = (dp_job){ rep[w], d, w, as_bert(&bt[w], 1), 0, { 0 } };
+        pthread_create(&th[w], NULL, dp_job_run, &jobs[w]);
+    }
+    for (int w = 0; w < K; w++) {
+        pthread_join(th[w], NULL);
+        CHECK_OK(jobs[w].rc, jobs[w].err);
+    }
+    for (int w = 0; w < K; w++) {
+        CHECK_OK(bert_sync_to_host(rep[w], &E), E);
+        if (K == 1)
+            CHECK_MSG(memcmp(rep[0]->grads, want, n * sizeof(float)) == 0,
+                      "all-reduce over one device changed the gradient");
+        else
+            close_vec("summed gradient", rep[w]->grads, want, n, 1e-6);
+    }
+    if (K == 2)
+        CHECK_MSG(memcmp(rep[0]->grads, rep[1]->grads, n * sizeof(float)) == 0,
+                  "the two devices hold different sums");
+    dp_gpu_free(d);
+out:
+    for (int w = 0; w < K; w++)
+        if (rep[w]) {
+            bert_model_free(rep[w]);
+            batch_free(&bt[w]);
+        }
+    free(want);
+}
+
 int main(void)
 {
     rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -509,6 +609,11 @@ int main(void)
     test_train_steps();
     test_mixed(BERT_BF16);
     test_mixed(BERT_FP16);
+#ifdef FLOW_HAVE_NCCL
+    test_dp(n);
+#else
+    printf("skip: GPU data parallelism (this CUDA build has no NCCL)\n");
+#endif
     return test_summary("bert_cuda_gpu_test");
 }
 #endif

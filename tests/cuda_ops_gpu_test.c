@@ -4,7 +4,7 @@
  * forward and backward, LayerNorm forward/backward, GELU, dropout (the
  * SAME mask bit for bit), attention with a padding mask and dropout
  * forward/backward, cross-entropy on labelled rows, the device-side
- * gradient norm and clipping, AdamW; NCCL (when built) on a world of one.
+ * gradient norm and clipping, AdamW (NCCL: bert_cuda_gpu_test's test_dp).
  * Exit 77 (skipped) in a build without CUDA or on a machine without a GPU.
  * Written without a GPU at hand: it has compiled, never run. */
 #include "test.h"
@@ -247,17 +247,6 @@ static void test_optim(void)
     }
     h = host(d_p, n); close_to("adamw params", h, p, n, 1e-7f, 1e-5f); free(h);
     h = host(d_v, n); close_to("adamw v", h, v, n, 1e-12f, 1e-5f); free(h);
-#ifdef FLOW_HAVE_NCCL
-    cuda_nccl *nc = NULL;
-    CHECK_OK(cuda_nccl_new(C, NULL, &nc, &E), E);
-    if (nc) {
-        CHECK_OK(cuda_nccl_allreduce(nc, d_p, n, 1 << 16, &E), E);
-        h = host(d_p, n);
-        close_to("nccl all-reduce over a world of one (identity)", h, p, n, 0, 1e-7f);
-        free(h);
-        cuda_nccl_free(nc);
-    }
-#endif
     cuda_free(d_g); cuda_free(d_p); cuda_free(d_m); cuda_free(d_v); cuda_free(d_ss); cuda_free(d_scr);
     free(g); free(p); free(m); free(v);
 }

@@ -155,9 +155,26 @@ static void test_invariance(void)
     flow_hash tcpu = key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  threads = 4 }\n");
     CHECK(eq(tcpu, base));
     CHECK(eq(tcpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  device = cpu }\n")));
+    key_gpu_arch_set("sm_86");
     flow_hash tgpu = key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  gpus = 1 }\n");
     CHECK_MSG(!eq(tgpu, tcpu), "a training node on a GPU has the CPU's key");
     CHECK(eq(tgpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  device = gpu  workers = 2 }\n")));
+    /* the GPU architecture and the GPU count (gpus x data-parallel
+     * processes) are in it too; neither touches a CPU node's key */
+    flow_hash t2 = key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  gpus = 2 }\n");
+    CHECK_MSG(!eq(t2, tgpu), "gpus = 2 has the key of gpus = 1");
+    setenv("FLOW_DP_WORLD", "2", 1);
+    CHECK_MSG(eq(t2, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  gpus = 1 }\n")),
+              "gpus = 1 in 2 data-parallel processes is not keyed as 2 GPUs");
+    CHECK_MSG(eq(tcpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  threads = 4 }\n")),
+              "the data-parallel world changed a CPU node's key");
+    unsetenv("FLOW_DP_WORLD");
+    key_gpu_arch_set("sm_90");
+    flow_hash t90 = key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  gpus = 1 }\n");
+    CHECK_MSG(!eq(t90, tgpu), "sm_90 has the key of sm_86");
+    CHECK(eq(tcpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  threads = 4 }\n")));
+    key_gpu_arch_set("sm_86");
+    CHECK(eq(tgpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  gpus = 1 }\n")));
 }
 
 /* A parameter the stage lists in not_in_key changes neither the key nor

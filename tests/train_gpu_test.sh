@@ -109,6 +109,22 @@ if g:
 sys.exit(0 if ok else 1)
 EOF
 done
+# ---- 7. two GPUs -----------------------------------------------------------------
+if [ "$NGPU" -ge 2 ]; then
+    graph "$T/dp.graph" "gpus = 2"
+    build "$T/dp.graph" "$T/G" "$T/edp" pt; rc=$?
+    check "gpus = 2 pretrain (rc $rc: $(tail -3 "$T/edp.stderr"))" test $rc = 0
+    kd=$(key "$T/edp" pt)
+    check "gpus = 2: its own key" test -n "$kd" -a "$kd" != "$(key "$T/eg" pt)"
+    "$FLOW" log "$kd" --cache "$T/G" > "$T/dp.log" 2>&1
+    check "gpus = 2: its log says it ran on GPUs 0,1 with NCCL" grep -q "data-parallel on GPUs 0,1:.*NCCL" "$T/dp.log"
+    cp "$T/pt.gpu.tsv" "$T/dp.cpu.tsv"      # curves() compares .gpu against .cpu: here one GPU is the reference
+    "$FLOW" cat "$kd" loss_curve.tsv --cache "$T/G" > "$T/dp.gpu.tsv" 2>/dev/null
+    check "gpus = 2: the loss curve follows one GPU's" curves dp
+else
+    echo "skip (not a failure): data parallelism over 2 GPUs needs 2 GPUs; nvidia-smi lists $NGPU"
+fi
+
 sk=$(metric "$T/efp16" pt train.skipped_steps)
 echo "fp16: $sk skipped steps"
 check "fp16 reports its skipped steps ($sk), fewer than 20 of 80" \

@@ -715,6 +715,17 @@ static void add_hidden_grad(bert_model *m, const float *dh)
     cuda_residual_forward(A->c, A->dx, A->dx, A->dh, n);
 }
 
+// GPU data parallelism's hook (kernels/dp.h, cuda_nccl.cu): backward
+// stage s of m is done (1: heads, 1 + L - l: layer l, L + 2: all), so the
+// buckets it made final may start their all-reduce on the communication
+// stream; nothing unless dp_gpu_arm armed this backward.
+#ifdef FLOW_HAVE_NCCL
+extern "C" void cuda_dp_ready(bert_model *m, int stage);
+#define DP_READY(m, s) do { if ((m)->dp_state) cuda_dp_ready((m), (s)); } while (0)
+#else
+#define DP_READY(m, s) do { } while (0)
+#endif
+
 int bert_cuda_backward(bert_model *m, float scale, const float *dlogits, const float *const *dhidden, flow_err *e)
 {
     struct bert_acts *A = m->acts;
@@ -730,9 +741,11 @@ int bert_cuda_backward(bert_model *m, float scale, const float *dlogits, const f
     float *G = A->G;
     cudaMemsetAsync(A->dx, 0, (size_t)N * H * sizeof(float), cx->stream);
     TRY(A->head == BERT_HEAD_MLM ? mlm_head_backward(m, dlogits, scale, e) : cls_head_backward(m, dlogits, scale, e));
+    DP_READY(m, 1);     // the heads' gradients are final: their buckets may go (cuda_nccl.cu)
     for (int l = c->layers - 1; l >= 0; l--) {
         add_hidden_grad(m, dhidden ? dhidden[l + 1] : NULL);
         TRY(layer_backward(m, l, e));
+        DP_READY(m, 1 + c->layers - l);
     }
     add_hidden_grad(m, dhidden ? dhidden[0] : NULL);
     // x0 = drop(LN(emb))
@@ -746,6 +759,7 @@ int bert_cuda_backward(bert_model *m, float scale, const float *dlogits, const f
         cuda_rows_scatter_add(cx, G + A->wtt, DIN(y_uniq), DIN(y_off), DIN(y_pos), A->ny, A->dres, H);
         cuda_rows_scatter_add(cx, G + A->wte, DIN(w_uniq), DIN(w_off), DIN(w_pos), A->nw, A->dres, H);
     });
+    DP_READY(m, c->layers + 2);
     cudaError_t rc = cudaGetLastError();    // launch errors only: no sync here
     return rc == cudaSuccess ? 0 : cuda_fail(e, rc, "backward");
 }

@@ -120,17 +120,54 @@ static const float *cu_hidden(const bert_model *mc, int layer)
     return dst;
 }
 
+// The table's entries bind the model's device first: the current device
+// is per host thread, and GPU data parallelism drives one device per thread
+// (stages/model/train_dp.c) and the optimizer of every replica from one.
+// cudaSetDevice on the current device costs next to nothing.
+#define BIND(m) cudaSetDevice((m)->gpu)
+static int b_alloc(bert_model *m, flow_err *e) { BIND(m); return bert_cuda_alloc(m, e); }
+static void b_release(bert_model *m) { BIND(m); bert_cuda_release(m); }
+static int b_forward(bert_model *m, const bert_batch *b, int head, int train, bert_output *out, flow_err *e)
+{
+    BIND(m);
+    return bert_cuda_forward(m, b, head, train, out, e);
+}
+static int b_backward(bert_model *m, float s, const float *dl, const float *const *dh, flow_err *e)
+{
+    BIND(m);
+    return bert_cuda_backward(m, s, dl, dh, e);
+}
+static void b_zero_grad(bert_model *m) { BIND(m); cu_zero_grad(m); }
+static void b_sumsq(bert_model *m, size_t lo, size_t hi, double *part) { BIND(m); cu_grad_sumsq_blocks(m, lo, hi, part); }
+static void b_scale(bert_model *m, size_t lo, size_t hi, float f) { BIND(m); cu_scale_grads(m, lo, hi, f); }
+static void b_adamw(bert_model *m, const bert_adamw *hp, float lr) { BIND(m); cu_adamw(m, hp, lr); }
+static int b_to_host(bert_model *m, flow_err *e) { BIND(m); return cu_sync_to_host(m, e); }
+static int b_to_device(bert_model *m, flow_err *e) { BIND(m); return cu_sync_to_device(m, e); }
+static const float *b_hidden(const bert_model *m, int layer) { BIND(m); return cu_hidden(m, layer); }
+
+#ifdef FLOW_HAVE_NCCL
+extern "C" int cuda_dp_new(bert_model *const *rep, int nlocal, struct dp_group *g, const struct dp_bucket_plan *plan,
+                           void **state, flow_err *e);
+extern "C" void cuda_dp_free(void *state);
+extern "C" void cuda_dp_arm(void *state, int w);
+extern "C" int cuda_dp_finish(void *state, int w, flow_err *e);
+#define CUDA_DP cuda_dp_new, cuda_dp_free, cuda_dp_arm, cuda_dp_finish
+#else
+#define CUDA_DP NULL, NULL, NULL, NULL      // dp_gpu_new says NCCL is missing
+#endif
+
 extern "C" const bert_backend_ops bert_cuda_ops = {
     "cuda",
-    bert_cuda_alloc,
-    bert_cuda_release,
-    bert_cuda_forward,
-    bert_cuda_backward,
-    cu_zero_grad,
-    cu_grad_sumsq_blocks,
-    cu_scale_grads,
-    cu_adamw,
-    cu_sync_to_host,
-    cu_sync_to_device,
-    cu_hidden,
+    b_alloc,
+    b_release,
+    b_forward,
+    b_backward,
+    b_zero_grad,
+    b_sumsq,
+    b_scale,
+    b_adamw,
+    b_to_host,
+    b_to_device,
+    b_hidden,
+    CUDA_DP,
 };

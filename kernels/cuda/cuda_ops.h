@@ -11,8 +11,8 @@
  * (pretrain/finetune with gpus = 1) compare them with the CPU, but as of
  * this writing they have NEVER RUN ON A GPU (the development machine has
  * none; tests/gpu/check.sh is the script to run on one).  fp32, and bf16 /
- * fp16 mixed precision in the Linear GEMMs (cuda_set_precision); one GPU
- * per node (NCCL is built but the training loop does not use it).  The `flow` binary does not link them (CMakeLists.txt
+ * fp16 mixed precision in the Linear GEMMs (cuda_set_precision); K GPUs
+ * per node through cuda_nccl.cu (kernels/dp.h dp_gpu_*).  The `flow` binary does not link them (CMakeLists.txt
  * says why): it loads the module when a node is granted a GPU.
  *
  * Conventions: every pointer is device memory; ops run asynchronously on
@@ -169,16 +169,8 @@ void cuda_clip(cuda_ctx *c, float *g, size_t n, const double *sumsq, float max_n
 void cuda_adamw(cuda_ctx *c, float *p, const float *g, float *m, float *v, size_t n, float lr,
                 float beta1, float beta2, float eps, float weight_decay, int decay, long step);
 
-/* ---- NCCL (cuda_nccl.cu; FLOW_HAVE_NCCL) -------------------------------------- */
-struct dp_group;
-typedef struct cuda_nccl cuda_nccl;
-/* One rank per process: rank 0's ncclUniqueId goes to every rank through
- * the dp_group (file/TCP rendezvous, kernels/dp.h); NULL group: a world of 1. */
-int cuda_nccl_new(cuda_ctx *c, struct dp_group *g, cuda_nccl **out, flow_err *e);
-void cuda_nccl_free(cuda_nccl *n);
-/* In-place sum of g[n] over the ranks, in buckets of bucket floats,
- * enqueued on the context's stream. */
-int cuda_nccl_allreduce(cuda_nccl *nc, float *g, size_t n, size_t bucket, flow_err *e);
+/* NCCL (cuda_nccl.cu; FLOW_HAVE_NCCL): the bert_backend_ops dp_* entries
+ * behind kernels/dp.h's dp_gpu_* (GPU data parallelism). */
 
 #ifdef __cplusplus
 }

@@ -51,7 +51,7 @@ static const flow_param_def finetune_params[] = {
     { "intermediate", FLOW_P_INT, 0, "1024", 8, 16384, NULL, "FFN width (random init only)" },
     { "model_max_len", FLOW_P_INT, 0, "128", 8, 4096, NULL, "position embeddings (random init only)" },
     { "precision", FLOW_P_STRING, 0, "fp32", 0, -1, "fp32|bf16|fp16",
-      "arithmetic of the Linear layers: fp32, or (with gpus = 1) bf16 / fp16 mixed precision (fp32 master "
+      "arithmetic of the Linear layers: fp32, or (on GPUs) bf16 / fp16 mixed precision (fp32 master "
       "weights and AdamW state; fp16 with dynamic loss scaling, skipped steps in train.skipped_steps); "
       "in the key when not fp32" },
     { "profile", FLOW_P_BOOL, 0, "false", 0, -1, NULL, "print the kernels profiler table; not in the key" },

@@ -51,7 +51,7 @@ static const flow_param_def pretrain_params[] = {
     { "eval_every", FLOW_P_INT, 0, "0", 0, 1e9, NULL, "steps between dev evaluations (0 = at the end only)" },
     { "dev_max", FLOW_P_INT, 0, "2000", 1, 1e9, NULL, "dev sequences evaluated at most" },
     { "precision", FLOW_P_STRING, 0, "fp32", 0, -1, "fp32|bf16|fp16",
-      "arithmetic of the Linear layers: fp32, or (with gpus = 1) bf16 / fp16 mixed precision (fp32 master "
+      "arithmetic of the Linear layers: fp32, or (on GPUs) bf16 / fp16 mixed precision (fp32 master "
       "weights and AdamW state; fp16 with dynamic loss scaling, skipped steps in train.skipped_steps); "
       "in the key when not fp32" },
     { "profile", FLOW_P_BOOL, 0, "false", 0, -1, NULL, "print the kernels profiler table to the log and report; not in the key" },

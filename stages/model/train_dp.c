@@ -27,13 +27,27 @@
  * A checkpoint holds the whole moments (all-gathered when it is written),
  * so it resumes with any number of processes and workers, zero or not.
  *
- * Only the CPU backend runs local replicas (they alias the first model's
- * parameters: forwards only read them, and the optimizer runs between
- * rounds).  A GPU model with workers > 1 is refused until the CUDA
- * backend's replicas exist.  A GPU model (one worker, one process) skips
- * the host reducer: its micro-batches accumulate their gradients in the
- * device's buffer (bert_backward adds, scaled 1/n), zeroed once per step,
- * so the gradients never leave the device (the CPU path is unchanged). */
+ * CPU local replicas alias the first model's parameters (forwards only
+ * read them, and the optimizer runs between rounds).
+ *
+ * On GPUs (the CUDA backend) a node granted K GPUs runs K local workers,
+ * one per device (worker w on flow_gpu_id(w), driven by its own thread, as
+ * the CPU workers are; the worker process was forked by a scheduler that
+ * holds no CUDA context, so none is inherited), with the same round-robin
+ * as above over W = K * world.  A GPU worker skips the host reducer: its
+ * micro-batches accumulate their gradients in its device's buffer
+ * (bert_backward adds, scaled 1/n), zeroed once per step.  With W > 1 the
+ * devices' sums are added by NCCL (kernels/dp.h dp_gpu_*): each worker's
+ * last backward of the step launches the gradient buckets as they become
+ * final, on a communication stream, and every worker ends its last round
+ * with dp_gpu_finish on its own thread.  Each GPU replica keeps its own
+ * parameters and full AdamW state and runs the same update on the same
+ * summed gradient (the norm is worker 0's: the sums are equal on every
+ * device), so the replicas stay equal without a broadcast; they start from
+ * worker 0's state after resume (tr_dp_agree).  NCCL's sum order is not
+ * the micro-batch order: K GPUs match one GPU within rounding, so the GPU
+ * count is in the key (engine/key.c).  `workers` and `zero = 1` stay
+ * CPU-only.  The GPU paths compile; they have never run on a GPU. */
 #include "trainer.h"
 #include "kernels/dp.h"
 
@@ -53,6 +67,8 @@ typedef struct dp_job {
     uint64_t counter;
     float scale;
     int accumulate;                     /* 1: add to the gradients (a GPU model), 0: zero them first */
+    dp_gpu *gdp;                        /* GPU data parallelism: set in a step's last round */
+    int w;                              /* the local worker */
     int threads;
     double loss;
     int rc;
@@ -80,6 +96,7 @@ struct tr_dp {
     float ls;
     long ls_good, skipped;
     bert_model *rep[DP_LOCAL_MAX];      /* rep[0] = m */
+    dp_gpu *gdp;                        /* NCCL over the W GPU workers (W > 1), else NULL */
     float *own_params[DP_LOCAL_MAX];    /* replicas' own buffers, restored before free */
     tr_batch b[DP_LOCAL_MAX];
     dp_job job[DP_LOCAL_MAX];
@@ -94,6 +111,7 @@ int tr_dp_world(const tr_dp *d) { return d->world * d->nlocal; }
 void tr_dp_free(tr_dp *d)
 {
     if (!d) return;
+    dp_gpu_free(d->gdp);
     for (int w = 1; w < d->nlocal; w++)
         if (d->rep[w]) {
             d->rep[w]->params = d->own_params[w];
@@ -113,20 +131,20 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
     tr_dp *d = xcalloc(1, sizeof *d);
     d->c = c;
     d->m = m;
-    d->nlocal = flow_workers(c);
+    int on_gpu = m->backend != BERT_ON_CPU;
+    d->nlocal = on_gpu ? flow_gpu_count(c) : flow_workers(c);    /* one worker per granted GPU */
     d->zero = flow_zero(c);
     d->threads = flow_threads(c);
     flow_err err = { 0 };
     char hex[33];
     flow_node_key_hex(c, hex);
     int rc = 0;
-    if (flow_gpu_count(c) > 1)
-        rc = flow_ctx_fail(c, FLOW_E_PARAM, "gpus = %d: training across several GPUs (NCCL) is not "
-                           "implemented yet; use gpus = 1", flow_gpu_count(c));
-    else if (d->nlocal > 1 && m->backend != BERT_ON_CPU)
-        rc = flow_ctx_fail(c, FLOW_E_PARAM, "workers = %d: local data-parallel replicas run on the CPU "
-                           "backend only; on GPUs one worker per granted device is not implemented yet "
-                           "(remove workers, or train on the CPU)", d->nlocal);
+    if (on_gpu && flow_workers(c) > 1)
+        rc = flow_ctx_fail(c, FLOW_E_PARAM, "workers = %d: on GPUs the node runs one worker per granted "
+                           "device (gpus = K); remove workers", flow_workers(c));
+    else if (d->nlocal > DP_LOCAL_MAX)
+        rc = flow_ctx_fail(c, FLOW_E_PARAM, "%d local data-parallel workers: at most %d", d->nlocal,
+                           DP_LOCAL_MAX);
     else if (d->nlocal > 1 && has_ext_backward)
         rc = flow_ctx_fail(c, FLOW_E_PARAM, "workers = %d: an objective with its own backward "
                            "(distillation) shares its teacher between workers; use workers = 1", d->nlocal);
@@ -137,22 +155,27 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
         rc = flow_ctx_fail(c, rc, "%s", err.msg);
     d->world = dp_world(d->g);
     d->rank = dp_rank(d->g);
-    if (!rc && d->world > 1 && m->backend != BERT_ON_CPU)
-        rc = flow_ctx_fail(c, FLOW_E_PARAM, "%d data-parallel processes: gradients go through the CPU "
-                           "reducer only; the NCCL path for GPUs is not implemented yet", d->world);
     d->rep[0] = m;
-    d->on_device = m->backend != BERT_ON_CPU;   /* then nlocal = world = 1 (refused above otherwise) */
+    d->on_device = on_gpu;
     d->ls = m->precision == BERT_FP16 ? 65536.0f : 1.0f;
     for (int w = 1; !rc && w < d->nlocal; w++) {
-        if ((rc = bert_model_new(&m->cfg, m->max_B, m->max_T, &bert_device_cpu, &d->rep[w], &err))) {
-            rc = flow_ctx_fail(c, rc, "workers = %d: replica %d: %s", d->nlocal, w, err.msg);
+        bert_device dev = bert_device_cpu;
+        if (on_gpu) dev = (bert_device){ flow_gpu_id(c, w), 0, m->precision };
+        if ((rc = bert_model_new(&m->cfg, m->max_B, m->max_T, &dev, &d->rep[w], &err))) {
+            rc = on_gpu ? flow_ctx_fail(c, rc, "gpus = %d: the replica on GPU %d: %s", d->nlocal, dev.gpu, err.msg)
+                        : flow_ctx_fail(c, rc, "workers = %d: replica %d: %s", d->nlocal, w, err.msg);
             break;
         }
         d->own_params[w] = d->rep[w]->params;
+        if (on_gpu) continue;       /* its own parameters and optimizer: it steps like worker 0 */
         d->rep[w]->params = m->params;
         if ((rc = bert_shard_optimizer(d->rep[w], 0, 0, &err)))   /* a replica never steps */
             rc = flow_ctx_fail(c, rc, "workers = %d: replica %d: %s", d->nlocal, w, err.msg);
     }
+    if (!rc && on_gpu && d->nlocal * d->world > 1 &&
+        (rc = dp_gpu_new(d->rep, d->nlocal, d->g, DP_BUCKET_FLOATS, &d->gdp, &err)))
+        rc = flow_ctx_fail(c, rc, "%d GPU workers (%d per process x %d process%s): %s", d->nlocal * d->world,
+                           d->nlocal, d->world, d->world == 1 ? "" : "es", err.msg);
     for (int w = 0; w < d->nlocal; w++) tr_batch_init(&d->b[w], batch, m->max_T);
     if (!rc && (rc = dp_reducer_init(&d->red, d->g, m->nparams, d->zero ? BERT_GRAD_BLOCK : 1, &err)))
         rc = flow_ctx_fail(c, rc, "%s", err.msg);
@@ -164,7 +187,15 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
     }
     d->info = xcalloc((size_t)d->world * (size_t)d->nlocal, sizeof *d->info);
     d->present = xcalloc((size_t)d->world * (size_t)d->nlocal, sizeof *d->present);
-    if (d->world > 1 || d->nlocal > 1)
+    if (d->gdp) {
+        char ids[256];
+        int len = 0;
+        for (int w = 0; w < d->nlocal && len < 200; w++) len += snprintf(ids + len, sizeof ids - (size_t)len, "%s%d", w ? "," : "", d->rep[w]->gpu);
+        flow_log(c, "data-parallel on GPUs %s: %d worker%s per process x %d process%s (rank %d), gradients "
+                 "all-reduced by NCCL in %d buckets of up to %.0f MiB, overlapped with the last backward",
+                 ids, d->nlocal, d->nlocal == 1 ? "" : "s", d->world, d->world == 1 ? "" : "es", d->rank,
+                 dp_gpu_buckets(d->gdp), (double)DP_BUCKET_FLOATS * 4.0 / 1048576.0);
+    } else if (d->world > 1 || d->nlocal > 1)
         flow_log(c, "data-parallel: %d worker%s per process x %d process%s (rank %d), %d thread%s each",
                  d->nlocal, d->nlocal == 1 ? "" : "s", d->world, d->world == 1 ? "" : "es", d->rank,
                  d->threads / d->nlocal > 1 ? d->threads / d->nlocal : 1,
@@ -178,8 +209,33 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
     return 0;
 }
 
+/* GPU replicas 1.. take worker 0's state (after resume): params, moments,
+ * AdamW step and RNG counters, through the host. */
+static int gpu_replicas_sync(tr_dp *d)
+{
+    flow_err err = { 0 };
+    bert_model *m = d->m;
+    if (d->nlocal > 1 && bert_sync_to_host(m, &err)) return flow_ctx_fail(d->c, FLOW_E_STAGE, "%s", err.msg);
+    for (int w = 1; w < d->nlocal; w++) {
+        bert_model *r = d->rep[w];
+        memcpy(r->params, m->params, m->nparams * sizeof(float));
+        memcpy(r->adam_m, m->adam_m, m->nparams * sizeof(float));
+        memcpy(r->adam_v, m->adam_v, m->nparams * sizeof(float));
+        r->adam_t = m->adam_t;
+        r->dropout_seed = m->dropout_seed;
+        r->fwd_counter = m->fwd_counter;
+        if (bert_sync_to_device(r, &err))
+            return flow_ctx_fail(d->c, FLOW_E_STAGE, "the replica on GPU %d: %s", r->gpu, err.msg);
+    }
+    return 0;
+}
+
 int tr_dp_agree(tr_dp *d, long step, long checkpoint_every)
 {
+    if (d->on_device) {
+        int rc = gpu_replicas_sync(d);
+        if (rc) return rc;
+    }
     if (d->world == 1) return 0;
     int64_t mine[4] = { step, d->nlocal, d->zero, checkpoint_every };
     int64_t *all = xcalloc((size_t)d->world * 4, sizeof *all);
@@ -208,6 +264,19 @@ int tr_dp_agree(tr_dp *d, long step, long checkpoint_every)
     return rc;
 }
 
+/* The end of a GPU worker's last round: the buckets its backward did not
+ * launch, always (even after a failure: the other devices wait for them). */
+static void gpu_finish(dp_job *j)
+{
+    if (!j->gdp) return;
+    flow_err err = { 0 };
+    int rc = dp_gpu_finish(j->gdp, j->w, &err);
+    if (rc && !j->rc) {
+        j->rc = rc;
+        j->err = err;
+    }
+}
+
 static void *run_job(void *arg)
 {
     dp_job *j = arg;
@@ -215,13 +284,16 @@ static void *run_job(void *arg)
     bert_model *m = j->m;
     j->loss = 0;
     j->rc = 0;
-    if (!j->present) return NULL;
-    if (!j->accumulate) bert_zero_grad(m);
-    m->fwd_counter = j->counter;
-    bert_output out;
-    j->rc = bert_forward(m, &j->bb, j->head, 1, &out, &j->err);
-    if (!j->rc) j->rc = bert_backward(m, j->scale, &j->err);
-    j->loss = out.loss;
+    if (j->present) {
+        if (!j->accumulate) bert_zero_grad(m);
+        if (j->gdp) dp_gpu_arm(j->gdp, j->w);    /* its last backward of the step */
+        m->fwd_counter = j->counter;
+        bert_output out;
+        j->rc = bert_forward(m, &j->bb, j->head, 1, &out, &j->err);
+        if (!j->rc) j->rc = bert_backward(m, j->scale, &j->err);
+        j->loss = out.loss;
+    }
+    gpu_finish(j);
     return NULL;
 }
 
@@ -243,10 +315,12 @@ static void run_round(tr_dp *d, const tr_objective *obj)
         if (j->present) {
             bert_output out;
             if (!j->accumulate) bert_zero_grad(d->m);
+            if (j->gdp) dp_gpu_arm(j->gdp, 0);
             d->m->fwd_counter = j->counter;
             j->rc = bert_forward(d->m, &j->bb, obj->head, 1, &out, &j->err);
             if (!j->rc) j->rc = obj->backward(obj->self, d->m, &j->bb, &out, j->scale, &j->loss, &j->err);
         }
+        gpu_finish(j);
         return;
     }
     for (int w = 1; w < d->nlocal; w++)
@@ -270,16 +344,20 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
     flow_err err = { 0 };
     *loss = 0;
     *tokens = 0;
-    if (d->on_device) bert_zero_grad(d->m);     /* the micro-batches add to it */
-    else dp_reducer_begin(&d->red);
+    if (d->on_device)       /* the micro-batches add to it */
+        for (int w = 0; w < d->nlocal; w++) bert_zero_grad(d->rep[w]);
+    else
+        dp_reducer_begin(&d->red);
     for (size_t r0 = k0; r0 < k1; r0 += W) {
         dp_info mine[DP_LOCAL_MAX];
         for (int w = 0; w < d->nlocal; w++) {
-            size_t k = r0 + (size_t)w * (size_t)d->world + (size_t)d->rank;
+            size_t k = r0 + (size_t)dp_global_worker(w, d->rank, d->world);
             dp_job *j = &d->job[w];
             j->m = d->rep[w];
             j->scale = scale;
             j->accumulate = d->on_device;
+            j->gdp = r0 + W >= k1 ? d->gdp : NULL;     /* the step's last round */
+            j->w = w;
             j->head = obj->head;
             j->counter = base + (k - k0);
             j->present = k < k1 && obj->fill(obj->self, &d->b[w], ep->seq + ep->start[k], ep->count[k],
@@ -326,6 +404,17 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
 
 /* The fp16 step: the norm of the scaled gradients decides (not finite:
  * skip and halve the scale); else one pass unscales and clips them. */
+/* The update of GPU replicas 1.. (the same as worker 0's; see the top):
+ * gradients scaled by f (1: none), then AdamW. */
+static void replicas_step(tr_dp *d, const bert_adamw *hp, float lr, float f)
+{
+    if (!d->on_device) return;
+    for (int w = 1; w < d->nlocal; w++) {
+        if (f != 1.0f) bert_scale_grads(d->rep[w], f);
+        bert_adamw_step(d->rep[w], hp, lr);
+    }
+}
+
 static void fp16_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm, long s, float *norm)
 {
     float scaled = bert_grad_norm(d->m);
@@ -343,6 +432,7 @@ static void fp16_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm
     if (max_norm > 0 && max_norm / (*norm + 1e-6f) < 1.0f) f *= max_norm / (*norm + 1e-6f);
     bert_scale_grads(d->m, f);
     bert_adamw_step(d->m, hp, lr);
+    replicas_step(d, hp, lr, f);
     if (++d->ls_good == 2000) {
         d->ls *= 2.0f;
         d->ls_good = 0;
@@ -360,6 +450,9 @@ int tr_dp_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm, long 
     if (!d->zero) {
         *norm = bert_clip_grad_norm(d->m, max_norm);
         bert_adamw_step(d->m, hp, lr);
+        /* bert_clip_grads_by's factor, for the replicas */
+        float f = max_norm > 0 && max_norm / (*norm + 1e-6f) < 1.0f ? max_norm / (*norm + 1e-6f) : 1.0f;
+        replicas_step(d, hp, lr, f);
         return 0;
     }
     flow_err err = { 0 };

@@ -11,6 +11,12 @@
 #      gradient, three AdamW steps), pretrain/finetune with gpus = 1 against
 #      the CPU build (train_gpu_test.sh: keys, loss falls and follows,
 #      accuracy), the module's device grants (cuda_module_gpu_test.sh);
+#      GPU data parallelism (NCCL, buckets launched during the backward):
+#      bert_cuda_gpu_test's all-reduce over the devices present and
+#      train_gpu_test's gpus = 2 pretrain.  On a machine with ONE GPU
+#      (the H200 we are lent) only K = 1 runs: the all-reduce over one
+#      device (the buckets' launch order and stream handoff, an identity
+#      sum); the K = 2 parts print a skip line and check nothing;
 #   3. runs the GPU benchmark: flow's fp32 CUDA encoder step
 #      (tests/bench/encoder_gpu_bench.c) and, in the same run, PyTorch
 #      (tests/gpu/torch_bench.py: the same encoder in fp32, and
