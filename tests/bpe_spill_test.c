@@ -142,6 +142,10 @@ static void test_spill_same_bytes(const char *dir)
                       "min_word_count %lld, spill %zu, block %zu, %d threads: other bytes",
                       (long long)min, v[i].spill, v[i].block, v[i].threads);
             CHECK(st.unique_words == st0.unique_words && st.words == st0.words);
+            /* what training holds (train_memory_mb), not the counter's
+             * table of all words: the same whether the table spilled */
+            CHECK_MSG(st.memory_peak == st0.memory_peak, "case %zu: memory_peak %zu after "
+                      "spilling, %zu without", i, st.memory_peak, st0.memory_peak);
             CHECK(st.dropped_words == st0.dropped_words &&
                   st.dropped_occurrences == st0.dropped_occurrences);
             CHECK(st.distinct_chars == st0.distinct_chars && st.chars_total == st0.chars_total);
@@ -302,6 +306,51 @@ static void test_suggestion(void)
     buf_release(&c);
 }
 
+/* train_memory_mb (st.memory_peak) is what training holds: with 300k
+ * distinct words counted once and min_word_count = 2 the counter's table
+ * of all of them (~15 MB) is far above the kept words' merge state, and
+ * must not count, spilled or not. */
+static void test_memory_peak_kept(const char *dir)
+{
+    flow_buf c;
+    buf_init(&c);
+    for (int l = 0; l < 30000; l++) {
+        for (int i = 0; i < 10; i++) {
+            if (i % 2)
+                buf_adds(&c, i % 4 == 1 ? "合同" : "当事人");
+            else
+                for (int j = 0; j < 8; j++) {
+                    char u[4];
+                    int m = utf8_encode(0x4E00 + rnd(20), u);
+                    buf_add(&c, u, (size_t)m);
+                }
+            buf_adds(&c, "，");
+        }
+        buf_addc(&c, '\n');
+    }
+    tok_train_opts o = opts(300);
+    o.min_word_count = 2;
+    tok_train_stats st0, st1;
+    flow_err err = {0};
+    int rc;
+    tok_tokenizer *t0 = train(&c, &o, c.len, &rc, &st0, &err);
+    CHECK_OK(rc, err);
+    o.spill_bytes = 1 << 20;
+    o.spill_dir = dir;
+    tok_tokenizer *t1 = train(&c, &o, 1 << 18, &rc, &st1, &err);
+    CHECK_OK(rc, err);
+    CHECK(st0.spills == 0 && st1.spills > 4);
+    CHECK_MSG(st0.unique_words > 140000, "only %llu distinct words", (unsigned long long)st0.unique_words);
+    CHECK_MSG(st1.memory_peak == st0.memory_peak && st0.memory_peak < (8u << 20),
+              "memory_peak %zu after spilling, %zu without (%llu distinct words)",
+              st1.memory_peak, st0.memory_peak, (unsigned long long)st0.unique_words);
+    tok_train_stats_release(&st0);
+    tok_train_stats_release(&st1);
+    tok_free(t0);
+    tok_free(t1);
+    buf_release(&c);
+}
+
 /* A run that cannot be written (RLIMIT_FSIZE: EFBIG, as ENOSPC would be)
  * fails with FLOW_E_IO naming the folder and the reason; in a child so
  * that the limit stays there. */
@@ -347,6 +396,7 @@ int main(void)
     test_spill_residual(dir);
     test_min_word_count(dir);
     test_suggestion();
+    test_memory_peak_kept(dir);
     test_write_error(dir);
     rmdir(dir);
     return test_summary("bpe_spill_test");

@@ -803,7 +803,8 @@ int tok_train_counted(tok_counter *k, const tok_terms *terms, const tok_train_op
     st->words = k->npieces;
     for (int j = 0; j < TOK_NSPECIAL + nforced; j++)
         st->forced_occurrences += k->forced_counts[j];
-    st->memory_peak = tok_counter_memory(k);
+    /* memory_peak: what training holds (the kept words, then the merge
+     * state), not the counter's table of all words, which spills */
     int rc = bpe_counter_finish(k, o, st, err);
     st->unique_words = k->distinct;
     st->dropped_words = k->dropped_words;

@@ -221,7 +221,9 @@ typedef struct tok_train_stats {
      * ties): chars.tsv */
     uint32_t *char_cp; uint64_t *char_count;
     double seconds_count, seconds_merge;
-    size_t memory_peak;         /* largest need checked against memory_limit */
+    size_t memory_peak;         /* largest need checked against memory_limit:
+                                 * the kept words and the merge state (the
+                                 * counter's table spills: not in it) */
     uint64_t dropped_words;     /* distinct words below min_word_count */
     uint64_t dropped_occurrences; /* their occurrences */
     int spills;                 /* sorted runs the counter wrote */
