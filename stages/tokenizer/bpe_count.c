@@ -21,26 +21,50 @@
 #include <xxhash.h>
 
 /* ---- a thread's table: keys point into the block being counted ---------- */
+/* Both tables (a thread's and the counter's) keep 32 hash bits per key,
+ * its tag h, and find its home slot from h alone (bpe_home), so that a
+ * table grows and a thread's words move into the counter's table without
+ * hashing a key again or touching its bytes (in the counter's arena every
+ * such touch is a cache miss).  h is the high half of the key's XXH3-64
+ * with the low bit set (0 = an empty slot of a thread's table). */
+static inline uint32_t bpe_tag(uint64_t hv) { return (uint32_t)(hv >> 32) | 1; }
+
+static inline size_t bpe_home(uint32_t h, size_t mask)
+{
+    return (size_t)(((uint64_t)h * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+}
+
+/* A table of cap zeroed entries of size sz, written (not calloc'ed): a
+ * calloc'ed page is first mapped as the shared zero page by the probe's
+ * read, and the write after it costs a second fault and a TLB flush of
+ * every thread. */
+static void *zeroed(size_t cap, size_t sz)
+{
+    void *p = xmalloc(cap * sz);
+    memset(p, 0, cap * sz);
+    return p;
+}
+
 typedef struct wentry {
     const char *s;
-    uint32_t len, h;        /* h: high hash bits, 0 = empty slot */
+    uint32_t len, h;        /* h: the tag (bpe_tag), 0 = empty slot */
     uint64_t count;
 } wentry;
 
-typedef struct wtable {
+struct bpe_wtable {
     wentry *e;
     size_t cap, n;
-} wtable;
+};
+typedef struct bpe_wtable wtable;
 
 static void wt_grow(wtable *t);
 
-static void wt_add(wtable *t, const char *s, uint32_t len, uint64_t hv)
+static void wt_add(wtable *t, const char *s, uint32_t len, uint32_t h)
 {
     if ((t->n + 1) * 10 > t->cap * 7)
         wt_grow(t);
-    uint32_t h = (uint32_t)(hv >> 32) | 1;
     size_t mask = t->cap - 1;
-    for (size_t i = hv & mask;; i = (i + 1) & mask) {
+    for (size_t i = bpe_home(h, mask);; i = (i + 1) & mask) {
         wentry *e = &t->e[i];
         if (!e->h) {
             *e = (wentry){s, len, h, 1};
@@ -59,12 +83,12 @@ static void wt_grow(wtable *t)
     wentry *old = t->e;
     size_t oc = t->cap;
     t->cap = oc ? oc * 2 : 1 << 14;
-    t->e = xcalloc(t->cap, sizeof *t->e);
+    t->e = zeroed(t->cap, sizeof *t->e);
     size_t mask = t->cap - 1;
     for (size_t i = 0; i < oc; i++) {
         if (!old[i].h)
             continue;
-        size_t q = XXH3_64bits(old[i].s, old[i].len) & mask;
+        size_t q = bpe_home(old[i].h, mask);
         while (t->e[q].h)
             q = (q + 1) & mask;
         t->e[q] = old[i];
@@ -85,7 +109,7 @@ typedef struct count_job {
  * never share a cache line */
 typedef struct count_thread {
     count_job *job;
-    wtable words;
+    wtable *words;          /* the counter's table of this thread, kept between blocks */
     uint64_t *forced_counts;
     uint64_t npieces;
     char pad[64];
@@ -99,7 +123,7 @@ static int count_piece(void *arg, const char *s, size_t n, int forced)
         return 0;
     }
     ct->npieces++;
-    wt_add(&ct->words, s, (uint32_t)n, XXH3_64bits(s, n));
+    wt_add(ct->words, s, (uint32_t)n, bpe_tag(XXH3_64bits(s, n)));
     return 0;
 }
 
@@ -206,12 +230,12 @@ static void table_grow(tok_counter *k)
     bpe_slot *old = k->slot;
     size_t oc = k->cap;
     k->cap = oc ? oc * 2 : 1 << 16;
-    k->slot = xcalloc(k->cap, sizeof *k->slot);
+    k->slot = zeroed(k->cap, sizeof *k->slot);
     size_t mask = k->cap - 1;
     for (size_t i = 0; i < oc; i++) {
         if (!old[i].rec)
             continue;
-        size_t q = XXH3_64bits(old[i].rec + BPE_REC_HEAD, old[i].len) & mask;
+        size_t q = bpe_home(old[i].h, mask);
         while (k->slot[q].rec)
             q = (q + 1) & mask;
         k->slot[q] = old[i];
@@ -219,15 +243,14 @@ static void table_grow(tok_counter *k)
     free(old);
 }
 
-/* Adds count to word s[0..len), copying it into the arena when new. */
-static void table_add(tok_counter *k, const char *s, uint32_t len, uint64_t count)
+/* Adds count to word s[0..len) of tag h, copying it into the arena when
+ * new. */
+static void table_add(tok_counter *k, const char *s, uint32_t len, uint32_t h, uint64_t count)
 {
     if ((k->n + 1) * 10 > k->cap * 7)
         table_grow(k);
-    uint64_t hv = XXH3_64bits(s, len);
-    uint32_t h = (uint32_t)(hv >> 32) | 1;
     size_t mask = k->cap - 1;
-    for (size_t i = hv & mask;; i = (i + 1) & mask) {
+    for (size_t i = bpe_home(h, mask);; i = (i + 1) & mask) {
         bpe_slot *e = &k->slot[i];
         if (!e->rec) {
             *e = (bpe_slot){arena_record(k, s, len, count), len, h};
@@ -271,10 +294,22 @@ void bpe_counter_free_block(tok_counter *k, size_t i) { bpe_arena_free_block(&k-
 
 void bpe_counter_free_arena(tok_counter *k) { bpe_arena_release(&k->arena); }
 
+/* Frees the thread tables (counting is over, or they are rebuilt). */
+static void thread_tables_free(tok_counter *k)
+{
+    if (!k->wt)
+        return;
+    for (int i = 0; i < k->threads; i++)
+        free(k->wt[i].e);
+    free(k->wt);
+    k->wt = NULL;
+}
+
 void tok_counter_free(tok_counter *k)
 {
     if (!k)
         return;
+    thread_tables_free(k);
     if (k->m)
         tok_matcher_free(k->m);
     bpe_counter_drop_table(k);
@@ -351,8 +386,11 @@ int tok_counter_add(tok_counter *k, const char *text, size_t n, flow_err *err)
     count_job job = {chunks, nchunks, 0, k->m};
     count_thread *ct = xcalloc(threads, sizeof *ct);
     pthread_t *tid = xmalloc(threads * sizeof *tid);
+    if (!k->wt)
+        k->wt = xcalloc(k->threads, sizeof *k->wt);
     for (int i = 0; i < threads; i++) {
         ct[i].job = &job;
+        ct[i].words = &k->wt[i];
         ct[i].forced_counts = xcalloc(TOK_NSPECIAL + k->nforced, sizeof(uint64_t));
         if (i > 0 && pthread_create(&tid[i], NULL, count_main, &ct[i]) != 0)
             FLOW_BUG("bpe: pthread_create failed");
@@ -362,14 +400,19 @@ int tok_counter_add(tok_counter *k, const char *text, size_t n, flow_err *err)
         pthread_join(tid[i], NULL);
     free(tid);
     free(chunks);
-    /* merge into the counter's table, copying new keys out of the text */
+    /* merge into the counter's table, copying new keys out of the text;
+     * the thread tables are emptied on the way and kept for the next block
+     * (so their pages are not faulted in again) */
     for (int i = 0; i < threads; i++) {
-        for (size_t q = 0; q < ct[i].words.cap; q++) {
-            const wentry *e = &ct[i].words.e[q];
-            if (e->h)
-                table_add(k, e->s, e->len, e->count);
+        wtable *w = &k->wt[i];
+        for (size_t q = 0; q < w->cap; q++) {
+            wentry *e = &w->e[q];
+            if (e->h) {
+                table_add(k, e->s, e->len, e->h, e->count);
+                e->h = 0;
+            }
         }
-        free(ct[i].words.e);
+        w->n = 0;
         k->npieces += ct[i].npieces;
         for (int j = 0; j < TOK_NSPECIAL + k->nforced; j++)
             k->forced_counts[j] += ct[i].forced_counts[j];
@@ -413,7 +456,7 @@ static void char_add(finisher *f, uint32_t cp, uint64_t count)
         f->cused = xcalloc(f->ccap, 1);
         for (size_t j = 0; j < oc; j++)
             if (ou[j]) {
-                size_t q = XXH3_64bits(&ot[j].cp, 4) & (f->ccap - 1);
+                size_t q = bpe_home(ot[j].cp, f->ccap - 1);
                 while (f->cused[q])
                     q = (q + 1) & (f->ccap - 1);
                 f->ctab[q] = ot[j];
@@ -422,7 +465,7 @@ static void char_add(finisher *f, uint32_t cp, uint64_t count)
         free(ot);
         free(ou);
     }
-    size_t q = XXH3_64bits(&cp, 4) & (f->ccap - 1);
+    size_t q = bpe_home(cp, f->ccap - 1);
     while (f->cused[q] && f->ctab[q].cp != cp)
         q = (q + 1) & (f->ccap - 1);
     if (!f->cused[q]) {
@@ -535,6 +578,7 @@ int bpe_counter_finish(tok_counter *k, const tok_train_opts *o, tok_train_stats 
     if (k->finished)
         FLOW_BUG("bpe: the counts were finished twice");
     k->finished = 1;
+    thread_tables_free(k);
     finisher f = {.k = k, .min = o->min_word_count, .limit = o->memory_limit};
     int rc = 0;
     if (k->nruns) {     /* the rest of the table joins the runs, then one merge */

@@ -25,7 +25,8 @@
 #define BPE_REC_HEAD 12
 
 /* A slot of the counter's table: the record (NULL = empty), the key's
- * length and high hash bits (so that most probes never touch the arena). */
+ * length and tag (32 hash bits, which also give its home slot: so that
+ * most probes, and growing, never touch the arena). */
 typedef struct bpe_slot {
     char *rec;
     uint32_t len, h;
@@ -64,6 +65,7 @@ struct tok_counter {
     int nforced, threads;
     bpe_slot *slot; size_t cap, n;      /* the table: n distinct words */
     bpe_arena arena;
+    struct bpe_wtable *wt;              /* per thread, kept between blocks */
     uint64_t key_bytes, key_chars;      /* of the words in the table */
     uint64_t *forced_counts;            /* per matcher value */
     uint64_t npieces, bytes;            /* pre-tokens and bytes counted */

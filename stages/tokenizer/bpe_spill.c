@@ -21,6 +21,7 @@
 
 #define BPE_FANIN 16
 #define RUN_BUF (1 << 18)       /* stdio buffer of an open run */
+#define PREFETCH_AHEAD 16       /* slots */
 
 static int key_cmp(const char *a, uint32_t la, const char *b, uint32_t lb)
 {
@@ -351,12 +352,17 @@ int bpe_spill_table(tok_counter *k, flow_err *err)
 {
     if (!k->n)
         return 0;
+    /* each record lies anywhere in the arena: it is fetched a few slots
+     * ahead of its use (PREFETCH_AHEAD), here and when the run is written */
     size_t n = 0;
-    for (size_t i = 0; i < k->cap; i++)
+    for (size_t i = 0; i < k->cap; i++) {
+        if (i + PREFETCH_AHEAD < k->cap && k->slot[i + PREFETCH_AHEAD].rec)
+            __builtin_prefetch(k->slot[i + PREFETCH_AHEAD].rec);
         if (k->slot[i].rec) {
             k->slot[n] = k->slot[i];
             slot_to_prefix(&k->slot[n++]);
         }
+    }
     int depth = 2;
     for (size_t m = n; m > 1; m >>= 1)
         depth += 2;
@@ -364,6 +370,8 @@ int bpe_spill_table(tok_counter *k, flow_err *err)
     bpe_run r;
     int rc = run_open(k, &r, err);
     for (size_t i = 0; !rc && i < n; i++) {
+        if (i + PREFETCH_AHEAD < n)
+            __builtin_prefetch(k->slot[i + PREFETCH_AHEAD].rec);
         const char *rec = k->slot[i].rec;
         if (run_put(&r, rec + BPE_REC_HEAD, bpe_rec_len(rec), bpe_rec_count(rec)) != 0)
             rc = io_fail(k, err, "write", errno);
