@@ -5,7 +5,8 @@
  * microkernel call, so outputs are bit-identical for any number of threads.
  * Tiles run channel block outermost: the weights of one tile
  * (QUANT_TILE_N rows of K bytes, or K/2 for 4-bit) stay in L2 while the
- * rows of activations stream past.
+ * row blocks pass; within a tile each panel is read once from L2 against
+ * the tile's QUANT_TILE_M activation rows.
  */
 #include "qgemm_internal.h"
 
