@@ -6,7 +6,7 @@
  *
  * bert_qmodel: per (layer, Linear) an optional prepared quant_weight; the
  *   hook quantizes the Linear's input rows per row (quant_act) and runs
- *   quant_linear (integer GEMM + one rescale + fp32 bias).  The fused QKV
+ *   the integer GEMM + one rescale + fp32 bias, both in quant_linear_x.  The fused QKV
  *   block [3A, H] is one weight: per-channel scales and K-groups make that
  *   identical to quantizing Q, K and V apart.
  * bert_calib: an observing hook that adds X^T X of each Linear's input
@@ -125,9 +125,7 @@ static int qmodel_hook(void *arg, int layer, int which, const float *in, int N, 
     if (w->N != OC || w->K != IC)
         return flow_fail(e, FLOW_E_PARAM, "quantized layer %d %s is [%d, %d], the model needs [%d, %d]",
                          layer, lin_names[which], w->N, w->K, OC, IC);
-    int rc = quant_act_quantize_on(quant_path_active(), &q->act, in, N, IC, (size_t)IC,
-                                   w->kind == QUANT_KIND_INT8 ? 0 : w->group, q->threads, e);
-    if (!rc) rc = quant_linear(w, &q->act, b, out, (size_t)OC, q->threads, e);
+    int rc = quant_linear_x(w, &q->act, in, N, (size_t)IC, b, out, (size_t)OC, q->threads, e);
     return rc ? rc : 1;
 }
 

@@ -216,6 +216,16 @@ static int scalar_ref_init(scalar_ref *r, const wcase *c, const float *X, const 
     return 0;
 }
 
+/* Only the quantized weight (and room y1 for M = 1024 rows' outputs). */
+static int scalar_ref_init_weight_only(scalar_ref *r, const wcase *c, const float *W, int N, int K)
+{
+    memset(r, 0, sizeof *r);
+    quant_act_init(&r->a);
+    if (make_weight(c, W, N, K, &r->qw, &r->Wd, &r->eb)) return -1;
+    r->y1 = calloc((size_t)1024 * N, 4);
+    return 0;
+}
+
 static void scalar_ref_release(scalar_ref *r)
 {
     free(r->Wd); free(r->eb); free(r->y0); free(r->y1); free(r->c0); free(r->c1);
@@ -257,6 +267,60 @@ static void test_paths_bit_exact(void)
         }
     }
     CHECK(paths_run >= 1 || !quant_path_supported(QUANT_PATH_AVX2));
+}
+
+/* quant_linear_x_on (quantize and multiply in one parallel region, work
+ * units of row blocks) against the scalar twin's two calls, on every path
+ * and thread count, bit for bit: the outputs and the quantized rows left in
+ * the activations; rows past one unit of 64 (M > 512) and off the 16-row
+ * tiles; a non-finite input reports the first bad row and column, as
+ * quant_act_quantize does, whichever thread meets it first. */
+static void test_fused_linear(void)
+{
+    static const int shapes[][3] = { { 1, 4, 128 }, { 37, 70, 192 }, { 600, 24, 64 }, { 700, 264, 128 } };
+    for (int p = QUANT_PATH_SCALAR; p < QUANT_PATH_COUNT; p++) {
+        if (!quant_path_supported((quant_path)p)) continue;
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+            float *X = randn((size_t)M * K, 1.0f), *W = randn((size_t)N * K, 0.1f), *b = randn((size_t)N, 0.1f);
+            for (int c = 0; c < NCASES; c++) {
+                if (cases[c].group && K % cases[c].group) continue;
+                scalar_ref r;
+                if (scalar_ref_init(&r, &cases[c], X, W, b, M, N, K)) { CHECK(0); scalar_ref_release(&r); continue; }
+                for (int th = 1; th <= 3; th++) {
+                    quant_act a;
+                    quant_act_init(&a);
+                    flow_err e;
+                    memset(r.y1, 0, (size_t)M * N * 4);
+                    CHECK_OK(quant_linear_x_on((quant_path)p, &r.qw, &a, X, M, K, b, r.y1, N, th, &e), e);
+                    CHECK_MSG(memcmp(r.y0, r.y1, (size_t)M * N * 4) == 0,
+                              "fused path %s, %s, M %d N %d K %d, %d threads: differs from scalar",
+                              quant_path_name(p), cases[c].name, M, N, K, th);
+                    CHECK(a.M == M && a.Kp == r.a.Kp && memcmp(a.q, r.a.q, (size_t)M * a.Kp) == 0
+                          && memcmp(a.scale, r.a.scale, (size_t)M * 4) == 0);
+                    quant_act_release(&a);
+                }
+                scalar_ref_release(&r);
+            }
+            if (M > 100) {                      /* two bad rows in different units */
+                X[(size_t)520 * K + 5] = INFINITY;
+                X[(size_t)70 * K + 9] = NAN;
+                scalar_ref r;
+                if (!scalar_ref_init_weight_only(&r, &cases[0], W, N, K)) {
+                    for (int th = 1; th <= 3; th++) {
+                        quant_act a;
+                        quant_act_init(&a);
+                        flow_err e;
+                        CHECK(quant_linear_x_on((quant_path)p, &r.qw, &a, X, M, K, b, r.y1, N, th, &e) == FLOW_E_PARAM);
+                        CHECK_CONTAINS(e.msg, "row 70 column 9");
+                        quant_act_release(&a);
+                    }
+                }
+                scalar_ref_release(&r);
+            }
+            free(X); free(W); free(b);
+        }
+    }
 }
 
 /* The VNNI kernels' body on the exact AVX2 emulation of vpdpbusd (runs on
@@ -696,6 +760,7 @@ int main(void)
     test_panels_round_trip();
     test_act_paths();
     test_paths_bit_exact();
+    test_fused_linear();
     test_vnni_body_emulated();
     test_saturation_extremes();
     test_threads();

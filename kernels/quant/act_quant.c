@@ -13,7 +13,7 @@
  * are split over OpenMP threads for large inputs; a non-finite input is
  * reported at its first row and column, as a sequential scan would.
  */
-#include "quant.h"
+#include "qgemm_internal.h"
 
 #include <float.h>
 #include <math.h>
@@ -142,8 +142,7 @@ static AVX2 int row_avx2(const float *x, int K, int Kp, int group, int8_t *q, ui
 }
 #endif
 
-int quant_act_quantize_on(quant_path p, quant_act *a, const float *X, int M, int K, size_t ldx, int group,
-                          int threads, flow_err *e)
+int qact_prepare(quant_path p, quant_act *a, int M, int K, size_t ldx, int group, flow_err *e)
 {
     if (M < 0 || K <= 0 || ldx < (size_t)K)
         return flow_fail(e, FLOW_E_PARAM, "quantized activations: bad shape M %d K %d ldx %zu", M, K, ldx);
@@ -161,34 +160,55 @@ int quant_act_quantize_on(quant_path p, quant_act *a, const float *X, int M, int
     if (!rc && G) rc = grow((void **)&a->gsum, &a->cap_g, (size_t)M * G, sizeof(int32_t), e);
     if (rc) return rc;
     a->M = M; a->K = K; a->Kp = Kp; a->group = group;
+    return 0;
+}
+
+int qact_rows(quant_path p, quant_act *a, const float *X, size_t ldx, int m0, int m1)
+{
+    if (p == QUANT_PATH_AUTO) p = quant_path_best();
     /* SIMD rows need group % 32 == 0 (every 4-bit group size is) */
-    int simd = p != QUANT_PATH_SCALAR && group % 32 == 0;
-    if (threads <= 0) threads = omp_get_max_threads();
-    if ((size_t)M * K < 65536) threads = 1;     /* a fork costs more than the work */
-    int first_bad = M;
-#pragma omp parallel for schedule(static) num_threads(threads) reduction(min : first_bad)
-    for (int m = 0; m < M; m++) {
+    int simd = p != QUANT_PATH_SCALAR && a->group % 32 == 0;
+    int K = a->K, Kp = a->Kp, G = a->group > 0 ? K / a->group : 0;
+    for (int m = m0; m < m1; m++) {
         const float *x = X + (size_t)m * ldx;
         int8_t *q = a->q + (size_t)m * Kp;
         uint8_t *qa = a->qa + (size_t)m * Kp;
         int32_t *gs = G ? a->gsum + (size_t)m * G : NULL;
         int r;
 #if defined(__x86_64__) || defined(__i386__)
-        if (simd) r = row_avx2(x, K, Kp, group, q, qa, &a->scale[m], gs);
+        if (simd) r = row_avx2(x, K, Kp, a->group, q, qa, &a->scale[m], gs);
         else
 #endif
-            r = row_scalar(x, K, Kp, group, q, qa, &a->scale[m], gs);
+            r = row_scalar(x, K, Kp, a->group, q, qa, &a->scale[m], gs);
         (void)simd;
-        if (r != -1 && m < first_bad) first_bad = m;
+        if (r != -1) return m;
     }
-    if (first_bad < M) {
-        const float *x = X + (size_t)first_bad * ldx;
-        int k = 0;
-        while (k < K && isfinite(x[k])) k++;
-        return flow_fail(e, FLOW_E_PARAM, "quantized activations: row %d column %d is not finite (%g)",
-                         first_bad, k, (double)x[k]);
+    return -1;
+}
+
+int qact_fail_row(const quant_act *a, const float *X, size_t ldx, int m, flow_err *e)
+{
+    const float *x = X + (size_t)m * ldx;
+    int k = 0;
+    while (k < a->K && isfinite(x[k])) k++;
+    return flow_fail(e, FLOW_E_PARAM, "quantized activations: row %d column %d is not finite (%g)",
+                     m, k, (double)x[k]);
+}
+
+int quant_act_quantize_on(quant_path p, quant_act *a, const float *X, int M, int K, size_t ldx, int group,
+                          int threads, flow_err *e)
+{
+    int rc = qact_prepare(p, a, M, K, ldx, group, e);
+    if (rc) return rc;
+    if (threads <= 0) threads = omp_get_max_threads();
+    if ((size_t)M * K < 65536) threads = 1;     /* a fork costs more than the work */
+    int first_bad = M;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(min : first_bad)
+    for (int m = 0; m < M; m++) {
+        int r = qact_rows(p, a, X, ldx, m, m + 1);
+        if (r >= 0 && r < first_bad) first_bad = r;
     }
-    return 0;
+    return first_bad < M ? qact_fail_row(a, X, ldx, first_bad, e) : 0;
 }
 
 int quant_act_quantize(quant_act *a, const float *X, int M, int K, size_t ldx, int group, flow_err *e)

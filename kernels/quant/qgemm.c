@@ -3,6 +3,10 @@
  * QUANT_TILE_N channels) to OpenMP threads.  The tiling does not depend on
  * the thread count and each output element is computed by exactly one
  * microkernel call, so outputs are bit-identical for any number of threads.
+ * quant_linear_x_on also quantizes the fp32 input: its work units are
+ * blocks of rows, each quantized by the thread that then computes all of
+ * its outputs (one parallel region per Linear, no barrier, the fresh rows
+ * still in cache); the same tiles, so the same bits as the two calls.
  * Tiles run channel block outermost: the weights of one tile
  * (QUANT_TILE_N rows of K bytes, or K/2 for 4-bit) stay in L2 while the
  * row blocks pass; within a tile each panel is read once from L2 against
@@ -74,6 +78,52 @@ int quant_linear(const quant_weight *w, const quant_act *a, const float *bias, f
                  size_t ldy, int threads, flow_err *e)
 {
     return quant_linear_on(quant_path_active(), w, a, bias, Y, ldy, threads, e);
+}
+
+/* Rows per work unit of quant_linear_x_on: one tile high where rows are few
+ * (work for both threads at batch 1), four where they are many (a unit's
+ * 64 quantized rows stay in L2 while the weights pass: 4 row tiles per
+ * channel block read from L2). */
+static int unit_rows(int M) { return M <= 32 * QUANT_TILE_M ? QUANT_TILE_M : 4 * QUANT_TILE_M; }
+
+int quant_linear_x_on(quant_path p, const quant_weight *w, quant_act *a, const float *X, int M,
+                      size_t ldx, const float *bias, float *Y, size_t ldy, int threads, flow_err *e)
+{
+    if (p == QUANT_PATH_AUTO) p = quant_path_best();
+    int rc = qact_prepare(p, a, M, w->K, ldx, w->kind == QUANT_KIND_INT8 ? 0 : w->group, e);
+    if (rc) return rc;
+    rc = check(p, w, a, e);
+    if (rc) return rc;
+    if (ldy < (size_t)w->N)
+        return flow_fail(e, FLOW_E_PARAM, "quantized linear: output stride %zu is below N %d", ldy, w->N);
+    const qgemm_kernels *k = kernels_of(p);
+    qgemm_tile_fn fn = w->kind == QUANT_KIND_INT8 ? k->int8_tile : k->u4_tile;
+    int ur = unit_rows(M), units = (M + ur - 1) / ur;
+    if (threads <= 0) threads = omp_get_max_threads();
+    if (units < threads) threads = units;
+    if (threads < 1) threads = 1;
+    int first_bad = M;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) reduction(min : first_bad)
+    for (int u = 0; u < units; u++) {
+        int r0 = u * ur, r1 = r0 + ur < M ? r0 + ur : M;
+        int bad = qact_rows(p, a, X, ldx, r0, r1);
+        if (bad >= 0) {                 /* outputs of a failed call are undefined: stop this unit */
+            if (bad < first_bad) first_bad = bad;
+            continue;
+        }
+        for (int n0 = 0; n0 < w->N; n0 += QUANT_TILE_N) {
+            int n1 = n0 + QUANT_TILE_N < w->N ? n0 + QUANT_TILE_N : w->N;
+            for (int m0 = r0; m0 < r1; m0 += QUANT_TILE_M)
+                fn(w, a, bias, m0, m0 + QUANT_TILE_M < r1 ? m0 + QUANT_TILE_M : r1, n0, n1, Y, ldy, NULL);
+        }
+    }
+    return first_bad < M ? qact_fail_row(a, X, ldx, first_bad, e) : 0;
+}
+
+int quant_linear_x(const quant_weight *w, quant_act *a, const float *X, int M, size_t ldx,
+                   const float *bias, float *Y, size_t ldy, int threads, flow_err *e)
+{
+    return quant_linear_x_on(quant_path_active(), w, a, X, M, ldx, bias, Y, ldy, threads, e);
 }
 
 int quant_gemm_s32_on(quant_path p, const quant_weight *w, const quant_act *a, int32_t *C,

@@ -38,4 +38,14 @@ extern const qgemm_kernels qgemm_vnni_emul_kernels;
 int qpack_int8(quant_weight *w, const int8_t *q);
 int qpack_4bit(quant_weight *w, const uint8_t *packed, const float *s, const uint8_t *z);
 
+/* act_quant.c, for drivers that quantize rows inside their own parallel
+ * region (quant_linear_x_on): qact_prepare checks the shape and path and
+ * grows a for M rows of width K (no row written); qact_rows quantizes rows
+ * [m0, m1) of X on path p (the same bits as quant_act_quantize_on) and
+ * returns the first row holding a non-finite value, or -1; qact_fail_row
+ * reports that row's first non-finite column. */
+int qact_prepare(quant_path p, quant_act *a, int M, int K, size_t ldx, int group, flow_err *e);
+int qact_rows(quant_path p, quant_act *a, const float *X, size_t ldx, int m0, int m1);
+int qact_fail_row(const quant_act *a, const float *X, size_t ldx, int m, flow_err *e);
+
 #endif

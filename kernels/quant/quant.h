@@ -338,6 +338,16 @@ int quant_linear(const quant_weight *w, const quant_act *a, const float *bias,
 int quant_linear_on(quant_path p, const quant_weight *w, const quant_act *a,
                     const float *bias, float *Y, size_t ldy, int threads, flow_err *e);
 
+/* Quantizes X [M, K = w->K] (row stride ldx; group = w->group for 4-bit
+ * weights, none for INT8) into a and computes quant_linear's Y, in one
+ * parallel region (qgemm.c): the same bits as quant_act_quantize_on followed
+ * by quant_linear_on, the same errors (a non-finite input names its first
+ * row and column; Y is then undefined). */
+int quant_linear_x(const quant_weight *w, quant_act *a, const float *X, int M, size_t ldx,
+                   const float *bias, float *Y, size_t ldy, int threads, flow_err *e);
+int quant_linear_x_on(quant_path p, const quant_weight *w, quant_act *a, const float *X, int M,
+                      size_t ldx, const float *bias, float *Y, size_t ldy, int threads, flow_err *e);
+
 /* Integer-only GEMM for benchmarks and tests: C [M, N] int32 =
  * a.q [M, Kp] x w.q8^T (INT8 weights), on path p. */
 int quant_gemm_s32_on(quant_path p, const quant_weight *w, const quant_act *a,
