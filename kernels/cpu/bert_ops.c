@@ -88,15 +88,18 @@ static inline __attribute__((always_inline)) v8f vphi(v8f x)
  * computed the same way whichever thread has it, so the bits do not change. */
 #define PAR_MIN_FLOATS 65536
 
-/* Splits [0,n) into per-thread blocks of whole 8-float vectors (one block
- * below PAR_MIN_FLOATS). */
+/* Splits [0,n) into blocks of PAR_BLOCK floats (whole 8-float vectors)
+ * that the threads claim in turn (one thread below PAR_MIN_FLOATS): a thread
+ * that another process keeps off its core no longer holds back the others
+ * with a fixed half of the work.  Each element is computed the same way in
+ * any block, so the bits do not depend on the split. */
+#define PAR_BLOCK 16384
 #define PAR_CHUNKS(n, body) do { \
-        size_t par_n_ = (n); \
-        _Pragma("omp parallel if (par_n_ >= PAR_MIN_FLOATS)") { \
-            int ti_ = omp_get_thread_num(), nt_ = omp_get_num_threads(); \
-            size_t per_ = (((n) + nt_ - 1) / nt_ + 7) / 8 * 8; \
-            size_t s = ti_ * per_, e = s + per_ < (n) ? s + per_ : (n); \
-            if (s < e) { body; } \
+        size_t par_n_ = (n), par_nb_ = (par_n_ + PAR_BLOCK - 1) / PAR_BLOCK; \
+        _Pragma("omp parallel for schedule(dynamic, 1) if (par_n_ >= PAR_MIN_FLOATS)") \
+        for (size_t par_i_ = 0; par_i_ < par_nb_; par_i_++) { \
+            size_t s = par_i_ * PAR_BLOCK, e = s + PAR_BLOCK < par_n_ ? s + PAR_BLOCK : par_n_; \
+            body; \
         } \
     } while (0)
 
@@ -446,13 +449,10 @@ static void ln_bwd_rows(float *dinp, float *pg, float *pb, const float *dout,
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *g, const float *b, int N, int C)
 {
-    #pragma omp parallel if ((size_t)N * C >= PAR_MIN_FLOATS)
-    {
-        int i = omp_get_thread_num(), nt = omp_get_num_threads();
-        int per = (N + nt - 1) / nt, n0 = i * per, n1 = n0 + per < N ? n0 + per : N;
-        if (n0 < n1)
-            ln_fwd_rows(out, mean, rstd, inp, g, b, n0, n1, C);
-    }
+    /* blocks of 8 rows claimed in turn (see PAR_CHUNKS); rows are independent */
+    #pragma omp parallel for schedule(dynamic, 1) if ((size_t)N * C >= PAR_MIN_FLOATS)
+    for (int n0 = 0; n0 < N; n0 += 8)
+        ln_fwd_rows(out, mean, rstd, inp, g, b, n0, n0 + 8 < N ? n0 + 8 : N, C);
 }
 
 /* Rows per block of layernorm_backward's dg/db partials: the blocks are
@@ -635,7 +635,10 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
     #pragma omp parallel
     {
         float *pd = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
-        #pragma omp for schedule(static)
+        /* (sequence, head) pairs claimed in turn: a late thread does not
+         * hold back the others; each pair's result does not depend on who
+         * computes it */
+        #pragma omp for schedule(dynamic, 1)
         for (int bh = 0; bh < B * nh; bh++) {
             int b = bh / nh, h = bh % nh;
             const float *q = qkv + (size_t)b * T * ld + h * d;
