@@ -19,6 +19,18 @@
 #   6. mixed precision: pretrain with precision = bf16 and fp16 (gpus = 1):
 #      their own keys, the loss falls as in 3, and fp16 reports its skipped
 #      steps (train.skipped_steps, dynamic loss scaling), fewer than 20 of 80.
+#   7. data parallelism over 2 GPUs (only where nvidia-smi lists 2 or more;
+#      on one GPU it says so and checks nothing): pretrain with gpus = 2
+#      (one worker per device, NCCL all-reduce in buckets) has its own key,
+#      its log says it ran on GPUs 0,1, and its loss curve follows the
+#      one-GPU build's (the same micro-batches and dropout masks: step 1
+#      within 1e-4, the first 10 steps within 2e-2; only the order of the
+#      sums differs).
+#   8. fp16 resume: the fp16 pretrain killed (kill -9, flow_testhooks) after
+#      step 50 resumes from its step-40 checkpoint with the loss scale it
+#      had (the log says so) and gives the uninterrupted build's weights and
+#      loss curve byte for byte (the CUDA backend has no atomics and
+#      cuBLASLt picks the same algorithms on the same card).
 # Skips (77) without a GPU (nvidia-smi lists none) or without the module.
 # Written without a GPU at hand: it has never run.
 set -u
@@ -28,6 +40,7 @@ flowtest_init train-gpu
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
 [ "$NGPU" -gt 0 ] || { echo "skip: nvidia-smi lists no GPU"; exit 77; }
 flowtest_need_python3
+flowtest_need_hooks
 unset CUDA_VISIBLE_DEVICES FLOW_CUDA_MODULE
 python3 "$SRC/tests/tools/gen_laws.py" "$T/tree" 11
 graph() {   # graph FILE DEVICE_SETTING
@@ -129,4 +142,14 @@ sk=$(metric "$T/efp16" pt train.skipped_steps)
 echo "fp16: $sk skipped steps"
 check "fp16 reports its skipped steps ($sk), fewer than 20 of 80" \
     python3 -c "import sys; sys.exit(0 if '$sk' != 'missing' and float('$sk') < 20 else 1)"
+# ---- 8. fp16 resume ---------------------------------------------------------------
+BIN=$HOOKED FLOW_TEST_KILL_AT=pretrain:50 build "$T/fp16.graph" "$T/F" "$T/ek0" pt; rc=$?
+check "the fp16 build dies at pretrain step 50 (rc $rc)" test $rc -ne 0
+build "$T/fp16.graph" "$T/F" "$T/ek" pt; rc=$?
+check "the fp16 rebuild succeeds (rc $rc: $(tail -3 "$T/ek.stderr"))" test $rc = 0
+kf=$(key "$T/efp16" pt)
+check "the same fp16 key" test "$(key "$T/ek" pt)" = "$kf"
+"$FLOW" log "$kf" --cache "$T/F" > "$T/fk.log" 2>&1
+check "it resumed from step 40 with its loss scale" grep -q "fp16: loss scale .* restored" "$T/fk.log"
+check "resumed fp16 weights and loss curve == uninterrupted" same_parts "$T/G" "$T/F" "weights loss_curve.tsv" "$kf"
 exit $fail

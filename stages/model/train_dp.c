@@ -93,8 +93,7 @@ struct tr_dp {
      * gradients are not finite is skipped (no update, adam_t unchanged)
      * and halves ls; 2000 finite steps in a row double it.  ls = 1 for
      * fp32 and bf16 (bf16 has fp32's range). */
-    float ls;
-    long ls_good, skipped;
+    tr_scaler sc;                       /* .scale, .good (finite steps in a row), .skipped */
     bert_model *rep[DP_LOCAL_MAX];      /* rep[0] = m */
     dp_gpu *gdp;                        /* NCCL over the W GPU workers (W > 1), else NULL */
     float *own_params[DP_LOCAL_MAX];    /* replicas' own buffers, restored before free */
@@ -157,7 +156,7 @@ int tr_dp_new(flow_ctx *c, bert_model *m, int batch, int has_ext_backward, tr_dp
     d->rank = dp_rank(d->g);
     d->rep[0] = m;
     d->on_device = on_gpu;
-    d->ls = m->precision == BERT_FP16 ? 65536.0f : 1.0f;
+    d->sc.scale = m->precision == BERT_FP16 ? 65536.0f : 1.0f;
     for (int w = 1; !rc && w < d->nlocal; w++) {
         bert_device dev = bert_device_cpu;
         if (on_gpu) dev = (bert_device){ flow_gpu_id(c, w), 0, m->precision };
@@ -339,7 +338,7 @@ int tr_dp_step(tr_dp *d, const tr_objective *obj, const tr_epoch *ep, size_t k0,
                long epoch, long s, double *loss, long *tokens)
 {
     size_t n = k1 - k0, W = (size_t)d->nlocal * (size_t)d->world;
-    float scale = d->ls / (float)n;     /* ls = 1: 1/n, as ever */
+    float scale = d->sc.scale / (float)n;     /* ls = 1: 1/n, as ever */
     uint64_t base = d->m->fwd_counter;
     flow_err err = { 0 };
     *loss = 0;
@@ -419,27 +418,55 @@ static void fp16_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm
 {
     float scaled = bert_grad_norm(d->m);
     if (!isfinite(scaled)) {
-        d->skipped++;
-        d->ls_good = 0;
+        d->sc.skipped++;
+        d->sc.good = 0;
         flow_log(d->c, "step %ld: fp16 gradients overflowed at loss scale %g: step skipped, scale halved",
-                 s + 1, (double)d->ls);
-        d->ls = d->ls > 1.0f ? d->ls / 2.0f : 1.0f;
+                 s + 1, (double)d->sc.scale);
+        d->sc.scale = d->sc.scale > 1.0f ? d->sc.scale / 2.0f : 1.0f;
         *norm = scaled;
         return;
     }
-    *norm = scaled / d->ls;
-    float f = 1.0f / d->ls;
+    *norm = scaled / d->sc.scale;
+    float f = 1.0f / d->sc.scale;
     if (max_norm > 0 && max_norm / (*norm + 1e-6f) < 1.0f) f *= max_norm / (*norm + 1e-6f);
     bert_scale_grads(d->m, f);
     bert_adamw_step(d->m, hp, lr);
     replicas_step(d, hp, lr, f);
-    if (++d->ls_good == 2000) {
-        d->ls *= 2.0f;
-        d->ls_good = 0;
+    if (++d->sc.good == 2000) {
+        d->sc.scale *= 2.0f;
+        d->sc.good = 0;
     }
 }
 
-long tr_dp_skipped(const tr_dp *d) { return d->skipped; }
+long tr_dp_skipped(const tr_dp *d) { return d->sc.skipped; }
+
+tr_scaler *tr_dp_scaler(tr_dp *d) { return &d->sc; }
+
+void tr_scaler_pack(const tr_scaler *s, unsigned char out[TR_SCALER_BYTES])
+{
+    int32_t good = (int32_t)s->good;
+    int64_t skipped = s->skipped;
+    memcpy(out, "fp16ls01", 8);
+    memcpy(out + 8, &s->scale, 4);
+    memcpy(out + 12, &good, 4);
+    memcpy(out + 16, &skipped, 8);
+}
+
+int tr_scaler_unpack(tr_scaler *s, const unsigned char *in, long step)
+{
+    float scale;
+    int32_t good;
+    int64_t skipped;
+    memcpy(&scale, in + 8, 4);
+    memcpy(&good, in + 12, 4);
+    memcpy(&skipped, in + 16, 8);
+    int e;
+    if (memcmp(in, "fp16ls01", 8) != 0 || !isfinite(scale) || scale < 1.0f || frexpf(scale, &e) != 0.5f ||
+        good < 0 || good >= 2000 || skipped < 0 || skipped > step)
+        return -1;
+    *s = (tr_scaler){ scale, good, (long)skipped };
+    return 0;
+}
 
 int tr_dp_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm, long s, float *norm)
 {

@@ -76,9 +76,18 @@ static void pack_state(const loop *L, flow_buf *x)
         buf_add(x, a->adam_m, a->n * sizeof(float));
         buf_add(x, a->adam_v, a->n * sizeof(float));
     }
+    if (L->m->precision == BERT_FP16) {     /* the loss scale goes on where it was */
+        unsigned char sc[TR_SCALER_BYTES];
+        tr_scaler_pack(tr_dp_scaler(L->dp), sc);
+        buf_add(x, sc, sizeof sc);
+    }
 }
 
-static int unpack_state(loop *L, const char *x, size_t len)
+/* -1: damaged.  An fp16 node's state ends with its loss scale (24 bytes,
+ * tr_scaler_pack); one without it (written before the scale was kept,
+ * never by a released run: fp16 had not run then) is damaged too, since
+ * resuming it would give other bytes than an uninterrupted run. */
+static int unpack_state(loop *L, const char *x, size_t len, long step)
 {
     tr_result *r = L->res;
     size_t np = L->best ? L->m->nparams * sizeof(float) : 0;
@@ -92,7 +101,10 @@ static int unpack_state(loop *L, const char *x, size_t len)
     memcpy(&bs, x + 16, 8);
     memcpy(&cl, x + 24, 8);
     memcpy(&dl, x + 32, 8);
-    if (cl > len || dl > len || len != 40 + cl + dl + np + 3 * na) return -1;
+    size_t base = 40 + cl + dl + np + 3 * na;
+    int fp16 = L->m->precision == BERT_FP16;
+    if (cl > len || dl > len || len != base + (fp16 ? TR_SCALER_BYTES : 0)) return -1;
+    if (fp16 && tr_scaler_unpack(tr_dp_scaler(L->dp), (const unsigned char *)x + base, step)) return -1;
     r->tokens = (long)tk;
     r->best_step = (long)bs;
     buf_add(&r->curve, x + 40, cl);
@@ -118,10 +130,13 @@ static int resume(loop *L, long *step)
         return 0;
     }
     if (rc) return rc;
-    int bad = unpack_state(L, extra, extra_len);
+    int bad = unpack_state(L, extra, extra_len, *step);
     free(extra);
     if (bad) return flow_ctx_fail(L->c, FLOW_E_CORRUPT, "the checkpoint's %s state is damaged", L->obj->stage);
     flow_log(L->c, "resumed from the checkpoint at step %ld/%ld", *step, L->res->total);
+    if (L->m->precision == BERT_FP16)
+        flow_log(L->c, "fp16: loss scale %g restored (%ld finite steps in a row, %ld skipped so far)",
+                 (double)tr_dp_scaler(L->dp)->scale, tr_dp_scaler(L->dp)->good, tr_dp_scaler(L->dp)->skipped);
     return 0;
 }
 

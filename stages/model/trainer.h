@@ -227,6 +227,22 @@ int tr_dp_update(tr_dp *d, const bert_adamw *hp, float lr, float max_norm, long 
 /* fp16: the steps skipped so far because the gradients overflowed
  * (dynamic loss scaling, train_dp.c); 0 for fp32 and bf16. */
 long tr_dp_skipped(const tr_dp *d);
+/* fp16 dynamic loss scaling's state (train_dp.c): the scale, the finite
+ * steps in a row since it last changed, the steps skipped so far.  A
+ * checkpoint keeps it (tr_scaler_pack: 24 bytes "fp16ls01", f32 scale,
+ * i32 good, i64 skipped, little-endian as the host), so a resumed fp16 run
+ * goes on with the scale it had and gives the bytes of an uninterrupted
+ * one.  tr_scaler_unpack: 0, or -1 for a record that is not one (tag) or
+ * impossible at step `step` (scale not a power of two >= 1, good outside
+ * [0, 2000), skipped outside [0, step]); *s untouched then. */
+typedef struct tr_scaler {
+    float scale;
+    long good, skipped;
+} tr_scaler;
+#define TR_SCALER_BYTES 24
+void tr_scaler_pack(const tr_scaler *s, unsigned char out[TR_SCALER_BYTES]);
+int tr_scaler_unpack(tr_scaler *s, const unsigned char *in, long step);
+tr_scaler *tr_dp_scaler(tr_dp *d);
 /* The model's whole AdamW moments, nparams floats each, into the bytes at
  * mm and vv (any alignment; with zero = 1 gathered from every process,
  * which all call it). */
