@@ -28,98 +28,40 @@
 # SCALE_CORPORA (a folder where the generated inputs are kept as in_SIZE and
 # reused by the next run; default: generated and deleted each run).
 #
-# Measured (2026-12-01 19:20-19:33 UTC, main at 344d2ff, one run of
-# "b1 b64 f10k f500k", the shared 2-core machine at load 4-7 from other
-# helpers' builds, so wall times are partly the load's; CPU times are the
-# code's).  bpe with min_word_count = 2 (above):
-#   size   input             node  wall s  CPU s  peak RSS MB
-#   b1     1,440 f, 23 MB    src     0.67   0.31     15
-#                            cl      1.84   0.80     82
-#                            sp      0.48   0.29     56
-#                            tok     1.24   0.63     69
-#                            enc     1.65   0.98     60
-#   b64    92,160 f, 1484 MB src    40.96  19.90    117
-#                            cl     74.08  46.55    848
-#                            sp     23.12  16.36    206
-#                            tok   278.12 105.49    592   (< 1 GB: met; was 6215)
-#                            enc    82.99  62.26    353
-#   f10k   10,000 f, 2.8 MB  src 1.16/0.51, cl 0.46/0.26, sp 0.38/0.12,
-#                            tok 0.13/0.06, enc 0.16/0.10 (wall/CPU s)
-#   f500k  500,000 f, 139 MB src 98.43/35.55 (258 MB), cl 33.96/20.29 (430),
-#                            sp 7.68/8.02 (155), tok 5.97/6.98 (294),
-#                            enc 2.98/4.86 (244)
-#   time per MB, b64 / b1, wall (CPU): src 0.96 (1.02), cl 0.63 (0.91),
-#     sp 0.75 (0.89), tok 3.50 (2.60), enc 0.78 (0.99)
-#   time per file, f500k / f10k, wall (CPU): src 1.70 (1.40), cl 1.47
-#     (1.54), sp 0.41 (1.31), tok 0.92 (2.33), enc 0.37 (0.97) (tok and enc
-#     take under 0.2 s at f10k: their ratios are noise-prone)
-#   null build f500k 1.38 s, again 1.32 s; flow ls 0.05 s, flow show
-#     0.08 s, flow gc 1.48 s on the 500k-part artifact (b64: 0.56 / 0.03 /
-#     0.05 / 1.19 s).  Measured by hand just before, load 4-6: gc 2.83 s
-#     wall / 3.10 s CPU before 344d2ff (one LMDB read transaction per file
-#     in the stat cache, a walk of every chunk for the lease count) and
-#     2.1-2.4 s / 2.3-2.5 s after; null build 2.1-2.2 s / 2.6 s before,
-#     1.9-2.3 s / 2.0-2.2 s after.  perf: what is left is the walk's 500k
-#     fstatat (45% of the samples, in the kernel's path lookup) and
-#     readdir (10%).
-#   bpe at b64 (an earlier run the same hour, 18:43, load 5-8 with this
-#     session's sanitizer build beside it): wall 93.3 s, CPU 95.2 s, peak
-#     639 MB; b1 1.55 / 0.71 s, 76 MB.  Its CPU per MB still grows 2.1-2.6x
-#     from b1 to b64, though its memory is now bounded (not profiled yet;
-#     likely the word table of all distinct words, 2.65M at 8x and growing
-#     with the bytes, no longer fitting a cache, plus the sorted runs it
-#     spills and merges).  After this run the spill sort compares the first 8
-#     key bytes kept in the table's slots (records read only on ties):
-#     bpe on the 8x corpus with memory_mb = 128 (3 spills), two runs each
-#     at load 7-8: CPU 9.04 / 8.43 s -> 7.40 / 6.90 s, same bytes; b64 not
-#     rerun with it.  b1: 354,288
-#     distinct words, min_word_count = 2 leaves out 341,795 (one
-#     occurrence each): training needs 26 MB instead of 152 MB, CPU 0.80 s
-#     instead of 2.46 s, same alphabet; f500k: 1,530,060 distinct, 1,491,397
-#     left out.
-# Measured (2026-12-01, the shared 2-core machine at load 21-28 throughout,
-# so wall times are mostly the load's; CPU times are the code's), main at
-# 40876da..f6a34e2 (split streaming, fstatat/parallel null build, madvise):
-#   size   input            node  wall s  CPU s  peak RSS MB (before: main 05d73a1)
-#   b1     1,440 f, 23 MB   src     0.41   0.25     17
-#                           cl      4.34   0.73     83
-#                           sp      2.67   0.33     56   (90)
-#                           tok    29.65   2.16    192
-#                           enc    11.31   1.07     60
-#   b64   92,160 f, 1484 MB src   118.5   19.3     471   (476)
-#                           cl    327.0   46.1     980   (1077)
-#                           sp     80.7   15.9     184   (3870)
-#                           tok  1459.2  139.7    6215   (6452)  MISSED < 1 GB
-#                           enc   472.5   60.7     347   (646)
-#   f10k  10,000 f, 2.8 MB  src 1.11/0.53, cl 2.81/0.42, sp 1.20/0.11,
-#                           tok 3.26/0.30, enc 0.74/0.11 (wall/CPU s)
-#   f500k 500,000 f, 122 MB src 188.2/30.9 (462 MB), cl 111.9/18.9 (430),
-#                           sp 105.3/8.4 (158), tok 120.6/12.4 (673),
-#                           enc 24.1/5.4 (229)
-#   time per MB, b64 / b1, wall (CPU): src 4.47 (1.19), cl 1.18 (0.99),
-#     sp 0.47 (0.76), tok 0.77 (1.01), enc 0.65 (0.88)
-#   time per file, f500k / f10k, wall (CPU): src 3.39 (1.17), cl 0.80
-#     (0.90), sp 1.76 (1.52), tok 0.74 (0.83), enc 0.65 (0.98)
-#   null build: b64 2.90 s (before 10.95 s); f500k 12.0 s wall at load ~25
-#     for 2.2 s of CPU (before 3.0 s CPU); flow ls 0.39 s, show 0.58 s,
-#     gc 12.1 s wall (~2.5 s CPU, mostly the graph's keys: the same walk)
-#   bpe's RSS is its word table: the generated text's serial numbers make
-#   distinct words grow with the bytes (see bpe.c count_texts).
-# Measured (2026-12-01, scale3 branch, load 10-19, nodes niced; one run):
-#   bpe now stays within memory_mb (default 512) or fails saying what it
-#   needs: b1 354k distinct words, needs 160 MB (train_memory_mb), peak
-#   RSS 185 MB (main: 191), same bytes; b8 2.65M distinct words: fails at
-#   512 MB after 1024 merges (needs 527 MB and growing); with
-#   memory_mb = 2048 it needs 804 MB, peak RSS 868 MB (main: 986 MB), same
-#   five parts as main, CPU 30.2 s (main 18.8 s, but the two ran at
-#   different loads: not a clean ratio).  b64 not run (its distinct text
-#   is ~1.2 GB: at ~5 bytes of merge state per byte, < 1 GB is out of
-#   reach without spilling to disk).
-#   source peak RSS, files from gen_corpus.py files (RssAnon + RssFile
-#   sampled): 100k files 105.7 MB (RssFile growing ~0.45 KB a file: the
-#   store map's chunk tree) -> 80.5 MB with the map pages dropped every
-#   1024 chunks (RssFile 5-17 MB, RssAnon ~0.5 KB a file: the writer's
-#   part table and names, the index); 25k files 29.6 -> 28.6 MB.
+# Measured (2026-12-01 22:44-23:05 UTC, main at 5922d15, one run of all
+# six sizes; the shared 2-core machine at load 5-10.6 (mostly 6-9) from
+# other helpers' builds and tests: wall times are largely the load's, and
+# CPU times grow with it too (caches shared); input warm for every size):
+#   size   input              src          cl           sp           tok          enc
+#                             wall/CPU s, peak RSS MB
+#   b1     1,440 f, 23.2 MB   0.56/0.30 16 1.73/0.86 85 0.56/0.32 55 0.88/0.51 75 1.54/1.01 69
+#   b8    11,520 f, 185.5 MB  3.52/2.38 38 8.53/6.05 289 2.90/2.10 86 20.2/7.72 347 11.8/7.49 231
+#   b64   92,160 f, 1484 MB   40.2/21.4 119 76.6/48.7 830 26.8/18.5 207 122.3/63.8 629 94.3/63.2 361
+#   f10k  10,000 f, 2.8 MB    0.86/0.37 13 1.67/0.49 34 0.25/0.10 12 0.09/0.05 17 0.19/0.10 18
+#   f100k 100,000 f, 28 MB    13.5/6.07 77 15.2/4.34 130 4.19/1.22 68 1.81/0.67 76 2.40/1.02 68
+#   f500k 500,000 f, 139 MB   100.1/40.4 256 71.0/25.4 427 27.0/8.43 155 13.6/6.60 339 8.15/5.07 245
+#   time per MB, b64 / b1, wall (CPU): src 1.12 (1.13), cl 0.69 (0.89),
+#     sp 0.75 (0.90), tok 2.16 (1.95) MISSED, enc 0.96 (0.97)
+#   time per file, f500k / f10k, wall (CPU): src 2.33 (2.17) MISSED, cl
+#     0.85 (1.04), sp 2.16 (1.69) MISSED, tok 3.0 (2.6) and enc 0.86 (1.01)
+#     (both under 0.2 s at f10k: noise-prone, not judged)
+#   peak RSS at b64: all < 1 GB (cl 830 MB the largest)
+#   f500k: null build 4.62 s, again 4.22 s MISSED (< 3 s; 1.32 s at load
+#     4-7 at 344d2ff), flow ls 0.23 s, show 0.17 s, gc 3.84 s MISSED
+#     (1.48 s at load 4-7 at 344d2ff); b64: null 1.10 s, gc 1.61 s
+# Earlier findings (one line each; details in the git log):
+#   05d73a1..f6a34e2: split streams (b64 peak 3870 -> 184 MB); null build b64 10.95 -> 2.90 s.
+#   scale3: bpe held to memory_mb or failing with what it needs; b64 bpe peak 6215 -> 592 MB.
+#   source: store map pages dropped every 1024 chunks: 100k files 105.7 -> 80.5 MB peak.
+#   344d2ff: gc f500k 2.83 -> 2.1-2.4 s (one stat-cache read txn, no chunk walk); rest: fstatat 45%.
+#   24a240e: spill sort on 8 key bytes kept in the slot: bpe 8x/128 MB CPU 9.04 -> 7.40 s, same bytes.
+#   min_word_count = 2: b1 354,288 distinct words, 341,795 seen once; training 26 MB not 152 MB.
+#   bpe b8 / b1 without spilling (memory_mb 512): CPU per MB 1.04x (not growing); the growth
+#     is in spilling (b8 with memory_mb 128, 3 spills: +28% CPU) and in the load.
+#   4372d8a: one hash per pre-token, thread tables kept, no zero-page faults: bpe b8/128 MB
+#     8.50 / 7.47 s -> 6.46 / 6.76 s wall / CPU; b64 tok CPU 105.5 -> 63.8 s (other loads).
+#   source f500k warm under perf (load ~6): 174.8 s wall / 57.2 s CPU; CPU in the kernel (store
+#     pool futex hand-offs per small chunk, page faults after the map drops, LMDB page writes).
 set -eu
 B=$(cd "${1:-build}" && pwd)
 shift || true
