@@ -29,6 +29,26 @@
 # of this CPU on the same threads (quant_gemm_bench's register-only loop), and
 # flow's CPU time per forward beside the wall time (the machine may be shared).
 #
+# Measured 2026-12-01 23:13-23:20 UTC at f67d12a+b7d902b (16 x 256 tiles, the
+# input quantized inside the Linear's region, claimed blocks for the fp32
+# ops), 2 threads, one run per shape with every peer, load 2.5-4.4 (other
+# helpers' jobs): the processes often got about one core each (flow's wall
+# ~ its CPU time at legal batch 32 while onnxruntime had two), so the CPU-time
+# ratios are the figure to compare.  wall (cpu):
+#   reference batch 1:  int8 1.86x fp32 (1.76x), 4-bit 1.79x (1.80x); int8 vs
+#                       onnxruntime dynamic int8 1.00x (1.01x), vs torch 0.92x (0.97x)
+#   reference batch 32: int8 1.59x (1.58x), 4-bit 1.30x (1.47x); int8 vs
+#                       onnxruntime 0.68x (1.03x), vs torch 0.87x (1.08x)
+#   legal batch 1:      int8 1.26x (1.38x), 4-bit 1.34x (1.47x); int8 vs
+#                       onnxruntime 1.23x (1.07x), vs torch 2.70x (2.34x)
+#   legal batch 32:     int8 1.28x (1.29x), 4-bit 1.39x (1.34x); int8 vs
+#                       onnxruntime 0.60x (1.08x), vs torch 2.04x (1.99x)
+# Why int8 cannot pass MLAS by much here: MLAS's AVX2 u8 x s8 runs
+# vpmaddubsw + vpmaddwd + vpaddd per 32 multiply-adds and may saturate; every
+# exact form costs 4 vector ops (sign trick, or vpmaddwd on int16 operands):
+# register-only loops on this Zen 3 give 0.99 cycles per 32 MACs for MLAS's
+# mix, 1.26 for the sign trick, 1.25 for int16 vpmaddwd + vpaddd, 1.5 for an
+# xor/sub sign, so the exact kernel's bound is ~0.8x MLAS's.
 # Measured 2026-12-01 20:00 UTC (issue 11), 2 threads, random weights, one
 # run per shape with every peer (onnxruntime both spinning, its default, and
 # not); the 2-core machine was shared (1-min load 2.9-8.0: other jobs and an ASan
