@@ -166,13 +166,7 @@ static int broadcast_forked(const char *rdv, int world)
             _exit(!rc && memcmp(buf, id, sizeof id) == 0 ? 0 : 1);
         }
     }
-    int bad = 0;
-    for (int q = 0; q < world; q++) {
-        int st;
-        waitpid(pid[q], &st, 0);
-        bad += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    }
-    return bad;
+    return test_wait_children(pid, world);
 }
 
 static void test_broadcast(void)

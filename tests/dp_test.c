@@ -89,13 +89,7 @@ static int forked(const char *rdv, int world, const float *ref)
             _exit(same ? 0 : 1);
         }
     }
-    int bad = 0;
-    for (int q = 0; q < world; q++) {
-        int st;
-        waitpid(pid[q], &st, 0);
-        bad += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    }
-    return bad;
+    return test_wait_children(pid, world);
 }
 
 int main(void)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 static int test_failures, test_checks;
 
@@ -33,6 +34,19 @@ static inline char *test_tmpdir(const char *tag)
     snprintf(p, 4096, "%s/flow-%s-XXXXXX", base ? base : "/tmp", tag);
     if (!mkdtemp(p)) { perror("mkdtemp"); exit(2); }
     return p;
+}
+
+/* Waits for the n forked children pid[0..n); returns how many did not exit
+ * with status 0 (a crash or a signal counts as a failure). */
+static inline int test_wait_children(const pid_t *pid, int n)
+{
+    int bad = 0;
+    for (int q = 0; q < n; q++) {
+        int st;
+        if (waitpid(pid[q], &st, 0) != pid[q]) { bad++; continue; }
+        bad += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    return bad;
 }
 
 static inline int test_summary(const char *name)
