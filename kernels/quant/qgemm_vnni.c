@@ -50,6 +50,168 @@ __m256i dpbusd_emul(__m256i acc, __m256i u, __m256i s)
 #undef VNNI_DP
 #undef VNNI_NAME
 
+/* ---- AVX-512 VNNI on zmm, INT8 ---------------------------------------------
+ * A panel's k-quad is 64 bytes (16 channels x 4 codes): one zmm.  Each call
+ * takes up to 4 rows x 2 panels (32 channels, 8 zmm accumulators): per
+ * k-quad 2 panel loads, and per row one broadcast of 4 activation bytes,
+ * one xor (the offset trick of the body's header) and 2 vpdpbusd of 64
+ * multiply-adds each, half the instructions of the ymm body per
+ * multiply-add.  The epilogue is the body's, lane-wise on 16 channels
+ * (masked where the channels end): the same IEEE operations, the same bits. */
+#define Z512_TGT "avx2,avx512f,avx512bw,avx512vl,avx512vnni"
+#define Z512_AI static inline __attribute__((always_inline, target(Z512_TGT)))
+
+Z512_AI __m512i z512_bcast4(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+Z512_AI void z512_int8_rows(const quant_weight *w, const quant_act *a, const float *bias, int m, int mr,
+                            int n, int np, float *Y, size_t ldy, int32_t *C)
+{
+    const __m512i off = _mm512_set1_epi8((char)0x80);
+    const int8_t *x[4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) x[r] = a->q + (size_t)(m + (r < mr ? r : 0)) * a->Kp;
+    const uint8_t *pw = w->p8 + (size_t)(n / QUANT_P8) * w->Kp * QUANT_P8;
+    const size_t next = (size_t)w->Kp * QUANT_P8;              /* bytes to the next panel */
+    __m512i acc[4][2];
+    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+    for (int i = 0; i < w->Kp / 4; i++) {
+        __m512i w0 = _mm512_loadu_si512(pw + (size_t)i * 64);
+        __m512i w1 = np == 2 ? _mm512_loadu_si512(pw + next + (size_t)i * 64) : w0;
+        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
+            __m512i u = _mm512_xor_si512(z512_bcast4(x[r] + 4 * i), off);
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], u, w0);
+            if (np == 2) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], u, w1);
+        }
+    }
+    _Pragma("GCC unroll 2") for (int h = 0; h < np; h++) {
+        int c0 = n + QUANT_P8 * h, nv = w->N - c0 < QUANT_P8 ? w->N - c0 : QUANT_P8;
+        if (nv <= 0) continue;
+        __mmask16 k = (__mmask16)((1u << nv) - 1);
+        /* wsum and scale are padded to Np: whole loads */
+        __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(w->wsum + c0), 7);     /* 128 wsum */
+        __m512 sw = _mm512_loadu_ps(w->scale + c0);
+        __m512 b = bias ? _mm512_maskz_loadu_ps(k, bias + c0) : _mm512_setzero_ps();
+        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
+            __m512i v = _mm512_sub_epi32(acc[r][h], corr);
+            if (C) {
+                _mm512_mask_storeu_epi32(C + (size_t)(m + r) * w->N + c0, k, v);
+                continue;
+            }
+            __m512 s = _mm512_mul_ps(_mm512_set1_ps(a->scale[m + r]), sw);
+            __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+            if (bias) y = _mm512_add_ps(y, b);
+            _mm512_mask_storeu_ps(Y + (size_t)(m + r) * ldy + c0, k, y);
+        }
+    }
+}
+
+static __attribute__((target(Z512_TGT))) void int8_tile_z512(const quant_weight *w, const quant_act *a,
+                                                             const float *bias, int m0, int m1, int n0, int n1,
+                                                             float *Y, size_t ldy, int32_t *C)
+{
+    for (int n = n0; n < n1; n += 2 * QUANT_P8) {   /* n0: a multiple of the panel width */
+        int np = n1 - n > QUANT_P8 ? 2 : 1;
+        for (int m = m0; m < m1; m += 4) {
+            int mr = m1 - m < 4 ? m1 - m : 4;
+#define Z512_ROWS(R) (np == 2 ? z512_int8_rows(w, a, bias, m, R, n, 2, Y, ldy, C) \
+                              : z512_int8_rows(w, a, bias, m, R, n, 1, Y, ldy, C))
+            switch (mr) {
+            case 1: Z512_ROWS(1); break;
+            case 2: Z512_ROWS(2); break;
+            case 3: Z512_ROWS(3); break;
+            default: Z512_ROWS(4); break;
+            }
+#undef Z512_ROWS
+        }
+    }
+}
+
+/* ---- AVX-512 VNNI on zmm, UINT4 ---------------------------------------------
+ * Two 8-channel panels side by side in one zmm (the low 256 bits panel P,
+ * the high panel P + 1: 16 channels), up to 4 rows per call: per k-octet
+ * two 32-byte loads, the nibble unpack, and per row 2 broadcasts and 2
+ * vpdpbusd of 64 multiply-adds; the group corrections and the float order
+ * are the body's, lane-wise on 16 channels.  NF4 stays on the body's ymm
+ * kernel (its sign trick has no zmm vpsignb). */
+Z512_AI __m512i z512_pair256(const void *lo, const void *hi)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
+                              _mm256_loadu_si256((const __m256i *)hi), 1);
+}
+
+Z512_AI void z512_u4_rows(const quant_weight *w, const quant_act *a, const float *bias, int m, int mr,
+                          int n, int np, float *Y, size_t ldy)
+{
+    const int G = w->G, og = w->group / 8, P = n / QUANT_P4, P1 = np == 2 ? P + 1 : P;
+    const __m512i m0f = _mm512_set1_epi8(0x0f);
+    const uint8_t *pw = w->p4 + (size_t)P * (w->K / 8) * 32, *pw1 = w->p4 + (size_t)P1 * (w->K / 8) * 32;
+    const float *ps = w->pscale + (size_t)P * G * QUANT_P4, *ps1 = w->pscale + (size_t)P1 * G * QUANT_P4;
+    const int32_t *pz = w->pzero + (size_t)P * G * QUANT_P4, *pz1 = w->pzero + (size_t)P1 * G * QUANT_P4;
+    const int8_t *x[4];
+    __m512 t[4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+        x[r] = a->q + (size_t)(m + (r < mr ? r : 0)) * a->Kp;
+        t[r] = _mm512_setzero_ps();
+    }
+    for (int j = 0; j < G; j++) {
+        __m512i d[4];
+        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) d[r] = _mm512_setzero_si512();
+        for (int o = j * og; o < (j + 1) * og; o++) {
+            __m512i wv = z512_pair256(pw + (size_t)o * 32, pw1 + (size_t)o * 32);
+            __m512i lo = _mm512_and_si512(wv, m0f);
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m0f);
+            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
+                d[r] = _mm512_dpbusd_epi32(d[r], lo, z512_bcast4(x[r] + 8 * o));
+                d[r] = _mm512_dpbusd_epi32(d[r], hi, z512_bcast4(x[r] + 8 * o + 4));
+            }
+        }
+        __m512 s = _mm512_castsi512_ps(z512_pair256(ps + (size_t)j * QUANT_P4, ps1 + (size_t)j * QUANT_P4));
+        __m512i z = z512_pair256(pz + (size_t)j * QUANT_P4, pz1 + (size_t)j * QUANT_P4);
+        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
+            __m512i dr = _mm512_sub_epi32(d[r], _mm512_mullo_epi32(z, _mm512_set1_epi32(a->gsum[(size_t)(m + r) * G + j])));
+            t[r] = _mm512_add_ps(t[r], _mm512_mul_ps(s, _mm512_cvtepi32_ps(dr)));
+        }
+    }
+    int nv = w->N - n < 2 * QUANT_P4 ? w->N - n : 2 * QUANT_P4;
+    if (np == 1 && nv > QUANT_P4) nv = QUANT_P4;
+    __mmask16 k = (__mmask16)((1u << nv) - 1);
+    __m512 b = bias ? _mm512_maskz_loadu_ps(k, bias + n) : _mm512_setzero_ps();
+    _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
+        __m512 y = _mm512_mul_ps(t[r], _mm512_set1_ps(a->scale[m + r]));
+        if (bias) y = _mm512_add_ps(y, b);
+        _mm512_mask_storeu_ps(Y + (size_t)(m + r) * ldy + n, k, y);
+    }
+}
+
+static __attribute__((target(Z512_TGT))) void u4_tile_z512(const quant_weight *w, const quant_act *a,
+                                                           const float *bias, int m0, int m1, int n0, int n1,
+                                                           float *Y, size_t ldy, int32_t *C)
+{
+    if (w->kind == QUANT_KIND_NF4) {
+        u4_tile_avx512(w, a, bias, m0, m1, n0, n1, Y, ldy, C);
+        return;
+    }
+    for (int n = n0; n < n1; n += 2 * QUANT_P4) {   /* n0: a multiple of the panel width */
+        int np = n1 - n > QUANT_P4 ? 2 : 1;
+        for (int m = m0; m < m1; m += 4) {
+            int mr = m1 - m < 4 ? m1 - m : 4;
+#define Z512_ROWS(R) (np == 2 ? z512_u4_rows(w, a, bias, m, R, n, 2, Y, ldy) \
+                              : z512_u4_rows(w, a, bias, m, R, n, 1, Y, ldy))
+            switch (mr) {
+            case 1: Z512_ROWS(1); break;
+            case 2: Z512_ROWS(2); break;
+            case 3: Z512_ROWS(3); break;
+            default: Z512_ROWS(4); break;
+            }
+#undef Z512_ROWS
+        }
+    }
+}
+
 #define VNNI_TGT "avx2"
 #define VNNI_DP(acc, u, s) dpbusd_emul(acc, u, s)
 #define VNNI_NAME emul
@@ -59,7 +221,9 @@ __m256i dpbusd_emul(__m256i acc, __m256i u, __m256i s)
 #undef VNNI_NAME
 
 const qgemm_kernels qgemm_avxvnni_kernels = { int8_tile_avxvnni, u4_tile_avxvnni };
-const qgemm_kernels qgemm_avx512vnni_kernels = { int8_tile_avx512, u4_tile_avx512 };
+const qgemm_kernels qgemm_avx512vnni_kernels = { int8_tile_z512, u4_tile_z512 };
+/* the ymm body's INT8 on AVX-512 VNNI: kept for the tests' comparison */
+const qgemm_tile_fn qgemm_avx512vnni_ymm_int8 = int8_tile_avx512;
 const qgemm_kernels qgemm_vnni_emul_kernels = { int8_tile_emul, u4_tile_emul };
 const int qgemm_have_avxvnni_build = 1, qgemm_have_avx512vnni_build = 1;
 
@@ -67,5 +231,6 @@ const int qgemm_have_avxvnni_build = 1, qgemm_have_avx512vnni_build = 1;
 const qgemm_kernels qgemm_avxvnni_kernels = { 0, 0 };
 const qgemm_kernels qgemm_avx512vnni_kernels = { 0, 0 };
 const qgemm_kernels qgemm_vnni_emul_kernels = { 0, 0 };
+const qgemm_tile_fn qgemm_avx512vnni_ymm_int8 = 0;
 const int qgemm_have_avxvnni_build = 0, qgemm_have_avx512vnni_build = 0;
 #endif
