@@ -322,6 +322,47 @@ static void test_xent(void)
     free(c.logits); free(c.lse); free(d);
 }
 
+/* ---- pointwise kernels on 16 lanes against 8 --------------------------- */
+/* GELU, its gradient, softmax (attention) and cross-entropy (exp_row) on
+ * the widest vectors of this CPU give the 8-lane clones' bits exactly, on
+ * lengths off the vector widths and on special values (signed zeros,
+ * infinities, NaN, the exp clamps, denormals, rounding-sensitive values). */
+static void test_wide_pointwise(void)
+{
+    enum { PN = 1037, AT = 37, AB = 2, AH = 2, AD = 8 };
+    static const float special[] = { 0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e30f, -1e30f, 88.5f, -88.5f,
+                                     87.0f, -87.0f, 1e-40f, -1e-40f, 5.5f, -5.5f, 1.0f, -1.0f };
+    float *x = fvec(PN, 6), *dy = fvec(PN, 1);
+    memcpy(x, special, sizeof special);
+    memcpy(x + PN - 5, special + 2, 5 * sizeof(float));
+    float *out[2], *din[2], *lse[2], *ctx[2], *probs[2];
+    double loss[2];
+    int32_t tgt[7] = { 1, 5, 140, 9, 0, 155, 3 }, mask[AB * AT];
+    float *logits = fvec(7 * 156, 8);      /* rows of 156: 16 x 9 + 8 + 4 */
+    float *qkv = fvec((size_t)AB * AT * 3 * AH * AD, 2);
+    for (int i = 0; i < AB * AT; i++) mask[i] = i % AT < 30 || i < AT;
+    float *scr = fvec(attention_scratch(AT), 0);
+    for (int w = 0; w < 2; w++) {
+        bert_ops_force_narrow(w == 0);
+        out[w] = fvec(PN, 0); din[w] = fvec(PN, 0); lse[w] = fvec(7, 0);
+        ctx[w] = fvec((size_t)AB * AT * AH * AD, 0); probs[w] = fvec((size_t)AB * AH * AT * AT, 0);
+        gelu_forward(out[w], x, PN);
+        gelu_backward(din[w], x, dy, PN);
+        loss[w] = xent_forward(lse[w], logits, tgt, NULL, 7, 156, NULL);
+        attention_forward(ctx[w], probs[w], qkv, mask, AB, AT, AH, AD, 0.0f, 5, scr);
+    }
+    bert_ops_force_narrow(0);
+    CHECK_MSG(memcmp(out[0], out[1], PN * sizeof(float)) == 0, "gelu: 16 lanes differ from 8");
+    CHECK_MSG(memcmp(din[0], din[1], PN * sizeof(float)) == 0, "gelu backward: 16 lanes differ from 8");
+    CHECK_MSG(memcmp(lse[0], lse[1], 7 * sizeof(float)) == 0 && loss[0] == loss[1],
+              "cross-entropy: 16 lanes differ from 8");
+    CHECK_MSG(memcmp(probs[0], probs[1], (size_t)AB * AH * AT * AT * sizeof(float)) == 0 &&
+              memcmp(ctx[0], ctx[1], (size_t)AB * AT * AH * AD * sizeof(float)) == 0,
+              "softmax: 16 lanes differ from 8");
+    for (int w = 0; w < 2; w++) { free(out[w]); free(din[w]); free(lse[w]); free(ctx[w]); free(probs[w]); }
+    free(x); free(dy); free(logits); free(qkv); free(scr);
+}
+
 /* ---- soft targets ------------------------------------------------------- */
 struct st { int M, V; float T; float *s, *t; };
 static double st_loss(void *p)
@@ -820,6 +861,7 @@ int main(void)
     TIMED(test_attention(0.0f));
     TIMED(test_attention(0.25f));
     TIMED(test_pointwise());
+    TIMED(test_wide_pointwise());
     TIMED(test_embedding());
     TIMED(test_xent());
     TIMED(test_pooling());

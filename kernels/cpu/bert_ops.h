@@ -76,6 +76,11 @@ void attention_backward(float *dqkv, const float *dctx, const float *qkv,
 /* ---- pointwise -------------------------------------------------------- */
 /* GELU, exact erf form: 0.5 x (1 + erf(x / sqrt 2)). */
 void gelu_forward(float *out, const float *inp, size_t n);
+/* Keeps the pointwise kernels (GELU, its gradient, softmax's and the
+ * cross-entropy's exp) on 8 lanes (on = 1) or returns them to the widest
+ * the CPU has (0; FLOW_CPU_SIMD=avx2 in the environment keeps 8): the same
+ * bits either way (tests compare). */
+void bert_ops_force_narrow(int on);
 /* dinp = dout * gelu'(inp); dinp may alias dout. */
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 void tanh_forward(float *out, const float *inp, size_t n);
