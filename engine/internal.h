@@ -158,6 +158,10 @@ int key_for_node(const flow_graph *g, flow_store *s, int node, const flow_hash *
  * key_gpu_arch_set fixes it instead (tests). */
 int key_gpu_arch(const char *node, char *arch, size_t len, flow_err *e);
 void key_gpu_arch_set(const char *arch);
+/* Where this process's fp32 GEMM differs from every other machine's (the
+ * commands set it from kernels' blas_kernels_pinned), tag ("openblas X")
+ * enters every node's key as 'B' (key.c); NULL or "" for none, the default. */
+void key_set_platform(const char *tag);
 /* A stage context for work done outside a build (key_extra, source_files):
  * graph, node and store set, no progress pipe. */
 void key_ctx_init(flow_ctx *ctx, const flow_graph *g, int node, flow_store *s);

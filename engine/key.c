@@ -23,6 +23,15 @@
  *                                  of FLOW_DP_WORLD / OMPI_COMM_WORLD_SIZE /
  *                                  PMI_SIZE, kernels/dp.h).  CPU nodes'
  *                                  keys never hold a device.
+ *   'B' str(platform)              only where this process's fp32 GEMM is
+ *                                  not the one every other machine runs
+ *                                  (key_set_platform: OpenBLAS's kernels
+ *                                  could not be pinned to the AVX2 ones,
+ *                                  kernels/cpu/blas.c), e.g. "openblas
+ *                                  NEOVERSEN1": such a machine's bytes are
+ *                                  kept apart, in every node's key, rather
+ *                                  than stored under keys another machine
+ *                                  fills differently.
  *   'E' 0x00                       no key_extra
  *   'E' 0x01 hash[16]              the stage's key_extra digest
  *   for each input port in stage declaration order:
@@ -214,6 +223,14 @@ int key_gpu_arch(const char *node, char *arch, size_t len, flow_err *e)
     return 0;
 }
 
+/* 'B' (see the top): empty on every machine whose fp32 GEMM is the pinned one. */
+static char platform[96];
+
+void key_set_platform(const char *tag)
+{
+    snprintf(platform, sizeof platform, "%s", tag ? tag : "");
+}
+
 /* The processes training one node together (kernels/dp.h reads the same
  * variables in dp_group_from_env; a malformed one fails there). */
 static int dp_world_env(void)
@@ -274,6 +291,10 @@ flow_hash node_key(const flow_graph *g, int node, const flow_hash *input_content
     if (key_device(nd, dev, sizeof dev)) {
         put(&e, "D", 1);
         put_str(&e, dev);
+    }
+    if (platform[0]) {
+        put(&e, "B", 1);
+        put_str(&e, platform);
     }
     if (extra) {
         put(&e, "E\1", 2);
@@ -336,6 +357,7 @@ void node_key_describe(const flow_graph *g, int node, const flow_hash *input_con
     if (order != order_buf) free(order);
     char dev[96];
     if (key_device(nd, dev, sizeof dev)) buf_printf(out, "device = %s\n", dev);
+    if (platform[0]) buf_printf(out, "platform = %s\n", platform);
     if (extra) {
         flow_hash_hex(extra, hex);
         buf_printf(out, "extra = %s\n", hex);

@@ -334,6 +334,13 @@ int bert_sync_to_device(bert_model *m, flow_err *e);
 void bert_set_threads(int n);
 int bert_get_threads(void);
 
+/* The OpenBLAS kernels this process runs (openblas_get_corename: "Haswell",
+ * "Cooperlake", ...), and whether they are the pinned AVX2 ones that give
+ * every x86-64 machine with AVX2 and FMA the same fp32 GEMM bytes
+ * (kernels/cpu/blas.c). */
+const char *blas_kernels(void);
+int blas_kernels_pinned(void);
+
 /* Installs fn (NULL removes it) for the encoder Linear layers of every
  * eval forward (train = 0); training forwards never call it.  The
  * quantized model (bert_qmodel_*) computes the Linears on integers through

@@ -175,6 +175,22 @@ static void test_invariance(void)
     CHECK(eq(tcpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  threads = 4 }\n")));
     key_gpu_arch_set("sm_86");
     CHECK(eq(tgpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  gpus = 1 }\n")));
+    /* a machine whose fp32 GEMM is not the pinned one: every key differs
+     * (kernels/cpu/blas.c), and none once it is cleared */
+    flow_hash k2 = key0(&stage_k2, "x = k { alpha = 2  beta = s  gamma = 1 }\n");
+    key_set_platform("openblas NEOVERSEN1");
+    CHECK_MSG(!eq(k2, key0(&stage_k2, "x = k { alpha = 2  beta = s  gamma = 1 }\n")),
+              "a node's key does not hold the platform");
+    CHECK_MSG(!eq(tcpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  threads = 4 }\n")),
+              "a training node's key does not hold the platform");
+    key_set_platform("openblas SKYLAKEX");
+    flow_hash other = key0(&stage_k2, "x = k { alpha = 2  beta = s  gamma = 1 }\n");
+    key_set_platform("openblas NEOVERSEN1");
+    CHECK_MSG(!eq(other, key0(&stage_k2, "x = k { alpha = 2  beta = s  gamma = 1 }\n")),
+              "two platforms share a key");
+    key_set_platform(NULL);
+    CHECK(eq(k2, key0(&stage_k2, "x = k { alpha = 2  beta = s  gamma = 1 }\n")));
+    CHECK(eq(tcpu, key0(&stage_train, "x = k { alpha = 2  beta = s  gamma = 1  threads = 4 }\n")));
 }
 
 /* A parameter the stage lists in not_in_key changes neither the key nor

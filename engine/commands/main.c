@@ -3,6 +3,7 @@
  * file (declared in commands.h) and returns the exit code: 0 ok, 1 build
  * failure or damage found, 2 usage or graph error. */
 #include "commands.h"
+#include "kernels/kernels.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -62,10 +63,22 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* a machine whose fp32 GEMM differs from the pinned one (kernels/cpu/blas.c)
+     * keeps its bytes under keys of its own */
+    if (!blas_kernels_pinned()) {
+        char tag[96];
+        snprintf(tag, sizeof tag, "openblas %s", blas_kernels());
+        key_set_platform(tag);
+    }
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return 0; }
-        if (!strcmp(argv[i], "--version")) { printf("flow 0.1\n"); return 0; }
+        if (!strcmp(argv[i], "--version")) {
+            printf("flow 0.1 (fp32 GEMM: OpenBLAS %s kernels%s)\n", blas_kernels(),
+                   blas_kernels_pinned() ? ", pinned: the same bytes on every x86-64 with AVX2 and FMA"
+                                         : "; not the pinned ones, so node keys hold them");
+            return 0;
+        }
         if (!strcmp(argv[i], "-C")) {
             if (i + 1 >= argc) return cli_usage_error("-C needs a folder");
             if (chdir(argv[++i]) != 0) return cli_usage_error("-C %s: cannot enter the folder", argv[i]);

@@ -9,7 +9,7 @@
 #include "bert_ops.h"
 #include "kernels/kernels.h"
 
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -315,13 +315,13 @@ static void gemm_bias(int ta, int tb, int M, int N, int K, float alpha, const fl
                 C[(size_t)i * ldc + j] = bias ? bias[j] : beta == 0 ? 0 : beta * C[(size_t)i * ldc + j];
         return;
     }
-    if (openblas_get_num_threads() != 1)
-        openblas_set_num_threads(1);    /* OpenMP owns the cores */
+    if (blas.get_num_threads() != 1)
+        blas.set_num_threads(1);    /* OpenMP owns the cores */
     int by_rows = M >= N, len = by_rows ? M : N;
     int nb = (double)M * N * K < GEMM_SPLIT_FLOPS ? 1 : gemm_nblocks(len);
     if (nb == 1) {
         fill_bias(C, ldc, bias, 0, M, 0, N);
-        cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        blas.sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     /* inside another parallel region this runs the same blocks serially */
@@ -331,12 +331,12 @@ static void gemm_bias(int ta, int tb, int M, int N, int K, float alpha, const fl
         if (by_rows) {
             const float *a = ta ? A + s : A + (size_t)s * lda;
             fill_bias(C, ldc, bias, s, e, 0, N);
-            cblas_sgemm(CblasRowMajor, TA, TB, e - s, N, K, alpha, a, lda, B, ldb,
+            blas.sgemm(CblasRowMajor, TA, TB, e - s, N, K, alpha, a, lda, B, ldb,
                         beta, C + (size_t)s * ldc, ldc);
         } else {
             const float *bm = tb ? B + (size_t)s * ldb : B + s;
             fill_bias(C, ldc, bias, 0, M, s, e);
-            cblas_sgemm(CblasRowMajor, TA, TB, M, e - s, K, alpha, A, lda, bm, ldb,
+            blas.sgemm(CblasRowMajor, TA, TB, M, e - s, K, alpha, A, lda, bm, ldb,
                         beta, C + s, ldc);
         }
     }
@@ -344,8 +344,8 @@ static void gemm_bias(int ta, int tb, int M, int N, int K, float alpha, const fl
 
 void gemm_threads_setup(void)
 {
-    if (openblas_get_num_threads() != 1)
-        openblas_set_num_threads(1);    /* OpenMP owns the cores */
+    if (blas.get_num_threads() != 1)
+        blas.set_num_threads(1);    /* OpenMP owns the cores */
 }
 
 void bert_set_threads(int n)
@@ -353,7 +353,7 @@ void bert_set_threads(int n)
     if (n <= 0)
         n = omp_get_num_procs();
     omp_set_num_threads(n);
-    openblas_set_num_threads(1);    /* gemm() splits work over OpenMP threads */
+    blas.set_num_threads(1);    /* gemm() splits work over OpenMP threads */
 }
 
 int bert_get_threads(void)
@@ -729,7 +729,7 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
             const float *k = q + H, *v = q + 2 * H;
             float *P = probs + (size_t)bh * T * T;
             /* P[T,T] = scale * q[T,d] k[T,d]^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale,
+            blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale,
                         q, ld, k, ld, 0.0f, P, T);
             const int32_t *mk = mask ? mask + (size_t)b * T : NULL;
             for (int i = 0; i < T; i++)
@@ -741,7 +741,7 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
                 A = pd;
             }
             /* ctx[T,d] (row stride H) = A[T,T] v[T,d] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f,
+            blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f,
                         A, T, v, ld, 0.0f, ctx + (size_t)b * T * H + h * d, H);
         }
     }
@@ -773,10 +773,10 @@ void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                 A = pd;
             }
             /* dv[T,d] = A^T[T,T] dc[T,d] */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, d, T, 1.0f,
+            blas.sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, d, T, 1.0f,
                         A, T, dc, H, 0.0f, dv, ld);
             /* dA[T,T] = dc[T,d] v^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, 1.0f,
+            blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, 1.0f,
                         dc, H, v, ld, 0.0f, dP, T);
             /* through dropout, then softmax: dS = P (dP - sum_j P dP) */
             for (int i = 0; i < T; i++) {
@@ -793,9 +793,9 @@ void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                     r[j] = p[j] * (r[j] - dot);
             }
             /* dq[T,d] = scale dS k;  dk[T,d] = scale dS^T q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, scale,
+            blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, scale,
                         dP, T, k, ld, 0.0f, dq, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, d, T, scale,
+            blas.sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, d, T, scale,
                         dP, T, q, ld, 0.0f, dk, ld);
         }
     }
