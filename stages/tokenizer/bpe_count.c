@@ -124,13 +124,22 @@ typedef struct count_job {
     const tok_matcher *m;
 } count_job;
 
+/* Pre-tokens wait in a ring of PENDING between their hash and their
+ * insertion, while their home slot is fetched: a thread's table of a
+ * 64 MB block is larger than the caches, and each insertion would
+ * otherwise wait for memory.  They are inserted in the order they came,
+ * so the table is the same as without the ring. */
+#define PENDING 8
+typedef struct pending { const char *s; uint32_t len, h; } pending;
+
 /* one per thread; padded so that neighbours' counters (changed per piece)
  * never share a cache line */
 typedef struct count_thread {
     count_job *job;
     wtable *words;          /* the counter's table of this thread, kept between blocks */
     uint64_t *forced_counts;
-    uint64_t npieces;
+    uint64_t npieces;       /* pre-tokens seen; the last min(npieces, PENDING) wait */
+    pending pend[PENDING];
     char pad[64];
 } count_thread;
 
@@ -141,9 +150,26 @@ static int count_piece(void *arg, const char *s, size_t n, int forced)
         ct->forced_counts[forced]++;
         return 0;
     }
+    uint32_t h = bpe_tag(XXH3_64bits(s, n));
+    wtable *t = ct->words;
+    if (t->cap)
+        __builtin_prefetch(&t->e[bpe_home(h, t->cap - 1)]);
+    pending *p = &ct->pend[ct->npieces % PENDING];
+    if (ct->npieces >= PENDING)
+        wt_add(t, p->s, p->len, p->h);
+    *p = (pending){s, (uint32_t)n, h};
     ct->npieces++;
-    wt_add(ct->words, s, (uint32_t)n, bpe_tag(XXH3_64bits(s, n)));
     return 0;
+}
+
+/* Inserts the pre-tokens still waiting in the ring, oldest first. */
+static void count_flush(count_thread *ct)
+{
+    uint64_t from = ct->npieces > PENDING ? ct->npieces - PENDING : 0;
+    for (uint64_t i = from; i < ct->npieces; i++) {
+        const pending *p = &ct->pend[i % PENDING];
+        wt_add(ct->words, p->s, p->len, p->h);
+    }
 }
 
 static void *count_main(void *arg)
@@ -163,6 +189,7 @@ static void *count_main(void *arg)
             s = e + 1;
         }
     }
+    count_flush(ct);
     return NULL;
 }
 
@@ -260,6 +287,27 @@ static void table_grow(tok_counter *k)
         k->slot[q] = old[i];
     }
     free(old);
+}
+
+/* Fetches ahead what table_add of the thread table's slot q will read:
+ * the counter's slot of the word MERGE_AHEAD slots on, and the record of
+ * the word half as far on when its slot (fetched before) holds its tag. */
+#define MERGE_AHEAD 16
+/* always_inline: by itself it has no effect GCC sees, and GCC 12 drops
+ * the call of such a function (its prefetches with it) */
+static inline __attribute__((always_inline)) void merge_prefetch(const tok_counter *k, const wtable *w, size_t q)
+{
+    if (!k->cap)
+        return;
+    size_t mask = k->cap - 1;
+    if (q + MERGE_AHEAD < w->cap && w->e[q + MERGE_AHEAD].h)
+        __builtin_prefetch(&k->slot[bpe_home_counter(w->e[q + MERGE_AHEAD].h, mask)]);
+    if (q + MERGE_AHEAD / 2 < w->cap && w->e[q + MERGE_AHEAD / 2].h) {
+        const wentry *e = &w->e[q + MERGE_AHEAD / 2];
+        const bpe_slot *sl = &k->slot[bpe_home_counter(e->h, mask)];
+        if (sl->rec && sl->h == e->h)
+            __builtin_prefetch(sl->rec);
+    }
 }
 
 /* Adds count to word s[0..len) of tag h, copying it into the arena when
@@ -426,6 +474,7 @@ int tok_counter_add(tok_counter *k, const char *text, size_t n, flow_err *err)
         wtable *w = &k->wt[i];
         for (size_t q = 0; q < w->cap; q++) {
             wentry *e = &w->e[q];
+            merge_prefetch(k, w, q);
             if (e->h) {
                 table_add(k, e->s, e->len, e->h, e->count);
                 e->h = 0;

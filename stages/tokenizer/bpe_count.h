@@ -40,8 +40,9 @@ typedef struct bpe_arena {
 } bpe_arena;
 
 /* A sorted run on disk: an unlinked temporary file (nothing is left
- * behind on any path, a killed process included) of records in the arena
- * format, sorted by key bytes (memcmp, then length), keys distinct. */
+ * behind on any path, a killed process included) of records (u32 len,
+ * u32 tag, u64 count, key) sorted by tag, then key bytes (memcmp, then
+ * length), keys distinct. */
 typedef struct bpe_run {
     FILE *f;
     int level;              /* 0: spilled; l + 1: merged from runs of level l */
@@ -107,6 +108,10 @@ char *bpe_arena_record(bpe_arena *a, const char *s, uint32_t len, uint64_t count
 void bpe_arena_free_block(bpe_arena *a, size_t i);
 void bpe_arena_release(bpe_arena *a);
 
+/* Sorts v[0..n) (distinct keys, h = their tags) by tag, then key bytes
+ * (memcmp, then length): the runs' order.  In place, reading records only
+ * to order equal tags. */
+void bpe_sort_slots(bpe_slot *v, size_t n);
 /* Writes the table as a sorted run (its slots are reordered: only the
  * records stay valid, and the caller clears table and arena after it,
  * also on failure); merges runs of one level as they reach the fan-in.

@@ -5,9 +5,10 @@
  *
  * A run is an unlinked temporary file in the counter's spill_dir (the bpe
  * stage passes flow_temp_dir: never the store), so nothing stays on disk
- * on any path, an error or a killed worker included.  Records are in the
- * arena format (u32 len, u64 count, key), sorted by key bytes (memcmp,
- * then length); a run's keys are distinct.  When BPE_FANIN runs of one
+ * on any path, an error or a killed worker included.  Records are u32
+ * len, u32 tag (the key's hash bits the table keeps), u64 count, then the
+ * key, sorted by tag and then key bytes (memcmp, then length; slot_less);
+ * a run's keys are distinct.  When BPE_FANIN runs of one
  * level exist they are merged into one run of the next level, so at most
  * BPE_FANIN - 1 runs per level stay open (descriptors and read buffers
  * bounded) and a record is rewritten once per level.  The merged counts
@@ -22,6 +23,7 @@
 #define BPE_FANIN 16
 #define RUN_BUF (1 << 18)       /* stdio buffer of an open run */
 #define PREFETCH_AHEAD 16       /* slots */
+#define RUN_HEAD 16             /* a run's record: u32 len, u32 tag, u64 count, key */
 
 static int key_cmp(const char *a, uint32_t la, const char *b, uint32_t lb)
 {
@@ -31,34 +33,22 @@ static int key_cmp(const char *a, uint32_t la, const char *b, uint32_t lb)
     return la < lb ? -1 : la > lb;
 }
 
-/* While a table is sorted for a spill, a slot's len and h hold the first
- * 8 key bytes instead (big-endian, zero-padded: len the first 4), so that
- * most comparisons decide without touching the record, which lies
- * anywhere in the arena: with millions of words every such touch is a
- * cache miss.  Order: the prefix as an unsigned 64-bit number, then the
- * whole key (key_cmp); the two agree, because a shorter key's padding 0 is
- * below any byte that differs from it. */
-static void slot_to_prefix(bpe_slot *v)
-{
-    const unsigned char *k = (const unsigned char *)v->rec + BPE_REC_HEAD;
-    uint32_t len = v->len, w[2] = {0, 0};
-    for (uint32_t i = 0; i < 8; i++)
-        w[i / 4] |= (uint32_t)(i < len ? k[i] : 0) << (24 - 8 * (i % 4));
-    v->len = w[0];
-    v->h = w[1];
-}
-
+/* The runs' order: by the tag (the slot's h: 32 bits of the key's hash),
+ * then by key bytes (key_cmp) among equal tags.  Any total order on keys
+ * merges the same (a sum is a sum, and the trainer's output does not
+ * depend on the order of the words); this one sorts by a number kept in
+ * the slot, so that sorting reads the records only for the rare equal
+ * tags.  (In key-byte order most comparisons of Han words went to the
+ * records, which lie anywhere in the arena: 8 key bytes are under 3 Han
+ * characters, shared by most words.) */
 static inline int slot_less(const bpe_slot *a, const bpe_slot *b)
 {
-    if (a->len != b->len)
-        return a->len < b->len;
     if (a->h != b->h)
         return a->h < b->h;
-    return key_cmp(a->rec + BPE_REC_HEAD, bpe_rec_len(a->rec), b->rec + BPE_REC_HEAD,
-                   bpe_rec_len(b->rec)) < 0;
+    return key_cmp(a->rec + BPE_REC_HEAD, a->len, b->rec + BPE_REC_HEAD, b->len) < 0;
 }
 
-/* ---- sorting the table in place (no buffer: qsort may allocate n more) -- */
+/* ---- sorting the table in place (no buffer: the table is the budget) ---- */
 static void sift(bpe_slot *v, size_t i, size_t n)
 {
     bpe_slot x = v[i];
@@ -84,8 +74,21 @@ static void heapsort_slots(bpe_slot *v, size_t n)
     }
 }
 
+static void insertion_sort(bpe_slot *v, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        bpe_slot x = v[i];
+        size_t j = i;
+        for (; j > 0 && slot_less(&x, &v[j - 1]); j--)
+            v[j] = v[j - 1];
+        v[j] = x;
+    }
+}
+
 /* Introsort: quicksort on the median of three, heapsort past a depth
- * limit, insertion sort below 16 (keys are distinct). */
+ * limit, insertion sort below 16 (keys are distinct).  Only for slots of
+ * one tag (radix_sort has used all its bits): as many equal tags as that
+ * takes would need a made-up input, but they must still sort fast. */
 static void sort_slots(bpe_slot *v, size_t n, int depth)
 {
     while (n > 16) {
@@ -121,13 +124,59 @@ static void sort_slots(bpe_slot *v, size_t n, int depth)
             n = left;
         }
     }
-    for (size_t i = 1; i < n; i++) {
-        bpe_slot x = v[i];
-        size_t j = i;
-        for (; j > 0 && slot_less(&x, &v[j - 1]); j--)
-            v[j] = v[j - 1];
-        v[j] = x;
+    insertion_sort(v, n);
+}
+
+#define RADIX_SMALL 32      /* below: insertion sort */
+
+/* In-place MSD radix sort (American flag sort) on the tag's byte at
+ * shift, then the next lower byte in each bucket: two sequential passes
+ * over the slots per level (count, then permute by cycles), no buffer,
+ * no record read.  Slots of one tag (all 4 bytes used) go to sort_slots. */
+static void radix_sort(bpe_slot *v, size_t n, int shift)
+{
+    if (n <= RADIX_SMALL) {
+        insertion_sort(v, n);
+        return;
     }
+    if (shift < 0) {
+        int depth = 2;
+        for (size_t m = n; m > 1; m >>= 1)
+            depth += 2;
+        sort_slots(v, n, depth);
+        return;
+    }
+    size_t count[256] = {0}, next[256], end[256];
+    for (size_t i = 0; i < n; i++)
+        count[(v[i].h >> shift) & 255]++;
+    size_t at = 0;
+    for (int b = 0; b < 256; b++) {
+        next[b] = at;
+        at += count[b];
+        end[b] = at;
+    }
+    /* each slot goes to the next free place of its bucket; the slot found
+     * there moves on to its own bucket, until the cycle comes back */
+    for (int b = 0; b < 256; b++)
+        while (next[b] < end[b]) {
+            bpe_slot x = v[next[b]];
+            unsigned d = (x.h >> shift) & 255;
+            while (d != (unsigned)b) {
+                bpe_slot t = v[next[d]];
+                v[next[d]++] = x;
+                x = t;
+                d = (x.h >> shift) & 255;
+            }
+            v[next[b]++] = x;
+        }
+    for (int b = 0; b < 256; b++)
+        if (count[b] > 1)
+            radix_sort(v + end[b] - count[b], count[b], shift - 8);
+}
+
+void bpe_sort_slots(bpe_slot *v, size_t n)
+{
+    radix_sort(v, n, 24);
 }
 
 /* ---- run files ------------------------------------------------------------ */
@@ -163,16 +212,17 @@ static int run_open(tok_counter *k, bpe_run *r, flow_err *err)
     return 0;
 }
 
-static int run_put(bpe_run *r, const char *s, uint32_t len, uint64_t count)
+static int run_put(bpe_run *r, const char *s, uint32_t len, uint32_t tag, uint64_t count)
 {
-    char head[BPE_REC_HEAD];
+    char head[RUN_HEAD];
     memcpy(head, &len, 4);
-    memcpy(head + 4, &count, 8);
-    if (fwrite(head, 1, BPE_REC_HEAD, r->f) != BPE_REC_HEAD ||
+    memcpy(head + 4, &tag, 4);
+    memcpy(head + 8, &count, 8);
+    if (fwrite(head, 1, RUN_HEAD, r->f) != RUN_HEAD ||
         (len && fwrite(s, 1, len, r->f) != len))
         return -1;
     r->nrec++;
-    r->bytes += BPE_REC_HEAD + (uint64_t)len;
+    r->bytes += RUN_HEAD + (uint64_t)len;
     return 0;
 }
 
@@ -205,6 +255,7 @@ void bpe_runs_release(tok_counter *k)
 typedef struct cursor {
     bpe_run *r;
     char *key; uint32_t len, cap;
+    uint32_t tag;
     uint64_t count;
 } cursor;
 
@@ -212,15 +263,16 @@ typedef struct cursor {
  * truncated record (errno 0). */
 static int cursor_next(cursor *c)
 {
-    char head[BPE_REC_HEAD];
-    size_t got = fread(head, 1, BPE_REC_HEAD, c->r->f);
+    char head[RUN_HEAD];
+    size_t got = fread(head, 1, RUN_HEAD, c->r->f);
     if (got == 0 && feof(c->r->f))
         return 0;
     errno = 0;
-    if (got != BPE_REC_HEAD)
+    if (got != RUN_HEAD)
         return -1;
     memcpy(&c->len, head, 4);
-    memcpy(&c->count, head + 4, 8);
+    memcpy(&c->tag, head + 4, 4);
+    memcpy(&c->count, head + 8, 8);
     if (c->len > c->cap) {
         c->cap = c->len;
         c->key = xrealloc(c->key, c->cap);
@@ -230,8 +282,11 @@ static int cursor_next(cursor *c)
     return 1;
 }
 
+/* slot_less's order */
 static inline int cursor_less(const cursor *a, const cursor *b)
 {
+    if (a->tag != b->tag)
+        return a->tag < b->tag;
     return key_cmp(a->key, a->len, b->key, b->len) < 0;
 }
 
@@ -248,8 +303,12 @@ static void heap_down(cursor *cu, int *h, int n, int i)
     h[i] = x;
 }
 
-/* Every key of runs[0..n) once, in key order, with its summed count. */
-static int merge_range(const tok_counter *k, bpe_run *runs, int n, bpe_word_fn fn, void *arg,
+/* A word of a merge with its tag (the runs' order needs it again when
+ * the merge writes a run). */
+typedef int (*tagged_fn)(void *arg, const char *s, uint32_t len, uint32_t tag, uint64_t count);
+
+/* Every key of runs[0..n) once, in the runs' order, with its summed count. */
+static int merge_range(const tok_counter *k, bpe_run *runs, int n, tagged_fn fn, void *arg,
                        flow_err *err)
 {
     cursor *cu = xcalloc((size_t)n, sizeof *cu);
@@ -265,15 +324,15 @@ static int merge_range(const tok_counter *k, bpe_run *runs, int n, bpe_word_fn f
     for (int i = hn / 2; i-- > 0;)
         heap_down(cu, h, hn, i);
     char *key = NULL;
-    uint32_t klen = 0, kcap = 0;
+    uint32_t klen = 0, kcap = 0, ktag = 0;
     uint64_t sum = 0;
     int have = 0;
     while (!rc && hn) {
         cursor *c = &cu[h[0]];
-        if (have && key_cmp(c->key, c->len, key, klen) == 0)
+        if (have && c->tag == ktag && key_cmp(c->key, c->len, key, klen) == 0)
             sum += c->count;
         else {
-            if (have && (rc = fn(arg, key, klen, sum)) != 0)
+            if (have && (rc = fn(arg, key, klen, ktag, sum)) != 0)
                 break;
             if (c->len > kcap) {
                 kcap = c->len;
@@ -282,6 +341,7 @@ static int merge_range(const tok_counter *k, bpe_run *runs, int n, bpe_word_fn f
             if (c->len)
                 memcpy(key, c->key, c->len);
             klen = c->len;
+            ktag = c->tag;
             sum = c->count;
             have = 1;
         }
@@ -296,7 +356,7 @@ static int merge_range(const tok_counter *k, bpe_run *runs, int n, bpe_word_fn f
             heap_down(cu, h, hn, 0);
     }
     if (!rc && have)
-        rc = fn(arg, key, klen, sum);
+        rc = fn(arg, key, klen, ktag, sum);
     for (int i = 0; i < n; i++)
         free(cu[i].key);
     free(cu);
@@ -305,17 +365,27 @@ static int merge_range(const tok_counter *k, bpe_run *runs, int n, bpe_word_fn f
     return rc;
 }
 
+typedef struct untagged { bpe_word_fn fn; void *arg; } untagged;
+
+static int untagged_word(void *arg, const char *s, uint32_t len, uint32_t tag, uint64_t count)
+{
+    (void)tag;
+    untagged *u = arg;
+    return u->fn(u->arg, s, len, count);
+}
+
 int bpe_merge_runs(tok_counter *k, bpe_word_fn fn, void *arg, flow_err *err)
 {
-    return merge_range(k, k->runs, k->nruns, fn, arg, err);
+    untagged u = {fn, arg};
+    return merge_range(k, k->runs, k->nruns, untagged_word, &u, err);
 }
 
 typedef struct run_sink { bpe_run *out; int e; } run_sink;
 
-static int sink_word(void *arg, const char *s, uint32_t len, uint64_t count)
+static int sink_word(void *arg, const char *s, uint32_t len, uint32_t tag, uint64_t count)
 {
     run_sink *sk = arg;
-    if (run_put(sk->out, s, len, count) != 0) {
+    if (run_put(sk->out, s, len, tag, count) != 0) {
         sk->e = errno;
         return FLOW_E_IO;
     }
@@ -352,28 +422,20 @@ int bpe_spill_table(tok_counter *k, flow_err *err)
 {
     if (!k->n)
         return 0;
-    /* each record lies anywhere in the arena: it is fetched a few slots
-     * ahead of its use (PREFETCH_AHEAD), here and when the run is written */
     size_t n = 0;
-    for (size_t i = 0; i < k->cap; i++) {
-        if (i + PREFETCH_AHEAD < k->cap && k->slot[i + PREFETCH_AHEAD].rec)
-            __builtin_prefetch(k->slot[i + PREFETCH_AHEAD].rec);
-        if (k->slot[i].rec) {
-            k->slot[n] = k->slot[i];
-            slot_to_prefix(&k->slot[n++]);
-        }
-    }
-    int depth = 2;
-    for (size_t m = n; m > 1; m >>= 1)
-        depth += 2;
-    sort_slots(k->slot, n, depth);
+    for (size_t i = 0; i < k->cap; i++)
+        if (k->slot[i].rec)
+            k->slot[n++] = k->slot[i];
+    bpe_sort_slots(k->slot, n);
     bpe_run r;
     int rc = run_open(k, &r, err);
+    /* each record lies anywhere in the arena: it is fetched a few slots
+     * ahead of its use (PREFETCH_AHEAD) */
     for (size_t i = 0; !rc && i < n; i++) {
         if (i + PREFETCH_AHEAD < n)
             __builtin_prefetch(k->slot[i + PREFETCH_AHEAD].rec);
-        const char *rec = k->slot[i].rec;
-        if (run_put(&r, rec + BPE_REC_HEAD, bpe_rec_len(rec), bpe_rec_count(rec)) != 0)
+        const bpe_slot *e = &k->slot[i];
+        if (run_put(&r, e->rec + BPE_REC_HEAD, e->len, e->h, bpe_rec_count(e->rec)) != 0)
             rc = io_fail(k, err, "write", errno);
     }
     if (!rc && run_finish(&r) != 0)
