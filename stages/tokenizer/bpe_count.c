@@ -290,8 +290,9 @@ static void table_grow(tok_counter *k)
 }
 
 /* Fetches ahead what table_add of the thread table's slot q will read:
- * the counter's slot of the word MERGE_AHEAD slots on, and the record of
- * the word half as far on when its slot (fetched before) holds its tag. */
+ * the counter's slot of the word MERGE_AHEAD slots on, and the word's
+ * bytes in the block and its record of the word half as far on (when its
+ * slot, fetched before, holds its tag). */
 #define MERGE_AHEAD 16
 /* always_inline: by itself it has no effect GCC sees, and GCC 12 drops
  * the call of such a function (its prefetches with it) */
@@ -304,6 +305,7 @@ static inline __attribute__((always_inline)) void merge_prefetch(const tok_count
         __builtin_prefetch(&k->slot[bpe_home_counter(w->e[q + MERGE_AHEAD].h, mask)]);
     if (q + MERGE_AHEAD / 2 < w->cap && w->e[q + MERGE_AHEAD / 2].h) {
         const wentry *e = &w->e[q + MERGE_AHEAD / 2];
+        __builtin_prefetch(e->s);   /* its bytes in the block: compared or copied */
         const bpe_slot *sl = &k->slot[bpe_home_counter(e->h, mask)];
         if (sl->rec && sl->h == e->h)
             __builtin_prefetch(sl->rec);
