@@ -6,10 +6,10 @@
  * Memory per distinct word (pre-token) of L bytes: a 16-byte slot in the
  * table (at a load of 0.35 to 0.7) and a record of 12 + L bytes in the
  * arena; nothing per occurrence, nothing per byte of input beyond the
- * block being counted.  Past opts spill_bytes the table is written out as
- * a run sorted by key bytes and cleared; bpe_counter_finish merges the
- * runs (summing the counts of equal keys), so the counts are exact
- * whatever the spill points. */
+ * block being counted.  Past opts spill_bytes the table is written out
+ * as a run sorted by tag and key bytes and cleared; bpe_counter_finish
+ * merges the runs (summing the counts of equal keys), so the counts are
+ * exact whatever the spill points. */
 #ifndef FLOW_BPE_COUNT_H
 #define FLOW_BPE_COUNT_H
 
@@ -118,8 +118,9 @@ void bpe_sort_slots(bpe_slot *v, size_t n);
  * FLOW_E_IO naming the folder and the reason (a full disk) on failure.
  * (bpe_spill.c uses no function of bpe_count.c: no import circle.) */
 int bpe_spill_table(tok_counter *k, flow_err *err);
-/* Every word of the runs once, in key order, with its summed count; a
- * non-zero return of fn stops the walk and is returned. */
+/* Every word of the runs once, in the runs' order (tag, then key bytes),
+ * with its summed count; a non-zero return of fn stops the walk and is
+ * returned. */
 typedef int (*bpe_word_fn)(void *arg, const char *s, uint32_t len, uint64_t count);
 int bpe_merge_runs(tok_counter *k, bpe_word_fn fn, void *arg, flow_err *err);
 /* Closes (and so deletes) every run. */
