@@ -41,7 +41,7 @@
 #   f100k 100,000 f, 28 MB    13.5/6.07 77 15.2/4.34 130 4.19/1.22 68 1.81/0.67 76 2.40/1.02 68
 #   f500k 500,000 f, 139 MB   100.1/40.4 256 71.0/25.4 427 27.0/8.43 155 13.6/6.60 339 8.15/5.07 245
 #   time per MB, b64 / b1, wall (CPU): src 1.12 (1.13), cl 0.69 (0.89),
-#     sp 0.75 (0.90), tok 2.16 (1.95) MISSED, enc 0.96 (0.97)
+#     sp 0.75 (0.90), tok 2.16 (1.95) MISSED (CPU ok since d9e340c: below), enc 0.96 (0.97)
 #   time per file, f500k / f10k, wall (CPU): src 2.33 (2.17) MISSED, cl
 #     0.85 (1.04), sp 2.16 (1.69) MISSED, tok 3.0 (2.6) and enc 0.86 (1.01)
 #     (both under 0.2 s at f10k: noise-prone, not judged)
@@ -49,6 +49,23 @@
 #   f500k: null build 4.62 s, again 4.22 s MISSED (< 3 s; 1.32 s at load
 #     4-7 at 344d2ff), flow ls 0.23 s, show 0.17 s, gc 3.84 s MISSED
 #     (1.48 s at load 4-7 at 344d2ff); b64: null 1.10 s, gc 1.61 s
+# tok alone after ae467b0..d9e340c (2026-12-02 02:13-02:16 UTC, same graph and
+# inputs, only tok rebuilt (new vocab_size per run), 2 threads, memory_mb 512,
+# load 5-7 from other helpers; main's binary of 9d13f20 alternated with it):
+#   b1   CPU 0.48 / 0.47 / 0.44 s (main 0.42 / 0.52 / 0.47), wall 0.43-0.48 s
+#   b64  CPU 32.5 / 28.8 s (main 40.6; 64.4 at 01:04 at load ~6), wall 54.2 / 47.5 s, 6 spills
+#   time per MB b64 / b1: CPU 0.96-1.08 (was 1.95) ok; wall 1.6-1.8 at this
+#     load MISSED (the merge into the counter's table and the spills are one
+#     thread; not measured on a quiet machine).  Same bytes as main at b1, b8
+#     (1 and 2 threads, with and without spilling) and b64.
+#   What it was: the counter's table and the thread tables found homes by one
+#     function of the tag, so a thread table's slot-order walk piled its words
+#     into one moving cluster (70% of tok at b8); the spill sorted by 8 key
+#     bytes (under 3 Han characters: most comparisons read two records); each
+#     insertion waited for memory.  Now: another home function, a radix sort
+#     on the tag, slots/records/text fetched ahead.  Left: the pre-tokenizer
+#     (~16%), finish_word (~8%), the spill's gather of records in tag order
+#     (~7%: random reads; hash-partitioned spills would write in arena order).
 # Earlier findings (one line each; details in the git log):
 #   05d73a1..f6a34e2: split streams (b64 peak 3870 -> 184 MB); null build b64 10.95 -> 2.90 s.
 #   scale3: bpe held to memory_mb or failing with what it needs; b64 bpe peak 6215 -> 592 MB.
