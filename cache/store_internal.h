@@ -95,6 +95,11 @@ void store_stat_release(flow_store *s);
 
 store_pool *store_get_pool(flow_store *s);   /* creates pool + contexts once */
 
+/* Chunks this writer compressed in the caller thread (byte chunks of at
+ * most STORE_INLINE_MAX bytes, writer.c) rather than on the pool. */
+#define STORE_INLINE_MAX (16u << 10)
+long long store_writer_inlined(const store_writer *w);
+
 /* Opens dir/open.lock and takes a shared flock on it, waiting while a
  * compaction holds it (compact.c).  Returns the fd (close it after the
  * LMDB environment) or -1 when the lock file cannot be opened. */

@@ -1276,11 +1276,74 @@ static void test_manifest_summary(void)
     buf_release(&b);
 }
 
+/* Small byte chunks are compressed in the writer's thread, the rest on the
+ * pool (writer.c): a part of every size around STORE_INLINE_MAX, a tail
+ * chunk below it, small float parts (always the pool), open parts
+ * interleaved; each reads back exactly (every read checks its hash), and
+ * the writer says how many chunks it compressed itself. */
+static void test_inline_chunks(const char *root)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/inline", root);
+    flow_err err;
+    flow_store *s;
+    store_options o = opts(0);
+    CHECK_OK(store_open(&s, dir, &o, &err), err);
+    if (!s) return;
+    enum { NSMALL = 3000 };
+    size_t biglen = (2u << 20) + 100;   /* a 2 MiB chunk (pool) + a 100-byte tail (inline) */
+    char *big = malloc(biglen + STORE_INLINE_MAX + 2);
+    for (size_t i = 0; i < biglen + STORE_INLINE_MAX + 2; i++)
+        big[i] = "article 17 of the civil code\n"[i % 29] + (char)(i / 1000 % 3);
+    store_writer *w;
+    CHECK_OK(store_writer_new(s, &w, &err), err);
+    long long want_inline = 0;
+    char name[64], text[200];
+    int stream = -1;
+    CHECK_OK(store_part_open(w, "stream", FLOW_PART_BYTES, &stream, &err), err);
+    for (int i = 0; i < NSMALL; i++) {
+        snprintf(name, sizeof name, "doc/%05d.md", i);
+        int n = snprintf(text, sizeof text, "# law %d\nthe court held %d times\n", i, i * 7);
+        CHECK_OK(store_part_begin(w, name, i % 10 == 9 ? FLOW_PART_F32 : FLOW_PART_BYTES, &err), err);
+        CHECK_OK(store_part_write(w, text, (size_t)n, &err), err);
+        CHECK_OK(store_part_end(w, &err), err);
+        want_inline += i % 10 != 9;
+        CHECK_OK(store_part_append(w, stream, text, 7, &err), err);   /* interleaved */
+    }
+    CHECK_OK(store_part_close(w, stream, &err), err);
+    /* stream: 3000 x 7 = 21,000 bytes in one chunk, above STORE_INLINE_MAX: the pool */
+    size_t sizes[] = { STORE_INLINE_MAX - 1, STORE_INLINE_MAX, STORE_INLINE_MAX + 1, biglen };
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "size/%d", i);
+        CHECK_OK(store_part_begin(w, name, FLOW_PART_BYTES, &err), err);
+        CHECK_OK(store_part_write(w, big + i, sizes[i], &err), err);
+        CHECK_OK(store_part_end(w, &err), err);
+    }
+    want_inline += 2 + 1;                               /* <= STORE_INLINE_MAX, and the tail */
+    flow_hash k = key_of("inline");
+    CHECK_OK(store_writer_commit(w, &k, "{}", "", 0, &err), err);
+    CHECK_MSG(store_writer_inlined(w) == want_inline, "inlined %lld chunks, want %lld",
+              store_writer_inlined(w), want_inline);
+    store_writer_free(w);
+    for (int i = 0; i < NSMALL; i += 7) {
+        snprintf(name, sizeof name, "doc/%05d.md", i);
+        int n = snprintf(text, sizeof text, "# law %d\nthe court held %d times\n", i, i * 7);
+        CHECK_MSG(part_equals(s, &k, name, text, (size_t)n), "part %s", name);
+    }
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "size/%d", i);
+        CHECK_MSG(part_equals(s, &k, name, big + i, sizes[i]), "part %s", name);
+    }
+    store_close(s);
+    free(big);
+}
+
 int main(void)
 {
     char *root = test_tmpdir("cache");
     test_roundtrip(root);
     test_open_parts(root);
+    test_inline_chunks(root);
     test_dedup_and_gc(root);
     test_gc_reuse(root);
     test_corruption(root);
