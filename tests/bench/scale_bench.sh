@@ -79,6 +79,17 @@
 #     8.50 / 7.47 s -> 6.46 / 6.76 s wall / CPU; b64 tok CPU 105.5 -> 63.8 s (other loads).
 #   source f500k warm under perf (load ~6): 174.8 s wall / 57.2 s CPU; CPU in the kernel (store
 #     pool futex hand-offs per small chunk, page faults after the map drops, LMDB page writes).
+#   scalesrc (2026-12-02 01:29-01:43 UTC, source -> clean -> split only, corpus generated on
+#     tmpfs: kdamond's pageout evicts /work/scale-corpora from the page cache, so a disk corpus
+#     measured IO (10+ min of D state for the f500k key); cache on /tmp; load 0.6-7): perf of
+#     source f500k: 20% in futex wake-ups of the store pool (finish_task_switch 10%,
+#     _raw_spin_unlock_irqrestore 9%), madvise drops 3%, fault-around 3%; page faults per file
+#     0.45 at f10k, 1.36 at f500k; context switches 2.2 per file at both.  Byte chunks <= 16 KiB
+#     compressed in the caller thread (8694d1f; same keys and bytes): src CPU f500k 31.5 -> 21.2 s
+#     (63 -> 42 us/file, load 6-7), f10k 37-43 -> 31-34 us/file: per file f500k/f10k CPU ~1.3x
+#     (main 1.5-1.7x in the same minutes); wall at that load not judged (67 vs 36-75 us/file).
+#     split f500k: split_assign is ~60% of its CPU (32 seeded greedy passes over 500k groups in
+#     random order: counts rows 16 MB, beyond the caches); sp f500k/f10k CPU 1.6-2.0x.
 set -eu
 B=$(cd "${1:-build}" && pwd)
 shift || true
