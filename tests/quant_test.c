@@ -372,7 +372,7 @@ static void test_act_paths(void)
 {
     static const int shapes[][3] = {  /* M, K, group */
         { 1, 64, 0 }, { 5, 13, 0 }, { 9, 100, 0 }, { 300, 384, 64 }, { 70, 256, 32 }, { 40, 1024, 128 },
-        { 260, 300, 0 },
+        { 260, 300, 0 }, { 7, 96, 32 }, { 3, 160, 32 },  /* K % 64 == 32: the AVX-512 row's last group on the AVX2 step */
     };
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int M = shapes[si][0], K = shapes[si][1], g = shapes[si][2];
@@ -391,6 +391,11 @@ static void test_act_paths(void)
         for (int p = QUANT_PATH_SCALAR; p < QUANT_PATH_COUNT; p++) {
             if (!quant_path_supported((quant_path)p)) continue;
             for (int th = 1; th <= 3; th += 2) {
+                /* poisoned: every code, |code|, scale and sum must be written by this path */
+                if (a1.q) memset(a1.q, 0x5a, a1.cap_q);
+                if (a1.qa) memset(a1.qa, 0x5a, a1.cap_qa);
+                if (a1.scale) memset(a1.scale, 0x5a, a1.cap_m * sizeof(float));
+                if (a1.gsum) memset(a1.gsum, 0x5a, a1.cap_g * sizeof(int32_t));
                 CHECK_OK(quant_act_quantize_on((quant_path)p, &a1, X, M, K, K, g, th, &e), e);
                 CHECK_MSG(memcmp(a0.q, a1.q, (size_t)M * a0.Kp) == 0 && memcmp(a0.qa, a1.qa, (size_t)M * a0.Kp) == 0 &&
                           memcmp(a0.scale, a1.scale, (size_t)M * 4) == 0 &&

@@ -84,6 +84,41 @@ static AVX2 int32_t hsum8(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
+/* Values [k, K) of row x quantized with inv = 127 / amax (k a multiple of
+ * the group, or of 32 for group 0; group 0 or a multiple of 32), their
+ * group sums: row_avx2's second pass, also the tail of row_avx512. */
+static AVX2 void quant_avx2(const float *x, int k, int K, float inv, int group, int8_t *q, uint8_t *qa,
+                            int32_t *gsum)
+{
+    const __m256 vinv = _mm256_set1_ps(inv), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i gacc = _mm256_setzero_si256();
+    for (; k + 32 <= K; k += 32) {
+        __m256i v[4];
+        for (int u = 0; u < 4; u++) {
+            __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * u), vinv),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v[u] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+        }
+        __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+        b = _mm256_permutevar8x32_epi32(b, order);
+        _mm256_storeu_si256((__m256i *)(q + k), b);
+        _mm256_storeu_si256((__m256i *)(qa + k), _mm256_abs_epi8(b));
+        if (group) {
+            gacc = _mm256_add_epi32(gacc, _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3])));
+            if ((k + 32) % group == 0) {
+                gsum[(k + 32) / group - 1] = hsum8(gacc);
+                gacc = _mm256_setzero_si256();
+            }
+        }
+    }
+    for (; k < K; k++) {                        /* group 0 only: group | K, 32 | group */
+        float r = rintf(x[k] * inv);
+        q[k] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
+        qa[k] = (uint8_t)abs(q[k]);
+    }
+}
+
 /* The AVX2 row: the same bits as row_scalar (group is 0 or a multiple of
  * 32).  Returns -1, or -2 when the row holds a non-finite value (the caller
  * asks row_scalar for the column). */
@@ -108,38 +143,72 @@ static AVX2 int row_avx2(const float *x, int K, int Kp, int group, int8_t *q, ui
         if (v > amax) amax = v;
     }
     *scale = amax / 127.0f;
-    float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const __m256 vinv = _mm256_set1_ps(inv), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    __m256i gacc = _mm256_setzero_si256();
-    for (k = 0; k + 32 <= K; k += 32) {
-        __m256i v[4];
-        for (int u = 0; u < 4; u++) {
-            __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * u), vinv),
-                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            v[u] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
-        }
-        __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
-        b = _mm256_permutevar8x32_epi32(b, order);
-        _mm256_storeu_si256((__m256i *)(q + k), b);
-        _mm256_storeu_si256((__m256i *)(qa + k), _mm256_abs_epi8(b));
-        if (group) {
-            gacc = _mm256_add_epi32(gacc, _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3])));
-            if ((k + 32) % group == 0) {
-                gsum[(k + 32) / group - 1] = hsum8(gacc);
-                gacc = _mm256_setzero_si256();
-            }
-        }
-    }
-    for (; k < K; k++) {                        /* group 0 only: group | K, 32 | group */
-        float r = rintf(x[k] * inv);
-        q[k] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
-        qa[k] = (uint8_t)abs(q[k]);
-    }
+    quant_avx2(x, 0, K, amax > 0.0f ? 127.0f / amax : 0.0f, group, q, qa, gsum);
     memset(q + K, 0, (size_t)(Kp - K));
     memset(qa + K, 0, (size_t)(Kp - K));
     return -1;
 }
+
+/* The AVX-512 row (the AVX512VNNI path): the same bits as row_scalar on 16
+ * lanes, 64 values per step (max exact; the same multiply and
+ * round-to-nearest-even; the clamp makes vpmovsdb's saturation exact; the
+ * group sums are exact integers).  group is 0 or a multiple of 32: a
+ * 64-value step holds two groups of 32, or lies inside one group of 64 or
+ * 128; a last 32 values (K % 64 == 32) take row_avx2's step.  Returns -1,
+ * or -2 for a non-finite value. */
+#define AVX512 __attribute__((target("avx2,avx512f,avx512bw,avx512vl")))
+
+static AVX512 int row_avx512(const float *x, int K, int Kp, int group, int8_t *q, uint8_t *qa, float *scale,
+                             int32_t *gsum)
+{
+    const __m512 big = _mm512_set1_ps(FLT_MAX);
+    __m512 vmax = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m512 av = _mm512_abs_ps(_mm512_loadu_ps(x + k));
+        bad |= _mm512_cmp_ps_mask(av, big, _CMP_NLE_UQ);                  /* inf or NaN */
+        vmax = _mm512_max_ps(vmax, av);
+    }
+    if (bad) return -2;
+    float amax = _mm512_reduce_max_ps(vmax);
+    for (; k < K; k++) {
+        if (!isfinite(x[k])) return -2;
+        float v = fabsf(x[k]);
+        if (v > amax) amax = v;
+    }
+    *scale = amax / 127.0f;
+    float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const __m512 vinv = _mm512_set1_ps(inv), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    for (k = 0; k + 64 <= K; k += 64) {
+        __m512i v[4];
+        __m128i b8[4];
+        for (int u = 0; u < 4; u++) {
+            __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + k + 16 * u), vinv),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v[u] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
+            b8[u] = _mm512_cvtsepi32_epi8(v[u]);
+        }
+        __m512i b = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(b8[1], b8[0])),
+                                       _mm256_set_m128i(b8[3], b8[2]), 1);
+        _mm512_storeu_si512(q + k, b);
+        _mm512_storeu_si512(qa + k, _mm512_abs_epi8(b));
+        if (group == 32) {
+            gsum[k / 32] = _mm512_reduce_add_epi32(_mm512_add_epi32(v[0], v[1]));
+            gsum[k / 32 + 1] = _mm512_reduce_add_epi32(_mm512_add_epi32(v[2], v[3]));
+        } else if (group) {
+            int32_t t = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(v[0], v[1]),
+                                                                 _mm512_add_epi32(v[2], v[3])));
+            if (k % group == 0) gsum[k / group] = t;
+            else gsum[k / group] += t;
+        }
+    }
+    quant_avx2(x, k, K, inv, group, q, qa, gsum);   /* the last K % 64 values */
+    memset(q + K, 0, (size_t)(Kp - K));
+    memset(qa + K, 0, (size_t)(Kp - K));
+    return -1;
+}
+#undef AVX512
 #endif
 
 int qact_prepare(quant_path p, quant_act *a, int M, int K, size_t ldx, int group, flow_err *e)
@@ -176,7 +245,8 @@ int qact_rows(quant_path p, quant_act *a, const float *X, size_t ldx, int m0, in
         int32_t *gs = G ? a->gsum + (size_t)m * G : NULL;
         int r;
 #if defined(__x86_64__) || defined(__i386__)
-        if (simd) r = row_avx2(x, K, Kp, a->group, q, qa, &a->scale[m], gs);
+        if (simd && p == QUANT_PATH_AVX512VNNI) r = row_avx512(x, K, Kp, a->group, q, qa, &a->scale[m], gs);
+        else if (simd) r = row_avx2(x, K, Kp, a->group, q, qa, &a->scale[m], gs);
         else
 #endif
             r = row_scalar(x, K, Kp, a->group, q, qa, &a->scale[m], gs);
