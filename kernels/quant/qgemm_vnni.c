@@ -1,20 +1,22 @@
 /* qgemm_vnni.c — the VNNI microkernels: AVX-VNNI (VEX vpdpbusd on ymm:
- * Alder Lake and later, Zen 5) and AVX-512 VNNI (its EVEX ymm form, with
- * AVX512VL: Cascade Lake and later, Zen 4), on the same panel layouts as
- * the AVX2 kernels (quant.h), from one body (qgemm_vnni_body.h).
+ * Alder Lake and later, Zen 5) and AVX-512 VNNI (Cascade Lake and later,
+ * Zen 4), on the same panel layouts as the AVX2 kernels (quant.h): the
+ * AVX-VNNI path and AVX-512 NF4 from one ymm body (qgemm_vnni_body.h),
+ * AVX-512 INT8 and UINT4 on zmm (below: 16 channels per vpdpbusd).
  *
  * vpdpbusd adds four u8 x s8 products into each int32 lane with no
  * intermediate saturation, so INT8 needs neither the sign trick nor
- * vpmaddwd: one instruction per 32 multiply-adds (the offset trick of the
- * body's header), and UINT4 accumulates straight into int32.
+ * vpmaddwd: one instruction per 32 (ymm) or 64 (zmm) multiply-adds (the
+ * offset trick of the body's header), and UINT4 accumulates straight into
+ * int32.
  *
- * The development machine (Zen 3) has neither extension: the two real
- * paths are compiled and dispatched by cpuid, and the tests run them
- * (bit-exact against the scalar twin) only where cpuid reports them.  The
- * body is also instantiated a third time with an exact AVX2 emulation of
- * vpdpbusd (qgemm_vnni_emul_kernels, never dispatched: quant_test runs it
- * here), so its panel walk, offset correction, group corrections and float
- * order are checked on every machine.
+ * The paths are compiled and dispatched by cpuid, and the tests run them
+ * (bit-exact against the scalar twin) where cpuid reports them: AVX-512
+ * VNNI on the Zen 4 machine of 2026-12-02, AVX-VNNI nowhere yet.  The body
+ * is also instantiated with an exact AVX2 emulation of vpdpbusd
+ * (qgemm_vnni_emul_kernels, never dispatched: quant_test runs it), so its
+ * panel walk, offset correction, group corrections and float order are
+ * checked on every AVX2 machine.
  */
 #include "qgemm_internal.h"
 
