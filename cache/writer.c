@@ -5,7 +5,9 @@
  * hashed in the caller thread and, unless that chunk is already stored
  * (dedup), handed to the pool which compresses it while the caller fills
  * the next one.  Compressed chunks are written in batches, each batch one
- * write transaction committed without fsync; nothing is visible until
+ * write transaction committed without the meta-page sync (txn.c: LMDB's
+ * MDB_NOMETASYNC; its data pages are still synced unless the store was
+ * opened with STORE_SYNC_NONE, i.e. MDB_NOSYNC); nothing is visible until
  * store_writer_commit writes the manifest (with the last chunks) in one
  * synced write transaction.  Several parts may be open at once, each with
  * its own filling buffer; a part's first full chunk is held back until
