@@ -243,6 +243,12 @@ void bert_set_linear_hook(bert_model *m, bert_linear_fn fn, void *arg)
 {
     m->linear_hook = fn;
     m->linear_hook_arg = fn ? arg : NULL;
+    m->linear_rows = NULL;      /* a new hook says again whether it takes row blocks */
+}
+
+void bert_set_linear_rows(bert_model *m, int (*fn)(void *arg))
+{
+    m->linear_rows = fn;
 }
 
 int bert_forward(bert_model *m, const bert_batch *b, int head, int train,

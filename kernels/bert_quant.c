@@ -17,6 +17,7 @@
 #include "kernels.h"
 #include "kernels/quant/quant.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,9 @@ struct bert_qmodel {
     unsigned char *present;
     quant_act act;              /* scratch: the Linear input, quantized */
     int threads;
+    quant_act *tact;            /* [ntact] per-thread scratch of row-block calls made
+                                 * from inside the forward's parallel region */
+    int ntact;
 };
 
 bert_qmodel *bert_qmodel_new(int layers)
@@ -46,6 +50,8 @@ void bert_qmodel_free(bert_qmodel *q)
     for (int i = 0; i < q->layers * BERT_LIN_COUNT; i++)
         if (q->present[i]) quant_weight_release(&q->w[i]);
     quant_act_release(&q->act);
+    for (int i = 0; i < q->ntact; i++) quant_act_release(&q->tact[i]);
+    free(q->tact);
     free(q->w);
     free(q->present);
     free(q);
@@ -125,13 +131,43 @@ static int qmodel_hook(void *arg, int layer, int which, const float *in, int N, 
     if (w->N != OC || w->K != IC)
         return flow_fail(e, FLOW_E_PARAM, "quantized layer %d %s is [%d, %d], the model needs [%d, %d]",
                          layer, lin_names[which], w->N, w->K, OC, IC);
-    int rc = quant_linear_x(w, &q->act, in, N, (size_t)IC, b, out, (size_t)OC, q->threads, e);
+    int rc;
+    if (omp_in_parallel()) {    /* a block of rows, on this thread (see qmodel_rows_threads) */
+        int t = omp_get_thread_num();
+        if (t >= q->ntact)
+            return flow_fail(e, FLOW_E_PARAM, "quantized layer %d %s: called from thread %d of a region "
+                             "wider than the %d it was prepared for", layer, lin_names[which], t, q->ntact);
+        rc = quant_linear_x(w, &q->tact[t], in, N, (size_t)IC, b, out, (size_t)OC, 1, e);
+    } else {
+        rc = quant_linear_x(w, &q->act, in, N, (size_t)IC, b, out, (size_t)OC, q->threads, e);
+    }
     return rc ? rc : 1;
+}
+
+/* The forward may hand blocks of rows to the hook from a parallel region
+ * of this many threads when every encoder Linear is quantized (the fused
+ * eval layer of kernels/cpu/bert_cpu.c); 0 when some Linear stays fp32 or
+ * the per-thread scratch cannot be had. */
+static int qmodel_rows_threads(void *arg)
+{
+    bert_qmodel *q = arg;
+    for (int i = 0; i < q->layers * BERT_LIN_COUNT; i++)
+        if (!q->present[i]) return 0;
+    int nt = q->threads > 0 ? q->threads : omp_get_max_threads();
+    if (nt > q->ntact) {
+        quant_act *p = realloc(q->tact, (size_t)nt * sizeof *p);
+        if (!p) return 0;
+        for (int i = q->ntact; i < nt; i++) quant_act_init(&p[i]);
+        q->tact = p;
+        q->ntact = nt;
+    }
+    return nt;
 }
 
 void bert_qmodel_attach(bert_model *m, bert_qmodel *q)
 {
     bert_set_linear_hook(m, q ? qmodel_hook : NULL, q);
+    bert_set_linear_rows(m, q ? qmodel_rows_threads : NULL);
 }
 
 /* ---- calibration ----------------------------------------------------------- */

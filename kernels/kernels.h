@@ -274,6 +274,7 @@ typedef struct bert_model {
     bert_profile prof;
     bert_linear_fn linear_hook;     /* eval forwards only; see bert_set_linear_hook */
     void *linear_hook_arg;
+    int (*linear_rows)(void *arg);  /* see bert_set_linear_rows */
     void *dp_state;             /* GPU data parallelism (kernels/dp.h dp_gpu_new): the
                                  * backend's communicator state, NULL when none */
     int dp_worker;              /* this model's local worker in it */
@@ -347,6 +348,17 @@ int blas_kernels_pinned(void);
  * it; calibration observes their inputs through it.  Attention, softmax,
  * LayerNorm, embeddings, pooler and classifier stay fp32. */
 void bert_set_linear_hook(bert_model *m, bert_linear_fn fn, void *arg);
+/* fn(hook arg), asked before each eval layer on the CPU: > 0 when the hook
+ * computes any block of rows on the calling thread, also from inside an
+ * OpenMP parallel region of that many threads (it returns the number;
+ * 0: not now).  The forward then runs each layer's row-wise part after
+ * attention (output Linear, residual, LayerNorm, FFN, residual, LayerNorm,
+ * the next layer's QKV) as one parallel region over blocks of 16 rows:
+ * one fork per layer instead of one per op, the block's activations in
+ * cache, and the same bits (every op computes a row the same way in any
+ * block).  NULL (the default, and for bert_set_linear_hook's observers):
+ * one op at a time. */
+void bert_set_linear_rows(bert_model *m, int (*fn)(void *arg));
 
 /* ------------------------------------------------------------------ */
 /* Forward / backward.                                                 */

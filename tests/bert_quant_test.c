@@ -156,6 +156,42 @@ int main(void)
         bert_qmodel_free(q);
     }
 
+    /* The fused eval layer (row blocks of 16 in one parallel region,
+     * bert_set_linear_rows) gives the op-at-a-time bits: every hidden state
+     * of a batch of 5 x 11 rows (3 whole blocks and a tail of 7), int8 and
+     * 4-bit, 1 and 3 threads. */
+    for (size_t s = 0; s < 2; s++) {
+        enum { B2 = 5, T2 = 11 };
+        int32_t ids2[B2 * T2], mask2[B2 * T2];
+        for (int i = 0; i < B2 * T2; i++) { ids2[i] = 5 + (i * 37) % 110; mask2[i] = i % T2 < 4 + i / T2; }
+        bert_batch b2 = { .B = B2, .T = T2, .ids = ids2, .attn_mask = mask2 };
+        bert_qmodel *q = quantize_all(m, &specs[s == 0 ? 0 : 2], NULL);
+        int L = m->cfg.layers, H = m->cfg.hidden;
+        size_t nh = (size_t)B2 * T2 * H;
+        float *fused = malloc((L + 1) * nh * sizeof(float)), *plain = malloc((L + 1) * nh * sizeof(float));
+        for (int th = 1; th <= 3; th += 2) {
+            bert_qmodel_set_threads(q, th);
+            for (int way = 0; way < 2; way++) {
+                bert_qmodel_attach(m, q);
+                if (way) bert_set_linear_rows(m, NULL);
+                bert_output o;
+                flow_err e;
+                CHECK_OK(bert_forward(m, &b2, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
+                for (int l = 0; l <= L; l++)
+                    memcpy((way ? plain : fused) + l * nh, bert_hidden_states(m, l), nh * sizeof(float));
+            }
+            for (int l = 0; l <= L; l++)
+                CHECK_MSG(memcmp(fused + l * nh, plain + l * nh, nh * sizeof(float)) == 0,
+                          "spec %zu, %d threads: fused layer output %d differs from op at a time", s, th, l);
+        }
+        /* an attached quantized model takes row blocks (the fused path is what it runs) */
+        bert_qmodel_attach(m, q);
+        CHECK(m->linear_rows != NULL && m->linear_rows(m->linear_hook_arg) > 0);
+        bert_qmodel_attach(m, NULL);
+        free(fused); free(plain);
+        bert_qmodel_free(q);
+    }
+
     /* Calibration: rows counted are the real tokens; GPTQ beats RTN at 4 bits. */
     bert_calib *cal = bert_calib_new(m->cfg.layers);
     long real = 0;

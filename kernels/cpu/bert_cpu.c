@@ -28,6 +28,8 @@ struct bert_acts {
     size_t mt_w, mt_b, mln_g, mln_b, mbias;     /* MLM head */
     size_t pool_w, pool_b, cls_w, cls_b;        /* classification head */
     layer_off *lay;
+    int qkv_next;               /* forward: the layer whose QKV the fused tail of the
+                                 * one before computed, or -1 */
 
     /* the last forward */
     int valid, B, T, head, train, M, has_types, has_mask, has_labels, has_cw;
@@ -314,8 +316,75 @@ static layer_acts layer_view(const bert_model *m, int l)
     return v;
 }
 
+/* Rows per block of the fused eval layer: one quantized row tile. */
+#define FUSED_ROWS 16
+
+/* Rows [r0, r1) of encoder layer l after attention, on the calling thread
+ * (eval: no dropout): the output Linear, residual, LN1, FFN, residual,
+ * LN2, then layer l + 1's QKV Linear of the same rows.  Each op computes
+ * a row as its whole-batch form does (the Linears through the hook, which
+ * takes row blocks: bert_set_linear_rows), so the bits are those of
+ * layer_forward's op-at-a-time path. */
+static int layer_rows_tail(bert_model *m, int l, int r0, int r1, flow_err *e)
+{
+    struct bert_acts *A = m->acts;
+    const layer_off *o = &A->lay[l];
+    const float *P = m->params;
+    int n = r1 - r0, H = m->cfg.hidden, Aw = o->A, I = o->I;
+    layer_acts v = layer_view(m, l);
+    size_t rh = (size_t)r0 * H, ri = (size_t)r0 * I;
+    float *tmp = A->tmp + rh, *gel = A->dbig + ri, *fc1 = v.fc1 + ri;
+    int rc = enc_linear(m, 0, l, BERT_LIN_ATTN_OUT, tmp, v.ctx + (size_t)r0 * Aw, P + o->o_w, P + o->o_b,
+                        n, Aw, H, e);
+    if (rc) return rc;
+    for (size_t k = 0; k < (size_t)n * H; k++) v.res1[rh + k] = v.x[rh + k] + tmp[k];
+    layernorm_forward_serial(v.a + rh, v.ln1_mean + r0, v.ln1_rstd + r0, v.res1 + rh,
+                             P + o->ln1_g, P + o->ln1_b, n, H);
+    if ((rc = enc_linear(m, 0, l, BERT_LIN_FFN_IN, fc1, v.a + rh, P + o->i_w, P + o->i_b, n, H, I, e)))
+        return rc;
+    gelu_forward_serial(gel, fc1, (size_t)n * I);
+    if ((rc = enc_linear(m, 0, l, BERT_LIN_FFN_OUT, tmp, gel, P + o->o2_w, P + o->o2_b, n, I, H, e)))
+        return rc;
+    for (size_t k = 0; k < (size_t)n * H; k++) v.res2[rh + k] = v.a[rh + k] + tmp[k];
+    layernorm_forward_serial(v.xo + rh, v.ln2_mean + r0, v.ln2_rstd + r0, v.res2 + rh,
+                             P + o->ln2_g, P + o->ln2_b, n, H);
+    if (l + 1 < m->cfg.layers) {
+        const layer_off *o1 = &A->lay[l + 1];
+        layer_acts v1 = layer_view(m, l + 1);
+        rc = enc_linear(m, 0, l + 1, BERT_LIN_QKV, v1.qkv + (size_t)r0 * 3 * o1->A, v.xo + rh,
+                        P + o1->qkv_w, P + o1->qkv_b, n, H, 3 * o1->A, e);
+    }
+    return rc;
+}
+
+/* layer_rows_tail over all rows as one parallel region of nt threads,
+ * blocks of FUSED_ROWS claimed in turn; the first failing block's error. */
+static int layer_tail_fused(bert_model *m, int l, int nt, flow_err *e)
+{
+    int N = m->acts->B * m->acts->T, nb = (N + FUSED_ROWS - 1) / FUSED_ROWS, failed = 0;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int b = 0; b < nb; b++) {
+        if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
+        flow_err be = { 0 };
+        int r1 = (b + 1) * FUSED_ROWS < N ? (b + 1) * FUSED_ROWS : N;
+        int rc = layer_rows_tail(m, l, b * FUSED_ROWS, r1, &be);
+        if (rc) {
+            #pragma omp critical(bert_fused_err)
+            if (!failed) {
+                failed = rc;
+                if (e) *e = be;
+            }
+        }
+    }
+    return failed;
+}
+
 /* x_{l+1} = encoder layer l (x_l), for the batch of the current forward;
- * the four Linears go through enc_linear (the quantized hook, if any). */
+ * the four Linears go through enc_linear (the quantized hook, if any).
+ * Where the hook takes row blocks (and the profiler is off: its op table
+ * times ops one at a time), the row-wise part after attention runs fused
+ * (layer_tail_fused), with the next layer's QKV; layer 0's QKV is then the
+ * only one computed here. */
 static int layer_forward(bert_model *m, int l, const int32_t *mask, int train, float ph, float pa,
                          flow_err *e)
 {
@@ -326,12 +395,22 @@ static int layer_forward(bert_model *m, int l, const int32_t *mask, int train, f
     layer_acts v = layer_view(m, l);
     float *gel = A->dbig;   /* scratch in forward */
     int rc = 0;
-    PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * 3 * Aw,
-         rc = enc_linear(m, train, l, BERT_LIN_QKV, v.qkv, v.x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * Aw, e));
-    if (rc) return rc;
+    int fused = !train && m->linear_hook && m->linear_rows && !m->prof.enabled
+                ? m->linear_rows(m->linear_hook_arg) : 0;
+    if (A->qkv_next != l) {     /* else layer l - 1's fused tail computed it */
+        PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * 3 * Aw,
+             rc = enc_linear(m, train, l, BERT_LIN_QKV, v.qkv, v.x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * Aw, e));
+        if (rc) return rc;
+    }
     PROF(BERT_OP_ATTENTION, 1, 4.0 * B * T * T * Aw,
          attention_forward(v.ctx, v.probs, v.qkv, mask, B, T, o->nh, m->cfg.head_size, pa,
                            site_key(m, SITE_ATT(l)), A->att_scratch));
+    A->qkv_next = -1;
+    if (fused) {
+        if ((rc = layer_tail_fused(m, l, fused, e))) return rc;
+        A->qkv_next = l + 1;
+        return 0;
+    }
     PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * Aw,
          rc = enc_linear(m, train, l, BERT_LIN_ATTN_OUT, A->tmp, v.ctx, P + o->o_w, P + o->o_b, N, Aw, H, e));
     if (rc) return rc;
@@ -492,6 +571,7 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
          layernorm_forward(A->x, A->emb_mean, A->emb_rstd, A->emb, P + A->eln_g, P + A->eln_b, N, H));
     PROF(BERT_OP_DROPOUT, 1, 0,
          dropout_forward(A->x, A->x, (size_t)N * H, ph, site_key(m, SITE_EMB)));
+    A->qkv_next = -1;
     for (int l = 0; l < c->layers; l++)
         if ((rc = layer_forward(m, l, mask, train, ph, pa, e)))
             return rc;

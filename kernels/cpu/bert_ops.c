@@ -530,6 +530,12 @@ static void ln_bwd_rows(float *dinp, float *pg, float *pb, const float *dout,
     }
 }
 
+void layernorm_forward_serial(float *out, float *mean, float *rstd, const float *inp,
+                              const float *g, const float *b, int N, int C)
+{
+    ln_fwd_rows(out, mean, rstd, inp, g, b, 0, N, C);
+}
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *g, const float *b, int N, int C)
 {
@@ -807,6 +813,11 @@ void attention_backward(float *dqkv, const float *dctx, const float *qkv,
 void gelu_forward(float *out, const float *inp, size_t n)
 {
     PAR_CHUNKS(n, gelu_chunk(out + s, inp + s, e - s));
+}
+
+void gelu_forward_serial(float *out, const float *inp, size_t n)
+{
+    gelu_chunk(out, inp, n);
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)

@@ -52,6 +52,10 @@ void embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout
 /* out[N,C] = (inp - mean) * rstd * g + b;  mean[N], rstd[N] saved. */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *g, const float *b, int N, int C);
+/* The same rows on the calling thread only (inside a parallel region):
+ * the same bits, row by row. */
+void layernorm_forward_serial(float *out, float *mean, float *rstd, const float *inp,
+                              const float *g, const float *b, int N, int C);
 /* dinp[N,C] written (may not alias dout); dg[C], db[C] += */
 void layernorm_backward(float *dinp, float *dg, float *db, const float *dout,
                         const float *inp, const float *g, const float *mean,
@@ -76,6 +80,8 @@ void attention_backward(float *dqkv, const float *dctx, const float *qkv,
 /* ---- pointwise -------------------------------------------------------- */
 /* GELU, exact erf form: 0.5 x (1 + erf(x / sqrt 2)). */
 void gelu_forward(float *out, const float *inp, size_t n);
+/* The same on the calling thread only: the same bits, element by element. */
+void gelu_forward_serial(float *out, const float *inp, size_t n);
 /* Keeps the pointwise kernels (GELU, its gradient, softmax's and the
  * cross-entropy's exp) on 8 lanes (on = 1) or returns them to the widest
  * the CPU has (0; FLOW_CPU_SIMD=avx2 in the environment keeps 8): the same

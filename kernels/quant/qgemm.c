@@ -86,6 +86,21 @@ int quant_linear(const quant_weight *w, const quant_act *a, const float *bias, f
  * channel block read from L2). */
 static int unit_rows(int M) { return M <= 32 * QUANT_TILE_M ? QUANT_TILE_M : 4 * QUANT_TILE_M; }
 
+/* Rows [r0, r1) of quant_linear_x_on: quantized, then every output
+ * channel of them.  Returns the first non-finite row, or -1. */
+static int x_unit(quant_path p, qgemm_tile_fn fn, const quant_weight *w, quant_act *a, const float *X,
+                  size_t ldx, const float *bias, float *Y, size_t ldy, int r0, int r1)
+{
+    int bad = qact_rows(p, a, X, ldx, r0, r1);
+    if (bad >= 0) return bad;           /* outputs of a failed call are undefined: stop this unit */
+    for (int n0 = 0; n0 < w->N; n0 += QUANT_TILE_N) {
+        int n1 = n0 + QUANT_TILE_N < w->N ? n0 + QUANT_TILE_N : w->N;
+        for (int m0 = r0; m0 < r1; m0 += QUANT_TILE_M)
+            fn(w, a, bias, m0, m0 + QUANT_TILE_M < r1 ? m0 + QUANT_TILE_M : r1, n0, n1, Y, ldy, NULL);
+    }
+    return -1;
+}
+
 int quant_linear_x_on(quant_path p, const quant_weight *w, quant_act *a, const float *X, int M,
                       size_t ldx, const float *bias, float *Y, size_t ldy, int threads, flow_err *e)
 {
@@ -103,18 +118,16 @@ int quant_linear_x_on(quant_path p, const quant_weight *w, quant_act *a, const f
     if (units < threads) threads = units;
     if (threads < 1) threads = 1;
     int first_bad = M;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) reduction(min : first_bad)
-    for (int u = 0; u < units; u++) {
-        int r0 = u * ur, r1 = r0 + ur < M ? r0 + ur : M;
-        int bad = qact_rows(p, a, X, ldx, r0, r1);
-        if (bad >= 0) {                 /* outputs of a failed call are undefined: stop this unit */
-            if (bad < first_bad) first_bad = bad;
-            continue;
+    if (threads == 1) {                 /* no team (and none nested in a caller's region) */
+        for (int u = 0; u < units && first_bad == M; u++) {
+            int bad = x_unit(p, fn, w, a, X, ldx, bias, Y, ldy, u * ur, u * ur + ur < M ? u * ur + ur : M);
+            if (bad >= 0) first_bad = bad;
         }
-        for (int n0 = 0; n0 < w->N; n0 += QUANT_TILE_N) {
-            int n1 = n0 + QUANT_TILE_N < w->N ? n0 + QUANT_TILE_N : w->N;
-            for (int m0 = r0; m0 < r1; m0 += QUANT_TILE_M)
-                fn(w, a, bias, m0, m0 + QUANT_TILE_M < r1 ? m0 + QUANT_TILE_M : r1, n0, n1, Y, ldy, NULL);
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) reduction(min : first_bad)
+        for (int u = 0; u < units; u++) {
+            int bad = x_unit(p, fn, w, a, X, ldx, bias, Y, ldy, u * ur, u * ur + ur < M ? u * ur + ur : M);
+            if (bad >= 0 && bad < first_bad) first_bad = bad;
         }
     }
     return first_bad < M ? qact_fail_row(a, X, ldx, first_bad, e) : 0;
