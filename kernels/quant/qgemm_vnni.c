@@ -134,7 +134,7 @@ static __attribute__((target(Z512_TGT))) void int8_tile_z512(const quant_weight 
 
 /* ---- AVX-512 VNNI on zmm, UINT4 ---------------------------------------------
  * Two 8-channel panels side by side in one zmm (the low 256 bits panel P,
- * the high panel P + 1: 16 channels), up to 4 rows per call: per k-octet
+ * the high panel P + 1: 16 channels), up to 8 rows per call: per k-octet
  * two 32-byte loads, the nibble unpack, and per row 2 broadcasts and 2
  * vpdpbusd of 64 multiply-adds; the group corrections and the float order
  * are the body's, lane-wise on 16 channels.  NF4 stays on the body's ymm
@@ -145,6 +145,7 @@ Z512_AI __m512i z512_pair256(const void *lo, const void *hi)
                               _mm256_loadu_si256((const __m256i *)hi), 1);
 }
 
+#define Z512_U4_ROWS 8      /* rows per call: each unpacked weight zmm serves 8 */
 Z512_AI void z512_u4_rows(const quant_weight *w, const quant_act *a, const float *bias, int m, int mr,
                           int n, int np, float *Y, size_t ldy)
 {
@@ -153,27 +154,27 @@ Z512_AI void z512_u4_rows(const quant_weight *w, const quant_act *a, const float
     const uint8_t *pw = w->p4 + (size_t)P * (w->K / 8) * 32, *pw1 = w->p4 + (size_t)P1 * (w->K / 8) * 32;
     const float *ps = w->pscale + (size_t)P * G * QUANT_P4, *ps1 = w->pscale + (size_t)P1 * G * QUANT_P4;
     const int32_t *pz = w->pzero + (size_t)P * G * QUANT_P4, *pz1 = w->pzero + (size_t)P1 * G * QUANT_P4;
-    const int8_t *x[4];
-    __m512 t[4];
-    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+    const int8_t *x[Z512_U4_ROWS];
+    __m512 t[Z512_U4_ROWS];
+    _Pragma("GCC unroll 8") for (int r = 0; r < Z512_U4_ROWS; r++) {
         x[r] = a->q + (size_t)(m + (r < mr ? r : 0)) * a->Kp;
         t[r] = _mm512_setzero_ps();
     }
     for (int j = 0; j < G; j++) {
-        __m512i d[4];
-        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) d[r] = _mm512_setzero_si512();
+        __m512i d[Z512_U4_ROWS];
+        _Pragma("GCC unroll 8") for (int r = 0; r < Z512_U4_ROWS; r++) d[r] = _mm512_setzero_si512();
         for (int o = j * og; o < (j + 1) * og; o++) {
             __m512i wv = z512_pair256(pw + (size_t)o * 32, pw1 + (size_t)o * 32);
             __m512i lo = _mm512_and_si512(wv, m0f);
             __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m0f);
-            _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
+            _Pragma("GCC unroll 8") for (int r = 0; r < mr; r++) {
                 d[r] = _mm512_dpbusd_epi32(d[r], lo, z512_bcast4(x[r] + 8 * o));
                 d[r] = _mm512_dpbusd_epi32(d[r], hi, z512_bcast4(x[r] + 8 * o + 4));
             }
         }
         __m512 s = _mm512_castsi512_ps(z512_pair256(ps + (size_t)j * QUANT_P4, ps1 + (size_t)j * QUANT_P4));
         __m512i z = z512_pair256(pz + (size_t)j * QUANT_P4, pz1 + (size_t)j * QUANT_P4);
-        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
+        _Pragma("GCC unroll 8") for (int r = 0; r < mr; r++) {
             __m512i dr = _mm512_sub_epi32(d[r], _mm512_mullo_epi32(z, _mm512_set1_epi32(a->gsum[(size_t)(m + r) * G + j])));
             t[r] = _mm512_add_ps(t[r], _mm512_mul_ps(s, _mm512_cvtepi32_ps(dr)));
         }
@@ -182,7 +183,7 @@ Z512_AI void z512_u4_rows(const quant_weight *w, const quant_act *a, const float
     if (np == 1 && nv > QUANT_P4) nv = QUANT_P4;
     __mmask16 k = (__mmask16)((1u << nv) - 1);
     __m512 b = bias ? _mm512_maskz_loadu_ps(k, bias + n) : _mm512_setzero_ps();
-    _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
+    _Pragma("GCC unroll 8") for (int r = 0; r < mr; r++) {
         __m512 y = _mm512_mul_ps(t[r], _mm512_set1_ps(a->scale[m + r]));
         if (bias) y = _mm512_add_ps(y, b);
         _mm512_mask_storeu_ps(Y + (size_t)(m + r) * ldy + n, k, y);
@@ -199,15 +200,19 @@ static __attribute__((target(Z512_TGT))) void u4_tile_z512(const quant_weight *w
     }
     for (int n = n0; n < n1; n += 2 * QUANT_P4) {   /* n0: a multiple of the panel width */
         int np = n1 - n > QUANT_P4 ? 2 : 1;
-        for (int m = m0; m < m1; m += 4) {
-            int mr = m1 - m < 4 ? m1 - m : 4;
+        for (int m = m0; m < m1; m += Z512_U4_ROWS) {
+            int mr = m1 - m < Z512_U4_ROWS ? m1 - m : Z512_U4_ROWS;
 #define Z512_ROWS(R) (np == 2 ? z512_u4_rows(w, a, bias, m, R, n, 2, Y, ldy) \
                               : z512_u4_rows(w, a, bias, m, R, n, 1, Y, ldy))
             switch (mr) {
             case 1: Z512_ROWS(1); break;
             case 2: Z512_ROWS(2); break;
             case 3: Z512_ROWS(3); break;
-            default: Z512_ROWS(4); break;
+            case 4: Z512_ROWS(4); break;
+            case 5: Z512_ROWS(5); break;
+            case 6: Z512_ROWS(6); break;
+            case 7: Z512_ROWS(7); break;
+            default: Z512_ROWS(8); break;
             }
 #undef Z512_ROWS
         }
