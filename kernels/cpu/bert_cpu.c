@@ -316,6 +316,15 @@ static layer_acts layer_view(const bert_model *m, int l)
     return v;
 }
 
+/* out = a + b, n floats (the eval residual: residual_dropout_forward at
+ * p = 0, on the calling thread) */
+static void add_serial(float *restrict out, const float *restrict a, const float *restrict b, size_t n)
+{
+    #pragma omp simd
+    for (size_t k = 0; k < n; k++)
+        out[k] = a[k] + b[k];
+}
+
 /* Rows per block of the fused eval layer: one quantized row tile. */
 #define FUSED_ROWS 16
 
@@ -337,7 +346,7 @@ static int layer_rows_tail(bert_model *m, int l, int r0, int r1, flow_err *e)
     int rc = enc_linear(m, 0, l, BERT_LIN_ATTN_OUT, tmp, v.ctx + (size_t)r0 * Aw, P + o->o_w, P + o->o_b,
                         n, Aw, H, e);
     if (rc) return rc;
-    for (size_t k = 0; k < (size_t)n * H; k++) v.res1[rh + k] = v.x[rh + k] + tmp[k];
+    add_serial(v.res1 + rh, v.x + rh, tmp, (size_t)n * H);
     layernorm_forward_serial(v.a + rh, v.ln1_mean + r0, v.ln1_rstd + r0, v.res1 + rh,
                              P + o->ln1_g, P + o->ln1_b, n, H);
     if ((rc = enc_linear(m, 0, l, BERT_LIN_FFN_IN, fc1, v.a + rh, P + o->i_w, P + o->i_b, n, H, I, e)))
@@ -345,7 +354,7 @@ static int layer_rows_tail(bert_model *m, int l, int r0, int r1, flow_err *e)
     gelu_forward_serial(gel, fc1, (size_t)n * I);
     if ((rc = enc_linear(m, 0, l, BERT_LIN_FFN_OUT, tmp, gel, P + o->o2_w, P + o->o2_b, n, I, H, e)))
         return rc;
-    for (size_t k = 0; k < (size_t)n * H; k++) v.res2[rh + k] = v.a[rh + k] + tmp[k];
+    add_serial(v.res2 + rh, v.a + rh, tmp, (size_t)n * H);
     layernorm_forward_serial(v.xo + rh, v.ln2_mean + r0, v.ln2_rstd + r0, v.res2 + rh,
                              P + o->ln2_g, P + o->ln2_b, n, H);
     if (l + 1 < m->cfg.layers) {
