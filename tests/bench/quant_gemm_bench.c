@@ -1,7 +1,8 @@
 /* quant_gemm_bench.c — int8 / 4-bit GEMM throughput of kernels/quant against
- * (a) the integer peak of this CPU, measured here by a register-only loop of
- * the same instruction mix the int8 kernel needs (vpmaddubsw + vpmaddwd +
- * vpaddd per 32 MACs; also vpmaddubsw alone), and (b) Debian oneDNN's s8 x s8
+ * (a) the integer peak of this CPU, measured here by register-only loops of
+ * the instructions the int8 kernels need (vpmaddubsw + vpmaddwd + vpaddd
+ * per 32 MACs on AVX2, also vpmaddubsw alone; zmm vpdpbusd per 64 MACs
+ * where AVX-512 VNNI exists, the peak the avx512vnni path is held to), and (b) Debian oneDNN's s8 x s8
  * -> s32 matmul (when built with it), on the same data, threads and shapes,
  * in one run.  Also checks that oneDNN's int32 results equal ours (exact).
  * Driven by quant_gemm_bench.sh; not a test.
@@ -81,6 +82,32 @@ __attribute__((target("avx2"), noinline)) static long peak_maddubs(long iters, i
           "xmm7", "xmm8", "xmm9", "xmm12");
     *sink = out[0];
     return PEAK_ITERS * 8 * 32;
+}
+
+/* peak_vnni512: 12 independent chains of zmm vpdpbusd (64 MACs each, the
+ * AVX-512 VNNI kernels' instruction; 12 chains cover its latency), for
+ * CPUs that have it (quant_path_supported(QUANT_PATH_AVX512VNNI)). */
+#define DPB(d) "vpdpbusd %%zmm13, %%zmm12, %%zmm" #d "\n\t"
+__attribute__((target("avx512f,avx512vnni"), noinline)) static long peak_vnni512(long iters, int32_t *sink)
+{
+    int32_t out[16];
+    __asm__ volatile(
+        "vpternlogd $0xff, %%zmm12, %%zmm12, %%zmm12\n\t vpabsb %%zmm12, %%zmm13\n\t"
+        "vpxord %%zmm0, %%zmm0, %%zmm0\n\t vpxord %%zmm1, %%zmm1, %%zmm1\n\t"
+        "vpxord %%zmm2, %%zmm2, %%zmm2\n\t vpxord %%zmm3, %%zmm3, %%zmm3\n\t"
+        "vpxord %%zmm4, %%zmm4, %%zmm4\n\t vpxord %%zmm5, %%zmm5, %%zmm5\n\t"
+        "vpxord %%zmm6, %%zmm6, %%zmm6\n\t vpxord %%zmm7, %%zmm7, %%zmm7\n\t"
+        "vpxord %%zmm8, %%zmm8, %%zmm8\n\t vpxord %%zmm9, %%zmm9, %%zmm9\n\t"
+        "vpxord %%zmm10, %%zmm10, %%zmm10\n\t vpxord %%zmm11, %%zmm11, %%zmm11\n\t"
+        "1:\n\t"
+        DPB(0) DPB(1) DPB(2) DPB(3) DPB(4) DPB(5) DPB(6) DPB(7) DPB(8) DPB(9) DPB(10) DPB(11)
+        "dec %0\n\t jnz 1b\n\t"
+        "vpaddd %%zmm1, %%zmm0, %%zmm0\n\t vpaddd %%zmm11, %%zmm0, %%zmm0\n\t"
+        "vmovdqu32 %%zmm0, (%1)\n\t vzeroupper\n\t"
+        : "+r"(iters) : "r"(out) : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
+          "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13");
+    *sink = out[0];
+    return PEAK_ITERS * 12 * 64;
 }
 
 typedef struct peak_ctx { long (*fn)(long, int32_t *); int threads; long macs; } peak_ctx;
@@ -217,7 +244,8 @@ int main(int argc, char **argv)
     omp_set_num_threads(threads);
     quant_path path = quant_path_best();
     printf("quant_gemm_bench: threads %d, path %s\n", threads, quant_path_name(path));
-    double pk_mix = 0, pk_mb = 0;          /* best peak seen so far in this run */
+    double pk_mix = 0, pk_mb = 0, pk_vnni = 0;     /* best peaks seen so far in this run */
+    int have_vnni = quant_path_supported(QUANT_PATH_AVX512VNNI);
 #ifdef FLOW_HAVE_DNNL
     dnnl_engine_t eng;
     dnnl_stream_t stream;
@@ -239,14 +267,18 @@ int main(int argc, char **argv)
     };
     int only = argc > 3 ? atoi(argv[3]) : -1;     /* one shape by index (tuning) */
     if (argc > 3 && strcmp(argv[3], "peak") == 0) {  /* the peak loops alone */
-        peak_ctx pm = { peak_mix, threads, 0 }, pb = { peak_maddubs, threads, 0 };
-        run_fn fns[2] = { run_peak, run_peak };
-        void *ctxs[2] = { &pm, &pb };
-        double best[2], cbest[2];
-        time_round_robin(2, fns, ctxs, best, cbest, min_s);
+        peak_ctx pm = { peak_mix, threads, 0 }, pb = { peak_maddubs, threads, 0 }, pv = { peak_vnni512, threads, 0 };
+        run_fn fns[3] = { run_peak, run_peak, run_peak };
+        void *ctxs[3] = { &pm, &pb, &pv };
+        double best[3], cbest[3];
+        time_round_robin(have_vnni ? 3 : 2, fns, ctxs, best, cbest, min_s);
         printf("integer peak (%d threads): vpmaddubsw+vpmaddwd+vpaddd %.1f GOP/s wall (%.1f per CPU second x %d); "
-               "vpmaddubsw alone %.1f GOP/s\n", threads, 2.0 * pm.macs / best[0] / 1e9,
+               "vpmaddubsw alone %.1f GOP/s", threads, 2.0 * pm.macs / best[0] / 1e9,
                2.0 * pm.macs / cbest[0] / 1e9 * threads, threads, 2.0 * pb.macs / best[1] / 1e9);
+        if (have_vnni)
+            printf("; vpdpbusd zmm (AVX-512 VNNI, the kernels' path here) %.1f GOP/s wall (%.1f per CPU second x %d)",
+                   2.0 * pv.macs / best[2] / 1e9, 2.0 * pv.macs / cbest[2] / 1e9 * threads, threads);
+        printf("\n");
         return 0;
     }
     printf("%-18s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s  %s\n", "M x N x K", "peak", "ours", "ours-lin",
@@ -279,10 +311,10 @@ int main(int argc, char **argv)
         double ops = 2.0 * M * N * K;
         ctx c4 = c;
         c4.w = &w4; c4.a = &a4; c4.C = NULL;
-        peak_ctx pm = { peak_mix, threads, 0 }, pb = { peak_maddubs, threads, 0 };
-        run_fn fns[MAXRUN] = { run_peak, run_peak, run_ours_s32, run_ours_linear, run_ours_linear };
-        void *ctxs[MAXRUN] = { &pm, &pb, &c, &c, &c4 };
-        int nrun = 5;
+        peak_ctx pm = { peak_mix, threads, 0 }, pb = { peak_maddubs, threads, 0 }, pv = { peak_vnni512, threads, 0 };
+        run_fn fns[MAXRUN] = { run_peak, run_peak, run_ours_s32, run_ours_linear, run_ours_linear, run_peak };
+        void *ctxs[MAXRUN] = { &pm, &pb, &c, &c, &c4, &pv };
+        int nrun = have_vnni ? 6 : 5, i_dnnl = nrun;
         double g_dnnl = 0, gc_dnnl = 0, best[MAXRUN], cbest[MAXRUN];
         char exact[64] = "-";
 #ifdef FLOW_HAVE_DNNL
@@ -296,8 +328,8 @@ int main(int argc, char **argv)
         double t_s32 = best[2], t_lin = best[3], t_u4 = best[4];
 #ifdef FLOW_HAVE_DNNL
         if (have_dnnl) {
-            g_dnnl = ops / best[5] / 1e9;
-            gc_dnnl = ops / cbest[5] / 1e9 * threads;
+            g_dnnl = ops / best[i_dnnl] / 1e9;
+            gc_dnnl = ops / cbest[i_dnnl] / 1e9 * threads;
             run_ours_s32(&c);
             long bad = 0; long maxd = 0;
             for (size_t i = 0; i < (size_t)M * N; i++)
@@ -325,22 +357,28 @@ int main(int argc, char **argv)
             free(wbuf); free(q7);
         }
 #endif
+        double g_vnni = have_vnni ? 2.0 * pv.macs / best[5] / 1e9 : 0.0;
+        double g_peak = path == QUANT_PATH_AVX512VNNI ? g_vnni : g_mix;   /* the path's own instruction */
         pk_mix = pk_mix > g_mix ? pk_mix : g_mix;
         pk_mb = pk_mb > g_mub ? pk_mb : g_mub;
+        pk_vnni = pk_vnni > g_vnni ? pk_vnni : g_vnni;
         char dims[32];
         snprintf(dims, sizeof dims, "%dx%dx%d", M, N, K);
         double g = ops / t_s32 / 1e9;
-        printf("%-18s %8.1f %8.1f %8.1f %8.1f %8.2f %8.2f %8.1f %8.1f %8.1f %8.1f  %s\n", dims, g_mix, g,
-               ops / t_lin / 1e9, g_dnnl, g_dnnl > 0 ? g / g_dnnl : 0.0, g / g_mix, ops / t_u4 / 1e9,
+        printf("%-18s %8.1f %8.1f %8.1f %8.1f %8.2f %8.2f %8.1f %8.1f %8.1f %8.1f  %s\n", dims, g_peak, g,
+               ops / t_lin / 1e9, g_dnnl, g_dnnl > 0 ? g / g_dnnl : 0.0, g / g_peak, ops / t_u4 / 1e9,
                ops / cbest[2] / 1e9 * threads, gc_dnnl, ops / cbest[4] / 1e9 * threads, exact);
         free(X); free(W); free(q); free(sw); free(pk); free(z); free(s4); free(C); free(Cd); free(Y);
         quant_weight_release(&w); quant_weight_release(&w4);
         quant_act_release(&a); quant_act_release(&a4);
     }
-    printf("integer peak, best of this run (%d threads): vpmaddubsw+vpmaddwd+vpaddd %.1f GOP/s; vpmaddubsw alone %.1f GOP/s\n",
+    printf("integer peak, best of this run (%d threads): vpmaddubsw+vpmaddwd+vpaddd %.1f GOP/s; vpmaddubsw alone %.1f GOP/s",
            threads, pk_mix, pk_mb);
-    printf("columns: GOP/s of the peak loop timed alongside, our int32 GEMM (ours), with the float rescale (ours-lin), oneDNN s8s8s32 matmul,\n"
-           "ratios ours/oneDNN and ours/peak (vpmaddubsw+vpmaddwd mix), our UINT4 g64 Linear; -cpu: the same per CPU\n"
+    if (have_vnni) printf("; vpdpbusd zmm %.1f GOP/s", pk_vnni);
+    printf("\n");
+    printf("columns: GOP/s of the peak loop of the path's instruction timed alongside (vpdpbusd zmm on the avx512vnni\n"
+           "path, else the vpmaddubsw+vpmaddwd+vpaddd mix), our int32 GEMM (ours), with the float rescale (ours-lin),\n"
+           "oneDNN s8s8s32 matmul, ratios ours/oneDNN and ours/peak, our UINT4 g64 Linear; -cpu: the same per CPU\n"
            "second x threads (best process CPU time: what the work costs when other jobs share the cores); exact:\n"
            "oneDNN's int32 results equal ours\n");
     return 0;
