@@ -28,8 +28,6 @@ struct bert_acts {
     size_t mt_w, mt_b, mln_g, mln_b, mbias;     /* MLM head */
     size_t pool_w, pool_b, cls_w, cls_b;        /* classification head */
     layer_off *lay;
-    int qkv_next;               /* forward: the layer whose QKV the fused tail of the
-                                 * one before computed, or -1 */
 
     /* the last forward */
     int valid, B, T, head, train, M, has_types, has_mask, has_labels, has_cw;
@@ -333,7 +331,8 @@ static void add_serial(float *restrict out, const float *restrict a, const float
  * LN2, then layer l + 1's QKV Linear of the same rows.  Each op computes
  * a row as its whole-batch form does (the Linears through the hook, which
  * takes row blocks: bert_set_linear_rows), so the bits are those of
- * layer_forward's op-at-a-time path. */
+ * layer_forward's op-at-a-time path.  Rows per block: one quantized row
+ * tile (FUSED_ROWS). */
 static int layer_rows_tail(bert_model *m, int l, int r0, int r1, flow_err *e)
 {
     struct bert_acts *A = m->acts;
@@ -366,34 +365,67 @@ static int layer_rows_tail(bert_model *m, int l, int r0, int r1, flow_err *e)
     return rc;
 }
 
-/* layer_rows_tail over all rows as one parallel region of nt threads,
- * blocks of FUSED_ROWS claimed in turn; the first failing block's error. */
-static int layer_tail_fused(bert_model *m, int l, int nt, flow_err *e)
+/* Records the first failure of a block in the fused encoder. */
+static void fused_fail(int *failed, flow_err *e, int rc, const flow_err *be)
 {
-    int N = m->acts->B * m->acts->T, nb = (N + FUSED_ROWS - 1) / FUSED_ROWS, failed = 0;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-    for (int b = 0; b < nb; b++) {
-        if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
-        flow_err be = { 0 };
-        int r1 = (b + 1) * FUSED_ROWS < N ? (b + 1) * FUSED_ROWS : N;
-        int rc = layer_rows_tail(m, l, b * FUSED_ROWS, r1, &be);
-        if (rc) {
-            #pragma omp critical(bert_fused_err)
-            if (!failed) {
-                failed = rc;
-                if (e) *e = be;
+    #pragma omp critical(bert_fused_err)
+    if (!*failed) {
+        *failed = rc;
+        if (e) *e = *be;
+    }
+}
+
+/* The encoder of an eval forward as one parallel region of nt threads
+ * (where the hook takes row blocks: bert_set_linear_rows): layer 0's QKV
+ * by row blocks, then per layer the (sequence, head) attention pairs and
+ * layer_rows_tail by row blocks, each phase a worksharing loop whose
+ * closing barrier makes its outputs whole for the next.  One fork and
+ * 2L + 1 barriers, where the op-at-a-time forward forks a team per op: on
+ * this 2-core VM a fork and join costs ~55 us and a barrier ~27 us when
+ * the threads sleep between (OMP_WAIT_POLICY=passive), against a 0.4 ms
+ * legal-shape forward.  Blocks are fixed by the batch alone, so the bits
+ * do not depend on the thread count.  The first failing block's error. */
+static int encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err *e)
+{
+    struct bert_acts *A = m->acts;
+    const float *P = m->params;
+    int N = A->B * A->T, nb = (N + FUSED_ROWS - 1) / FUSED_ROWS, H = m->cfg.hidden, failed = 0;
+    #pragma omp parallel num_threads(nt)
+    {
+        const layer_off *o0 = &A->lay[0];
+        layer_acts v0 = layer_view(m, 0);
+        #pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < nb; b++) {
+            if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
+            int r0 = b * FUSED_ROWS, n = N - r0 < FUSED_ROWS ? N - r0 : FUSED_ROWS;
+            flow_err be = { 0 };
+            int rc = enc_linear(m, 0, 0, BERT_LIN_QKV, v0.qkv + (size_t)r0 * 3 * o0->A, v0.x + (size_t)r0 * H,
+                                P + o0->qkv_w, P + o0->qkv_b, n, H, 3 * o0->A, &be);
+            if (rc) fused_fail(&failed, e, rc, &be);
+        }
+        for (int l = 0; l < m->cfg.layers; l++) {
+            const layer_off *o = &A->lay[l];
+            layer_acts v = layer_view(m, l);
+            #pragma omp for schedule(dynamic, 1)
+            for (int bh = 0; bh < A->B * o->nh; bh++)
+                if (!__atomic_load_n(&failed, __ATOMIC_RELAXED))
+                    attention_forward_pair(v.ctx, v.probs, v.qkv, mask, A->T, o->nh, m->cfg.head_size, bh);
+            #pragma omp for schedule(dynamic, 1)
+            for (int b = 0; b < nb; b++) {
+                if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
+                int r0 = b * FUSED_ROWS, r1 = N - r0 < FUSED_ROWS ? N : r0 + FUSED_ROWS;
+                flow_err be = { 0 };
+                int rc = layer_rows_tail(m, l, r0, r1, &be);
+                if (rc) fused_fail(&failed, e, rc, &be);
             }
         }
     }
     return failed;
 }
 
-/* x_{l+1} = encoder layer l (x_l), for the batch of the current forward;
- * the four Linears go through enc_linear (the quantized hook, if any).
- * Where the hook takes row blocks (and the profiler is off: its op table
- * times ops one at a time), the row-wise part after attention runs fused
- * (layer_tail_fused), with the next layer's QKV; layer 0's QKV is then the
- * only one computed here. */
+/* x_{l+1} = encoder layer l (x_l), for the batch of the current forward,
+ * one op at a time; the four Linears go through enc_linear (the quantized
+ * hook, if any). */
 static int layer_forward(bert_model *m, int l, const int32_t *mask, int train, float ph, float pa,
                          flow_err *e)
 {
@@ -404,22 +436,12 @@ static int layer_forward(bert_model *m, int l, const int32_t *mask, int train, f
     layer_acts v = layer_view(m, l);
     float *gel = A->dbig;   /* scratch in forward */
     int rc = 0;
-    int fused = !train && m->linear_hook && m->linear_rows && !m->prof.enabled
-                ? m->linear_rows(m->linear_hook_arg) : 0;
-    if (A->qkv_next != l) {     /* else layer l - 1's fused tail computed it */
-        PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * 3 * Aw,
-             rc = enc_linear(m, train, l, BERT_LIN_QKV, v.qkv, v.x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * Aw, e));
-        if (rc) return rc;
-    }
+    PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * 3 * Aw,
+         rc = enc_linear(m, train, l, BERT_LIN_QKV, v.qkv, v.x, P + o->qkv_w, P + o->qkv_b, N, H, 3 * Aw, e));
+    if (rc) return rc;
     PROF(BERT_OP_ATTENTION, 1, 4.0 * B * T * T * Aw,
          attention_forward(v.ctx, v.probs, v.qkv, mask, B, T, o->nh, m->cfg.head_size, pa,
                            site_key(m, SITE_ATT(l)), A->att_scratch));
-    A->qkv_next = -1;
-    if (fused) {
-        if ((rc = layer_tail_fused(m, l, fused, e))) return rc;
-        A->qkv_next = l + 1;
-        return 0;
-    }
     PROF(BERT_OP_MATMUL, 1, 2.0 * N * H * Aw,
          rc = enc_linear(m, train, l, BERT_LIN_ATTN_OUT, A->tmp, v.ctx, P + o->o_w, P + o->o_b, N, Aw, H, e));
     if (rc) return rc;
@@ -580,10 +602,18 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
          layernorm_forward(A->x, A->emb_mean, A->emb_rstd, A->emb, P + A->eln_g, P + A->eln_b, N, H));
     PROF(BERT_OP_DROPOUT, 1, 0,
          dropout_forward(A->x, A->x, (size_t)N * H, ph, site_key(m, SITE_EMB)));
-    A->qkv_next = -1;
-    for (int l = 0; l < c->layers; l++)
-        if ((rc = layer_forward(m, l, mask, train, ph, pa, e)))
+    /* eval with a hook that takes row blocks (the profiler off: its op
+     * table times ops one at a time): the encoder as one parallel region */
+    int fused = !train && m->linear_hook && m->linear_rows && !m->prof.enabled
+                ? m->linear_rows(m->linear_hook_arg) : 0;
+    if (fused) {
+        if ((rc = encoder_fused(m, mask, fused, e)))
             return rc;
+    } else {
+        for (int l = 0; l < c->layers; l++)
+            if ((rc = layer_forward(m, l, mask, train, ph, pa, e)))
+                return rc;
+    }
 
     memset(out, 0, sizeof *out);
     if (head == BERT_HEAD_MLM) {

@@ -716,12 +716,38 @@ size_t attention_scratch(int T)
     return (size_t)omp_get_max_threads() * 2 * (size_t)T * T;
 }
 
+/* Sequence b, head h of attention_forward: P = softmax(scale q k^T), then
+ * ctx = dropout(P) v (pd: T*T floats of scratch when p_drop > 0). */
+static void attention_pair(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                           int T, int nh, int d, int bh, float p_drop, uint64_t key, float *pd)
+{
+    int H = nh * d, ld = 3 * H;     /* H: the attention width A here */
+    float scale = 1.0f / sqrtf((float)d);
+    int b = bh / nh, h = bh % nh;
+    const float *q = qkv + (size_t)b * T * ld + h * d;
+    const float *k = q + H, *v = q + 2 * H;
+    float *P = probs + (size_t)bh * T * T;
+    /* P[T,T] = scale * q[T,d] k[T,d]^T */
+    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale,
+                q, ld, k, ld, 0.0f, P, T);
+    const int32_t *mk = mask ? mask + (size_t)b * T : NULL;
+    for (int i = 0; i < T; i++)
+        softmax_row(P + (size_t)i * T, mk, T);
+    const float *A = P;
+    if (p_drop > 0) {
+        uint64_t base = (uint64_t)bh * T * T;
+        dropout_apply(pd, P, (size_t)T * T, p_drop, key, base);
+        A = pd;
+    }
+    /* ctx[T,d] (row stride H) = A[T,T] v[T,d] */
+    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f,
+                A, T, v, ld, 0.0f, ctx + (size_t)b * T * H + h * d, H);
+}
+
 void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
                        int B, int T, int nh, int d, float p_drop, uint64_t key,
                        float *scratch)
 {
-    int H = nh * d, ld = 3 * H;     /* H: the attention width A here */
-    float scale = 1.0f / sqrtf((float)d);
     #pragma omp parallel
     {
         float *pd = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
@@ -729,28 +755,15 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
          * hold back the others; each pair's result does not depend on who
          * computes it */
         #pragma omp for schedule(dynamic, 1)
-        for (int bh = 0; bh < B * nh; bh++) {
-            int b = bh / nh, h = bh % nh;
-            const float *q = qkv + (size_t)b * T * ld + h * d;
-            const float *k = q + H, *v = q + 2 * H;
-            float *P = probs + (size_t)bh * T * T;
-            /* P[T,T] = scale * q[T,d] k[T,d]^T */
-            blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale,
-                        q, ld, k, ld, 0.0f, P, T);
-            const int32_t *mk = mask ? mask + (size_t)b * T : NULL;
-            for (int i = 0; i < T; i++)
-                softmax_row(P + (size_t)i * T, mk, T);
-            const float *A = P;
-            if (p_drop > 0) {
-                uint64_t base = (uint64_t)bh * T * T;
-                dropout_apply(pd, P, (size_t)T * T, p_drop, key, base);
-                A = pd;
-            }
-            /* ctx[T,d] (row stride H) = A[T,T] v[T,d] */
-            blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f,
-                        A, T, v, ld, 0.0f, ctx + (size_t)b * T * H + h * d, H);
-        }
+        for (int bh = 0; bh < B * nh; bh++)
+            attention_pair(ctx, probs, qkv, mask, T, nh, d, bh, p_drop, key, pd);
     }
+}
+
+void attention_forward_pair(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                            int T, int nh, int d, int bh)
+{
+    attention_pair(ctx, probs, qkv, mask, T, nh, d, bh, 0.0f, 0, NULL);
 }
 
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,
@@ -827,7 +840,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
 
 void tanh_forward(float *out, const float *inp, size_t n)
 {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (n >= PAR_MIN_FLOATS)
     for (size_t i = 0; i < n; i++)
         out[i] = tanhf(inp[i]);
 }

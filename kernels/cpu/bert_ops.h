@@ -72,6 +72,10 @@ size_t attention_scratch(int T);
 void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
                        int B, int T, int nh, int d, float p_drop, uint64_t key,
                        float *scratch);
+/* Eval (no dropout) sequence bh / nh, head bh % nh of attention_forward,
+ * on the calling thread: the same bits. */
+void attention_forward_pair(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                            int T, int nh, int d, int bh);
 /* dqkv[B*T,3A] written. */
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                         const float *probs, int B, int T, int nh, int d,
