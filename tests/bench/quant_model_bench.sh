@@ -124,14 +124,14 @@ threads=${2:-2}
 secs=${3:-3}
 batches=${4:-1,32}
 models=${5:-random}
-export OMP_WAIT_POLICY=passive
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}   # OMP_WAIT_POLICY=active in the environment: spinning threads
 out=$(mktemp)
 work=$(mktemp -d)
 onnx=$work/onnx
 mkdir -p "$onnx"
 trap 'rm -rf "$out" "$work"' EXIT
 flow=$build/flow
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; OMP_WAIT_POLICY=$OMP_WAIT_POLICY"
 if [ "$models" = random ]; then
     layers=${QBENCH_LAYERS:-6}
     IFS=, read -r qh qheads qffn qhs <<< "${QBENCH_SHAPE:-768,12,3072}"
