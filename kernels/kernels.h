@@ -348,16 +348,21 @@ int blas_kernels_pinned(void);
  * it; calibration observes their inputs through it.  Attention, softmax,
  * LayerNorm, embeddings, pooler and classifier stay fp32. */
 void bert_set_linear_hook(bert_model *m, bert_linear_fn fn, void *arg);
-/* fn(hook arg), asked before each eval layer on the CPU: > 0 when the hook
- * computes any block of rows on the calling thread, also from inside an
- * OpenMP parallel region of that many threads (it returns the number;
- * 0: not now).  The forward then runs each layer's row-wise part after
- * attention (output Linear, residual, LayerNorm, FFN, residual, LayerNorm,
- * the next layer's QKV) as one parallel region over blocks of 16 rows:
- * one fork per layer instead of one per op, the block's activations in
- * cache, and the same bits (every op computes a row the same way in any
- * block).  NULL (the default, and for bert_set_linear_hook's observers):
- * one op at a time. */
+/* fn(hook arg), asked before each eval forward on the CPU: > 0 when the
+ * hook computes any block of rows on the calling thread, also from inside
+ * an OpenMP parallel region of that many threads (it returns the number;
+ * 0: not now; the quantized model: when every encoder Linear is
+ * quantized).  The forward then runs the whole encoder as one parallel
+ * region (kernels/cpu/bert_cpu.c encoder_fused): layer 0's QKV by blocks
+ * of 16 rows, then per layer attention by (sequence, head, 64 query rows)
+ * and the rest of the layer (output Linear, residual, LayerNorm, FFN,
+ * residual, LayerNorm, the next layer's QKV) by blocks of 16 rows: one
+ * fork and a barrier per phase instead of a fork per op, each block's
+ * activations in cache.  The bits are those of the same forward op at a
+ * time (what the profiler runs): every op computes a row the same way in
+ * any block, and attention is chunked by queries both ways.  NULL (the
+ * default, and for bert_set_linear_hook's observers): op at a time with
+ * whole-sequence attention, the fp32 model's bits. */
 void bert_set_linear_rows(bert_model *m, int (*fn)(void *arg));
 
 /* ------------------------------------------------------------------ */

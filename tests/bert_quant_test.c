@@ -156,8 +156,8 @@ int main(void)
         bert_qmodel_free(q);
     }
 
-    /* The fused eval layer (row blocks of 16 in one parallel region,
-     * bert_set_linear_rows) gives the op-at-a-time bits: every hidden state
+    /* The fused eval encoder (one parallel region, bert_set_linear_rows)
+     * gives the op-at-a-time bits (the profiler's forward): every hidden state
      * of a batch of 5 x 11 rows (3 whole blocks and a tail of 7), int8 and
      * 4-bit, 1 and 3 threads. */
     for (size_t s = 0; s < 2; s++) {
@@ -173,13 +173,14 @@ int main(void)
             bert_qmodel_set_threads(q, th);
             for (int way = 0; way < 2; way++) {
                 bert_qmodel_attach(m, q);
-                if (way) bert_set_linear_rows(m, NULL);
+                bert_profile_enable(m, way);    /* profiled: op at a time */
                 bert_output o;
                 flow_err e;
                 CHECK_OK(bert_forward(m, &b2, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
                 for (int l = 0; l <= L; l++)
                     memcpy((way ? plain : fused) + l * nh, bert_hidden_states(m, l), nh * sizeof(float));
             }
+            bert_profile_enable(m, 0);
             for (int l = 0; l <= L; l++)
                 CHECK_MSG(memcmp(fused + l * nh, plain + l * nh, nh * sizeof(float)) == 0,
                           "spec %zu, %d threads: fused layer output %d differs from op at a time", s, th, l);
@@ -190,6 +191,53 @@ int main(void)
         bert_qmodel_attach(m, NULL);
         free(fused); free(plain);
         bert_qmodel_free(q);
+    }
+
+    /* The same over sequences longer than attention's query chunks (2 x
+     * 150 rows: chunks of 64, 64 and 22 queries per head); and a model with
+     * no quantized Linear still gives the fp32 bits there (whole-sequence
+     * attention). */
+    {
+        bert_config c;
+        bert_config_default(&c);
+        c.vocab_size = 120; c.hidden = 64; c.layers = 2;
+        bert_config_uniform(&c, 2, 128, NULL);
+        c.max_len = 160; c.num_labels = 3; c.mode = BERT_MODE_CLASSIFY;
+        enum { B3 = 2, T3 = 150 };
+        bert_model *ml = NULL;
+        flow_err e;
+        CHECK_OK(bert_model_new(&c, B3, T3, &bert_device_cpu, &ml, &e), e);
+        bert_init(ml, 11, NULL);
+        int32_t ids3[B3 * T3], mask3[B3 * T3];
+        for (int i = 0; i < B3 * T3; i++) { ids3[i] = 5 + (i * 53) % 110; mask3[i] = i % T3 < 140 - 30 * (i / T3); }
+        bert_batch b3 = { .B = B3, .T = T3, .ids = ids3, .attn_mask = mask3 };
+        bert_qmodel *q = quantize_all(ml, &specs[0], NULL);
+        size_t nh = (size_t)B3 * T3 * c.hidden;
+        float *h[2] = { malloc(nh * sizeof(float)), malloc(nh * sizeof(float)) };
+        for (int way = 0; way < 2; way++) {
+            bert_qmodel_attach(ml, q);
+            bert_profile_enable(ml, way);       /* profiled: op at a time */
+            bert_output o;
+            CHECK_OK(bert_forward(ml, &b3, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
+            memcpy(h[way], bert_hidden_states(ml, c.layers), nh * sizeof(float));
+        }
+        CHECK_MSG(memcmp(h[0], h[1], nh * sizeof(float)) == 0, "150-row sequences: fused output differs");
+        bert_profile_enable(ml, 0);
+        bert_qmodel *none = bert_qmodel_new(c.layers);
+        bert_output o;
+        bert_qmodel_attach(ml, NULL);
+        CHECK_OK(bert_forward(ml, &b3, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
+        memcpy(h[0], bert_hidden_states(ml, c.layers), nh * sizeof(float));
+        bert_qmodel_attach(ml, none);
+        CHECK_OK(bert_forward(ml, &b3, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
+        CHECK_MSG(memcmp(h[0], bert_hidden_states(ml, c.layers), nh * sizeof(float)) == 0,
+                  "150-row sequences: an empty quantized model changes the fp32 outputs");
+        bert_qmodel_attach(ml, NULL);
+        bert_qmodel_free(none);
+        free(h[0]); free(h[1]);
+        bert_qmodel_attach(ml, NULL);
+        bert_qmodel_free(q);
+        bert_model_free(ml);
     }
 
     /* Calibration: rows counted are the real tokens; GPTQ beats RTN at 4 bits. */

@@ -716,32 +716,34 @@ size_t attention_scratch(int T)
     return (size_t)omp_get_max_threads() * 2 * (size_t)T * T;
 }
 
-/* Sequence b, head h of attention_forward: P = softmax(scale q k^T), then
- * ctx = dropout(P) v (pd: T*T floats of scratch when p_drop > 0). */
+/* Sequence b, head h of attention_forward, query rows [i0, i1): P rows =
+ * softmax(scale q k^T), then ctx rows = dropout(P) v (pd: T*T floats of
+ * scratch when p_drop > 0). */
 static void attention_pair(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                           int T, int nh, int d, int bh, float p_drop, uint64_t key, float *pd)
+                           int T, int nh, int d, int bh, int i0, int i1, float p_drop, uint64_t key,
+                           float *pd)
 {
     int H = nh * d, ld = 3 * H;     /* H: the attention width A here */
     float scale = 1.0f / sqrtf((float)d);
-    int b = bh / nh, h = bh % nh;
-    const float *q = qkv + (size_t)b * T * ld + h * d;
-    const float *k = q + H, *v = q + 2 * H;
-    float *P = probs + (size_t)bh * T * T;
-    /* P[T,T] = scale * q[T,d] k[T,d]^T */
-    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale,
+    int b = bh / nh, h = bh % nh, n = i1 - i0;
+    const float *q = qkv + ((size_t)b * T + i0) * ld + h * d;
+    const float *k = qkv + (size_t)b * T * ld + H + h * d, *v = k + H;
+    float *P = probs + ((size_t)bh * T + i0) * T;
+    /* P[n,T] = scale * q[n,d] k[T,d]^T */
+    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, T, d, scale,
                 q, ld, k, ld, 0.0f, P, T);
     const int32_t *mk = mask ? mask + (size_t)b * T : NULL;
-    for (int i = 0; i < T; i++)
+    for (int i = 0; i < n; i++)
         softmax_row(P + (size_t)i * T, mk, T);
     const float *A = P;
     if (p_drop > 0) {
-        uint64_t base = (uint64_t)bh * T * T;
-        dropout_apply(pd, P, (size_t)T * T, p_drop, key, base);
+        uint64_t base = ((uint64_t)bh * T + i0) * T;
+        dropout_apply(pd, P, (size_t)n * T, p_drop, key, base);
         A = pd;
     }
-    /* ctx[T,d] (row stride H) = A[T,T] v[T,d] */
-    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f,
-                A, T, v, ld, 0.0f, ctx + (size_t)b * T * H + h * d, H);
+    /* ctx[n,d] (row stride H) = A[n,T] v[T,d] */
+    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, T, 1.0f,
+                A, T, v, ld, 0.0f, ctx + ((size_t)b * T + i0) * H + h * d, H);
 }
 
 void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
@@ -756,14 +758,25 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
          * computes it */
         #pragma omp for schedule(dynamic, 1)
         for (int bh = 0; bh < B * nh; bh++)
-            attention_pair(ctx, probs, qkv, mask, T, nh, d, bh, p_drop, key, pd);
+            attention_pair(ctx, probs, qkv, mask, T, nh, d, bh, 0, T, p_drop, key, pd);
     }
 }
 
-void attention_forward_pair(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                            int T, int nh, int d, int bh)
+void attention_forward_chunks(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                              int B, int T, int nh, int d, int qrows)
 {
-    attention_pair(ctx, probs, qkv, mask, T, nh, d, bh, 0.0f, 0, NULL);
+    int nq = (T + qrows - 1) / qrows;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int pq = 0; pq < B * nh * nq; pq++) {
+        int i0 = pq % nq * qrows, i1 = i0 + qrows < T ? i0 + qrows : T;
+        attention_pair(ctx, probs, qkv, mask, T, nh, d, pq / nq, i0, i1, 0.0f, 0, NULL);
+    }
+}
+
+void attention_forward_part(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                            int T, int nh, int d, int bh, int i0, int i1)
+{
+    attention_pair(ctx, probs, qkv, mask, T, nh, d, bh, i0, i1, 0.0f, 0, NULL);
 }
 
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,

@@ -72,10 +72,18 @@ size_t attention_scratch(int T);
 void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
                        int B, int T, int nh, int d, float p_drop, uint64_t key,
                        float *scratch);
-/* Eval (no dropout) sequence bh / nh, head bh % nh of attention_forward,
- * on the calling thread: the same bits. */
-void attention_forward_pair(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                            int T, int nh, int d, int bh);
+/* Eval attention (no dropout) by chunks of qrows query rows: each
+ * (sequence, head, chunk) one piece of work for the threads, so a batch of
+ * one sequence of one head keeps two threads busy.  The chunks are fixed
+ * by T alone (the bits do not depend on the thread count), but they are
+ * not attention_forward's bits (sgemm of another M). */
+void attention_forward_chunks(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                              int B, int T, int nh, int d, int qrows);
+/* Eval (no dropout) sequence bh / nh, head bh % nh, query rows [i0, i1):
+ * one piece of attention_forward_chunks (all T rows: the same bits as
+ * attention_forward), on the calling thread. */
+void attention_forward_part(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                            int T, int nh, int d, int bh, int i0, int i1);
 /* dqkv[B*T,3A] written. */
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                         const float *probs, int B, int T, int nh, int d,
