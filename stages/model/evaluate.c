@@ -267,7 +267,9 @@ out_classes:
 
 const flow_stage stage_evaluate = {
     .name = "evaluate",
-    .version = 4,   /* 4: models labelled by their reference as written in the graph
+    .version = 5,   /* 5: quantized models' attention by 64-query chunks (their
+                     * logits' low bits; kernels/cpu/bert_cpu.c ATT_QROWS);
+                     * 4: models labelled by their reference as written in the graph
                      * (was: the producing node's name from its metadata), in the key;
                      * 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any
                      * thread count); 2: BERT inference numerics (vectorised exp/GELU/LayerNorm), length-sorted batches, threads */

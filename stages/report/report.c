@@ -499,7 +499,9 @@ out:
 
 const flow_stage stage_report = {
     .name = "report",
-    .version = 2,   /* 2: inputs labelled by their reference as written in the graph
+    .version = 3,   /* 3: quantized models' attention by 64-query chunks (their
+                     * probabilities' low bits: KL, agreement);
+                     * 2: inputs labelled by their reference as written in the graph
                      * (was: the producing node's name from its metadata), in the key */
     .help = "every model variant side by side on the test split: size, accuracy, agreement with "
             "the teacher, speed; the seed's gates; report.md / .json / .html with SVG plots",
