@@ -384,8 +384,8 @@ static void fused_fail(int *failed, flow_err *e, int rc, const flow_err *be)
 }
 
 /* The encoder of an eval forward as one parallel region of nt threads
- * (where the hook takes row blocks: bert_set_linear_rows): layer 0's QKV
- * by row blocks, then per layer the (sequence, head) attention pairs and
+ * (where the hook takes row blocks: bert_set_linear_rows): the embeddings,
+ * their LayerNorm and layer 0's QKV by row blocks, then per layer the (sequence, head) attention pairs and
  * layer_rows_tail by row blocks, each phase a worksharing loop whose
  * closing barrier makes its outputs whole for the next.  One fork and
  * 2L + 1 barriers, where the op-at-a-time forward forks a team per op: on
@@ -398,6 +398,7 @@ static int encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err *e
     struct bert_acts *A = m->acts;
     const float *P = m->params;
     int N = A->B * A->T, nb = (N + FUSED_ROWS - 1) / FUSED_ROWS, H = m->cfg.hidden, failed = 0;
+    const int32_t *types = A->has_types ? A->types : NULL;
     #pragma omp parallel num_threads(nt)
     {
         const layer_off *o0 = &A->lay[0];
@@ -406,6 +407,11 @@ static int encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err *e
         for (int b = 0; b < nb; b++) {
             if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
             int r0 = b * FUSED_ROWS, n = N - r0 < FUSED_ROWS ? N - r0 : FUSED_ROWS;
+            /* x0 = LN(embeddings) of the block (eval: no dropout) */
+            embedding_forward_rows(A->emb, A->ids, types, P + A->wte, P + A->wpe, P + A->wtt, A->T, H,
+                                   r0, r0 + n);
+            layernorm_forward_serial(A->x + (size_t)r0 * H, A->emb_mean + r0, A->emb_rstd + r0,
+                                     A->emb + (size_t)r0 * H, P + A->eln_g, P + A->eln_b, n, H);
             flow_err be = { 0 };
             int rc = enc_linear(m, 0, 0, BERT_LIN_QKV, v0.qkv + (size_t)r0 * 3 * o0->A, v0.x + (size_t)r0 * H,
                                 P + o0->qkv_w, P + o0->qkv_b, n, H, 3 * o0->A, &be);
@@ -611,22 +617,22 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
     const int32_t *types = A->has_types ? A->types : NULL;
     const int32_t *mask = A->has_mask ? A->mask : NULL;
 
-    /* embeddings -> x0 */
-    PROF(BERT_OP_EMBED, 1, 0,
-         embedding_forward(A->emb, A->ids, types, P + A->wte, P + A->wpe, P + A->wtt, B, T, H));
-    PROF(BERT_OP_LAYERNORM, 1, 0,
-         layernorm_forward(A->x, A->emb_mean, A->emb_rstd, A->emb, P + A->eln_g, P + A->eln_b, N, H));
-    PROF(BERT_OP_DROPOUT, 1, 0,
-         dropout_forward(A->x, A->x, (size_t)N * H, ph, site_key(m, SITE_EMB)));
     /* eval with a hook that takes row blocks: attention by query chunks,
      * and (the profiler off: its op table times ops one at a time) the
-     * encoder as one parallel region */
+     * embeddings and the encoder as one parallel region */
     int fused = !train && m->linear_hook && m->linear_rows ? m->linear_rows(m->linear_hook_arg) : 0;
     A->att_chunks = fused > 0;
     if (fused && !m->prof.enabled) {
         if ((rc = encoder_fused(m, mask, fused, e)))
             return rc;
     } else {
+        /* embeddings -> x0 */
+        PROF(BERT_OP_EMBED, 1, 0,
+             embedding_forward(A->emb, A->ids, types, P + A->wte, P + A->wpe, P + A->wtt, B, T, H));
+        PROF(BERT_OP_LAYERNORM, 1, 0,
+             layernorm_forward(A->x, A->emb_mean, A->emb_rstd, A->emb, P + A->eln_g, P + A->eln_b, N, H));
+        PROF(BERT_OP_DROPOUT, 1, 0,
+             dropout_forward(A->x, A->x, (size_t)N * H, ph, site_key(m, SITE_EMB)));
         for (int l = 0; l < c->layers; l++)
             if ((rc = layer_forward(m, l, mask, train, ph, pa, e)))
                 return rc;

@@ -420,6 +420,20 @@ void embedding_forward(float *out, const int32_t *ids, const int32_t *types,
     }
 }
 
+void embedding_forward_rows(float *out, const int32_t *ids, const int32_t *types,
+                            const float *wte, const float *wpe, const float *wtt,
+                            int T, int H, int r0, int r1)
+{
+    for (int n = r0; n < r1; n++) {
+        const float *w = wte + (size_t)ids[n] * H;
+        const float *p = wpe + (size_t)(n % T) * H;
+        const float *y = wtt + (size_t)(types ? types[n] : 0) * H;
+        float *o = out + (size_t)n * H;
+        for (int c = 0; c < H; c++)
+            o[c] = w[c] + p[c] + y[c];
+    }
+}
+
 void embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,
                         const int32_t *ids, const int32_t *types,
                         int B, int T, int H, int pad_id)

@@ -42,6 +42,11 @@ void linear_backward(float *dinp, float *dW, float *db, const float *dout,
 void embedding_forward(float *out, const int32_t *ids, const int32_t *types,
                        const float *wte, const float *wpe, const float *wtt,
                        int B, int T, int H);
+/* Rows [r0, r1) of embedding_forward (of the flattened [B*T] batch) on the
+ * calling thread: the same bits. */
+void embedding_forward_rows(float *out, const int32_t *ids, const int32_t *types,
+                            const float *wte, const float *wpe, const float *wtt,
+                            int T, int H, int r0, int r1);
 /* dwte[ids] += dout (except rows with id == pad_id), dwpe[t] += dout,
  * dwtt[types] += dout.  Threads own column slices: no races, fixed order. */
 void embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,
