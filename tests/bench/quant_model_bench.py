@@ -24,6 +24,27 @@ flow's own exports runs without spinning.  Used by quant_model_bench.sh; not a t
 """
 import argparse, os, sys, tempfile, time
 
+def keep_heads(model, width):
+    """Physically keeps the first `width` attention columns (the first
+    heads) of every layer: query/key/value rows and output-dense columns
+    (transformers 5 dropped PreTrainedModel.prune_heads; the attention view
+    infers the head count from the Linear widths)."""
+    import torch
+    def cut(lin, rows=None, cols=None):
+        w = lin.weight.data
+        w = w[:rows] if rows is not None else w[:, :cols]
+        new = torch.nn.Linear(w.shape[1], w.shape[0])
+        new.weight.data = w.clone()
+        new.bias.data = (lin.bias.data[:rows] if rows is not None else lin.bias.data).clone()
+        return new
+    for layer in model.bert.encoder.layer:
+        att = layer.attention.self
+        for name in ("query", "key", "value"):
+            setattr(att, name, cut(getattr(att, name), rows=width))
+        att.num_attention_heads = width // att.attention_head_size
+        att.all_head_size = width
+        layer.attention.output.dense = cut(layer.attention.output.dense, cols=width)
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hf", help="HF export folder (else random weights)")
@@ -62,7 +83,7 @@ def main():
                          max_position_embeddings=max(512, a.seq), num_labels=a.labels)
         model = BertForSequenceClassification(cfg)
         if full > a.heads:
-            model.prune_heads({l: list(range(a.heads, full)) for l in range(a.layers)})
+            keep_heads(model, a.heads * (a.hidden // full))
     model.eval()
     V = model.config.vocab_size
     rng = np.random.default_rng(1)
