@@ -173,10 +173,15 @@ Z512_AI void z512_u4_rows(const quant_weight *w, const quant_act *a, const float
             }
         }
         __m512 s = _mm512_castsi512_ps(z512_pair256(ps + (size_t)j * QUANT_P4, ps1 + (size_t)j * QUANT_P4));
-        __m512i z = z512_pair256(pz + (size_t)j * QUANT_P4, pz1 + (size_t)j * QUANT_P4);
+        /* d - z gsum in float, exactly: |d|, |z gsum| <= 15 * 127 * 128 and
+         * their difference are integers below 2^24, so the converts, the
+         * product and the one rounding of the fused subtract are exact: the
+         * integer twin's value, without a vpmulld per row and group */
+        __m512 zf = _mm512_cvtepi32_ps(z512_pair256(pz + (size_t)j * QUANT_P4, pz1 + (size_t)j * QUANT_P4));
         _Pragma("GCC unroll 8") for (int r = 0; r < mr; r++) {
-            __m512i dr = _mm512_sub_epi32(d[r], _mm512_mullo_epi32(z, _mm512_set1_epi32(a->gsum[(size_t)(m + r) * G + j])));
-            t[r] = _mm512_add_ps(t[r], _mm512_mul_ps(s, _mm512_cvtepi32_ps(dr)));
+            __m512 dr = _mm512_fnmadd_ps(zf, _mm512_set1_ps((float)a->gsum[(size_t)(m + r) * G + j]),
+                                         _mm512_cvtepi32_ps(d[r]));
+            t[r] = _mm512_add_ps(t[r], _mm512_mul_ps(s, dr));
         }
     }
     int nv = w->N - n < 2 * QUANT_P4 ? w->N - n : 2 * QUANT_P4;
