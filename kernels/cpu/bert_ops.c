@@ -405,21 +405,6 @@ void linear_backward(float *dinp, float *dW, float *db, const float *dout,
 /* ------------------------------------------------------------------ */
 /* embeddings                                                          */
 
-void embedding_forward(float *out, const int32_t *ids, const int32_t *types,
-                       const float *wte, const float *wpe, const float *wtt,
-                       int B, int T, int H)
-{
-    #pragma omp parallel for schedule(static) if ((size_t)B * T * H >= PAR_MIN_FLOATS)
-    for (int n = 0; n < B * T; n++) {
-        const float *w = wte + (size_t)ids[n] * H;
-        const float *p = wpe + (size_t)(n % T) * H;
-        const float *y = wtt + (size_t)(types ? types[n] : 0) * H;
-        float *o = out + (size_t)n * H;
-        for (int c = 0; c < H; c++)
-            o[c] = w[c] + p[c] + y[c];
-    }
-}
-
 void embedding_forward_rows(float *out, const int32_t *ids, const int32_t *types,
                             const float *wte, const float *wpe, const float *wtt,
                             int T, int H, int r0, int r1)
@@ -432,6 +417,15 @@ void embedding_forward_rows(float *out, const int32_t *ids, const int32_t *types
         for (int c = 0; c < H; c++)
             o[c] = w[c] + p[c] + y[c];
     }
+}
+
+void embedding_forward(float *out, const int32_t *ids, const int32_t *types,
+                       const float *wte, const float *wpe, const float *wtt,
+                       int B, int T, int H)
+{
+    #pragma omp parallel for schedule(static) if ((size_t)B * T * H >= PAR_MIN_FLOATS)
+    for (int n = 0; n < B * T; n++)
+        embedding_forward_rows(out, ids, types, wte, wpe, wtt, T, H, n, n + 1);
 }
 
 void embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,

@@ -251,7 +251,7 @@ int main(int argc, char **argv)
         }
         for (int v = 0; v < 3; v++)
             if (!only || strstr(bs.names[v], only))
-                printf("peer %s batch %d seq %d threads %d ms_per_batch %.2f seq_per_s %.1f cpu_ms %.2f\n", bs.names[v],
+                printf("peer %s batch %d seq %d threads %d ms_per_batch %.3f seq_per_s %.1f cpu_ms %.3f\n", bs.names[v],
                    B, T, threads, best[v] * 1e3, B / best[v], cbest[v] * 1e3);
         /* encoder Linear multiply-adds x 2 per forward, over the whole forward's time */
         double ops = 0;

@@ -100,8 +100,8 @@ def main():
         return best, cbest
 
     def report(name, B, t):
-        print(f"peer {name} batch {B} seq {a.seq} threads {a.threads} ms_per_batch {t[0]*1e3:.2f} "
-              f"seq_per_s {B/t[0]:.1f} cpu_ms {t[1]*1e3:.2f}", flush=True)
+        print(f"peer {name} batch {B} seq {a.seq} threads {a.threads} ms_per_batch {t[0]*1e3:.3f} "
+              f"seq_per_s {B/t[0]:.1f} cpu_ms {t[1]*1e3:.3f}", flush=True)
 
     def ort_options(ort, spin=False):
         so = ort.SessionOptions()

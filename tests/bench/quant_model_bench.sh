@@ -202,8 +202,8 @@ for B in sorted({b for _, b in rows}):
     print(f"batch {B}: ms per batch (lower is better; CPU ms of all threads) and speed-up of flow's variants")
     for (name, b), ms in sorted(rows.items(), key=lambda kv: kv[1]):
         if b == B:
-            c = f"  (cpu {cpu[(name, b)]:9.2f} ms)" if (name, b) in cpu else ""
-            print(f"  {name:28s} {ms:9.2f} ms{c}")
+            c = f"  (cpu {cpu[(name, b)]:9.3f} ms)" if (name, b) in cpu else ""
+            print(f"  {name:28s} {ms:9.3f} ms{c}")
     for q in ["flow-int8"] + q4:
         if (q, B) in rows:
             for peer in ("flow-fp32", "torch-dynamic-int8", "onnxruntime-dynamic-int8",
