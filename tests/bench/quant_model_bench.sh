@@ -29,6 +29,32 @@
 # of this CPU on the same threads (quant_gemm_bench's register-only loop), and
 # flow's CPU time per forward beside the wall time (the machine may be shared).
 #
+# Measured 2026-12-02 04:09-04:45 UTC at c6984cf..459a038 (the fused
+# quantized encoder: one parallel region per forward; attention by 64-query
+# chunks), AMD EPYC Zen 4, 2 threads, quiet machine (load 1-2.4: only these
+# runs), one run per shape and wait policy.  Default OMP_WAIT_POLICY=passive
+# (flow and torch; onnxruntime both ways); OMP_WAIT_POLICY=active runs give
+# flow-vs-flow ratios only (torch's spinning OpenMP pool shares the python
+# process with onnxruntime and slows it: reference batch 1 ORT-spin 55 ms
+# against 21 passive).  Wall ratios, batch 1 / batch 32:
+#   legal 2 heads, FFN 512 (128,2,512 x2), passive: int8 2.67-2.72x / 1.91-1.92x
+#     fp32, 4-bit 2.67-2.72x / 1.57-1.59x; int8 vs ORT dynamic int8 1.94-1.98x /
+#     1.51-1.70x, spinning ORT 1.34-1.39x / 1.19-1.37x, torch 8.8-9.5x / 2.2-2.8x
+#   same, active: int8 2.27-2.32x / 1.37-1.99x, 4-bit 2.13-2.21x (target 2.5x:
+#     NOT met) / 1.51-1.66x
+#   legal pruned student (128,1,256,64 x2, what legal.graph quantizes), passive:
+#     int8 2.90-3.28x / 1.80-1.82x, 4-bit 2.87-2.97x / 1.48-1.51x; int8 vs ORT
+#     2.13-2.28x / 1.32-1.37x, spinning 1.57-1.79x / 1.23-1.25x, torch 9.9-14x
+#   same, active: int8 2.59-2.64x / 1.69-1.75x, 4-bit 2.47-2.52x (target
+#     2.5x: at the line; 0.557 / 0.226 ms) / 1.40-1.48x
+#   reference (768, 12 heads, 3072 x6), passive: int8 3.26-3.44x / 3.08-4.07x,
+#     4-bit 3.04-3.13x / 2.82-3.28x; int8 vs ORT 1.10-1.20x / 1.18-1.22x,
+#     spinning 1.01-1.11x / 1.04-1.15x, torch 1.43-1.72x / 1.32-1.82x
+#   integer peak, 2 threads: vpdpbusd zmm 900-922 GOP/s; encoder Linears over
+#   the whole reference forward: int8 518-548 / 455-539 GOP/s.
+#   Left at the legal shapes with spinning threads: 4-bit stays ~int8's speed
+#   (its kernel 36% of the forward) and attention's sgemm (~21%), GELU (9%),
+#   activation quantization (6%), LayerNorm (4%) are shared fp32 work.
 # Measured 2026-12-02 01:40-01:56 UTC at 35eec66 (zmm VNNI kernels, 16-lane
 # GELU/exp and activation quantization), 2 threads, one run per shape with
 # every peer, load 6-7 (legal) and 6.4 rising to 11.4 (reference: the other
