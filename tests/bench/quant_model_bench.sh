@@ -43,10 +43,11 @@
 #   same, active: int8 2.27-2.32x / 1.37-1.99x, 4-bit 2.13-2.21x (target 2.5x:
 #     NOT met) / 1.51-1.66x
 #   legal pruned student (128,1,256,64 x2, what legal.graph quantizes), passive:
-#     int8 2.90-3.28x / 1.80-1.82x, 4-bit 2.87-2.97x / 1.48-1.51x; int8 vs ORT
+#     int8 2.90-3.28x / 1.80-1.82x, 4-bit 2.90-2.97x / 1.48-1.51x; int8 vs ORT
 #     2.13-2.28x / 1.32-1.37x, spinning 1.57-1.79x / 1.23-1.25x, torch 9.9-14x
-#   same, active: int8 2.59-2.64x / 1.69-1.75x, 4-bit 2.47-2.52x (target
-#     2.5x: at the line; 0.557 / 0.226 ms) / 1.40-1.48x
+#   same, active (3 runs; a fourth under a load burst gave 2.03x / 2.27x): int8
+#     2.59x / 1.69-1.75x, 4-bit 2.47-2.48x (target 2.5x: NOT met, 0.557 / 0.226
+#     ms) / 1.41-1.48x
 #   reference (768, 12 heads, 3072 x6), passive: int8 3.26-3.44x / 3.08-4.07x,
 #     4-bit 3.04-3.13x / 2.82-3.28x; int8 vs ORT 1.10-1.20x / 1.18-1.22x,
 #     spinning 1.01-1.11x / 1.04-1.15x, torch 1.43-1.72x / 1.32-1.82x
