@@ -13,8 +13,10 @@ weights from a seed, or an HF export given with --hf DIR) as
 with the same threads and inputs, and prints one line per measurement:
   peer <name> batch <B> seq <T> threads <n> ms_per_batch <x> seq_per_s <y> cpu_ms <c>
 Batch 1 is reported as latency, batch 32 as throughput (best of the
-repeats, after a warm-up); cpu_ms is the best process CPU time of a call
-(all threads), what the work costs when other jobs share the cores.
+repeats, after a warm-up); cpu_ms is the mean process CPU time of a call
+(all threads), what the work costs when other jobs share the cores (a mean:
+a running sibling thread's time reaches the process clock only at ticks, so
+the best call under-counts).
 onnxruntime fp32 and dynamic int8 run twice, side by side: with their
 default spinning thread pool (what users get; named ...-spin) and without
 spinning, as flow's and torch's OpenMP threads wait here
@@ -90,14 +92,14 @@ def main():
     peers = a.peers.split(",")
 
     def timeit(fn):
-        """best wall time and best process CPU time (all threads) of the calls"""
+        """best wall time and mean process CPU time (all threads) of the calls"""
         fn()
-        best, cbest, start, n = 1e30, 1e30, time.perf_counter(), 0
+        best, csum, start, n = 1e30, 0.0, time.perf_counter(), 0
         while n < 3 or time.perf_counter() - start < a.seconds:
             t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            best = min(best, time.perf_counter() - t0); cbest = min(cbest, time.process_time() - c0); n += 1
-        return best, cbest
+            best = min(best, time.perf_counter() - t0); csum += time.process_time() - c0; n += 1
+        return best, csum / n
 
     def report(name, B, t):
         print(f"peer {name} batch {B} seq {a.seq} threads {a.threads} ms_per_batch {t[0]*1e3:.3f} "
