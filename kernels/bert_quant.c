@@ -142,7 +142,7 @@ static int qmodel_hook(void *arg, int layer, int which, const float *in, int N, 
 
 /* The forward may hand blocks of rows to the hook from a parallel region
  * of this many threads when every encoder Linear is quantized (the fused
- * eval layer of kernels/cpu/bert_cpu.c); 0 when some Linear stays fp32 or
+ * eval encoder of kernels/cpu/bert_cpu_fused.c); 0 when some Linear stays fp32 or
  * the per-thread scratch cannot be had. */
 static int qmodel_rows_threads(void *arg)
 {

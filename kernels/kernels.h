@@ -353,7 +353,7 @@ void bert_set_linear_hook(bert_model *m, bert_linear_fn fn, void *arg);
  * an OpenMP parallel region of that many threads (it returns the number;
  * 0: not now; the quantized model: when every encoder Linear is
  * quantized).  The forward then runs the whole encoder as one parallel
- * region (kernels/cpu/bert_cpu.c encoder_fused): layer 0's QKV by blocks
+ * region (kernels/cpu/bert_cpu_fused.c): the embeddings and layer 0's QKV by blocks
  * of 16 rows, then per layer attention by (sequence, head, 64 query rows)
  * and the rest of the layer (output Linear, residual, LayerNorm, FFN,
  * residual, LayerNorm, the next layer's QKV) by blocks of 16 rows: one

@@ -5,65 +5,12 @@
  * model's max_B x max_T; dropout masks are not stored: backward regenerates
  * them from the counter-based keys of the forward call.
  */
-#include "kernels/bert_backend.h"
-#include "bert_ops.h"
+#include "bert_cpu.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* One encoder layer: its shape, parameter offsets (floats into the flat
- * buffers) and activation offsets (floats into the per-layer buffers qkv,
- * probs, ctx, fc1, whose slots differ in width from layer to layer). */
-typedef struct layer_off {
-    int nh, A, I;               /* heads, attention width nh*d, FFN width */
-    size_t qkv_w, qkv_b, o_w, o_b, ln1_g, ln1_b, i_w, i_b, o2_w, o2_b, ln2_g, ln2_b;
-    size_t act_qkv, act_probs, act_ctx, act_fc1;
-} layer_off;
-
-struct bert_acts {
-    /* parameter offsets */
-    size_t wte, wpe, wtt, eln_g, eln_b;
-    size_t mt_w, mt_b, mln_g, mln_b, mbias;     /* MLM head */
-    size_t pool_w, pool_b, cls_w, cls_b;        /* classification head */
-    layer_off *lay;
-    int att_chunks;             /* forward: attention by query chunks (ATT_QROWS) */
-
-    /* the last forward */
-    int valid, B, T, head, train, M, has_types, has_mask, has_labels, has_cw;
-    uint64_t counter;
-    int32_t *ids, *types, *mask, *rows, *targets, *clabels;
-    float *cw;
-
-    /* stored activations; per-layer slots sized for max_N = max_B*max_T
-     * (widths per layer: layer_off.act_*) */
-    float *emb, *emb_mean, *emb_rstd;   /* [N,H], [N], [N] */
-    float *x;                           /* [(L+1), N, H] layer inputs/outputs */
-    float *qkv;                         /* per layer [N, 3A_l] */
-    float *probs;                       /* per layer [B, nh_l, T, T] */
-    float *ctx;                         /* per layer [N, A_l] */
-    float *res1, *a, *res2;             /* [L, N, H] */
-    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;   /* [L, N] */
-    float *fc1;                         /* per layer [N, I_l] pre-GELU; GELU(fc1)
-                                         * is recomputed in backward */
-    /* MLM head over M <= N rows */
-    float *h_sel, *t, *g, *ln, *ln_mean, *ln_rstd;      /* [N,H] / [N] */
-    float *logits, *dlogits, *lse;      /* [cap,V], [cap,V], [N]: logits rows */
-    size_t logits_cap;                  /* grow on demand to the largest M seen */
-    /* classification head */
-    float *cls_in, *pooled, *pooled_d, *clogits, *clse; /* [B,H] / [B,C] / [B] */
-
-    /* scratch (Am, Im: the widest layer's attention and FFN width) */
-    float *tmp;                         /* [N, max(H,Im)] */
-    float *dx, *dres, *da;              /* [N,H] */
-    float *dctx;                        /* [N,Am] */
-    float *dqkv;                        /* [N,3Am] */
-    float *dbig;                        /* [N, max(Im, C)] */
-    float *att_scratch;
-    size_t att_scratch_n;               /* floats: attention_scratch(max_T) at
-                                         * the thread count of the last growth */
-};
 
 /* ------------------------------------------------------------------ */
 /* allocation                                                          */
@@ -248,20 +195,6 @@ static int cpu_alloc(bert_model *m, flow_err *e)
         if (m->prof.enabled) bert_prof_add(m, kind, fwd, t0_, flops); \
     } while (0)
 
-/* An encoder Linear: the hook's (quantized or observing) on eval forwards,
- * else fp32. */
-static int enc_linear(bert_model *m, int train, int layer, int which, float *out, const float *in,
-                      const float *W, const float *b, int N, int IC, int OC, flow_err *e)
-{
-    if (m->linear_hook && !train) {
-        int rc = m->linear_hook(m->linear_hook_arg, layer, which, in, N, IC, OC, W, b, out, e);
-        if (rc < 0) return rc;
-        if (rc == 1) return 0;
-    }
-    linear_forward(out, in, W, b, N, IC, OC);
-    return 0;
-}
-
 static uint64_t site_key(const bert_model *m, uint64_t site)
 {
     return dropout_key(m->dropout_seed, m->acts->counter, site);
@@ -291,154 +224,6 @@ static void gather_rows(float *dst, const float *src, const int32_t *rows, int M
     #pragma omp parallel for schedule(static)
     for (int i = 0; i < M; i++)
         memcpy(dst + (size_t)i * H, src + (size_t)rows[i] * H, (size_t)H * sizeof(float));
-}
-
-/* Per-layer activation pointers of layer l. */
-typedef struct layer_acts {
-    float *x, *xo, *qkv, *probs, *ctx, *res1, *a, *res2, *fc1, *ln1_mean, *ln1_rstd,
-          *ln2_mean, *ln2_rstd;
-} layer_acts;
-
-static layer_acts layer_view(const bert_model *m, int l)
-{
-    struct bert_acts *A = m->acts;
-    const layer_off *o = &A->lay[l];
-    size_t mN = (size_t)m->max_B * m->max_T, H = (size_t)m->cfg.hidden;
-    layer_acts v = {
-        .x = A->x + l * mN * H, .xo = A->x + (l + 1) * mN * H,
-        .qkv = A->qkv + o->act_qkv, .probs = A->probs + o->act_probs, .ctx = A->ctx + o->act_ctx,
-        .res1 = A->res1 + l * mN * H, .a = A->a + l * mN * H, .res2 = A->res2 + l * mN * H,
-        .fc1 = A->fc1 + o->act_fc1,
-        .ln1_mean = A->ln1_mean + l * mN, .ln1_rstd = A->ln1_rstd + l * mN,
-        .ln2_mean = A->ln2_mean + l * mN, .ln2_rstd = A->ln2_rstd + l * mN,
-    };
-    return v;
-}
-
-/* out = a + b, n floats (the eval residual: residual_dropout_forward at
- * p = 0, on the calling thread) */
-static void add_serial(float *restrict out, const float *restrict a, const float *restrict b, size_t n)
-{
-    #pragma omp simd
-    for (size_t k = 0; k < n; k++)
-        out[k] = a[k] + b[k];
-}
-
-/* Rows per block of the fused eval layer: one quantized row tile. */
-#define FUSED_ROWS 16
-
-/* Rows [r0, r1) of encoder layer l after attention, on the calling thread
- * (eval: no dropout): the output Linear, residual, LN1, FFN, residual,
- * LN2, then layer l + 1's QKV Linear of the same rows.  Each op computes
- * a row as its whole-batch form does (the Linears through the hook, which
- * takes row blocks: bert_set_linear_rows), so the bits are those of
- * layer_forward's op-at-a-time path.  Rows per block: one quantized row
- * tile (FUSED_ROWS). */
-static int layer_rows_tail(bert_model *m, int l, int r0, int r1, flow_err *e)
-{
-    struct bert_acts *A = m->acts;
-    const layer_off *o = &A->lay[l];
-    const float *P = m->params;
-    int n = r1 - r0, H = m->cfg.hidden, Aw = o->A, I = o->I;
-    layer_acts v = layer_view(m, l);
-    size_t rh = (size_t)r0 * H, ri = (size_t)r0 * I;
-    float *tmp = A->tmp + rh, *gel = A->dbig + ri, *fc1 = v.fc1 + ri;
-    int rc = enc_linear(m, 0, l, BERT_LIN_ATTN_OUT, tmp, v.ctx + (size_t)r0 * Aw, P + o->o_w, P + o->o_b,
-                        n, Aw, H, e);
-    if (rc) return rc;
-    add_serial(v.res1 + rh, v.x + rh, tmp, (size_t)n * H);
-    layernorm_forward_serial(v.a + rh, v.ln1_mean + r0, v.ln1_rstd + r0, v.res1 + rh,
-                             P + o->ln1_g, P + o->ln1_b, n, H);
-    if ((rc = enc_linear(m, 0, l, BERT_LIN_FFN_IN, fc1, v.a + rh, P + o->i_w, P + o->i_b, n, H, I, e)))
-        return rc;
-    gelu_forward_serial(gel, fc1, (size_t)n * I);
-    if ((rc = enc_linear(m, 0, l, BERT_LIN_FFN_OUT, tmp, gel, P + o->o2_w, P + o->o2_b, n, I, H, e)))
-        return rc;
-    add_serial(v.res2 + rh, v.a + rh, tmp, (size_t)n * H);
-    layernorm_forward_serial(v.xo + rh, v.ln2_mean + r0, v.ln2_rstd + r0, v.res2 + rh,
-                             P + o->ln2_g, P + o->ln2_b, n, H);
-    if (l + 1 < m->cfg.layers) {
-        const layer_off *o1 = &A->lay[l + 1];
-        layer_acts v1 = layer_view(m, l + 1);
-        rc = enc_linear(m, 0, l + 1, BERT_LIN_QKV, v1.qkv + (size_t)r0 * 3 * o1->A, v.xo + rh,
-                        P + o1->qkv_w, P + o1->qkv_b, n, H, 3 * o1->A, e);
-    }
-    return rc;
-}
-
-/* Query rows per attention chunk of a model whose hook takes row blocks
- * (attention_forward_chunks): at batch 1 with one head (the pruned legal
- * model) two chunks keep both threads busy; legal-shape 4-bit forward at
- * batch 1, 1 head: 0.29 -> 0.24 ms spinning, 0.37 -> 0.28 passive (32
- * rows: no better). */
-#define ATT_QROWS 64
-
-/* Records the first failure of a block in the fused encoder. */
-static void fused_fail(int *failed, flow_err *e, int rc, const flow_err *be)
-{
-    #pragma omp critical(bert_fused_err)
-    if (!*failed) {
-        *failed = rc;
-        if (e) *e = *be;
-    }
-}
-
-/* The encoder of an eval forward as one parallel region of nt threads
- * (where the hook takes row blocks: bert_set_linear_rows): the embeddings,
- * their LayerNorm and layer 0's QKV by row blocks, then per layer the (sequence, head) attention pairs and
- * layer_rows_tail by row blocks, each phase a worksharing loop whose
- * closing barrier makes its outputs whole for the next.  One fork and
- * 2L + 1 barriers, where the op-at-a-time forward forks a team per op: on
- * this 2-core VM a fork and join costs ~55 us and a barrier ~27 us when
- * the threads sleep between (OMP_WAIT_POLICY=passive), against a 0.4 ms
- * legal-shape forward.  Blocks are fixed by the batch alone, so the bits
- * do not depend on the thread count.  The first failing block's error. */
-static int encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err *e)
-{
-    struct bert_acts *A = m->acts;
-    const float *P = m->params;
-    int N = A->B * A->T, nb = (N + FUSED_ROWS - 1) / FUSED_ROWS, H = m->cfg.hidden, failed = 0;
-    const int32_t *types = A->has_types ? A->types : NULL;
-    #pragma omp parallel num_threads(nt)
-    {
-        const layer_off *o0 = &A->lay[0];
-        layer_acts v0 = layer_view(m, 0);
-        #pragma omp for schedule(dynamic, 1)
-        for (int b = 0; b < nb; b++) {
-            if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
-            int r0 = b * FUSED_ROWS, n = N - r0 < FUSED_ROWS ? N - r0 : FUSED_ROWS;
-            /* x0 = LN(embeddings) of the block (eval: no dropout) */
-            embedding_forward_rows(A->emb, A->ids, types, P + A->wte, P + A->wpe, P + A->wtt, A->T, H,
-                                   r0, r0 + n);
-            layernorm_forward_serial(A->x + (size_t)r0 * H, A->emb_mean + r0, A->emb_rstd + r0,
-                                     A->emb + (size_t)r0 * H, P + A->eln_g, P + A->eln_b, n, H);
-            flow_err be = { 0 };
-            int rc = enc_linear(m, 0, 0, BERT_LIN_QKV, v0.qkv + (size_t)r0 * 3 * o0->A, v0.x + (size_t)r0 * H,
-                                P + o0->qkv_w, P + o0->qkv_b, n, H, 3 * o0->A, &be);
-            if (rc) fused_fail(&failed, e, rc, &be);
-        }
-        for (int l = 0; l < m->cfg.layers; l++) {
-            const layer_off *o = &A->lay[l];
-            layer_acts v = layer_view(m, l);
-            int nq = (A->T + ATT_QROWS - 1) / ATT_QROWS;
-            #pragma omp for schedule(dynamic, 1)
-            for (int pq = 0; pq < A->B * o->nh * nq; pq++)
-                if (!__atomic_load_n(&failed, __ATOMIC_RELAXED)) {
-                    int i0 = pq % nq * ATT_QROWS, i1 = i0 + ATT_QROWS < A->T ? i0 + ATT_QROWS : A->T;
-                    attention_forward_part(v.ctx, v.probs, v.qkv, mask, A->T, o->nh, m->cfg.head_size,
-                                           pq / nq, i0, i1);
-                }
-            #pragma omp for schedule(dynamic, 1)
-            for (int b = 0; b < nb; b++) {
-                if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
-                int r0 = b * FUSED_ROWS, r1 = N - r0 < FUSED_ROWS ? N : r0 + FUSED_ROWS;
-                flow_err be = { 0 };
-                int rc = layer_rows_tail(m, l, r0, r1, &be);
-                if (rc) fused_fail(&failed, e, rc, &be);
-            }
-        }
-    }
-    return failed;
 }
 
 /* x_{l+1} = encoder layer l (x_l), for the batch of the current forward,
@@ -623,7 +408,7 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
     int fused = !train && m->linear_hook && m->linear_rows ? m->linear_rows(m->linear_hook_arg) : 0;
     A->att_chunks = fused > 0;
     if (fused && !m->prof.enabled) {
-        if ((rc = encoder_fused(m, mask, fused, e)))
+        if ((rc = bert_cpu_encoder_fused(m, mask, fused, e)))
             return rc;
     } else {
         /* embeddings -> x0 */

@@ -268,7 +268,7 @@ out_classes:
 const flow_stage stage_evaluate = {
     .name = "evaluate",
     .version = 5,   /* 5: quantized models' attention by 64-query chunks (their
-                     * logits' low bits; kernels/cpu/bert_cpu.c ATT_QROWS);
+                     * logits' low bits; kernels/cpu/bert_cpu.h ATT_QROWS);
                      * 4: models labelled by their reference as written in the graph
                      * (was: the producing node's name from its metadata), in the key;
                      * 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any
