@@ -59,7 +59,6 @@ static int layer_rows_tail(bert_model *m, int l, int r0, int r1, flow_err *e)
     return rc;
 }
 
-
 /* Records the first failure of a block in the fused encoder. */
 static void fused_fail(int *failed, flow_err *e, int rc, const flow_err *be)
 {
@@ -72,8 +71,9 @@ static void fused_fail(int *failed, flow_err *e, int rc, const flow_err *be)
 
 /* The encoder of an eval forward as one parallel region of nt threads
  * (where the hook takes row blocks: bert_set_linear_rows): the embeddings,
- * their LayerNorm and layer 0's QKV by row blocks, then per layer the (sequence, head) attention pairs and
- * layer_rows_tail by row blocks, each phase a worksharing loop whose
+ * their LayerNorm and layer 0's QKV by row blocks, then per layer the
+ * attention chunks (attention_forward_chunks' pieces) and layer_rows_tail
+ * by row blocks, each phase a worksharing loop whose
  * closing barrier makes its outputs whole for the next.  One fork and
  * 2L + 1 barriers, where the op-at-a-time forward forks a team per op: on
  * this 2-core VM a fork and join costs ~55 us and a barrier ~27 us when
@@ -107,14 +107,11 @@ int bert_cpu_encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err 
         for (int l = 0; l < m->cfg.layers; l++) {
             const layer_off *o = &A->lay[l];
             layer_acts v = layer_view(m, l);
-            int nq = (A->T + ATT_QROWS - 1) / ATT_QROWS;
             #pragma omp for schedule(dynamic, 1)
-            for (int pq = 0; pq < A->B * o->nh * nq; pq++)
-                if (!__atomic_load_n(&failed, __ATOMIC_RELAXED)) {
-                    int i0 = pq % nq * ATT_QROWS, i1 = i0 + ATT_QROWS < A->T ? i0 + ATT_QROWS : A->T;
-                    attention_forward_part(v.ctx, v.probs, v.qkv, mask, A->T, o->nh, m->cfg.head_size,
-                                           pq / nq, i0, i1);
-                }
+            for (int c = 0; c < attention_chunks(A->B, A->T, o->nh, ATT_QROWS); c++)
+                if (!__atomic_load_n(&failed, __ATOMIC_RELAXED))
+                    attention_forward_chunk(v.ctx, v.probs, v.qkv, mask, A->T, o->nh, m->cfg.head_size,
+                                            ATT_QROWS, c);
             #pragma omp for schedule(dynamic, 1)
             for (int b = 0; b < nb; b++) {
                 if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;

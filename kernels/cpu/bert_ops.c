@@ -770,21 +770,25 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
     }
 }
 
+int attention_chunks(int B, int T, int nh, int qrows)
+{
+    return B * nh * ((T + qrows - 1) / qrows);
+}
+
+void attention_forward_chunk(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                             int T, int nh, int d, int qrows, int c)
+{
+    int nq = (T + qrows - 1) / qrows;
+    int i0 = c % nq * qrows, i1 = i0 + qrows < T ? i0 + qrows : T;
+    attention_pair(ctx, probs, qkv, mask, T, nh, d, c / nq, i0, i1, 0.0f, 0, NULL);
+}
+
 void attention_forward_chunks(float *ctx, float *probs, const float *qkv, const int32_t *mask,
                               int B, int T, int nh, int d, int qrows)
 {
-    int nq = (T + qrows - 1) / qrows;
     #pragma omp parallel for schedule(dynamic, 1)
-    for (int pq = 0; pq < B * nh * nq; pq++) {
-        int i0 = pq % nq * qrows, i1 = i0 + qrows < T ? i0 + qrows : T;
-        attention_pair(ctx, probs, qkv, mask, T, nh, d, pq / nq, i0, i1, 0.0f, 0, NULL);
-    }
-}
-
-void attention_forward_part(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                            int T, int nh, int d, int bh, int i0, int i1)
-{
-    attention_pair(ctx, probs, qkv, mask, T, nh, d, bh, i0, i1, 0.0f, 0, NULL);
+    for (int c = 0; c < attention_chunks(B, T, nh, qrows); c++)
+        attention_forward_chunk(ctx, probs, qkv, mask, T, nh, d, qrows, c);
 }
 
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,

@@ -84,11 +84,13 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
  * not attention_forward's bits (sgemm of another M). */
 void attention_forward_chunks(float *ctx, float *probs, const float *qkv, const int32_t *mask,
                               int B, int T, int nh, int d, int qrows);
-/* Eval (no dropout) sequence bh / nh, head bh % nh, query rows [i0, i1):
- * one piece of attention_forward_chunks (all T rows: the same bits as
- * attention_forward), on the calling thread. */
-void attention_forward_part(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                            int T, int nh, int d, int bh, int i0, int i1);
+/* The pieces of attention_forward_chunks: their count, and piece c
+ * (sequence c / (nh nq), head c / nq % nh, query chunk c % nq, nq = T /
+ * qrows rounded up) on the calling thread.  One definition of the chunks
+ * for the op-at-a-time forward and the fused one (same bits). */
+int attention_chunks(int B, int T, int nh, int qrows);
+void attention_forward_chunk(float *ctx, float *probs, const float *qkv, const int32_t *mask,
+                             int T, int nh, int d, int qrows, int c);
 /* dqkv[B*T,3A] written. */
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                         const float *probs, int B, int T, int nh, int d,
