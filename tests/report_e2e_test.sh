@@ -187,6 +187,7 @@ EOF
 "$FLOW" report "$G" --set base2.hash_bits=11 --cache "$T/A" > "$T/report.txt"; rc=$?
 check "flow report GRAPH prints the table (rc $rc)" grep -q "^base2 (final) *tfidf-linear" "$T/report.txt"
 check "flow report GRAPH prints the gates" grep -q "size: pass" "$T/report.txt"
+check "... with their mode and outcome apart" grep -q "^gates (gates = fail): 0 of 3 failed$" "$T/report.txt"
 "$FLOW" report "$G" --set base2.hash_bits=10 --cache "$T/A" > "$T/report.stale.txt"
 check "flow report GRAPH for an edit not built yet: the last build, said so" grep -q "^rep: artifact .*(stale" "$T/report.stale.txt"
 check "... and that build's table" grep -q "^base2 (final)" "$T/report.stale.txt"

@@ -161,6 +161,7 @@ typedef struct ctx {
     dnnl_primitive_t prim;
     dnnl_stream_t stream;
     dnnl_exec_arg_t args[3];
+    int32_t *Cd;                /* oneDNN's int32 output */
 #endif
 } ctx;
 
@@ -184,6 +185,25 @@ static void run_dnnl(void *p)
     ctx *c = p;
     if (dnnl_primitive_execute(c->prim, c->stream, 3, c->args) != dnnl_success) { fprintf(stderr, "dnnl execute failed\n"); exit(1); }
     dnnl_stream_wait(c->stream);
+}
+
+/* What oneDNN behind our scalar twin would cost: its int32 GEMM, then our
+ * epilogue y = (float)acc * (sa[m] * sw[n]) (quant.h's numerics, so the
+ * same bits as ours-lin), parallel over rows on the same threads, the
+ * rows vectorized (AVX2 lanes: the same IEEE operations per element). */
+__attribute__((target("avx2"))) static void run_dnnl_lin(void *p)
+{
+    ctx *c = p;
+    run_dnnl(c);
+    int M = c->a->M, N = c->w->N;
+#pragma omp parallel for schedule(static) num_threads(c->threads)
+    for (int m = 0; m < M; m++) {
+        const int32_t *cr = c->Cd + (size_t)m * N;
+        float *yr = c->Y + (size_t)m * N, sa = c->a->scale[m];
+        const float *sw = c->w->scale;
+#pragma omp simd
+        for (int n = 0; n < N; n++) yr[n] = (float)cr[n] * (sa * sw[n]);
+    }
 }
 
 #define DN(x) do { dnnl_status_t st_ = (x); if (st_ != dnnl_success) { \
@@ -281,8 +301,8 @@ int main(int argc, char **argv)
         printf("\n");
         return 0;
     }
-    printf("%-18s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s  %s\n", "M x N x K", "peak", "ours", "ours-lin",
-           "oneDNN", "vs dnnl", "vs peak", "u4g64", "ours-cpu", "dnnl-cpu", "u4-cpu", "exact");
+    printf("%-18s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s  %s\n", "M x N x K", "peak", "ours", "ours-lin",
+           "oneDNN", "vs dnnl", "dnnl-lin", "lin/dlin", "vs peak", "u4g64", "ours-cpu", "dnnl-cpu", "u4-cpu", "exact");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         if (only >= 0 && (int)s != only) continue;
         int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
@@ -315,13 +335,17 @@ int main(int argc, char **argv)
         run_fn fns[MAXRUN] = { run_peak, run_peak, run_ours_s32, run_ours_linear, run_ours_linear, run_peak };
         void *ctxs[MAXRUN] = { &pm, &pb, &c, &c, &c4, &pv };
         int nrun = have_vnni ? 6 : 5, i_dnnl = nrun;
-        double g_dnnl = 0, gc_dnnl = 0, best[MAXRUN], cbest[MAXRUN];
+        double g_dnnl = 0, gc_dnnl = 0, g_dnnl_lin = 0, best[MAXRUN], cbest[MAXRUN];
         char exact[64] = "-";
 #ifdef FLOW_HAVE_DNNL
         void *wbuf = NULL;
         c.stream = stream;
         int have_dnnl = dnnl_setup(&c, eng, a.q, a.Kp, q, M, N, K, Cd, &wbuf) == 0;
-        if (have_dnnl) { fns[nrun] = run_dnnl; ctxs[nrun] = &c; nrun++; }
+        c.Cd = Cd;
+        if (have_dnnl) {
+            fns[nrun] = run_dnnl; ctxs[nrun] = &c; nrun++;
+            fns[nrun] = run_dnnl_lin; ctxs[nrun] = &c; nrun++;
+        }
 #endif
         time_round_robin(nrun, fns, ctxs, best, cbest, min_s);
         double g_mix = 2.0 * pm.macs / best[0] / 1e9, g_mub = 2.0 * pb.macs / best[1] / 1e9;
@@ -329,6 +353,13 @@ int main(int argc, char **argv)
 #ifdef FLOW_HAVE_DNNL
         if (have_dnnl) {
             g_dnnl = ops / best[i_dnnl] / 1e9;
+            g_dnnl_lin = ops / best[i_dnnl + 1] / 1e9;
+            run_ours_linear(&c);            /* ours-lin and oneDNN + our epilogue: the same bits */
+            float *Yo = malloc((size_t)M * N * 4);
+            memcpy(Yo, Y, (size_t)M * N * 4);
+            run_dnnl_lin(&c);
+            if (memcmp(Yo, Y, (size_t)M * N * 4) != 0) { fprintf(stderr, "oneDNN + epilogue: outputs differ from ours-lin\n"); return 1; }
+            free(Yo);
             gc_dnnl = ops / cbest[i_dnnl] / 1e9 * threads;
             run_ours_s32(&c);
             long bad = 0; long maxd = 0;
@@ -365,8 +396,9 @@ int main(int argc, char **argv)
         char dims[32];
         snprintf(dims, sizeof dims, "%dx%dx%d", M, N, K);
         double g = ops / t_s32 / 1e9;
-        printf("%-18s %8.1f %8.1f %8.1f %8.1f %8.2f %8.2f %8.1f %8.1f %8.1f %8.1f  %s\n", dims, g_peak, g,
-               ops / t_lin / 1e9, g_dnnl, g_dnnl > 0 ? g / g_dnnl : 0.0, g / g_peak, ops / t_u4 / 1e9,
+        printf("%-18s %8.1f %8.1f %8.1f %8.1f %8.2f %8.1f %8.2f %8.2f %8.1f %8.1f %8.1f %8.1f  %s\n", dims, g_peak, g,
+               ops / t_lin / 1e9, g_dnnl, g_dnnl > 0 ? g / g_dnnl : 0.0, g_dnnl_lin,
+               g_dnnl_lin > 0 ? ops / t_lin / 1e9 / g_dnnl_lin : 0.0, g / g_peak, ops / t_u4 / 1e9,
                ops / cbest[2] / 1e9 * threads, gc_dnnl, ops / cbest[4] / 1e9 * threads, exact);
         free(X); free(W); free(q); free(sw); free(pk); free(z); free(s4); free(C); free(Cd); free(Y);
         quant_weight_release(&w); quant_weight_release(&w4);
@@ -378,7 +410,9 @@ int main(int argc, char **argv)
     printf("\n");
     printf("columns: GOP/s of the peak loop of the path's instruction timed alongside (vpdpbusd zmm on the avx512vnni\n"
            "path, else the vpmaddubsw+vpmaddwd+vpaddd mix), our int32 GEMM (ours), with the float rescale (ours-lin),\n"
-           "oneDNN s8s8s32 matmul, ratios ours/oneDNN and ours/peak, our UINT4 g64 Linear; -cpu: the same per CPU\n"
+           "oneDNN s8s8s32 matmul, ratio ours/oneDNN (int32 both), oneDNN's int32 GEMM + our float epilogue (dnnl-lin:\n"
+           "what oneDNN behind our twin would cost; its outputs are checked equal to ours-lin) and ours-lin/dnnl-lin,\n"
+           "ours/peak, our UINT4 g64 Linear; -cpu: the same per CPU\n"
            "second x threads (best process CPU time: what the work costs when other jobs share the cores); exact:\n"
            "oneDNN's int32 results equal ours\n");
     return 0;
