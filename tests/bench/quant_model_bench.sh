@@ -29,6 +29,16 @@
 # of this CPU on the same threads (quant_gemm_bench's register-only loop), and
 # flow's CPU time per forward beside the wall time (the machine may be shared).
 #
+# Measured 2026-12-02 14:05-14:09 UTC at 6764f0d (fresh checkout, quiet), legal
+# 2 heads (128,2,512 x2), one run each.  passive: int8 2.72x / 1.93x fp32,
+# 4-bit 2.60x / 1.67x, int8 vs ORT dynamic int8 2.19x / 1.30x (spinning ORT
+# 1.51x / 1.24x), torch 8.2x / 2.7x; every target met.  active: int8 2.16x /
+# 1.97x, 4-bit 1.95x (target 2.5x: NOT met) / 1.64x.  The batch-1 wall
+# times say why: 4-bit 0.468 ms passive, 0.466 active (the fused encoder is
+# one parallel region: no hand-offs for spinning to save), fp32 1.215 ms
+# passive, 0.908 active (its op-at-a-time forward forks per op); 4-bit
+# 0.363 ms would be needed.
+#
 # Measured 2026-12-02 04:09-04:45 UTC at c6984cf..459a038 (the fused
 # quantized encoder: one parallel region per forward; attention by 64-query
 # chunks), AMD EPYC Zen 4, 2 threads, quiet machine (load 1-2.4: only these
