@@ -351,12 +351,13 @@ static void test_vnni_body_emulated(void)
                 fn(&r.qw, &r.a, NULL, 0, M, 0, N, NULL, 0, r.c1);
                 CHECK(memcmp(r.c0, r.c1, (size_t)M * N * 4) == 0);
             }
-            /* the body's INT8 on real AVX-512 VNNI (superseded by the zmm kernel, kept) */
-            if (r.c0 && qgemm_avx512vnni_ymm_int8 && quant_path_supported(QUANT_PATH_AVX512VNNI)) {
+            /* the body on real AVX-512 VNNI (superseded by the zmm kernels, kept) */
+            if (qgemm_avx512vnni_ymm_kernels.int8_tile && quant_path_supported(QUANT_PATH_AVX512VNNI)) {
+                qgemm_tile_fn ymm = r.c0 ? qgemm_avx512vnni_ymm_kernels.int8_tile : qgemm_avx512vnni_ymm_kernels.u4_tile;
                 memset(r.y1, 0, (size_t)M * N * 4);
-                qgemm_avx512vnni_ymm_int8(&r.qw, &r.a, b, 0, M, 0, N, r.y1, N, NULL);
-                CHECK_MSG(memcmp(r.y0, r.y1, (size_t)M * N * 4) == 0, "VNNI body (avx512 ymm), M %d N %d K %d: differs",
-                          M, N, K);
+                ymm(&r.qw, &r.a, b, 0, M, 0, N, r.y1, N, NULL);
+                CHECK_MSG(memcmp(r.y0, r.y1, (size_t)M * N * 4) == 0, "VNNI body (avx512 ymm), %s, M %d N %d K %d: differs",
+                          cases[c].name, M, N, K);
             }
             scalar_ref_release(&r);
         }

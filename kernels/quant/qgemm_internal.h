@@ -30,9 +30,9 @@ extern const int qgemm_have_avxvnni_build, qgemm_have_avx512vnni_build;
 /* The VNNI body on an exact AVX2 emulation of vpdpbusd: never dispatched,
  * run by tests/quant_test.c on CPUs without VNNI (qgemm_vnni.c). */
 extern const qgemm_kernels qgemm_vnni_emul_kernels;
-/* The body's ymm INT8 kernel on AVX-512 VNNI, which the zmm kernel of
+/* The body's ymm kernels on AVX-512 VNNI, which the zmm kernels of
  * qgemm_avx512vnni_kernels replaced (tests compare both to the scalar twin). */
-extern const qgemm_tile_fn qgemm_avx512vnni_ymm_int8;
+extern const qgemm_kernels qgemm_avx512vnni_ymm_kernels;
 
 /* qpack.c: builds the panel layouts (p8, padded scale and wsum; p4, pscale,
  * pzero) from the stored tensors (INT8 q [N, K]; 4-bit packed [N, K/2],

@@ -137,8 +137,11 @@ static __attribute__((target(Z512_TGT))) void int8_tile_z512(const quant_weight 
  * the high panel P + 1: 16 channels), up to 8 rows per call: per k-octet
  * two 32-byte loads, the nibble unpack, and per row 2 broadcasts and 2
  * vpdpbusd of 64 multiply-adds; the group corrections and the float order
- * are the body's, lane-wise on 16 channels.  NF4 stays on the body's ymm
- * kernel (its sign trick has no zmm vpsignb). */
+ * are the body's, lane-wise on 16 channels.  NF4 (no zmm vpsignb for the
+ * body's sign trick) takes the offset trick instead: vpshufb maps the codes
+ * to the unsigned levels L + 128 (in [1, 255]), so
+ *   dp(L[c] + 128, a) - 128 gsum = sum a L[c]   (exact)
+ * and the correction is UINT4's with every zero 128. */
 Z512_AI __m512i z512_pair256(const void *lo, const void *hi)
 {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
@@ -147,13 +150,18 @@ Z512_AI __m512i z512_pair256(const void *lo, const void *hi)
 
 #define Z512_U4_ROWS 8      /* rows per call: each unpacked weight zmm serves 8 */
 Z512_AI void z512_u4_rows(const quant_weight *w, const quant_act *a, const float *bias, int m, int mr,
-                          int n, int np, float *Y, size_t ldy)
+                          int nf4, int n, int np, float *Y, size_t ldy)
 {
     const int G = w->G, og = w->group / 8, P = n / QUANT_P4, P1 = np == 2 ? P + 1 : P;
     const __m512i m0f = _mm512_set1_epi8(0x0f);
+    /* NF4: the 16 levels + 128 as unsigned bytes, in every 128-bit lane */
+    const __m512i cb = nf4 ? _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)w->codebook)),
+                                              _mm512_set1_epi8((char)0x80))
+                           : _mm512_setzero_si512();
     const uint8_t *pw = w->p4 + (size_t)P * (w->K / 8) * 32, *pw1 = w->p4 + (size_t)P1 * (w->K / 8) * 32;
     const float *ps = w->pscale + (size_t)P * G * QUANT_P4, *ps1 = w->pscale + (size_t)P1 * G * QUANT_P4;
-    const int32_t *pz = w->pzero + (size_t)P * G * QUANT_P4, *pz1 = w->pzero + (size_t)P1 * G * QUANT_P4;
+    const int32_t *pz = nf4 ? NULL : w->pzero + (size_t)P * G * QUANT_P4;
+    const int32_t *pz1 = nf4 ? NULL : w->pzero + (size_t)P1 * G * QUANT_P4;
     const int8_t *x[Z512_U4_ROWS];
     __m512 t[Z512_U4_ROWS];
     _Pragma("GCC unroll 8") for (int r = 0; r < Z512_U4_ROWS; r++) {
@@ -167,17 +175,23 @@ Z512_AI void z512_u4_rows(const quant_weight *w, const quant_act *a, const float
             __m512i wv = z512_pair256(pw + (size_t)o * 32, pw1 + (size_t)o * 32);
             __m512i lo = _mm512_and_si512(wv, m0f);
             __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m0f);
+            if (nf4) {
+                lo = _mm512_shuffle_epi8(cb, lo);
+                hi = _mm512_shuffle_epi8(cb, hi);
+            }
             _Pragma("GCC unroll 8") for (int r = 0; r < mr; r++) {
                 d[r] = _mm512_dpbusd_epi32(d[r], lo, z512_bcast4(x[r] + 8 * o));
                 d[r] = _mm512_dpbusd_epi32(d[r], hi, z512_bcast4(x[r] + 8 * o + 4));
             }
         }
         __m512 s = _mm512_castsi512_ps(z512_pair256(ps + (size_t)j * QUANT_P4, ps1 + (size_t)j * QUANT_P4));
-        /* d - z gsum in float, exactly: |d|, |z gsum| <= 15 * 127 * 128 and
-         * their difference are integers below 2^24, so the converts, the
+        /* d - z gsum in float, exactly: |d| <= 255 * 128 * 128 (NF4's
+         * unsigned levels; UINT4 15 * 128 * 128), |z gsum| <= 128 * 128 * 128,
+         * and their difference are integers below 2^24, so the converts, the
          * product and the one rounding of the fused subtract are exact: the
          * integer twin's value, without a vpmulld per row and group */
-        __m512 zf = _mm512_cvtepi32_ps(z512_pair256(pz + (size_t)j * QUANT_P4, pz1 + (size_t)j * QUANT_P4));
+        __m512 zf = nf4 ? _mm512_set1_ps(128.0f)
+                        : _mm512_cvtepi32_ps(z512_pair256(pz + (size_t)j * QUANT_P4, pz1 + (size_t)j * QUANT_P4));
         _Pragma("GCC unroll 8") for (int r = 0; r < mr; r++) {
             __m512 dr = _mm512_fnmadd_ps(zf, _mm512_set1_ps((float)a->gsum[(size_t)(m + r) * G + j]),
                                          _mm512_cvtepi32_ps(d[r]));
@@ -199,16 +213,15 @@ static __attribute__((target(Z512_TGT))) void u4_tile_z512(const quant_weight *w
                                                            const float *bias, int m0, int m1, int n0, int n1,
                                                            float *Y, size_t ldy, int32_t *C)
 {
-    if (w->kind == QUANT_KIND_NF4) {
-        u4_tile_avx512(w, a, bias, m0, m1, n0, n1, Y, ldy, C);
-        return;
-    }
+    (void)C;
+    int nf4 = w->kind == QUANT_KIND_NF4;
     for (int n = n0; n < n1; n += 2 * QUANT_P4) {   /* n0: a multiple of the panel width */
         int np = n1 - n > QUANT_P4 ? 2 : 1;
         for (int m = m0; m < m1; m += Z512_U4_ROWS) {
             int mr = m1 - m < Z512_U4_ROWS ? m1 - m : Z512_U4_ROWS;
-#define Z512_ROWS(R) (np == 2 ? z512_u4_rows(w, a, bias, m, R, n, 2, Y, ldy) \
-                              : z512_u4_rows(w, a, bias, m, R, n, 1, Y, ldy))
+#define Z512_ROWS1(R, F) (np == 2 ? z512_u4_rows(w, a, bias, m, R, F, n, 2, Y, ldy) \
+                                  : z512_u4_rows(w, a, bias, m, R, F, n, 1, Y, ldy))
+#define Z512_ROWS(R) (nf4 ? Z512_ROWS1(R, 1) : Z512_ROWS1(R, 0))
             switch (mr) {
             case 1: Z512_ROWS(1); break;
             case 2: Z512_ROWS(2); break;
@@ -220,6 +233,7 @@ static __attribute__((target(Z512_TGT))) void u4_tile_z512(const quant_weight *w
             default: Z512_ROWS(8); break;
             }
 #undef Z512_ROWS
+#undef Z512_ROWS1
         }
     }
 }
@@ -234,8 +248,8 @@ static __attribute__((target(Z512_TGT))) void u4_tile_z512(const quant_weight *w
 
 const qgemm_kernels qgemm_avxvnni_kernels = { int8_tile_avxvnni, u4_tile_avxvnni };
 const qgemm_kernels qgemm_avx512vnni_kernels = { int8_tile_z512, u4_tile_z512 };
-/* the ymm body's INT8 on AVX-512 VNNI: kept for the tests' comparison */
-const qgemm_tile_fn qgemm_avx512vnni_ymm_int8 = int8_tile_avx512;
+/* the ymm body on AVX-512 VNNI: kept for the tests' comparison */
+const qgemm_kernels qgemm_avx512vnni_ymm_kernels = { int8_tile_avx512, u4_tile_avx512 };
 const qgemm_kernels qgemm_vnni_emul_kernels = { int8_tile_emul, u4_tile_emul };
 const int qgemm_have_avxvnni_build = 1, qgemm_have_avx512vnni_build = 1;
 
@@ -243,6 +257,6 @@ const int qgemm_have_avxvnni_build = 1, qgemm_have_avx512vnni_build = 1;
 const qgemm_kernels qgemm_avxvnni_kernels = { 0, 0 };
 const qgemm_kernels qgemm_avx512vnni_kernels = { 0, 0 };
 const qgemm_kernels qgemm_vnni_emul_kernels = { 0, 0 };
-const qgemm_tile_fn qgemm_avx512vnni_ymm_int8 = 0;
+const qgemm_kernels qgemm_avx512vnni_ymm_kernels = { 0, 0 };
 const int qgemm_have_avxvnni_build = 0, qgemm_have_avx512vnni_build = 0;
 #endif

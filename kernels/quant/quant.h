@@ -54,7 +54,8 @@
  * one vpmaddwd (tests/quant_test.c drives every group size to that bound).
  * VNNI (vpdpbusd) accumulates u8 x s8 straight into int32 with no
  * intermediate saturation; INT8 there uses the offset trick
- * sum (a + 128) q - 128 * sum q with sum q precomputed per channel.
+ * sum (a + 128) q - 128 * sum q with sum q precomputed per channel, and
+ * NF4 on zmm (no vpsignb there) sum (L[c] + 128) a - 128 * asum per group.
  *
  * ---- 4-bit packing (the stored layout; the AVX2 panels are below) ---------
  * Row n of a packed tensor is K/2 bytes; group j holds bytes

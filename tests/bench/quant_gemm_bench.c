@@ -132,7 +132,7 @@ typedef void (*run_fn)(void *ctx);
  * min_s seconds (at least 5), and each keeps its best time.  On a machine
  * shared with other jobs the best times are the runs that got a core, and
  * alternating keeps the entries' chances equal. */
-#define MAXRUN 8
+#define MAXRUN 10
 /* cbest: the best process CPU time of each entry (what a run costs the
  * machine's cores when other jobs share them; equals wall x threads on an
  * idle machine). */
@@ -301,8 +301,8 @@ int main(int argc, char **argv)
         printf("\n");
         return 0;
     }
-    printf("%-18s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s  %s\n", "M x N x K", "peak", "ours", "ours-lin",
-           "oneDNN", "vs dnnl", "dnnl-lin", "lin/dlin", "vs peak", "u4g64", "ours-cpu", "dnnl-cpu", "u4-cpu", "exact");
+    printf("%-18s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s  %s\n", "M x N x K", "peak", "ours", "ours-lin",
+           "oneDNN", "vs dnnl", "dnnl-lin", "lin/dlin", "vs peak", "u4g64", "nf4g64", "ours-cpu", "dnnl-cpu", "u4-cpu", "exact");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         if (only >= 0 && (int)s != only) continue;
         int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
@@ -323,6 +323,11 @@ int main(int argc, char **argv)
         float *s4 = malloc((size_t)N * K / 64 * 4);
         quant_u4_rtn(W, N, K, 64, 0, pk, s4, z);
         if (quant_weight_init_u4(&w4, N, K, 64, pk, s4, z, "bench4", &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+        int8_t L[16];                   /* NF4 g64: the same activations as UINT4 g64 */
+        quant_weight wn;
+        quant_nf4_fit(W, N, K, 64, 10, L);
+        quant_nf4_rtn(W, N, K, 64, L, pk, s4);
+        if (quant_weight_init_nf4(&wn, N, K, 64, pk, s4, L, "benchnf4", &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
         int32_t *C = malloc((size_t)M * N * 4), *Cd = calloc((size_t)M * N, 4);
         float *Y = malloc((size_t)M * N * 4);
         ctx c;
@@ -334,7 +339,11 @@ int main(int argc, char **argv)
         peak_ctx pm = { peak_mix, threads, 0 }, pb = { peak_maddubs, threads, 0 }, pv = { peak_vnni512, threads, 0 };
         run_fn fns[MAXRUN] = { run_peak, run_peak, run_ours_s32, run_ours_linear, run_ours_linear, run_peak };
         void *ctxs[MAXRUN] = { &pm, &pb, &c, &c, &c4, &pv };
-        int nrun = have_vnni ? 6 : 5, i_dnnl = nrun;
+        ctx cn = c4;
+        cn.w = &wn;
+        int nrun = have_vnni ? 6 : 5, i_nf4 = nrun;
+        fns[nrun] = run_ours_linear; ctxs[nrun] = &cn; nrun++;
+        int i_dnnl = nrun;
         double g_dnnl = 0, gc_dnnl = 0, g_dnnl_lin = 0, best[MAXRUN], cbest[MAXRUN];
         char exact[64] = "-";
 #ifdef FLOW_HAVE_DNNL
@@ -396,12 +405,12 @@ int main(int argc, char **argv)
         char dims[32];
         snprintf(dims, sizeof dims, "%dx%dx%d", M, N, K);
         double g = ops / t_s32 / 1e9;
-        printf("%-18s %8.1f %8.1f %8.1f %8.1f %8.2f %8.1f %8.2f %8.2f %8.1f %8.1f %8.1f %8.1f  %s\n", dims, g_peak, g,
+        printf("%-18s %8.1f %8.1f %8.1f %8.1f %8.2f %8.1f %8.2f %8.2f %8.1f %8.1f %8.1f %8.1f %8.1f  %s\n", dims, g_peak, g,
                ops / t_lin / 1e9, g_dnnl, g_dnnl > 0 ? g / g_dnnl : 0.0, g_dnnl_lin,
-               g_dnnl_lin > 0 ? ops / t_lin / 1e9 / g_dnnl_lin : 0.0, g / g_peak, ops / t_u4 / 1e9,
+               g_dnnl_lin > 0 ? ops / t_lin / 1e9 / g_dnnl_lin : 0.0, g / g_peak, ops / t_u4 / 1e9, ops / best[i_nf4] / 1e9,
                ops / cbest[2] / 1e9 * threads, gc_dnnl, ops / cbest[4] / 1e9 * threads, exact);
         free(X); free(W); free(q); free(sw); free(pk); free(z); free(s4); free(C); free(Cd); free(Y);
-        quant_weight_release(&w); quant_weight_release(&w4);
+        quant_weight_release(&w); quant_weight_release(&w4); quant_weight_release(&wn);
         quant_act_release(&a); quant_act_release(&a4);
     }
     printf("integer peak, best of this run (%d threads): vpmaddubsw+vpmaddwd+vpaddd %.1f GOP/s; vpmaddubsw alone %.1f GOP/s",
@@ -412,7 +421,7 @@ int main(int argc, char **argv)
            "path, else the vpmaddubsw+vpmaddwd+vpaddd mix), our int32 GEMM (ours), with the float rescale (ours-lin),\n"
            "oneDNN s8s8s32 matmul, ratio ours/oneDNN (int32 both), oneDNN's int32 GEMM + our float epilogue (dnnl-lin:\n"
            "what oneDNN behind our twin would cost; its outputs are checked equal to ours-lin) and ours-lin/dnnl-lin,\n"
-           "ours/peak, our UINT4 g64 Linear; -cpu: the same per CPU\n"
+           "ours/peak, our UINT4 g64 and NF4 g64 Linears; -cpu: the same per CPU\n"
            "second x threads (best process CPU time: what the work costs when other jobs share the cores); exact:\n"
            "oneDNN's int32 results equal ours\n");
     return 0;
