@@ -332,14 +332,12 @@ static void set_metrics(flow_ctx *c, const rp_report *r)
             flow_metric(c, name, m[k].x);
         }
     }
-    int failed = 0;
     for (int g = 0; g < RP_NGATES; g++) {
-        failed += r->gates[g].status == GATE_FAIL;
         if (!isfinite(r->gates[g].value)) continue;
         snprintf(name, sizeof name, "gate.%s", r->gates[g].name);
         flow_metric(c, name, r->gates[g].value);
     }
-    flow_metric(c, "gates_failed", failed);
+    flow_metric(c, "gates_failed", rp_gates_failed(r));
     flow_metric(c, "units", (double)r->units);
 }
 

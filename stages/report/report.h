@@ -90,6 +90,14 @@ typedef struct rp_report {
     int threads;
 } rp_report;
 
+/* Gates of r that failed. */
+static inline int rp_gates_failed(const rp_report *r)
+{
+    int n = 0;
+    for (int g = 0; g < RP_NGATES; g++) n += r->gates[g].status == GATE_FAIL;
+    return n;
+}
+
 /* curves.c: reads loss_curve.tsv (step, loss, ...) and dev_curve.tsv
  * (step, value columns; an optional header line names them) of input
  * `training` idx.  A node with neither part fails the report node. */

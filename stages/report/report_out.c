@@ -103,10 +103,8 @@ void rp_write_table(const rp_report *r, flow_buf *b)
     for (int i = 0; i < r->nv; i++)
         for (int k = 0; k < ncols; k++) { pad(b, c[i][k], w[k], k > 1); buf_adds(b, k + 1 < ncols ? "  " : "\n"); }
     free(c);
-    int failed = 0;
-    for (int g = 0; g < RP_NGATES; g++) failed += r->gates[g].status == GATE_FAIL;
     /* the mode and the outcome apart: "gates (fail)" read as a failure */
-    buf_printf(b, "gates (gates = %s): %d of %d failed\n", r->warn ? "warn" : "fail", failed, RP_NGATES);
+    buf_printf(b, "gates (gates = %s): %d of %d failed\n", r->warn ? "warn" : "fail", rp_gates_failed(r), RP_NGATES);
     gates_text(r, b, "  ");
 }
 
