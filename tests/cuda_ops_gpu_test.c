@@ -160,7 +160,7 @@ static void test_attention(void)
     int B = 3, T = 19, nh = 2, d = 8, A = nh * d;
     size_t nq = (size_t)B * T * 3 * A, nc = (size_t)B * T * A, np = (size_t)B * nh * T * T;
     float *qkv = rnd(nq, 1), *dctx = rnd(nc, 1), *ctx = malloc(nc * 4), *probs = malloc(np * 4),
-          *dqkv = malloc(nq * 4), *scratch = malloc(attention_scratch(T) * 64 * 4);
+          *dqkv = malloc(nq * 4), *scratch = malloc(attention_scratch(T, d) * 64 * 4);
     int32_t mask[3 * 19];
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) mask[b * T + t] = t < T - 5 * b;    /* 0, 5, 10 padded */

@@ -147,7 +147,7 @@ static void test_attention(float p)
     size_t n3 = (size_t)c.B * c.T * 3 * c.H, n = (size_t)c.B * c.T * c.H;
     c.qkv = fvec(n3, 1.5f); c.ctx = fvec(n, 0); c.r = fvec(n, 1);
     c.probs = fvec((size_t)c.B * c.nh * c.T * c.T, 0);
-    c.scr = fvec(attention_scratch(c.T), 0);
+    c.scr = fvec(attention_scratch(c.T, c.H / c.nh), 0);
     float *dq = fvec(n3, 0);
     att_loss(&c);
     /* softmax rows sum to 1; masked keys get 0 */
@@ -341,7 +341,7 @@ static void test_wide_pointwise(void)
     float *logits = fvec(7 * 156, 8);      /* rows of 156: 16 x 9 + 8 + 4 */
     float *qkv = fvec((size_t)AB * AT * 3 * AH * AD, 2);
     for (int i = 0; i < AB * AT; i++) mask[i] = i % AT < 30 || i < AT;
-    float *scr = fvec(attention_scratch(AT), 0);
+    float *scr = fvec(attention_scratch(AT, AD), 0);
     for (int w = 0; w < 2; w++) {
         bert_ops_force_narrow(w == 0);
         out[w] = fvec(PN, 0); din[w] = fvec(PN, 0); lse[w] = fvec(7, 0);

@@ -383,12 +383,23 @@ static void test_act_paths(void)
             for (int k = 0; k < K; k++) X[(size_t)2 * K + k] = (float)((k % 9) - 4) * 0.5f;
             X[(size_t)2 * K + K - 1] = 127.0f;
         }
+        if (M > 5) {        /* 127 / amax overflows (row 4: zeros) or just does not (row 5) */
+            for (int k = 0; k < K; k++) X[(size_t)4 * K + k] = (float)((k % 5) - 2) * 1e-37f;
+            for (int k = 0; k < K; k++) X[(size_t)5 * K + k] = (float)((k % 7) - 3) * 1e-30f;
+        }
         flow_err e;
         quant_act a0, a1; quant_act_init(&a0); quant_act_init(&a1);
         CHECK_OK(quant_act_quantize_on(QUANT_PATH_SCALAR, &a0, X, M, K, K, g, 1, &e), e);
         int abs_bad = 0;
         for (size_t i = 0; i < (size_t)M * a0.Kp; i++) abs_bad += a0.qa[i] != abs(a0.q[i]);
         CHECK_MSG(abs_bad == 0, "activations M %d K %d: %d of qa are not |q|", M, K, abs_bad);
+        if (M > 5) {
+            int nz = 0;
+            for (int k = 0; k < a0.Kp; k++) nz += a0.q[(size_t)4 * a0.Kp + k] != 0;
+            CHECK_MSG(nz == 0 && a0.scale[4] == 0.0f, "a row of amax 2e-37: %d codes not 0, scale %g", nz, a0.scale[4]);
+            CHECK_MSG(a0.q[(size_t)5 * a0.Kp + 6] == 127 && a0.scale[5] > 0.0f, "a row of amax 3e-30: code %d",
+                      a0.q[(size_t)5 * a0.Kp + 6]);
+        }
         for (int p = QUANT_PATH_SCALAR; p < QUANT_PATH_COUNT; p++) {
             if (!quant_path_supported((quant_path)p)) continue;
             for (int th = 1; th <= 3; th += 2) {

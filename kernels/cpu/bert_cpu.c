@@ -53,7 +53,7 @@ static layer_sums sum_layers(const bert_config *c)
            L = (size_t)(c)->layers, SA = ls_.SA, SNH = ls_.SNH, SI = ls_.SI, Am = ls_.Am, \
            V = (size_t)(c)->vocab_size, C = (size_t)(c)->num_labels, \
            mlm = ((c)->mode & BERT_MODE_MLM) ? 1 : 0, cl = ((c)->mode & BERT_MODE_CLASSIFY) ? 1 : 0, \
-           WI = ls_.Im > H ? ls_.Im : H, WB = ls_.Im > C ? ls_.Im : C, AS = attention_scratch((int)T)
+           WI = ls_.Im > H ? ls_.Im : H, WB = ls_.Im > C ? ls_.Im : C, AS = attention_scratch((int)T, (c)->head_size)
 
 size_t bert_cpu_acts_bytes(const bert_config *c, int B_, int T_)
 {
@@ -201,11 +201,13 @@ static uint64_t site_key(const bert_model *m, uint64_t site)
 }
 
 /* Attention keeps one scratch slice per OpenMP thread; bert_set_threads
- * may raise the thread count after the model was allocated. */
-static int att_scratch_fit(bert_model *m, flow_err *e)
+ * may raise the thread count after the model was allocated, and the fused
+ * encoder runs a team of its own size (nt, 0 when none). */
+static int att_scratch_fit(bert_model *m, int nt, flow_err *e)
 {
     struct bert_acts *A = m->acts;
-    size_t need = attention_scratch(m->max_T);
+    int threads = omp_get_max_threads() > nt ? omp_get_max_threads() : nt;
+    size_t need = (size_t)threads * attention_scratch_slice(m->max_T, m->cfg.head_size);
     if (need <= A->att_scratch_n)
         return 0;
     float *p = NULL;
@@ -244,7 +246,8 @@ static int layer_forward(bert_model *m, int l, const int32_t *mask, int train, f
     if (rc) return rc;
     if (A->att_chunks)
         PROF(BERT_OP_ATTENTION, 1, 4.0 * B * T * T * Aw,
-             attention_forward_chunks(v.ctx, v.probs, v.qkv, mask, B, T, o->nh, m->cfg.head_size, ATT_QROWS));
+             attention_forward_chunks(v.ctx, v.probs, v.qkv, mask, B, T, o->nh, m->cfg.head_size, ATT_QROWS,
+                                      A->att_scratch));
     else
         PROF(BERT_OP_ATTENTION, 1, 4.0 * B * T * T * Aw,
              attention_forward(v.ctx, v.probs, v.qkv, mask, B, T, o->nh, m->cfg.head_size, pa,
@@ -385,8 +388,12 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
     float ph = train ? c->hidden_dropout : 0.0f, pa = train ? c->attn_dropout : 0.0f;
     int rc = 0;
 
+    /* eval with a hook that takes row blocks: (the profiler off: its op
+     * table times ops one at a time) the embeddings and the encoder as one
+     * parallel region of fused threads */
+    int fused = !train && m->linear_hook && m->linear_rows ? m->linear_rows(m->linear_hook_arg) : 0;
     A->valid = 0;
-    if (att_scratch_fit(m, e))
+    if (att_scratch_fit(m, fused, e))
         return FLOW_E_NOMEM;
     A->B = B; A->T = T; A->head = head; A->train = train;
     A->counter = m->fwd_counter;
@@ -402,11 +409,10 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
     const int32_t *types = A->has_types ? A->types : NULL;
     const int32_t *mask = A->has_mask ? A->mask : NULL;
 
-    /* eval with a hook that takes row blocks: attention by query chunks,
-     * and (the profiler off: its op table times ops one at a time) the
-     * embeddings and the encoder as one parallel region */
-    int fused = !train && m->linear_hook && m->linear_rows ? m->linear_rows(m->linear_hook_arg) : 0;
-    A->att_chunks = fused > 0;
+    /* eval attention (every model) by query chunks on attention_gemm.c;
+     * training keeps attention_forward, whose probabilities backward and
+     * dropout use */
+    A->att_chunks = !train;
     if (fused && !m->prof.enabled) {
         if ((rc = bert_cpu_encoder_fused(m, mask, fused, e)))
             return rc;
@@ -568,7 +574,7 @@ static int cpu_backward(bert_model *m, float scale, const float *dlogits,
         return flow_fail(e, FLOW_E_PARAM, "backward: no forward pass to differentiate");
     if (A->head == BERT_HEAD_CLASSIFY && !A->has_labels && !dlogits)
         return flow_fail(e, FLOW_E_PARAM, "backward: the last classification forward had no labels");
-    if (att_scratch_fit(m, e))
+    if (att_scratch_fit(m, 0, e))
         return FLOW_E_NOMEM;
 
     memset(A->dx, 0, (size_t)N * H * sizeof(float));

@@ -24,7 +24,7 @@ struct bert_acts {
     size_t mt_w, mt_b, mln_g, mln_b, mbias;     /* MLM head */
     size_t pool_w, pool_b, cls_w, cls_b;        /* classification head */
     layer_off *lay;
-    int att_chunks;             /* forward: attention by query chunks (ATT_QROWS) */
+    int att_chunks;             /* forward: attention by query chunks (ATT_QROWS): eval */
 
     /* the last forward */
     int valid, B, T, head, train, M, has_types, has_mask, has_labels, has_cw;
@@ -61,11 +61,12 @@ struct bert_acts {
                                          * the thread count of the last growth */
 };
 
-/* Query rows per attention chunk of a model whose hook takes row blocks
- * (attention_forward_chunks): at batch 1 with one head (the pruned legal
- * model) two chunks keep both threads busy; legal-shape 4-bit forward at
- * batch 1, 1 head: 0.29 -> 0.24 ms spinning, 0.37 -> 0.28 passive (32
- * rows: no better). */
+/* Query rows per attention chunk of an eval forward
+ * (attention_forward_chunks; the bits do not depend on it): at batch 1
+ * with one head (the pruned legal model) two chunks keep both threads
+ * busy; legal-shape 4-bit forward at batch 1, 1 head: 0.29 -> 0.24 ms
+ * spinning, 0.37 -> 0.28 passive (32 rows: no better; 128 rows with 2
+ * heads: no better either). */
 #define ATT_QROWS 64
 
 /* Per-layer activation pointers of layer l. */

@@ -89,6 +89,7 @@ int bert_cpu_encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err 
     #pragma omp parallel num_threads(nt)
     {
         const layer_off *o0 = &A->lay[0];
+        float *kt = A->att_scratch + (size_t)omp_get_thread_num() * attention_scratch_slice(A->T, m->cfg.head_size);
         layer_acts v0 = layer_view(m, 0);
         #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < nb; b++) {
@@ -111,7 +112,7 @@ int bert_cpu_encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err 
             for (int c = 0; c < attention_chunks(A->B, A->T, o->nh, ATT_QROWS); c++)
                 if (!__atomic_load_n(&failed, __ATOMIC_RELAXED))
                     attention_forward_chunk(v.ctx, v.probs, v.qkv, mask, A->T, o->nh, m->cfg.head_size,
-                                            ATT_QROWS, c);
+                                            ATT_QROWS, c, kt);
             #pragma omp for schedule(dynamic, 1)
             for (int b = 0; b < nb; b++) {
                 if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;

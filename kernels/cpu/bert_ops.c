@@ -7,6 +7,7 @@
  * (relative error ~1e-7, below fp32 rounding of the surrounding sums).
  */
 #include "bert_ops.h"
+#include "attention_gemm.h"
 #include "kernels/kernels.h"
 
 #include "blas.h"
@@ -203,6 +204,15 @@ WIDE static float exp_row16(float *dst, const float *src, float mx, int n)
 {
     v8f acc = V8(0.0f);
     int j = 0;
+    for (; j + 32 <= n; j += 32) {     /* two vectors in flight; the same sum order */
+        v16f e0 = vexp16(vload16(src + j) - mx), e1 = vexp16(vload16(src + j + 16) - mx);
+        vstore16(dst + j, e0);
+        vstore16(dst + j + 16, e1);
+        acc += vload(dst + j);
+        acc += vload(dst + j + 8);
+        acc += vload(dst + j + 16);
+        acc += vload(dst + j + 24);
+    }
     for (; j + 16 <= n; j += 16) {
         v16f e = vexp16(vload16(src + j) - mx);
         vstore16(dst + j, e);
@@ -225,6 +235,11 @@ WIDE static float exp_row16(float *dst, const float *src, float mx, int n)
 WIDE static void gelu_chunk16(float *out, const float *inp, size_t n)
 {
     size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        v16f x = vload16(inp + i), y = vload16(inp + i + 16);
+        vstore16(out + i, x * vphi16(x));
+        vstore16(out + i + 16, y * vphi16(y));
+    }
     for (; i + 16 <= n; i += 16) {
         v16f x = vload16(inp + i);
         vstore16(out + i, x * vphi16(x));
@@ -719,39 +734,42 @@ static void softmax_row(float *row, const int32_t *mk, int T)
         row[j] *= inv;
 }
 
-size_t attention_scratch(int T)
+size_t attention_scratch_slice(int T, int d)
 {
-    return (size_t)omp_get_max_threads() * 2 * (size_t)T * T;
+    size_t pd = 2 * (size_t)T * T, kt = attn_scores_scratch(T, d);
+    return pd > kt ? pd : kt;
 }
 
-/* Sequence b, head h of attention_forward, query rows [i0, i1): P rows =
- * softmax(scale q k^T), then ctx rows = dropout(P) v (pd: T*T floats of
- * scratch when p_drop > 0). */
+size_t attention_scratch(int T, int d)
+{
+    return (size_t)omp_get_max_threads() * attention_scratch_slice(T, d);
+}
+
+/* Sequence b, head h of attention_forward (training): P = softmax(scale q
+ * k^T), then ctx = dropout(P) v (pd: T*T floats of scratch when p_drop > 0). */
 static void attention_pair(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                           int T, int nh, int d, int bh, int i0, int i1, float p_drop, uint64_t key,
-                           float *pd)
+                           int T, int nh, int d, int bh, float p_drop, uint64_t key, float *pd)
 {
     int H = nh * d, ld = 3 * H;     /* H: the attention width A here */
     float scale = 1.0f / sqrtf((float)d);
-    int b = bh / nh, h = bh % nh, n = i1 - i0;
-    const float *q = qkv + ((size_t)b * T + i0) * ld + h * d;
-    const float *k = qkv + (size_t)b * T * ld + H + h * d, *v = k + H;
-    float *P = probs + ((size_t)bh * T + i0) * T;
-    /* P[n,T] = scale * q[n,d] k[T,d]^T */
-    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, T, d, scale,
+    int b = bh / nh, h = bh % nh;
+    const float *q = qkv + (size_t)b * T * ld + h * d;
+    const float *k = q + H, *v = k + H;
+    float *P = probs + (size_t)bh * T * T;
+    /* P[T,T] = scale * q[T,d] k[T,d]^T */
+    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale,
                 q, ld, k, ld, 0.0f, P, T);
     const int32_t *mk = mask ? mask + (size_t)b * T : NULL;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < T; i++)
         softmax_row(P + (size_t)i * T, mk, T);
     const float *A = P;
     if (p_drop > 0) {
-        uint64_t base = ((uint64_t)bh * T + i0) * T;
-        dropout_apply(pd, P, (size_t)n * T, p_drop, key, base);
+        dropout_apply(pd, P, (size_t)T * T, p_drop, key, (uint64_t)bh * T * T);
         A = pd;
     }
-    /* ctx[n,d] (row stride H) = A[n,T] v[T,d] */
-    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, T, 1.0f,
-                A, T, v, ld, 0.0f, ctx + ((size_t)b * T + i0) * H + h * d, H);
+    /* ctx[T,d] (row stride H) = A[T,T] v[T,d] */
+    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f,
+                A, T, v, ld, 0.0f, ctx + (size_t)b * T * H + h * d, H);
 }
 
 void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
@@ -760,13 +778,13 @@ void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t
 {
     #pragma omp parallel
     {
-        float *pd = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
+        float *pd = scratch + (size_t)omp_get_thread_num() * attention_scratch_slice(T, d);
         /* (sequence, head) pairs claimed in turn: a late thread does not
          * hold back the others; each pair's result does not depend on who
          * computes it */
         #pragma omp for schedule(dynamic, 1)
         for (int bh = 0; bh < B * nh; bh++)
-            attention_pair(ctx, probs, qkv, mask, T, nh, d, bh, 0, T, p_drop, key, pd);
+            attention_pair(ctx, probs, qkv, mask, T, nh, d, bh, p_drop, key, pd);
     }
 }
 
@@ -776,19 +794,32 @@ int attention_chunks(int B, int T, int nh, int qrows)
 }
 
 void attention_forward_chunk(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                             int T, int nh, int d, int qrows, int c)
+                             int T, int nh, int d, int qrows, int c, float *kt)
 {
-    int nq = (T + qrows - 1) / qrows;
-    int i0 = c % nq * qrows, i1 = i0 + qrows < T ? i0 + qrows : T;
-    attention_pair(ctx, probs, qkv, mask, T, nh, d, c / nq, i0, i1, 0.0f, 0, NULL);
+    int nq = (T + qrows - 1) / qrows, bh = c / nq, b = bh / nh, h = bh % nh;
+    int i0 = c % nq * qrows, i1 = i0 + qrows < T ? i0 + qrows : T, n = i1 - i0;
+    int H = nh * d, ld = 3 * H;     /* H: the attention width A here */
+    const float *q = qkv + ((size_t)b * T + i0) * ld + h * d;
+    const float *k = qkv + (size_t)b * T * ld + H + h * d, *v = k + H;
+    float *P = probs + ((size_t)bh * T + i0) * T;
+    const int32_t *mk = mask ? mask + (size_t)b * T : NULL;
+    /* P[n,T] = softmax(scale q[n,d] k[T,d]^T), ctx[n,d] (row stride H) = P v[T,d] */
+    attn_scores(P, q, ld, k, ld, n, T, d, 1.0f / sqrtf((float)d), kt);
+    for (int i = 0; i < n; i++)
+        softmax_row(P + (size_t)i * T, mk, T);
+    attn_context(ctx + ((size_t)b * T + i0) * H + h * d, H, P, n, v, ld, T, d);
 }
 
 void attention_forward_chunks(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                              int B, int T, int nh, int d, int qrows)
+                              int B, int T, int nh, int d, int qrows, float *scratch)
 {
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (int c = 0; c < attention_chunks(B, T, nh, qrows); c++)
-        attention_forward_chunk(ctx, probs, qkv, mask, T, nh, d, qrows, c);
+    #pragma omp parallel
+    {
+        float *kt = scratch + (size_t)omp_get_thread_num() * attention_scratch_slice(T, d);
+        #pragma omp for schedule(dynamic, 1)
+        for (int c = 0; c < attention_chunks(B, T, nh, qrows); c++)
+            attention_forward_chunk(ctx, probs, qkv, mask, T, nh, d, qrows, c, kt);
+    }
 }
 
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,
@@ -799,7 +830,7 @@ void attention_backward(float *dqkv, const float *dctx, const float *qkv,
     float scale = 1.0f / sqrtf((float)d);
     #pragma omp parallel
     {
-        float *pd = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
+        float *pd = scratch + (size_t)omp_get_thread_num() * attention_scratch_slice(T, d);
         float *dP = pd + (size_t)T * T;
         #pragma omp for schedule(static)
         for (int bh = 0; bh < B * nh; bh++) {

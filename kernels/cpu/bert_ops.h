@@ -73,24 +73,28 @@ void layernorm_backward(float *dinp, float *dg, float *db, const float *dout,
  * excluded); ctx[B*T,A] = dropout(probs) V.  mask may be NULL.  Dropout of
  * the probabilities uses (key, index in probs).  scratch: attention_scratch
  * floats. */
-size_t attention_scratch(int T);
+size_t attention_scratch(int T, int d);
+/* One thread's slice of it (the eval chunks' k^T, the dropout mask). */
+size_t attention_scratch_slice(int T, int d);
 void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
                        int B, int T, int nh, int d, float p_drop, uint64_t key,
                        float *scratch);
 /* Eval attention (no dropout) by chunks of qrows query rows: each
  * (sequence, head, chunk) one piece of work for the threads, so a batch of
- * one sequence of one head keeps two threads busy.  The chunks are fixed
- * by T alone (the bits do not depend on the thread count), but they are
- * not attention_forward's bits (sgemm of another M). */
+ * one sequence of one head keeps two threads busy.  Its products are
+ * attention_gemm.h's (a fixed summation order on every CPU path), so they
+ * are not attention_forward's sgemm bits; the bits depend on neither the
+ * chunking nor the thread count.  scratch: attention_scratch floats. */
 void attention_forward_chunks(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                              int B, int T, int nh, int d, int qrows);
+                              int B, int T, int nh, int d, int qrows, float *scratch);
 /* The pieces of attention_forward_chunks: their count, and piece c
  * (sequence c / (nh nq), head c / nq % nh, query chunk c % nq, nq = T /
  * qrows rounded up) on the calling thread.  One definition of the chunks
- * for the op-at-a-time forward and the fused one (same bits). */
+ * for the op-at-a-time forward and the fused one (same bits); kt: the
+ * calling thread's attention_scratch_slice. */
 int attention_chunks(int B, int T, int nh, int qrows);
 void attention_forward_chunk(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                             int T, int nh, int d, int qrows, int c);
+                             int T, int nh, int d, int qrows, int c, float *kt);
 /* dqkv[B*T,3A] written. */
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                         const float *probs, int B, int T, int nh, int d,

@@ -1,6 +1,7 @@
 /* act_quant.c — per-row dynamic quantization of fp32 activations to int8.
  *
- * Row m of X [M, K]: amax = max_k |x|, sa[m] = amax / 127,
+ * Row m of X [M, K]: amax = max_k |x| (0 below 1e-30, where 127 / amax
+ * would overflow), sa[m] = amax / 127,
  * a[m,k] = rint(x[m,k] * (127 / amax)) in [-127, 127] (round half to even;
  * |x| <= amax keeps it in range), zero-padded to Kp = K rounded up to
  * QUANT_KPAD so the SIMD loops need no tails.  With group > 0, gsum[m, j]
@@ -48,6 +49,11 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem, flow_err *e)
 
 /* The scalar twin: row x [K] -> q [Kp] (padding 0), *scale, gsum [K/group]
  * (group 0: none).  Returns the first non-finite column, or -1. */
+/* A row whose amax is below this is quantized as zeros (scale 0): 127 /
+ * amax must be finite for every path's multiply and convert to agree. */
+#define ACT_AMAX_MIN 1e-30f
+static inline float amax_floor(float amax) { return amax < ACT_AMAX_MIN ? 0.0f : amax; }
+
 static int row_scalar(const float *x, int K, int Kp, int group, int8_t *q, uint8_t *qa, float *scale,
                       int32_t *gsum)
 {
@@ -57,6 +63,7 @@ static int row_scalar(const float *x, int K, int Kp, int group, int8_t *q, uint8
         float v = fabsf(x[k]);
         if (v > amax) amax = v;
     }
+    amax = amax_floor(amax);
     *scale = amax / 127.0f;
     float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
     for (int k = 0; k < K; k++) {
@@ -142,6 +149,7 @@ static AVX2 int row_avx2(const float *x, int K, int Kp, int group, int8_t *q, ui
         float v = fabsf(x[k]);
         if (v > amax) amax = v;
     }
+    amax = amax_floor(amax);
     *scale = amax / 127.0f;
     quant_avx2(x, 0, K, amax > 0.0f ? 127.0f / amax : 0.0f, group, q, qa, gsum);
     memset(q + K, 0, (size_t)(Kp - K));
@@ -177,20 +185,24 @@ static AVX512 int row_avx512(const float *x, int K, int Kp, int group, int8_t *q
         float v = fabsf(x[k]);
         if (v > amax) amax = v;
     }
+    amax = amax_floor(amax);
     *scale = amax / 127.0f;
     float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const __m512 vinv = _mm512_set1_ps(inv), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    const __m512 vinv = _mm512_set1_ps(inv);
+    /* the packs work within 128-bit lanes: dword 4 L + u of packs(packs(v0,
+     * v1), packs(v2, v3)) holds values 4 L .. 4 L + 3 of v[u]; output dword
+     * j takes dword 4 (j % 4) + j / 4 */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     for (k = 0; k + 64 <= K; k += 64) {
         __m512i v[4];
-        __m128i b8[4];
-        for (int u = 0; u < 4; u++) {
-            __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + k + 16 * u), vinv),
-                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            v[u] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
-            b8[u] = _mm512_cvtsepi32_epi8(v[u]);
-        }
-        __m512i b = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(b8[1], b8[0])),
-                                       _mm256_set_m128i(b8[3], b8[2]), 1);
+        /* x * inv rounded to nearest even by the convert (the default
+         * rounding mode, as rintf): |x| <= amax, so |x * inv| <= 127 (1 +
+         * 2^-24)^2 < 127.5 and the twin's clamp never acts; the packs'
+         * saturation does not either */
+        for (int u = 0; u < 4; u++)
+            v[u] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k + 16 * u), vinv));
+        __m512i b = _mm512_permutexvar_epi32(order, _mm512_packs_epi16(_mm512_packs_epi32(v[0], v[1]),
+                                                                       _mm512_packs_epi32(v[2], v[3])));
         _mm512_storeu_si512(q + k, b);
         _mm512_storeu_si512(qa + k, _mm512_abs_epi8(b));
         if (group == 32) {

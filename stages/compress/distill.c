@@ -754,7 +754,9 @@ out:
 
 const flow_stage stage_distill = {
     .name = "distill",
-    .version = 2,   /* 2: with beta = 0 the teacher's logits are computed once over the pool, in length order */
+    .version = 3,   /* 3: the teachers' logits and dev evaluation with attention by query chunks on
+                     * kernels/cpu/attention_gemm.c (was sgemm);
+                     * 2: with beta = 0 the teacher's logits are computed once over the pool, in length order */
     .help = "knowledge distillation of a bert classifier (soft targets, labels, hidden states; unlabelled text; ensembles)",
     .params = distill_params, .nparams = sizeof distill_params / sizeof distill_params[0],
     .inputs = distill_inputs, .ninputs = sizeof distill_inputs / sizeof distill_inputs[0],

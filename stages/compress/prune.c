@@ -538,7 +538,7 @@ out:
 
 const flow_stage stage_prune = {
     .name = "prune",
-    .version = 1,
+    .version = 2,   /* 2: dev evaluation's attention by query chunks on kernels/cpu/attention_gemm.c (was sgemm) */
     .help = "remove the least important attention heads and FFN neurons of a bert-cls model (optional recovery fine-tune)",
     .params = prune_params, .nparams = sizeof prune_params / sizeof *prune_params,
     .inputs = prune_inputs, .ninputs = sizeof prune_inputs / sizeof *prune_inputs,

@@ -419,7 +419,9 @@ out:
 
 const flow_stage stage_quantize = {
     .name = "quantize",
-    .version = 3,   /* 3: flow-quant v3 (embeddings int8 = word, position and type; uint4) */
+    .version = 4,   /* 4: GPTQ's calibration forwards with attention by query chunks on
+                     * kernels/cpu/attention_gemm.c (was sgemm);
+                     * 3: flow-quant v3 (embeddings int8 = word, position and type; uint4) */
     .help = "int8 or 4-bit (RTN or GPTQ) encoder Linears of a bert-cls model, run on integer kernels",
     .params = quantize_params, .nparams = sizeof quantize_params / sizeof quantize_params[0],
     .inputs = quantize_inputs, .ninputs = sizeof quantize_inputs / sizeof quantize_inputs[0],

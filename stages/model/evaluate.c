@@ -267,7 +267,10 @@ out_classes:
 
 const flow_stage stage_evaluate = {
     .name = "evaluate",
-    .version = 5,   /* 5: quantized models' attention by 64-query chunks (their
+    .version = 6,   /* 6: every model's attention by query chunks on kernels/cpu/attention_gemm.c
+                     * (fp32 ones: was sgemm; quantized ones: was sgemm by chunks), and activation
+                     * rows of amax below 1e-30 quantized as zeros;
+                     * 5: quantized models' attention by 64-query chunks (their
                      * logits' low bits; kernels/cpu/bert_cpu.h ATT_QROWS);
                      * 4: models labelled by their reference as written in the graph
                      * (was: the producing node's name from its metadata), in the key;

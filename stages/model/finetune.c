@@ -218,14 +218,15 @@ out:
 
 const flow_stage stage_finetune = {
     .name = "finetune",
-    .version = 6,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
+    .version = 7,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
                      * 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any thread count);
                      * 4: model.json config with per-layer heads and FFN widths;
                      * 5: weights in safetensors (model.json version 2);
                      * 6: a step's micro-batch gradients computed apart and summed in micro-batch
                      *    order (the data-parallel reducer: workers = K gives the same bytes), the
                      *    dropout counter of micro-batch k of a step is its start + k (changes bytes
-                     *    with grad_accum > 1 only) */
+                     *    with grad_accum > 1 only);
+                     * 7: dev evaluation's attention by query chunks on attention_gemm.c (was sgemm) */
     .help = "sequence classification from a pretrained BERT (or random init), best dev macro-F1 kept",
     .params = finetune_params, .nparams = sizeof finetune_params / sizeof finetune_params[0],
     .inputs = finetune_inputs, .ninputs = sizeof finetune_inputs / sizeof finetune_inputs[0],

@@ -489,14 +489,15 @@ out:
 
 const flow_stage stage_pretrain = {
     .name = "pretrain",
-    .version = 6,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
+    .version = 7,   /* 2: dropout masks and vectorised exp/GELU/LayerNorm/AdamW/grad norm (dd5cdd1, 15e390e, fb250cf);
                      * 3: GEMMs and LayerNorm grads cut into fixed blocks (same bytes for any thread count);
                      * 4: model.json config with per-layer heads and FFN widths;
                      * 5: weights in safetensors (model.json version 2);
                      * 6: a step's micro-batch gradients computed apart and summed in micro-batch
                      *    order (the data-parallel reducer: workers = K gives the same bytes), the
                      *    dropout counter of micro-batch k of a step is its start + k (changes bytes
-                     *    with grad_accum > 1 only) */
+                     *    with grad_accum > 1 only);
+                     * 7: dev evaluation's attention by query chunks on attention_gemm.c (was sgemm) */
     .help = "masked-LM pre-training of a BERT on encoded units (resumable, deterministic)",
     .params = pretrain_params, .nparams = sizeof pretrain_params / sizeof pretrain_params[0],
     .inputs = pretrain_inputs, .ninputs = sizeof pretrain_inputs / sizeof pretrain_inputs[0],

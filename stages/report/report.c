@@ -497,7 +497,8 @@ out:
 
 const flow_stage stage_report = {
     .name = "report",
-    .version = 3,   /* 3: quantized models' attention by 64-query chunks (their
+    .version = 4,   /* 4: every model's attention by query chunks on kernels/cpu/attention_gemm.c;
+                     * 3: quantized models' attention by 64-query chunks (their
                      * probabilities' low bits: KL, agreement);
                      * 2: inputs labelled by their reference as written in the graph
                      * (was: the producing node's name from its metadata), in the key */
