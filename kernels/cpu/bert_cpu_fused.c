@@ -5,6 +5,7 @@
  * op-at-a-time forward of bert_cpu.c, with the same bits.
  */
 #include "bert_cpu.h"
+#include "spin_barrier.h"
 
 #include <omp.h>
 
@@ -73,12 +74,12 @@ static void fused_fail(int *failed, flow_err *e, int rc, const flow_err *be)
  * (where the hook takes row blocks: bert_set_linear_rows): the embeddings,
  * their LayerNorm and layer 0's QKV by row blocks, then per layer the
  * attention chunks (attention_forward_chunks' pieces) and layer_rows_tail
- * by row blocks, each phase a worksharing loop whose
- * closing barrier makes its outputs whole for the next.  One fork and
- * 2L + 1 barriers, where the op-at-a-time forward forks a team per op: on
- * this 2-core VM a fork and join costs ~55 us and a barrier ~27 us when
- * the threads sleep between (OMP_WAIT_POLICY=passive), against a 0.4 ms
- * legal-shape forward.  Blocks are fixed by the batch alone, so the bits
+ * by row blocks, each phase a worksharing loop (nowait) whose closing
+ * spin_barrier makes its outputs whole for the next.  One fork and 2L + 1
+ * barriers, where the op-at-a-time forward forks a team per op: on this
+ * 2-core VM a fork and join costs ~55 us and libgomp's barrier ~27 us when
+ * the threads sleep between (OMP_WAIT_POLICY=passive), against a 0.34 ms
+ * legal-shape forward; spin_barrier spins through the phases' gaps.  Blocks are fixed by the batch alone, so the bits
  * do not depend on the thread count.  The first failing block's error. */
 int bert_cpu_encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err *e)
 {
@@ -86,12 +87,15 @@ int bert_cpu_encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err 
     const float *P = m->params;
     int N = A->B * A->T, nb = (N + FUSED_ROWS - 1) / FUSED_ROWS, H = m->cfg.hidden, failed = 0;
     const int32_t *types = A->has_types ? A->types : NULL;
+    spin_barrier bar;
+    spin_barrier_init(&bar);
     #pragma omp parallel num_threads(nt)
     {
+        int gen = 0, team = omp_get_num_threads();   /* may be below nt (nested, limits) */
         const layer_off *o0 = &A->lay[0];
         float *kt = A->att_scratch + (size_t)omp_get_thread_num() * attention_scratch_slice(A->T, m->cfg.head_size);
         layer_acts v0 = layer_view(m, 0);
-        #pragma omp for schedule(dynamic, 1)
+        #pragma omp for schedule(dynamic, 1) nowait
         for (int b = 0; b < nb; b++) {
             if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
             int r0 = b * FUSED_ROWS, n = N - r0 < FUSED_ROWS ? N - r0 : FUSED_ROWS;
@@ -105,15 +109,17 @@ int bert_cpu_encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err 
                                 P + o0->qkv_w, P + o0->qkv_b, n, H, 3 * o0->A, &be);
             if (rc) fused_fail(&failed, e, rc, &be);
         }
+        spin_barrier_wait(&bar, team, &gen);
         for (int l = 0; l < m->cfg.layers; l++) {
             const layer_off *o = &A->lay[l];
             layer_acts v = layer_view(m, l);
-            #pragma omp for schedule(dynamic, 1)
+            #pragma omp for schedule(dynamic, 1) nowait
             for (int c = 0; c < attention_chunks(A->B, A->T, o->nh, ATT_QROWS); c++)
                 if (!__atomic_load_n(&failed, __ATOMIC_RELAXED))
                     attention_forward_chunk(v.ctx, v.probs, v.qkv, mask, A->T, o->nh, m->cfg.head_size,
                                             ATT_QROWS, c, kt);
-            #pragma omp for schedule(dynamic, 1)
+            spin_barrier_wait(&bar, team, &gen);
+            #pragma omp for schedule(dynamic, 1) nowait
             for (int b = 0; b < nb; b++) {
                 if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) continue;
                 int r0 = b * FUSED_ROWS, r1 = N - r0 < FUSED_ROWS ? N : r0 + FUSED_ROWS;
@@ -121,6 +127,7 @@ int bert_cpu_encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err 
                 int rc = layer_rows_tail(m, l, r0, r1, &be);
                 if (rc) fused_fail(&failed, e, rc, &be);
             }
+            spin_barrier_wait(&bar, team, &gen);
         }
     }
     return failed;
