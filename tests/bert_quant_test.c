@@ -179,6 +179,10 @@ int main(void)
                 CHECK_OK(bert_forward(m, &b2, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
                 for (int l = 0; l <= L; l++)
                     memcpy((way ? plain : fused) + l * nh, bert_hidden_states(m, l), nh * sizeof(float));
+                if (way == 0) {     /* the fused forward keeps no activations: no backward */
+                    CHECK(bert_backward(m, 1.0f, &e) == FLOW_E_PARAM);
+                    CHECK_CONTAINS(e.msg, "keeps no activations");
+                }
             }
             bert_profile_enable(m, 0);
             for (int l = 0; l <= L; l++)
@@ -195,8 +199,8 @@ int main(void)
 
     /* The same over sequences longer than attention's query chunks (2 x
      * 150 rows: chunks of 64, 64 and 22 queries per head); and a model with
-     * no quantized Linear still gives the fp32 bits there (whole-sequence
-     * attention). */
+     * no quantized Linear still gives the fp32 bits there (the same eval
+     * attention, op at a time). */
     {
         bert_config c;
         bert_config_default(&c);

@@ -413,7 +413,8 @@ static int cpu_forward(bert_model *m, const bert_batch *bt, int head, int train,
      * training keeps attention_forward, whose probabilities backward and
      * dropout use */
     A->att_chunks = !train;
-    if (fused && !m->prof.enabled) {
+    A->fused = fused && !m->prof.enabled;
+    if (A->fused) {
         if ((rc = bert_cpu_encoder_fused(m, mask, fused, e)))
             return rc;
     } else {
@@ -572,6 +573,9 @@ static int cpu_backward(bert_model *m, float scale, const float *dlogits,
 
     if (!A->valid)
         return flow_fail(e, FLOW_E_PARAM, "backward: no forward pass to differentiate");
+    if (A->fused)
+        return flow_fail(e, FLOW_E_PARAM, "backward: the last forward was a quantized model's fused eval "
+                         "forward, which keeps no activations (train = 1 runs op at a time)");
     if (A->head == BERT_HEAD_CLASSIFY && !A->has_labels && !dlogits)
         return flow_fail(e, FLOW_E_PARAM, "backward: the last classification forward had no labels");
     if (att_scratch_fit(m, 0, e))

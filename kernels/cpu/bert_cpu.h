@@ -25,6 +25,8 @@ struct bert_acts {
     size_t pool_w, pool_b, cls_w, cls_b;        /* classification head */
     layer_off *lay;
     int att_chunks;             /* forward: attention by query chunks (ATT_QROWS): eval */
+    int fused;                  /* the last forward ran bert_cpu_encoder_fused: no
+                                 * probabilities or FFN activations kept */
 
     /* the last forward */
     int valid, B, T, head, train, M, has_types, has_mask, has_labels, has_cw;

@@ -36,7 +36,9 @@ static int layer_rows_tail(bert_model *m, int l, int r0, int r1, flow_err *e)
     int n = r1 - r0, H = m->cfg.hidden, Aw = o->A, I = o->I;
     layer_acts v = layer_view(m, l);
     size_t rh = (size_t)r0 * H, ri = (size_t)r0 * I;
-    float *tmp = A->tmp + rh, *gel = A->dbig + ri, *fc1 = v.fc1 + ri;
+    /* FFN rows: the up-projection and its GELU in place in the shared
+     * scratch (the fused forward keeps no activations for a backward) */
+    float *tmp = A->tmp + rh, *gel = A->dbig + ri, *fc1 = gel;
     int rc = enc_linear(m, 0, l, BERT_LIN_ATTN_OUT, tmp, v.ctx + (size_t)r0 * Aw, P + o->o_w, P + o->o_b,
                         n, Aw, H, e);
     if (rc) return rc;
@@ -93,7 +95,7 @@ int bert_cpu_encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err 
     {
         int gen = 0, team = omp_get_num_threads();   /* may be below nt (nested, limits) */
         const layer_off *o0 = &A->lay[0];
-        float *kt = A->att_scratch + (size_t)omp_get_thread_num() * attention_scratch_slice(A->T, m->cfg.head_size);
+        float *scratch = A->att_scratch + (size_t)omp_get_thread_num() * attention_scratch_slice(A->T, m->cfg.head_size);
         layer_acts v0 = layer_view(m, 0);
         #pragma omp for schedule(dynamic, 1) nowait
         for (int b = 0; b < nb; b++) {
@@ -116,8 +118,8 @@ int bert_cpu_encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err 
             #pragma omp for schedule(dynamic, 1) nowait
             for (int c = 0; c < attention_chunks(A->B, A->T, o->nh, ATT_QROWS); c++)
                 if (!__atomic_load_n(&failed, __ATOMIC_RELAXED))
-                    attention_forward_chunk(v.ctx, v.probs, v.qkv, mask, A->T, o->nh, m->cfg.head_size,
-                                            ATT_QROWS, c, kt);
+                    attention_forward_chunk(v.ctx, NULL, v.qkv, mask, A->T, o->nh, m->cfg.head_size,
+                                            ATT_QROWS, c, scratch);
             spin_barrier_wait(&bar, team, &gen);
             #pragma omp for schedule(dynamic, 1) nowait
             for (int b = 0; b < nb; b++) {

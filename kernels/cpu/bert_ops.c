@@ -736,7 +736,7 @@ static void softmax_row(float *row, const int32_t *mk, int T)
 
 size_t attention_scratch_slice(int T, int d)
 {
-    size_t pd = 2 * (size_t)T * T, kt = attn_scores_scratch(T, d);
+    size_t pd = 2 * (size_t)T * T, kt = attn_scores_scratch(T, d) + (size_t)T * T;
     return pd > kt ? pd : kt;
 }
 
@@ -794,14 +794,14 @@ int attention_chunks(int B, int T, int nh, int qrows)
 }
 
 void attention_forward_chunk(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                             int T, int nh, int d, int qrows, int c, float *kt)
+                             int T, int nh, int d, int qrows, int c, float *scratch)
 {
     int nq = (T + qrows - 1) / qrows, bh = c / nq, b = bh / nh, h = bh % nh;
     int i0 = c % nq * qrows, i1 = i0 + qrows < T ? i0 + qrows : T, n = i1 - i0;
     int H = nh * d, ld = 3 * H;     /* H: the attention width A here */
     const float *q = qkv + ((size_t)b * T + i0) * ld + h * d;
     const float *k = qkv + (size_t)b * T * ld + H + h * d, *v = k + H;
-    float *P = probs + ((size_t)bh * T + i0) * T;
+    float *kt = scratch, *P = probs ? probs + ((size_t)bh * T + i0) * T : scratch + attn_scores_scratch(T, d);
     const int32_t *mk = mask ? mask + (size_t)b * T : NULL;
     /* P[n,T] = softmax(scale q[n,d] k[T,d]^T), ctx[n,d] (row stride H) = P v[T,d] */
     attn_scores(P, q, ld, k, ld, n, T, d, 1.0f / sqrtf((float)d), kt);
@@ -815,10 +815,10 @@ void attention_forward_chunks(float *ctx, float *probs, const float *qkv, const 
 {
     #pragma omp parallel
     {
-        float *kt = scratch + (size_t)omp_get_thread_num() * attention_scratch_slice(T, d);
+        float *sl = scratch + (size_t)omp_get_thread_num() * attention_scratch_slice(T, d);
         #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < attention_chunks(B, T, nh, qrows); c++)
-            attention_forward_chunk(ctx, probs, qkv, mask, T, nh, d, qrows, c, kt);
+            attention_forward_chunk(ctx, probs, qkv, mask, T, nh, d, qrows, c, sl);
     }
 }
 

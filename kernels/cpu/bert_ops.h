@@ -74,7 +74,8 @@ void layernorm_backward(float *dinp, float *dg, float *db, const float *dout,
  * the probabilities uses (key, index in probs).  scratch: attention_scratch
  * floats. */
 size_t attention_scratch(int T, int d);
-/* One thread's slice of it (the eval chunks' k^T, the dropout mask). */
+/* One thread's slice of it (the dropout mask; an eval chunk's k^T and, when
+ * it keeps no probabilities, its probability rows). */
 size_t attention_scratch_slice(int T, int d);
 void attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *mask,
                        int B, int T, int nh, int d, float p_drop, uint64_t key,
@@ -90,18 +91,19 @@ void attention_forward_chunks(float *ctx, float *probs, const float *qkv, const 
 /* The pieces of attention_forward_chunks: their count, and piece c
  * (sequence c / (nh nq), head c / nq % nh, query chunk c % nq, nq = T /
  * qrows rounded up) on the calling thread.  One definition of the chunks
- * for the op-at-a-time forward and the fused one (same bits); kt: the
- * calling thread's attention_scratch_slice. */
+ * for the op-at-a-time forward and the fused one (same bits); scratch: the
+ * calling thread's attention_scratch_slice; probs NULL: the chunk's
+ * probabilities stay in scratch (an eval forward that keeps none). */
 int attention_chunks(int B, int T, int nh, int qrows);
 void attention_forward_chunk(float *ctx, float *probs, const float *qkv, const int32_t *mask,
-                             int T, int nh, int d, int qrows, int c, float *kt);
+                             int T, int nh, int d, int qrows, int c, float *scratch);
 /* dqkv[B*T,3A] written. */
 void attention_backward(float *dqkv, const float *dctx, const float *qkv,
                         const float *probs, int B, int T, int nh, int d,
                         float p_drop, uint64_t key, float *scratch);
 
 /* ---- pointwise -------------------------------------------------------- */
-/* GELU, exact erf form: 0.5 x (1 + erf(x / sqrt 2)). */
+/* GELU, exact erf form: 0.5 x (1 + erf(x / sqrt 2)); out may be inp. */
 void gelu_forward(float *out, const float *inp, size_t n);
 /* The same on the calling thread only: the same bits, element by element. */
 void gelu_forward_serial(float *out, const float *inp, size_t n);
