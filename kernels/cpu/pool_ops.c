@@ -36,7 +36,9 @@ static int real_count(const int32_t *mask, int b, int T)
 
 void mean_pool_forward(float *out, const float *h, const int32_t *mask, int B, int T, int H)
 {
-    #pragma omp parallel for schedule(static)
+    /* one sequence per thread; a small batch on the caller (a fork costs more:
+     * ~55 us with sleeping threads against ~4 us of sums at batch 1) */
+    #pragma omp parallel for schedule(static) if ((size_t)B * T * H >= 65536 && B > 1)
     for (int b = 0; b < B; b++) {
         float *o = out + (size_t)b * H;
         memset(o, 0, (size_t)H * sizeof(float));
