@@ -66,6 +66,9 @@ def main():
     ap.add_argument("--peers", default="torch,torch-int8,ort,ort-int8")
     ap.add_argument("--flow-onnx", help="folder of flow's own ONNX exports (quant_model_bench.c with "
                                         "QBENCH_ONNX_DIR): onnxruntime runs them as peers onnxruntime-flow-*")
+    ap.add_argument("--onnx-fp32", help="a model transformers cannot express (mean pooling): this fp32 ONNX "
+                                        "(flow export --format onnx) is onnxruntime's fp32 peer and the input "
+                                        "of its dynamic int8 quantization; no torch peers (--vocab: its vocabulary)")
     a = ap.parse_args()
     try:
         import numpy as np
@@ -76,7 +79,10 @@ def main():
         return 77
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    if a.hf:
+    model = None
+    if a.onnx_fp32:
+        pass
+    elif a.hf:
         model = BertForSequenceClassification.from_pretrained(a.hf)
     else:
         full = a.hidden // a.head_size if a.head_size else a.heads
@@ -86,10 +92,13 @@ def main():
         model = BertForSequenceClassification(cfg)
         if full > a.heads:
             keep_heads(model, a.heads * (a.hidden // full))
-    model.eval()
-    V = model.config.vocab_size
+    if model is not None:
+        model.eval()
+    V = model.config.vocab_size if model is not None else a.vocab
     rng = np.random.default_rng(1)
     peers = a.peers.split(",")
+    if model is None:
+        peers = [p for p in peers if p.startswith("ort")]
 
     def timeit(fn):
         """best wall time and mean process CPU time (all threads) of the calls"""
@@ -127,12 +136,13 @@ def main():
             peers = [p for p in peers if not p.startswith("ort")]
         else:
             tmp = tempfile.mkdtemp(prefix="flow-qbench-")
-            fp32 = os.path.join(tmp, "model.onnx")
-            ids = torch.zeros(1, a.seq, dtype=torch.long)
-            torch.onnx.export(model, (ids, torch.ones_like(ids)), fp32,
-                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                              dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}},
-                              opset_version=17, dynamo=False)
+            fp32 = a.onnx_fp32 or os.path.join(tmp, "model.onnx")
+            if not a.onnx_fp32:
+                ids = torch.zeros(1, a.seq, dtype=torch.long)
+                torch.onnx.export(model, (ids, torch.ones_like(ids)), fp32,
+                                  input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                                  dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}},
+                                  opset_version=17, dynamo=False)
             int8 = os.path.join(tmp, "model.int8.onnx")
             quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
             for name, path in (("ort", fp32), ("ort-int8", int8)):
@@ -164,6 +174,8 @@ def main():
             report(name, B, timeit(lambda: sess.run(None, feed)))
         for name, sess in ort_sessions.items():
             feed = {"input_ids": ids, "attention_mask": mask}
+            if a.onnx_fp32:         # flow's export also takes token types
+                feed["token_type_ids"] = np.zeros_like(ids)
             report(name, B, timeit(lambda: sess.run(None, feed)))
     return 0
 

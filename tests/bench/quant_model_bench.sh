@@ -211,12 +211,18 @@ PY
         IFS=, read -r fp32 int8 uint4 <<< "${models#*:}"
     fi
     "$build/quant_model_bench" --artifacts "$cache" "$fp32" "$int8" "$uint4" "$threads" "$secs" "$batches" | tee -a "$out"
-    "$flow" export "$fp32" --format hf -o "$work/hf" --cache "$cache" 2>/dev/null
     for pair in "flow-fp32:$fp32" "flow-int8:$int8" "$(grep -o 'flow-uint4-g[0-9]*' "$out" | head -1):$uint4"; do
         "$flow" export "${pair#*:}" --format onnx -o "$onnx/${pair%%:*}" --cache "$cache" 2>&1 | sed 's/^/  /'
     done
     seq=$(sed -n 's/.*seq \([0-9]*\).*/\1/p' "$out" | head -1)
-    pyargs=(--hf "$work/hf" --seq "$seq")
+    if "$flow" export "$fp32" --format hf -o "$work/hf" --cache "$cache" 2>/dev/null; then
+        pyargs=(--hf "$work/hf" --seq "$seq")
+    else    # mean pooling (legal.graph's models): no HF model, so no torch peers;
+            # onnxruntime quantizes flow's own fp32 ONNX export
+        echo "  $fp32 has no HF export (mean pooling): onnxruntime peers on flow's fp32 ONNX export, no torch"
+        pyargs=(--onnx-fp32 "$onnx/flow-fp32/model.onnx" --seq "$seq"
+                --vocab "$(sed -n 's/.*vocab \([0-9]*\).*/\1/p' "$out" | head -1)")
+    fi
 fi
 python3 "$here/quant_model_bench.py" --threads "$threads" --seconds "$secs" --batches "$batches" --flow-onnx "$onnx" \
     "${pyargs[@]}" 2>/dev/null | grep '^peer' | tee -a "$out" || echo "python peers skipped"
