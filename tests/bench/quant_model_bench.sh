@@ -29,6 +29,27 @@
 # of this CPU on the same threads (quant_gemm_bench's register-only loop), and
 # flow's CPU time per forward beside the wall time (the machine may be shared).
 #
+# Measured 2026-12-02 16:41-16:51 UTC at c73dce6..98e53c0 (eval attention on
+# kernels/cpu/attention_gemm.c, the fused encoder's spin barrier), one run each,
+# 2 threads, quiet.  THE MACHINE CHANGED AGAIN: an Intel Xeon with AVX-512
+# VNNI and AMX (vpdpbusd zmm peak 1.56-1.84 TOP/s on 2 threads, twice the Zen
+# 4's).  Wall ratios, batch 1 / batch 32:
+#   legal 2 heads (128,2,512 x2), passive: int8 3.69x / 2.27x fp32, 4-bit
+#     3.68x / 2.24x; int8 vs ORT dynamic int8 2.48x / 1.50x (spinning ORT
+#     2.21x / 1.33x), torch 11.3x / 1.87x; every target met
+#   same, active: int8 2.65x / 2.19x, 4-bit 2.61x / 2.17x (met: 4-bit batch
+#     1 0.334 ms, was 0.466), int8 vs ORT 2.33x / 1.67x, torch 4.6x / 1.58x
+#   legal.graph's artifacts (graphs/.flow:distill,distill_int8,distill_gptq4:
+#     pruned student, mean pooling, so ORT quantizes flow's fp32 ONNX export
+#     and there is no torch peer), passive: int8 3.81x / 2.05x, 4-bit 3.59x /
+#     1.95x; int8 vs ORT dynamic int8 2.97x / 1.52x (spinning 2.42x / 1.29x);
+#     active (flow only): int8 2.86x / 2.03x, 4-bit 2.73x / 1.92x
+#   reference (768, 12 heads, 3072 x6), passive: int8 3.41x / 3.11x, 4-bit
+#     3.80x / 3.33x, torch 1.43x / 1.01x, but ORT dynamic int8 0.75x / 0.65x
+#     (spinning 0.59x / 0.66x): NOT met on this CPU.  ORT's MLAS runs AMX
+#     tiles here (as oneDNN does: quant_gemm_bench's dnnl-lin column beats
+#     ours 1.2-4x at these shapes); flow has no AMX path yet.
+#
 # Measured 2026-12-02 14:05-14:09 UTC at 6764f0d (fresh checkout, quiet), legal
 # 2 heads (128,2,512 x2), one run each.  passive: int8 2.72x / 1.93x fp32,
 # 4-bit 2.60x / 1.67x, int8 vs ORT dynamic int8 2.19x / 1.30x (spinning ORT
