@@ -257,7 +257,7 @@ int qact_rows(quant_path p, quant_act *a, const float *X, size_t ldx, int m0, in
         int32_t *gs = G ? a->gsum + (size_t)m * G : NULL;
         int r;
 #if defined(__x86_64__) || defined(__i386__)
-        if (simd && p == QUANT_PATH_AVX512VNNI) r = row_avx512(x, K, Kp, a->group, q, qa, &a->scale[m], gs);
+        if (simd && (p == QUANT_PATH_AVX512VNNI || p == QUANT_PATH_AMX)) r = row_avx512(x, K, Kp, a->group, q, qa, &a->scale[m], gs);
         else if (simd) r = row_avx2(x, K, Kp, a->group, q, qa, &a->scale[m], gs);
         else
 #endif

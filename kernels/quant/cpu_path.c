@@ -2,20 +2,25 @@
  * OS's saving of ymm/zmm state, via xgetbv), the FLOW_QUANT_PATH
  * environment switch and the test/benchmark override.
  *
- * Order of preference: AVX-512 VNNI, AVX-VNNI, AVX2, scalar.  A path that
+ * Order of preference: AMX (INT8; 4-bit on AVX-512 VNNI), AVX-512 VNNI,
+ * AVX-VNNI, AVX2, scalar.  A path that
  * is asked for but cannot run here is an error, never a silent fallback.
  */
 #include "qgemm_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
 
 static const char *const path_names[QUANT_PATH_COUNT] = {
-    "auto", "scalar", "avx2", "avxvnni", "avx512vnni",
+    "auto", "scalar", "avx2", "avxvnni", "avx512vnni", "amx",
 };
 
 const char *quant_path_name(quant_path p)
@@ -28,15 +33,15 @@ int quant_path_parse(const char *name, quant_path *out, flow_err *e)
     for (int p = 0; p < QUANT_PATH_COUNT; p++)
         if (strcmp(name, path_names[p]) == 0) { *out = (quant_path)p; return 0; }
     return flow_fail(e, FLOW_E_PARAM,
-                     "unknown quantized code path '%s'; expected one of: auto, scalar, avx2, avxvnni, avx512vnni",
+                     "unknown quantized code path '%s'; expected one of: auto, scalar, avx2, avxvnni, avx512vnni, amx",
                      name);
 }
 
-typedef struct cpu_caps { int avx2, avxvnni, avx512vnni; } cpu_caps;
+typedef struct cpu_caps { int avx2, avxvnni, avx512vnni, amx; } cpu_caps;
 
 static cpu_caps detect(void)
 {
-    cpu_caps c = { 0, 0, 0 };
+    cpu_caps c = { 0, 0, 0, 0 };
 #if defined(__x86_64__) || defined(__i386__)
     unsigned a, b, cx, d;
     if (!__get_cpuid(1, &a, &b, &cx, &d)) return c;
@@ -58,6 +63,16 @@ static cpu_caps detect(void)
     c.avx2 = ymm_os && has_avx2;
     c.avxvnni = c.avx2 && has_avxvnni;
     c.avx512vnni = c.avx2 && zmm_os && has_512 && has_512vnni;
+    /* AMX: AMX-TILE and AMX-INT8 (leaf 7 EDX bits 24, 25), the OS saving
+     * XTILECFG and XTILEDATA (XCR0 bits 17, 18), and Linux's per-process
+     * grant of the tile data (arch_prctl ARCH_REQ_XCOMP_PERM) */
+    int has_amx = ((d >> 24) & 1) && ((d >> 25) & 1) && (lo & 0x60000) == 0x60000;
+#if defined(__linux__) && defined(__x86_64__)
+    c.amx = c.avx512vnni && has_amx && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                                                18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    (void)has_amx;
+#endif
 #endif
     return c;
 }
@@ -80,6 +95,7 @@ int quant_path_supported(quant_path p)
     case QUANT_PATH_AVX2: return c->avx2 && qgemm_avx2_kernels.int8_tile != NULL;
     case QUANT_PATH_AVXVNNI: return c->avxvnni && qgemm_have_avxvnni_build;
     case QUANT_PATH_AVX512VNNI: return c->avx512vnni && qgemm_have_avx512vnni_build;
+    case QUANT_PATH_AMX: return c->amx && qgemm_have_amx_build && qgemm_have_avx512vnni_build;
     default: return 0;
     }
 }

@@ -23,6 +23,7 @@ static const qgemm_kernels *kernels_of(quant_path p)
     case QUANT_PATH_AVX2: return &qgemm_avx2_kernels;
     case QUANT_PATH_AVXVNNI: return &qgemm_avxvnni_kernels;
     case QUANT_PATH_AVX512VNNI: return &qgemm_avx512vnni_kernels;
+    case QUANT_PATH_AMX: return &qgemm_amx_kernels;
     default: return NULL;
     }
 }

@@ -27,6 +27,12 @@ extern const qgemm_kernels qgemm_avx2_kernels;
 extern const qgemm_kernels qgemm_avxvnni_kernels;
 extern const qgemm_kernels qgemm_avx512vnni_kernels;
 extern const int qgemm_have_avxvnni_build, qgemm_have_avx512vnni_build;
+/* qgemm_amx.c: the INT8 tile on AMX (built where GCC has the intrinsics);
+ * the table pairs it with the zmm VNNI 4-bit kernel (qgemm_vnni.c). */
+extern const qgemm_kernels qgemm_amx_kernels;
+extern const int qgemm_have_amx_build;
+void qgemm_int8_tile_amx(const quant_weight *w, const quant_act *a, const float *bias, int m0, int m1,
+                         int n0, int n1, float *Y, size_t ldy, int32_t *C);
 /* The VNNI body on an exact AVX2 emulation of vpdpbusd: never dispatched,
  * run by tests/quant_test.c on CPUs without VNNI (qgemm_vnni.c). */
 extern const qgemm_kernels qgemm_vnni_emul_kernels;

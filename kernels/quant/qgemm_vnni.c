@@ -252,11 +252,17 @@ const qgemm_kernels qgemm_avx512vnni_kernels = { int8_tile_z512, u4_tile_z512 };
 const qgemm_kernels qgemm_avx512vnni_ymm_kernels = { int8_tile_avx512, u4_tile_avx512 };
 const qgemm_kernels qgemm_vnni_emul_kernels = { int8_tile_emul, u4_tile_emul };
 const int qgemm_have_avxvnni_build = 1, qgemm_have_avx512vnni_build = 1;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+const qgemm_kernels qgemm_amx_kernels = { qgemm_int8_tile_amx, u4_tile_z512 };
+#else
+const qgemm_kernels qgemm_amx_kernels = { 0, 0 };
+#endif
 
 #else
 const qgemm_kernels qgemm_avxvnni_kernels = { 0, 0 };
 const qgemm_kernels qgemm_avx512vnni_kernels = { 0, 0 };
 const qgemm_kernels qgemm_vnni_emul_kernels = { 0, 0 };
 const qgemm_kernels qgemm_avx512vnni_ymm_kernels = { 0, 0 };
+const qgemm_kernels qgemm_amx_kernels = { 0, 0 };
 const int qgemm_have_avxvnni_build = 0, qgemm_have_avx512vnni_build = 0;
 #endif

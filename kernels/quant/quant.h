@@ -88,10 +88,11 @@ typedef enum quant_path {
     QUANT_PATH_AVX2,            /* vpmaddubsw + vpmaddwd, sign trick */
     QUANT_PATH_AVXVNNI,         /* VEX vpdpbusd on ymm (Alder Lake+, Zen 5) */
     QUANT_PATH_AVX512VNNI,      /* EVEX vpdpbusd on zmm (Cascade Lake+, Zen 4) */
+    QUANT_PATH_AMX,             /* INT8 on AMX tiles (tdpbssd; Sapphire Rapids+), 4-bit on zmm VNNI */
     QUANT_PATH_COUNT
 } quant_path;
 
-/* "auto", "scalar", "avx2", "avxvnni", "avx512vnni". */
+/* "auto", "scalar", "avx2", "avxvnni", "avx512vnni", "amx". */
 const char *quant_path_name(quant_path p);
 /* Parses a name above; FLOW_E_PARAM listing the choices otherwise. */
 int quant_path_parse(const char *name, quant_path *out, flow_err *e);
