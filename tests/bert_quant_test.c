@@ -244,6 +244,41 @@ int main(void)
         bert_model_free(ml);
     }
 
+    /* A layer whose FFN outgrows L2 (hidden x FFN > 2^20) takes fused
+     * blocks of 64 rows: still the op-at-a-time bits (5 x 30 rows: two whole
+     * blocks and a tail), int8 and 4-bit. */
+    for (int s = 0; s < 2; s++) {
+        bert_config c;
+        bert_config_default(&c);
+        c.vocab_size = 120; c.hidden = 128; c.layers = 1;
+        bert_config_uniform(&c, 2, 8256, NULL);
+        c.max_len = 32; c.num_labels = 3; c.mode = BERT_MODE_CLASSIFY;
+        enum { B4 = 5, T4 = 30 };
+        bert_model *mb = NULL;
+        flow_err e;
+        CHECK_OK(bert_model_new(&c, B4, T4, &bert_device_cpu, &mb, &e), e);
+        bert_init(mb, 13, NULL);
+        int32_t ids4[B4 * T4], mask4[B4 * T4];
+        for (int i = 0; i < B4 * T4; i++) { ids4[i] = 5 + (i * 41) % 110; mask4[i] = i % T4 < 30 - 4 * (i / T4); }
+        bert_batch b4 = { .B = B4, .T = T4, .ids = ids4, .attn_mask = mask4 };
+        bert_qmodel *q = quantize_all(mb, &specs[s == 0 ? 0 : 2], NULL);
+        size_t nh = (size_t)B4 * T4 * c.hidden;
+        float *h[2] = { malloc(nh * sizeof(float)), malloc(nh * sizeof(float)) };
+        for (int way = 0; way < 2; way++) {
+            bert_qmodel_attach(mb, q);
+            bert_profile_enable(mb, way);       /* profiled: op at a time */
+            bert_output o;
+            CHECK_OK(bert_forward(mb, &b4, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
+            memcpy(h[way], bert_hidden_states(mb, c.layers), nh * sizeof(float));
+        }
+        CHECK_MSG(memcmp(h[0], h[1], nh * sizeof(float)) == 0, "64-row fused blocks, spec %d: output differs", s);
+        bert_profile_enable(mb, 0);
+        bert_qmodel_attach(mb, NULL);
+        bert_qmodel_free(q);
+        free(h[0]); free(h[1]);
+        bert_model_free(mb);
+    }
+
     /* Calibration: rows counted are the real tokens; GPTQ beats RTN at 4 bits. */
     bert_calib *cal = bert_calib_new(m->cfg.layers);
     long real = 0;

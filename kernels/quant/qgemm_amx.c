@@ -76,18 +76,20 @@ __attribute__((target(AMX_TGT))) void qgemm_int8_tile_amx(const quant_weight *w,
     int32_t acc[4][16 * 16] __attribute__((aligned(64)));
     amx_config cfg;
     int cfg_rows = 0;
-    for (int m = m0; m < m1; m += 16) {
-        int mr = m1 - m < 16 ? m1 - m : 16;
-        if (mr != cfg_rows) {
-            amx_config_rows(&cfg, mr);
-            _tile_loadconfig(&cfg);
-            cfg_rows = mr;
-        }
-        const int8_t *x = a->q + (size_t)m * a->Kp;
-        for (int n = n0; n < n1; n += 4 * QUANT_P8) {       /* n0: a multiple of the panel width */
-            int np = (n1 - n + QUANT_P8 - 1) / QUANT_P8;
-            np = np > 4 ? 4 : np;
-            const uint8_t *pw = w->p8 + (size_t)(n / QUANT_P8) * panel;
+    /* channels outermost: a group's 4 panels (Kp x 64 bytes) come from L2
+     * for every row tile after the first */
+    for (int n = n0; n < n1; n += 4 * QUANT_P8) {           /* n0: a multiple of the panel width */
+        int np = (n1 - n + QUANT_P8 - 1) / QUANT_P8;
+        np = np > 4 ? 4 : np;
+        const uint8_t *pw = w->p8 + (size_t)(n / QUANT_P8) * panel;
+        for (int m = m0; m < m1; m += 16) {
+            int mr = m1 - m < 16 ? m1 - m : 16;
+            if (mr != cfg_rows) {
+                amx_config_rows(&cfg, mr);
+                _tile_loadconfig(&cfg);
+                cfg_rows = mr;
+            }
+            const int8_t *x = a->q + (size_t)m * a->Kp;
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);
