@@ -29,6 +29,20 @@
 # of this CPU on the same threads (quant_gemm_bench's register-only loop), and
 # flow's CPU time per forward beside the wall time (the machine may be shared).
 #
+# Measured 2026-12-02 17:10-17:30 UTC at 5174c66 (INT8 on AMX tiles, 4-bit on
+# zmm VNNI; same Intel Xeon), one run each, 2 threads.  Every target met:
+#   legal 2 heads, passive: int8 4.60x / 2.51x fp32, 4-bit 3.96x / 2.24x; int8
+#     vs ORT dynamic int8 2.69x / 1.67x (spinning 2.34x / 1.48x), torch 13.5x /
+#     2.39x; active: int8 3.04x / 2.25x, 4-bit 2.59x / 2.10x, ORT 2.91x / 1.66x
+#     (spinning 2.59x / 1.84x), torch 5.2x / 1.62x
+#   legal.graph's artifacts, passive: int8 4.05x / 2.04x, 4-bit 3.73x / 2.00x,
+#     ORT 2.99x / 1.56x (spinning 2.41x / 1.35x); active: int8 2.99x / 1.97x,
+#     4-bit 2.63x / 1.89x, ORT 3.48x / 1.65x (spinning 2.91x / 1.42x)
+#   reference, passive: int8 6.15x / 5.34x (11.8 ms / 353 ms), 4-bit 3.61x /
+#     3.18x, ORT 1.48x / 1.36x (spinning 1.20x / 1.33x), torch 2.46x / 2.07x;
+#     active: int8 6.01x / 5.31x, 4-bit 3.51x / 3.27x, ORT 1.62x / 2.11x
+#     (spinning 1.73x / 2.42x), torch 1.94x / 2.02x
+#
 # Measured 2026-12-02 16:41-16:51 UTC at c73dce6..98e53c0 (eval attention on
 # kernels/cpu/attention_gemm.c, the fused encoder's spin barrier), one run each,
 # 2 threads, quiet.  THE MACHINE CHANGED AGAIN: an Intel Xeon with AVX-512
