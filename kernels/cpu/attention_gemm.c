@@ -109,17 +109,6 @@ __attribute__((target("avx2"))) static void transpose_keys_avx2(float *kt, const
 #define AG_FN __attribute__((target("avx2,fma")))
 #define AG_S _avx2
 #include "attention_gemm_body.h"
-#undef AG_V
-#undef AG_W
-#undef AG_R
-#undef AG_LOAD
-#undef AG_STORE
-#undef AG_BCAST
-#undef AG_ZERO
-#undef AG_FMA
-#undef AG_MUL
-#undef AG_FN
-#undef AG_S
 
 /* ---- AVX-512F: 16 lanes, tiles of 4 rows x 4 vectors (16 of 32 zmm) ---- */
 #define AG_V __m512
@@ -134,17 +123,6 @@ __attribute__((target("avx2"))) static void transpose_keys_avx2(float *kt, const
 #define AG_FN __attribute__((target("avx512f")))
 #define AG_S _avx512
 #include "attention_gemm_body.h"
-#undef AG_V
-#undef AG_W
-#undef AG_R
-#undef AG_LOAD
-#undef AG_STORE
-#undef AG_BCAST
-#undef AG_ZERO
-#undef AG_FMA
-#undef AG_MUL
-#undef AG_FN
-#undef AG_S
 #endif
 
 /* ---- the path ------------------------------------------------------------ */

@@ -5,7 +5,7 @@
  *   AG_LOAD, AG_STORE, AG_BCAST, AG_ZERO, AG_FMA (a * b + c, one rounding),
  *   AG_MUL    the intrinsics
  *   AG_FN     the function attribute (target), AG_S the name suffix
- * and gets scores_AG_S and context_AG_S.  Each lane is one output entry
+ * and gets scores_AG_S and context_AG_S; it undefines them all at its end.  Each lane is one output entry
  * summed from 0 by AG_FMA in index order, the same operations as the scalar
  * twin's fmaf loop, so every width gives the same bits.  Not a header of
  * its own: only attention_gemm.c includes it.
@@ -125,3 +125,14 @@ AG_FN static int AG(context)(float *ctx, int ldc, const float *P, int n, const f
 #undef AG
 #undef AG_CAT
 #undef AG_CAT2
+#undef AG_V
+#undef AG_W
+#undef AG_R
+#undef AG_LOAD
+#undef AG_STORE
+#undef AG_BCAST
+#undef AG_ZERO
+#undef AG_FMA
+#undef AG_MUL
+#undef AG_FN
+#undef AG_S

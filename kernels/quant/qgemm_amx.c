@@ -20,6 +20,8 @@
 #include "qgemm_internal.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#include "qgemm_int8_epilogue.h"
+
 #include <immintrin.h>
 #include <string.h>
 
@@ -54,17 +56,8 @@ void amx_store(const quant_weight *w, const quant_act *a, const float *bias, int
     __mmask16 k = (__mmask16)((1u << nv) - 1);
     __m512 sw = _mm512_loadu_ps(w->scale + c0);            /* padded to Np */
     __m512 b = bias ? _mm512_maskz_loadu_ps(k, bias + c0) : _mm512_setzero_ps();
-    for (int r = 0; r < mr; r++) {
-        __m512i v = _mm512_loadu_si512(acc + r * 16);
-        if (C) {
-            _mm512_mask_storeu_epi32(C + (size_t)(m + r) * w->N + c0, k, v);
-            continue;
-        }
-        __m512 s = _mm512_mul_ps(_mm512_set1_ps(a->scale[m + r]), sw);
-        __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
-        if (bias) y = _mm512_add_ps(y, b);
-        _mm512_mask_storeu_ps(Y + (size_t)(m + r) * ldy + c0, k, y);
-    }
+    for (int r = 0; r < mr; r++)
+        qgemm_int8_row_z512(w, a, bias != NULL, m + r, c0, k, sw, b, _mm512_loadu_si512(acc + r * 16), Y, ldy, C);
 }
 
 __attribute__((target(AMX_TGT))) void qgemm_int8_tile_amx(const quant_weight *w, const quant_act *a,

@@ -22,6 +22,8 @@
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && \
     (__GNUC__ >= 11 || (defined(__clang_major__) && __clang_major__ >= 12))
+#include "qgemm_int8_epilogue.h"
+
 #include <immintrin.h>
 #include <string.h>
 
@@ -97,17 +99,9 @@ Z512_AI void z512_int8_rows(const quant_weight *w, const quant_act *a, const flo
         __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(w->wsum + c0), 7);     /* 128 wsum */
         __m512 sw = _mm512_loadu_ps(w->scale + c0);
         __m512 b = bias ? _mm512_maskz_loadu_ps(k, bias + c0) : _mm512_setzero_ps();
-        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++) {
-            __m512i v = _mm512_sub_epi32(acc[r][h], corr);
-            if (C) {
-                _mm512_mask_storeu_epi32(C + (size_t)(m + r) * w->N + c0, k, v);
-                continue;
-            }
-            __m512 s = _mm512_mul_ps(_mm512_set1_ps(a->scale[m + r]), sw);
-            __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
-            if (bias) y = _mm512_add_ps(y, b);
-            _mm512_mask_storeu_ps(Y + (size_t)(m + r) * ldy + c0, k, y);
-        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < mr; r++)
+            qgemm_int8_row_z512(w, a, bias != NULL, m + r, c0, k, sw, b, _mm512_sub_epi32(acc[r][h], corr),
+                                Y, ldy, C);
     }
 }
 
