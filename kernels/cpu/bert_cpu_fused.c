@@ -93,8 +93,9 @@ static void fused_fail(int *failed, flow_err *e, int rc, const flow_err *be)
  * barriers, where the op-at-a-time forward forks a team per op: on this
  * 2-core VM a fork and join costs ~55 us and libgomp's barrier ~27 us when
  * the threads sleep between (OMP_WAIT_POLICY=passive), against a 0.34 ms
- * legal-shape forward; spin_barrier spins through the phases' gaps.  Blocks are fixed by the batch alone, so the bits
- * do not depend on the thread count.  The first failing block's error. */
+ * legal-shape forward; spin_barrier spins through the phases' gaps.
+ * Blocks are fixed by the batch and the model alone, so the bits do not
+ * depend on the thread count.  The first failing block's error. */
 int bert_cpu_encoder_fused(bert_model *m, const int32_t *mask, int nt, flow_err *e)
 {
     struct bert_acts *A = m->acts;
