@@ -100,6 +100,40 @@ static int argmax_agree(const float *a, const float *b, int rows, int C)
     return agree;
 }
 
+/* A classifier of vocabulary 120 and 3 labels for batches up to B x T. */
+static bert_model *classifier(int hidden, int layers, int heads, int ffn, int B_, int T_, uint64_t seed)
+{
+    bert_config c;
+    bert_config_default(&c);
+    c.vocab_size = 120; c.hidden = hidden; c.layers = layers;
+    bert_config_uniform(&c, heads, ffn, NULL);
+    c.max_len = T_; c.num_labels = 3; c.mode = BERT_MODE_CLASSIFY;
+    bert_model *m = NULL;
+    flow_err e;
+    if (bert_model_new(&c, B_, T_, &bert_device_cpu, &m, &e)) { fprintf(stderr, "%s\n", e.msg); exit(1); }
+    bert_init(m, seed, NULL);
+    return m;
+}
+
+/* m's final hidden states on b with q attached into h[0] (the fused
+ * encoder) and h[1] (profiled: op at a time); 1 when they are the same
+ * bits.  Leaves q detached and the profiler off. */
+static int fused_is_plain(bert_model *m, bert_qmodel *q, const bert_batch *b, float *h[2])
+{
+    size_t nh = (size_t)b->B * b->T * m->cfg.hidden;
+    for (int way = 0; way < 2; way++) {
+        bert_qmodel_attach(m, q);
+        bert_profile_enable(m, way);
+        bert_output o;
+        flow_err e;
+        CHECK_OK(bert_forward(m, b, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
+        memcpy(h[way], bert_hidden_states(m, m->cfg.layers), nh * sizeof(float));
+    }
+    bert_profile_enable(m, 0);
+    bert_qmodel_attach(m, NULL);
+    return memcmp(h[0], h[1], nh * sizeof(float)) == 0;
+}
+
 int main(void)
 {
     bert_model *m = small_model();
@@ -202,44 +236,27 @@ int main(void)
      * no quantized Linear still gives the fp32 bits there (the same eval
      * attention, op at a time). */
     {
-        bert_config c;
-        bert_config_default(&c);
-        c.vocab_size = 120; c.hidden = 64; c.layers = 2;
-        bert_config_uniform(&c, 2, 128, NULL);
-        c.max_len = 160; c.num_labels = 3; c.mode = BERT_MODE_CLASSIFY;
         enum { B3 = 2, T3 = 150 };
-        bert_model *ml = NULL;
-        flow_err e;
-        CHECK_OK(bert_model_new(&c, B3, T3, &bert_device_cpu, &ml, &e), e);
-        bert_init(ml, 11, NULL);
+        bert_model *ml = classifier(64, 2, 2, 128, B3, T3 + 10, 11);
         int32_t ids3[B3 * T3], mask3[B3 * T3];
         for (int i = 0; i < B3 * T3; i++) { ids3[i] = 5 + (i * 53) % 110; mask3[i] = i % T3 < 140 - 30 * (i / T3); }
         bert_batch b3 = { .B = B3, .T = T3, .ids = ids3, .attn_mask = mask3 };
         bert_qmodel *q = quantize_all(ml, &specs[0], NULL);
-        size_t nh = (size_t)B3 * T3 * c.hidden;
+        size_t nh = (size_t)B3 * T3 * ml->cfg.hidden;
         float *h[2] = { malloc(nh * sizeof(float)), malloc(nh * sizeof(float)) };
-        for (int way = 0; way < 2; way++) {
-            bert_qmodel_attach(ml, q);
-            bert_profile_enable(ml, way);       /* profiled: op at a time */
-            bert_output o;
-            CHECK_OK(bert_forward(ml, &b3, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
-            memcpy(h[way], bert_hidden_states(ml, c.layers), nh * sizeof(float));
-        }
-        CHECK_MSG(memcmp(h[0], h[1], nh * sizeof(float)) == 0, "150-row sequences: fused output differs");
-        bert_profile_enable(ml, 0);
-        bert_qmodel *none = bert_qmodel_new(c.layers);
+        CHECK_MSG(fused_is_plain(ml, q, &b3, h), "150-row sequences: fused output differs");
+        bert_qmodel *none = bert_qmodel_new(ml->cfg.layers);
         bert_output o;
-        bert_qmodel_attach(ml, NULL);
+        flow_err e;
         CHECK_OK(bert_forward(ml, &b3, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
-        memcpy(h[0], bert_hidden_states(ml, c.layers), nh * sizeof(float));
+        memcpy(h[0], bert_hidden_states(ml, ml->cfg.layers), nh * sizeof(float));
         bert_qmodel_attach(ml, none);
         CHECK_OK(bert_forward(ml, &b3, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
-        CHECK_MSG(memcmp(h[0], bert_hidden_states(ml, c.layers), nh * sizeof(float)) == 0,
+        CHECK_MSG(memcmp(h[0], bert_hidden_states(ml, ml->cfg.layers), nh * sizeof(float)) == 0,
                   "150-row sequences: an empty quantized model changes the fp32 outputs");
         bert_qmodel_attach(ml, NULL);
         bert_qmodel_free(none);
         free(h[0]); free(h[1]);
-        bert_qmodel_attach(ml, NULL);
         bert_qmodel_free(q);
         bert_model_free(ml);
     }
@@ -248,32 +265,15 @@ int main(void)
      * blocks of 64 rows: still the op-at-a-time bits (5 x 30 rows: two whole
      * blocks and a tail), int8 and 4-bit. */
     for (int s = 0; s < 2; s++) {
-        bert_config c;
-        bert_config_default(&c);
-        c.vocab_size = 120; c.hidden = 128; c.layers = 1;
-        bert_config_uniform(&c, 2, 8256, NULL);
-        c.max_len = 32; c.num_labels = 3; c.mode = BERT_MODE_CLASSIFY;
         enum { B4 = 5, T4 = 30 };
-        bert_model *mb = NULL;
-        flow_err e;
-        CHECK_OK(bert_model_new(&c, B4, T4, &bert_device_cpu, &mb, &e), e);
-        bert_init(mb, 13, NULL);
+        bert_model *mb = classifier(128, 1, 2, 8256, B4, T4 + 2, 13);
         int32_t ids4[B4 * T4], mask4[B4 * T4];
         for (int i = 0; i < B4 * T4; i++) { ids4[i] = 5 + (i * 41) % 110; mask4[i] = i % T4 < 30 - 4 * (i / T4); }
         bert_batch b4 = { .B = B4, .T = T4, .ids = ids4, .attn_mask = mask4 };
         bert_qmodel *q = quantize_all(mb, &specs[s == 0 ? 0 : 2], NULL);
-        size_t nh = (size_t)B4 * T4 * c.hidden;
+        size_t nh = (size_t)B4 * T4 * mb->cfg.hidden;
         float *h[2] = { malloc(nh * sizeof(float)), malloc(nh * sizeof(float)) };
-        for (int way = 0; way < 2; way++) {
-            bert_qmodel_attach(mb, q);
-            bert_profile_enable(mb, way);       /* profiled: op at a time */
-            bert_output o;
-            CHECK_OK(bert_forward(mb, &b4, BERT_HEAD_CLASSIFY, 0, &o, &e), e);
-            memcpy(h[way], bert_hidden_states(mb, c.layers), nh * sizeof(float));
-        }
-        CHECK_MSG(memcmp(h[0], h[1], nh * sizeof(float)) == 0, "64-row fused blocks, spec %d: output differs", s);
-        bert_profile_enable(mb, 0);
-        bert_qmodel_attach(mb, NULL);
+        CHECK_MSG(fused_is_plain(mb, q, &b4, h), "64-row fused blocks, spec %d: output differs", s);
         bert_qmodel_free(q);
         free(h[0]); free(h[1]);
         bert_model_free(mb);
