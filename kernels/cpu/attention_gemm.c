@@ -31,29 +31,16 @@ static void transpose_keys(float *kt, const float *k, int ldk, int T, int d)
 
 /* ---- the scalar twin: the same sums, one entry at a time --------------- */
 
-/* scores of keys [j0, T) */
-static void scores_scalar(float *S, const float *q, int ldq, const float *kt, int n, int T, int d,
-                          float scale, int j0)
+/* columns [j0, cols) of C = scale A B (attention_gemm_body.h's product) */
+static void product_scalar(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int n,
+                           int cols, int K, float scale, int j0)
 {
     for (int i = 0; i < n; i++)
-        for (int j = j0; j < T; j++) {
+        for (int j = j0; j < cols; j++) {
             float s = 0.0f;
-            for (int c = 0; c < d; c++)
-                s = fmaf(q[(size_t)i * ldq + c], kt[(size_t)c * T + j], s);
-            S[(size_t)i * T + j] = s * scale;
-        }
-}
-
-/* context columns [c0, d) */
-static void context_scalar(float *ctx, int ldc, const float *P, int n, const float *v, int ldv,
-                           int T, int d, int c0)
-{
-    for (int i = 0; i < n; i++)
-        for (int c = c0; c < d; c++) {
-            float s = 0.0f;
-            for (int j = 0; j < T; j++)
-                s = fmaf(P[(size_t)i * T + j], v[(size_t)j * ldv + c], s);
-            ctx[(size_t)i * ldc + c] = s;
+            for (int k = 0; k < K; k++)
+                s = fmaf(A[(size_t)i * lda + k], B[(size_t)k * ldb + j], s);
+            C[(size_t)i * ldc + j] = s * scale;
         }
 }
 
@@ -165,34 +152,34 @@ int attn_gemm_force(int path)
     return p;
 }
 
+/* C[n, cols] = scale A[n,K] B[K, cols] on the path in use */
+static void product(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int n, int cols,
+                    int K, float scale)
+{
+    int j = 0;
+#ifdef AG_X86
+    switch (attn_gemm_path()) {
+    case ATTN_GEMM_AVX512: j = product_avx512(C, ldc, A, lda, B, ldb, n, cols, K, scale); break;
+    case ATTN_GEMM_AVX2: j = product_avx2(C, ldc, A, lda, B, ldb, n, cols, K, scale); break;
+    default: break;
+    }
+#endif
+    product_scalar(C, ldc, A, lda, B, ldb, n, cols, K, scale, j);
+}
+
 void attn_scores(float *S, const float *q, int ldq, const float *k, int ldk, int n, int T, int d,
                  float scale, float *kt)
 {
-    int j = 0, path = attn_gemm_path();
 #ifdef AG_X86
-    if (path >= ATTN_GEMM_AVX2) transpose_keys_avx2(kt, k, ldk, T, d);
+    if (attn_gemm_path() >= ATTN_GEMM_AVX2) transpose_keys_avx2(kt, k, ldk, T, d);
     else
 #endif
         transpose_keys(kt, k, ldk, T, d);
-#ifdef AG_X86
-    switch (path) {
-    case ATTN_GEMM_AVX512: j = scores_avx512(S, q, ldq, kt, n, T, d, scale); break;
-    case ATTN_GEMM_AVX2: j = scores_avx2(S, q, ldq, kt, n, T, d, scale); break;
-    default: break;
-    }
-#endif
-    scores_scalar(S, q, ldq, kt, n, T, d, scale, j);
+    product(S, T, q, ldq, kt, T, n, T, d, scale);
 }
 
+/* scale 1: the multiply is exact, so these are the plain sums */
 void attn_context(float *ctx, int ldc, const float *P, int n, const float *v, int ldv, int T, int d)
 {
-    int c = 0;
-#ifdef AG_X86
-    switch (attn_gemm_path()) {
-    case ATTN_GEMM_AVX512: c = context_avx512(ctx, ldc, P, n, v, ldv, T, d); break;
-    case ATTN_GEMM_AVX2: c = context_avx2(ctx, ldc, P, n, v, ldv, T, d); break;
-    default: break;
-    }
-#endif
-    context_scalar(ctx, ldc, P, n, v, ldv, T, d, c);
+    product(ctx, ldc, P, T, v, ldv, n, d, T, 1.0f);
 }
